@@ -17,6 +17,16 @@ from typing import Any, Iterator
 from heatlab.errors import HeatlabError
 
 
+def _file_mode() -> int:
+    """Mode a plain ``open()`` would give a new file (mkstemp alone would make it 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
 def ensure_dir(path: str | os.PathLike) -> Path:
     """Create ``path`` (and parents) as a writable directory, or raise a clear HeatlabError."""
     p = Path(path)
@@ -41,6 +51,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _FILE_MODE)
         os.replace(tmp_path, dest)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

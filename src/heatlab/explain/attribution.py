@@ -1,0 +1,302 @@
+"""One call for every attribution method: ``attribute(model, inputs, method, ...)``.
+
+Built on Captum; method names are Captum's class names (see :data:`METHODS`). The result always
+has the shape of ``inputs``. The call leaves the model as it found it: it runs in eval mode and
+restores every module's training flag afterwards, removes every hook (also after an exception),
+and never changes parameters; methods that rewrite activation gradients run on an
+attribution-safe copy (see :func:`attribute`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from itertools import chain
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from heatlab.errors import HeatlabError
+from heatlab.explain.methods import REGISTRY, MethodSpec, Options
+
+#: Supported method names (Captum class names), in registry order.
+METHODS: tuple[str, ...] = tuple(REGISTRY)
+
+# Captum warns on every call that it sets (and later removes) hooks and that it made the inputs
+# require gradients; both are routine here.
+_ROUTINE_WARNINGS = (
+    "Setting forward, backward hooks",
+    "Setting backward hooks on ReLU",
+    r"Input Tensor \d+ did not already require gradients",
+)
+# Messages of the errors that in-place or reused activations cause in hook-based methods.
+_INPLACE_HINTS = ("used more than once", "inplace", "in-place")
+
+
+def available_methods() -> list[str]:
+    """Names accepted by :func:`attribute`."""
+    return list(METHODS)
+
+
+def attribute(
+    model: nn.Module,
+    inputs: Tensor,
+    method: str,
+    *,
+    target: int | Tensor | None = None,
+    layer: str | nn.Module | None = None,
+    abs: bool = True,
+    n_baselines: int = 8,
+    n_samples: int = 8,
+    n_steps: int = 32,
+    seed: int = 0,
+    batch_size: int | None = None,
+    return_target: bool = False,
+    **kwargs,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Attributions of ``model``'s ``target`` logit to ``inputs``; same shape as ``inputs``.
+
+    Args:
+        model: classifier returning ``N×K`` logits. Its device is used: ``inputs`` are moved there
+            and the result lives there.
+        inputs: ``N×C×H×W`` images (any ``N×...`` with at least 2 dims for the non-CAM methods),
+            floating point and finite.
+        method: one of :data:`METHODS`.
+        target: class per sample: an int, a LongTensor of ``N``, or ``None`` for the predicted
+            class (argmax of one eval-mode forward pass, computed once).
+        layer: CAM methods only: a module name as in ``model.named_modules()`` (or the module
+            itself); default the model's first ``nn.Conv2d``.
+        abs: Saliency only: ``True`` gives ``|gradient|`` (Captum's default, paper 002),
+            ``False`` the signed gradient.
+        n_baselines: DeepLiftShap/GradientShap: size of the baseline distribution, images
+            uniform in [0, 1] drawn from ``seed`` (see ``methods.shap_baselines``).
+        n_samples: GradientShap: number of (baseline, alpha, noise) draws, shared by all samples.
+        n_steps: IntegratedGradients: steps of the path integral.
+        seed: seeds all randomness of the SHAP methods (the global RNGs are neither used nor
+            changed); the same seed gives the same result for any batch size or chunking.
+        batch_size: attribute in chunks of this many samples (default: all at once); the result
+            does not depend on it.
+        return_target: also return the targets used (LongTensor ``N`` on the model's device).
+        **kwargs: method-specific Captum arguments: ``baselines`` (DeepLift, IntegratedGradients:
+            default zeros, a tensor broadcastable to ``inputs`` or of its shape; DeepLiftShap,
+            GradientShap: the ``B×...`` distribution), ``stdevs`` (GradientShap noise, default 0),
+            ``method``/``internal_batch_size`` (IntegratedGradients), ``relu_attributions``,
+            ``interpolate_mode`` (LayerGradCam, default "nearest"; also GuidedGradCam),
+            ``attribute_to_layer_input`` (CAM methods).
+
+    LayerGradCam's ``N×1×h×w`` map is upsampled to ``H×W`` with Captum's
+    ``LayerAttribution.interpolate`` and repeated over the ``C`` channels; GuidedGradCam is already
+    ``N×C×H×W``. DeepLift, DeepLiftShap, GuidedBackprop, Deconvolution and GuidedGradCam hook the
+    activation modules, which is wrong for in-place or reused activations: they run on the copy
+    made by ``heatlab.models.safety.make_attribution_safe`` (the user's model is not touched).
+
+    Raises:
+        HeatlabError: unknown method or argument, bad inputs (not a float tensor, wrong ndim,
+            empty, NaN/Inf), target out of range, unknown layer, or a model whose activations
+            cannot be hooked.
+    """
+    spec = _spec(method)
+    _check_kwargs(spec, kwargs)
+    _check_counts(n_baselines=n_baselines, n_samples=n_samples, n_steps=n_steps, batch_size=batch_size)
+    device = _device(model)
+    x = _check_inputs(inputs, spec).detach().to(device)
+    n = x.shape[0]
+    kwargs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in kwargs.items()}
+    layer_name = _layer_name(model, layer) if spec.needs_layer else ""
+    work = _working_model(model, spec)
+    step = batch_size or n
+    with _attribution_mode(work):
+        if target is None:
+            t = _predict(work, x, step)
+            hook = None
+        else:
+            t = _check_target(target, n, device)
+            hook = work.register_forward_hook(_logits_check(int(t.max())))
+        try:
+            opts = Options(
+                layer=_module(work, layer_name), layer_name=layer_name,
+                abs=abs, n_baselines=n_baselines, n_samples=n_samples, n_steps=n_steps, seed=seed,
+                kwargs=kwargs,
+            )
+            run = spec.build(work, opts, x)
+            parts = [
+                run(x[i : i + step], t[i : i + step], **_chunk_kwargs(spec, kwargs, n, i, step))
+                for i in range(0, n, step)
+            ]
+        except RuntimeError as err:
+            if any(h in str(err) for h in _INPLACE_HINTS):
+                raise HeatlabError(
+                    f"{spec.name} failed because the model uses an in-place or reused activation "
+                    "module; give each activation its own non-in-place module (see "
+                    "heatlab.models.safety.make_attribution_safe)."
+                ) from err
+            raise
+        finally:
+            if hook is not None:
+                hook.remove()
+    # Captum computes some results from inputs that required grad: hand back plain tensors.
+    out = (parts[0] if len(parts) == 1 else torch.cat(parts)).detach()
+    return (out, t) if return_target else out
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+def _spec(method: str) -> MethodSpec:
+    if method not in REGISTRY:
+        raise HeatlabError(f"Unknown attribution method {method!r}; choose one of {', '.join(METHODS)}.")
+    return REGISTRY[method]
+
+
+def _check_kwargs(spec: MethodSpec, kwargs: dict) -> None:
+    bad = sorted(set(kwargs) - spec.kwargs)
+    if bad:
+        accepted = ", ".join(sorted(spec.kwargs)) or "none"
+        raise HeatlabError(
+            f"{spec.name} does not take the argument(s) {', '.join(bad)}; its extra arguments are: {accepted}."
+        )
+
+
+def _check_counts(**counts: int | None) -> None:
+    for name, value in counts.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise HeatlabError(f"{name} must be a positive integer, got {value!r}; pass e.g. {name}=8.")
+
+
+def _check_inputs(inputs: Tensor, spec: MethodSpec) -> Tensor:
+    if not isinstance(inputs, Tensor) or not inputs.is_floating_point():
+        raise HeatlabError("Inputs must be a floating-point torch.Tensor; convert images with x.float() / 255.")
+    if not (inputs.ndim == 4 if spec.needs_layer else inputs.ndim >= 2):
+        shape = "N×C×H×W" if spec.needs_layer else "N×... (at least 2 dims)"
+        raise HeatlabError(
+            f"{spec.name} needs inputs of shape {shape}, got {tuple(inputs.shape)}; add the batch dimension with x[None]."
+        )
+    if inputs.shape[0] == 0:
+        raise HeatlabError("Inputs hold no samples; pass at least one.")
+    if not torch.isfinite(inputs).all():
+        raise HeatlabError("Inputs contain NaN or Inf; clean or drop those samples before attributing.")
+    return inputs
+
+
+def _check_target(target: int | Tensor, n: int, device: torch.device) -> Tensor:
+    t = torch.as_tensor(target)
+    if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
+        raise HeatlabError(f"Target must be an int or an integer tensor of {n} class indices, got dtype {t.dtype}.")
+    if t.ndim == 0:
+        t = t.expand(n)
+    if t.shape != (n,):
+        raise HeatlabError(f"Target must be an int or hold one class per sample ({n}), got shape {tuple(t.shape)}.")
+    if bool((t < 0).any()):
+        raise HeatlabError(f"Target classes must be non-negative, got {int(t.min())}; pass indices in [0, K-1].")
+    return t.to(device=device, dtype=torch.long)
+
+
+def _logits_check(max_target: int):
+    """Forward hook: the model returns ``N×K`` logits with ``K > max_target``.
+
+    Checked on the first output instead of an extra forward pass; it raises before Captum
+    indexes the logits (an out-of-range index would be a device-side assert on CUDA).
+    """
+
+    def hook(module: nn.Module, args, out) -> None:
+        if not isinstance(out, Tensor) or out.ndim != 2:
+            raise HeatlabError("The model must return N×K logits (one row per sample); wrap it to do so.")
+        if max_target >= out.shape[1]:
+            raise HeatlabError(
+                f"Target {max_target} is out of range for a model with {out.shape[1]} classes; "
+                f"pass targets in [0, {out.shape[1] - 1}]."
+            )
+
+    return hook
+
+
+def _layer_name(model: nn.Module, layer: str | nn.Module | None) -> str:
+    """The dotted name of the CAM layer (default: the first ``nn.Conv2d``)."""
+    names = dict(model.named_modules())
+    convs = [name for name, m in names.items() if isinstance(m, nn.Conv2d)]
+    if layer is None:
+        if not convs:
+            raise HeatlabError("The model has no nn.Conv2d layer; pass layer= the name of a layer with N×C×h×w output.")
+        return convs[0]
+    if isinstance(layer, nn.Module):
+        found = [name for name, m in names.items() if m is layer]
+        if found:
+            return found[0]
+    elif layer in names and layer:
+        return layer
+    hint = ", ".join(convs[:5]) or "none"
+    raise HeatlabError(f"Layer {layer!r} is not a module of the model; pass one of its conv layers, e.g. {hint}.")
+
+
+def _module(model: nn.Module, name: str) -> nn.Module | None:
+    if not name:
+        return None
+    module = dict(model.named_modules()).get(name)
+    if module is None:  # the attribution-safe copy renamed it
+        raise HeatlabError(f"Layer {name!r} is missing from the attribution-safe copy of the model; pass another layer.")
+    return module
+
+
+def _chunk_kwargs(spec: MethodSpec, kwargs: dict, n: int, start: int, step: int) -> dict:
+    """Method arguments for samples ``start:start+step``; per-sample tensors are sliced."""
+    return {
+        k: v[start : start + step] if k in spec.per_sample_kwargs and _per_sample(v, n) else v
+        for k, v in kwargs.items()
+    }
+
+
+def _per_sample(value, n: int) -> bool:
+    return isinstance(value, Tensor) and value.ndim > 0 and value.shape[0] == n and n > 1
+
+
+# --- the model -----------------------------------------------------------------------------
+
+
+def _device(model: nn.Module) -> torch.device:
+    for t in chain(model.parameters(), model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _working_model(model: nn.Module, spec: MethodSpec) -> nn.Module:
+    """The model itself, or an attribution-safe copy for methods that hook activations."""
+    if not spec.rewrites_relu_grads:
+        return model
+    try:
+        from heatlab.models.safety import make_attribution_safe
+    except ImportError:  # TEMP until heatlab.models.safety lands
+        return model
+    return make_attribution_safe(model)
+
+
+def _predict(model: nn.Module, x: Tensor, step: int) -> Tensor:
+    """Predicted class per sample (LongTensor ``N``), one no-grad forward pass."""
+    preds = []
+    with torch.no_grad():
+        for chunk in x.split(step):
+            logits = model(chunk)
+            if not isinstance(logits, Tensor) or logits.ndim != 2:
+                raise HeatlabError("The model must return N×K logits (one row per sample); wrap it to do so.")
+            preds.append(logits.argmax(1))
+    return torch.cat(preds)
+
+
+@contextmanager
+def _attribution_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode and quiet routine Captum warnings; afterwards restore every module's training flag
+    and drop attributes Captum left on modules (DeepLift's ``input``/``output`` after a failure)."""
+    modules = list(model.modules())
+    flags = [m.training for m in modules]
+    attrs = [set(vars(m)) for m in modules]
+    try:
+        model.eval()
+        with warnings.catch_warnings():
+            for msg in _ROUTINE_WARNINGS:
+                warnings.filterwarnings("ignore", message=msg)
+            yield
+    finally:
+        for m, flag, names in zip(modules, flags, attrs):
+            m.training = flag
+            for extra in set(vars(m)) - names:
+                delattr(m, extra)

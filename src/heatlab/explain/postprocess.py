@@ -1,0 +1,80 @@
+"""Heatmap post-processing, explicit and named (DESIGN §2, §4.3).
+
+* :func:`normalize_max_abs`: ``h / max|h|`` per sample, into [-1, 1].
+* :func:`clamp`: clip values into ``[lo, hi]``.
+* :func:`channel_adjust`: paper 002's channel adjustment ``h/max|h| -> (clip) -> sum over channels
+  -> h/max|h|``, ``N×C×H×W -> N×H×W``.
+
+A heatmap that is zero everywhere stays zero (never NaN). NaN/Inf in a heatmap is an error.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from heatlab.errors import HeatlabError
+
+
+def normalize_max_abs(h: Tensor, dims: int | tuple[int, ...] | None = None) -> Tensor:
+    """``h / max|h|`` per sample: ``N×...`` -> ``N×...`` with values in [-1, 1].
+
+    ``dims``: the dimensions the maximum runs over (default: all but the batch dimension 0).
+    An all-zero sample stays zero.
+    """
+    _check_heatmap(h, min_ndim=2)
+    return _normalize(h, dims)
+
+
+def clamp(h: Tensor, lo: float = -0.1, hi: float = 0.1) -> Tensor:
+    """Values of ``h`` clipped into ``[lo, hi]`` (any shape; paper 002's clamp uses ±0.1)."""
+    _check_heatmap(h, min_ndim=0)
+    _check_bounds(lo, hi)
+    return h.clamp(lo, hi)
+
+
+def channel_adjust(attributions: Tensor, *, clamp: tuple[float, float] | None = None) -> Tensor:
+    """Paper 002's channel adjustment: ``N×C×H×W -> N×H×W``.
+
+    ``h <- h/max|h|`` (per sample, over C, H, W), then, with ``clamp=(lo, hi)``, clip to
+    ``[lo, hi]`` (the paper's clamp variant uses ``(-0.1, 0.1)``; it clips *after* normalising,
+    so it does not depend on the attribution's scale), then sum over channels, then
+    ``h <- h/max|h|`` again. An ``N×H×W`` input is treated as one channel (only normalised, and
+    clipped if asked). An all-zero map stays zero.
+    """
+    _check_heatmap(attributions, min_ndim=3)
+    if attributions.ndim > 4:
+        raise HeatlabError(
+            f"channel_adjust takes N×C×H×W or N×H×W heatmaps, got shape {tuple(attributions.shape)}."
+        )
+    h = _normalize(attributions, None)
+    if clamp is not None:
+        lo, hi = clamp
+        _check_bounds(lo, hi)
+        h = h.clamp(lo, hi)
+    if h.ndim == 4:
+        h = h.sum(1)
+    return _normalize(h, None)
+
+
+def _normalize(h: Tensor, dims: int | tuple[int, ...] | None) -> Tensor:
+    if dims is None:
+        dims = tuple(range(1, h.ndim))
+    peak = h.abs().amax(dim=dims, keepdim=True)
+    # Dividing an all-zero map by 1 keeps it zero instead of 0/0 = NaN.
+    return h / peak.masked_fill(peak == 0, 1)
+
+
+def _check_heatmap(h: Tensor, min_ndim: int) -> None:
+    if not isinstance(h, Tensor) or not h.is_floating_point():
+        raise HeatlabError("Heatmaps must be floating-point torch.Tensors; convert with h.float().")
+    if h.ndim < min_ndim:
+        raise HeatlabError(
+            f"Heatmaps need at least {min_ndim} dims (batch first), got shape {tuple(h.shape)}; add it with h[None]."
+        )
+    if not h.isfinite().all():
+        raise HeatlabError("Heatmap contains NaN or Inf; fix the attribution that produced it.")
+
+
+def _check_bounds(lo: float, hi: float) -> None:
+    if not lo < hi:
+        raise HeatlabError(f"Clamp bounds need lo < hi, got ({lo}, {hi}); the paper uses (-0.1, 0.1).")

@@ -1,0 +1,427 @@
+"""The training protocol of paper 002 (§III-B, Table I), as pure logic with no file I/O.
+
+* **Continuous mode** (:func:`train_continuous`): plain training for ``epochs`` epochs with Adam
+  and cross-entropy; the result is the *base model*.
+* **Regular-evaluation mode** (:func:`train_branch`): starting from a copy of the base model with a
+  fresh optimizer, validate every ``eval_every`` iterations on ONE randomly chosen validation
+  shard and let :class:`EarlyStopping` decide: stop at the target accuracy, keep the best state on
+  improvement, stop after ``n_l`` validations without improvement (the counter shrinks to
+  ``int(r_f · counter)`` on each improvement), or run out of ``branch_epochs``.
+
+Data may be an ``(images N×C×H×W, labels N)`` tensor pair, a shard source (an object with
+``num_shards`` and ``load_shard(k) -> {"images", "labels", ...}``, e.g. ``CellSplit``), a map-style
+Dataset whose items are dicts with "image"/"label" or ``(image, label)`` pairs, or a DataLoader
+(used as given). Every random choice (data order, validation shard, dropout, initialisation) comes
+from ``config.seed`` and the stage, so the same config gives the same losses and weights, and a
+branch does not depend on which other branches ran in the same process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from heatlab.data.shards import derive_seed
+from heatlab.errors import HeatlabError
+from heatlab.models import zoo
+
+STOP_TARGET = "target reached"
+STOP_EARLY = "early stop"
+STOP_EXHAUSTED = "epochs exhausted"
+
+#: Table I of paper 002 (plus the optimizer settings of §III-B); combine with a zoo model name,
+#: e.g. ``TrainConfig(model=..., **PAPER_SETTINGS["resnet34"])``.
+PAPER_SETTINGS: dict[str, dict[str, Any]] = {
+    "resnet34": dict(epochs=2, branch_epochs=4, branches=5, batch_size=4, lr=1e-3, n_l=24, r_f=0.4),
+    "alexnet": dict(epochs=16, branch_epochs=16, branches=5, batch_size=16, lr=1e-4, n_l=48, r_f=0.3),
+    "vgg16": dict(epochs=4, branch_epochs=4, branches=5, batch_size=16, lr=1e-4, n_l=48, r_f=0.3),
+}
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+OnStep = Callable[[int, int, float], None]  # (iteration from 1, epoch from 0, loss)
+
+
+def _whole(name: str, value: object, minimum: int, flag: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise HeatlabError(f"{name} must be a whole number >= {minimum}, got {value!r}; pass e.g. {flag}.")
+
+
+def _real(name: str, value: object, low: float, high: float, flag: str, *, open_high: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < low or (value >= high if open_high else value > high):
+        span = f"[{low}, {high})" if open_high else f"[{low}, {high}]"
+        raise HeatlabError(f"{name} must be a number in {span}, got {value!r}; pass e.g. {flag}.")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of the protocol. Defaults suit cellcnn at 128 px on 2 CPU cores;
+    :data:`PAPER_SETTINGS` holds the paper's values. ``target_acc`` > 1 means "never reached"."""
+
+    model: str = zoo.DEFAULT_MODEL
+    epochs: int = 3
+    branch_epochs: int = 2
+    branches: int = 3
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    eval_every: int = 4
+    target_acc: float = 0.96
+    n_l: int = 24
+    r_f: float = 0.4
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise HeatlabError(f"Model name must be a non-empty string, got {self.model!r}; pass e.g. --model cellcnn.")
+        _whole("Epochs", self.epochs, 0, "--epochs 3")
+        _whole("Branch epochs", self.branch_epochs, 1, "--branch-epochs 2")
+        _whole("Branches", self.branches, 0, "--branches 3")
+        _whole("Batch size", self.batch_size, 1, "--batch-size 32")
+        _whole("eval_every", self.eval_every, 1, "--eval-every 4")
+        _whole("n_l (early-stopping limit)", self.n_l, 1, "--n-l 24")
+        _whole("Seed", self.seed, 0, "--seed 0")
+        _real("Learning rate", self.lr, 0.0, 10.0, "--lr 0.001")
+        _real("Weight decay", self.weight_decay, 0.0, 1.0, "--weight-decay 1e-5")
+        _real("Target accuracy", self.target_acc, 0.0, 2.0, "--target-acc 0.96")
+        _real("r_f (refresh fraction)", self.r_f, 0.0, 1.0, "--r-f 0.4", open_high=True)
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise HeatlabError(f"Device '{self.device}' is not a torch device; pass e.g. --device cpu or --device cuda.") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise HeatlabError(f"Unknown training setting(s) {', '.join(unknown)}; use only {', '.join(sorted(known))}.")
+        return cls(**d)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``torch.device(name)``, or a HeatlabError when it names a CUDA device that is not there."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HeatlabError(f"Device '{name}' was asked for but CUDA is not available; pass --device cpu.")
+    return device
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter (or buffer); CPU for a model without tensors."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's global RNG (initialisation, dropout) inside the block and restore it after."""
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+        torch.manual_seed(seed)
+        yield
+
+
+def create_model(config: TrainConfig, num_classes: int, in_channels: int = 3) -> nn.Module:
+    """A freshly initialised zoo model (init seeded by ``config.seed``) on ``config.device``."""
+    device = resolve_device(config.device)
+    with seeded(derive_seed(config.seed, "init"), device):
+        model = zoo.create(config.model, num_classes=num_classes, in_channels=in_channels)
+    return model.to(device)
+
+
+# ---------------------------------------------------------------------------------------- data
+def _is_shard_source(data: object) -> bool:
+    return hasattr(data, "num_shards") and callable(getattr(data, "load_shard", None))
+
+
+def _as_pair(item: object) -> Batch:
+    if isinstance(item, Mapping):
+        return item["image"], item["label"]
+    x, y = item[0], item[1]
+    return x, y
+
+
+def _collate(items: list) -> Batch:
+    """Stack only image and label (dict items also carry ground truth the training does not need)."""
+    pairs = [_as_pair(it) for it in items]
+    return torch.stack([p[0] for p in pairs]), torch.as_tensor([int(p[1]) for p in pairs], dtype=torch.int64)
+
+
+def _shard_batches(src: Any, batch_size: int, generator: torch.Generator | None) -> Iterator[Batch]:
+    """Batches gathered shard by shard (shuffled shard order and order within), spanning shard ends."""
+    n = src.num_shards
+    order = torch.randperm(n, generator=generator).tolist() if generator is not None else range(n)
+    pieces: list[Batch] = []
+    filled = 0
+    for k in order:
+        shard = src.load_shard(k)
+        x, y = shard["images"], shard["labels"]
+        idx = torch.randperm(len(y), generator=generator) if generator is not None else None
+        start = 0
+        while start < len(y):
+            take = min(batch_size - filled, len(y) - start)
+            sel = idx[start : start + take] if idx is not None else slice(start, start + take)
+            pieces.append((x[sel], y[sel]))
+            filled += take
+            start += take
+            if filled == batch_size:
+                yield _join(pieces)
+                pieces, filled = [], 0
+    if pieces:
+        yield _join(pieces)
+
+
+def _join(pieces: list[Batch]) -> Batch:
+    if len(pieces) == 1:
+        return pieces[0]
+    return torch.cat([p[0] for p in pieces]), torch.cat([p[1] for p in pieces])
+
+
+def iter_batches(data: Any, batch_size: int, *, generator: torch.Generator | None = None) -> Iterator[Batch]:
+    """Yield ``(images B×C×H×W, labels B int64)`` batches of ``data`` (on its own device).
+
+    With a ``generator`` the order is shuffled from it; without, data order is kept. A DataLoader
+    is iterated as given (its own batch size and order).
+    """
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        x, y = data
+        if len(x) != len(y):
+            raise HeatlabError(f"Got {len(x)} inputs but {len(y)} labels; pass one label per input.")
+        order = torch.randperm(len(y), generator=generator) if generator is not None else None
+        for s in range(0, len(y), batch_size):
+            sel = order[s : s + batch_size] if order is not None else slice(s, s + batch_size)
+            yield x[sel], y[sel]
+    elif _is_shard_source(data):
+        yield from _shard_batches(data, batch_size, generator)
+    elif isinstance(data, DataLoader) or (isinstance(data, Iterable) and not isinstance(data, Dataset)):
+        for item in data:
+            yield _as_pair(item)
+    elif isinstance(data, Dataset):
+        sampler = RandomSampler(data, generator=generator) if generator is not None else None
+        yield from DataLoader(data, batch_size=batch_size, sampler=sampler, collate_fn=_collate, num_workers=0)
+    else:
+        raise HeatlabError(
+            f"Cannot read batches from a {type(data).__name__}; pass an (images, labels) pair, a Dataset or a DataLoader."
+        )
+
+
+def num_batches(data: Any, batch_size: int) -> int | None:
+    """Batches per epoch of :func:`iter_batches`, or None when the source has no length."""
+    if isinstance(data, DataLoader):
+        return len(data)
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        n = len(data[1])
+    elif hasattr(data, "__len__"):
+        n = len(data)
+    else:
+        return None
+    return -(-n // batch_size)
+
+
+# ----------------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def predict(model: nn.Module, data: Any, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(predicted classes N, labels N)`` as CPU int64 tensors, in data order, model in eval mode."""
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    preds, labels = [], []
+    try:
+        for x, y in iter_batches(data, batch_size):
+            preds.append(model(x.to(device, non_blocking=True)).argmax(1).cpu())
+            labels.append(y.cpu())
+    finally:
+        model.train(was_training)
+    if not preds:
+        raise HeatlabError("The evaluation data holds no samples; pass a split with at least one shard.")
+    return torch.cat(preds), torch.cat(labels).to(torch.int64)
+
+
+def evaluate_accuracy(model: nn.Module, data: Any, batch_size: int = 64) -> float:
+    """Fraction of samples of ``data`` whose predicted class equals the label."""
+    preds, labels = predict(model, data, batch_size)
+    return float((preds == labels).double().mean())
+
+
+# ------------------------------------------------------------------------------ early stopping
+class EarlyStopping:
+    """The regular-evaluation stopping rule of paper 002 §III-B, one validation accuracy at a time.
+
+    ``update(acc)`` returns "target" (acc ≥ target_acc: stop and keep this state), "improved"
+    (acc > best: keep this state, ``counter = int(r_f · counter)``), "no_improvement"
+    (``counter += 1``) or "stop" (the counter reached ``n_l``). ``best`` starts at 0, as in the
+    original code, so an accuracy of 0 never counts as an improvement.
+    """
+
+    def __init__(self, target_acc: float, n_l: int, r_f: float):
+        self.target_acc, self.n_l, self.r_f = target_acc, n_l, r_f
+        self.counter = 0
+        self.best = 0.0
+
+    def update(self, acc: float) -> str:
+        if acc >= self.target_acc:
+            self.best = max(self.best, acc)
+            return "target"
+        if acc > self.best:
+            self.best = acc
+            self.counter = int(self.r_f * self.counter)
+            return "improved"
+        self.counter += 1
+        return "stop" if self.counter >= self.n_l else "no_improvement"
+
+
+# ------------------------------------------------------------------------------------ training
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _train_steps(
+    model: nn.Module, data: Any, config: TrainConfig, epochs: int, generator: torch.Generator
+) -> Iterator[tuple[int, int, float]]:
+    """Run the training steps, yielding ``(iteration, epoch, loss)`` after each; stop by closing."""
+    device = model_device(model)
+    opt = _optimizer(model, config)
+    model.train()
+    it = 0
+    for epoch in range(epochs):
+        for x, y in iter_batches(data, config.batch_size, generator=generator):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            it += 1
+            value = loss.item()
+            if not math.isfinite(value):
+                raise HeatlabError(f"The training loss became {value} at iteration {it}; lower the learning rate (--lr).")
+            yield it, epoch, value
+
+
+def train_continuous(model: nn.Module, train_data: Any, config: TrainConfig, *, on_step: OnStep | None = None) -> list[float]:
+    """Continuous mode: train ``model`` in place for ``config.epochs`` epochs; return the losses."""
+    device = model_device(model)
+    generator = torch.Generator().manual_seed(derive_seed(config.seed, "base", "data"))
+    losses = []
+    with seeded(derive_seed(config.seed, "base", "torch"), device):
+        for it, epoch, loss in _train_steps(model, train_data, config, config.epochs, generator):
+            losses.append(loss)
+            if on_step is not None:
+                on_step(it, epoch, loss)
+    return losses
+
+
+@dataclass(frozen=True)
+class Validation:
+    """One regular-evaluation check: accuracy of the model on validation shard ``shard``."""
+
+    iteration: int
+    epoch: int
+    shard: int
+    accuracy: float
+    decision: str  # EarlyStopping.update's answer
+    saved: bool  # this state became the branch model
+
+
+@dataclass
+class BranchResult:
+    """Outcome of :func:`train_branch`; ``state_dict`` is the saved (best) state the model now holds."""
+
+    branch: int
+    stop_reason: str
+    iterations: int
+    best_shard_acc: float
+    best_iteration: int
+    losses: list[float]
+    validations: list[Validation]
+    state_dict: dict[str, torch.Tensor] = field(repr=False)
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def train_branch(
+    model: nn.Module,
+    train_data: Any,
+    val_shards: Any,
+    config: TrainConfig,
+    *,
+    branch: int = 0,
+    on_step: OnStep | None = None,
+    on_validate: Callable[[Validation], None] | None = None,
+    on_save: Callable[[dict[str, torch.Tensor]], None] | None = None,
+) -> BranchResult:
+    """Regular-evaluation mode for one branch; ``model`` (a copy of the base) is trained in place.
+
+    ``val_shards`` is a shard source (``num_shards``, ``load_shard``); every ``config.eval_every``
+    iterations one shard, drawn from a generator seeded by ``(config.seed, branch)``, is validated.
+    The first validation always saves (so a branch always has a model), later ones save on
+    "improved" or "target". If no validation fell inside ``branch_epochs``, one runs at the end.
+    On return the model holds the saved state.
+    """
+    if not _is_shard_source(val_shards) or val_shards.num_shards < 1:
+        raise HeatlabError("Validation data must be a split with at least one shard; write the val split first.")
+    device = model_device(model)
+    data_gen = torch.Generator().manual_seed(derive_seed(config.seed, "branch", branch, "data"))
+    val_gen = torch.Generator().manual_seed(derive_seed(config.seed, "branch", branch, "val"))
+    stopper = EarlyStopping(config.target_acc, config.n_l, config.r_f)
+    losses: list[float] = []
+    validations: list[Validation] = []
+    best: dict[str, Any] = {"state": None, "iteration": 0}
+
+    def validate(it: int, epoch: int) -> str:
+        k = int(torch.randint(val_shards.num_shards, (1,), generator=val_gen))
+        shard = val_shards.load_shard(k)
+        acc = evaluate_accuracy(model, (shard["images"], shard["labels"]), max(config.batch_size, 64))
+        decision = stopper.update(acc)
+        saved = decision in ("target", "improved") or best["state"] is None
+        if saved:
+            best["state"], best["iteration"] = _snapshot(model), it
+            if on_save is not None:
+                on_save(best["state"])
+        record = Validation(it, epoch, k, acc, decision, saved)
+        validations.append(record)
+        if on_validate is not None:
+            on_validate(record)
+        return decision
+
+    reason, it, epoch = STOP_EXHAUSTED, 0, 0
+    with seeded(derive_seed(config.seed, "branch", branch, "torch"), device):
+        steps = _train_steps(model, train_data, config, config.branch_epochs, data_gen)
+        for it, epoch, loss in steps:
+            losses.append(loss)
+            if on_step is not None:
+                on_step(it, epoch, loss)
+            if it % config.eval_every == 0:
+                decision = validate(it, epoch)
+                if decision in ("target", "stop"):
+                    reason = STOP_TARGET if decision == "target" else STOP_EARLY
+                    break
+        steps.close()
+        if best["state"] is None:
+            validate(it, epoch)
+    model.load_state_dict(best["state"])
+    return BranchResult(
+        branch=branch,
+        stop_reason=reason,
+        iterations=it,
+        best_shard_acc=stopper.best,
+        best_iteration=best["iteration"],
+        losses=losses,
+        validations=validations,
+        state_dict=best["state"],
+    )

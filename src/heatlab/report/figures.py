@@ -1,0 +1,187 @@
+"""Result figures of an evaluated run, drawn from its tables (paper 002, Fig. 3 and Fig. 4).
+
+- :func:`recall_precision_figure`: one point per (method, branch) = mean over samples of the
+  per-sample (precision, recall), error bars ± one standard deviation over samples; panels
+  average/best × standard/clamp. Precision on x, recall on y ("recall vs precision", points (P, R)).
+- :func:`roc_figure`: one curve per (method, branch) through the per-threshold means of (FPR,
+  recall); FPR on x, recall on y (the original plots had the axes swapped), panels standard/clamp.
+
+Figures are built on :class:`matplotlib.figure.Figure` (no pyplot state) and written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from heatlab.files import atomic_path, ensure_dir
+
+VARIANTS = ("standard", "clamp")
+STATS = ("avg", "best")
+STAT_LABELS = {"avg": "average over thresholds", "best": "best over thresholds"}
+# Colour-blind-safe qualitative palette (Okabe-Ito, then Tableau) so 11 methods stay distinct.
+PALETTE = (
+    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9",
+    "#000000", "#8C564B", "#7F7F7F", "#BCBD22", "#9467BD", "#17BECF",
+)
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p")
+# Zoom into a panel when every point sits in a region narrower than this on both axes.
+ZOOM_SPAN = 0.45
+
+
+def method_styles(methods: Sequence[str]) -> dict[str, dict]:
+    """A fixed colour and marker per method, by position in ``methods`` (same order, same look)."""
+    return {m: {"color": PALETTE[i % len(PALETTE)], "marker": MARKERS[i % len(MARKERS)]} for i, m in enumerate(methods)}
+
+
+def branch_points(five_band: pd.DataFrame, variant: str, stat: str) -> pd.DataFrame:
+    """Per (method, branch): mean and std over samples of precision_<stat> and recall_<stat>.
+
+    Columns: method, branch, p_mean, p_std, r_mean, r_std, n (samples). The std is the population
+    std (ddof=0), so a single sample gives 0 rather than NaN.
+    """
+    rows = five_band[five_band["variant"] == variant]
+    g = rows.groupby(["method", "branch"], sort=False)
+    out = g.agg(
+        p_mean=(f"precision_{stat}", "mean"),
+        p_std=(f"precision_{stat}", lambda s: s.std(ddof=0)),
+        r_mean=(f"recall_{stat}", "mean"),
+        r_std=(f"recall_{stat}", lambda s: s.std(ddof=0)),
+        n=(f"recall_{stat}", "size"),
+    )
+    return out.reset_index()
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, out_png: str | os.PathLike) -> Path:
+    out = Path(out_png)
+    ensure_dir(out.parent)
+    with atomic_path(out) as tmp:
+        # No "Software" metadata, so the same figure gives the same bytes across matplotlib builds.
+        fig.savefig(tmp, format="png", metadata={"Software": None})
+    return out
+
+
+def _unit_square(ax: Axes, xlabel: str, ylabel: str) -> None:
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, color="#e5e5e5", linewidth=0.6)
+    ax.set_axisbelow(True)
+
+
+def _zoom_box(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, float, float] | None:
+    """(x0, x1, y0, y1) around the points, padded, when they are crowded into a small region."""
+    if len(xs) == 0:
+        return None
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    if x1 - x0 > ZOOM_SPAN or y1 - y0 > ZOOM_SPAN:
+        return None
+    pad = max(x1 - x0, y1 - y0, 0.02) * 0.15
+    return max(0.0, x0 - pad), min(1.0, x1 + pad), max(0.0, y0 - pad), min(1.0, y1 + pad)
+
+
+def _inset(ax: Axes, box: tuple[float, float, float, float]) -> Axes:
+    """An inset axes zoomed on ``box``, placed in the quadrant opposite the box, region marked."""
+    cx, cy = (box[0] + box[1]) / 2, (box[2] + box[3]) / 2
+    ins = ax.inset_axes([0.53 if cx < 0.5 else 0.06, 0.53 if cy < 0.5 else 0.06, 0.42, 0.42])
+    ins.set_xlim(box[0], box[1])
+    ins.set_ylim(box[2], box[3])
+    ins.tick_params(labelsize=6, length=2)
+    ins.grid(True, color="#eeeeee", linewidth=0.5)
+    ax.indicate_inset_zoom(ins, edgecolor="#777777")
+    return ins
+
+
+def _legend(fig: Figure, methods: Sequence[str], styles: dict[str, dict], *, line: bool) -> None:
+    handles = [
+        Line2D([], [], color=styles[m]["color"], marker=styles[m]["marker"], linestyle="-" if line else "none",
+               markersize=6, label=m)
+        for m in methods
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(methods), 6), fontsize=8, frameon=False)
+
+
+def recall_precision_figure(
+    five_band: pd.DataFrame, out_png: str | os.PathLike, *, methods: Sequence[str] | None = None
+) -> Path:
+    """Paper Fig. 3: recall (y) vs precision (x), 2×2 panels (average/best × standard/clamp).
+
+    ``five_band`` has the columns of ``tables/five_band.parquet``; ``methods`` fixes the legend
+    order and colours (default: order of appearance). Returns the PNG path.
+    """
+    methods = list(methods) if methods is not None else list(dict.fromkeys(five_band["method"]))
+    styles = method_styles(methods)
+    fig = _new_figure(10.5, 11.2)
+    panels = [(stat, variant) for variant in VARIANTS for stat in STATS]
+    for i, (stat, variant) in enumerate(panels):
+        ax = fig.add_subplot(2, 2, i + 1)
+        _unit_square(ax, f"precision ({stat})", f"recall ({stat})")
+        ax.set_title(f"({chr(65 + i)}) {STAT_LABELS[stat]}, {variant}", fontsize=10)
+        pts = branch_points(five_band, variant, stat)
+        pts = pts[pts["method"].isin(methods)]
+        box = _zoom_box(list(pts["p_mean"]), list(pts["r_mean"]))
+        targets = [ax] if box is None else [ax, _inset(ax, box)]
+        for target in targets:
+            for method in methods:
+                sel = pts[pts["method"] == method]
+                if sel.empty:
+                    continue
+                st = styles[method]
+                target.errorbar(
+                    sel["p_mean"], sel["r_mean"], xerr=sel["p_std"], yerr=sel["r_std"], fmt=st["marker"],
+                    color=st["color"], markersize=5 if target is ax else 4, elinewidth=0.8, capsize=2,
+                    alpha=0.9, markeredgecolor="white", markeredgewidth=0.5,
+                )
+        if pts.empty:
+            ax.text(0.5, 0.5, "no rows", ha="center", va="center", color="#888888")
+    _legend(fig, methods, styles, line=False)
+    fig.suptitle("Five-band recall vs precision: one point per branch (mean ± std over samples)", fontsize=11)
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.94, bottom=0.1, wspace=0.2, hspace=0.22)
+    return _save(fig, out_png)
+
+
+def roc_figure(roc: pd.DataFrame, out_png: str | os.PathLike, *, methods: Sequence[str] | None = None) -> Path:
+    """Paper Fig. 4 with the axes of the definition: FPR on x, recall on y; panels standard/clamp.
+
+    ``roc`` has the columns of ``tables/roc.parquet``; one line per (method, branch) through the
+    thresholds in order, its first threshold marked with a dot. Returns the PNG path.
+    """
+    methods = list(methods) if methods is not None else list(dict.fromkeys(roc["method"]))
+    styles = method_styles(methods)
+    fig = _new_figure(10.5, 6.0)
+    for i, variant in enumerate(VARIANTS):
+        ax = fig.add_subplot(1, 2, i + 1)
+        _unit_square(ax, "false positive rate (FPR)", "recall (true positive rate)")
+        ax.set_title(f"({chr(65 + i)}) {variant}", fontsize=10)
+        ax.plot([0, 1], [0, 1], linestyle="--", color="#999999", linewidth=0.8)
+        rows = roc[(roc["variant"] == variant) & roc["method"].isin(methods)]
+        box = _zoom_box(list(rows["fpr"]), list(rows["recall"]))
+        targets = [ax] if box is None else [ax, _inset(ax, box)]
+        for target in targets:
+            for (method, _branch), curve in rows.groupby(["method", "branch"], sort=False):
+                curve = curve.sort_values("threshold")
+                st = styles[method]
+                target.plot(curve["fpr"], curve["recall"], color=st["color"], linewidth=1.1, alpha=0.85)
+                target.plot(curve["fpr"].iloc[:1], curve["recall"].iloc[:1], marker=st["marker"],
+                            color=st["color"], markersize=4, linestyle="none")
+        if rows.empty:
+            ax.text(0.5, 0.5, "no rows", ha="center", va="center", color="#888888")
+    _legend(fig, methods, styles, line=True)
+    fig.suptitle("ROC of the five-band score: one curve per (method, branch), marker = first threshold", fontsize=11)
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.9, bottom=0.2, wspace=0.2)
+    return _save(fig, out_png)

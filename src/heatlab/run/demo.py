@@ -1,0 +1,29 @@
+"""Sizes of `heatlab demo`: a quick preset for 2 CPU cores and the paper's full preset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from heatlab.models.training import TrainConfig
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """Everything `heatlab demo` needs to know to run data -> train -> evaluate -> report."""
+
+    size: int
+    shards: dict[str, int]
+    shard_size: int
+    train: TrainConfig
+    methods: str = "all"
+    split: str = "test"
+    extras: dict = field(default_factory=dict)
+
+
+def demo_plan(*, full: bool = False, seed: int = 0) -> DemoPlan:
+    """The quick plan (about 5 minutes on 2 cores) or, with ``full``, the paper's split sizes."""
+    if full:
+        return DemoPlan(size=128, shards={"train": 32, "val": 8, "test": 8}, shard_size=200,
+                        train=TrainConfig(seed=seed, branches=5))
+    return DemoPlan(size=128, shards={"train": 24, "val": 4, "test": 2}, shard_size=100,
+                    train=TrainConfig(seed=seed, epochs=3, branch_epochs=1, branches=2))

@@ -1,0 +1,347 @@
+"""Training run directory: the protocol of :mod:`heatlab.models.training` with files and resume.
+
+Layout::
+
+    run/config.json                          {"training": config, "data_root", "weights", ...}
+    run/model/base/weights.safetensors       + model.json (written last: the stage is complete)
+    run/model/base/steps.parquet             phase, iteration, epoch, loss
+    run/model/branch-00/...                  same files + validation.parquet
+    run/tables/training.parquet              every stage's steps (one row per iteration)
+    run/tables/validation.parquet            branch, iteration, epoch, shard, accuracy, decision, saved
+
+A stage is complete when its model.json exists; a restarted run skips complete stages and redoes a
+partial branch from the saved base model. Each stage draws its randomness from (seed, stage), so
+an interrupted-and-resumed run ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from safetensors import SafetensorError, safe_open
+from torch import nn
+
+import heatlab
+from heatlab.data.shards import CellSplit, open_split
+from heatlab.errors import HeatlabError
+from heatlab.files import atomic_path, ensure_dir, read_json, sha256_file, write_json
+from heatlab.models import zoo
+from heatlab.models.training import (
+    TrainConfig,
+    create_model,
+    evaluate_accuracy,
+    num_batches,
+    resolve_device,
+    train_branch,
+    train_continuous,
+)
+from heatlab.progress import Progress, report
+
+CONFIG = "config.json"
+MODEL_JSON = "model.json"
+WEIGHTS = "weights.safetensors"
+STEPS = "steps.parquet"
+VALIDATION = "validation.parquet"
+BASE = "base"
+STEP_COLUMNS = {"phase": "string", "iteration": "int64", "epoch": "int64", "loss": "float64"}
+VALIDATION_COLUMNS = {
+    "branch": "int64", "iteration": "int64", "epoch": "int64", "shard": "int64",
+    "accuracy": "float64", "decision": "string", "saved": "bool",
+}  # fmt: skip
+# Settings that may change between runs in one folder (asking for more branches extends the run).
+_MUTABLE = ("branches",)
+
+
+def stage_name(branch: int | str) -> str:
+    """"base" for the base model, "branch-00" for branch 0, ..."""
+    return BASE if branch == BASE else f"branch-{int(branch):02d}"
+
+
+def stage_dir(run_dir: str | os.PathLike, branch: int | str) -> Path:
+    return Path(run_dir) / "model" / stage_name(branch)
+
+
+def _stage_info(run_dir: str | os.PathLike, branch: int | str) -> dict | None:
+    """The stage's model.json when the stage is complete (model.json and weights present), else None."""
+    d = stage_dir(run_dir, branch)
+    if not (d / MODEL_JSON).is_file() or not (d / WEIGHTS).is_file():
+        return None
+    try:
+        return read_json(d / MODEL_JSON)
+    except HeatlabError:
+        return None  # a broken model.json means the stage is redone
+
+
+def list_branches(run_dir: str | os.PathLike) -> list[int]:
+    """Indices of the completed branches of the run, ascending."""
+    root = Path(run_dir) / "model"
+    found = []
+    if root.is_dir():
+        for d in root.glob("branch-*"):
+            suffix = d.name.removeprefix("branch-")
+            if suffix.isdigit() and _stage_info(run_dir, int(suffix)) is not None:
+                found.append(int(suffix))
+    return sorted(found)
+
+
+def branch_info(run_dir: str | os.PathLike, branch: int | str) -> dict:
+    """model.json of a completed stage (``branch`` an index or "base"), or a HeatlabError."""
+    info = _stage_info(run_dir, branch)
+    if info is None:
+        if _stage_info(run_dir, BASE) is None and not list_branches(run_dir):
+            raise HeatlabError(f"'{run_dir}' has no trained model; train one there first (heatlab train --out {run_dir}).")
+        have = ", ".join([BASE] * (_stage_info(run_dir, BASE) is not None) + [str(b) for b in list_branches(run_dir)])
+        raise HeatlabError(f"'{run_dir}' has no completed {stage_name(branch)}; choose one of: {have}.")
+    return info
+
+
+def load_branch(run_dir: str | os.PathLike, branch: int | str = 0, *, device: str | torch.device = "cpu") -> nn.Module:
+    """The trained model of ``branch`` (index or "base") in eval mode on ``device``."""
+    info = branch_info(run_dir, branch)
+    spec = dict(info["spec"])
+    model = zoo.create(spec.pop("name"), **spec)
+    zoo.load_weights(model, stage_dir(run_dir, branch) / WEIGHTS)
+    return model.to(resolve_device(str(device))).eval()
+
+
+# -------------------------------------------------------------------------------------- checks
+def _versions() -> dict[str, str | None]:
+    def version(pkg: str) -> str | None:
+        try:
+            return importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    return {"heatlab": heatlab.__version__, "torch": torch.__version__, "captum": version("captum")}
+
+
+def _identity(record: dict) -> dict:
+    """What must match for a run folder to be resumed: settings, data and initial weights."""
+    training = {k: v for k, v in record.get("training", {}).items() if k not in _MUTABLE}
+    return {**training, "data_root": record.get("data_root"), "weights_sha256": record.get("weights_sha256")}
+
+
+def _check_and_write_config(run_dir: Path, record: dict) -> None:
+    path = run_dir / CONFIG
+    old: dict = {}
+    if path.exists():
+        old = read_json(path)
+        if not isinstance(old, dict):
+            raise HeatlabError(f"'{path}' is not a heatlab run config; choose another --out.")
+        if "training" in old:
+            a, b = _identity(old), _identity(record)
+            diffs = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+            if diffs:
+                raise HeatlabError(
+                    f"'{run_dir}' already holds a training run with different settings ({', '.join(diffs)}); "
+                    "choose another --out or run again with the same settings."
+                )
+    merged = {**old, **record}  # keeps keys other stages may have written
+    if merged != old:
+        write_json(path, merged)
+
+
+def _weights_classes(path: Path, model: nn.Module) -> tuple[int | None, list[str]]:
+    """(class count the weights were trained for if known, names of tensors that do not fit model)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError):
+        raise HeatlabError(f"'{path}' is not a readable safetensors file; pass weights saved by heatlab.") from None
+    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
+    bad = sorted(k for k in expected.keys() | shapes.keys() if expected.get(k) != shapes.get(k))
+    n = model.heatlab_spec["num_classes"]
+    classes = None
+    beside = path.parent / MODEL_JSON
+    if beside.is_file():
+        try:
+            classes = int(read_json(beside)["spec"]["num_classes"])
+        except (HeatlabError, KeyError, TypeError, ValueError):
+            classes = None
+    if classes is None:  # infer from a tensor whose first dim is the model's class count
+        for k in bad:
+            if k in shapes and k in expected and expected[k][0] == n and shapes[k][1:] == expected[k][1:]:
+                classes = shapes[k][0]
+                break
+    return classes, bad
+
+
+def _check_weights(weights: Path, model: nn.Module) -> None:
+    if not weights.is_file():
+        raise HeatlabError(f"Weights file '{weights}' does not exist; check the --weights path.")
+    n = model.heatlab_spec["num_classes"]
+    classes, bad = _weights_classes(weights, model)
+    if classes is not None and classes != n:
+        raise HeatlabError(
+            f"The weights in '{weights}' are for a {classes}-class model but the data has {n} classes; "
+            f"pass weights of a {n}-class model or data with {classes} classes."
+        )
+    if bad:
+        raise HeatlabError(
+            f"The weights in '{weights}' do not fit model '{model.heatlab_spec['name']}' "
+            f"({len(bad)} tensors differ, e.g. '{bad[0]}'); pass weights saved from the same model (--model)."
+        )
+
+
+# -------------------------------------------------------------------------------------- tables
+def _frame(rows: list[dict], columns: dict[str, str]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(columns)).astype(columns)
+
+
+def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+def _collect_tables(run_dir: Path) -> None:
+    """Rebuild tables/training.parquet and tables/validation.parquet from the completed stages."""
+    stages = ([BASE] if _stage_info(run_dir, BASE) else []) + list_branches(run_dir)
+    for name, columns in ((STEPS, STEP_COLUMNS), (VALIDATION, VALIDATION_COLUMNS)):
+        parts = [pd.read_parquet(p) for s in stages if (p := stage_dir(run_dir, s) / name).is_file()]
+        frame = pd.concat(parts, ignore_index=True).astype(columns) if parts else _frame([], columns)
+        _write_parquet(run_dir / "tables" / ("training.parquet" if name == STEPS else name), frame)
+
+
+# ------------------------------------------------------------------------------------ training
+def _save_stage(run_dir: Path, branch: int | str, model: nn.Module, info: dict, steps: list[dict], vals: list[dict] | None) -> dict:
+    """Write a stage's weights and tables, then its model.json last (marks the stage complete)."""
+    d = ensure_dir(stage_dir(run_dir, branch))
+    zoo.save_weights(model, d / WEIGHTS)
+    _write_parquet(d / STEPS, _frame(steps, STEP_COLUMNS))
+    if vals is not None:
+        _write_parquet(d / VALIDATION, _frame(vals, VALIDATION_COLUMNS))
+    info = {**info, "spec": dict(model.heatlab_spec), "weights": WEIGHTS, "weights_sha256": sha256_file(d / WEIGHTS)}
+    write_json(d / MODEL_JSON, info)
+    return info
+
+
+def _step_recorder(phase: str, rows: list[dict], progress: Progress | None, total: int):
+    def on_step(it: int, epoch: int, loss: float) -> None:
+        rows.append({"phase": phase, "iteration": it, "epoch": epoch, "loss": loss})
+        report(progress, f"train/{phase}", it, total)
+
+    return on_step
+
+
+def _train_base(run_dir: Path, splits: dict[str, CellSplit], config: TrainConfig, model: nn.Module, weights: Path | None, progress) -> dict:
+    """Continuous mode on ``model`` (freshly created, already holding ``weights`` if given)."""
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    total = config.epochs * num_batches(train, config.batch_size)
+    report(progress, "train/base", 0, total)
+    steps: list[dict] = []
+    train_continuous(model, train, config, on_step=_step_recorder(BASE, steps, progress, total))
+    report(progress, "train/base", total, total)
+    info = {
+        "stage": BASE, "branch": None, "seed": config.seed, "stop_reason": None, "iterations": len(steps),
+        "epochs": config.epochs, "best_shard_acc": None, "val_acc": evaluate_accuracy(model, val),
+        "test_acc": evaluate_accuracy(model, test), "class_names": list(train.class_names),
+        "initial_weights": str(weights) if weights is not None else None,
+    }  # fmt: skip
+    return _save_stage(run_dir, BASE, model, info, steps, None)
+
+
+def _train_one_branch(run_dir: Path, splits: dict[str, CellSplit], config: TrainConfig, b: int, progress) -> dict:
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    model = load_branch(run_dir, BASE, device=config.device).train()  # from disk: same start when resumed
+    phase = stage_name(b)
+    total = config.branch_epochs * num_batches(train, config.batch_size)
+    report(progress, f"train/{phase}", 0, total)
+    steps: list[dict] = []
+    result = train_branch(model, train, val, config, branch=b, on_step=_step_recorder(phase, steps, progress, total))
+    report(progress, f"train/{phase}", total, total)
+    vals = [{"branch": b, **{k: getattr(v, k) for k in VALIDATION_COLUMNS if k != "branch"}} for v in result.validations]
+    info = {
+        "stage": phase, "branch": b, "seed": config.seed, "stop_reason": result.stop_reason,
+        "iterations": result.iterations, "best_iteration": result.best_iteration,
+        "best_shard_acc": result.best_shard_acc, "validations": len(result.validations),
+        "val_acc": evaluate_accuracy(model, val), "test_acc": evaluate_accuracy(model, test),
+        "class_names": list(train.class_names),
+    }  # fmt: skip
+    return _save_stage(run_dir, b, model, info, steps, vals)
+
+
+def _summary(run_dir: Path, base: dict, branches: list[dict], skipped: list[str]) -> dict:
+    keys = ("branch", "stop_reason", "iterations", "best_shard_acc", "val_acc", "test_acc")
+    rows = [{k: info.get(k) for k in keys} for info in branches]
+    mean = lambda key: sum(r[key] for r in rows) / len(rows) if rows else None  # noqa: E731
+    return {
+        "run_dir": str(run_dir),
+        "base": {k: base.get(k) for k in ("iterations", "val_acc", "test_acc")},
+        "branches": rows,
+        "val_acc_mean": mean("val_acc"),
+        "test_acc_mean": mean("test_acc"),
+        "skipped": skipped,
+    }
+
+
+def train_run(
+    data_root: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    config: TrainConfig,
+    *,
+    weights: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Train the base model and ``config.branches`` branches into ``run_dir``, resuming if possible.
+
+    ``weights`` (safetensors) initialise the base model before continuous training. ``progress``
+    is called as ``progress(task, done, total)`` with tasks "train/base", "train/branch-00", ...
+    Returns a summary: base and per-branch stop reason, iterations, val and test accuracy, means,
+    and the stages skipped because they were already complete.
+    """
+    if not isinstance(config, TrainConfig):
+        raise HeatlabError(f"config must be a TrainConfig, got {type(config).__name__}; build one with TrainConfig(...).")
+    resolve_device(config.device)
+    splits = {name: open_split(data_root, name) for name in ("train", "val", "test")}
+    names = splits["train"].class_names
+    for name in ("val", "test"):
+        if splits[name].class_names != names:
+            raise HeatlabError(f"The {name} split of '{data_root}' has other classes than the train split; write the data again.")
+    # Build the model (unknown names fail here) and check the weights before anything is written.
+    model = create_model(config, num_classes=len(names), in_channels=3)
+    weights_path = Path(weights) if weights is not None else None
+    if weights_path is not None:
+        _check_weights(weights_path, model)
+        zoo.load_weights(model, weights_path)
+    run_dir = ensure_dir(run_dir)
+    record = {
+        "training": config.to_dict(),
+        "data_root": str(Path(data_root).resolve()),
+        "weights": str(weights_path.resolve()) if weights_path is not None else None,
+        "weights_sha256": sha256_file(weights_path) if weights_path is not None else None,
+        "seed": config.seed,
+        "versions": _versions(),
+    }
+    _check_and_write_config(run_dir, record)
+
+    skipped = []
+    base = _stage_info(run_dir, BASE)
+    if base is None:
+        base = _train_base(run_dir, splits, config, model, weights_path, progress)
+        _collect_tables(run_dir)
+    else:
+        if len(base.get("class_names", [])) != len(names):
+            raise HeatlabError(
+                f"The base model in '{run_dir}' has {len(base.get('class_names', []))} classes but the data has "
+                f"{len(names)}; choose another --out."
+            )
+        skipped.append(BASE)
+        report(progress, "train/base", 1, 1)
+    branches = []
+    for b in range(config.branches):
+        info = _stage_info(run_dir, b)
+        if info is None:
+            info = _train_one_branch(run_dir, splits, config, b, progress)
+            _collect_tables(run_dir)
+        else:
+            skipped.append(stage_name(b))
+            report(progress, f"train/{stage_name(b)}", 1, 1)
+        branches.append(info)
+    if not (run_dir / "tables" / "training.parquet").is_file():
+        _collect_tables(run_dir)
+    return _summary(run_dir, base, branches, skipped)

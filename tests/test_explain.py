@@ -1,0 +1,350 @@
+"""Tests for heatlab.explain.attribution (the method registry) and heatlab.explain.postprocess."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from heatlab.errors import HeatlabError
+from heatlab.explain.attribution import METHODS, attribute, available_methods
+from heatlab.explain.methods import gradient_shap_draws, shap_baselines
+from heatlab.explain.postprocess import channel_adjust, clamp, normalize_max_abs
+
+N_CLASSES = 5
+
+
+class TinyCNN(nn.Module):
+    """3×16×16 -> 5 logits; separate ReLU modules, BatchNorm (catches a missing eval())."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(4, 6, 3, padding=1, stride=2)
+        self.relu2 = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(6, N_CLASSES)
+
+    def trunk(self, x):
+        return self.relu1(self.bn1(self.conv1(x)))
+
+    def forward(self, x):
+        return self.fc(self.pool(self.relu2(self.conv2(self.trunk(x)))).flatten(1))
+
+
+class ExplodingCNN(TinyCNN):
+    """Raises midway through its second forward call (after hooked activations have run)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        h = self.trunk(x)
+        if self.calls >= 2:
+            raise RuntimeError("boom")
+        return self.fc(self.pool(self.relu2(self.conv2(h))).flatten(1))
+
+
+class ReusedReLUCNN(TinyCNN):
+    """TinyCNN with one ReLU module called twice, in place (not attribution-safe)."""
+
+    def __init__(self):
+        super().__init__()
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        h = self.relu(self.bn1(self.conv1(x)))
+        return self.fc(self.pool(self.relu(self.conv2(h))).flatten(1))
+
+
+def _cnn(seed=0, cls=TinyCNN):
+    torch.manual_seed(seed)
+    model = cls()
+    with torch.no_grad():  # non-trivial BN statistics so eval and train modes differ
+        model.bn1.running_mean.uniform_(-0.2, 0.2)
+        model.bn1.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def _linear(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, N_CLASSES)).eval()
+
+
+def _images(n=3, size=16, seed=1):
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _hook_counts(model):
+    return [(len(m._forward_hooks), len(m._backward_hooks), len(m._forward_pre_hooks)) for m in model.modules()]
+
+
+def _autograd_grad(model, x, target):
+    x = x.clone().requires_grad_()
+    model(x)[torch.arange(len(x)), target].sum().backward()
+    return x.grad
+
+
+# --- known answers ------------------------------------------------------------------------
+
+
+def test_saliency_and_input_x_gradient_equal_autograd():
+    model, x, t = _cnn(), _images(), torch.tensor([0, 3, 1])
+    grad = _autograd_grad(model, x, t)
+    torch.testing.assert_close(attribute(model, x, "Saliency", target=t), grad.abs())
+    torch.testing.assert_close(attribute(model, x, "Saliency", target=t, abs=False), grad)
+    torch.testing.assert_close(attribute(model, x, "InputXGradient", target=t), x * grad)
+
+
+def test_integrated_gradients_linear_completeness():
+    model, x, t = _linear(), _images(4, size=4), torch.tensor([0, 1, 4, 2])
+    w = model[1].weight.detach().view(N_CLASSES, 3, 4, 4)
+    ig = attribute(model, x, "IntegratedGradients", target=t, n_steps=7)
+    torch.testing.assert_close(ig, x * w[t], rtol=1e-5, atol=1e-6)
+    base = torch.full_like(x, 0.5)
+    ig = attribute(model, x, "IntegratedGradients", target=t, baselines=base, batch_size=3)
+    torch.testing.assert_close(ig, (x - base) * w[t], rtol=1e-5, atol=1e-6)
+    gap = model(x)[range(4), t] - model(base)[range(4), t]
+    torch.testing.assert_close(ig.sum((1, 2, 3)), gap.detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_shap_methods_on_linear_model():
+    model, x, t = _linear(), _images(3, size=4), torch.tensor([2, 0, 1])
+    w = model[1].weight.detach().view(N_CLASSES, 3, 4, 4)
+    dls = attribute(model, x, "DeepLiftShap", target=t, n_baselines=5, seed=3)
+    mean_base = shap_baselines((3, 4, 4), 5, seed=3).mean(0)
+    torch.testing.assert_close(dls, (x - mean_base) * w[t], rtol=1e-5, atol=1e-6)
+    gs = attribute(model, x, "GradientShap", target=t, n_baselines=5, n_samples=6, seed=3)
+    base, index, _, _ = gradient_shap_draws((3, 4, 4), 6, 3, n_baselines=5)
+    torch.testing.assert_close(base, shap_baselines((3, 4, 4), 5, seed=3))
+    torch.testing.assert_close(gs, (x - base[index].mean(0)) * w[t], rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_shap_matches_slow_reference_with_noise():
+    model, x, t = _cnn(), _images(2), torch.tensor([1, 4])
+    gs = attribute(model, x, "GradientShap", target=t, n_baselines=3, n_samples=4, seed=5, stdevs=0.1)
+    base, index, alpha, noise = gradient_shap_draws((3, 16, 16), 4, 5, n_baselines=3, stdevs=0.1)
+    assert noise.abs().max() > 0
+    expected = torch.zeros_like(x)
+    for k in range(4):
+        xn = x + noise[k]
+        z = alpha[k] * xn + (1 - alpha[k]) * base[index[k]]
+        expected += (xn - base[index[k]]) * _autograd_grad(model, z, t) / 4
+    torch.testing.assert_close(gs, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_layer_grad_cam_matches_manual_gradcam_and_broadcasts():
+    model, x, t = _cnn(), _images(), torch.tensor([2, 2, 0])
+    acts = {}
+    handle = model.conv2.register_forward_hook(lambda m, i, o: acts.setdefault("a", o))
+    try:
+        logits = model(x)
+    finally:
+        handle.remove()
+    a = acts["a"]
+    (g,) = torch.autograd.grad(logits[range(3), t].sum(), a)
+    cam = (g.mean((2, 3), keepdim=True) * a).sum(1, keepdim=True).detach()  # N×1×8×8
+    expected = F.interpolate(cam, size=(16, 16), mode="nearest").expand(-1, 3, -1, -1)
+    got = attribute(model, x, "LayerGradCam", target=t, layer="conv2")
+    torch.testing.assert_close(got, expected)
+
+
+# --- properties of every method --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_batched_equals_one_at_a_time_and_model_unchanged(method):
+    model = _cnn()
+    model.train()
+    model.bn1.eval()  # a mixed state: every module's own flag must come back
+    flags = [m.training for m in model.modules()]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    hooks, grad_flags = _hook_counts(model), [p.requires_grad for p in model.parameters()]
+    x, t = _images(4), torch.tensor([0, 1, 2, 4])
+    kw = {"n_baselines": 3, "n_samples": 3, "n_steps": 6}
+    full = attribute(model, x, method, target=t, **kw)
+    assert full.shape == x.shape and not full.requires_grad
+    assert full.abs().sum() > 0
+    single = torch.cat([attribute(model, x[i : i + 1], method, target=t[i : i + 1], **kw) for i in range(4)])
+    torch.testing.assert_close(full, single, rtol=1e-4, atol=1e-5)
+    chunked = attribute(model, x, method, target=t, batch_size=3, **kw)
+    torch.testing.assert_close(full, chunked, rtol=1e-4, atol=1e-5)
+    assert [m.training for m in model.modules()] == flags
+    assert _hook_counts(model) == hooks
+    assert [p.requires_grad for p in model.parameters()] == grad_flags
+    assert all(p.grad is None for p in model.parameters())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_target_none_uses_argmax(method):
+    model, x = _cnn(), _images(4)
+    with torch.no_grad():  # centre each logit over the batch so the predictions differ
+        model.fc.bias -= model(x).mean(0)
+    pred = model(x).argmax(1)
+    assert len(set(pred.tolist())) > 1
+    got, used = attribute(model, x, method, return_target=True, n_steps=4, n_samples=2, n_baselines=2)
+    assert torch.equal(used, pred)
+    torch.testing.assert_close(got, attribute(model, x, method, target=pred, n_steps=4, n_samples=2, n_baselines=2))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_exception_inside_forward_leaves_model_clean(method):
+    model = _cnn(cls=ExplodingCNN).train()
+    hooks, flags = _hook_counts(model), [m.training for m in model.modules()]
+    attrs = [set(vars(m)) for m in model.modules()]
+    with pytest.raises(RuntimeError, match="boom"):
+        attribute(model, _images(2), method, n_steps=4, n_samples=2, n_baselines=2)
+    assert _hook_counts(model) == hooks
+    assert [m.training for m in model.modules()] == flags
+    assert [set(vars(m)) for m in model.modules()] == attrs
+
+
+def test_shap_methods_seeded_and_leave_global_rng_alone():
+    model, x, t = _cnn(), _images(2), torch.tensor([1, 3])
+    for method in ("DeepLiftShap", "GradientShap"):
+        torch_state, np_state = torch.get_rng_state(), np.random.get_state()
+        a = attribute(model, x, method, target=t, seed=7, stdevs=0.05) if method == "GradientShap" else \
+            attribute(model, x, method, target=t, seed=7)
+        assert torch.equal(torch.get_rng_state(), torch_state)
+        assert np.array_equal(np.random.get_state()[1], np_state[1])
+        torch.manual_seed(123)  # the global RNG must not matter
+        b = attribute(model, x, method, target=t, seed=7, **({"stdevs": 0.05} if method == "GradientShap" else {}))
+        c = attribute(model, x, method, target=t, seed=8, **({"stdevs": 0.05} if method == "GradientShap" else {}))
+        assert torch.equal(a, b)
+        assert not torch.allclose(a, c)
+
+
+# --- layers, bad input -----------------------------------------------------------------------
+
+
+def test_cam_layer_default_is_first_conv_and_bad_name_raises():
+    model, x, t = _cnn(), _images(2), torch.tensor([0, 1])
+    for method in ("LayerGradCam", "GuidedGradCam"):
+        default = attribute(model, x, method, target=t)
+        torch.testing.assert_close(default, attribute(model, x, method, target=t, layer="conv1"))
+        torch.testing.assert_close(default, attribute(model, x, method, target=t, layer=model.conv1))
+        assert not torch.allclose(default, attribute(model, x, method, target=t, layer="conv2"))
+        with pytest.raises(HeatlabError, match="conv1, conv2"):
+            attribute(model, x, method, target=t, layer="conv9")
+    with pytest.raises(HeatlabError, match="no nn.Conv2d"):
+        attribute(_linear(), _images(1, size=4), "LayerGradCam")
+    with pytest.raises(HeatlabError, match="feature map"):
+        attribute(model, x, "LayerGradCam", target=t, layer="fc")
+
+
+def test_bad_input_raises_heatlab_error():
+    model, x = _cnn(), _images(2)
+    with pytest.raises(HeatlabError, match="Saliency, InputXGradient"):
+        attribute(model, x, "Occlusion")
+    bad = x.clone()
+    bad[1, 0, 3, 3] = float("nan")
+    with pytest.raises(HeatlabError, match="NaN"):
+        attribute(model, bad, "Saliency")
+    bad[1, 0, 3, 3] = float("inf")
+    with pytest.raises(HeatlabError, match="NaN or Inf"):
+        attribute(model, bad, "Saliency")
+    with pytest.raises(HeatlabError, match="shape"):
+        attribute(model, x[0, 0, 0], "Saliency")
+    with pytest.raises(HeatlabError, match="N×C×H×W"):
+        attribute(model, x[0], "LayerGradCam")
+    with pytest.raises(HeatlabError, match="floating-point"):
+        attribute(model, (x * 255).to(torch.uint8), "Saliency")
+    with pytest.raises(HeatlabError, match="out of range"):
+        attribute(model, x, "Saliency", target=N_CLASSES)
+    with pytest.raises(HeatlabError, match="out of range"):
+        attribute(model, x, "DeepLift", target=torch.tensor([0, 7]))
+    with pytest.raises(HeatlabError, match="non-negative"):
+        attribute(model, x, "Saliency", target=-1)
+    with pytest.raises(HeatlabError, match="one class per sample"):
+        attribute(model, x, "Saliency", target=torch.tensor([0, 1, 2]))
+    with pytest.raises(HeatlabError, match="does not take"):
+        attribute(model, x, "Saliency", baselines=torch.zeros_like(x))
+    with pytest.raises(HeatlabError, match="batch_size"):
+        attribute(model, x, "Saliency", batch_size=0)
+    with pytest.raises(HeatlabError, match="no samples"):
+        attribute(model, x[:0], "Saliency")
+
+
+@pytest.mark.parametrize("method", ["DeepLift", "GuidedBackprop", "Deconvolution", "DeepLiftShap"])
+def test_reused_inplace_relu_model(method):
+    """Hooked methods on a model with one in-place ReLU called twice: they run on a safe copy and
+    agree with the same network built with separate ReLUs; the user's model is untouched."""
+    reused, separate = _cnn(cls=ReusedReLUCNN), _cnn()
+    separate.load_state_dict(reused.state_dict(), strict=False)
+    x, t = _images(2), torch.tensor([1, 2])
+    hooks, state = _hook_counts(reused), {k: v.clone() for k, v in reused.state_dict().items()}
+    torch.testing.assert_close(attribute(reused, x, method, target=t), attribute(separate, x, method, target=t))
+    assert _hook_counts(reused) == hooks
+    assert all(torch.equal(v, state[k]) for k, v in reused.state_dict().items())
+
+
+def test_available_methods():
+    assert available_methods() == list(METHODS)
+    assert len(METHODS) == 10 and "LayerGradCam" in METHODS
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_follows_model_device():
+    model, x = _cnn().cuda(), _images(2)
+    for method in METHODS:
+        a = attribute(model, x, method, n_steps=4, n_samples=2, n_baselines=2)
+        assert a.device.type == "cuda"
+        torch.testing.assert_close(a.cpu(), attribute(model.cpu(), x, method, n_steps=4, n_samples=2, n_baselines=2))
+        model.cuda()
+
+
+# --- postprocess --------------------------------------------------------------------------
+
+
+def test_normalize_max_abs_hand_computed():
+    h = torch.tensor([[[1.0, -4.0], [2.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [[0.5, 0.25], [-0.1, 0.0]]])
+    out = normalize_max_abs(h)
+    expected = torch.tensor([[[0.25, -1.0], [0.5, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [[1.0, 0.5], [-0.2, 0.0]]])
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(normalize_max_abs(h, dims=2)[0], torch.tensor([[0.25, -1.0], [1.0, 0.0]]))
+    with pytest.raises(HeatlabError, match="NaN"):
+        normalize_max_abs(torch.tensor([[float("nan"), 1.0]]))
+
+
+def test_clamp():
+    h = torch.tensor([[-0.5, -0.05, 0.0, 0.2]])
+    torch.testing.assert_close(clamp(h), torch.tensor([[-0.1, -0.05, 0.0, 0.1]]))
+    torch.testing.assert_close(clamp(h, -0.2, 0.0), torch.tensor([[-0.2, -0.05, 0.0, 0.0]]))
+    with pytest.raises(HeatlabError, match="lo < hi"):
+        clamp(h, 0.1, -0.1)
+
+
+def test_channel_adjust_hand_computed():
+    # one sample, C=2, 1×2 pixels: max|h| = 4 -> [[.25, -.5], [1, 0]] -> sum [1.25, -.5] -> /1.25
+    a = torch.tensor([[[[1.0, -2.0]], [[4.0, 0.0]]]])
+    torch.testing.assert_close(channel_adjust(a), torch.tensor([[[1.0, -0.4]]]))
+    # clamp (-.3, .3): [[.25, -.3], [.3, 0]] -> sum [.55, -.3] -> /.55
+    torch.testing.assert_close(channel_adjust(a, clamp=(-0.3, 0.3)), torch.tensor([[[1.0, -0.3 / 0.55]]]))
+    # scale invariance (the clamp acts after normalising)
+    torch.testing.assert_close(channel_adjust(a * 1e-3, clamp=(-0.3, 0.3)), channel_adjust(a, clamp=(-0.3, 0.3)))
+
+
+def test_channel_adjust_zero_three_dim_and_nan():
+    a = torch.zeros(2, 3, 4, 4)
+    a[1, 2, 0, 0] = -2.0
+    out = channel_adjust(a)
+    assert out.shape == (2, 4, 4)
+    assert torch.equal(out[0], torch.zeros(4, 4)) and not out.isnan().any()
+    assert out[1, 0, 0] == -1.0 and out[1].abs().sum() == 1.0
+    three = torch.tensor([[[2.0, -1.0], [0.5, 0.0]]])
+    torch.testing.assert_close(channel_adjust(three), three / 2)
+    torch.testing.assert_close(channel_adjust(three, clamp=(-0.1, 0.1)), torch.tensor([[[1.0, -1.0], [1.0, 0.0]]]))
+    bad = torch.ones(1, 3, 2, 2)
+    bad[0, 1, 1, 1] = float("inf")
+    with pytest.raises(HeatlabError, match="NaN or Inf"):
+        channel_adjust(bad)
+    with pytest.raises(HeatlabError, match="N×C×H×W"):
+        channel_adjust(torch.ones(1, 1, 3, 2, 2))
