@@ -3,7 +3,8 @@
 The bare loop does only forward + backward + Adam step on batches already in memory (the floor).
 The candidates are :func:`heatlab.models.training.train_continuous` fed (a) an in-memory tensor
 pair (shuffled gather per batch) and (b) a CellSplit on disk (shard decode + gather). Rounds are
-interleaved and the best round of each is kept, to damp noise from other processes.
+interleaved (order rotated) and the printed ratios are medians of per-round ratios, by wall time and
+by process CPU time (the latter is less disturbed by other processes sharing the cores).
 
     .venv/bin/python benchmarks/bench_training.py [--quick]
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -37,10 +39,11 @@ def bare_loop(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Te
         opt.step()
 
 
-def timed(fn) -> float:
-    t0 = time.perf_counter()
+def timed(fn) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of ``fn()``; CPU time is less disturbed by other processes."""
+    w0, c0 = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - t0
+    return time.perf_counter() - w0, time.process_time() - c0
 
 
 def main() -> None:
@@ -48,7 +51,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    shard_size, shards, rounds = (64, 1, 2) if args.quick else (200, 2, 3)
+    shard_size, shards, rounds = (64, 1, 3) if args.quick else (200, 1, 9)
     cfg = TrainConfig(epochs=1, batch_size=32, seed=0)
 
     with tempfile.TemporaryDirectory() as root:
@@ -67,17 +70,24 @@ def main() -> None:
             "train_continuous on CellSplit": lambda: train_continuous(model, split, cfg),
         }
         bare_loop(model, batches[:2], cfg)  # warm-up
-        best = {name: float("inf") for name in candidates}
-        for _ in range(rounds):
-            for name, fn in candidates.items():
-                best[name] = min(best[name], timed(fn))
+        names = list(candidates)
+        wall: dict[str, list[float]] = {name: [] for name in names}
+        cpu: dict[str, list[float]] = {name: [] for name in names}
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[: r % len(names)]:  # rotate to avoid order bias
+                w, c = timed(candidates[name])
+                wall[name].append(w)
+                cpu[name].append(c)
 
-    floor = n / best["bare loop (batches in memory)"]
-    print(f"cellcnn, 128 px, batch {cfg.batch_size}, {n} samples/epoch, best of {rounds} rounds, "
+    bare = names[0]
+    print(f"cellcnn, 128 px, batch {cfg.batch_size}, {n} samples/epoch, {rounds} rounds, "
           f"{torch.get_num_threads()} thread(s)")
-    for name, seconds in best.items():
-        rate = n / seconds
-        print(f"  {name:32s} {rate:7.1f} samples/s   ratio to bare {rate / floor:5.3f}")
+    print(f"  {'':32s} {'samples/s (best wall)':>22s} {'ratio to bare: wall':>20s} {'cpu-time':>9s}")
+    for name in names:
+        ratio_wall = statistics.median(b / w for b, w in zip(wall[bare], wall[name]))
+        ratio_cpu = statistics.median(b / c for b, c in zip(cpu[bare], cpu[name]))
+        print(f"  {name:32s} {n / min(wall[name]):22.1f} {ratio_wall:20.3f} {ratio_cpu:9.3f}")
+    print("  (ratios are medians over rounds of bare time / candidate time: 1.0 = no overhead)")
 
 
 if __name__ == "__main__":

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from captum.attr import IntegratedGradients
 from torch import nn
 
 from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import METHODS, attribute, available_methods
 from heatlab.explain.methods import gradient_shap_draws, shap_baselines
-from heatlab.explain.postprocess import channel_adjust, clamp, normalize_max_abs
+from heatlab.explain.postprocess import all_finite, channel_adjust, clamp, normalize_max_abs
 
 N_CLASSES = 5
 
@@ -37,35 +38,31 @@ class TinyCNN(nn.Module):
 
 
 class ExplodingCNN(TinyCNN):
-    """Raises midway through its second forward call (after hooked activations have run)."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = 0
+    """Raises midway through every forward pass that records gradients, i.e. inside the
+    attribution (after hooked activations have run), not in the no-grad prediction pass."""
 
     def forward(self, x):
-        self.calls += 1
         h = self.trunk(x)
-        if self.calls >= 2:
+        if torch.is_grad_enabled():
             raise RuntimeError("boom")
         return self.fc(self.pool(self.relu2(self.conv2(h))).flatten(1))
 
 
 class ReusedReLUCNN(TinyCNN):
-    """TinyCNN with one ReLU module called twice, in place (not attribution-safe)."""
+    """TinyCNN with one ReLU module called twice (not attribution-safe)."""
 
-    def __init__(self):
+    def __init__(self, inplace=False):
         super().__init__()
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = nn.ReLU(inplace=inplace)
 
     def forward(self, x):
         h = self.relu(self.bn1(self.conv1(x)))
         return self.fc(self.pool(self.relu(self.conv2(h))).flatten(1))
 
 
-def _cnn(seed=0, cls=TinyCNN):
+def _cnn(seed=0, cls=TinyCNN, **kw):
     torch.manual_seed(seed)
-    model = cls()
+    model = cls(**kw)
     with torch.no_grad():  # non-trivial BN statistics so eval and train modes differ
         model.bn1.running_mean.uniform_(-0.2, 0.2)
         model.bn1.running_var.uniform_(0.5, 1.5)
@@ -112,6 +109,11 @@ def test_integrated_gradients_linear_completeness():
     torch.testing.assert_close(ig, (x - base) * w[t], rtol=1e-5, atol=1e-6)
     gap = model(x)[range(4), t] - model(base)[range(4), t]
     torch.testing.assert_close(ig.sum((1, 2, 3)), gap.detach(), rtol=1e-4, atol=1e-5)
+    # Captum's `method` arrives as integration_method (its rule is not exact, so compare with Captum)
+    rule = {"n_steps": 5, "integration_method": "riemann_trapezoid"}
+    captum_ig = IntegratedGradients(model).attribute(x, baselines=base, target=t, n_steps=5, method="riemann_trapezoid")
+    torch.testing.assert_close(attribute(model, x, "IntegratedGradients", target=t, baselines=base, **rule), captum_ig)
+    assert not torch.allclose(captum_ig, ig)
 
 
 def test_shap_methods_on_linear_model():
@@ -273,17 +275,38 @@ def test_bad_input_raises_heatlab_error():
         attribute(model, x[:0], "Saliency")
 
 
-@pytest.mark.parametrize("method", ["DeepLift", "GuidedBackprop", "Deconvolution", "DeepLiftShap"])
-def test_reused_inplace_relu_model(method):
-    """Hooked methods on a model with one in-place ReLU called twice: they run on a safe copy and
-    agree with the same network built with separate ReLUs; the user's model is untouched."""
-    reused, separate = _cnn(cls=ReusedReLUCNN), _cnn()
+@pytest.mark.parametrize("inplace", [False, True])
+@pytest.mark.parametrize("method", ["DeepLift", "GuidedBackprop", "Deconvolution", "DeepLiftShap", "GuidedGradCam"])
+def test_reused_relu_model(method, inplace):
+    """Hooked methods on a model with one ReLU module called twice (in place or not): they run
+    on a safe copy and agree with the same network built with separate ReLUs; the user's model
+    is untouched."""
+    reused, separate = _cnn(cls=ReusedReLUCNN, inplace=inplace), _cnn()
     separate.load_state_dict(reused.state_dict(), strict=False)
     x, t = _images(2), torch.tensor([1, 2])
     hooks, state = _hook_counts(reused), {k: v.clone() for k, v in reused.state_dict().items()}
     torch.testing.assert_close(attribute(reused, x, method, target=t), attribute(separate, x, method, target=t))
     assert _hook_counts(reused) == hooks
     assert all(torch.equal(v, state[k]) for k, v in reused.state_dict().items())
+
+
+class UntraceableReusedReLU(TinyCNN):
+    """A reused ReLU behind data-dependent control flow: torch.fx cannot trace it, so the safe
+    copy keeps the reuse and DeepLift must fail with a clear message."""
+
+    def forward(self, x):
+        h = self.relu1(self.bn1(self.conv1(x)))
+        if h.sum() > -1:
+            h = self.relu1(self.conv2(h))
+        return self.fc(self.pool(h).flatten(1))
+
+
+def test_unfixable_reused_relu_raises_heatlab_error():
+    model = _cnn(cls=UntraceableReusedReLU)
+    hooks = _hook_counts(model)
+    with pytest.raises(HeatlabError, match="'relu1' runs more than once"):
+        attribute(model, _images(2), "DeepLift", target=0)
+    assert _hook_counts(model) == hooks
 
 
 def test_available_methods():
@@ -312,6 +335,17 @@ def test_normalize_max_abs_hand_computed():
     torch.testing.assert_close(normalize_max_abs(h, dims=2)[0], torch.tensor([[0.25, -1.0], [1.0, 0.0]]))
     with pytest.raises(HeatlabError, match="NaN"):
         normalize_max_abs(torch.tensor([[float("nan"), 1.0]]))
+
+
+def test_all_finite():
+    big = torch.full((4, 4), 3e38)  # the sum overflows to Inf although every element is finite
+    assert all_finite(big) and all_finite(torch.zeros(0)) and all_finite(torch.rand(3, 3))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        h = big.clone()
+        h[2, 1] = bad
+        assert not all_finite(h)
+    mixed = torch.tensor([float("inf"), -float("inf")])  # sums to NaN, still caught
+    assert not all_finite(mixed)
 
 
 def test_clamp():

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from heatlab.data.cells import CLASS_NAMES, MIN_SIZE
 from heatlab.errors import HeatlabError
@@ -89,8 +88,7 @@ def make_fake_run(tmp: Path, *, with_data: bool = True, methods=METHODS, class_n
         write_cells(data, size=max(32, MIN_SIZE), shard_size=10, shards={"train": 1, "val": 1, "test": 1})
     names = list(class_names or [EVIL, *CLASS_NAMES[1:]])
     for b in BRANCHES:
-        torch.manual_seed(b)
-        model = zoo.create(zoo.DEFAULT_MODEL, num_classes=10, in_channels=3)
+        model = zoo.create(zoo.DEFAULT_MODEL, num_classes=10, in_channels=3, seed=b)
         folder = run / "model" / f"branch-{b:02d}"
         folder.mkdir(parents=True)
         zoo.save_weights(model, folder / "weights.safetensors")
@@ -170,7 +168,8 @@ def test_summary_ranks_methods_by_hand_computed_means(full_report):
     assert "Saliency 0.600 &gt; LayerGradCam 0.400 &gt; InputXGradient 0.100" in text  # precision
     assert "LayerGradCam 0.900 &gt; Saliency 0.700 &gt; InputXGradient 0.550" in text  # AUC/feature, NaN skipped
     # 10 test samples, predictions wrong at indices 1, 4, 7 -> accuracy 0.7 for both branches.
-    assert "branch-00 0.700 (10 samples), branch-01 0.700 (10 samples)" in text
+    assert ("branch-00 0.700 (10 samples; test_acc 0.880 at training), "
+            "branch-01 0.700 (10 samples; test_acc 0.890 at training)") in text
 
 
 def test_training_and_localisation_tables(full_report):

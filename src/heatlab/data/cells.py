@@ -40,9 +40,9 @@ CLASS_NAMES: tuple[str, ...] = (
 )
 BACKGROUND_NAMES: tuple[str, ...] = ("black", "blotches", "rings")
 TRUTH_VALUES = (0.0, 0.4, 0.9)
-# At 64 px one canvas length of 8 is one pixel: the thinnest borders, bars and tails (10 on the
-# canvas) are still at least 1.25 px wide, so every class stays recognisable; at 32 px they fall
-# below one pixel and break into dots. Only the thinnest poles (< 8) can show gaps below 103 px.
+# At 64 px one pixel is 8 canvas pixels: the thinnest borders, bars and tails (10 on the canvas)
+# are still 1.25 px wide and the cell 22+ px across, so every class stays recognisable; at 32 px
+# they fall below one pixel and break into dots. Poles (5..40) under 512/size can still show gaps.
 MIN_SIZE: int = 64
 
 _CANVAS = 512.0
@@ -53,7 +53,7 @@ _WOBBLE_NODES = 16  # wobble grid nodes across: floor(512 / U(31, 64)) is 8..16;
 _BLOTCH_NODES = 8  # 512 / 64
 _RING_NODES = 16  # 512 / 32
 _PARAM_BLOCK = 256  # samples drawn together; a constant, so the stream is the same at every size
-_CHUNK_PIXELS = 1 << 19  # samples x pixels per render chunk: tensors of 2 MiB (int64 gathers 12 MiB)
+_CHUNK_PIXELS = 1 << 19  # samples x pixels per render chunk: 2 MiB per float channel, 12 MiB at most
 _CHECK_SIZE = 128  # resolution of the tail-area check (fixed, so redraws do not depend on size)
 _MIN_TAIL_FRACTION = 0.003  # redraw a tailed cell whose visible tails cover less of the image
 _MAX_REDRAWS = 100
@@ -92,7 +92,8 @@ class CellBatch:
 
     images: float32 n×3×size×size in [0, 1]; labels: int64 n (index into CLASS_NAMES);
     truth: float32 n×size×size with values in TRUTH_VALUES; backgrounds: int64 n (index into
-    BACKGROUND_NAMES); params: per sample, the drawn settings (lengths on the 512 canvas).
+    BACKGROUND_NAMES); params: per sample, the drawn settings the class uses (lengths and the
+    centre in pixels of the 512 canvas, x right and y down; angles in degrees; colours RGB in [0, 1]).
     """
 
     images: Tensor
@@ -114,7 +115,8 @@ def generate(
 
     Labels are balanced over ``classes`` (default all ten; sample i gets allowed[i % k], then the
     order is shuffled); each background is drawn uniformly from ``backgrounds`` (default all
-    three). ``n = 0`` returns an empty batch. Same arguments give the same bytes.
+    three). ``n = 0`` returns an empty batch. Same arguments give the same bytes, and the cells
+    (shapes, colours, truth, params) do not depend on ``size`` or on the allowed backgrounds.
     """
     n = _as_int(n, "The number of cells")
     if n < 0:
@@ -130,7 +132,9 @@ def generate(
 
     gen = torch.Generator().manual_seed(seed)
     labels = allowed[torch.arange(n) % len(allowed)][torch.randperm(n, generator=gen)]
-    bgs = allowed_bg[torch.randint(len(allowed_bg), (n,), generator=gen)]
+    # one uniform per sample whatever the choice: the cells do not depend on the allowed backgrounds
+    pick = torch.rand(n, generator=gen).mul(len(allowed_bg)).long().clamp(max=len(allowed_bg) - 1)
+    bgs = allowed_bg[pick]
     images = torch.empty(n, 3, size, size)
     truth = torch.empty(n, size, size)
     params: list[dict] = []
@@ -328,8 +332,8 @@ def _draw_cells(shape: dict[str, Tensor], cls: int, size: int) -> tuple[Tensor, 
         w, h, t = _col(shape["sides"][:, 0] / 2), _col(shape["sides"][:, 1] / 2), _col(shape["thickness"])
         cell = (u <= w) & (v <= h)
         inner = (u <= w - t) & (v <= h - t)
-        main = cls - _RECTS[0]
-        rect_rgb = torch.cat([shape["rect_other"][:, :main], shape["rect_main"][:, None], shape["rect_other"][:, main:]], 1)
+        main, other = cls - _RECTS[0], shape["rect_other"]
+        rect_rgb = torch.cat([other[:, :main], shape["rect_main"][:, None], other[:, main:]], 1)
         image = _paint(_paint(image, cell, rect_rgb), inner, inner_rgb)
         return image, _truth(cell, cell & ~inner)
     u, v, wobble = _local_frame(shape, size, slice(0, 1 if cls == 0 else 3))
@@ -383,14 +387,15 @@ def _render_block(shape, back, labels: Tensor, bgs: Tensor, images: Tensor, trut
     size = images.shape[-1]
     for cls in labels.unique().tolist():
         for part in _chunks((labels == cls).nonzero().flatten(), size):
-            image, truth[part] = _draw_cells(_take(shape, part), cls, size)
+            image, cell_truth = _draw_cells(_take(shape, part), cls, size)
             for kind in (1, 2):
                 sel = (bgs[part] == kind).nonzero().flatten()
                 if len(sel):
-                    cell = image[sel]
+                    cell = image.index_select(0, sel)
                     fill = _background(_take(back, part[sel]), kind, size)
-                    image[sel] = torch.where(cell < 0.01, cell + fill, cell).clamp(0, 1)
-            images[part] = image
+                    image.index_copy_(0, sel, torch.where(cell < 0.01, cell + fill, cell).clamp_(0, 1))
+            images.index_copy_(0, part, image)
+            truth.index_copy_(0, part, cell_truth)
 
 
 # ----------------------------------------------------------------------------- description

@@ -4,21 +4,25 @@ Built on Captum; method names are Captum's class names (see :data:`METHODS`). Th
 has the shape of ``inputs``. The call leaves the model as it found it: it runs in eval mode and
 restores every module's training flag afterwards, removes every hook (also after an exception),
 and never changes parameters; methods that rewrite activation gradients run on an
-attribution-safe copy (see :func:`attribute`).
+attribution-safe copy when the model needs one (see :func:`attribute`).
 """
 
 from __future__ import annotations
 
 import warnings
+from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from itertools import chain
-from typing import Iterator
 
 import torch
 from torch import Tensor, nn
 
 from heatlab.errors import HeatlabError
 from heatlab.explain.methods import REGISTRY, MethodSpec, Options
+from heatlab.explain.postprocess import all_finite
+from heatlab.models.safety import make_attribution_safe
 
 #: Supported method names (Captum class names), in registry order.
 METHODS: tuple[str, ...] = tuple(REGISTRY)
@@ -30,7 +34,10 @@ _ROUTINE_WARNINGS = (
     "Setting backward hooks on ReLU",
     r"Input Tensor \d+ did not already require gradients",
 )
-# Messages of the errors that in-place or reused activations cause in hook-based methods.
+# Attributes DeepLift's hooks set on modules (and delete in the backward pass, if it is reached).
+_CAPTUM_MODULE_ATTRS = ("input", "output", "input_ref")
+# Messages of the errors that in-place tensor operations (or reused modules) cause in hook-based
+# methods.
 _INPLACE_HINTS = ("used more than once", "inplace", "in-place")
 
 
@@ -81,63 +88,97 @@ def attribute(
         **kwargs: method-specific Captum arguments: ``baselines`` (DeepLift, IntegratedGradients:
             default zeros, a tensor broadcastable to ``inputs`` or of its shape; DeepLiftShap,
             GradientShap: the ``B×...`` distribution), ``stdevs`` (GradientShap noise, default 0),
-            ``method``/``internal_batch_size`` (IntegratedGradients), ``relu_attributions``,
+            ``integration_method`` (Captum's ``method``, default "gausslegendre") and
+            ``internal_batch_size`` (IntegratedGradients), ``relu_attributions``,
             ``interpolate_mode`` (LayerGradCam, default "nearest"; also GuidedGradCam),
             ``attribute_to_layer_input`` (CAM methods).
 
     LayerGradCam's ``N×1×h×w`` map is upsampled to ``H×W`` with Captum's
     ``LayerAttribution.interpolate`` and repeated over the ``C`` channels; GuidedGradCam is already
     ``N×C×H×W``. DeepLift, DeepLiftShap, GuidedBackprop, Deconvolution and GuidedGradCam hook the
-    activation modules, which is wrong for in-place or reused activations: they run on the copy
-    made by ``heatlab.models.safety.make_attribution_safe`` (the user's model is not touched).
+    activation modules, which goes wrong for in-place or reused activations: a model with an
+    ``inplace=True`` module, or one found (by a forward hook, at no extra pass) to call an
+    activation module twice in a forward pass, is attributed on the copy made by
+    ``heatlab.models.safety.make_attribution_safe`` (the user's model is not touched). In-place
+    tensor operations written in ``forward`` (``x += y``) are not rewritten.
 
     Raises:
         HeatlabError: unknown method or argument, bad inputs (not a float tensor, wrong ndim,
             empty, NaN/Inf), target out of range, unknown layer, or a model whose activations
-            cannot be hooked.
+            cannot be hooked even after ``make_attribution_safe``.
     """
     spec = _spec(method)
     _check_kwargs(spec, kwargs)
     _check_counts(n_baselines=n_baselines, n_samples=n_samples, n_steps=n_steps, batch_size=batch_size)
     device = _device(model)
     x = _check_inputs(inputs, spec).detach().to(device)
-    n = x.shape[0]
-    kwargs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in kwargs.items()}
-    layer_name = _layer_name(model, layer) if spec.needs_layer else ""
-    work = _working_model(model, spec)
-    step = batch_size or n
-    with _attribution_mode(work):
-        if target is None:
+    n, step = x.shape[0], batch_size or x.shape[0]
+    opts = Options(
+        layer_name=_layer_name(model, layer) if spec.needs_layer else "", abs=abs, n_baselines=n_baselines,
+        n_samples=n_samples, n_steps=n_steps, seed=seed,
+        kwargs={k: v.to(device) if isinstance(v, Tensor) else v for k, v in kwargs.items()},
+    )
+    t = None if target is None else _check_target(target, n, device)
+    work = make_attribution_safe(model) if spec.hooks_activations and _has_inplace(model) else model
+    if t is None:
+        with _attribution_mode(work):
             t = _predict(work, x, step)
-            hook = None
-        else:
-            t = _check_target(target, n, device)
-            hook = work.register_forward_hook(_logits_check(int(t.max())))
+    out = _attribute_safely(spec, model, work, x, t, opts, step, check_target=target is not None)
+    return (out, t) if return_target else out
+
+
+class _ModuleReused(Exception):
+    """Raised by a watch hook: the parameter-free leaf module ``name`` ran twice in one forward."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+def _attribute_safely(
+    spec: MethodSpec, model: nn.Module, work: nn.Module, x: Tensor, t: Tensor, opts: Options, step: int,
+    check_target: bool,
+) -> Tensor:
+    """:func:`_run`, retried on an attribution-safe copy when an activation module is reused."""
+    try:
+        return _run(spec, work, x, t, opts, step, check_target)
+    except _ModuleReused as err:
+        if work is model:  # only models that reuse an activation module pay for the copy
+            return _attribute_safely(spec, model, make_attribution_safe(model), x, t, opts, step, check_target)
+        raise HeatlabError(
+            f"{spec.name} needs every activation module to run once per forward pass, but '{err.name}' runs "
+            "more than once and make_attribution_safe cannot split it; give each use its own module."
+        ) from None
+
+
+def _run(
+    spec: MethodSpec, work: nn.Module, x: Tensor, t: Tensor, opts: Options, step: int, check_target: bool
+) -> Tensor:
+    """Attributions of ``x`` (``N×...``) for targets ``t`` (``N``) on ``work``, in chunks of ``step``."""
+    n, hooks = x.shape[0], []
+    with _attribution_mode(work):
         try:
-            opts = Options(
-                layer=_module(work, layer_name), layer_name=layer_name,
-                abs=abs, n_baselines=n_baselines, n_samples=n_samples, n_steps=n_steps, seed=seed,
-                kwargs=kwargs,
-            )
-            run = spec.build(work, opts, x)
+            if check_target:
+                hooks.append(work.register_forward_hook(_logits_check(int(t.max()))))
+            if spec.hooks_activations:
+                hooks.extend(_watch_reuse(work))
+            run = spec.build(work, replace(opts, layer=_module(work, opts.layer_name)), x)
             parts = [
-                run(x[i : i + step], t[i : i + step], **_chunk_kwargs(spec, kwargs, n, i, step))
+                run(x[i : i + step], t[i : i + step], **_chunk_kwargs(spec, opts.kwargs, n, i, step))
                 for i in range(0, n, step)
             ]
         except RuntimeError as err:
             if any(h in str(err) for h in _INPLACE_HINTS):
                 raise HeatlabError(
-                    f"{spec.name} failed because the model uses an in-place or reused activation "
-                    "module; give each activation its own non-in-place module (see "
-                    "heatlab.models.safety.make_attribution_safe)."
+                    f"{spec.name} failed because the model modifies a tensor in place (e.g. `x += y` or "
+                    "`x.relu_()` in forward) or reuses a module; write those operations out of place."
                 ) from err
             raise
         finally:
-            if hook is not None:
+            for hook in hooks:
                 hook.remove()
     # Captum computes some results from inputs that required grad: hand back plain tensors.
-    out = (parts[0] if len(parts) == 1 else torch.cat(parts)).detach()
-    return (out, t) if return_target else out
+    return (parts[0] if len(parts) == 1 else torch.cat(parts)).detach()
 
 
 # --- validation ----------------------------------------------------------------------------
@@ -174,7 +215,7 @@ def _check_inputs(inputs: Tensor, spec: MethodSpec) -> Tensor:
         )
     if inputs.shape[0] == 0:
         raise HeatlabError("Inputs hold no samples; pass at least one.")
-    if not torch.isfinite(inputs).all():
+    if not all_finite(inputs):
         raise HeatlabError("Inputs contain NaN or Inf; clean or drop those samples before attributing.")
     return inputs
 
@@ -247,7 +288,7 @@ def _chunk_kwargs(spec: MethodSpec, kwargs: dict, n: int, start: int, step: int)
 
 
 def _per_sample(value, n: int) -> bool:
-    return isinstance(value, Tensor) and value.ndim > 0 and value.shape[0] == n and n > 1
+    return isinstance(value, Tensor) and value.ndim > 0 and value.shape[0] == n
 
 
 # --- the model -----------------------------------------------------------------------------
@@ -259,15 +300,29 @@ def _device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _working_model(model: nn.Module, spec: MethodSpec) -> nn.Module:
-    """The model itself, or an attribution-safe copy for methods that hook activations."""
-    if not spec.rewrites_relu_grads:
-        return model
-    try:
-        from heatlab.models.safety import make_attribution_safe
-    except ImportError:  # TEMP until heatlab.models.safety lands
-        return model
-    return make_attribution_safe(model)
+def _has_inplace(model: nn.Module) -> bool:
+    return any(getattr(m, "inplace", False) is True for m in model.modules())
+
+
+def _watch_reuse(model: nn.Module) -> list:
+    """Hooks raising :class:`_ModuleReused` when a parameter- and buffer-free leaf module (an
+    activation) runs twice in one forward pass of ``model``; returns the handles."""
+    calls: Counter[str] = Counter()
+
+    def count(name: str):
+        def hook(module: nn.Module, args, out) -> None:
+            calls[name] += 1
+            if calls[name] > 1:
+                raise _ModuleReused(name)
+
+        return hook
+
+    handles = [model.register_forward_pre_hook(lambda module, args: calls.clear())]
+    for name, m in model.named_modules():
+        own = chain(m.children(), m.parameters(recurse=False), m.buffers(recurse=False))
+        if next(own, None) is None:
+            handles.append(m.register_forward_hook(count(name)))
+    return handles
 
 
 def _predict(model: nn.Module, x: Tensor, step: int) -> Tensor:
@@ -285,10 +340,10 @@ def _predict(model: nn.Module, x: Tensor, step: int) -> Tensor:
 @contextmanager
 def _attribution_mode(model: nn.Module) -> Iterator[None]:
     """Eval mode and quiet routine Captum warnings; afterwards restore every module's training flag
-    and drop attributes Captum left on modules (DeepLift's ``input``/``output`` after a failure)."""
+    and drop the tensors DeepLift's hooks store on modules when an attribution fails midway."""
     modules = list(model.modules())
     flags = [m.training for m in modules]
-    attrs = [set(vars(m)) for m in modules]
+    had = [[name for name in _CAPTUM_MODULE_ATTRS if name in vars(m)] for m in modules]
     try:
         model.eval()
         with warnings.catch_warnings():
@@ -296,7 +351,8 @@ def _attribution_mode(model: nn.Module) -> Iterator[None]:
                 warnings.filterwarnings("ignore", message=msg)
             yield
     finally:
-        for m, flag, names in zip(modules, flags, attrs):
+        for m, flag, kept in zip(modules, flags, had):
             m.training = flag
-            for extra in set(vars(m)) - names:
-                delattr(m, extra)
+            for name in _CAPTUM_MODULE_ATTRS:
+                if name in vars(m) and name not in kept:
+                    delattr(m, name)

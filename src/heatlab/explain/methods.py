@@ -15,9 +15,10 @@ device.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from captum.attr import (
@@ -59,7 +60,7 @@ class MethodSpec:
 
     ``kwargs``: extra keyword arguments the method accepts; ``per_sample_kwargs``: those of them
     that may hold one row per input sample (sliced along with the batch when it is chunked);
-    ``rewrites_relu_grads``: the method hooks activation modules (needs an attribution-safe
+    ``hooks_activations``: the method hooks activation modules (needs an attribution-safe
     model: no in-place or reused activations); ``needs_layer``: a CAM method (4-D inputs only).
     """
 
@@ -67,7 +68,7 @@ class MethodSpec:
     build: Callable[[nn.Module, Options, Tensor], Run]
     kwargs: frozenset[str] = frozenset()
     per_sample_kwargs: frozenset[str] = frozenset()
-    rewrites_relu_grads: bool = False
+    hooks_activations: bool = False
     needs_layer: bool = False
 
 
@@ -112,19 +113,25 @@ def _saliency(model: nn.Module, opts: Options, x: Tensor) -> Run:
     return lambda xc, tc: sal.attribute(xc, target=tc, abs=opts.abs)
 
 
-def _plain(cls, **fixed) -> Callable[[nn.Module, Options, Tensor], Run]:
+def _plain(cls) -> Callable[[nn.Module, Options, Tensor], Run]:
     """A method whose Captum ``attribute(inputs, target=..., **kwargs)`` needs nothing else."""
 
     def build(model: nn.Module, opts: Options, x: Tensor) -> Run:
         method = cls(model)
-        return lambda xc, tc, **kw: method.attribute(xc, target=tc, **fixed, **kw)
+        return lambda xc, tc, **kw: method.attribute(xc, target=tc, **kw)
 
     return build
 
 
 def _integrated_gradients(model: nn.Module, opts: Options, x: Tensor) -> Run:
     ig = IntegratedGradients(model)
-    return lambda xc, tc, **kw: ig.attribute(xc, target=tc, n_steps=opts.n_steps, **kw)
+
+    # Captum's ``method`` (the integration rule) is ``integration_method`` here: ``attribute``'s
+    # own third argument is already called ``method``.
+    def run(xc: Tensor, tc: Tensor, integration_method: str = "gausslegendre", **kw) -> Tensor:
+        return ig.attribute(xc, target=tc, n_steps=opts.n_steps, method=integration_method, **kw)
+
+    return run
 
 
 def _deep_lift_shap(model: nn.Module, opts: Options, x: Tensor) -> Run:
@@ -151,15 +158,15 @@ def _gradient_shap(model: nn.Module, opts: Options, x: Tensor) -> Run:
     )
     base = baselines[index.to(baselines.device)].to(x.device)  # K×...
     alpha = alpha.to(x.device).view(-1, *([1] * len(shape)))
-    noise = noise.to(x.device)
+    shift = noise.to(x.device) - base  # (x + e_k) - b_k = x + shift_k
     sal = Saliency(model)
 
     def run(xc: Tensor, tc: Tensor, **_) -> Tensor:
         n, k = xc.shape[0], base.shape[0]
-        noisy = xc.unsqueeze(1) + noise  # n×K×...
-        z = (alpha * noisy + (1 - alpha) * base).reshape(n * k, *shape).requires_grad_()
+        diff = xc.unsqueeze(1) + shift  # n×K×...
+        z = (base + alpha * diff).reshape(n * k, *shape).requires_grad_()
         grads = sal.attribute(z, target=tc.repeat_interleave(k), abs=False).view(n, k, *shape)
-        return ((noisy - base) * grads).mean(1)
+        return (diff * grads).mean(1)
 
     return run
 
@@ -199,14 +206,14 @@ def _check_layer_output(a: Tensor, name: str, ndim: int) -> None:
 _SPECS = (
     MethodSpec("Saliency", _saliency),
     MethodSpec("InputXGradient", _plain(InputXGradient)),
-    MethodSpec("DeepLift", _plain(DeepLift), frozenset({"baselines"}), frozenset({"baselines"}), True),
-    MethodSpec("DeepLiftShap", _deep_lift_shap, frozenset({"baselines"}), rewrites_relu_grads=True),
+    MethodSpec("DeepLift", _plain(DeepLift), frozenset({"baselines"}), frozenset({"baselines"}), hooks_activations=True),
+    MethodSpec("DeepLiftShap", _deep_lift_shap, frozenset({"baselines"}), hooks_activations=True),
     MethodSpec("GradientShap", _gradient_shap, frozenset({"baselines", "stdevs"})),
-    MethodSpec("GuidedBackprop", _plain(GuidedBackprop), rewrites_relu_grads=True),
-    MethodSpec("Deconvolution", _plain(Deconvolution), rewrites_relu_grads=True),
+    MethodSpec("GuidedBackprop", _plain(GuidedBackprop), hooks_activations=True),
+    MethodSpec("Deconvolution", _plain(Deconvolution), hooks_activations=True),
     MethodSpec(
         "GuidedGradCam", _guided_grad_cam, frozenset({"interpolate_mode", "attribute_to_layer_input"}),
-        rewrites_relu_grads=True, needs_layer=True,
+        hooks_activations=True, needs_layer=True,
     ),
     MethodSpec(
         "LayerGradCam", _layer_grad_cam,
@@ -214,7 +221,7 @@ _SPECS = (
     ),
     MethodSpec(
         "IntegratedGradients", _integrated_gradients,
-        frozenset({"baselines", "method", "internal_batch_size"}), frozenset({"baselines"}),
+        frozenset({"baselines", "integration_method", "internal_batch_size"}), frozenset({"baselines"}),
     ),
 )
 

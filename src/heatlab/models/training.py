@@ -127,7 +127,7 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 @contextlib.contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch's global RNG (initialisation, dropout) inside the block and restore it after."""
     cuda = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda, device_type="cuda"):
@@ -138,8 +138,7 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
 def create_model(config: TrainConfig, num_classes: int, in_channels: int = 3) -> nn.Module:
     """A freshly initialised zoo model (init seeded by ``config.seed``) on ``config.device``."""
     device = resolve_device(config.device)
-    with seeded(derive_seed(config.seed, "init"), device):
-        model = zoo.create(config.model, num_classes=num_classes, in_channels=in_channels)
+    model = zoo.create(config.model, num_classes=num_classes, in_channels=in_channels, seed=derive_seed(config.seed, "init"))
     return model.to(device)
 
 
@@ -234,8 +233,10 @@ def num_batches(data: Any, batch_size: int) -> int | None:
 
 # ----------------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def predict(model: nn.Module, data: Any, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(model: nn.Module, data: Any, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """``(predicted classes N, labels N)`` as CPU int64 tensors, in data order, model in eval mode."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise HeatlabError(f"Batch size must be a whole number >= 1, got {batch_size!r}; pass e.g. --batch-size 32.")
     device = model_device(model)
     was_training = model.training
     model.eval()
@@ -251,7 +252,7 @@ def predict(model: nn.Module, data: Any, batch_size: int = 64) -> tuple[torch.Te
     return torch.cat(preds), torch.cat(labels).to(torch.int64)
 
 
-def evaluate_accuracy(model: nn.Module, data: Any, batch_size: int = 64) -> float:
+def evaluate_accuracy(model: nn.Module, data: Any, batch_size: int = 32) -> float:
     """Fraction of samples of ``data`` whose predicted class equals the label."""
     preds, labels = predict(model, data, batch_size)
     return float((preds == labels).double().mean())
@@ -316,7 +317,7 @@ def train_continuous(model: nn.Module, train_data: Any, config: TrainConfig, *, 
     device = model_device(model)
     generator = torch.Generator().manual_seed(derive_seed(config.seed, "base", "data"))
     losses = []
-    with seeded(derive_seed(config.seed, "base", "torch"), device):
+    with _seeded(derive_seed(config.seed, "base", "torch"), device):
         for it, epoch, loss in _train_steps(model, train_data, config, config.epochs, generator):
             losses.append(loss)
             if on_step is not None:
@@ -386,7 +387,7 @@ def train_branch(
     def validate(it: int, epoch: int) -> str:
         k = int(torch.randint(val_shards.num_shards, (1,), generator=val_gen))
         shard = val_shards.load_shard(k)
-        acc = evaluate_accuracy(model, (shard["images"], shard["labels"]), max(config.batch_size, 64))
+        acc = evaluate_accuracy(model, (shard["images"], shard["labels"]), config.batch_size)
         decision = stopper.update(acc)
         saved = decision in ("target", "improved") or best["state"] is None
         if saved:
@@ -400,7 +401,7 @@ def train_branch(
         return decision
 
     reason, it, epoch = STOP_EXHAUSTED, 0, 0
-    with seeded(derive_seed(config.seed, "branch", branch, "torch"), device):
+    with _seeded(derive_seed(config.seed, "branch", branch, "torch"), device):
         steps = _train_steps(model, train_data, config, config.branch_epochs, data_gen)
         for it, epoch, loss in steps:
             losses.append(loss)

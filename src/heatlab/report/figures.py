@@ -32,8 +32,8 @@ PALETTE = (
     "#000000", "#8C564B", "#7F7F7F", "#BCBD22", "#9467BD", "#17BECF",
 )
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p")
-# Zoom into a panel when every point sits in a region narrower than this on both axes.
-ZOOM_SPAN = 0.45
+# Zoom into a panel (inset) when the points sit in a region narrower than this.
+ZOOM_SPAN = 0.3
 
 
 def method_styles(methods: Sequence[str]) -> dict[str, dict]:
@@ -84,21 +84,27 @@ def _unit_square(ax: Axes, xlabel: str, ylabel: str) -> None:
     ax.set_axisbelow(True)
 
 
-def _zoom_box(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, float, float] | None:
-    """(x0, x1, y0, y1) around the points, padded, when they are crowded into a small region."""
-    if len(xs) == 0:
+def _zoom_box(xs: Sequence[float], ys: Sequence[float], *, x_only: bool = False) -> tuple[float, float, float, float] | None:
+    """(x0, x1, y0, y1) around the points, padded, when they are crowded into a small region
+    (on both axes, or with ``x_only`` on the x axis alone)."""
+    xs = [x for x in xs if x == x]
+    ys = [y for y in ys if y == y]
+    if not xs or not ys:
         return None
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
-    if x1 - x0 > ZOOM_SPAN or y1 - y0 > ZOOM_SPAN:
+    if x1 - x0 > ZOOM_SPAN or (not x_only and y1 - y0 > ZOOM_SPAN):
         return None
-    pad = max(x1 - x0, y1 - y0, 0.02) * 0.15
-    return max(0.0, x0 - pad), min(1.0, x1 + pad), max(0.0, y0 - pad), min(1.0, y1 + pad)
+    px, py = max(x1 - x0, 0.01) * 0.12, max(y1 - y0, 0.01) * 0.12
+    return max(0.0, x0 - px), min(1.0, x1 + px), max(0.0, y0 - py), min(1.0, y1 + py)
 
 
-def _inset(ax: Axes, box: tuple[float, float, float, float]) -> Axes:
-    """An inset axes zoomed on ``box``, placed in the quadrant opposite the box, region marked."""
-    cx, cy = (box[0] + box[1]) / 2, (box[2] + box[3]) / 2
-    ins = ax.inset_axes([0.53 if cx < 0.5 else 0.06, 0.53 if cy < 0.5 else 0.06, 0.42, 0.42])
+def _inset(ax: Axes, box: tuple[float, float, float, float], corner: tuple[float, float] | None = None) -> Axes:
+    """An inset axes zoomed on ``box`` with the region marked; its lower-left ``corner`` in axes
+    fractions defaults to the quadrant opposite the box."""
+    if corner is None:
+        cx, cy = (box[0] + box[1]) / 2, (box[2] + box[3]) / 2
+        corner = (0.53 if cx < 0.5 else 0.06, 0.53 if cy < 0.5 else 0.06)
+    ins = ax.inset_axes([corner[0], corner[1], 0.42, 0.42])
     ins.set_xlim(box[0], box[1])
     ins.set_ylim(box[2], box[3])
     ins.tick_params(labelsize=6, length=2)
@@ -142,11 +148,13 @@ def recall_precision_figure(
                 if sel.empty:
                     continue
                 st = styles[method]
-                target.errorbar(
+                bars = target.errorbar(
                     sel["p_mean"], sel["r_mean"], xerr=sel["p_std"], yerr=sel["r_std"], fmt=st["marker"],
-                    color=st["color"], markersize=5 if target is ax else 4, elinewidth=0.8, capsize=2,
-                    alpha=0.9, markeredgecolor="white", markeredgewidth=0.5,
+                    color=st["color"], markersize=6 if target is ax else 4, elinewidth=0.8, capsize=2,
+                    markeredgecolor="white", markeredgewidth=0.5, zorder=3,
                 )
+                for part in (*bars.lines[1], *bars.lines[2]):  # caps and bars fainter than the points
+                    part.set_alpha(0.45)
         if pts.empty:
             ax.text(0.5, 0.5, "no rows", ha="center", va="center", color="#888888")
     _legend(fig, methods, styles, line=False)
@@ -170,8 +178,9 @@ def roc_figure(roc: pd.DataFrame, out_png: str | os.PathLike, *, methods: Sequen
         ax.set_title(f"({chr(65 + i)}) {variant}", fontsize=10)
         ax.plot([0, 1], [0, 1], linestyle="--", color="#999999", linewidth=0.8)
         rows = roc[(roc["variant"] == variant) & roc["method"].isin(methods)]
-        box = _zoom_box(list(rows["fpr"]), list(rows["recall"]))
-        targets = [ax] if box is None else [ax, _inset(ax, box)]
+        # ROC points hug the left edge (low FPR): zoom on x and put the inset at the lower right.
+        box = _zoom_box(list(rows["fpr"]), list(rows["recall"]), x_only=True)
+        targets = [ax] if box is None else [ax, _inset(ax, box, (0.53, 0.06))]
         for target in targets:
             for (method, _branch), curve in rows.groupby(["method", "branch"], sort=False):
                 curve = curve.sort_values("threshold")

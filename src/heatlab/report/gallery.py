@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
@@ -33,7 +34,11 @@ from heatlab.report.preview import TRUTH_COLORS
 BAND_COLORS = ("#2166ac", "#92c5de", *TRUTH_COLORS)
 BAND_CMAP = ListedColormap(BAND_COLORS)
 BAND_NORM = BoundaryNorm([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5], BAND_CMAP.N)
-SIGNED_CMAP = "bwr"  # blue-white-red, used with a symmetric range [-1, 1]
+SIGNED_CMAP = colormaps["bwr"]  # blue-white-red over the symmetric range [-1, 1]
+FRAME = (0.75, 0.75, 0.75)  # grey frame around each panel
+GUTTER = 6  # pixels between panels
+PANEL_PX = 96  # panels are enlarged by a whole factor to at least this many pixels
+DPI = 100
 
 
 def branch_label(value: object) -> str:
@@ -144,14 +149,47 @@ def class_name_of(class_names: Sequence[str], label: int) -> str:
 
 
 def _fmt_threshold(t: torch.Tensor) -> str:
-    return "[" + ", ".join(f"{v:g}" for v in np.round(t.double().numpy(), 3)) + "]"
+    """``±a, ±b`` for a symmetric threshold row [-b, -a, a, b], else the four values."""
+    v = [round(float(x), 3) for x in t]
+    if v[0] == -v[3] and v[1] == -v[2]:
+        return f"±{v[2]:g}, ±{v[3]:g}"
+    return ", ".join(f"{x:g}" for x in v)
 
 
-def _plain(ax) -> None:
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for spine in ax.spines.values():
-        spine.set_edgecolor("#bbbbbb")
+def _rgb(kind: str, data: np.ndarray) -> np.ndarray:
+    """H×W(×3) panel data -> H×W×3 float colours in [0, 1]."""
+    if kind == "rgb":
+        return np.clip(data, 0, 1)
+    if kind == "bands":
+        return BAND_CMAP(BAND_NORM(data.astype(np.float64)))[..., :3]
+    return SIGNED_CMAP((np.clip(data, -1, 1) + 1) / 2)[..., :3]
+
+
+def _panels(maps: GalleryMaps, method: str, r: int) -> list[np.ndarray]:
+    """H×W×3 colour panels of one row: image, truth, R, G, B, h, bands at t0 and t_last."""
+    attr = maps.attributions[method][r].float()
+    scale = attr.abs().max().clamp_min(1e-12)  # one scale for the three channels, as in h/max|h|
+    return [
+        _rgb("rgb", maps.images[r].permute(1, 2, 0).numpy()),
+        _rgb("bands", maps.truth_bands[r].numpy()),
+        *[_rgb("signed", (attr[c] / scale).numpy()) for c in range(attr.shape[0])],
+        _rgb("signed", maps.adjusted[method][r].float().numpy()),
+        _rgb("bands", maps.bands_first[method][r].numpy()),
+        _rgb("bands", maps.bands_last[method][r].numpy()),
+    ]
+
+
+def _mosaic(rows: list[list[np.ndarray]], zoom: int) -> np.ndarray:
+    """One H×W×3 image of panels (each enlarged ``zoom``×, framed in grey, GUTTER px apart)."""
+    h, w = rows[0][0].shape[:2]
+    ph, pw = h * zoom, w * zoom
+    out = np.ones((len(rows) * (ph + GUTTER) - GUTTER + 2, len(rows[0]) * (pw + GUTTER) - GUTTER + 2, 3))
+    for i, row in enumerate(rows):
+        for j, panel in enumerate(row):
+            y, x = i * (ph + GUTTER) + 1, j * (pw + GUTTER) + 1
+            out[y - 1 : y + ph + 1, x - 1 : x + pw + 1] = FRAME
+            out[y : y + ph, x : x + pw] = panel.repeat(zoom, 0).repeat(zoom, 1)
+    return out
 
 
 def gallery_figure(
@@ -167,60 +205,52 @@ def gallery_figure(
     """Draw one class: for each sample (``rows[i]`` is its row in ``maps``) one block of method rows.
 
     Columns: image, truth, R, G, B (each channel / max|attribution| over the three channels),
-    h (channel-adjusted), bands at the first and the last threshold. Returns the PNG path.
+    h (channel-adjusted), bands at the first and the last threshold. Each block is one image of
+    all its panels drawn pixel for pixel (fast and sharp). Returns the PNG path.
     """
     methods = list(maps.adjusted)
     t0, t1 = maps.thresholds
-    columns = ["image", "truth h₀", "R", "G", "B", "h (adjusted)", f"bands t0\n{_fmt_threshold(t0)}",
+    columns = ["image", "truth h₀", "R", "G", "B", "h", f"bands t0\n{_fmt_threshold(t0)}",
                f"bands t{maps.last_index}\n{_fmt_threshold(t1)}"]
-    n_rows = max(1, len(methods))
-    cell = 1.15
-    fig = Figure(figsize=(cell * len(columns) + 1.6, (cell * n_rows + 0.75) * len(samples) + 1.4), dpi=80)
+    size = maps.images.shape[-1]
+    zoom = max(1, -(-PANEL_PX // size))  # smallest whole enlargement reaching PANEL_PX
+    blocks = [_mosaic([_panels(maps, m, r) for m in methods], zoom) for r in rows] if methods else []
+    # Layout in pixels at DPI, so every mosaic is drawn 1:1.
+    left, right, title, head, gap, legend = 150, 12, 44, 62, 18, 64
+    width = left + max((b.shape[1] for b in blocks), default=400) + right
+    height = title + sum(head + b.shape[0] + gap for b in blocks) + legend
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
     FigureCanvasAgg(fig)
-    subs = fig.subfigures(len(samples), 1, squeeze=False)[:, 0] if samples else []
-    for sub, sample, r in zip(subs, samples, rows):
-        verdict = "correct" if sample.correct else "wrong"
-        sub.suptitle(
-            f"{verdict} prediction: true {class_name_of(class_names, sample.label)}, "
-            f"predicted {class_name_of(class_names, sample.prediction)} "
-            f"(shard {sample.shard}, index {sample.index})",
-            fontsize=10, color="#1a7f37" if sample.correct else "#b42318", y=0.995,
-        )
-        grid = sub.add_gridspec(n_rows, len(columns), left=0.13, right=0.99, top=0.9, bottom=0.02,
-                                wspace=0.06, hspace=0.08)
-        image = maps.images[r].permute(1, 2, 0).clamp(0, 1).numpy()
+    step = (blocks[0].shape[1] - 2 + GUTTER) / len(columns) if blocks else 0
+    def text(x: float, y: float, label: str, **kw) -> None:  # x, y in pixels from the top left
+        fig.text(x / width, 1 - y / height, label, **kw)
+
+    y = title
+    for sample, block in zip(samples, blocks):
+        y += head
+        bh = block.shape[0]
+        # figimage draws the pixels unresampled; its offsets count from the bottom left.
+        fig.figimage((block * 255).round().astype(np.uint8), xo=left, yo=height - y - bh, origin="upper")
+        for j, name in enumerate(columns):
+            text(left + 1 + (j + 0.5) * step - GUTTER / 2, y - 4, name, ha="center", va="bottom", fontsize=8)
         for i, method in enumerate(methods):
-            attr = maps.attributions[method][r].float()
-            scale = attr.abs().max().clamp_min(1e-12)
-            panels = [
-                ("rgb", image), ("bands", maps.truth_bands[r].numpy()),
-                *[("signed", (attr[c] / scale).numpy()) for c in range(3)],
-                ("signed", maps.adjusted[method][r].float().numpy()),
-                ("bands", maps.bands_first[method][r].numpy()), ("bands", maps.bands_last[method][r].numpy()),
-            ]
-            for j, (kind, data) in enumerate(panels):
-                ax = sub.add_subplot(grid[i, j])
-                if kind == "rgb":
-                    ax.imshow(data, interpolation="nearest")
-                elif kind == "bands":
-                    ax.imshow(data, cmap=BAND_CMAP, norm=BAND_NORM, interpolation="nearest")
-                else:
-                    ax.imshow(data, cmap=SIGNED_CMAP, vmin=-1, vmax=1, interpolation="nearest")
-                _plain(ax)
-                if i == 0:
-                    ax.set_title(columns[j], fontsize=8, pad=3)
-                if j == 0:
-                    ax.set_ylabel(method, fontsize=8, rotation=0, ha="right", va="center", labelpad=4)
+            text(left - 8, y + 1 + (i + 0.5) * (bh - 2 + GUTTER) / len(methods) - GUTTER / 2, method,
+                 ha="right", va="center", fontsize=9)
+        verdict = "correct" if sample.correct else "wrong"
+        text(left, y - 36, f"{verdict} prediction: true {class_name_of(class_names, sample.label)}, predicted "
+                           f"{class_name_of(class_names, sample.prediction)} (shard {sample.shard}, index {sample.index})",
+             ha="left", va="bottom", fontsize=10, fontweight="bold", color="#1a7f37" if sample.correct else "#b42318")
+        y += bh + gap
     handles = [Patch(facecolor=c, edgecolor="#999999", label=f"band {b}") for b, c in zip(range(-2, 3), BAND_COLORS)]
-    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=7, frameon=False,
+    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=8, frameon=False,
                title="bands (truth: 0 irrelevant, 1 localisation, 2 feature); R, G, B and h: blue −1 … white 0 … red +1",
-               title_fontsize=7)
+               title_fontsize=8)
     where = f" — {branch}" if branch else ""
-    fig.suptitle(f"Class {class_name}{where}", fontsize=12, y=1.0, va="bottom")
+    fig.text(0.5, 1 - 10 / height, f"Class {class_name}{where}", ha="center", va="top", fontsize=12)
     out = Path(out_png)
     ensure_dir(out.parent)
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None}, bbox_inches="tight")
+        fig.savefig(tmp, format="png", metadata={"Software": None})
     return out
 
 
@@ -262,6 +292,7 @@ def build_gallery(
     from heatlab.run.training import load_branch
 
     picked = pick_samples(five_band, branch)
+    report(progress, "report/gallery", 0, len(picked))
     flat = [s for samples in picked.values() for s in samples]
     images, truth = load_samples(data_root, split, flat)
     model = load_branch(run_dir, branch_index(branch))
@@ -273,8 +304,8 @@ def build_gallery(
         name = class_name_of(class_names, label)
         rows = list(range(start, start + len(samples)))
         start += len(samples)
-        path = gallery_figure(f"{label} {name}", samples, rows, maps, class_names, Path(out_dir) / f"gallery-class-{label:02d}.png",
-                              branch=branch)
+        out_png = Path(out_dir) / f"gallery-class-{label:02d}.png"
+        path = gallery_figure(f"{label} {name}", samples, rows, maps, class_names, out_png, branch=branch)
         written.append((label, path, samples))
         report(progress, "report/gallery", k + 1, len(picked))
     return written

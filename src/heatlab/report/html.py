@@ -52,8 +52,9 @@ section{border-bottom:1px solid #eaeef2;padding:10px 0 18px}
 h2{font-size:1.2em;margin:18px 0 8px}
 figure{margin:10px 0}figure img{max-width:100%;height:auto;border:1px solid #eaeef2}
 figcaption{font-size:.88em;color:#57606a;max-width:900px}
+.scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;font-size:.88em;margin:8px 0}
-th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:right}
+th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:right}td{white-space:nowrap}
 th{background:#f6f8fa}td:first-child,th:first-child{text-align:left}
 .note{color:#9a6700;background:#fff8c5;border:1px solid #eac54f;padding:6px 10px;border-radius:4px}
 .rank{margin:6px 0}.muted{color:#57606a;font-size:.88em}
@@ -65,11 +66,15 @@ def esc(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def fmt(value: float | None) -> str:
-    """A number with 3 decimals; NaN or None as an en dash."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{float(value):.3f}"
+def fmt(value: object) -> str:
+    """A number with 3 decimals; NaN or None as an en dash; anything else as escaped text."""
+    if value is None or isinstance(value, bool):
+        return "–" if value is None else esc(value)
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return esc(value)
+    return "–" if math.isnan(x) else f"{x:.3f}"
 
 
 @dataclass
@@ -120,7 +125,7 @@ def table_html(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A table from already-escaped cells."""
     head = "".join(f"<th>{h}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 # --- numbers used by the summary -------------------------------------------------------------
@@ -131,11 +136,11 @@ def rank_methods(df: pd.DataFrame, column: str, methods: Sequence[str]) -> list[
     Ties keep the order of ``methods``; methods without any non-NaN value come last.
     """
     stats = []
-    for order, method in enumerate(methods):
+    for method in methods:
         values = df.loc[df["method"] == method, column].dropna()
-        mean = float(values.mean()) if len(values) else math.nan
-        stats.append((math.isnan(mean), -mean if not math.isnan(mean) else 0.0, order, method, mean, len(values)))
-    return [(m, mean, n) for *_, m, mean, n in sorted(stats)]
+        stats.append((method, float(values.mean()) if len(values) else math.nan, len(values)))
+    # sorted() is stable, so equal means keep the order of ``methods``.
+    return sorted(stats, key=lambda s: (math.isnan(s[1]), -s[1] if not math.isnan(s[1]) else 0.0))
 
 
 def branch_accuracy(five_band: pd.DataFrame) -> list[tuple[str, float, int]]:
@@ -173,13 +178,16 @@ def summary_section(ctx: ReportContext) -> str:
                    f"with the right band; {esc(recall[-1][0])} the smallest.</p>")
     out.append(_ranking_sentence("Ranked by mean best precision (standard variant, all branches and samples)", precision))
     if precision:
-        out.append(f"<p>{esc(precision[0][0])} marks the fewest pixels in the wrong band; "
-                   f"{esc(precision[-1][0])} the most.</p>")
+        out.append(f"<p>The pixels {esc(precision[0][0])} marks are most often in the truth's band; "
+                   f"those of {esc(precision[-1][0])} least often.</p>")
     if auc:
         out.append(_ranking_sentence("Ranked by mean AUC of the adjusted heatmap against the feature mask "
                                      "(localisation table, samples with an empty mask left out)", auc))
     acc = branch_accuracy(fb)
-    acc_text = ", ".join(f"{esc(b)} {fmt(a)} ({n} samples)" for b, a, n in acc)
+    acc_text = ", ".join(
+        f"{esc(b)} {fmt(a)} ({n} samples; test_acc {fmt(ctx.models.get(b, {}).get('test_acc'))} at training)"
+        for b, a, n in acc
+    )
     out.append(f"<p>Classifier accuracy on the {esc(ctx.split)} split, per branch: {acc_text}.</p>")
     return "\n".join(out)
 
@@ -294,7 +302,7 @@ def localisation_section(ctx: ReportContext) -> str:
         "heatmap, with the number of samples that have a value in brackets (a metric is undefined where its mask "
         "is empty, e.g. for the empty class). “/feature” uses the discriminative-feature mask (truth 0.9), "
         "“/cell” the whole cell (truth &gt; 0). Higher is better for every column; the best mean is bold.</p>"
-        + table_html(["method", *(esc(c) for c in metrics)], rows)
+        + table_html(["method", *(esc(c).replace("/", "/<wbr>") for c in metrics)], rows)
         + f'<p class="muted">Definitions: {sources}.</p>'
     )
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from heatlab.errors import HeatlabError
 from heatlab.files import atomic_path, ensure_dir, read_json
@@ -84,6 +85,8 @@ def training_figure(run_dir: str | os.PathLike, out_png: str | os.PathLike) -> P
     ax_val.set_ylabel("accuracy on one validation shard")
     ax_val.set_title("Regular evaluation (filled = saved as branch model)", fontsize=10)
     ax_val.set_ylim(-0.02, 1.02)
+    for ax in (ax_loss, ax_val):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_val.grid(alpha=0.3)
     if ax_val.get_legend_handles_labels()[0]:
         ax_val.legend(fontsize=8, loc="lower right", frameon=False)

@@ -23,12 +23,11 @@ from heatlab.explain.attribution import METHODS, attribute
 from heatlab.explain.postprocess import channel_adjust
 from heatlab.files import atomic_path, read_json, write_json
 from heatlab.progress import Progress, report
-from heatlab.run.training import list_branches, load_branch
-from heatlab.score.five_band import five_band
+from heatlab.run.training import list_branches, load_branch, stage_name
+from heatlab.score.five_band import METRICS, five_band
 from heatlab.score.localisation import localisation_metrics
 
 VARIANTS = {"standard": None, "clamp": (-0.1, 0.1)}
-METRICS = ("accuracy", "precision", "recall", "fpr")
 KINDS = ("five_band", "roc", "localisation")
 
 
@@ -102,7 +101,9 @@ def evaluate_run(run_dir, *, methods="all", split: str = "test", batch_size: int
     config = read_json(run / "config.json") if (run / "config.json").exists() else None
     if config is None:
         raise HeatlabError(f"'{run}' is not a trained run (no config.json); run `heatlab train --out {run}` first.")
-    branches = list_branches(run)
+    branches = [stage_name(b) for b in list_branches(run)]
+    if not branches:
+        raise HeatlabError(f"'{run}' has no trained branch model; run `heatlab train --out {run}` first.")
     data = open_split(config["data_root"], split)
     if len(data) == 0:
         raise HeatlabError(f"Split '{split}' of '{config['data_root']}' has no samples; generate it with `heatlab data cells`.")

@@ -17,9 +17,9 @@ an interrupted-and-resumed run ends with the same weights as an uninterrupted on
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
@@ -58,8 +58,13 @@ _MUTABLE = ("branches",)
 
 
 def stage_name(branch: int | str) -> str:
-    """"base" for the base model, "branch-00" for branch 0, ..."""
-    return BASE if branch == BASE else f"branch-{int(branch):02d}"
+    """Folder name of a stage: "base", or "branch-00" for branch 0 (given as 0, "0" or "branch-00")."""
+    if branch == BASE:
+        return BASE
+    text = str(branch).removeprefix("branch-")
+    if isinstance(branch, bool) or not text.isdigit():
+        raise HeatlabError(f"Branch {branch!r} is not a branch; pass an index such as 0, or 'base'.")
+    return f"branch-{int(text):02d}"
 
 
 def stage_dir(run_dir: str | os.PathLike, branch: int | str) -> Path:
@@ -146,46 +151,43 @@ def _check_and_write_config(run_dir: Path, record: dict) -> None:
         write_json(path, merged)
 
 
-def _weights_classes(path: Path, model: nn.Module) -> tuple[int | None, list[str]]:
-    """(class count the weights were trained for if known, names of tensors that do not fit model)."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError):
-        raise HeatlabError(f"'{path}' is not a readable safetensors file; pass weights saved by heatlab.") from None
-    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
-    bad = sorted(k for k in expected.keys() | shapes.keys() if expected.get(k) != shapes.get(k))
+def _weights_class_count(path: Path, model: nn.Module) -> int | None:
+    """Class count the weights file was trained for, when it can be told: the spec saved in its
+    safetensors metadata or in a model.json beside it, else the first dim of a tensor that differs
+    from the model's only in that (class) dim. None when unknown."""
     n = model.heatlab_spec["num_classes"]
-    classes = None
     beside = path.parent / MODEL_JSON
-    if beside.is_file():
-        try:
-            classes = int(read_json(beside)["spec"]["num_classes"])
-        except (HeatlabError, KeyError, TypeError, ValueError):
-            classes = None
-    if classes is None:  # infer from a tensor whose first dim is the model's class count
-        for k in bad:
-            if k in shapes and k in expected and expected[k][0] == n and shapes[k][1:] == expected[k][1:]:
-                classes = shapes[k][0]
-                break
-    return classes, bad
+    try:
+        if beside.is_file():
+            return int(read_json(beside)["spec"]["num_classes"])
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if "heatlab_spec" in meta:
+                return int(json.loads(meta["heatlab_spec"])["num_classes"])
+            shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (HeatlabError, SafetensorError, OSError, ValueError, KeyError, TypeError):
+        return None
+    for key, t in model.state_dict().items():
+        theirs = shapes.get(key)
+        if theirs and t.dim() and t.shape[0] == n and theirs[0] != n and theirs[1:] == list(t.shape[1:]):
+            return theirs[0]
+    return None
 
 
-def _check_weights(weights: Path, model: nn.Module) -> None:
-    if not weights.is_file():
-        raise HeatlabError(f"Weights file '{weights}' does not exist; check the --weights path.")
-    n = model.heatlab_spec["num_classes"]
-    classes, bad = _weights_classes(weights, model)
-    if classes is not None and classes != n:
-        raise HeatlabError(
-            f"The weights in '{weights}' are for a {classes}-class model but the data has {n} classes; "
-            f"pass weights of a {n}-class model or data with {classes} classes."
-        )
-    if bad:
-        raise HeatlabError(
-            f"The weights in '{weights}' do not fit model '{model.heatlab_spec['name']}' "
-            f"({len(bad)} tensors differ, e.g. '{bad[0]}'); pass weights saved from the same model (--model)."
-        )
+def _load_initial_weights(model: nn.Module, path: Path) -> None:
+    """Load ``path`` into ``model``; a file for another class count gets a sentence naming both counts."""
+    try:
+        zoo.load_weights(model, path)
+    except HeatlabError:
+        if not path.is_file():
+            raise
+        n, classes = model.heatlab_spec["num_classes"], _weights_class_count(path, model)
+        if classes is not None and classes != n:
+            raise HeatlabError(
+                f"The weights in '{path}' are for a {classes}-class model but the data has {n} classes; "
+                f"pass weights of a {n}-class model or data with {classes} classes."
+            ) from None
+        raise
 
 
 # -------------------------------------------------------------------------------------- tables
@@ -306,8 +308,7 @@ def train_run(
     model = create_model(config, num_classes=len(names), in_channels=3)
     weights_path = Path(weights) if weights is not None else None
     if weights_path is not None:
-        _check_weights(weights_path, model)
-        zoo.load_weights(model, weights_path)
+        _load_initial_weights(model, weights_path)
     run_dir = ensure_dir(run_dir)
     record = {
         "training": config.to_dict(),

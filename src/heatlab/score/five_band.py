@@ -39,7 +39,7 @@ _VARIANTS = {
 }
 _RANGE_TOL = 1e-4  # how far outside [-1, 1] a heatmap may stray (rounding after normalisation)
 _TRUTH_TOL = 1e-3  # truth values stored as float16 are off by up to ~1e-4
-_CHUNK_ELEMENTS = 1 << 18  # pixels per chunk: intermediates of 1 MiB stay in the allocator's heap
+_CHUNK_ELEMENTS = 1 << 19  # pixels per chunk: intermediates of a few MiB stay in the allocator's heap
 _MAX_TABLE_CELLS = 1 << 16  # lookup-table size above which counting falls back to bucketize
 
 METRICS = ("accuracy", "precision", "recall", "fpr")
@@ -149,7 +149,7 @@ def five_band(attributions: Tensor, truth: Tensor, *, variant: str = "standard")
     below = torch.cat(
         [below] + [_cumulative_counts(h, g, edges) for h, g in _chunks(attributions, truth)]
     )  # N×band×(E+1): pixels of each truth band 0/1/2 with h ≤ each edge; last column = all
-    le = below[:, :, torch.searchsorted(edges, t_rounded.flatten())].view(n, 3, -1, 4)
+    le = below[:, :, torch.searchsorted(edges, t_rounded.flatten())].view(n, 3, len(thresholds), 4)
     total = below[:, :, -1:]  # N×band×1
     # le[:, c, :, k]: pixels of truth band c with h ≤ t_(k+1), i.e. heatmap band ≤ k - 2.
     tp = (le[:, 1, :, 3] - le[:, 1, :, 2]) + (total[:, 2] - le[:, 2, :, 3])
@@ -251,7 +251,9 @@ def _check_pair(h: Tensor, truth: Tensor) -> None:
     if h.shape[1] * h.shape[2] == 0:
         raise HeatlabError(f"Heatmaps of shape {tuple(h.shape)} have no pixels; pass H, W >= 1.")
     if truth.device != h.device:
-        raise HeatlabError(f"Heatmaps are on {h.device} but ground truth is on {truth.device}; move both to one device.")
+        raise HeatlabError(
+            f"Heatmaps are on {h.device} but ground truth is on {truth.device}; move both to one device."
+        )
 
 
 def _check_range(x: Tensor) -> None:

@@ -1,0 +1,258 @@
+"""The model registry: build a model by name, save and load its weights.
+
+A model family is one module that decorates its builders with :func:`register`; a builder is
+``fn(*, num_classes, in_channels, **kw) -> nn.Module``. Add the module to ``_FAMILY_MODULES``
+and its models appear in :func:`available` (families are imported on first use, so they may
+import this module without a cycle).
+
+Every model from :func:`create` carries ``model.heatlab_spec``, a JSON-serialisable dict
+``{"name", "num_classes", "in_channels", **builder keyword arguments with defaults filled in}``;
+``create(**spec)`` rebuilds the architecture. Weights are stored as safetensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import json
+import os
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Callable, Iterator
+
+import safetensors.torch
+import torch
+from torch import nn
+
+from heatlab.errors import HeatlabError
+from heatlab.files import atomic_path
+
+DEFAULT_MODEL = "cellcnn"
+
+_FAMILY_MODULES = ("heatlab.models.cellcnn", "heatlab.models.torchvision_models")
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering ``fn(*, num_classes, in_channels, **kw) -> nn.Module`` under ``name``."""
+    if not isinstance(name, str) or not name:
+        raise HeatlabError("A model name must be a non-empty string; pass e.g. register('mynet').")
+
+    def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        old = _BUILDERS.get(name)
+        # Re-importing (reload) the same function is fine; two different builders are a bug.
+        if old is not None and (old.__module__, old.__qualname__) != (fn.__module__, fn.__qualname__):
+            raise HeatlabError(f"Model name '{name}' is already registered by {old.__module__}; choose another name.")
+        _BUILDERS[name] = fn
+        return fn
+
+    return decorate
+
+
+def _registry() -> dict[str, Callable[..., nn.Module]]:
+    for module in _FAMILY_MODULES:
+        importlib.import_module(module)
+    return _BUILDERS
+
+
+def available() -> list[str]:
+    """Sorted names of all registered models."""
+    return sorted(_registry())
+
+
+def _check_count(what: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise HeatlabError(f"{what} must be a whole number of at least 1, got {value!r}; pass e.g. {what}=3.")
+    return value
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    """Draw initial weights from ``torch.manual_seed(seed)`` without touching the global CPU RNG."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def create(
+    name: str,
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    seed: int | None = None,
+    backbone_weights: str | os.PathLike | None = None,
+    **kwargs: object,
+) -> nn.Module:
+    """Build registered model ``name`` with random weights (train mode, on the default device).
+
+    ``seed`` makes the initial weights reproducible (the global RNG is left as it was; without a
+    seed the global RNG is used). ``backbone_weights`` is a local state-dict file (.safetensors,
+    or a torch.save file read with ``weights_only=True``, e.g. a torchvision checkpoint you already
+    have): every parameter outside the model's new head is loaded from it; nothing is downloaded.
+    Neither is recorded in ``heatlab_spec``: they only set the starting weights.
+    """
+    builders = _registry()
+    if not isinstance(name, str) or name not in builders:
+        raise HeatlabError(f"Unknown model '{name}'; choose one of: {', '.join(sorted(builders))}.")
+    builder = builders[name]
+    _check_count("num_classes", num_classes)
+    _check_count("in_channels", in_channels)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise HeatlabError(f"seed must be an integer, got {seed!r}; pass e.g. seed=0.")
+    try:
+        bound = inspect.signature(builder).bind(num_classes=num_classes, in_channels=in_channels, **kwargs)
+    except TypeError:
+        params = [p for p in inspect.signature(builder).parameters if p not in ("num_classes", "in_channels")]
+        raise HeatlabError(
+            f"Model '{name}' does not accept the arguments {sorted(kwargs)}; it accepts: {', '.join(params) or 'none'}."
+        ) from None
+    bound.apply_defaults()
+    try:
+        spec = json.loads(json.dumps({"name": name, **bound.kwargs}))
+    except (TypeError, ValueError):
+        raise HeatlabError(
+            f"Arguments for model '{name}' must be JSON values (numbers, strings, lists), got {kwargs!r}."
+        ) from None
+    with _seeded(seed):
+        model = builder(**bound.kwargs)
+    if backbone_weights is not None:
+        load_backbone(model, backbone_weights)
+    model.heatlab_spec = spec
+    return model
+
+
+def _check_module(model: object) -> None:
+    if not isinstance(model, nn.Module):
+        raise HeatlabError(f"Expected a torch.nn.Module, got {type(model).__name__}; pass the model object itself.")
+
+
+def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors file, or of a torch.save'd state dict (read with weights_only=True), on the CPU."""
+    p = Path(path)
+    if not p.is_file():
+        raise HeatlabError(f"Weights file '{p}' does not exist; check the path.")
+    if p.suffix == ".safetensors":
+        try:
+            return safetensors.torch.load_file(str(p), device="cpu")
+        except Exception as exc:  # the safetensors parser raises its own error types
+            raise HeatlabError(f"'{p}' is not a valid safetensors file ({exc}); save it again with save_weights.") from None
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many types for files that are not checkpoints
+        if isinstance(exc, pickle.UnpicklingError) and "Unsupported global" in str(exc):
+            raise HeatlabError(
+                f"'{p}' holds more than tensors and is refused for safety (torch.load weights_only=True); "
+                "save model.state_dict() or use a .safetensors file."
+            ) from None
+        raise HeatlabError(
+            f"'{p}' is not a PyTorch state-dict file ({type(exc).__name__}); "
+            "use .safetensors or torch.save(model.state_dict())."
+        ) from None
+    if not isinstance(obj, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        keys = list(obj)[:5] if isinstance(obj, Mapping) else type(obj).__name__
+        raise HeatlabError(
+            f"'{p}' is not a flat state dict of tensors (found {keys}); save model.state_dict() itself."
+        )
+    return dict(obj)
+
+
+def _listing(keys: list[str], limit: int = 5) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def _mismatch(path: str | os.PathLike, missing: list[str], unexpected: list[str], shapes: list[str]) -> HeatlabError:
+    parts = []
+    if shapes:
+        parts.append(f"shapes differ for {_listing(shapes)}")
+    if missing:
+        parts.append(f"missing from the file: {_listing(missing)}")
+    if unexpected:
+        parts.append(f"not in the model: {_listing(unexpected)}")
+    return HeatlabError(
+        f"Weights in '{path}' do not fit the model ({'; '.join(parts)}); they must come from the same "
+        "architecture with the same num_classes and in_channels."
+    )
+
+
+def _shape_note(key: str, file_t: torch.Tensor, model_t: torch.Tensor) -> str:
+    return f"{key} (file {tuple(file_t.shape)}, model {tuple(model_t.shape)})"
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load a full state dict from ``path`` into ``model`` (strict) and return ``model``.
+
+    ``.safetensors`` files are read with safetensors; anything else with
+    ``torch.load(weights_only=True)``. Keys and shapes must match exactly.
+    """
+    _check_module(model)
+    state = _read_state_dict(path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [_shape_note(k, state[k], own[k]) for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        raise _mismatch(path, missing, unexpected, shapes)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def load_backbone(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load every state-dict entry outside ``model.heatlab_head_prefixes`` from ``path``.
+
+    File entries of the head, or not in the model, are ignored; every backbone entry must be in
+    the file with the right shape, except BatchNorm ``num_batches_tracked`` counters (older
+    checkpoints lack them). A first convolution with one input channel takes the file's RGB
+    kernel summed over channels (the usual grey-scale adaptation).
+    """
+    head = getattr(model, "heatlab_head_prefixes", None)
+    if head is None:
+        raise HeatlabError(f"{type(model).__name__} has no declared head, so backbone_weights cannot be used; use load_weights.")
+    state = _read_state_dict(path)
+    chosen: dict[str, torch.Tensor] = {}
+    missing, shapes = [], []
+    for key, mine in model.state_dict().items():
+        if key.startswith(tuple(head)):
+            continue
+        theirs = state.get(key)
+        if theirs is None:
+            if not key.endswith("num_batches_tracked"):
+                missing.append(key)
+        elif theirs.shape == mine.shape:
+            chosen[key] = theirs
+        elif mine.dim() == 4 and mine.shape[1] == 1 and theirs.dim() == 4 and (theirs.shape[0], *theirs.shape[2:]) == (mine.shape[0], *mine.shape[2:]):
+            chosen[key] = theirs.sum(dim=1, keepdim=True)
+        else:
+            shapes.append(_shape_note(key, theirs, mine))
+    if missing or shapes:
+        raise _mismatch(path, missing, [], shapes)
+    model.load_state_dict(chosen, strict=False)
+    return model
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Atomically write ``model.state_dict()`` to a ``.safetensors`` file (contiguous CPU tensors)."""
+    p = Path(path)
+    if p.suffix != ".safetensors":
+        raise HeatlabError(f"Weights are saved as safetensors, so '{p}' must end in .safetensors; rename it.")
+    _check_module(model)
+    tensors: dict[str, torch.Tensor] = {}
+    storages: set[int] = set()
+    for key, value in model.state_dict().items():
+        t = value.detach().to("cpu").contiguous()
+        ptr = t.untyped_storage().data_ptr()
+        if ptr in storages and t.numel():  # tied weights: safetensors refuses shared storage
+            t = t.clone()
+        storages.add(t.untyped_storage().data_ptr())
+        tensors[key] = t
+    metadata = {"format": "pt"}
+    if hasattr(model, "heatlab_spec"):
+        metadata["heatlab_spec"] = json.dumps(model.heatlab_spec, sort_keys=True)
+    with atomic_path(p) as tmp:
+        safetensors.torch.save_file(tensors, str(tmp), metadata=metadata)

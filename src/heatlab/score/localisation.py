@@ -1,0 +1,228 @@
+"""Localisation metrics of heatmaps against binary masks, as Quantus defines them.
+
+Every metric takes heatmaps ``h`` (N×..., e.g. N×H×W) and a mask of the same shape (bool, or
+0/1 numbers), treats each sample as a flat vector of P pixels and returns a float64 tensor of N
+scores. **Higher is better for all four.** A sample whose mask is empty scores NaN (documented
+here, no warning is emitted). Heatmaps are used as given (raw, signed): pass ``h.abs()`` or
+``h.clamp(min=0)`` yourself for the abs or positive-only variants. Quantus's defaults
+(``abs=False``, ``normalise=True`` = divide by max|h|) give the same numbers, because none of
+the four changes when ``h`` is multiplied by a positive number (up to float rounding).
+
+- :func:`pointing_game` (Zhang et al. 2018, "Top-down neural attention by excitation backprop").
+- :func:`relevance_mass_accuracy` and :func:`relevance_rank_accuracy` (Arras et al. 2022,
+  "CLEVR-XAI: a benchmark dataset for the ground truth evaluation of neural network explanations").
+- :func:`auc` (Fawcett 2006, "An introduction to ROC analysis").
+- :func:`localisation_metrics`: all four against the discriminative-feature mask (truth = 0.9)
+  and the whole-cell mask (truth > 0) of the synthetic cells.
+
+Work is vectorised over samples (one sort per row, shared by the metrics that rank pixels) and
+done in chunks of whole samples so that intermediate tensors stay a few MiB.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cached_property
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from heatlab.errors import HeatlabError
+from heatlab.score.five_band import truth_bands
+
+_CHUNK_ELEMENTS = 1 << 18  # pixels per chunk (int64 intermediates of 2 MiB)
+
+MASKS = ("feature", "cell")
+
+
+class _Rows:
+    """One chunk of heatmaps as n×P rows; the sort (shared by AUC and rank accuracy) is lazy."""
+
+    def __init__(self, h: Tensor):
+        self.x = h.reshape(h.shape[0], -1)
+        if self.x.dtype not in (torch.float32, torch.float64):
+            self.x = self.x.float()  # half/bfloat16 widen exactly
+
+    @cached_property
+    def ranked(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(sorted values, permutation, lo, hi), all n×P in ascending order of value.
+
+        lo[i] / hi[i] = number of pixels with value < / ≤ the i-th smallest (ties share both).
+        """
+        values, perm = self.x.sort(dim=1)
+        lo = _group_start(values)
+        hi = values.shape[1] - _group_start(values.flip(1)).flip(1)
+        return values, perm, lo, hi
+
+
+def pointing_game(h: Tensor, mask: Tensor) -> Tensor:
+    """1.0 if the maximum of ``h`` lies inside ``mask``, else 0.0; float64 N (Zhang et al. 2018).
+
+    Higher is better. Like Quantus's ``PointingGame``, a tie for the maximum counts as a hit when
+    any of the tied pixels is in the mask (so an all-zero heatmap hits every non-empty mask). NaN
+    for an empty mask (Quantus 0.6.0 returns 1.0 there, because it writes NaN into a bool array).
+    """
+    return _per_mask(h, mask, _pointing_game)
+
+
+def relevance_mass_accuracy(h: Tensor, mask: Tensor) -> Tensor:
+    """Σ_{mask} h / Σ h per sample, float64 N (Arras et al. 2022, "CLEVR-XAI").
+
+    Higher is better (1 when all relevance is in the mask). Same definition as Quantus's
+    ``RelevanceMassAccuracy`` code: signed sums of the raw heatmap, so negative relevance can push
+    the ratio outside [0, 1] and a total of 0 gives NaN or ±Inf. Arras et al. use positive
+    relevance only: pass ``h.clamp(min=0)`` for that. Sums are taken in float64. NaN for an empty
+    mask.
+    """
+    return _per_mask(h, mask, _relevance_mass_accuracy)
+
+
+def relevance_rank_accuracy(h: Tensor, mask: Tensor) -> Tensor:
+    """Fraction of the K highest-ranked pixels that lie in the mask, K = mask size; float64 N.
+
+    Higher is better (Arras et al. 2022, "CLEVR-XAI"; Quantus ``RelevanceRankAccuracy``). Ties
+    at the K-th value are shared: the free top-K places are split evenly over the tied pixels,
+    i.e. the expected score under random tie-breaking. Without such ties this equals Quantus
+    exactly; with ties Quantus's answer depends on NumPy's unstable argsort order. NaN for an
+    empty mask.
+    """
+    return _per_mask(h, mask, _relevance_rank_accuracy)
+
+
+def auc(h: Tensor, mask: Tensor) -> Tensor:
+    """ROC-AUC of ``h`` as a score for mask membership, per sample; float64 N (Fawcett 2006).
+
+    Higher is better (1 = every mask pixel outranks every other pixel, 0.5 = chance). Ties count
+    one half, which equals sklearn's ``roc_auc_score`` and Quantus's ``AUC`` (sklearn ``roc_curve``
+    + trapezoidal ``auc``); computed exactly from average ranks (Mann-Whitney U). NaN when the
+    mask is empty or covers every pixel (AUC is undefined without both classes).
+    """
+    return _per_mask(h, mask, _auc)
+
+
+def localisation_metrics(h: Tensor, truth: Tensor) -> dict[str, Tensor]:
+    """All four metrics against the cells' two masks; float64 N tensors keyed ``"metric/mask"``.
+
+    h: float N×H×W heatmaps; truth: N×H×W with values 0, 0.4, 0.9. Masks: ``"feature"`` =
+    truth 0.9 (discriminative feature), ``"cell"`` = truth > 0 (the whole cell). Keys are e.g.
+    ``"pointing_game/feature"``, ``"auc/cell"``. Class 'empty' (no cell) has empty masks, so its
+    samples score NaN. Higher is better for every entry.
+    """
+    _check_heatmaps(h)
+    if not isinstance(truth, Tensor) or truth.shape != h.shape:
+        shape = tuple(truth.shape) if isinstance(truth, Tensor) else type(truth).__name__
+        raise HeatlabError(
+            f"Heatmaps {tuple(h.shape)} and ground truth {shape} differ; pass one truth map per heatmap."
+        )
+    if truth.device != h.device:
+        raise HeatlabError(
+            f"Heatmaps are on {h.device} but ground truth is on {truth.device}; move both to one device."
+        )
+    parts: list[dict[str, Tensor]] = []
+    for hc, tc in _row_chunks(h, truth):
+        rows, bands = _Rows(hc), truth_bands(tc).reshape(hc.shape[0], -1)
+        masks = {"feature": bands == 2, "cell": bands > 0}
+        parts.append({f"{name}/{m}": fn(rows, masks[m]) for m in MASKS for name, fn in _METRICS.items()})
+    keys = [f"{name}/{m}" for m in MASKS for name in _METRICS]
+    return {k: torch.cat([p[k] for p in parts]) if parts else _empty(h) for k in keys}
+
+
+# ----------------------------------------------------------------------------- metrics on rows
+
+
+def _pointing_game(rows: _Rows, m: Tensor) -> Tensor:
+    at_max = rows.x == rows.x.amax(dim=1, keepdim=True)
+    return _nan_if_empty((m & at_max).any(dim=1).double(), m)
+
+
+def _relevance_mass_accuracy(rows: _Rows, m: Tensor) -> Tensor:
+    inside = (rows.x * m).sum(dim=1, dtype=torch.float64)
+    return _nan_if_empty(inside / rows.x.sum(dim=1, dtype=torch.float64), m)
+
+
+def _relevance_rank_accuracy(rows: _Rows, m: Tensor) -> Tensor:
+    values, _, lo, hi = rows.ranked
+    p = values.shape[1]
+    k = m.sum(dim=1, keepdim=True)
+    q = (p - k).clamp(max=p - 1)  # ascending position of the K-th largest value
+    kth, below, upto = values.gather(1, q), lo.gather(1, q), hi.gather(1, q)
+    above_in_mask = (m & (rows.x > kth)).sum(dim=1, keepdim=True)
+    tied_in_mask = (m & (rows.x == kth)).sum(dim=1, keepdim=True)
+    free_places = k - (p - upto)  # top-K places left for the pixels tied at the K-th value
+    hits = above_in_mask + tied_in_mask * free_places.double() / (upto - below)
+    return _nan_if_empty((hits / k).squeeze(1), m)
+
+
+def _auc(rows: _Rows, m: Tensor) -> Tensor:
+    _, perm, lo, hi = rows.ranked
+    p = perm.shape[1]
+    in_mask = m.gather(1, perm)
+    k = in_mask.sum(dim=1)
+    twice_rank_sum = (in_mask * (lo + hi + 1)).sum(dim=1)  # 2·Σ average 1-based rank over the mask
+    twice_u = twice_rank_sum - k * (k + 1)  # 2·Mann-Whitney U
+    out = twice_u.double() / (2 * k * (p - k)).double()
+    return torch.where((k == 0) | (k == p), math.nan, out)
+
+
+_METRICS: dict[str, Callable[[_Rows, Tensor], Tensor]] = {
+    "pointing_game": _pointing_game,
+    "relevance_mass_accuracy": _relevance_mass_accuracy,
+    "relevance_rank_accuracy": _relevance_rank_accuracy,
+    "auc": _auc,
+}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _group_start(values: Tensor) -> Tensor:
+    """For ascending rows, the index where each element's run of equal values starts (int64)."""
+    idx = torch.arange(values.shape[1], device=values.device).expand_as(values)
+    starts = torch.ones_like(values, dtype=torch.bool)
+    starts[:, 1:] = values[:, 1:] != values[:, :-1]
+    return torch.where(starts, idx, 0).cummax(dim=1).values
+
+
+def _nan_if_empty(score: Tensor, m: Tensor) -> Tensor:
+    return torch.where(m.any(dim=1), score, math.nan)
+
+
+def _per_mask(h: Tensor, mask: Tensor, metric: Callable[[_Rows, Tensor], Tensor]) -> Tensor:
+    _check_heatmaps(h)
+    _check_mask(mask, h)
+    parts = [metric(_Rows(hc), mc.reshape(hc.shape[0], -1).bool()) for hc, mc in _row_chunks(h, mask)]
+    return torch.cat(parts) if parts else _empty(h)
+
+
+def _row_chunks(h: Tensor, other: Tensor):
+    pixels = max(1, h[0].numel()) if h.shape[0] else 1
+    rows = max(1, _CHUNK_ELEMENTS // pixels)
+    for start in range(0, h.shape[0], rows):
+        yield h[start : start + rows], other[start : start + rows]
+
+
+def _empty(h: Tensor) -> Tensor:
+    return torch.empty(0, dtype=torch.float64, device=h.device)
+
+
+def _check_heatmaps(h: Tensor) -> None:
+    if not isinstance(h, Tensor) or not h.is_floating_point():
+        raise HeatlabError("Heatmaps must be a floating-point torch tensor N×H×W; convert them with .float().")
+    if h.ndim < 2 or h[0].numel() == 0:
+        raise HeatlabError(f"Heatmaps must be N×H×W with at least one pixel, got shape {tuple(h.shape)}.")
+    lo, hi = torch.aminmax(h) if h.numel() else (torch.zeros(()), torch.zeros(()))
+    if not (math.isfinite(lo) and math.isfinite(hi)):  # NaN propagates through aminmax
+        raise HeatlabError("Heatmaps contain NaN or Inf; fix the attribution or replace them with torch.nan_to_num.")
+
+
+def _check_mask(mask: Tensor, h: Tensor) -> None:
+    if not isinstance(mask, Tensor) or mask.shape != h.shape:
+        shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+        raise HeatlabError(
+            f"Mask {shape} must be a tensor of the heatmaps' shape {tuple(h.shape)}; pass one mask per heatmap."
+        )
+    if mask.device != h.device:
+        raise HeatlabError(f"Heatmaps are on {h.device} but the mask is on {mask.device}; move both to one device.")
+    if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
+        raise HeatlabError("Mask values must be 0/1 or bool; pass e.g. truth == 0.9 or truth > 0.")

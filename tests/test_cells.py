@@ -1,0 +1,224 @@
+"""Tests for the synthetic cell generator (heatlab.data.cells)."""
+
+import collections
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from heatlab.data import cells
+from heatlab.errors import HeatlabError
+
+EIGHT = np.ones((3, 3))  # 8-connectivity
+
+
+def pieces(mask: torch.Tensor) -> int:
+    return ndimage.label(mask.numpy(), structure=EIGHT)[1]
+
+
+def test_same_seed_same_bytes_and_another_seed_differs():
+    a = cells.generate(24, size=64, seed=3)
+    b = cells.generate(24, size=64, seed=3)
+    c = cells.generate(24, size=64, seed=4)
+    for field in ("images", "labels", "truth", "backgrounds"):
+        assert torch.equal(getattr(a, field), getattr(b, field))
+    assert a.params == b.params
+    assert not torch.equal(a.images, c.images)
+    assert a.params != c.params
+
+
+def test_bytes_do_not_depend_on_chunking_or_threads(monkeypatch):
+    a = cells.generate(40, size=72, seed=9)
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(cells, "_CHUNK_PIXELS", 1)  # one sample per chunk
+    torch.set_num_threads(2)
+    try:
+        b = cells.generate(40, size=72, seed=9)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(a.images, b.images) and torch.equal(a.truth, b.truth)
+
+
+def test_shapes_dtypes_ranges_and_truth_values():
+    n, size = 30, 80
+    b = cells.generate(n, size=size, seed=1)
+    assert b.images.shape == (n, 3, size, size) and b.images.dtype == torch.float32
+    assert b.truth.shape == (n, size, size) and b.truth.dtype == torch.float32
+    assert b.labels.shape == (n,) and b.labels.dtype == torch.int64
+    assert b.backgrounds.shape == (n,) and b.backgrounds.dtype == torch.int64
+    assert 0 <= b.images.min() and b.images.max() <= 1
+    allowed = torch.tensor(cells.TRUTH_VALUES, dtype=torch.float32)
+    assert set(b.truth.unique().tolist()) == set(allowed.tolist())  # exactly these, all present
+    for i in range(n):
+        values = set(b.truth[i].unique().tolist())
+        expected = {0.0} if b.labels[i] == 9 else set(allowed.tolist())
+        assert values == expected, (i, int(b.labels[i]), values)
+    assert len(b.params) == n
+    json.dumps(b.params)
+    assert [p["label"] for p in b.params] == b.labels.tolist()
+    assert [p["class"] for p in b.params] == [cells.CLASS_NAMES[i] for i in b.labels]
+    assert [p["background"] for p in b.params] == [cells.BACKGROUND_NAMES[i] for i in b.backgrounds]
+
+
+def test_empty_class_is_background_only():
+    black = cells.generate(6, size=64, seed=2, classes=[9], backgrounds=[0])
+    assert black.images.abs().max() == 0 and black.truth.abs().max() == 0
+    blotches = cells.generate(6, size=64, seed=2, classes=[9], backgrounds=[1])
+    assert blotches.images.min() >= 0.2 - 1e-6 and blotches.images.max() <= 0.7 + 1e-6
+    rings = cells.generate(6, size=64, seed=2, classes=[9], backgrounds=[2])
+    assert rings.images.min() >= 0 and rings.images.max() <= 0.5 + 1e-6
+    assert rings.images.std() > 0.05 and rings.truth.abs().max() == 0
+
+
+def test_on_black_the_truth_marks_exactly_the_drawn_cell():
+    b = cells.generate(40, size=64, seed=5, backgrounds=[0])
+    drawn = b.images.sum(1) > 0
+    assert torch.equal(drawn, b.truth > 0)
+
+
+def test_background_fills_only_where_the_cell_channel_is_dark():
+    black = cells.generate(20, size=64, seed=6, backgrounds=[0])
+    blot = cells.generate(20, size=64, seed=6, backgrounds=[1])
+    assert torch.equal(black.truth, blot.truth)  # the cells do not depend on the background choice
+    dark = black.images < 0.01
+    assert torch.equal(blot.images[~dark], black.images[~dark])
+    assert blot.images[dark].min() >= 0.2 - 1e-6
+
+
+@pytest.mark.parametrize("cls,tails", [(6, 1), (7, 3), (8, 8)])
+def test_tail_classes_show_one_three_eight_tails(cls, tails):
+    b = cells.generate(40, size=128, seed=11, classes=[cls])
+    counts = [pieces(t > 0.6) for t in b.truth]
+    hist = collections.Counter(counts)
+    assert hist.most_common(1)[0][0] == tails, hist
+    assert hist[tails] >= 0.9 * len(counts), hist  # every tail is visible: redraw rule
+    area = (b.truth > 0.6).flatten(1).float().mean(1)
+    assert (area >= cells._MIN_TAIL_FRACTION).all()  # short tails were redrawn (check runs at 128 px)
+
+
+@pytest.mark.parametrize("cls,tails", [(7, 3), (8, 8)])
+def test_tails_point_at_their_spacing(cls, tails):
+    b = cells.generate(20, size=128, seed=12, classes=[cls], backgrounds=[0])
+    size = b.truth.shape[-1]
+    checked = 0
+    for truth, p in zip(b.truth, b.params):
+        labelled, count = ndimage.label((truth > 0.6).numpy(), structure=EIGHT)
+        if count != tails:
+            continue
+        expected = np.array([p["tail_phase_deg"] + 360 * i / tails for i in range(tails)])
+        theta = math.radians(p["rotation_deg"])
+        found = []
+        for y, x in ndimage.center_of_mass(np.ones_like(labelled), labelled, range(1, count + 1)):
+            px, py = (x + 0.5) * 512 / size - p["centre"][0], (y + 0.5) * 512 / size - p["centre"][1]
+            u, v = math.cos(theta) * px + math.sin(theta) * py, math.cos(theta) * py - math.sin(theta) * px
+            found.append(math.degrees(math.atan2(v, u)))
+        gap = np.abs((np.array(found)[:, None] - expected[None, :] + 180) % 360 - 180)
+        assert gap.min(1).max() < 15 and len(set(gap.argmin(1))) == tails, (found, expected)
+        checked += 1
+    assert checked >= 16
+
+
+def test_rectangle_borders_have_their_dominant_colour():
+    for backgrounds, need in (([0], 1.0), (None, 0.9)):
+        b = cells.generate(60, size=64, seed=8, classes=[3, 4, 5], backgrounds=backgrounds)
+        hits = 0
+        for img, truth, label in zip(b.images, b.truth, b.labels):
+            border = truth > 0.6
+            mean = img[:, border].mean(1)
+            hits += int(mean.argmax()) == int(label) - 3
+        assert hits >= need * len(b.labels)
+
+
+def test_bar_and_pole_classes():
+    b = cells.generate(40, size=128, seed=3, classes=[1, 2], backgrounds=[0])
+    size = b.truth.shape[-1]
+    ok = collections.Counter()
+    for img, truth, p in zip(b.images, b.truth, b.params):
+        disc = truth > 0.6
+        assert pieces(disc) == 1
+        # bars and poles are painted with the border colour
+        assert torch.allclose(img[:, disc].T, torch.tensor(p["border_rgb"]).expand(int(disc.sum()), 3))
+        # in the cell's own frame the bar is a horizontal band; the pole leaves it vertically
+        ys, xs = torch.nonzero(disc, as_tuple=True)
+        px = (xs + 0.5) * 512 / size - p["centre"][0]
+        py = (ys + 0.5) * 512 / size - p["centre"][1]
+        theta = math.radians(p["rotation_deg"])
+        v = math.cos(theta) * py - math.sin(theta) * px
+        outside_band = (v.abs() > p["bar_thickness"] / 2 + 2 * p["noise_std"]).float().mean()
+        ok[p["label"]] += bool(outside_band < 0.03) if p["label"] == 1 else bool(outside_band > 0.03)
+    assert ok[1] >= 18 and ok[2] >= 18, ok
+
+
+def test_balanced_labels_and_allowed_backgrounds():
+    b = cells.generate(25, size=64, seed=0, classes=[1, 4, 7], backgrounds=[2, 0])
+    assert sorted(collections.Counter(b.labels.tolist()).items()) == [(1, 9), (4, 8), (7, 8)]
+    assert set(b.backgrounds.tolist()) <= {0, 2}
+    assert b.labels.tolist() != [[1, 4, 7][i % 3] for i in range(25)]  # shuffled
+    full = cells.generate(30, size=64, seed=0)
+    assert torch.equal(full.labels.bincount(), torch.full((10,), 3))
+    assert set(full.backgrounds.tolist()) == {0, 1, 2}
+
+
+def test_same_picture_at_another_resolution():
+    n = 30
+    lo = cells.generate(n, size=128, seed=4)
+    hi = cells.generate(n, size=256, seed=4)
+    assert lo.params == hi.params and torch.equal(lo.labels, hi.labels)
+
+    def iou(a, b):
+        return ((a & b).sum((1, 2)).float() / (a | b).sum((1, 2)).clamp(min=1).float())[lo.labels != 9]
+
+    def down(mask):  # 2×2 majority of the 256 px mask
+        return mask.float().view(n, 128, 2, 128, 2).mean((2, 4)) >= 0.5
+
+    assert iou(lo.truth > 0, down(hi.truth > 0)).min() > 0.9
+    disc = iou(lo.truth > 0.6, down(hi.truth > 0.6))
+    assert disc.mean() > 0.85 and disc.min() > 0.6
+    mean_abs = (lo.images - hi.images.view(n, 3, 128, 2, 128, 2).mean((3, 5))).abs().mean()
+    assert mean_abs < 0.01
+
+
+def test_empty_batch():
+    b = cells.generate(0, size=64)
+    assert b.images.shape == (0, 3, 64, 64) and b.truth.shape == (0, 64, 64)
+    assert b.labels.shape == (0,) and b.params == []
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(n=-1),
+        dict(n=2.5),
+        dict(n=True),
+        dict(n=4, size=cells.MIN_SIZE - 1),
+        dict(n=4, size=32),
+        dict(n=4, seed=-1),
+        dict(n=4, classes=[10]),
+        dict(n=4, classes=[-1]),
+        dict(n=4, classes=[]),
+        dict(n=4, classes=[1, 1]),
+        dict(n=4, classes="01"),
+        dict(n=4, backgrounds=[3]),
+        dict(n=4, backgrounds=[0.5]),
+    ],
+)
+def test_bad_input_raises(kwargs):
+    n = kwargs.pop("n")
+    with pytest.raises(HeatlabError):
+        cells.generate(n, **kwargs)
+
+
+def test_constants():
+    assert len(cells.CLASS_NAMES) == 10 and cells.CLASS_NAMES[9] == "empty"
+    assert cells.BACKGROUND_NAMES == ("black", "blotches", "rings")
+    assert cells.TRUTH_VALUES == (0.0, 0.4, 0.9)
+    assert cells.MIN_SIZE >= 32
+    # the darkest part colours still pass the paper's (1/3)·‖RGB‖₂ > 0.05 rule
+    spec = {name: (lo, hi) for name, lo, hi, _ in cells._SHAPE_SPEC}
+    darkest_inner = math.sqrt(2 * spec["inner_rg"][0] ** 2 + spec["inner_b"][0] ** 2) / 3
+    darkest_tail = math.sqrt(3 * (0.75 * spec["border_rgb"][0]) ** 2) / 3
+    darkest_rect = spec["rect_main"][0] / 3
+    assert min(darkest_inner, darkest_tail, darkest_rect) > 0.05
