@@ -209,19 +209,17 @@ def test_exception_inside_forward_leaves_model_clean(method):
     assert [set(vars(m)) for m in model.modules()] == attrs
 
 
-def test_shap_methods_seeded_and_leave_global_rng_alone():
+@pytest.mark.parametrize("method, extra", [("DeepLiftShap", {}), ("GradientShap", {"stdevs": 0.05})])
+def test_shap_methods_seeded_and_leave_global_rng_alone(method, extra):
     model, x, t = _cnn(), _images(2), torch.tensor([1, 3])
-    for method in ("DeepLiftShap", "GradientShap"):
-        torch_state, np_state = torch.get_rng_state(), np.random.get_state()
-        a = attribute(model, x, method, target=t, seed=7, stdevs=0.05) if method == "GradientShap" else \
-            attribute(model, x, method, target=t, seed=7)
-        assert torch.equal(torch.get_rng_state(), torch_state)
-        assert np.array_equal(np.random.get_state()[1], np_state[1])
-        torch.manual_seed(123)  # the global RNG must not matter
-        b = attribute(model, x, method, target=t, seed=7, **({"stdevs": 0.05} if method == "GradientShap" else {}))
-        c = attribute(model, x, method, target=t, seed=8, **({"stdevs": 0.05} if method == "GradientShap" else {}))
-        assert torch.equal(a, b)
-        assert not torch.allclose(a, c)
+    torch_state, np_state = torch.get_rng_state(), np.random.get_state()
+    a = attribute(model, x, method, target=t, seed=7, **extra)
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    assert np.array_equal(np.random.get_state()[1], np_state[1])
+    torch.manual_seed(123)  # the global RNGs must not matter
+    np.random.seed(123)
+    assert torch.equal(a, attribute(model, x, method, target=t, seed=7, **extra))
+    assert not torch.allclose(a, attribute(model, x, method, target=t, seed=8, **extra))
 
 
 # --- layers, bad input -----------------------------------------------------------------------

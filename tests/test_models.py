@@ -8,6 +8,7 @@ import pytest
 import torch
 import torchvision
 from torch import nn
+from torchvision.models import resnet as tv_resnet
 
 from heatlab.errors import HeatlabError
 from heatlab.models import safety, zoo
@@ -106,13 +107,25 @@ def test_paper_heads_layer_by_layer():
     assert [type(m).__name__ for m in a.classifier] == [
         "Dropout", "Linear", "LeakyReLU", "Dropout", "Linear", "LeakyReLU", "Linear"
     ]
-    assert [m.weight.shape for m in a.classifier if isinstance(m, nn.Linear)] == [(4096, 9216), (4096, 4096), (10, 4096)]
+    linear_shapes = [m.weight.shape for m in a.classifier if isinstance(m, nn.Linear)]
+    assert linear_shapes == [(4096, 9216), (4096, 4096), (10, 4096)]
     a0 = _meta("alexnet", num_classes=2, head="paper000")
     assert [type(m).__name__ for m in a0.classifier][:6] == ["Dropout", "Linear", "ReLU", "Dropout", "Linear", "ReLU"]
     assert a0.classifier[6].weight.shape == (2, 4096) and a0.classifier[6].bias is None
     v = _meta("vgg16", num_classes=10)
     assert [type(m).__name__ for m in v.classifier] == ["Dropout", "Linear", "LeakyReLU", "Dropout", "Linear"]
     assert [m.weight.shape for m in v.classifier if isinstance(m, nn.Linear)] == [(4096, 25088), (10, 4096)]
+
+
+def test_imagenet_normalize_is_a_first_layer_outside_the_state_dict():
+    plain = zoo.create("resnet34", num_classes=3, seed=0).eval()
+    normed = zoo.create("resnet34", num_classes=3, seed=0, normalize="imagenet").eval()
+    assert list(plain.state_dict()) == list(normed.state_dict())
+    x = _rand(2, 3, 32, 32)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(normed(x), plain((x - mean) / std), atol=1e-5)
 
 
 def test_backbones_use_torchvision_parameter_names():
@@ -320,7 +333,7 @@ def test_torchvision_resnets_are_flagged_and_fixed():
     torch.manual_seed(0)
     models = {
         "basic": torchvision.models.resnet18(num_classes=5),
-        "bottleneck": torchvision.models.resnet.ResNet(torchvision.models.resnet.Bottleneck, [1, 1, 1, 1], num_classes=5),
+        "bottleneck": tv_resnet.ResNet(tv_resnet.Bottleneck, [1, 1, 1, 1], num_classes=5),
     }
     x = _rand(2, 3, 32, 32)
     for kind, model in models.items():

@@ -79,12 +79,16 @@ class CellCNN(nn.Module):
 
 
 @register("cellcnn")
-def build_cellcnn(*, num_classes: int, in_channels: int, widths: list[int] | tuple[int, ...] = CELLCNN_WIDTHS) -> CellCNN:
+def build_cellcnn(
+    *, num_classes: int, in_channels: int, widths: list[int] | tuple[int, ...] = CELLCNN_WIDTHS
+) -> CellCNN:
     """The default cell classifier; ``widths`` sets the channels of each block (one block per halving)."""
     if (
         not isinstance(widths, (list, tuple))
         or not widths
         or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths)
     ):
-        raise HeatlabError(f"widths must be a non-empty list of positive integers, got {widths!r}; e.g. [16, 32, 64, 64, 96].")
+        raise HeatlabError(
+            f"widths must be a non-empty list of positive integers, got {widths!r}; pass e.g. [16, 32, 64, 64, 96]."
+        )
     return CellCNN(num_classes, in_channels, tuple(widths))

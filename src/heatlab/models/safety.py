@@ -8,10 +8,12 @@ pass with hooks; :func:`make_attribution_safe` returns a repaired deep copy.
 
 What :func:`make_attribution_safe` can fix: every ``inplace=True`` flag; torchvision's
 ``BasicBlock``/``Bottleneck`` (rewritten into :class:`SafeBasicBlock`/:class:`SafeBottleneck`,
-same parameter names); parameter-free leaf modules called more than once, when the model can be
-traced by ``torch.fx`` (the result is then an ``fx.GraphModule`` with the same state dict). What it
-cannot fix, and leaves for the check to report: in-place tensor operations written in a custom
-``forward`` (``x += y``, ``x.relu_()``), and reused modules in models ``torch.fx`` cannot trace.
+same parameter names); parameter- and buffer-free leaf modules called more than once, when the
+model can be traced by ``torch.fx`` (the result is then an ``fx.GraphModule`` with the same state
+dict; fx records ``x += y`` as ``x + y``, which is exact unless the code reads another alias of
+``x`` afterwards). What it cannot fix, and leaves for the check to report: in-place tensor
+operations in a custom ``forward`` (``x += y`` when no fx rewrite is needed, ``x.relu_()``), and
+reused modules in models ``torch.fx`` cannot trace.
 """
 
 from __future__ import annotations
@@ -113,7 +115,8 @@ def _as_inputs(model: nn.Module, example_inputs: Any) -> tuple[torch.Tensor, ...
     inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else example_inputs
     if not isinstance(inputs, Sequence) or not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
         raise HeatlabError(
-            "example_inputs must be a tensor or a tuple of tensors; pass a small batch such as torch.rand(1, 3, 128, 128)."
+            "example_inputs must be a tensor or a tuple of tensors; "
+            "pass a small batch such as torch.rand(1, 3, 128, 128)."
         )
     first = next(iter(model.parameters()), None)
     return tuple(t.detach().to(first.device if first is not None else t.device, copy=True) for t in inputs)
@@ -200,6 +203,14 @@ def check_attribution_safe(model: nn.Module, example_inputs: Any) -> list[str]:
     return problems
 
 
+def disable_inplace(module: nn.Module) -> nn.Module:
+    """Set ``inplace=False`` on ``module`` and all its submodules (in place); return ``module``."""
+    for m in module.modules():
+        if isinstance(getattr(m, "inplace", None), bool):
+            m.inplace = False
+    return module
+
+
 class _LeafTracer(fx.Tracer):
     """Traces through every module that has children, so leaves match the check's notion of a module."""
 
@@ -241,7 +252,7 @@ def _split_reused_modules(model: nn.Module) -> nn.Module:
             k += 1
         parent.add_module(f"{leaf}_{k}", copy.deepcopy(model.get_submodule(node.target)))
         node.target = f"{parent_name}.{leaf}_{k}" if parent_name else f"{leaf}_{k}"
-    gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
+    gm = fx.GraphModule(model, graph, class_name=f"Safe{type(model).__name__}")
     gm.training = model.training
     if hasattr(model, "heatlab_spec"):
         gm.heatlab_spec = copy.deepcopy(model.heatlab_spec)
@@ -264,7 +275,4 @@ def make_attribution_safe(model: nn.Module) -> nn.Module:
     for name, block in blocks:
         parent_name, _, leaf = name.rpartition(".")
         setattr(safe.get_submodule(parent_name), leaf, _safe_block(block))
-    for m in safe.modules():
-        if isinstance(getattr(m, "inplace", None), bool):
-            m.inplace = False
-    return _split_reused_modules(safe)
+    return _split_reused_modules(disable_inplace(safe))

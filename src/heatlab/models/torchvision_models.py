@@ -30,7 +30,7 @@ from torchvision.models import resnet as tv_resnet
 from torchvision.models import vgg as tv_vgg
 
 from heatlab.errors import HeatlabError
-from heatlab.models.safety import SafeBasicBlock
+from heatlab.models.safety import SafeBasicBlock, disable_inplace
 from heatlab.models.zoo import register
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -55,7 +55,9 @@ def _normalizer(normalize: str | None, in_channels: int) -> Normalize | None:
     if normalize != "imagenet":
         raise HeatlabError(f"Unknown normalize={normalize!r}; use None or 'imagenet'.")
     if in_channels != 3:
-        raise HeatlabError(f"normalize='imagenet' needs in_channels=3, got {in_channels}; drop normalize or use RGB input.")
+        raise HeatlabError(
+            f"normalize='imagenet' needs in_channels=3, got {in_channels}; drop normalize or use RGB input."
+        )
     return Normalize(IMAGENET_MEAN, IMAGENET_STD)
 
 
@@ -75,13 +77,6 @@ def _with_in_channels(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     if new.bias is not None:
         nn.init.zeros_(new.bias)
     return new
-
-
-def _out_of_place(module: nn.Module) -> nn.Module:
-    for m in module.modules():
-        if isinstance(getattr(m, "inplace", None), bool):
-            m.inplace = False
-    return module
 
 
 class ResNetClassifier(tv_resnet.ResNet):
@@ -126,9 +121,9 @@ class FeaturesClassifier(nn.Module):
     ):
         super().__init__()
         self.normalize = normalize
-        self.features = _out_of_place(features)
+        self.features = disable_inplace(features)
         self.avgpool = avgpool
-        self.classifier = _out_of_place(classifier)
+        self.classifier = disable_inplace(classifier)
         self.heatlab_head_prefixes = head_prefixes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,14 +133,18 @@ class FeaturesClassifier(nn.Module):
 
 
 @register("resnet34")
-def build_resnet34(*, num_classes: int, in_channels: int, head: str = "paper002", normalize: str | None = None) -> nn.Module:
+def build_resnet34(
+    *, num_classes: int, in_channels: int, head: str = "paper002", normalize: str | None = None
+) -> nn.Module:
     """ResNet34 (21.3 M backbone parameters) with the paper002 (1×1 conv) or paper000 (Linear) head."""
     _check_head("resnet34", head, ("paper002", "paper000"))
     return ResNetClassifier([3, 4, 6, 3], num_classes, in_channels, head, _normalizer(normalize, in_channels))
 
 
 @register("alexnet")
-def build_alexnet(*, num_classes: int, in_channels: int, head: str = "paper002", normalize: str | None = None) -> nn.Module:
+def build_alexnet(
+    *, num_classes: int, in_channels: int, head: str = "paper002", normalize: str | None = None
+) -> nn.Module:
     """AlexNet with the paper002 (LeakyReLU, new classifier) or paper000 (torchvision classifier) head."""
     _check_head("alexnet", head, ("paper002", "paper000"))
     norm = _normalizer(normalize, in_channels)
@@ -163,7 +162,9 @@ def build_alexnet(*, num_classes: int, in_channels: int, head: str = "paper002",
 
 
 @register("vgg16")
-def build_vgg16(*, num_classes: int, in_channels: int, head: str = "paper002", normalize: str | None = None) -> nn.Module:
+def build_vgg16(
+    *, num_classes: int, in_channels: int, head: str = "paper002", normalize: str | None = None
+) -> nn.Module:
     """VGG16 (no BatchNorm) with the paper002 head Dropout → 25088→4096 → LeakyReLU → Dropout → 4096→C."""
     _check_head("vgg16", head, ("paper002",))
     norm = _normalizer(normalize, in_channels)

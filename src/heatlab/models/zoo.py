@@ -141,7 +141,9 @@ def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             return safetensors.torch.load_file(str(p), device="cpu")
         except Exception as exc:  # the safetensors parser raises its own error types
-            raise HeatlabError(f"'{p}' is not a valid safetensors file ({exc}); save it again with save_weights.") from None
+            raise HeatlabError(
+                f"'{p}' is not a valid safetensors file ({exc}); save it again with save_weights."
+            ) from None
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types for files that are not checkpoints
@@ -154,7 +156,8 @@ def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"'{p}' is not a PyTorch state-dict file ({type(exc).__name__}); "
             "use .safetensors or torch.save(model.state_dict())."
         ) from None
-    if not isinstance(obj, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+    flat = isinstance(obj, Mapping) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    if not flat:
         keys = list(obj)[:5] if isinstance(obj, Mapping) else type(obj).__name__
         raise HeatlabError(
             f"'{p}' is not a flat state dict of tensors (found {keys}); save model.state_dict() itself."
@@ -167,7 +170,13 @@ def _listing(keys: list[str], limit: int = 5) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def _mismatch(path: str | os.PathLike, missing: list[str], unexpected: list[str], shapes: list[str]) -> HeatlabError:
+_SAME_MODEL = "they must come from the same architecture with the same num_classes and in_channels"
+_SAME_BACKBONE = "the file must be a state dict of the same backbone (torchvision's names for torchvision models)"
+
+
+def _mismatch(
+    path: str | os.PathLike, missing: list[str], unexpected: list[str], shapes: list[str], hint: str = _SAME_MODEL
+) -> HeatlabError:
     parts = []
     if shapes:
         parts.append(f"shapes differ for {_listing(shapes)}")
@@ -175,10 +184,7 @@ def _mismatch(path: str | os.PathLike, missing: list[str], unexpected: list[str]
         parts.append(f"missing from the file: {_listing(missing)}")
     if unexpected:
         parts.append(f"not in the model: {_listing(unexpected)}")
-    return HeatlabError(
-        f"Weights in '{path}' do not fit the model ({'; '.join(parts)}); they must come from the same "
-        "architecture with the same num_classes and in_channels."
-    )
+    return HeatlabError(f"Weights in '{path}' do not fit the model ({'; '.join(parts)}); {hint}.")
 
 
 def _shape_note(key: str, file_t: torch.Tensor, model_t: torch.Tensor) -> str:
@@ -203,6 +209,12 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     return model
 
 
+def _grey_version_of(mine: torch.Tensor, theirs: torch.Tensor) -> bool:
+    """True when ``mine`` is a one-input-channel conv kernel and ``theirs`` the same kernel for more channels."""
+    same_rest = theirs.dim() == 4 and (theirs.shape[0], *theirs.shape[2:]) == (mine.shape[0], *mine.shape[2:])
+    return mine.dim() == 4 and mine.shape[1] == 1 and same_rest
+
+
 def load_backbone(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load every state-dict entry outside ``model.heatlab_head_prefixes`` from ``path``.
 
@@ -213,7 +225,9 @@ def load_backbone(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """
     head = getattr(model, "heatlab_head_prefixes", None)
     if head is None:
-        raise HeatlabError(f"{type(model).__name__} has no declared head, so backbone_weights cannot be used; use load_weights.")
+        raise HeatlabError(
+            f"{type(model).__name__} declares no head, so backbone_weights cannot be used; use load_weights."
+        )
     state = _read_state_dict(path)
     chosen: dict[str, torch.Tensor] = {}
     missing, shapes = [], []
@@ -226,12 +240,12 @@ def load_backbone(model: nn.Module, path: str | os.PathLike) -> nn.Module:
                 missing.append(key)
         elif theirs.shape == mine.shape:
             chosen[key] = theirs
-        elif mine.dim() == 4 and mine.shape[1] == 1 and theirs.dim() == 4 and (theirs.shape[0], *theirs.shape[2:]) == (mine.shape[0], *mine.shape[2:]):
+        elif _grey_version_of(mine, theirs):
             chosen[key] = theirs.sum(dim=1, keepdim=True)
         else:
             shapes.append(_shape_note(key, theirs, mine))
     if missing or shapes:
-        raise _mismatch(path, missing, [], shapes)
+        raise _mismatch(path, missing, [], shapes, hint=_SAME_BACKBONE)
     model.load_state_dict(chosen, strict=False)
     return model
 
