@@ -98,7 +98,7 @@ def _blobs(n: int, seed: int, num_classes: int = 3) -> tuple[torch.Tensor, torch
 
 
 def _cfg(**kw) -> TrainConfig:
-    base = dict(model="cellcnn", epochs=1, branch_epochs=2, branches=1, batch_size=4, lr=0.05,
+    base = dict(model="cellcnn", branch_lr=None, schedule="constant", epochs=1, branch_epochs=2, branches=1, batch_size=4, lr=0.05,
                 eval_every=2, target_acc=2.0, n_l=1000, r_f=0.4, seed=0)
     return TrainConfig(**{**base, **kw})
 

@@ -15,6 +15,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import heatlab
 from heatlab.errors import HeatlabError
+from heatlab.models.training import TrainConfig
+
+TRAIN = TrainConfig()  # the defaults shown by `heatlab train --help`
 
 app = typer.Typer(
     name="heatlab",
@@ -144,27 +147,30 @@ def data_preview(
 def train(
     data: Path = typer.Option(..., "--data", help="Dataset folder written by `heatlab data cells`."),
     run_dir: Path = typer.Option(..., "--out", help="Run folder to write models, tables and figures into."),
-    model: str = typer.Option("cellcnn", "--model", help="Zoo model name (cellcnn, resnet34, alexnet, vgg16, ...)."),
+    model: str = typer.Option(TRAIN.model, "--model", help="Zoo model name (cellcnn, resnet34, alexnet, vgg16, ...)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Start from these weights (.safetensors or a state dict)."),
-    epochs: int = typer.Option(3, help="Epochs of continuous training (the base model)."),
-    branch_epochs: int = typer.Option(2, help="Maximum epochs per branch in regular-evaluation mode."),
-    branches: int = typer.Option(3, help="Branch models trained from the base model (paper: 5)."),
-    batch_size: int = typer.Option(32, help="Training batch size."),
-    lr: float = typer.Option(1e-3, help="Adam learning rate."),
-    eval_every: int = typer.Option(4, help="Validate on one random validation shard every this many iterations."),
-    target_acc: float = typer.Option(0.96, help="Stop a branch when a validation shard reaches this accuracy."),
-    n_l: int = typer.Option(24, "--n-l", help="Early-stopping limit (validations without improvement)."),
-    r_f: float = typer.Option(0.4, "--r-f", help="Refresh fraction: on improvement the counter becomes int(r_f*counter)."),
-    seed: int = typer.Option(0, help="Seed for initialisation, shuffling and validation-shard choice."),
-    device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
+    epochs: int = typer.Option(TRAIN.epochs, help="Epochs of continuous training (the base model)."),
+    branch_epochs: int = typer.Option(TRAIN.branch_epochs, help="Maximum epochs per branch in regular-evaluation mode."),
+    branches: int = typer.Option(TRAIN.branches, help="Branch models trained from the base model (paper: 5)."),
+    batch_size: int = typer.Option(TRAIN.batch_size, help="Training batch size."),
+    lr: float = typer.Option(TRAIN.lr, help="Adam learning rate of continuous mode."),
+    branch_lr: float = typer.Option(TRAIN.branch_lr, help="Adam learning rate of the branches (the paper uses --lr)."),
+    schedule: str = typer.Option(TRAIN.schedule, help="Continuous-mode rate: cosine (decays to 1%) or constant (paper)."),
+    weight_decay: float = typer.Option(TRAIN.weight_decay, help="Adam weight decay."),
+    eval_every: int = typer.Option(TRAIN.eval_every, help="Validate on one random validation shard every this many iterations."),
+    target_acc: float = typer.Option(TRAIN.target_acc, help="Stop a branch when a validation shard reaches this accuracy."),
+    n_l: int = typer.Option(TRAIN.n_l, "--n-l", help="Early-stopping limit (validations without improvement)."),
+    r_f: float = typer.Option(TRAIN.r_f, "--r-f", help="Refresh fraction: on improvement the counter becomes int(r_f*counter)."),
+    seed: int = typer.Option(TRAIN.seed, help="Seed for initialisation, shuffling and validation-shard choice."),
+    device: str = typer.Option(TRAIN.device, help="Torch device, e.g. cpu or cuda."),
 ) -> None:
     """Train a base model, then branch models in regular-evaluation mode (paper 002, §III-B)."""
-    from heatlab.models.training import TrainConfig
     from heatlab.report.training_figures import training_figure
     from heatlab.run.training import train_run
 
     config = TrainConfig(model=model, epochs=epochs, branch_epochs=branch_epochs, branches=branches, batch_size=batch_size,
-                         lr=lr, eval_every=eval_every, target_acc=target_acc, n_l=n_l, r_f=r_f, seed=seed, device=device)
+                         lr=lr, branch_lr=branch_lr, schedule=schedule, weight_decay=weight_decay, eval_every=eval_every,
+                         target_acc=target_acc, n_l=n_l, r_f=r_f, seed=seed, device=device)
     t0 = time.perf_counter()
     with progress_bars() as progress:
         summary = train_run(data, run_dir, config, weights=weights, progress=progress)

@@ -265,8 +265,11 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
             t = t.clone()
         storages.add(t.untyped_storage().data_ptr())
         tensors[key] = t
-    metadata = {"format": "pt"}
+    # One metadata key only: safetensors writes several keys in a random order, and the same
+    # weights must give the same bytes (runs record their sha256).
     if hasattr(model, "heatlab_spec"):
-        metadata["heatlab_spec"] = json.dumps(model.heatlab_spec, sort_keys=True)
+        metadata = {"heatlab_spec": json.dumps(model.heatlab_spec, sort_keys=True)}
+    else:
+        metadata = {"format": "pt"}
     with atomic_path(p) as tmp:
         safetensors.torch.save_file(tensors, str(tmp), metadata=metadata)

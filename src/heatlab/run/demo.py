@@ -21,9 +21,9 @@ class DemoPlan:
 
 
 def demo_plan(*, full: bool = False, seed: int = 0) -> DemoPlan:
-    """The quick plan (about 5 minutes on 2 cores) or, with ``full``, the paper's split sizes."""
+    """The quick plan (a few minutes on 2 cores) or, with ``full``, the paper's split sizes and 5 branches."""
     if full:
         return DemoPlan(size=128, shards={"train": 32, "val": 8, "test": 8}, shard_size=200,
                         train=TrainConfig(seed=seed, branches=5))
     return DemoPlan(size=128, shards={"train": 24, "val": 4, "test": 2}, shard_size=100,
-                    train=TrainConfig(seed=seed, epochs=3, branch_epochs=1, branches=2))
+                    train=TrainConfig(seed=seed, epochs=8, branches=2))
