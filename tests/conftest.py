@@ -1,0 +1,19 @@
+"""Shared fixtures: one tiny trained run (64-pixel cells, one branch) built once per session."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A trained run folder: data (train 2, val 1, test 2 shards of 10 cells at 64 px), base and one branch."""
+    from heatlab.data.shards import write_cells
+    from heatlab.models.training import TrainConfig
+    from heatlab.run.training import train_run
+
+    root = tmp_path_factory.mktemp("tiny")
+    write_cells(root / "data", size=64, seed=3, shards={"train": 2, "val": 1, "test": 2}, shard_size=10)
+    config = TrainConfig(epochs=1, branches=1, branch_epochs=1, batch_size=10, eval_every=1, n_l=1, seed=3)
+    train_run(root / "data", root / "run", config)
+    return root / "run"
