@@ -212,12 +212,15 @@ def evaluate(
 # ------------------------------------------------------------------------------------- report
 @app.command("report")
 @guarded
-def report_cmd(run_dir: Path = typer.Argument(..., help="An evaluated run folder.")) -> None:
+def report_cmd(
+    run_dir: Path = typer.Argument(..., help="An evaluated run folder."),
+    gallery_branch: Optional[str] = typer.Option(None, help="Branch whose heatmaps the gallery shows (default: the first)."),
+) -> None:
     """Write RUN/report/index.html with figures, galleries, tables and a plain-language summary."""
     from heatlab.report.html import build_report
 
     with progress_bars() as progress:
-        page = build_report(run_dir, progress=progress)
+        page = build_report(run_dir, gallery_branch=gallery_branch, progress=progress)
     out.print(f"report: {page}")
 
 
@@ -254,6 +257,17 @@ def demo(
     out.print(f"data {t_data - t0:.0f} s, training {t_train - t_data:.0f} s, evaluation {t_eval - t_train:.0f} s, "
               f"report {time.perf_counter() - t_eval:.0f} s; total {time.perf_counter() - t0:.0f} s")
     out.print(f"report: {page}")
+
+
+def _register_commands() -> None:
+    """Commands of later pipeline stages live in their own modules (heatlab.cli_*)."""
+    from heatlab import cli_toy2d
+
+    for module in (cli_toy2d,):
+        module.register(app)
+
+
+_register_commands()
 
 
 def main() -> None:

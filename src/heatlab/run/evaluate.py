@@ -53,9 +53,10 @@ class Unit:
     def stem(self, parts: Path) -> Path:
         return parts / self.branch / self.method / f"shard-{self.shard:05d}"
 
-    def done(self, parts: Path) -> bool:
+    def done(self, parts: Path, kinds: Sequence[str] = KINDS) -> bool:
+        """True when the unit's marker and its ``<kind>.parquet`` parts (evaluate's by default) exist."""
         stem = self.stem(parts)
-        return Path(f"{stem}.done.json").exists() and all(Path(f"{stem}.{k}.parquet").exists() for k in KINDS)
+        return Path(f"{stem}.done.json").exists() and all(Path(f"{stem}.{k}.parquet").exists() for k in kinds)
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:

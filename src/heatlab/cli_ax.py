@@ -1,0 +1,45 @@
+"""``heatlab ax RUN``: Augmentative eXplanation (CO scores and their gap) on a trained run.
+
+``heatlab.cli`` calls :func:`register` to add the command to its app.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``ax`` command to ``app``."""
+    from heatlab.cli import guarded, out, progress_bars
+
+    @app.command("ax")
+    @guarded
+    def ax(
+        run_dir: Path = typer.Argument(..., help="A run folder written by `heatlab train`."),
+        methods: str = typer.Option("all", help="'all' or comma-separated Captum method names."),
+        split: str = typer.Option("test", help="Split whose CO scores are analysed (gap, AUROC, flag precision/recall)."),
+        holdout_split: str = typer.Option("val", help="Split that chooses the error-flag threshold; 'none' to choose it on --split."),
+        batch_size: int = typer.Option(25, help="Samples per attribution and forward call."),
+    ) -> None:
+        """Feed x + h and x * h to each branch model and write the CO scores, their correct/wrong gap and figures."""
+        from heatlab.report.ax_figures import load_ax_tables, write_ax_figures
+        from heatlab.run.ax import ax_run
+
+        t0 = time.perf_counter()
+        with progress_bars() as progress:
+            summary = ax_run(run_dir, methods=methods, split=split, holdout_split=holdout_split,
+                             batch_size=batch_size, progress=progress)
+        co, gap, _ = load_ax_tables(run_dir)
+        figures = write_ax_figures(co, gap, Path(run_dir) / "report" / "figures", branch=summary["branches"][0])
+        best = summary["largest_gap"]
+        out.print(f"AX on {summary['samples']} {split} samples x {len(summary['methods'])} methods x "
+                  f"{len(summary['branches'])} branches in {time.perf_counter() - t0:.0f} s", highlight=False, markup=False)
+        if best:
+            out.print(f"largest gap: {best['method']} (AUROC {best['auroc']:.3f}, raw logits, x + h)", highlight=False, markup=False)
+        else:
+            out.print("largest gap: none (no split has both correct and wrong predictions)", highlight=False, markup=False)
+        out.print(f"tables: {summary['tables']['co']}, {summary['tables']['co_gap']}", highlight=False, markup=False)
+        out.print(f"figures: {Path(next(iter(figures.values()))).parent}", highlight=False, markup=False)

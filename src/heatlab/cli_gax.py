@@ -1,0 +1,47 @@
+"""`heatlab gax RUN`: batched GAX on the first correctly predicted samples, its figure and viewer.
+
+The lead's ``heatlab.cli`` calls :func:`register` to add the command.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``heatlab gax`` to ``app``."""
+    from heatlab.cli import guarded, out, progress_bars
+
+    @app.command("gax")
+    @guarded
+    def gax_cmd(
+        run_dir: Path = typer.Argument(..., help="A run folder written by `heatlab train`."),
+        split: str = typer.Option("test", help="Data split whose samples are optimised."),
+        first_n_correct: int = typer.Option(100, "--first-n-correct", help="Optimise the first N correctly predicted samples (shard order)."),
+        target_co: float = typer.Option(48.0, "--target-co", help="Stop a sample once its CO score reaches this value (paper: 48)."),
+        max_steps: int = typer.Option(500, "--max-steps", help="Stop a sample after this many Adam steps even below the target."),
+        branch: str = typer.Option("0", "--branch", help="Branch model to explain: an index such as 0, or 'base'."),
+        batch_size: int = typer.Option(32, "--batch-size", help="Samples optimised together."),
+        snapshot_every: int = typer.Option(5, "--snapshot-every", help="Store the heatmap every this many steps (and the final one)."),
+    ) -> None:
+        """Generative AX (papers 000/001): heatmaps h = tanh(w*x + b) that raise the CO score of x + h."""
+        from heatlab.report.gax_viewer import build_gax_viewer, gax_figure
+        from heatlab.run.gax import gax_run
+
+        t0 = time.perf_counter()
+        with progress_bars() as progress:
+            summary = gax_run(run_dir, split=split, first_n_correct=first_n_correct, target_co=target_co,
+                              branch=int(branch) if branch.isdigit() else branch, max_steps=max_steps,
+                              batch_size=batch_size, snapshot_every=snapshot_every, progress=progress)
+        figure = gax_figure(run_dir, Path(run_dir) / "report" / "figures" / "gax_co.png")
+        viewer = build_gax_viewer(run_dir)
+        n, k = summary["samples"], summary["reached"]
+        median = summary["median_steps_to_target"]
+        out.print(f"GAX: {k} of {n} samples ({k / n:.0%}) reached CO >= {target_co:g} within {max_steps} steps"
+                  + (f", median {median:g} steps" if median is not None else "")
+                  + f" ({time.perf_counter() - t0:.0f} s)")
+        out.print(f"figure: {figure}")
+        out.print(f"viewer: {viewer}")

@@ -1,0 +1,282 @@
+"""One registry for the datasets heatlab can train on, and the in-memory split they share.
+
+A *split object* is what the training and evaluation code consume (like
+:class:`heatlab.data.shards.CellSplit`): ``num_shards``, ``load_shard(k) -> {"images": float32
+N×C×H×W or N×F, "labels": int64 N}``, ``class_names``, ``len()``. Every loader here returns one:
+:class:`ArraySplit` (in memory) or :class:`heatlab.data.images.ImageSplit` (decoded per shard).
+
+A dataset *spec* names a registered dataset and, when it reads a file, the path::
+
+    chest_xray:/data/chest_xray        folders train/val/test/{NORMAL,PNEUMONIA} (paper 000)
+    covid:/data/COVID-19_Radiography   <class>/images/*.png, index mod 3 split (paper 000, App. A.4)
+    folder:/data/pets                  generic <split>/<class>/* image folders
+    drybean:/data/Dry_Bean_Dataset.xlsx   (or .csv), per-class index mod 3 split (paper 000, App. A.4)
+    creditcard:/data/creditcard.csv    cross projective augmentation (paper 000, App. A.4)
+    wine, breast_cancer                scikit-learn's bundled tables (offline)
+
+Loader modules are imported on first use, so opening a cell dataset never imports scikit-learn.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from heatlab.data.shards import MANIFEST, derive_seed, open_split
+from heatlab.errors import HeatlabError
+
+SPLITS = ("train", "val", "test")
+#: Paper 000, Appendix A.4: the i-th sample of a class goes to the split whose remainder is i mod 3.
+MOD3_REMAINDER = {"train": 0, "val": 1, "test": 2}
+
+
+# ----------------------------------------------------------------------------------- split objects
+class ShardedSplit:
+    """Base of the split objects: ``n`` samples cut into shards of ``shard_size`` in stored order.
+
+    Subclasses implement ``_load(lo, hi) -> {"images", "labels"}`` for samples ``lo:hi``.
+    """
+
+    def __init__(self, n: int, class_names: Sequence[str], *, shard_size: int, input_shape: tuple[int, ...]):
+        if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+            raise HeatlabError(f"Shard size must be a whole number >= 1, got {shard_size!r}; pass e.g. shard_size=1000.")
+        if n < 1:
+            raise HeatlabError("The split holds no samples; check the data file or folder.")
+        self.class_names: list[str] = [str(c) for c in class_names]
+        self.shard_size = shard_size
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.num_shards: int = math.ceil(n / shard_size)
+        self._n = n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __repr__(self) -> str:
+        shape, classes = self.input_shape, len(self.class_names)
+        return f"{type(self).__name__}(samples={len(self)}, input_shape={shape}, classes={classes}, shards={self.num_shards})"
+
+    def shard_bounds(self, k: int) -> tuple[int, int]:
+        """Sample range ``[lo, hi)`` of shard ``k``."""
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < self.num_shards:
+            raise HeatlabError(f"Shard index {k!r} is out of range; use 0 to {self.num_shards - 1}.")
+        return k * self.shard_size, min((k + 1) * self.shard_size, self._n)
+
+    def load_shard(self, k: int) -> dict[str, torch.Tensor]:
+        """Shard ``k``: images float32 N×C×H×W (or N×F), labels int64 N."""
+        return self._load(*self.shard_bounds(k))
+
+    def _load(self, lo: int, hi: int) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class ArraySplit(ShardedSplit):
+    """An in-memory split: ``X`` float32 N×F (or N×C×H×W), ``y`` int64 N, served in shards.
+
+    ``info`` holds per-sample arrays in the same order (e.g. ``"row"``: the sample's row in the
+    source file), ``normalization`` the training statistics ``{"mean", "std", "applied"}`` of a
+    standardised table, ``feature_names`` the column names.
+    """
+
+    def __init__(
+        self,
+        X: np.ndarray | torch.Tensor,
+        y: np.ndarray | torch.Tensor,
+        class_names: Sequence[str],
+        *,
+        shard_size: int = 1000,
+        info: Mapping[str, np.ndarray] | None = None,
+        normalization: Mapping[str, Any] | None = None,
+        feature_names: Sequence[str] | None = None,
+    ):
+        X = X.float() if isinstance(X, torch.Tensor) else torch.from_numpy(np.asarray(X, dtype=np.float32))
+        y = y if isinstance(y, torch.Tensor) else torch.from_numpy(np.asarray(y))
+        if X.dim() not in (2, 4) or y.dim() != 1 or len(X) != len(y):
+            raise HeatlabError(
+                f"ArraySplit needs inputs N×F or N×C×H×W and one label per input, got {tuple(X.shape)} and "
+                f"{tuple(y.shape)}; pass matching arrays."
+            )
+        in_range = len(y) == 0 or 0 <= int(y.min()) <= int(y.max()) < len(class_names)
+        if y.dtype.is_floating_point or y.dtype == torch.bool or not in_range:
+            raise HeatlabError(f"Labels must be whole numbers in 0..{len(class_names) - 1}; pass one class index per sample.")
+        if not torch.isfinite(X).all():
+            raise HeatlabError("Inputs contain NaN or infinite values; clean the data first.")
+        super().__init__(len(y), class_names, shard_size=shard_size, input_shape=tuple(X.shape[1:]))
+        self.inputs, self.labels = X.contiguous(), y.to(torch.int64).contiguous()
+        self.info = {k: np.asarray(v) for k, v in (info or {}).items()}
+        for key, value in self.info.items():
+            if len(value) != len(y):
+                raise HeatlabError(f"info['{key}'] has {len(value)} entries for {len(y)} samples; pass one per sample.")
+        self.normalization = dict(normalization) if normalization is not None else None
+        self.feature_names = list(feature_names) if feature_names is not None else None
+
+    def _load(self, lo: int, hi: int) -> dict[str, torch.Tensor]:
+        return {"images": self.inputs[lo:hi].clone(), "labels": self.labels[lo:hi].clone()}
+
+
+def mixed_order(n: int, seed: int, *parts: object) -> np.ndarray:
+    """A seeded permutation of ``range(n)`` (from ``(seed, *parts)``).
+
+    Loaders store each split in this order so that every shard mixes the classes: the training
+    code draws batches shard by shard and validates on one shard at a time.
+    """
+    g = torch.Generator().manual_seed(derive_seed(seed, *parts, "order"))
+    return torch.randperm(n, generator=g).numpy()
+
+
+def input_shape(split: Any) -> tuple[int, ...]:
+    """Per-sample input shape of any split object (C×H×W or F), read from its first shard if needed."""
+    shape = getattr(split, "input_shape", None)
+    if shape is not None:
+        return tuple(shape)
+    return tuple(split.load_shard(0)["images"].shape[1:])
+
+
+# ----------------------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A registered dataset: ``module.function`` loads it.
+
+    ``per_split`` loaders are called as ``function(path, split, **options) -> split object``;
+    the others read their file once: ``function(path, **options) -> {split: split object}``.
+    """
+
+    name: str
+    module: str
+    function: str
+    needs_path: bool
+    per_split: bool
+    summary: str
+
+
+_DATASETS = {
+    e.name: e
+    for e in (
+        DatasetEntry("chest_xray", "heatlab.data.images", "chest_xray", True, True,
+                     "chest X-ray pneumonia folders train/val/test/{NORMAL,PNEUMONIA}"),
+        DatasetEntry("covid", "heatlab.data.images", "covid_radiography", True, True,
+                     "COVID-19 radiography folders <class>/images/*.png"),
+        DatasetEntry("folder", "heatlab.data.images", "split_folder", True, True,
+                     "image folders <split>/<class>/*"),
+        DatasetEntry("drybean", "heatlab.data.tabular", "drybean", True, False,
+                     "dry bean table (.xlsx or .csv)"),
+        DatasetEntry("creditcard", "heatlab.data.tabular", "creditcard", True, False,
+                     "credit-card fraud table (.csv)"),
+        DatasetEntry("wine", "heatlab.data.tabular", "wine", False, False, "scikit-learn's wine table"),
+        DatasetEntry("breast_cancer", "heatlab.data.tabular", "breast_cancer", False, False,
+                     "scikit-learn's breast cancer table"),
+    )
+}  # fmt: skip
+
+
+def available_datasets() -> list[str]:
+    """Registered dataset names, in registry order."""
+    return list(_DATASETS)
+
+
+def _usage() -> str:
+    return ", ".join(f"{e.name}:PATH" if e.needs_path else e.name for e in _DATASETS.values())
+
+
+def parse_spec(spec: str) -> tuple[DatasetEntry, Path | None]:
+    """``"name:path"`` or ``"name"`` -> (registry entry, absolute path or None)."""
+    name, sep, path = str(spec).partition(":")
+    entry = _DATASETS.get(name.strip().lower())
+    if entry is None:
+        raise HeatlabError(f"Unknown dataset '{spec}'; use one of {_usage()}.")
+    if entry.needs_path and not path.strip():
+        raise HeatlabError(f"Dataset '{entry.name}' reads a file or folder; write it as '{entry.name}:PATH'.")
+    if not entry.needs_path and sep:
+        raise HeatlabError(f"Dataset '{entry.name}' is bundled and takes no path; write it as '{entry.name}'.")
+    return entry, (Path(path.strip()).expanduser().resolve() if entry.needs_path else None)
+
+
+def canonical_spec(spec: str) -> str:
+    """The spec with its path made absolute (what a run should record to find the data again)."""
+    entry, path = parse_spec(spec)
+    return f"{entry.name}:{path}" if path is not None else entry.name
+
+
+def check_split(split: str) -> str:
+    """``split`` if it is one of train, val, test; HeatlabError otherwise."""
+    if split not in SPLITS:
+        raise HeatlabError(f"Unknown split '{split}'; use one of {', '.join(SPLITS)}.")
+    return split
+
+
+def _check_splits(splits: Sequence[str]) -> tuple[str, ...]:
+    splits = (splits,) if isinstance(splits, str) else tuple(splits)
+    if not splits:
+        raise HeatlabError(f"No split asked for; use one or more of {', '.join(SPLITS)}.")
+    return tuple(check_split(s) for s in splits)
+
+
+def _loader(entry: DatasetEntry, options: Mapping[str, Any]):
+    fn = getattr(importlib.import_module(entry.module), entry.function)
+    allowed = [p.name for p in inspect.signature(fn).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    for key in options:
+        if key not in allowed:
+            raise HeatlabError(f"Option '{key}' does not apply to dataset '{entry.name}'; use one of {', '.join(allowed)}.")
+    return fn
+
+
+def open_splits(spec: str, splits: Sequence[str] = SPLITS, **options: Any) -> dict[str, Any]:
+    """Open several splits of a registered dataset at once (a table file is read only once)."""
+    entry, path = parse_spec(spec)
+    splits = _check_splits(splits)
+    fn = _loader(entry, options)
+    if entry.per_split:
+        return {s: fn(path, s, **options) for s in splits}
+    every = fn(path, **options) if entry.needs_path else fn(**options)
+    return {s: every[s] for s in splits}
+
+
+def open_dataset(spec: str, split: str, **options: Any) -> Any:
+    """One split (``"train"``, ``"val"`` or ``"test"``) of the dataset named by ``spec``."""
+    return open_splits(spec, _check_splits(split), **options)[split]
+
+
+# ------------------------------------------------------------------------------ cells or registry
+def is_cell_folder(data: str | os.PathLike) -> bool:
+    """True when ``data`` is a folder written by :func:`heatlab.data.shards.write_cells`."""
+    return (Path(data).expanduser() / MANIFEST).is_file()
+
+
+def _not_found(data: object) -> HeatlabError:
+    return HeatlabError(
+        f"'{data}' is neither a cell dataset folder (with {MANIFEST}) nor a dataset spec; "
+        f"pass a folder written by `heatlab data cells` or one of {_usage()}."
+    )
+
+
+def open_all(data: str | os.PathLike, splits: Sequence[str] = SPLITS, **options: Any) -> dict[str, Any]:
+    """Splits of a cell folder (``CellSplit``) or of a registry spec (reading a table once)."""
+    splits = _check_splits(splits)
+    if is_cell_folder(data):
+        if options:
+            raise HeatlabError(f"A cell dataset folder takes no options (got {', '.join(options)}); drop them.")
+        return {s: open_split(data, s) for s in splits}
+    if str(data).partition(":")[0].strip().lower() not in _DATASETS:
+        raise _not_found(data)
+    return open_splits(str(data), splits, **options)
+
+
+def open_any(data: str | os.PathLike, split: str, **options: Any) -> Any:
+    """One split of a cell folder (``CellSplit``) or of a registry spec."""
+    return open_all(data, (split,), **options)[split]
+
+
+def describe_data(data: str | os.PathLike) -> str:
+    """What a run should record as its data: the absolute cell folder, or the canonical spec."""
+    if is_cell_folder(data):
+        return str(Path(data).expanduser().resolve())
+    if str(data).partition(":")[0].strip().lower() not in _DATASETS:
+        raise _not_found(data)
+    return canonical_spec(str(data))

@@ -1,0 +1,254 @@
+"""`heatlab gax`: GAX on the first N correctly predicted samples of a split (papers 000/001, Fig. 4).
+
+The samples are taken in shard order for one branch model and optimised in batches. Each batch is
+a resumable unit: ``<run>/gax/parts/batch-XXXXX.safetensors`` + ``.parquet`` and then a
+``.done.json`` marker. ``parts/settings.json`` records the settings and the weights' sha256; parts
+written with other settings are discarded. When every batch is done, the parts are joined into
+
+- ``gax/results.parquet``: one row per sample (branch, shard, index, label, steps_to_target,
+  reached, initial_co, final_co, final_step);
+- ``gax/trajectories.safetensors``: ``co`` (T+1)×N float32, CO after t steps, a finished sample's
+  last value repeated (T = the longest batch);
+- ``gax/snapshots.safetensors``: ``snapshots`` S×C×H×W float16, every sample's stored heatmaps one
+  after the other, sample i in rows ``offsets[i]:offsets[i+1]`` at optimisation steps ``steps``
+  (every ``snapshot_every`` steps up to its final step, plus the final step; frozen copies after a
+  sample reached the target are not stored); ``images`` N×C×H×W uint8, the optimised images;
+- ``gax/gax.json``: settings and counts, written last (``"complete": true``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+
+from heatlab.data.shards import open_split
+from heatlab.errors import HeatlabError
+from heatlab.files import atomic_path, ensure_dir, read_json, sha256_file, write_json
+from heatlab.improve.gax import GaxResult, check_options, gax
+from heatlab.progress import Progress, report
+from heatlab.run.evaluate import _predict, _write_parquet
+from heatlab.run.training import WEIGHTS, load_branch, stage_dir, stage_name
+
+RESULTS = "results.parquet"
+TRAJECTORIES = "trajectories.safetensors"
+SNAPSHOTS = "snapshots.safetensors"
+SUMMARY = "gax.json"
+
+
+def gax_dir(run_dir) -> Path:
+    return Path(run_dir) / "gax"
+
+
+def select_correct(model, data, n: int, batch_size: int) -> pd.DataFrame:
+    """The first ``n`` correctly predicted samples of ``data`` in shard order: shard, index, label."""
+    rows = []
+    for k in range(data.num_shards):
+        shard = data.load_shard(k)
+        pred = _predict(model, shard["images"], batch_size)
+        for j in (pred == shard["labels"]).nonzero().flatten().tolist():
+            rows.append((k, j, int(shard["labels"][j])))
+            if len(rows) == n:
+                return pd.DataFrame(rows, columns=["shard", "index", "label"])
+    return pd.DataFrame(rows, columns=["shard", "index", "label"], dtype="int64")
+
+
+def _load_rows(data, rows: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images N×C×H×W float32 and labels N of the selected rows."""
+    images, labels = [], []
+    for k, group in rows.groupby("shard", sort=False):
+        shard = data.load_shard(int(k))
+        idx = torch.tensor(group["index"].tolist(), dtype=torch.int64)
+        images.append(shard["images"][idx])
+        labels.append(shard["labels"][idx])
+    return torch.cat(images), torch.cat(labels)
+
+
+def pack_batch(result: GaxResult, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A batch's GaxResult -> the tensors of one part file (snapshots trimmed per sample)."""
+    final = result.final_steps
+    packed, steps, offsets = [], [], [0]
+    for i in range(images.shape[0]):
+        f = int(final[i])
+        keep = [s for s, step in enumerate(result.snapshot_steps.tolist()) if step < f]
+        packed += [result.snapshots[keep, i], result.heatmaps[i : i + 1].half()]
+        steps += [result.snapshot_steps[keep], torch.tensor([f])]
+        offsets.append(offsets[-1] + len(keep) + 1)
+    return {
+        "co": result.co.float().contiguous(),
+        "snapshots": torch.cat(packed).contiguous(),
+        "steps": torch.cat(steps).long(),
+        "offsets": torch.tensor(offsets, dtype=torch.int64),
+        "images": (images * 255).round().clamp(0, 255).to(torch.uint8).contiguous(),
+    }
+
+
+def _pad_co(co: torch.Tensor, length: int) -> torch.Tensor:
+    """(T+1)×n -> length×n, repeating the last row (finished samples keep their CO)."""
+    return torch.cat([co, co[-1:].expand(length - co.shape[0], -1)]) if length > co.shape[0] else co
+
+
+def _settings(run: Path, branch, split, first_n_correct, target_co, max_steps, batch_size, snapshot_every) -> dict:
+    name = stage_name(branch)
+    return {
+        "branch": name, "split": split, "first_n_correct": first_n_correct, "target_co": float(target_co),
+        "max_steps": max_steps, "batch_size": batch_size, "snapshot_every": snapshot_every,
+        "weights_sha256": sha256_file(stage_dir(run, name) / WEIGHTS),
+        "lr": 0.1, "similarity_factor": 100.0, "bias": 0.01, "ax": "sum",
+    }
+
+
+def _same_settings(summary: dict, settings: dict) -> bool:
+    return all(summary.get(k) == v for k, v in settings.items())
+
+
+def _check(first_n_correct: int, batch_size: int) -> None:
+    for name, value, flag in (("first_n_correct", first_n_correct, "--first-n-correct 100"),
+                              ("batch_size", batch_size, "--batch-size 32")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise HeatlabError(f"{name} must be a whole number of at least 1, got {value!r}; pass e.g. {flag}.")
+
+
+def gax_run(
+    run_dir,
+    *,
+    split: str = "test",
+    first_n_correct: int = 100,
+    target_co: float = 48.0,
+    branch: int | str = 0,
+    max_steps: int = 500,
+    batch_size: int = 32,
+    snapshot_every: int = 5,
+    progress: Progress | None = None,
+) -> dict:
+    """Run GAX for the first ``first_n_correct`` correct samples of ``split``; returns the summary."""
+    run = Path(run_dir)
+    check_options(target_co=target_co, max_steps=max_steps, snapshot_every=snapshot_every)
+    _check(first_n_correct, batch_size)
+    if not (run / "config.json").is_file():
+        raise HeatlabError(f"'{run}' is not a trained run (no config.json); run `heatlab train --out {run}` first.")
+    config = read_json(run / "config.json")
+    model = load_branch(run, branch)
+    data = open_split(config["data_root"], split)
+    if len(data) == 0:
+        raise HeatlabError(f"Split '{split}' of '{config['data_root']}' has no samples; generate it with `heatlab data cells`.")
+    settings = _settings(run, branch, split, first_n_correct, target_co, max_steps, batch_size, snapshot_every)
+    out = ensure_dir(gax_dir(run))
+    if (out / SUMMARY).is_file() and not _same_settings(read_json(out / SUMMARY), settings):
+        (out / SUMMARY).unlink()  # the old results no longer describe this run's GAX
+    parts = out / "parts"
+    if parts.is_dir() and (not (parts / "settings.json").is_file() or read_json(parts / "settings.json") != settings):
+        shutil.rmtree(parts)  # written with other settings or another model: start again
+    ensure_dir(parts)
+    if not (parts / "selection.parquet").is_file():
+        selection = select_correct(model, data, first_n_correct, batch_size)
+        if selection.empty:
+            raise HeatlabError(f"Branch {settings['branch']} predicts none of the {len(data)} samples of split '{split}' "
+                               "correctly; GAX needs correct predictions, so train the model further first.")
+        _write_parquet(selection, parts / "selection.parquet")
+        write_json(parts / "settings.json", settings)
+    selection = pd.read_parquet(parts / "selection.parquet")
+    starts = list(range(0, len(selection), batch_size))
+    done = sum((parts / f"batch-{b:05d}.done.json").is_file() for b in range(len(starts)))
+    report(progress, "gax batches", done, len(starts))
+    for b, start in enumerate(starts):
+        stem = parts / f"batch-{b:05d}"
+        if Path(f"{stem}.done.json").is_file():
+            continue
+        rows = selection.iloc[start : start + batch_size].reset_index(drop=True)
+        images, labels = _load_rows(data, rows)
+        result = gax(model, images, labels, target_co=target_co, max_steps=max_steps,
+                     snapshot_every=snapshot_every, progress=progress)
+        tensors = pack_batch(result, images)
+        with atomic_path(f"{stem}.safetensors") as tmp:
+            save_file(tensors, str(tmp))
+        table = rows.assign(
+            branch=settings["branch"], steps_to_target=result.steps_to_target.numpy(), reached=result.reached.numpy(),
+            initial_co=result.co[0].double().numpy(), final_co=result.final_co.double().numpy(),
+            final_step=result.final_steps.numpy(),
+        )
+        _write_parquet(table, Path(f"{stem}.parquet"))
+        write_json(f"{stem}.done.json", {"batch": b, "samples": len(rows)})
+        done += 1
+        report(progress, "gax batches", done, len(starts))
+    return _join(out, parts, len(starts), settings)
+
+
+def _join(out: Path, parts: Path, batches: int, settings: dict) -> dict:
+    """Concatenate the batch parts in order into the three result files and gax.json (atomic writes)."""
+    tables, parts_t = [], []
+    for b in range(batches):
+        stem = parts / f"batch-{b:05d}"
+        tables.append(pd.read_parquet(f"{stem}.parquet"))
+        parts_t.append(load_file(f"{stem}.safetensors"))
+    table = pd.concat(tables, ignore_index=True)
+    table = table[["branch", "shard", "index", "label", "steps_to_target", "reached", "initial_co", "final_co", "final_step"]]
+    length = max(p["co"].shape[0] for p in parts_t)
+    co = torch.cat([_pad_co(p["co"], length) for p in parts_t], dim=1).contiguous()
+    offsets, base = [torch.zeros(1, dtype=torch.int64)], 0
+    for p in parts_t:
+        offsets.append(p["offsets"][1:] + base)
+        base += int(p["offsets"][-1])
+    snaps = {
+        "snapshots": torch.cat([p["snapshots"] for p in parts_t]).contiguous(),
+        "steps": torch.cat([p["steps"] for p in parts_t]),
+        "offsets": torch.cat(offsets),
+        "images": torch.cat([p["images"] for p in parts_t]).contiguous(),
+    }
+    _write_parquet(table, out / RESULTS)
+    with atomic_path(out / TRAJECTORIES) as tmp:
+        save_file({"co": co}, str(tmp))
+    with atomic_path(out / SNAPSHOTS) as tmp:
+        save_file(snaps, str(tmp))
+    reached = table["reached"].to_numpy(bool)
+    summary = {
+        **settings, "samples": len(table), "reached": int(reached.sum()),
+        "median_steps_to_target": float(np.median(table.loc[reached, "steps_to_target"])) if reached.any() else None,
+        "complete": True,
+    }
+    write_json(out / SUMMARY, summary)
+    return summary
+
+
+@dataclass
+class GaxRunResult:
+    """The stored GAX result of a run (see the module docstring for the meaning of each field)."""
+
+    summary: dict
+    table: pd.DataFrame
+    co: torch.Tensor
+    snapshots: torch.Tensor
+    steps: torch.Tensor
+    offsets: torch.Tensor
+    images: torch.Tensor
+
+    def sample(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample i's stored heatmaps S_i×C×H×W (float16) and their steps S_i."""
+        sl = slice(int(self.offsets[i]), int(self.offsets[i + 1]))
+        return self.snapshots[sl], self.steps[sl]
+
+
+def load_gax_result(run_dir) -> GaxRunResult:
+    """Read ``<run>/gax`` (raises HeatlabError naming the fix when it is missing or incomplete)."""
+    out = gax_dir(run_dir)
+    fix = f"run `heatlab gax {run_dir}` first"
+    if not (out / SUMMARY).is_file():
+        raise HeatlabError(f"'{run_dir}' has no GAX result; {fix}.")
+    summary = read_json(out / SUMMARY)
+    if not summary.get("complete"):
+        raise HeatlabError(f"The GAX result of '{run_dir}' is incomplete; {fix}.")
+    try:
+        table = pd.read_parquet(out / RESULTS)
+        co = load_file(out / TRAJECTORIES)["co"]
+        snaps = load_file(out / SNAPSHOTS)
+    except Exception:  # pyarrow and safetensors raise several types for a broken file
+        raise HeatlabError(f"The GAX files in '{out}' are missing or unreadable; {fix} again.") from None
+    n = len(table)
+    if co.shape[1] != n or snaps["offsets"].shape[0] != n + 1 or snaps["images"].shape[0] != n:
+        raise HeatlabError(f"The GAX files in '{out}' do not match each other; {fix} again.")
+    return GaxRunResult(summary, table, co, snaps["snapshots"], snaps["steps"], snaps["offsets"], snaps["images"])
