@@ -75,3 +75,23 @@ def test_evaluate_and_report_bad_input(tmp_path, tiny_run):
     _assert_one_clear_error(*_run("evaluate", tmp_path), "heatlab train")
     _assert_one_clear_error(*_run("evaluate", tiny_run, "--methods", "Magic"), "Unknown method")
     _assert_one_clear_error(*_run("report", tiny_run), "heatlab evaluate")
+
+
+def test_train_on_a_table_file_and_refuse_an_image_model(tmp_path):
+    """`heatlab train --data drybean:FILE` trains the tabular appendix model; cellcnn is refused clearly."""
+    import numpy as np
+    import pandas as pd
+
+    from heatlab.data.tabular import DRYBEAN_FEATURES
+
+    rng = np.random.default_rng(0)
+    classes = ["SEKER", "BARBUNYA", "BOMBAY", "CALI", "HOROZ", "SIRA", "DERMASON"]
+    rows = [list(rng.normal(i % 7, 1.0, 16)) + [classes[i % 7]] for i in range(140)]
+    csv = tmp_path / "bean.csv"
+    pd.DataFrame(rows, columns=[*DRYBEAN_FEATURES, "Class"]).to_csv(csv, index=False)
+    code, text = _run("train", "--data", f"drybean:{csv}", "--model", "drybeanfpa", "--out", tmp_path / "r",
+                      "--epochs", 1, "--branches", 1, "--batch-size", 16)
+    assert code == 0, text
+    assert (tmp_path / "r" / "model" / "branch-00" / "model.json").exists()
+    _assert_one_clear_error(*_run("train", "--data", f"drybean:{csv}", "--out", tmp_path / "r2"), "tabular model")
+    _assert_one_clear_error(*_run("evaluate", tmp_path / "r"), "ground-truth")

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import math
 import shutil
+from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from heatlab.errors import HeatlabError
@@ -186,3 +185,93 @@ def test_bad_inputs_raise():
         gax(model, torch.full((1, 3, 8, 8), math.nan, dtype=torch.float64), torch.tensor([0]))
     with pytest.raises(HeatlabError, match="integer"):
         gax(model, images(2), torch.tensor([0.0, 1.0]))
+
+
+# --- the run stage ---------------------------------------------------------------------------------
+
+@pytest.fixture()
+def gax_run_dir(tiny_run, tmp_path):
+    """A private copy of the session's tiny trained run (GAX writes into the run folder)."""
+    return Path(shutil.copytree(tiny_run, tmp_path / "run"))
+
+
+def test_gax_run_stores_consistent_results_and_resumes(gax_run_dir):
+    from heatlab.run.gax import gax_run, load_gax_result
+
+    calls = []
+    summary = gax_run(gax_run_dir, first_n_correct=3, target_co=1e9, max_steps=4, batch_size=2, snapshot_every=3,
+                      progress=lambda task, done, total: calls.append(task))
+    assert summary["complete"] and summary["samples"] >= 1 and summary["reached"] == 0
+    assert "gax batches" in calls and "gax" in calls
+    res = load_gax_result(gax_run_dir)
+    n = len(res.table)
+    assert n == summary["samples"] <= 3
+    assert list(res.table[["shard", "index"]].itertuples(index=False)) == sorted(res.table[["shard", "index"]].itertuples(index=False))
+    assert res.co.shape == (5, n) and res.images.dtype == torch.uint8 and res.snapshots.dtype == torch.float16
+    assert (res.table["final_step"] == 4).all() and (res.table["steps_to_target"] == -1).all()
+    for i in range(n):
+        snaps, steps = res.sample(i)
+        assert steps.tolist() == [0, 3, 4]
+        # Step 0 is tanh(x + 0.01) of the stored image; the CO table matches the trajectories.
+        x = res.images[i].float() / 255
+        torch.testing.assert_close(snaps[0].float(), torch.tanh(x + 0.01), rtol=0, atol=1e-3)
+    torch.testing.assert_close(torch.tensor(res.table["final_co"].to_numpy()), res.co[-1].double())
+    # The stored samples are predicted correctly by the branch model.
+    from heatlab.run.training import load_branch
+
+    model = load_branch(gax_run_dir, 0)
+    with torch.no_grad():
+        assert (model(res.images.float() / 255).argmax(1).numpy() == res.table["label"].to_numpy()).all()
+    # Resume: a batch whose marker is gone is redone, with the same results.
+    before = {f: (gax_run_dir / "gax" / f).read_bytes() for f in ("results.parquet", "trajectories.safetensors")}
+    (gax_run_dir / "gax" / "parts" / "batch-00000.done.json").unlink()
+    (gax_run_dir / "gax" / "results.parquet").unlink()
+    again = gax_run(gax_run_dir, first_n_correct=3, target_co=1e9, max_steps=4, batch_size=2, snapshot_every=3)
+    assert again == summary
+    assert {f: (gax_run_dir / "gax" / f).read_bytes() for f in before} == before
+    # Other settings start again and replace the summary.
+    other = gax_run(gax_run_dir, first_n_correct=1, target_co=1e9, max_steps=2, batch_size=2, snapshot_every=1)
+    assert other["samples"] == 1 and load_gax_result(gax_run_dir).co.shape == (3, 1)
+
+
+def test_gax_run_rejects_bad_input(gax_run_dir, tmp_path):
+    from heatlab.run.gax import gax_run, load_gax_result
+
+    with pytest.raises(HeatlabError, match="no GAX result"):
+        load_gax_result(gax_run_dir)
+    with pytest.raises(HeatlabError, match="config.json"):
+        gax_run(tmp_path / "nowhere")
+    with pytest.raises(HeatlabError, match="branch-07"):
+        gax_run(gax_run_dir, branch=7)
+    with pytest.raises(HeatlabError, match="first_n_correct"):
+        gax_run(gax_run_dir, first_n_correct=0)
+    with pytest.raises(HeatlabError, match="finite"):
+        gax_run(gax_run_dir, target_co=math.inf)
+    with pytest.raises(HeatlabError, match="max_steps"):
+        gax_run(gax_run_dir, max_steps=0)
+    with pytest.raises(HeatlabError, match="Split 'nope'"):
+        gax_run(gax_run_dir, split="nope")
+    assert not (gax_run_dir / "gax" / "gax.json").exists()
+
+
+def test_gax_figure_and_section(gax_run_dir):
+    from heatlab.report.gax_viewer import gax_figure, gax_section
+    from heatlab.run.gax import gax_run
+
+    class Ctx:  # the parts of ReportContext the section uses
+        run_dir, out_dir = gax_run_dir, gax_run_dir / "report"
+        fig_dir = out_dir / "figures"
+
+        def figure_path(self, name):
+            return self.fig_dir / name
+
+        def img(self, path, alt, caption):
+            return f'<img src="{path.relative_to(self.out_dir).as_posix()}" alt="{alt}">{caption}'
+
+    assert "No GAX result" in gax_section(Ctx())
+    gax_run(gax_run_dir, first_n_correct=2, target_co=1e9, max_steps=3, snapshot_every=1)
+    png = gax_figure(gax_run_dir, gax_run_dir / "fig.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = gax_section(Ctx())
+    assert 'href="gax.html"' in html and 'src="figures/gax_co.png"' in html and "0 of 2" in html
+    assert (gax_run_dir / "report" / "gax.html").is_file()

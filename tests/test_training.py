@@ -184,7 +184,7 @@ def test_same_seed_same_losses_and_weights():
 
     def once(seed: int):
         cfg = _cfg(seed=seed, epochs=2, lr=1e-3, batch_size=8)
-        model = create_model(cfg, num_classes=10, in_channels=3)  # cellcnn: BN and init from the seed
+        model = create_model(cfg, num_classes=10, input_shape=(3, 64, 64))  # cellcnn: BN and init from the seed
         x = torch.nn.functional.interpolate(data.shards[0][0], size=32)
         src = MemShards([(x, data.shards[0][1]), (x.flip(0), data.shards[1][1])])
         return train_continuous(model, src, cfg), model.state_dict()

@@ -145,7 +145,8 @@ def data_preview(
 @app.command()
 @guarded
 def train(
-    data: Path = typer.Option(..., "--data", help="Dataset folder written by `heatlab data cells`."),
+    data: str = typer.Option(..., "--data", help="A cell folder written by `heatlab data cells`, or a dataset spec: "
+                             "wine, breast_cancer, drybean:FILE.xlsx, creditcard:FILE.csv, chest_xray:DIR, covid:DIR, folder:DIR."),
     run_dir: Path = typer.Option(..., "--out", help="Run folder to write models, tables and figures into."),
     model: str = typer.Option(TRAIN.model, "--model", help="Zoo model name (cellcnn, resnet34, alexnet, vgg16, ...)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Start from these weights (.safetensors or a state dict)."),

@@ -36,10 +36,10 @@ def register(app: typer.Typer) -> None:
         figures = write_ax_figures(co, gap, Path(run_dir) / "report" / "figures", branch=summary["branches"][0])
         best = summary["largest_gap"]
         out.print(f"AX on {summary['samples']} {split} samples x {len(summary['methods'])} methods x "
-                  f"{len(summary['branches'])} branches in {time.perf_counter() - t0:.0f} s", highlight=False, markup=False)
+                  f"{len(summary['branches'])} branches in {time.perf_counter() - t0:.0f} s", highlight=False, markup=False, soft_wrap=True)
         if best:
-            out.print(f"largest gap: {best['method']} (AUROC {best['auroc']:.3f}, raw logits, x + h)", highlight=False, markup=False)
+            out.print(f"largest gap: {best['method']} (AUROC {best['auroc']:.3f}, raw logits, x + h)", highlight=False, markup=False, soft_wrap=True)
         else:
-            out.print("largest gap: none (no split has both correct and wrong predictions)", highlight=False, markup=False)
-        out.print(f"tables: {summary['tables']['co']}, {summary['tables']['co_gap']}", highlight=False, markup=False)
-        out.print(f"figures: {Path(next(iter(figures.values()))).parent}", highlight=False, markup=False)
+            out.print("largest gap: none (no split has both correct and wrong predictions)", highlight=False, markup=False, soft_wrap=True)
+        out.print(f"tables: {summary['tables']['co']}, {summary['tables']['co_gap']}", highlight=False, markup=False, soft_wrap=True)
+        out.print(f"figures: {Path(next(iter(figures.values()))).parent}", highlight=False, markup=False, soft_wrap=True)

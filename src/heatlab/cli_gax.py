@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         t0 = time.perf_counter()
         with progress_bars() as progress:
             summary = gax_run(run_dir, split=split, first_n_correct=first_n_correct, target_co=target_co,
-                              branch=int(branch) if branch.isdigit() else branch, max_steps=max_steps,
+                              branch=branch, max_steps=max_steps,
                               batch_size=batch_size, snapshot_every=snapshot_every, progress=progress)
         figure = gax_figure(run_dir, Path(run_dir) / "report" / "figures" / "gax_co.png")
         viewer = build_gax_viewer(run_dir)

@@ -47,6 +47,8 @@ PAPER_SETTINGS: dict[str, dict[str, Any]] = {
 for _settings in PAPER_SETTINGS.values():  # the paper keeps one constant Adam rate throughout
     _settings.update(branch_lr=None, schedule="constant")
 
+TABULAR_MODELS = ("ccffpa", "drybeanfpa")  # zoo models that read N×F feature tables
+
 Batch = tuple[torch.Tensor, torch.Tensor]
 OnStep = Callable[[int, int, float], None]  # (iteration from 1, epoch from 0, loss)
 
@@ -148,10 +150,21 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
-def create_model(config: TrainConfig, num_classes: int, in_channels: int = 3) -> nn.Module:
-    """A freshly initialised zoo model (init seeded by ``config.seed``) on ``config.device``."""
+def create_model(config: TrainConfig, num_classes: int, input_shape: tuple[int, ...] = (3, 128, 128)) -> nn.Module:
+    """A freshly initialised zoo model (init seeded by ``config.seed``) on ``config.device``.
+
+    ``input_shape`` is one sample's shape: C×H×W for images, (F,) for a table of F features,
+    which builds a tabular model with ``num_features=F``.
+    """
     device = resolve_device(config.device)
-    model = zoo.create(config.model, num_classes=num_classes, in_channels=in_channels, seed=derive_seed(config.seed, "init"))
+    seed = derive_seed(config.seed, "init")
+    if len(input_shape) == 1:
+        if config.model not in TABULAR_MODELS:
+            raise HeatlabError(f"Model '{config.model}' takes images but the data are tables of {input_shape[0]} features; "
+                               f"choose a tabular model ({', '.join(TABULAR_MODELS)}).")
+        model = zoo.create(config.model, num_classes=num_classes, num_features=input_shape[0], seed=seed)
+    else:
+        model = zoo.create(config.model, num_classes=num_classes, in_channels=input_shape[0], seed=seed)
     return model.to(device)
 
 

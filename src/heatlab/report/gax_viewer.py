@@ -144,6 +144,10 @@ VIEWER_JS = r"""
 (function () {
   const data = JSON.parse(document.getElementById("gax-data").textContent);
   const LUT = data.lut, GAP = 6, LABEL = 16;
+  function num(v) {
+    const a = Math.abs(v);
+    return a >= 1e5 ? v.toExponential(2) : a >= 1 ? v.toFixed(2) : a === 0 ? "0" : v.toPrecision(3);
+  }
   function bytes(b64) { return Uint8Array.from(atob(b64), (ch) => ch.charCodeAt(0)); }
   async function inflate(b64) {
     const stream = new Blob([bytes(b64)]).stream().pipeThrough(new DecompressionStream("deflate"));
@@ -218,7 +222,7 @@ VIEWER_JS = r"""
       }
       const since = k ? " (\u0394h since step " + d.steps[k - 1] + ")" : " (first step: no change yet)";
       readout.querySelector(".gax-step").textContent = "step " + d.steps[k] + since;
-      readout.querySelector(".gax-co").textContent = "CO " + d.co[k].toFixed(2) + " (target " + d.target + ")";
+      readout.querySelector(".gax-co").textContent = "CO " + num(d.co[k]) + " (target " + num(d.target) + ")";
       curve(spark, d, d.steps[k]);
     };
     slider.addEventListener("input", () => show(Number(slider.value)));

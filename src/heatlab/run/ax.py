@@ -79,7 +79,13 @@ def ax_run(run_dir, *, methods="all", split: str = "test", holdout_split: str | 
     if not branches:
         raise HeatlabError(f"'{run}' has no trained branch model; run `heatlab train --out {run}` first.")
     holdout = holdout_split if holdout_split not in (None, "", "none", split) else None
-    data = {s: open_split(config["data_root"], s) for s in ([split, holdout] if holdout else [split])}
+    data = {split: open_split(config["data_root"], split)}
+    if holdout:
+        try:
+            data[holdout] = open_split(config["data_root"], holdout)
+        except HeatlabError as exc:
+            raise HeatlabError(f"{str(exc).rstrip('.')}; or pass --holdout-split none to choose the flag "
+                               "threshold on the analysed split.") from None
     seed = int(config.get("seed", 0))
     units = [(s, Unit(b, m, k)) for s in data for b in branches for m in methods for k in range(data[s].num_shards)]
     todo = [(s, u) for s, u in units if not u.done(_parts(run, s), (KIND,))]

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from heatlab.data.registry import is_cell_folder
 from heatlab.data.shards import open_split
 from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import METHODS, attribute
@@ -102,6 +103,9 @@ def evaluate_run(run_dir, *, methods="all", split: str = "test", batch_size: int
     config = read_json(run / "config.json") if (run / "config.json").exists() else None
     if config is None:
         raise HeatlabError(f"'{run}' is not a trained run (no config.json); run `heatlab train --out {run}` first.")
+    if not is_cell_folder(config["data_root"]):
+        raise HeatlabError(f"The five-band evaluation needs ground-truth heatmaps, which only the cell data have "
+                           f"('{config['data_root']}' has none); use `heatlab ax {run}` for this run.")
     branches = [stage_name(b) for b in list_branches(run)]
     if not branches:
         raise HeatlabError(f"'{run}' has no trained branch model; run `heatlab train --out {run}` first.")

@@ -156,6 +156,8 @@ def gax_run(
     starts = list(range(0, len(selection), batch_size))
     done = sum((parts / f"batch-{b:05d}.done.json").is_file() for b in range(len(starts)))
     report(progress, "gax batches", done, len(starts))
+    if done == len(starts) and all((out / f).is_file() for f in (SUMMARY, RESULTS, TRAJECTORIES, SNAPSHOTS)):
+        return read_json(out / SUMMARY)  # complete, with these settings (checked above)
     for b, start in enumerate(starts):
         stem = parts / f"batch-{b:05d}"
         if Path(f"{stem}.done.json").is_file():

@@ -27,7 +27,8 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 import heatlab
-from heatlab.data.shards import CellSplit, open_split
+from heatlab.data import registry
+from heatlab.data.shards import CellSplit
 from heatlab.errors import HeatlabError
 from heatlab.files import atomic_path, ensure_dir, read_json, sha256_file, write_json
 from heatlab.models import zoo
@@ -299,20 +300,20 @@ def train_run(
     if not isinstance(config, TrainConfig):
         raise HeatlabError(f"config must be a TrainConfig, got {type(config).__name__}; build one with TrainConfig(...).")
     resolve_device(config.device)
-    splits = {name: open_split(data_root, name) for name in ("train", "val", "test")}
+    splits = registry.open_all(data_root)
     names = splits["train"].class_names
     for name in ("val", "test"):
         if splits[name].class_names != names:
             raise HeatlabError(f"The {name} split of '{data_root}' has other classes than the train split; write the data again.")
     # Build the model (unknown names fail here) and check the weights before anything is written.
-    model = create_model(config, num_classes=len(names), in_channels=3)
+    model = create_model(config, num_classes=len(names), input_shape=registry.input_shape(splits["train"]))
     weights_path = Path(weights) if weights is not None else None
     if weights_path is not None:
         _load_initial_weights(model, weights_path)
     run_dir = ensure_dir(run_dir)
     record = {
         "training": config.to_dict(),
-        "data_root": str(Path(data_root).resolve()),
+        "data_root": registry.describe_data(data_root),
         "weights": str(weights_path.resolve()) if weights_path is not None else None,
         "weights_sha256": sha256_file(weights_path) if weights_path is not None else None,
         "seed": config.seed,

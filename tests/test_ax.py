@@ -1,0 +1,180 @@
+"""`heatlab ax`: tables that agree with the CO scores computed directly, resumable, reported, clear errors."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from heatlab.data.shards import open_split
+from heatlab.errors import HeatlabError
+from heatlab.explain.attribution import attribute
+from heatlab.files import read_json
+from heatlab.report.ax_figures import ax_section
+from heatlab.report.html import ReportContext
+from heatlab.run.ax import ID_COLUMNS, RECORD_COLUMNS, VARIANTS, ax_run
+from heatlab.run.training import load_branch
+from heatlab.score.co import co_score, prepare_heatmaps
+from heatlab.score.gap import gap_analysis
+
+METHODS = "Saliency,InputXGradient"
+
+
+@pytest.fixture(scope="module")
+def axed(tiny_run, tmp_path_factory):
+    run = tmp_path_factory.mktemp("ax") / "run"
+    shutil.copytree(tiny_run, run)
+    summary = ax_run(run, methods=METHODS, batch_size=7)
+    return run, summary
+
+
+def _tables(run):
+    return {k: pd.read_parquet(run / "tables" / f"{k}.parquet") for k in ("co", "co_gap")}
+
+
+def _split(run, name):
+    return open_split(read_json(run / "config.json")["data_root"], name)
+
+
+def test_tables_have_the_expected_rows_and_columns(axed):
+    run, summary = axed
+    t = _tables(run)
+    n_test, n_val = len(_split(run, "test")), len(_split(run, "val"))
+    assert list(t["co"].columns) == ID_COLUMNS + RECORD_COLUMNS
+    assert len(t["co"]) == 1 * 2 * (n_test + n_val)  # branch × method × samples of test and val
+    assert t["co"].groupby("split").size().to_dict() == {"test": 2 * n_test, "val": 2 * n_val}
+    assert list(t["co"]["method"].unique()) == ["Saliency", "InputXGradient"]  # registry order
+    assert len(t["co_gap"]) == 1 * 2 * len(VARIANTS)
+    assert set(t["co_gap"]["threshold_split"]) == {"val"} and set(t["co_gap"]["split"]) == {"test"}
+    assert summary["largest_gap"]["method"] in ("Saliency", "InputXGradient")
+    assert read_json(run / "ax.json")["complete"] is True
+
+
+def test_rows_equal_the_co_scores_computed_directly(axed):
+    """Recompute branch-00 / InputXGradient on test shard 1 by hand and compare with the table rows."""
+    run, _ = axed
+    shard = _split(run, "test").load_shard(1)
+    model = load_branch(run, 0)
+    with torch.no_grad():
+        pred = model(shard["images"]).argmax(1)
+    h = prepare_heatmaps(attribute(model, shard["images"], "InputXGradient", target=pred))
+    rows = _tables(run)["co"].query("method == 'InputXGradient' and split == 'test' and shard == 1")
+    np.testing.assert_array_equal(rows["index"].to_numpy(), np.arange(len(pred)))
+    np.testing.assert_array_equal(rows["prediction"].to_numpy(), pred.numpy())
+    np.testing.assert_array_equal(rows["correct_before"].to_numpy(), (pred == shard["labels"]).numpy())
+    for output, ax in (("raw", "sum"), ("softmax", "mult")):
+        want = co_score(model, shard["images"], h, shard["labels"], ax=ax, output=output).numpy()
+        np.testing.assert_allclose(rows[f"co_{output}_{ax}"].to_numpy(), want, rtol=1e-5, atol=1e-9)
+
+
+def test_gap_rows_are_the_gap_analysis_of_test_with_the_threshold_from_val(axed):
+    run, _ = axed
+    t = _tables(run)
+    co = t["co"].query("method == 'Saliency'")
+    test, val = co[co["split"] == "test"], co[co["split"] == "val"]
+    want = gap_analysis(test["co_softmax_sum"], test["correct_before"],
+                        holdout_co=val["co_softmax_sum"], holdout_correct=val["correct_before"]).as_row()
+    got = t["co_gap"].query("method == 'Saliency' and variant == 'softmax_sum'").iloc[0]
+    for key, value in want.items():
+        if isinstance(value, float) and math.isnan(value):
+            assert math.isnan(got[key]), key
+        else:
+            assert got[key] == value, key
+
+
+def test_killed_run_restarted_gives_identical_tables(axed, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(axed[0], run)
+    before = _tables(run)
+    parts = run / "tables" / "parts"
+    # as if killed: a unit lost its marker, a method never started, the joined tables were not written
+    (parts / "ax-test" / "branch-00" / "Saliency" / "shard-00001.done.json").unlink()
+    shutil.rmtree(parts / "ax-val" / "branch-00" / "InputXGradient")
+    for k in before:
+        (run / "tables" / f"{k}.parquet").unlink()
+    seen = []
+    ax_run(run, methods=METHODS, batch_size=7, progress=lambda task, done, total: seen.append(done))
+    assert seen == [4, 5, 6]  # 6 units (2 methods × 3 shards of test and val): only the 2 unfinished redone
+    after = _tables(run)
+    for k in before:
+        pd.testing.assert_frame_equal(before[k], after[k], check_exact=True)
+    assert not list(run.rglob("*.tmp"))
+
+
+def test_bad_input_gives_one_clear_sentence(tiny_run, tmp_path):
+    with pytest.raises(HeatlabError, match="Unknown method"):
+        ax_run(tiny_run, methods="Saliency,Magic")
+    with pytest.raises(HeatlabError, match="Batch size"):
+        ax_run(tiny_run, methods="Saliency", batch_size=0)
+    with pytest.raises(HeatlabError, match="no config.json"):
+        ax_run(tmp_path, methods="Saliency")
+    with pytest.raises(HeatlabError, match="(?i)split .nope. is not"):
+        ax_run(tiny_run, methods="Saliency", split="nope")
+    with pytest.raises(HeatlabError, match="--holdout-split none"):
+        ax_run(tiny_run, methods="Saliency", holdout_split="nope")
+    assert not (tiny_run / "tables" / "co.parquet").exists()
+
+
+def test_without_holdout_the_threshold_is_chosen_in_sample(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    summary = ax_run(run, methods="Saliency", holdout_split="none", batch_size=10)
+    t = _tables(run)
+    assert summary["holdout_split"] is None and set(t["co"]["split"]) == {"test"}
+    assert set(t["co_gap"]["threshold_split"]) == {"test"} and set(t["co_gap"]["threshold_source"]) == {"in-sample"}
+
+
+def _context(run):
+    empty = pd.DataFrame()
+    out = run / "report"
+    return ReportContext(run_dir=run, out_dir=out, fig_dir=out / "figures", config={}, evaluation={},
+                         five_band=empty, roc=empty, localisation=empty, branches=["branch-00"], models={},
+                         class_names=[], methods=[], split="test", gallery_branch="branch-00")
+
+
+def test_section_shows_figures_and_numbers_and_escapes_text(axed, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(axed[0], run)
+    html = ax_section(_context(run))
+    for name in ("ax_co_box_sum.png", "ax_co_box_mult.png", "ax_co_hist.png", "ax_accuracy.png"):
+        assert f'src="figures/{name}"' in html
+        assert (run / "report" / "figures" / name).stat().st_size > 10_000
+    assert "AUROC" in html and "InputXGradient" in html and "before AX" in html
+    # a hostile method name from the tables is shown as text, never as markup
+    for name in ("co", "co_gap"):
+        path = run / "tables" / f"{name}.parquet"
+        df = pd.read_parquet(path)
+        df["method"] = df["method"].replace("Saliency", "<script>x</script>")
+        df.to_parquet(path, index=False)
+    html = ax_section(_context(run))
+    assert "<script>" not in html and "&lt;script&gt;x&lt;/script&gt;" in html
+
+
+def test_section_without_ax_tables_is_a_note(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    html = ax_section(_context(run))
+    assert html.startswith('<p class="note">') and "heatlab ax" in html
+
+
+def test_cli_command_prints_the_largest_gap_and_fails_cleanly(axed, tmp_path):
+    from heatlab.cli_ax import register
+
+    app = typer.Typer()
+    app.command("noop")(lambda: None)  # a second command keeps "ax" a subcommand
+    register(app)
+    runner = CliRunner()
+    run = tmp_path / "run"
+    shutil.copytree(axed[0], run)
+    result = runner.invoke(app, ["ax", str(run), "--methods", METHODS, "--batch-size", "7"])
+    assert result.exit_code == 0, result.output
+    assert "largest gap:" in result.output and "co.parquet" in result.output
+    assert (run / "report" / "figures" / "ax_co_box_sum.png").exists()
+    result = runner.invoke(app, ["ax", str(run), "--methods", "Magic"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
