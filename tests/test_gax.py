@@ -7,6 +7,7 @@ import math
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -222,16 +223,37 @@ def test_gax_run_stores_consistent_results_and_resumes(gax_run_dir):
     model = load_branch(gax_run_dir, 0)
     with torch.no_grad():
         assert (model(res.images.float() / 255).argmax(1).numpy() == res.table["label"].to_numpy()).all()
-    # Resume: a batch whose marker is gone is redone, with the same results.
-    before = {f: (gax_run_dir / "gax" / f).read_bytes() for f in ("results.parquet", "trajectories.safetensors")}
-    (gax_run_dir / "gax" / "parts" / "batch-00000.done.json").unlink()
-    (gax_run_dir / "gax" / "results.parquet").unlink()
-    again = gax_run(gax_run_dir, first_n_correct=3, target_co=1e9, max_steps=4, batch_size=2, snapshot_every=3)
-    assert again == summary
-    assert {f: (gax_run_dir / "gax" / f).read_bytes() for f in before} == before
+    assert not (gax_run_dir / "gax" / "parts").exists()
+    # A complete run with the same settings is skipped (no GAX call at all).
+    starts = []
+    again = gax_run(gax_run_dir, first_n_correct=3, target_co=1e9, max_steps=4, batch_size=2, snapshot_every=3,
+                    progress=lambda task, done, total: starts.append(done) if task == "gax" and done == 0 else None)
+    assert again == summary and starts == []
     # Other settings start again and replace the summary.
     other = gax_run(gax_run_dir, first_n_correct=1, target_co=1e9, max_steps=2, batch_size=2, snapshot_every=1)
     assert other["samples"] == 1 and load_gax_result(gax_run_dir).co.shape == (3, 1)
+
+
+def test_gax_run_killed_after_a_batch_resumes_to_the_same_files(tiny_run, tmp_path):
+    from heatlab.run.gax import gax_run
+
+    settings = dict(first_n_correct=3, target_co=1e9, max_steps=3, batch_size=1, snapshot_every=2)
+    whole = Path(shutil.copytree(tiny_run, tmp_path / "whole"))
+    gax_run(whole, **settings)
+    killed = Path(shutil.copytree(tiny_run, tmp_path / "killed"))
+
+    def stop_after_first_batch(task, done, total):
+        if task == "gax batches" and done == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        gax_run(killed, **settings, progress=stop_after_first_batch)
+    assert not (killed / "gax" / "gax.json").exists()
+    calls = []
+    gax_run(killed, **settings, progress=lambda task, done, total: calls.append(done) if task == "gax" and done == 0 else None)
+    assert len(calls) == len(pd.read_parquet(whole / "gax" / "results.parquet")) - 1  # batch 0 was not redone
+    for name in ("results.parquet", "trajectories.safetensors", "snapshots.safetensors", "gax.json"):
+        assert (killed / "gax" / name).read_bytes() == (whole / "gax" / name).read_bytes(), name
 
 
 def test_gax_run_rejects_bad_input(gax_run_dir, tmp_path):

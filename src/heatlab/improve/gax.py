@@ -18,6 +18,11 @@ that reached the target (the original took one more step after reaching it) and 
 and Adam moments are dropped from the batch, so nothing can move it again. The loop ends when
 every sample has reached the target or after ``max_steps`` updates (the original had no cap).
 
+Speed: only the classifier runs through autograd; the element-wise rest of the gradient is
+written out by hand, Adam is torch's fused kernel and tanh is computed through sigmoid, so a step
+costs little more than the classifier's forward and backward (bench_gax.py: 1.09-1.18× the bare
+forward+backward floor on the cell CNN, 2.3-4× faster than the one-image-at-a-time original).
+
 Memory: snapshots are kept on the CPU as float16, S×N×C×H×W with S = steps/snapshot_every + 2;
 at snapshot_every=1, 500 steps, 32 cells of 3×128×128 that is 1.6 GB. Pick ``snapshot_every``
 for the storage you can afford (the run stage stores every 5th step by default).
@@ -32,11 +37,12 @@ from typing import Iterator
 
 import torch
 from torch import Tensor, nn
+from torch.optim.adam import adam
 
 from heatlab.errors import HeatlabError
 from heatlab.progress import Progress, report
+from heatlab.score.co import AX_VARIANTS, augment, kappa
 
-AX_VARIANTS = ("sum", "mult")
 BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8  # torch.optim.Adam's default, as in the original
 
@@ -73,12 +79,6 @@ class GaxResult:
     def final_steps(self) -> Tensor:
         """N int64: the step of each sample's final heatmap (steps_to_target, or T if not reached)."""
         return torch.where(self.reached, self.steps_to_target, torch.full_like(self.steps_to_target, self.steps))
-
-
-def kappa(labels: Tensor, num_classes: int, *, dtype: torch.dtype = torch.float32) -> Tensor:
-    """N×C CO weights of eq. (5): 1 at each sample's label, −1/(C−1) elsewhere."""
-    k = torch.full((labels.shape[0], num_classes), -1.0 / (num_classes - 1), dtype=dtype, device=labels.device)
-    return k.scatter_(1, labels.view(-1, 1).long(), 1.0)
 
 
 def check_options(*, target_co: float, max_steps: int, snapshot_every: int = 1, lr: float = 0.1,
@@ -139,13 +139,11 @@ def frozen(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def _adam_(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, step: int, lr: float) -> None:
-    """One in-place Adam update with torch.optim.Adam's formula (single-tensor path)."""
-    m.lerp_(grad, 1 - BETAS[0])
-    v.mul_(BETAS[1]).addcmul_(grad, grad, value=1 - BETAS[1])
-    step_size = lr / (1 - BETAS[0] ** step)
-    denom = (v.sqrt() / math.sqrt(1 - BETAS[1] ** step)).add_(ADAM_EPS)
-    param.addcdiv_(m, denom, value=-step_size)
+def _tanh(z: Tensor) -> Tensor:
+    """tanh(z) as 2·sigmoid(2z) − 1, in place on ``z``: torch's CPU tanh is ~5× slower than its
+    sigmoid (4.1 vs 0.86 ms for 1.5 M float32 values, measured), and the absolute error stays at
+    the last bits of 1 (measured ≤ 1.8e-7 in float32, 3.3e-16 in float64)."""
+    return torch.sigmoid_(z.mul_(2)).mul_(2).sub_(1)
 
 
 def _model_placement(model: nn.Module, inputs: Tensor) -> tuple[torch.device, torch.dtype]:
@@ -192,67 +190,99 @@ def gax(
         if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
             raise HeatlabError(f"GAX labels must lie in 0..{num_classes - 1} for this {num_classes}-class model; "
                                f"got values from {int(labels.min())} to {int(labels.max())}.")
-        return _optimise(model, x_all, base_all, kappa(labels.to(device), num_classes, dtype=dtype),
+        return _optimise(model, x_all, base_all, kappa(labels.to(device).long(), num_classes).to(dtype),
                          target_co=float(target_co), lr=float(lr), max_steps=max_steps,
                          similarity=float(similarity_factor), bias=float(bias) if use_bias else None,
                          ax=ax, snapshot_every=snapshot_every, eps=float(eps), progress=progress)
 
 
-def _optimise(model, x_all, base_all, kappa_all, *, target_co, lr, max_steps, similarity, bias, ax,
-              snapshot_every, eps, progress) -> GaxResult:
-    """The GAX loop on a frozen eval-mode model; rows of finished samples are dropped as they finish."""
-    n = x_all.shape[0]
-    idx = torch.arange(n, device=x_all.device)  # original positions of the rows still optimised
-    x, base, kap = x_all, base_all, kappa_all
+class _Recorder:
+    """CO trajectories, steps to target, final heatmaps and float16 snapshots of N samples.
+
+    Rows of the active batch are mapped to samples by ``idx``; a finished sample keeps its last
+    CO and heatmap in every later record.
+    """
+
+    def __init__(self, x: Tensor, snapshot_every: int):
+        n = x.shape[0]
+        self.every = snapshot_every
+        self.final = torch.empty_like(x)  # each finished sample's last h
+        self.shown = torch.empty(x.shape, dtype=torch.float16)  # each sample's h at the latest snapshot
+        self.last_co = torch.zeros(n, dtype=torch.float32, device=x.device)
+        self.steps_to = torch.full((n,), -1, dtype=torch.int64)
+        self.history, self.snapshots, self.snapshot_steps = [], [], []
+
+    def record(self, t: int, idx: Tensor, h: Tensor, co: Tensor, hit: Tensor, done: bool) -> None:
+        """Step t of the active rows ``idx`` (h, co, hit = co ≥ target); ``done`` ends the loop."""
+        self.last_co[idx] = co.float()
+        self.history.append(self.last_co.clone())
+        finished = idx if done else idx[hit]
+        if len(finished):
+            self.final[finished] = h if done else h[hit]
+            self.steps_to[idx[hit].cpu()] = t
+        if t % self.every == 0 or done:
+            self.shown[idx.cpu()] = h.to("cpu", torch.float16)
+            self.snapshots.append(self.shown.clone())
+            self.snapshot_steps.append(t)
+        elif len(finished):
+            self.shown[finished.cpu()] = h[hit].to("cpu", torch.float16)
+
+    def result(self) -> GaxResult:
+        return GaxResult(
+            co=torch.stack(self.history).cpu(),
+            steps_to_target=self.steps_to,
+            reached=self.steps_to >= 0,
+            heatmaps=self.final.cpu(),
+            snapshots=torch.stack(self.snapshots),
+            snapshot_steps=torch.tensor(self.snapshot_steps, dtype=torch.int64),
+        )
+
+
+def _optimise(model, x, base, kap, *, target_co, lr, max_steps, similarity, bias, ax, snapshot_every, eps,
+              progress) -> GaxResult:
+    """The GAX loop on a frozen eval-mode model; rows of finished samples are dropped as they finish.
+
+    Only the classifier runs through autograd (∂CO/∂(x+h)); the rest of the gradient of eq. (6) is
+    written out: with d = h − x + ε, e = d/(x + ε), sim = mean(d·e), c = 2λ/(n·sim²) (n = C·H·W),
+    ∂(−loss)/∂h = ∂CO/∂h + c·e, ∂h/∂z = 1 − h², ∂z/∂w = x, ∂z/∂b = 1.
+    """
+    recorder = _Recorder(x, snapshot_every)
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    per_sample = x[0].numel()
+    idx = torch.arange(x.shape[0], device=x.device)  # original positions of the rows still optimised
     params = [torch.ones_like(x)] + ([torch.full_like(x, bias)] if bias is not None else [])
-    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
-    current = torch.empty_like(x_all)  # every sample's latest recorded h (final h once it is done)
-    last_co = torch.zeros(n, dtype=torch.float32, device=x_all.device)
-    steps_to = torch.full((n,), -1, dtype=torch.int64)
-    history, snapshots, snapshot_steps = [], [], []
+    exp_avgs = [torch.zeros_like(p) for p in params]
+    exp_avg_sqs = [torch.zeros_like(p) for p in params]
+    state_steps = [torch.zeros((), dtype=torch.float32, device=x.device) for _ in params]
+    x_shift, x_inv = x - eps, (x + eps).reciprocal()
     for t in range(max_steps + 1):
-        for p in params:
-            p.requires_grad_(True)
+        h = _tanh(torch.addcmul(params[1], params[0], x) if len(params) == 2 else params[0] * x)
+        aug = augment(x, h, ax).requires_grad_(True)
         with torch.enable_grad():
-            z = params[0] * x + params[1] if len(params) == 2 else params[0] * x
-            h = torch.tanh(z)
-            out = model(x + h if ax == "sum" else x * h)
-            co = ((out - base) * kap).sum(1)
-        co_now = co.detach()
-        last_co[idx] = co_now.float()
-        history.append(last_co.clone())
-        hit = co_now >= target_co
+            co = ((model(aug) - base) * kap).sum(1)
+        hit = co.detach() >= target_co
         done = bool(hit.all()) or t == max_steps
-        if t % snapshot_every == 0 or done:
-            current[idx] = h.detach()
-            snapshots.append(current.to("cpu", torch.float16))
-            snapshot_steps.append(t)
-        elif bool(hit.any()):
-            current[idx[hit]] = h.detach()[hit]
-        steps_to[idx[hit].cpu()] = t
+        recorder.record(t, idx, h, co.detach(), hit, done)
         report(progress, "gax", t, max_steps)
         if done:
             break
-        sim = ((h - x + eps) ** 2 / (x + eps)).flatten(1).mean(1)
-        loss = (-co + similarity / sim).sum()
-        grads = torch.autograd.grad(loss, params)
-        with torch.no_grad():
-            params = [p.detach() for p in params]
-            if bool(hit.any()):
-                keep = ~hit
-                idx, x, base, kap = idx[keep], x[keep], base[keep], kap[keep]
-                params = [p[keep] for p in params]
-                grads = [g[keep] for g in grads]
-                moments = [(m[keep], v[keep]) for m, v in moments]
-            for p, g, (m, v) in zip(params, grads, moments):
-                _adam_(p, g, m, v, t + 1, lr)
+        (grad,) = torch.autograd.grad(co.sum(), aug)  # rows are independent: ∂CO_i/∂aug_i
+        if ax == "mult":
+            grad.mul_(x)
+        if similarity > 0:
+            d = h - x_shift
+            e = d * x_inv
+            sim = torch.linalg.vecdot(e.flatten(1), d.flatten(1)) / per_sample
+            grad.addcmul_(e, (2 * similarity / (per_sample * sim * sim)).view(shape))
+        grad_z = torch.ops.aten.tanh_backward(grad, h)
+        grads = [grad_z * x, grad_z][: len(params)]
+        if bool(hit.any()):
+            keep = ~hit
+            idx, x, base, kap, x_shift, x_inv = (a[keep] for a in (idx, x, base, kap, x_shift, x_inv))
+            params, grads = [p[keep] for p in params], [g[keep] for g in grads]
+            exp_avgs, exp_avg_sqs = [m[keep] for m in exp_avgs], [v[keep] for v in exp_avg_sqs]
+        # Gradients of −loss, so Adam maximises; every active row has taken t steps before this one.
+        adam(params, grads, exp_avgs, exp_avg_sqs, [], state_steps, fused=True, amsgrad=False, beta1=BETAS[0],
+             beta2=BETAS[1], lr=lr, weight_decay=0.0, eps=ADAM_EPS, maximize=True)
     report(progress, "gax", max_steps, max_steps)
-    reached = steps_to >= 0
-    return GaxResult(
-        co=torch.stack(history).cpu(),
-        steps_to_target=steps_to,
-        reached=reached,
-        heatmaps=current.cpu(),
-        snapshots=torch.stack(snapshots),
-        snapshot_steps=torch.tensor(snapshot_steps, dtype=torch.int64),
-    )
+    return recorder.result()

@@ -27,7 +27,7 @@ from matplotlib.ticker import MaxNLocator
 
 from heatlab.errors import HeatlabError
 from heatlab.files import read_json
-from heatlab.report.figures import _new_figure, _save
+from heatlab.report.figures import new_figure, save_figure
 from heatlab.report.html import ReportContext, esc, fmt, note, table_html
 
 CORRECT_COLOR, WRONG_COLOR = "#0072B2", "#D55E00"
@@ -94,7 +94,7 @@ def co_boxplot_figure(co: pd.DataFrame, gap: pd.DataFrame, out_png: str | os.Pat
     """Paper Fig. 2/3 boxplots for AX variant ``ax``: rows raw / softmax, a box pair per method."""
     rows = co[co["branch"] == branch]
     methods = list(methods or _ordered(rows["method"]))
-    fig = _new_figure(max(7.0, 1.05 * len(methods) + 1.5), 7.4)
+    fig = new_figure(max(7.0, 1.05 * len(methods) + 1.5), 7.4)
     axes = fig.subplots(2, 1)
     rng = np.random.default_rng(0)  # jitter of the dots only; fixed so the figure's bytes are stable
     for panel, output in zip(axes, ("raw", "softmax")):
@@ -122,7 +122,7 @@ def co_boxplot_figure(co: pd.DataFrame, gap: pd.DataFrame, out_png: str | os.Pat
     _group_legend(fig, rows)
     fig.suptitle(f"CO scores of correct and wrong predictions ({branch})", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def co_histogram_figure(co: pd.DataFrame, gap: pd.DataFrame, out_png: str | os.PathLike, *, branch: str,
@@ -130,7 +130,7 @@ def co_histogram_figure(co: pd.DataFrame, gap: pd.DataFrame, out_png: str | os.P
     """Histograms of CO per group: rows methods, columns the four variants, unit area per group."""
     rows = co[co["branch"] == branch]
     methods = list(methods or _ordered(rows["method"]))
-    fig = _new_figure(11.0, 1.75 * len(methods) + 1.0)
+    fig = new_figure(11.0, 1.75 * len(methods) + 1.0)
     axes = np.atleast_2d(fig.subplots(len(methods), len(VARIANTS), squeeze=False))
     for r, method in enumerate(methods):
         m = rows[rows["method"] == method]
@@ -156,7 +156,7 @@ def co_histogram_figure(co: pd.DataFrame, gap: pd.DataFrame, out_png: str | os.P
                 panel.set_ylabel(method, fontsize=8)
     _group_legend(fig, rows)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / fig.get_figheight()))
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def accuracy_figure(co: pd.DataFrame, out_png: str | os.PathLike, *, branch: str,
@@ -164,7 +164,7 @@ def accuracy_figure(co: pd.DataFrame, out_png: str | os.PathLike, *, branch: str
     """Paper Table 2 as bars: accuracy after ``x + h`` and ``x · h`` per method, before AX dashed."""
     acc = accuracy_frame(co[co["branch"] == branch])
     methods = list(methods or acc.index)
-    fig = _new_figure(max(7.0, 0.85 * len(methods) + 2.0), 4.2)
+    fig = new_figure(max(7.0, 0.85 * len(methods) + 2.0), 4.2)
     panel = fig.subplots()
     x = np.arange(len(methods))
     for offset, col, color, label in ((-0.2, "after_sum", "#009E73", "after AX x + h"),
@@ -182,7 +182,7 @@ def accuracy_figure(co: pd.DataFrame, out_png: str | os.PathLike, *, branch: str
     fig.suptitle(f"Accuracy before and after AX ({branch})", fontsize=10)
     panel.legend(fontsize=7.5, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     fig.tight_layout()
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def accuracy_frame(co: pd.DataFrame) -> pd.DataFrame:
@@ -281,7 +281,7 @@ def ax_section(ctx: ReportContext) -> str:
         out.append(f"<p class=\"rank\">Largest gap (AUROC of the raw x + h score as a detector of correct "
                    f"predictions, mean over branches): <b>{esc(main.idxmax())}</b> {fmt(main.max())}; smallest: "
                    f"<b>{esc(main.idxmin())}</b> {fmt(main.min())}. AUROC 1 = every correct sample scores above "
-                   "every wrong one, 0.5 = no information.</p>")
+                   "every wrong one, 0.5 = no information, below 0.5 = wrong predictions score higher.</p>")
     out.append(ctx.img(paths["box_sum"], "CO boxplots for x + h",
                        f"Paper Fig. 2/3: CO scores with AX x + h on raw logits (top) and softmax (bottom) for "
                        f"{esc(branch)}, correct predictions in blue, wrong ones in orange; boxes span the quartiles, "

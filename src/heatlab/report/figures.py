@@ -59,13 +59,13 @@ def branch_points(five_band: pd.DataFrame, variant: str, stat: str) -> pd.DataFr
     return out.reset_index()
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, out_png: str | os.PathLike) -> Path:
+def save_figure(fig: Figure, out_png: str | os.PathLike) -> Path:
     out = Path(out_png)
     ensure_dir(out.parent)
     with atomic_path(out) as tmp:
@@ -132,7 +132,7 @@ def recall_precision_figure(
     """
     methods = list(methods) if methods is not None else list(dict.fromkeys(five_band["method"]))
     styles = method_styles(methods)
-    fig = _new_figure(10.5, 11.2)
+    fig = new_figure(10.5, 11.2)
     panels = [(stat, variant) for variant in VARIANTS for stat in STATS]
     for i, (stat, variant) in enumerate(panels):
         ax = fig.add_subplot(2, 2, i + 1)
@@ -160,7 +160,7 @@ def recall_precision_figure(
     _legend(fig, methods, styles, line=False)
     fig.suptitle("Five-band recall vs precision: one point per branch (mean ± std over samples)", fontsize=11)
     fig.subplots_adjust(left=0.07, right=0.98, top=0.94, bottom=0.1, wspace=0.2, hspace=0.22)
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def roc_figure(roc: pd.DataFrame, out_png: str | os.PathLike, *, methods: Sequence[str] | None = None) -> Path:
@@ -171,7 +171,7 @@ def roc_figure(roc: pd.DataFrame, out_png: str | os.PathLike, *, methods: Sequen
     """
     methods = list(methods) if methods is not None else list(dict.fromkeys(roc["method"]))
     styles = method_styles(methods)
-    fig = _new_figure(10.5, 6.0)
+    fig = new_figure(10.5, 6.0)
     for i, variant in enumerate(VARIANTS):
         ax = fig.add_subplot(1, 2, i + 1)
         _unit_square(ax, "false positive rate (FPR)", "recall (true positive rate)")
@@ -193,4 +193,4 @@ def roc_figure(roc: pd.DataFrame, out_png: str | os.PathLike, *, methods: Sequen
     _legend(fig, methods, styles, line=True)
     fig.suptitle("ROC of the five-band score: one curve per (method, branch), marker = first threshold", fontsize=11)
     fig.subplots_adjust(left=0.07, right=0.98, top=0.9, bottom=0.2, wspace=0.2)
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)

@@ -25,13 +25,12 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import torch
 from matplotlib.lines import Line2D
 
 from heatlab.errors import HeatlabError
 from heatlab.files import ensure_dir, write_text
-from heatlab.report.figures import _new_figure, _save
-from heatlab.report.gallery import SIGNED_CMAP, class_name_of
+from heatlab.report.figures import new_figure, save_figure
+from heatlab.report.gallery import class_name_of
 from heatlab.report.html import CSS, ReportContext, esc, fmt, note
 from heatlab.run.gax import GaxRunResult, load_gax_result
 
@@ -50,7 +49,7 @@ def gax_figure(run_dir: str | os.PathLike, out_png: str | os.PathLike) -> Path:
     """CO against iteration for every optimised image of the run, target dashed (paper Fig. 4)."""
     res = load_gax_result(run_dir)
     s = res.summary
-    fig = _new_figure(7.5, 4.5)
+    fig = new_figure(7.5, 4.5)
     ax = fig.add_subplot(1, 1, 1)
     reached = res.table["reached"].to_numpy(bool)
     alpha = 0.9 if len(reached) <= 20 else 0.5
@@ -69,7 +68,7 @@ def gax_figure(run_dir: str | os.PathLike, out_png: str | os.PathLike) -> Path:
                        Line2D([], [], color="black", ls="--", label=f"target CO = {s['target_co']:g}")],
               loc="lower right", fontsize=8)
     fig.tight_layout()
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 # --- viewer --------------------------------------------------------------------------------------
@@ -125,9 +124,11 @@ def _item(res: GaxRunResult, i: int, class_names: list[str]) -> tuple[dict, dict
 
 
 def _lut() -> list[int]:
-    """The blue-white-red colour of each code 0..255 (code 128 = 0 = white), as flat RGB bytes."""
-    values = np.clip((np.arange(256) - 128) / 127.0, -1, 1)
-    return np.rint(SIGNED_CMAP((values + 1) / 2)[:, :3] * 255).astype(int).flatten().tolist()
+    """Flat RGB bytes of codes 0..255: matplotlib's "bwr" (the gallery's scale) evaluated exactly,
+    blue (0, 0, 1) → white at code 128 (value 0) → red (1, 0, 0)."""
+    v = np.clip((np.arange(256) - 128) / 127.0, -1, 1)
+    rgb = np.stack([np.minimum(1, 1 + v), 1 - np.abs(v), np.minimum(1, 1 - v)], axis=1)
+    return np.rint(rgb * 255).astype(int).flatten().tolist()
 
 
 VIEWER_CSS = """
@@ -231,7 +232,8 @@ VIEWER_JS = r"""
   }
   const items = document.querySelectorAll(".gax-item");
   if (typeof DecompressionStream === "undefined") {
-    document.getElementById("gax-status").textContent = "This browser cannot inflate the embedded heatmaps (no DecompressionStream); use a current Chromium, Firefox or Safari.";
+    document.getElementById("gax-status").textContent = "This browser cannot inflate the embedded heatmaps " +
+      "(no DecompressionStream); open the page in a current Chromium, Firefox or Safari.";
     return;
   }
   Promise.all(Array.from(items, (el, i) => setup(el, data.items[i]))).then(() => {
@@ -290,7 +292,7 @@ def build_gax_viewer(run_dir: str | os.PathLike) -> Path:
         f"<b>{esc(s['split'])}</b> split, model {esc(s['branch'])}: h = tanh(w⊙x + b) optimised with Adam (lr "
         f"{s['lr']:g}) to raise the CO score of x + h until CO ≥ {s['target_co']:g} or {s['max_steps']} steps; "
         f"{reached} of {len(res.table)} reached the target. Move a slider (or focus it and use the arrow keys) to step "
-        f"through the stored steps (every {s['snapshot_every']}th step and the last one). Red pixels of h are "
+        f"through the stored steps (one every {s['snapshot_every']} step(s), and the last one). Red pixels of h are "
         "increased and blue ones decreased by AX; Δh is the change since the previously stored step. Each image "
         "keeps one fixed scale for h and one for Δh across its steps (printed below it).</p>"
         f"<p id=\"gax-status\" class=\"muted\"></p>{''.join(blocks)}</main>"
@@ -326,5 +328,5 @@ def gax_section(ctx: ReportContext) -> str:
                   "Paper 001, Fig. 4: CO score against the optimisation step, one curve per image (blue: reached the "
                   "target, orange: did not within the step cap); dashed: the target.")
         + f'<p><a href="{esc(link)}">Open the GAX viewer</a>: a slider over the optimisation steps of each image '
-          "with the R, G and B channels of h and their change per step (paper Fig. 5A).</p>"
+          "with the R, G and B channels of h and their change since the previous stored step (paper Fig. 5A).</p>"
     )

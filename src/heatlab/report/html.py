@@ -307,6 +307,13 @@ def localisation_section(ctx: ReportContext) -> str:
     )
 
 
+def ax_section(ctx: ReportContext) -> str:
+    """The AX/CO-gap section (imported on use: its module builds on this one)."""
+    from heatlab.report.ax_figures import ax_section as build
+
+    return build(ctx)
+
+
 DEFAULT_SECTIONS: tuple[Section, ...] = (
     Section("summary", "Summary", summary_section),
     Section("data", "Dataset preview", preview_section),
@@ -315,6 +322,7 @@ DEFAULT_SECTIONS: tuple[Section, ...] = (
     Section("roc", "ROC per method", roc_section),
     Section("gallery", "Heatmap gallery", gallery_section),
     Section("localisation", "Localisation metrics", localisation_section),
+    Section("ax", "Augmentative eXplanation (CO score)", ax_section),
 )
 
 

@@ -21,7 +21,7 @@ from matplotlib.axes import Axes
 
 from heatlab.data.toy2d import PAPER_A1_VALUES, PAPER_K_ETA, gax_heatmap, nonnegative_theta_range, rotation, toy_sample
 from heatlab.errors import HeatlabError
-from heatlab.report.figures import _new_figure, _save
+from heatlab.report.figures import new_figure, save_figure
 
 #: Points per panel along θ.
 SAMPLES = 181
@@ -95,7 +95,7 @@ def toy2d_figure(
         )
     if isinstance(k_eta, bool) or not isinstance(k_eta, (int, float)) or not math.isfinite(k_eta):
         raise HeatlabError(f"k_eta must be a finite number, got {k_eta!r}; pass e.g. 1.2.")
-    fig = _new_figure(4.3 * len(values), 4.4)
+    fig = new_figure(4.3 * len(values), 4.4)
     axes = fig.subplots(1, len(values), squeeze=False)[0]
     for ax, a1 in zip(axes, values):
         _panel(ax, a1, float(k_eta), full_range)
@@ -107,4 +107,4 @@ def toy2d_figure(
         fontsize=11,
     )
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    return _save(fig, out)
+    return save_figure(fig, out)

@@ -4,6 +4,7 @@ The samples are taken in shard order for one branch model and optimised in batch
 a resumable unit: ``<run>/gax/parts/batch-XXXXX.safetensors`` + ``.parquet`` and then a
 ``.done.json`` marker. ``parts/settings.json`` records the settings and the weights' sha256; parts
 written with other settings are discarded. When every batch is done, the parts are joined into
+the files below and removed (a run whose files and gax.json match the settings is skipped):
 
 - ``gax/results.parquet``: one row per sample (branch, shard, index, label, steps_to_target,
   reached, initial_co, final_co, final_step);
@@ -39,6 +40,7 @@ RESULTS = "results.parquet"
 TRAJECTORIES = "trajectories.safetensors"
 SNAPSHOTS = "snapshots.safetensors"
 SUMMARY = "gax.json"
+FILES = (RESULTS, TRAJECTORIES, SNAPSHOTS)
 
 
 def gax_dir(run_dir) -> Path:
@@ -139,7 +141,9 @@ def gax_run(
         raise HeatlabError(f"Split '{split}' of '{config['data_root']}' has no samples; generate it with `heatlab data cells`.")
     settings = _settings(run, branch, split, first_n_correct, target_co, max_steps, batch_size, snapshot_every)
     out = ensure_dir(gax_dir(run))
-    if (out / SUMMARY).is_file() and not _same_settings(read_json(out / SUMMARY), settings):
+    if (out / SUMMARY).is_file():
+        if _same_settings(read_json(out / SUMMARY), settings) and all((out / f).is_file() for f in FILES):
+            return read_json(out / SUMMARY)  # already complete with these settings
         (out / SUMMARY).unlink()  # the old results no longer describe this run's GAX
     parts = out / "parts"
     if parts.is_dir() and (not (parts / "settings.json").is_file() or read_json(parts / "settings.json") != settings):
@@ -156,8 +160,6 @@ def gax_run(
     starts = list(range(0, len(selection), batch_size))
     done = sum((parts / f"batch-{b:05d}.done.json").is_file() for b in range(len(starts)))
     report(progress, "gax batches", done, len(starts))
-    if done == len(starts) and all((out / f).is_file() for f in (SUMMARY, RESULTS, TRAJECTORIES, SNAPSHOTS)):
-        return read_json(out / SUMMARY)  # complete, with these settings (checked above)
     for b, start in enumerate(starts):
         stem = parts / f"batch-{b:05d}"
         if Path(f"{stem}.done.json").is_file():
@@ -214,6 +216,7 @@ def _join(out: Path, parts: Path, batches: int, settings: dict) -> dict:
         "complete": True,
     }
     write_json(out / SUMMARY, summary)
+    shutil.rmtree(parts)  # everything is in the joined files now
     return summary
 
 

@@ -42,7 +42,7 @@ def prepare_heatmaps(h: Tensor) -> Tensor:
 
 def kappa(labels: Tensor, num_classes: int) -> Tensor:
     """Score constants ``N×C`` (float64): 1 at each sample's label, ``−1/(C−1)`` elsewhere."""
-    k = torch.full((len(labels), num_classes), -1.0 / num_classes, dtype=torch.float64, device=labels.device)
+    k = torch.full((len(labels), num_classes), -1.0 / (num_classes - 1), dtype=torch.float64, device=labels.device)
     return k.scatter_(1, labels[:, None], 1.0)
 
 

@@ -90,7 +90,7 @@ def gap_analysis(co, correct, *, holdout_co=None, holdout_correct=None) -> GapRe
         median_wrong=_median(bad),
         empty_interval=_empty_interval(good, bad),
         threshold=threshold,
-        flag_precision=caught / n_flagged if n_flagged and not math.isnan(threshold) else math.nan,
+        flag_precision=caught / n_flagged if n_flagged else math.nan,
         flag_recall=caught / len(bad) if len(bad) and not math.isnan(threshold) else math.nan,
         n_correct=int(len(good)),
         n_wrong=int(len(bad)),
