@@ -187,7 +187,7 @@ def test_report_without_data_skips_gallery_and_escapes_method_names(tmp_path):
     odd = ("Saliency<b>", "A&B", 'Q"uote')
     run = make_fake_run(tmp_path, with_data=False, methods=odd)
     html = build_report(run).read_text(encoding="utf-8")
-    assert html.count('class="note"') == 2  # preview and gallery
+    assert html.split('<section id="ax">')[0].count('class="note"') == 2  # preview and gallery
     assert "No gallery" in html and "No dataset preview" in html
     for raw, escaped in (("Saliency<b>", "Saliency&lt;b&gt;"), ("A&B", "A&amp;B"), ('Q"uote', "Q&quot;uote")):
         assert escaped in html
