@@ -277,7 +277,7 @@ def test_gax_run_rejects_bad_input(gax_run_dir, tmp_path):
 
 
 def test_gax_figure_and_section(gax_run_dir):
-    from heatlab.report.gax_viewer import gax_figure, gax_section
+    from heatlab.report.gax_viewer import build_gax_viewer, gax_figure, gax_section
     from heatlab.run.gax import gax_run
 
     class Ctx:  # the parts of ReportContext the section uses
@@ -297,3 +297,5 @@ def test_gax_figure_and_section(gax_run_dir):
     html = gax_section(Ctx())
     assert 'href="gax.html"' in html and 'src="figures/gax_co.png"' in html and "0 of 2" in html
     assert (gax_run_dir / "report" / "gax.html").is_file()
+    with pytest.raises(HeatlabError, match="max_frames"):
+        build_gax_viewer(gax_run_dir, max_frames=1)

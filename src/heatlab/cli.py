@@ -237,6 +237,8 @@ def demo(
     from heatlab.data.shards import write_cells
     from heatlab.report.html import build_report
     from heatlab.report.training_figures import training_figure
+    from heatlab.run.ax import ax_run
+    from heatlab.run.gax import gax_run
     from heatlab.run.demo import demo_plan
     from heatlab.run.evaluate import evaluate_run
     from heatlab.run.training import train_run
@@ -253,18 +255,26 @@ def demo(
         t_train = time.perf_counter()
         evaluate_run(run_dir, methods=plan.methods, split=plan.split, progress=progress)
         t_eval = time.perf_counter()
+        ax = ax_run(run_dir, methods=plan.ax_methods, split=plan.split, progress=progress)
+        gax = gax_run(run_dir, split=plan.split, first_n_correct=plan.gax_images, progress=progress)
+        t_ax = time.perf_counter()
         page = build_report(run_dir, progress=progress)
     _print_training(summary)
     out.print(f"data {t_data - t0:.0f} s, training {t_train - t_data:.0f} s, evaluation {t_eval - t_train:.0f} s, "
-              f"report {time.perf_counter() - t_eval:.0f} s; total {time.perf_counter() - t0:.0f} s")
+              f"AX and GAX {t_ax - t_eval:.0f} s, report {time.perf_counter() - t_ax:.0f} s; total {time.perf_counter() - t0:.0f} s")
+    if ax.get("largest_gap"):
+        gap = ax["largest_gap"]
+        out.print(f"largest correct/wrong CO gap: {gap['method']} (AUROC {gap['auroc']:.3f}, {gap['variant']})")
+    out.print(f"GAX: {gax['reached']} of {gax['samples']} correctly predicted images reached the target CO "
+              f"(median {gax['median_steps_to_target']} steps); viewer: {Path(run_dir) / 'report' / 'gax.html'}")
     out.print(f"report: {page}")
 
 
 def _register_commands() -> None:
     """Commands of later pipeline stages live in their own modules (heatlab.cli_*)."""
-    from heatlab import cli_ax, cli_toy2d
+    from heatlab import cli_ax, cli_gax, cli_toy2d
 
-    for module in (cli_ax, cli_toy2d):
+    for module in (cli_ax, cli_gax, cli_toy2d):
         module.register(app)
 
 

@@ -43,6 +43,8 @@ from heatlab.errors import HeatlabError
 from heatlab.progress import Progress, report
 from heatlab.score.co import AX_VARIANTS, augment, kappa
 
+#: The papers' settings (eq. 6 and §3): Adam learning rate, similarity factor λ, initial bias, ε.
+LR, SIMILARITY_FACTOR, BIAS, EPS = 0.1, 100.0, 0.01, 1e-4
 BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8  # torch.optim.Adam's default, as in the original
 
@@ -81,8 +83,9 @@ class GaxResult:
         return torch.where(self.reached, self.steps_to_target, torch.full_like(self.steps_to_target, self.steps))
 
 
-def check_options(*, target_co: float, max_steps: int, snapshot_every: int = 1, lr: float = 0.1,
-                  similarity_factor: float = 100.0, bias: float = 0.01, eps: float = 1e-4, ax: str = "sum") -> None:
+def check_options(*, target_co: float, max_steps: int, snapshot_every: int = 1, lr: float = LR,
+                  similarity_factor: float = SIMILARITY_FACTOR, bias: float = BIAS, eps: float = EPS,
+                  ax: str = "sum") -> None:
     """Raise HeatlabError for GAX settings that cannot work (shared by :func:`gax` and the run stage)."""
     def whole(value: object) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
@@ -160,14 +163,14 @@ def gax(
     labels: Tensor,
     *,
     target_co: float = 48.0,
-    lr: float = 0.1,
+    lr: float = LR,
     max_steps: int = 500,
-    similarity_factor: float = 100.0,
-    bias: float = 0.01,
+    similarity_factor: float = SIMILARITY_FACTOR,
+    bias: float = BIAS,
     ax: str = "sum",
     snapshot_every: int = 1,
     use_bias: bool = True,
-    eps: float = 1e-4,
+    eps: float = EPS,
     progress: Progress | None = None,
 ) -> GaxResult:
     """Optimise GAX heatmaps for a batch ``inputs`` N×C×H×W (pixel space, ≥ 0) with ``labels`` N.

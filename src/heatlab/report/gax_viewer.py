@@ -91,10 +91,10 @@ def _frame_indices(count: int, limit: int = MAX_FRAMES) -> list[int]:
     return sorted({round(k * (count - 1) / (limit - 1)) for k in range(limit)})
 
 
-def _item(res: GaxRunResult, i: int, class_names: list[str]) -> tuple[dict, dict]:
+def _item(res: GaxRunResult, i: int, class_names: list[str], max_frames: int) -> tuple[dict, dict]:
     """(JSON payload for the script, facts for the HTML) of sample i."""
     snaps, steps = res.sample(i)
-    keep = _frame_indices(len(steps))
+    keep = _frame_indices(len(steps), max_frames)
     frames = snaps[keep].float().numpy()
     steps = steps[keep].tolist()
     q_h, s_h = _quantise(frames)
@@ -269,15 +269,21 @@ def _class_names(run: Path, branch: str) -> list[str]:
     return [str(n) for n in names] if isinstance(names, list) else []
 
 
-def build_gax_viewer(run_dir: str | os.PathLike) -> Path:
-    """Write ``<run>/report/gax.html`` (slider viewer of every optimised image); returns its path."""
+def build_gax_viewer(run_dir: str | os.PathLike, *, max_frames: int = MAX_FRAMES) -> Path:
+    """Write ``<run>/report/gax.html`` (slider viewer of every optimised image); returns its path.
+
+    Each image shows at most ``max_frames`` of its stored steps (evenly spread, first and last
+    kept); the page grows by about 25-45 KB per shown step of a 3×128×128 image.
+    """
+    if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 2:
+        raise HeatlabError(f"max_frames must be a whole number of at least 2, got {max_frames!r}.")
     run = Path(run_dir)
     res = load_gax_result(run)
     s = res.summary
     names = _class_names(run, s["branch"])
     payloads, blocks = [], []
     for i in range(len(res.table)):
-        payload, facts = _item(res, i, names)
+        payload, facts = _item(res, i, names, max_frames)
         payloads.append(payload)
         blocks.append(_item_html(i, facts))
     blob = json.dumps({"lut": _lut(), "items": payloads}, separators=(",", ":")).replace("</", "<\\/")

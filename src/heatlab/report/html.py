@@ -314,6 +314,13 @@ def ax_section(ctx: ReportContext) -> str:
     return build(ctx)
 
 
+def gax_section(ctx: ReportContext) -> str:
+    """The GAX section with its link to the slider viewer (imported on use, as above)."""
+    from heatlab.report.gax_viewer import gax_section as build
+
+    return build(ctx)
+
+
 DEFAULT_SECTIONS: tuple[Section, ...] = (
     Section("summary", "Summary", summary_section),
     Section("data", "Dataset preview", preview_section),
@@ -323,6 +330,7 @@ DEFAULT_SECTIONS: tuple[Section, ...] = (
     Section("gallery", "Heatmap gallery", gallery_section),
     Section("localisation", "Localisation metrics", localisation_section),
     Section("ax", "Augmentative eXplanation (CO score)", ax_section),
+    Section("gax", "Generative AX (GAX)", gax_section),
 )
 
 

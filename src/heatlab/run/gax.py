@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from heatlab.data.shards import open_split
 from heatlab.errors import HeatlabError
 from heatlab.files import atomic_path, ensure_dir, read_json, sha256_file, write_json
-from heatlab.improve.gax import GaxResult, check_options, gax
+from heatlab.improve.gax import BIAS, EPS, LR, SIMILARITY_FACTOR, GaxResult, check_options, gax
 from heatlab.progress import Progress, report
 from heatlab.run.evaluate import _predict, _write_parquet
 from heatlab.run.training import WEIGHTS, load_branch, stage_dir, stage_name
@@ -101,7 +101,7 @@ def _settings(run: Path, branch, split, first_n_correct, target_co, max_steps, b
         "branch": name, "split": split, "first_n_correct": first_n_correct, "target_co": float(target_co),
         "max_steps": max_steps, "batch_size": batch_size, "snapshot_every": snapshot_every,
         "weights_sha256": sha256_file(stage_dir(run, name) / WEIGHTS),
-        "lr": 0.1, "similarity_factor": 100.0, "bias": 0.01, "ax": "sum",
+        "lr": LR, "similarity_factor": SIMILARITY_FACTOR, "bias": BIAS, "eps": EPS, "ax": "sum",
     }
 
 
