@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import shutil
 
-import pytest
-
 from heatlab.report.gax_viewer import build_gax_viewer
 from heatlab.run.gax import gax_run
 
-CHROMIUM = shutil.which("chromium")
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run"]
+try:
+    from browser import needs_chromium, open_page
+except ImportError:
+    from tests.browser import needs_chromium, open_page
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no `chromium` on PATH (apt-get install -y chromium)")
+pytestmark = needs_chromium
 
 SNAPSHOT = """(k) => {
   const item = document.querySelectorAll('.gax-item')[k];
@@ -32,43 +31,31 @@ PIXEL = """([k, x, y]) => {
 
 
 def test_viewer_slider_changes_picture_and_co(tiny_run, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Python Playwright is not installed (pip install playwright)")
     run = shutil.copytree(tiny_run, tmp_path / "run")
     gax_run(run, first_n_correct=2, target_co=1e9, max_steps=6, snapshot_every=2)
     page_path = build_gax_viewer(run)
-    errors, dialogs, failed = [], [], []
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-            page.on("console", lambda msg: errors.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None)
-            page.on("requestfailed", lambda req: failed.append(req.url))
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            page.goto(page_path.as_uri(), wait_until="load")
-            page.wait_for_selector("body[data-ready='1']", timeout=15_000)
-            assert page.locator(".gax-item").count() >= 1
-            slider = page.locator("input.gax-slider").first
-            assert slider.get_attribute("max") == "3"  # steps 0, 2, 4, 6
-            last = page.evaluate(SNAPSHOT, 0)
-            assert last["step"].startswith("step 6") and last["co"].startswith("CO ")
-            assert last["w"] > 7 * 128 and last["h"] > 128  # image + 3 h + 3 Δh panels, enlarged
-            # Pixel (70, 80) lies in the second panel (h of R): a blue-white-red colour, opaque.
-            assert page.evaluate(PIXEL, [0, 70, 80])[3] == 255
-            slider.evaluate("(el) => { el.value = 0; el.dispatchEvent(new Event('input')); }")
-            first = page.evaluate(SNAPSHOT, 0)
-            assert first["step"].startswith("step 0") and "no change" in first["step"]
-            assert first["png"] != last["png"] and first["co"] != last["co"]
-            # At step 0 the Δh panels are blank (white); the keyboard moves the slider too.
-            dx = 4 * (128 + 6) + 60
-            assert page.evaluate(PIXEL, [0, dx, 80])[:3] == [255, 255, 255]
-            slider.focus()
-            page.keyboard.press("ArrowRight")
-            second = page.evaluate(SNAPSHOT, 0)
-            assert second["step"].startswith("step 2") and second["png"] != first["png"]
-            assert page.evaluate(PIXEL, [0, dx, 80])[:3] != [255, 255, 255]
-            shot = page.screenshot(path=str(tmp_path / "gax.png"), full_page=True)
-        finally:
-            browser.close()
-    assert errors == [] and dialogs == [] and failed == []
+    with open_page(page_path) as (page, problems):
+        page.wait_for_selector("body[data-ready='1']", timeout=15_000)
+        assert page.locator(".gax-item").count() >= 1
+        slider = page.locator("input.gax-slider").first
+        assert slider.get_attribute("max") == "3"  # steps 0, 2, 4, 6
+        last = page.evaluate(SNAPSHOT, 0)
+        assert last["step"].startswith("step 6") and last["co"].startswith("CO ")
+        assert last["w"] > 7 * 128 and last["h"] > 128  # image + 3 h + 3 Δh panels, enlarged
+        # Pixel (70, 80) lies in the second panel (h of R): a blue-white-red colour, opaque.
+        assert page.evaluate(PIXEL, [0, 70, 80])[3] == 255
+        slider.evaluate("(el) => { el.value = 0; el.dispatchEvent(new Event('input')); }")
+        first = page.evaluate(SNAPSHOT, 0)
+        assert first["step"].startswith("step 0") and "no change" in first["step"]
+        assert first["png"] != last["png"] and first["co"] != last["co"]
+        # At step 0 the Δh panels are blank (white); the keyboard moves the slider too.
+        dx = 4 * (128 + 6) + 60
+        assert page.evaluate(PIXEL, [0, dx, 80])[:3] == [255, 255, 255]
+        slider.focus()
+        page.keyboard.press("ArrowRight")
+        second = page.evaluate(SNAPSHOT, 0)
+        assert second["step"].startswith("step 2") and second["png"] != first["png"]
+        assert page.evaluate(PIXEL, [0, dx, 80])[:3] != [255, 255, 255]
+        shot = page.screenshot(path=str(tmp_path / "gax.png"), full_page=True)
+    assert problems.none(), problems
     assert len(shot) > 10_000

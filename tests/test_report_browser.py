@@ -5,10 +5,6 @@ Never runs `playwright install`; skips when Chromium or Playwright is missing.
 
 from __future__ import annotations
 
-import shutil
-
-import pytest
-
 from heatlab.report.html import DEFAULT_SECTIONS, build_report
 
 try:
@@ -16,46 +12,34 @@ try:
 except ImportError:  # tests/ imported as a package
     from tests.test_report import EVIL, make_fake_run
 
-CHROMIUM = shutil.which("chromium")
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run"]
+try:
+    from browser import needs_chromium, open_page
+except ImportError:
+    from tests.browser import needs_chromium, open_page
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no `chromium` on PATH (apt-get install -y chromium)")
+pytestmark = needs_chromium
 
 
 def test_report_page_loads_cleanly_in_chromium(tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Python Playwright is not installed (pip install playwright)")
     page_path = build_report(make_fake_run(tmp_path))
-    errors, dialogs, failed = [], [], []
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-            page.on("console", lambda msg: errors.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None)
-            page.on("requestfailed", lambda req: failed.append(req.url))
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            page.goto(page_path.as_uri(), wait_until="load")
-
-            images = page.evaluate(
-                "Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
-            )
-            assert len(images) >= 5
-            broken = [src for src, complete, width in images if not complete or width == 0]
-            assert broken == []
-            # Nothing is wider than the window (wide tables scroll inside their own box).
-            assert page.evaluate("document.documentElement.scrollWidth") <= 1280
-            titles = page.locator("section > h2").all_inner_texts()
-            assert titles == [s.title for s in DEFAULT_SECTIONS]
-            # The class name that looks like a script is shown as text and never runs.
-            assert page.get_by_text(EVIL, exact=False).count() >= 1
-            assert page.locator("script").count() == 0
-            # The navigation reaches a section further down the page.
-            page.click("nav a[href='#localisation']")
-            assert page.evaluate("location.hash") == "#localisation"
-            assert page.evaluate("window.scrollY") > 0
-            shot = page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-        finally:
-            browser.close()
-    assert errors == [] and dialogs == [] and failed == []
+    with open_page(page_path) as (page, problems):
+        images = page.evaluate(
+            "Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
+        )
+        assert len(images) >= 5
+        broken = [src for src, complete, width in images if not complete or width == 0]
+        assert broken == []
+        # Nothing is wider than the window (wide tables scroll inside their own box).
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+        titles = page.locator("section > h2").all_inner_texts()
+        assert titles == [s.title for s in DEFAULT_SECTIONS]
+        # The class name that looks like a script is shown as text and never runs.
+        assert page.get_by_text(EVIL, exact=False).count() >= 1
+        assert page.locator("script").count() == 0
+        # The navigation reaches a section further down the page.
+        page.click("nav a[href='#localisation']")
+        assert page.evaluate("location.hash") == "#localisation"
+        assert page.evaluate("window.scrollY") > 0
+        shot = page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+    assert problems.none(), problems
     assert len(shot) > 10_000
