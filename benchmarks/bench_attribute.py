@@ -16,8 +16,8 @@ import argparse
 import os
 import statistics
 import sys
-import time
 import warnings
+from common import timed  # noqa: E402
 
 _GLIBC = "glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295"
 if os.environ.get("GLIBC_TUNABLES") is None:
@@ -72,11 +72,6 @@ def _captum_calls(model, x, t, layer, baselines, n_samples, n_steps, ibs):
     }
 
 
-def _time(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -114,7 +109,7 @@ def main() -> None:
         for r in range(repeats):
             pair = [(base, base_fn), (mine, our_fn)]
             for store, fn in pair if r % 2 == 0 else pair[::-1]:
-                store.append(_time(fn))
+                store.append(timed(fn))
         b, m = statistics.median(base), statistics.median(mine)
         print(f"{method:<20} {b:8.3f} {m:8.3f} {100 * (m / b - 1):+8.1f}%", flush=True)
 

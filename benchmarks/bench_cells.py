@@ -8,21 +8,16 @@ and the best of a few repeats is kept, since the machine is shared. ``--quick`` 
 """
 
 import argparse
-import time
 
 import torch
 
 from heatlab.data import cells
+from common import timed  # noqa: E402
 
 GOAL_SECONDS = 60.0
 SPLIT_SHARDS, SHARD = 48, 200
 MIN = cells.MIN_SIZE
 
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main() -> None:

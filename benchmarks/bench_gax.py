@@ -24,7 +24,7 @@ import argparse
 import os
 import statistics
 import sys
-import time
+from common import timed  # noqa: E402
 
 _GLIBC = "glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295"
 if os.environ.get("GLIBC_TUNABLES") is None:
@@ -88,11 +88,6 @@ def floor(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: i
     for p, f in zip(model.parameters(), flags):
         p.requires_grad_(f)
 
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main() -> None:
