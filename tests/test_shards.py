@@ -96,9 +96,9 @@ def test_deleted_shard_is_regenerated_with_same_bytes(copy, dataset):
     (copy / "val" / "shard-00000.safetensors").unlink()
     assert verify(copy) == ["val/shard-00000.safetensors"]
     calls = []
-    write_cells(copy, **SETTINGS, progress=lambda done, total, label: calls.append((done, total)))
+    write_cells(copy, **SETTINGS, progress=lambda task, done, total: calls.append((task, done, total)))
     assert _files(copy) == _files(dataset)
-    assert calls == [(i, 5) for i in range(1, 6)]
+    assert calls == [("cells", i, 5) for i in range(1, 6)]
 
 
 def test_failure_mid_run_leaves_no_temp_files_and_resumes(tmp_path, dataset, monkeypatch):

@@ -110,7 +110,7 @@ def data_cells(
     with progress_bars() as progress:
         manifest = shards_mod.write_cells(
             out_dir, size=size, seed=seed, shards=counts, shard_size=shard_size, repair=repair,
-            progress=lambda done, total, label: progress("cells", done, total),
+            progress=progress,
         )
     total = sum(len(s["shards"]) for s in manifest["splits"].values()) * shard_size
     out.print(f"{total} cells in {out_dir} ({time.perf_counter() - t0:.1f} s); manifest: {Path(out_dir) / 'manifest.json'}")
@@ -248,7 +248,7 @@ def demo(
     t0 = time.perf_counter()
     with progress_bars() as progress:
         write_cells(data_dir, size=plan.size, seed=seed, shards=plan.shards, shard_size=plan.shard_size,
-                    progress=lambda done, total, label: progress("cells", done, total))
+                    progress=progress)
         t_data = time.perf_counter()
         summary = train_run(data_dir, run_dir, plan.train, progress=progress)
         training_figure(run_dir, Path(run_dir) / "report" / "figures" / "training.png")

@@ -74,6 +74,12 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def write_parquet(path: str | os.PathLike, frame: Any) -> None:
+    """Atomically write a pandas DataFrame ``frame`` to ``path`` as Parquet (no index column)."""
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """Read JSON, turning a missing or broken file into a clear HeatlabError."""
     p = Path(path)

@@ -21,7 +21,7 @@ import json
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import torch
 from safetensors import SafetensorError
@@ -32,6 +32,7 @@ import heatlab
 from heatlab.data import cells
 from heatlab.errors import HeatlabError
 from heatlab.files import atomic_path, ensure_dir, read_json, sha256_file, write_json
+from heatlab.progress import Progress, report
 
 DEFAULT_SHARDS = {"train": 32, "val": 8, "test": 8}
 DEFAULT_SHARD_SIZE = 200
@@ -42,7 +43,6 @@ PARTIAL = ".manifest.partial.json"
 TRUTH_LEVELS = (0.0, 0.4, 0.9)
 _TENSOR_KEYS = ("images", "labels", "truth", "backgrounds")
 
-Progress = Callable[[int, int, str], None]
 
 
 def derive_seed(seed: int, *parts: object) -> int:
@@ -190,7 +190,7 @@ def write_cells(
 
     Existing shards are checked against the recorded sha256 and kept; missing ones are generated.
     A corrupt shard raises HeatlabError unless ``repair`` is true, in which case it is regenerated.
-    ``progress(done_shards, total_shards, label)`` is called after each shard. Stored images are
+    ``progress("cells", done_shards, total_shards)`` is called after each shard. Stored images are
     quantised to 1/255. Shard counts may grow or shrink between runs with the same settings.
     """
     shards = _check_shards(shards)
@@ -223,8 +223,7 @@ def write_cells(
                 write_json(out / PARTIAL, {"settings": settings, "shards": known})
             splits[split].append(entry)
             done += 1
-            if progress is not None:
-                progress(done, total, f"{split} shard {k + 1}/{count}")
+            report(progress, "cells", done, total)
     manifest = {
         "format_version": FORMAT_VERSION,
         "settings": settings,

@@ -33,9 +33,10 @@ import torch
 from heatlab.data.shards import open_split
 from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import attribute
-from heatlab.files import read_json, write_json
+from heatlab.files import read_json, write_json, write_parquet
 from heatlab.progress import Progress, report
-from heatlab.run.evaluate import Unit, _predict, _write_parquet, parse_methods
+from heatlab.models.training import predict
+from heatlab.run.evaluate import Unit, parse_methods
 from heatlab.run.training import list_branches, load_branch, stage_name
 from heatlab.score.co import AX_VARIANTS, OUTPUTS, co_records, prepare_heatmaps
 from heatlab.score.gap import gap_analysis
@@ -97,19 +98,19 @@ def ax_run(run_dir, *, methods="all", split: str = "test", holdout_split: str | 
             model, model_branch, preds = load_branch(run, unit.branch), unit.branch, {}
         shard = data[s].load_shard(unit.shard)
         if (s, unit.shard) not in preds:
-            preds[s, unit.shard] = _predict(model, shard["images"], batch_size)
+            preds[s, unit.shard] = predict(model, (shard["images"], shard["labels"]), batch_size)[0]
         df = ax_unit(model, shard["images"], shard["labels"], unit.method, predictions=preds[s, unit.shard],
                      batch_size=batch_size, seed=seed, shard=unit.shard)
         stem = unit.stem(_parts(run, s))
-        _write_parquet(df, Path(f"{stem}.{KIND}.parquet"))
+        write_parquet(Path(f"{stem}.{KIND}.parquet"), df)
         write_json(f"{stem}.done.json", {"split": s, "branch": unit.branch, "method": unit.method, "shard": unit.shard})
         done += 1
         report(progress, "ax", done, len(units))
     co = _join(run, units)
     gap = gap_table(co, split=split, holdout_split=holdout)
     paths = {"co": run / "tables" / "co.parquet", "co_gap": run / "tables" / "co_gap.parquet"}
-    _write_parquet(co, paths["co"])
-    _write_parquet(gap, paths["co_gap"])
+    write_parquet(paths["co"], co)
+    write_parquet(paths["co_gap"], gap)
     summary = {"split": split, "holdout_split": holdout, "methods": methods, "branches": branches,
                "samples": len(data[split]), "largest_gap": largest_gap(gap), "complete": True}
     write_json(run / "ax.json", summary)

@@ -22,7 +22,8 @@ from heatlab.data.shards import open_split
 from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import METHODS, attribute
 from heatlab.explain.postprocess import channel_adjust
-from heatlab.files import atomic_path, read_json, write_json
+from heatlab.files import read_json, write_json, write_parquet
+from heatlab.models.training import predict
 from heatlab.progress import Progress, report
 from heatlab.run.training import list_branches, load_branch, stage_name
 from heatlab.score.five_band import METRICS, five_band
@@ -59,10 +60,6 @@ class Unit:
         stem = self.stem(parts)
         return Path(f"{stem}.done.json").exists() and all(Path(f"{stem}.{k}.parquet").exists() for k in kinds)
 
-
-def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False)
 
 
 def score_unit(model, images, labels, truth, method: str, *, batch_size: int, seed: int, predictions: torch.Tensor, shard: int = 0):
@@ -125,14 +122,14 @@ def evaluate_run(run_dir, *, methods="all", split: str = "test", batch_size: int
             model.eval()
         shard = data.load_shard(unit.shard)
         if unit.shard not in preds:
-            preds[unit.shard] = _predict(model, shard["images"], batch_size)
+            preds[unit.shard] = predict(model, (shard["images"], shard["labels"]), batch_size)[0]
         five, roc, loc = score_unit(
             model, shard["images"], shard["labels"], shard["truth"], unit.method,
             batch_size=batch_size, seed=seed, predictions=preds[unit.shard], shard=unit.shard,
         )
         stem = unit.stem(parts)
         for kind, df in zip(KINDS, (five, roc, loc)):
-            _write_parquet(df, Path(f"{stem}.{kind}.parquet"))
+            write_parquet(Path(f"{stem}.{kind}.parquet"), df)
         write_json(f"{stem}.done.json", {"branch": unit.branch, "method": unit.method, "shard": unit.shard})
         done += 1
         report(progress, "evaluate", done, len(units))
@@ -141,12 +138,6 @@ def evaluate_run(run_dir, *, methods="all", split: str = "test", batch_size: int
     write_json(run / "evaluate.json", summary)
     return {**summary, "tables": {k: str(v) for k, v in tables.items()}}
 
-
-@torch.no_grad()
-def _predict(model, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    device = next(model.parameters()).device
-    out = [model(images[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(images), batch_size)]
-    return torch.cat(out)
 
 
 def _join(run: Path, parts: Path, units: list[Unit]) -> dict[str, Path]:
@@ -175,5 +166,5 @@ def _join(run: Path, parts: Path, units: list[Unit]) -> dict[str, Path]:
     out = {}
     for name, df in (("five_band", five), ("roc", roc), ("localisation", loc)):
         out[name] = run / "tables" / f"{name}.parquet"
-        _write_parquet(df, out[name])
+        write_parquet(out[name], df)
     return out

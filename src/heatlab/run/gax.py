@@ -30,10 +30,10 @@ from safetensors.torch import load_file, save_file
 
 from heatlab.data.shards import open_split
 from heatlab.errors import HeatlabError
-from heatlab.files import atomic_path, ensure_dir, read_json, sha256_file, write_json
+from heatlab.files import atomic_path, ensure_dir, read_json, sha256_file, write_json, write_parquet
 from heatlab.improve.gax import BIAS, EPS, LR, SIMILARITY_FACTOR, GaxResult, check_options, gax
 from heatlab.progress import Progress, report
-from heatlab.run.evaluate import _predict, _write_parquet
+from heatlab.models.training import predict
 from heatlab.run.training import WEIGHTS, load_branch, stage_dir, stage_name
 
 RESULTS = "results.parquet"
@@ -52,7 +52,7 @@ def select_correct(model, data, n: int, batch_size: int) -> pd.DataFrame:
     rows = []
     for k in range(data.num_shards):
         shard = data.load_shard(k)
-        pred = _predict(model, shard["images"], batch_size)
+        pred = predict(model, (shard["images"], shard["labels"]), batch_size)[0]
         for j in (pred == shard["labels"]).nonzero().flatten().tolist():
             rows.append((k, j, int(shard["labels"][j])))
             if len(rows) == n:
@@ -154,7 +154,7 @@ def gax_run(
         if selection.empty:
             raise HeatlabError(f"Branch {settings['branch']} predicts none of the {len(data)} samples of split '{split}' "
                                "correctly; GAX needs correct predictions, so train the model further first.")
-        _write_parquet(selection, parts / "selection.parquet")
+        write_parquet(parts / "selection.parquet", selection)
         write_json(parts / "settings.json", settings)
     selection = pd.read_parquet(parts / "selection.parquet")
     starts = list(range(0, len(selection), batch_size))
@@ -176,7 +176,7 @@ def gax_run(
             initial_co=result.co[0].double().numpy(), final_co=result.final_co.double().numpy(),
             final_step=result.final_steps.numpy(),
         )
-        _write_parquet(table, Path(f"{stem}.parquet"))
+        write_parquet(Path(f"{stem}.parquet"), table)
         write_json(f"{stem}.done.json", {"batch": b, "samples": len(rows)})
         done += 1
         report(progress, "gax batches", done, len(starts))
@@ -204,7 +204,7 @@ def _join(out: Path, parts: Path, batches: int, settings: dict) -> dict:
         "offsets": torch.cat(offsets),
         "images": torch.cat([p["images"] for p in parts_t]).contiguous(),
     }
-    _write_parquet(table, out / RESULTS)
+    write_parquet(out / RESULTS, table)
     with atomic_path(out / TRAJECTORIES) as tmp:
         save_file({"co": co}, str(tmp))
     with atomic_path(out / SNAPSHOTS) as tmp:

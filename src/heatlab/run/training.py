@@ -30,7 +30,7 @@ import heatlab
 from heatlab.data import registry
 from heatlab.data.shards import CellSplit
 from heatlab.errors import HeatlabError
-from heatlab.files import atomic_path, ensure_dir, read_json, sha256_file, write_json
+from heatlab.files import ensure_dir, read_json, sha256_file, write_json, write_parquet
 from heatlab.models import zoo
 from heatlab.models.training import (
     TrainConfig,
@@ -196,18 +196,13 @@ def _frame(rows: list[dict], columns: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(columns)).astype(columns)
 
 
-def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
-
-
 def _collect_tables(run_dir: Path) -> None:
     """Rebuild tables/training.parquet and tables/validation.parquet from the completed stages."""
     stages = ([BASE] if _stage_info(run_dir, BASE) else []) + list_branches(run_dir)
     for name, columns in ((STEPS, STEP_COLUMNS), (VALIDATION, VALIDATION_COLUMNS)):
         parts = [pd.read_parquet(p) for s in stages if (p := stage_dir(run_dir, s) / name).is_file()]
         frame = pd.concat(parts, ignore_index=True).astype(columns) if parts else _frame([], columns)
-        _write_parquet(run_dir / "tables" / ("training.parquet" if name == STEPS else name), frame)
+        write_parquet(run_dir / "tables" / ("training.parquet" if name == STEPS else name), frame)
 
 
 # ------------------------------------------------------------------------------------ training
@@ -215,9 +210,9 @@ def _save_stage(run_dir: Path, branch: int | str, model: nn.Module, info: dict, 
     """Write a stage's weights and tables, then its model.json last (marks the stage complete)."""
     d = ensure_dir(stage_dir(run_dir, branch))
     zoo.save_weights(model, d / WEIGHTS)
-    _write_parquet(d / STEPS, _frame(steps, STEP_COLUMNS))
+    write_parquet(d / STEPS, _frame(steps, STEP_COLUMNS))
     if vals is not None:
-        _write_parquet(d / VALIDATION, _frame(vals, VALIDATION_COLUMNS))
+        write_parquet(d / VALIDATION, _frame(vals, VALIDATION_COLUMNS))
     info = {**info, "spec": dict(model.heatlab_spec), "weights": WEIGHTS, "weights_sha256": sha256_file(d / WEIGHTS)}
     write_json(d / MODEL_JSON, info)
     return info
