@@ -33,13 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from heatlab.data.split import TRUTH_LEVELS
 from heatlab.errors import HeatlabError
 
 CLASS_NAMES: tuple[str, ...] = (
     "CCell", "CCellM", "CCellP", "RCell", "RCellB", "RCellC", "CCellT1", "CCellT3", "CCellT8", "empty",
 )
 BACKGROUND_NAMES: tuple[str, ...] = ("black", "blotches", "rings")
-TRUTH_VALUES = (0.0, 0.4, 0.9)
+TRUTH_VALUES = TRUTH_LEVELS  # one definition: heatlab.data.split
 # At 64 px one pixel is 8 canvas pixels: the thinnest borders, bars and tails (10 on the canvas)
 # are still 1.25 px wide and the cell 22+ px across, so every class stays recognisable; at 32 px
 # they fall below one pixel and break into dots. Poles (5..40) under 512/size can still show gaps.

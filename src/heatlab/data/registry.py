@@ -1,12 +1,11 @@
-"""One registry for the datasets heatlab can train on, and the in-memory split they share.
+"""One registry for every dataset heatlab reads, and :func:`open_data` (``heatlab.data.open``).
 
-A *split object* is what the training and evaluation code consume (like
-:class:`heatlab.data.shards.CellSplit`): ``num_shards``, ``load_shard(k) -> {"images": float32
-N×C×H×W or N×F, "labels": int64 N}``, ``class_names``, ``len()``. Every loader here returns one:
-:class:`ArraySplit` (in memory) or :class:`heatlab.data.images.ImageSplit` (decoded per shard).
+Every stage opens data only through ``open_data(spec, split)``, which returns a
+:class:`heatlab.data.split.Split` (``load_shard(k)``, ``class_names``, ``input_kind``,
+``truth_kind``, ...). A dataset *spec* names a registered dataset and, when it reads a file, the
+path; a bare folder written by ``heatlab data cells`` works as well as ``cells:DIR``::
 
-A dataset *spec* names a registered dataset and, when it reads a file, the path::
-
+    cells:/data/cells                  synthetic cells with ground truth (paper 002)
     chest_xray:/data/chest_xray        folders train/val/test/{NORMAL,PNEUMONIA} (paper 000)
     covid:/data/COVID-19_Radiography   <class>/images/*.png, index mod 3 split (paper 000, App. A.4)
     folder:/data/pets                  generic <split>/<class>/* image folders
@@ -31,94 +30,12 @@ import numpy as np
 import torch
 
 from heatlab.data.shards import MANIFEST, derive_seed, open_split
+from heatlab.data.split import ArraySplit, ShardedSplit, Split, feature_names, input_kind, input_shape  # noqa: F401  (re-exported)
 from heatlab.errors import HeatlabError
 
 SPLITS = ("train", "val", "test")
 #: Paper 000, Appendix A.4: the i-th sample of a class goes to the split whose remainder is i mod 3.
 MOD3_REMAINDER = {"train": 0, "val": 1, "test": 2}
-
-
-# ----------------------------------------------------------------------------------- split objects
-class ShardedSplit:
-    """Base of the split objects: ``n`` samples cut into shards of ``shard_size`` in stored order.
-
-    Subclasses implement ``_load(lo, hi) -> {"images", "labels"}`` for samples ``lo:hi``.
-    """
-
-    def __init__(self, n: int, class_names: Sequence[str], *, shard_size: int, input_shape: tuple[int, ...]):
-        if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
-            raise HeatlabError(f"Shard size must be a whole number >= 1, got {shard_size!r}; pass e.g. shard_size=1000.")
-        if n < 1:
-            raise HeatlabError("The split holds no samples; check the data file or folder.")
-        self.class_names: list[str] = [str(c) for c in class_names]
-        self.shard_size = shard_size
-        self.input_shape = tuple(int(d) for d in input_shape)
-        self.num_shards: int = math.ceil(n / shard_size)
-        self._n = n
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __repr__(self) -> str:
-        shape, classes = self.input_shape, len(self.class_names)
-        return f"{type(self).__name__}(samples={len(self)}, input_shape={shape}, classes={classes}, shards={self.num_shards})"
-
-    def shard_bounds(self, k: int) -> tuple[int, int]:
-        """Sample range ``[lo, hi)`` of shard ``k``."""
-        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < self.num_shards:
-            raise HeatlabError(f"Shard index {k!r} is out of range; use 0 to {self.num_shards - 1}.")
-        return k * self.shard_size, min((k + 1) * self.shard_size, self._n)
-
-    def load_shard(self, k: int) -> dict[str, torch.Tensor]:
-        """Shard ``k``: images float32 N×C×H×W (or N×F), labels int64 N."""
-        return self._load(*self.shard_bounds(k))
-
-    def _load(self, lo: int, hi: int) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-
-class ArraySplit(ShardedSplit):
-    """An in-memory split: ``X`` float32 N×F (or N×C×H×W), ``y`` int64 N, served in shards.
-
-    ``info`` holds per-sample arrays in the same order (e.g. ``"row"``: the sample's row in the
-    source file), ``normalization`` the training statistics ``{"mean", "std", "applied"}`` of a
-    standardised table, ``feature_names`` the column names.
-    """
-
-    def __init__(
-        self,
-        X: np.ndarray | torch.Tensor,
-        y: np.ndarray | torch.Tensor,
-        class_names: Sequence[str],
-        *,
-        shard_size: int = 1000,
-        info: Mapping[str, np.ndarray] | None = None,
-        normalization: Mapping[str, Any] | None = None,
-        feature_names: Sequence[str] | None = None,
-    ):
-        X = X.float() if isinstance(X, torch.Tensor) else torch.from_numpy(np.asarray(X, dtype=np.float32))
-        y = y if isinstance(y, torch.Tensor) else torch.from_numpy(np.asarray(y))
-        if X.dim() not in (2, 4) or y.dim() != 1 or len(X) != len(y):
-            raise HeatlabError(
-                f"ArraySplit needs inputs N×F or N×C×H×W and one label per input, got {tuple(X.shape)} and "
-                f"{tuple(y.shape)}; pass matching arrays."
-            )
-        in_range = len(y) == 0 or 0 <= int(y.min()) <= int(y.max()) < len(class_names)
-        if y.dtype.is_floating_point or y.dtype == torch.bool or not in_range:
-            raise HeatlabError(f"Labels must be whole numbers in 0..{len(class_names) - 1}; pass one class index per sample.")
-        if not torch.isfinite(X).all():
-            raise HeatlabError("Inputs contain NaN or infinite values; clean the data first.")
-        super().__init__(len(y), class_names, shard_size=shard_size, input_shape=tuple(X.shape[1:]))
-        self.inputs, self.labels = X.contiguous(), y.to(torch.int64).contiguous()
-        self.info = {k: np.asarray(v) for k, v in (info or {}).items()}
-        for key, value in self.info.items():
-            if len(value) != len(y):
-                raise HeatlabError(f"info['{key}'] has {len(value)} entries for {len(y)} samples; pass one per sample.")
-        self.normalization = dict(normalization) if normalization is not None else None
-        self.feature_names = list(feature_names) if feature_names is not None else None
-
-    def _load(self, lo: int, hi: int) -> dict[str, torch.Tensor]:
-        return {"images": self.inputs[lo:hi].clone(), "labels": self.labels[lo:hi].clone()}
 
 
 def mixed_order(n: int, seed: int, *parts: object) -> np.ndarray:
@@ -129,14 +46,6 @@ def mixed_order(n: int, seed: int, *parts: object) -> np.ndarray:
     """
     g = torch.Generator().manual_seed(derive_seed(seed, *parts, "order"))
     return torch.randperm(n, generator=g).numpy()
-
-
-def input_shape(split: Any) -> tuple[int, ...]:
-    """Per-sample input shape of any split object (C×H×W or F), read from its first shard if needed."""
-    shape = getattr(split, "input_shape", None)
-    if shape is not None:
-        return tuple(shape)
-    return tuple(split.load_shard(0)["images"].shape[1:])
 
 
 # ----------------------------------------------------------------------------------------- registry
@@ -164,7 +73,7 @@ _DATASETS = {
         DatasetEntry("covid", "heatlab.data.images", "covid_radiography", True, True,
                      "COVID-19 radiography folders <class>/images/*.png"),
         DatasetEntry("folder", "heatlab.data.images", "split_folder", True, True,
-                     "image folders <split>/<class>/*"),
+                     "image folders <split>/<class>/*, masks optional in masks/<split>/<class>/"),
         DatasetEntry("drybean", "heatlab.data.tabular", "drybean", True, False,
                      "dry bean table (.xlsx or .csv)"),
         DatasetEntry("creditcard", "heatlab.data.tabular", "creditcard", True, False,
@@ -172,6 +81,8 @@ _DATASETS = {
         DatasetEntry("wine", "heatlab.data.tabular", "wine", False, False, "scikit-learn's wine table"),
         DatasetEntry("breast_cancer", "heatlab.data.tabular", "breast_cancer", False, False,
                      "scikit-learn's breast cancer table"),
+        DatasetEntry("cells", "heatlab.data.shards", "open_split", True, True,
+                     "synthetic cells written by `heatlab data cells` (ground truth 0/0.4/0.9)"),
     )
 }  # fmt: skip
 
@@ -207,7 +118,7 @@ def canonical_spec(spec: str) -> str:
 def check_split(split: str) -> str:
     """``split`` if it is one of train, val, test; HeatlabError otherwise."""
     if split not in SPLITS:
-        raise HeatlabError(f"Unknown split '{split}'; use one of {', '.join(SPLITS)}.")
+        raise HeatlabError(f"Split '{split}' is not one of {', '.join(SPLITS)}; choose one of those.")
     return split
 
 
@@ -271,6 +182,11 @@ def open_all(data: str | os.PathLike, splits: Sequence[str] = SPLITS, **options:
 def open_any(data: str | os.PathLike, split: str, **options: Any) -> Any:
     """One split of a cell folder (``CellSplit``) or of a registry spec."""
     return open_all(data, (split,), **options)[split]
+
+
+def open_data(spec: str | os.PathLike, split: str, **options: Any) -> Split:
+    """Split ``split`` of the dataset ``spec`` (a registry spec or a cell folder): the one way stages read data."""
+    return open_any(spec, split, **options)
 
 
 def describe_data(data: str | os.PathLike) -> str:

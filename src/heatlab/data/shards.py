@@ -30,6 +30,7 @@ from torch.utils.data import Dataset, Sampler
 
 import heatlab
 from heatlab.data import cells
+from heatlab.data.split import TRUTH_LEVELS
 from heatlab.errors import HeatlabError
 from heatlab.files import atomic_path, ensure_dir, read_json, sha256_file, write_json
 from heatlab.progress import Progress, report
@@ -40,7 +41,6 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 # Written after every new shard until manifest.json exists, so a killed run can verify on restart.
 PARTIAL = ".manifest.partial.json"
-TRUTH_LEVELS = (0.0, 0.4, 0.9)
 _TENSOR_KEYS = ("images", "labels", "truth", "backgrounds")
 
 
@@ -331,6 +331,8 @@ class CellSplit(Dataset):
         self.class_names: list[str] = list(settings["class_names"])
         self.background_names: list[str] = list(settings["background_names"])
         self.size: int = settings["size"]
+        self.input_shape: tuple[int, ...] = (3, self.size, self.size)
+        self.input_kind, self.truth_kind = "image", "levels"
         self.settings: dict = settings
         self.num_shards: int = len(self.entries)
         self._ends = [0]

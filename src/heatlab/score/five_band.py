@@ -27,10 +27,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from heatlab.data.split import TRUTH_LEVELS
 from heatlab.errors import HeatlabError
 
 TRUTH_THRESHOLDS = (-0.7, -0.3, 0.3, 0.7)
-TRUTH_VALUES = (0.0, 0.4, 0.9)
+TRUTH_VALUES = TRUTH_LEVELS
 
 #: Soft-threshold families: starting row, step per row, number of rows (paper §III-C and §IV-A).
 _VARIANTS = {
