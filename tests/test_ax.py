@@ -116,7 +116,7 @@ def test_bad_input_gives_one_clear_sentence(tiny_run, tmp_path):
         ax_run(tmp_path, methods="Saliency")
     with pytest.raises(HeatlabError, match="(?i)split .nope. is not"):
         ax_run(tiny_run, methods="Saliency", split="nope")
-    with pytest.raises(HeatlabError, match="--holdout-split none"):
+    with pytest.raises(HeatlabError, match="holdout_split='none'"):
         ax_run(tiny_run, methods="Saliency", holdout_split="nope")
     assert not (tiny_run / "tables" / "co.parquet").exists()
 

@@ -5,10 +5,9 @@ attributed to its *predicted* class, the heatmap is divided by its largest magni
 (:func:`heatlab.score.co.prepare_heatmaps`), and :func:`heatlab.score.co.co_records` scores
 ``x + h`` and ``x * h`` on raw logits and on softmax probabilities.
 
-Work is resumable exactly like ``heatlab evaluate``: one unit per (split, branch, method, shard)
-writes ``<run>/tables/parts/ax-<split>/<branch>/<method>/shard-XXXXX.co.parquet`` then a
-``.done.json`` marker; a restarted run redoes only unfinished units, then joins all parts in a
-fixed order. Outputs:
+A stage on :mod:`heatlab.run.runner`, resumable like ``heatlab evaluate``: one unit per (split,
+branch, method, shard) writes ``<run>/tables/parts/ax-<split>/<branch>/<method>/shard-XXXXX.co.parquet``
+then a ``.done.json`` marker. Inputs may be images or tables. Outputs:
 
 ``tables/co.parquet``, one row per (branch, method, split, sample): ``branch, method, split, shard,
 index, label, prediction`` (before AX), ``correct_before`` and, for ``<ax>`` in ``sum``/``mult``,
@@ -24,20 +23,19 @@ no holdout split the threshold is chosen on ``split`` itself (``threshold_source
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from heatlab.data.shards import open_split
 from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import attribute
-from heatlab.files import read_json, write_json, write_parquet
-from heatlab.progress import Progress, report
-from heatlab.models.training import predict
-from heatlab.run.evaluate import Unit, parse_methods
-from heatlab.run.training import list_branches, load_branch, stage_name
+from heatlab.files import write_json, write_parquet
+from heatlab.progress import Progress
+from heatlab.run.evaluate import parse_methods
+from heatlab.run.rundir import RunDir
+from heatlab.run.runner import PARQUET, Stage, Unit, Work, run_stage
 from heatlab.score.co import AX_VARIANTS, OUTPUTS, co_records, prepare_heatmaps
 from heatlab.score.gap import gap_analysis
 
@@ -52,7 +50,7 @@ MAIN_VARIANT = "raw_sum"
 
 def ax_unit(model, images: torch.Tensor, labels: torch.Tensor, method: str, *, predictions: torch.Tensor,
             batch_size: int, seed: int, shard: int = 0) -> pd.DataFrame:
-    """CO records of one shard (images ``N×C×H×W``) for one method -> DataFrame (no branch/method/split)."""
+    """CO records of one shard (inputs ``N×...``) for one method -> DataFrame (no branch/method/split)."""
     h = attribute(model, images, method, target=predictions, seed=seed, batch_size=batch_size)
     rec = co_records(model, images, prepare_heatmaps(h), labels, batch_size=batch_size)
     frame = {"shard": shard, "index": np.arange(len(labels)), "label": labels.numpy(),
@@ -61,60 +59,62 @@ def ax_unit(model, images: torch.Tensor, labels: torch.Tensor, method: str, *, p
     return pd.DataFrame(frame)
 
 
+class AX(Stage):
+    """The AX stage: units (split, branch, method, shard) over the analysed and the holdout split."""
+
+    name = "ax"
+    kinds = {KIND: PARQUET}
+
+    def __init__(self, run: RunDir, *, methods="all", split: str = "test", holdout_split: str | None = "val",
+                 batch_size: int = 25, device: str = "cpu"):
+        super().__init__(run, device=device, batch_size=batch_size)
+        self.seed = run.seed()
+        self.branches = run.require_branches()
+        self.split = split
+        self.holdout = holdout_split if holdout_split not in (None, "", "none", split) else None
+        self.data = {split: run.open_data(split)}
+        if self.holdout:
+            try:
+                self.data[self.holdout] = run.open_data(self.holdout)
+            except HeatlabError as exc:
+                raise HeatlabError(f"{str(exc).rstrip('.')}; or pass holdout_split='none' to choose the flag "
+                                   "threshold on the analysed split.") from None
+        self.methods = parse_methods(methods, self.data[split].input_kind)
+
+    def units(self) -> list[Unit]:
+        return [Unit(s, b, m, k) for s in self.data for b in self.branches for m in self.methods
+                for k in range(self.data[s].num_shards)]
+
+    def run_unit(self, work: Work, unit: Unit) -> dict[str, pd.DataFrame]:
+        shard = work.shard(unit.split, unit.shard)
+        df = ax_unit(work.model(unit.branch), shard["images"], shard["labels"], unit.method,
+                     predictions=work.predictions(unit.split, unit.branch, unit.shard),
+                     batch_size=self.batch_size, seed=self.seed, shard=unit.shard)
+        return {KIND: df}
+
+    def join(self, units: Sequence[Unit], parts: dict[str, list[pd.DataFrame]]) -> dict:
+        co = _join(units, parts[KIND])
+        gap = gap_table(co, split=self.split, holdout_split=self.holdout)
+        paths = {"co": self.run.table("co"), "co_gap": self.run.table("co_gap")}
+        write_parquet(paths["co"], co)
+        write_parquet(paths["co_gap"], gap)
+        summary = {"split": self.split, "holdout_split": self.holdout, "methods": self.methods,
+                   "branches": self.branches, "samples": len(self.data[self.split]),
+                   "largest_gap": largest_gap(gap), "complete": True}
+        write_json(self.run.summary_path(self.name), summary)
+        return {**summary, "tables": {k: str(v) for k, v in paths.items()}}
+
+
 def ax_run(run_dir, *, methods="all", split: str = "test", holdout_split: str | None = "val", batch_size: int = 25,
-           progress: Progress | None = None) -> dict:
+           device: str = "cpu", progress: Progress | None = None) -> dict:
     """Run AX on every (branch, method, shard) of ``split`` and ``holdout_split``; write both tables.
 
     ``holdout_split`` ``None`` (or equal to ``split``) chooses the flag threshold in-sample.
     Returns a summary with the table paths and the method with the largest gap (mean AUROC over
     branches of the raw ``x + h`` score).
     """
-    run = Path(run_dir)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise HeatlabError("Batch size must be at least 1; pass --batch-size 25.")
-    methods = parse_methods(methods)
-    if not (run / "config.json").exists():
-        raise HeatlabError(f"'{run}' is not a trained run (no config.json); run `heatlab train --out {run}` first.")
-    config = read_json(run / "config.json")
-    branches = [stage_name(b) for b in list_branches(run)]
-    if not branches:
-        raise HeatlabError(f"'{run}' has no trained branch model; run `heatlab train --out {run}` first.")
-    holdout = holdout_split if holdout_split not in (None, "", "none", split) else None
-    data = {split: open_split(config["data_root"], split)}
-    if holdout:
-        try:
-            data[holdout] = open_split(config["data_root"], holdout)
-        except HeatlabError as exc:
-            raise HeatlabError(f"{str(exc).rstrip('.')}; or pass --holdout-split none to choose the flag "
-                               "threshold on the analysed split.") from None
-    seed = int(config.get("seed", 0))
-    units = [(s, Unit(b, m, k)) for s in data for b in branches for m in methods for k in range(data[s].num_shards)]
-    todo = [(s, u) for s, u in units if not u.done(_parts(run, s), (KIND,))]
-    done = len(units) - len(todo)
-    report(progress, "ax", done, len(units))
-    model, model_branch, preds = None, None, {}
-    for s, unit in todo:
-        if unit.branch != model_branch:
-            model, model_branch, preds = load_branch(run, unit.branch), unit.branch, {}
-        shard = data[s].load_shard(unit.shard)
-        if (s, unit.shard) not in preds:
-            preds[s, unit.shard] = predict(model, (shard["images"], shard["labels"]), batch_size)[0]
-        df = ax_unit(model, shard["images"], shard["labels"], unit.method, predictions=preds[s, unit.shard],
-                     batch_size=batch_size, seed=seed, shard=unit.shard)
-        stem = unit.stem(_parts(run, s))
-        write_parquet(Path(f"{stem}.{KIND}.parquet"), df)
-        write_json(f"{stem}.done.json", {"split": s, "branch": unit.branch, "method": unit.method, "shard": unit.shard})
-        done += 1
-        report(progress, "ax", done, len(units))
-    co = _join(run, units)
-    gap = gap_table(co, split=split, holdout_split=holdout)
-    paths = {"co": run / "tables" / "co.parquet", "co_gap": run / "tables" / "co_gap.parquet"}
-    write_parquet(paths["co"], co)
-    write_parquet(paths["co_gap"], gap)
-    summary = {"split": split, "holdout_split": holdout, "methods": methods, "branches": branches,
-               "samples": len(data[split]), "largest_gap": largest_gap(gap), "complete": True}
-    write_json(run / "ax.json", summary)
-    return {**summary, "tables": {k: str(v) for k, v in paths.items()}}
+    return run_stage(AX(RunDir(run_dir), methods=methods, split=split, holdout_split=holdout_split,
+                        batch_size=batch_size, device=device), progress=progress)
 
 
 def gap_table(co: pd.DataFrame, *, split: str, holdout_split: str | None) -> pd.DataFrame:
@@ -146,14 +146,9 @@ def largest_gap(gap: pd.DataFrame, variant: str = MAIN_VARIANT) -> dict | None:
     return {"method": str(best), "auroc": float(means[best]), "variant": variant}
 
 
-def _parts(run: Path, split: str) -> Path:
-    return run / "tables" / "parts" / f"ax-{split}"
-
-
-def _join(run: Path, units: list[tuple[str, Unit]]) -> pd.DataFrame:
+def _join(units: Sequence[Unit], frames: list[pd.DataFrame]) -> pd.DataFrame:
     """All unit parts in a fixed order (branch, method, split, shard, index)."""
-    frames = [pd.read_parquet(f"{u.stem(_parts(run, s))}.{KIND}.parquet").assign(branch=u.branch, method=u.method, split=s)
-              for s, u in units]
+    frames = [df.assign(branch=u.branch, method=u.method, split=u.split) for u, df in zip(units, frames)]
     df = pd.concat(frames, ignore_index=True)[ID_COLUMNS + RECORD_COLUMNS]
     # Branch, method and split keep the order the units were listed in (methods in registry order).
     order = {c: {v: i for i, v in enumerate(dict.fromkeys(df[c]))} for c in ("branch", "method", "split")}

@@ -1,157 +1,235 @@
 """`heatlab evaluate`: explain every sample of a split with every method for every branch, score it.
 
-The unit of work is one (branch, method, shard). Each unit writes its rows to
-``<run>/tables/parts/evaluate-<split>/<branch>/<method>/shard-XXXXX.*.parquet`` and then a small
-``.done.json`` marker, so a killed run restarted redoes only unfinished units. When every unit is
-done, the parts are joined in a fixed order into ``tables/five_band.parquet``, ``tables/roc.parquet``
-and ``tables/localisation.parquet`` (schemas in the README); the same inputs give identical tables.
+A stage on :mod:`heatlab.run.runner`; one unit is one (branch, method, shard). What is scored
+depends on the data's ground truth (``Split.truth_kind``):
+
+- the three levels 0/0.4/0.9 (the cells, or level masks): the five-band score (paper 002) and
+  the localisation metrics;
+- a binary mask: the localisation metrics only;
+- none (tables, folders without masks): no score; the heatmaps are still computed and stored.
+
+Outputs (schemas in the README): ``tables/five_band.parquet``, ``tables/roc.parquet``,
+``tables/localisation.parquet`` (each only when it applies), the stored heatmaps
+``<run>/heatmaps/<split>/<branch>/<method>.safetensors`` (:data:`HEATMAP_FORMAT`), and
+``evaluate.json`` with what was done and, in ``skipped``, one sentence per thing left out.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Sequence
+import json
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from heatlab.data.registry import is_cell_folder
-from heatlab.data.shards import open_split
+from heatlab.data.split import feature_names
 from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import METHODS, attribute
-from heatlab.explain.postprocess import channel_adjust
-from heatlab.files import read_json, write_json, write_parquet
-from heatlab.models.training import predict
-from heatlab.progress import Progress, report
-from heatlab.run.training import list_branches, load_branch, stage_name
+from heatlab.explain.methods import REGISTRY
+from heatlab.explain.postprocess import channel_adjust, normalize_max_abs
+from heatlab.files import atomic_path, write_json, write_parquet
+from heatlab.progress import Progress
+from heatlab.run.rundir import RunDir
+from heatlab.run.runner import PARQUET, TENSORS, Stage, Unit, Work, run_stage
 from heatlab.score.five_band import METRICS, five_band
 from heatlab.score.localisation import localisation_metrics
 
 VARIANTS = {"standard": None, "clamp": (-0.1, 0.1)}
 KINDS = ("five_band", "roc", "localisation")
+ID_COLUMNS = ["shard", "index", "label", "prediction", "correct"]
+#: What a heatmap file holds (see the module docstring of heatlab.run.rundir for where).
+HEATMAP_FORMAT = (
+    "attributions float16 n×(input shape), each sample divided by its max |value| (scale float32 n); "
+    "inputs float16 n×(input shape); labels, predictions, shard, index int64 n; truth float16 n×H×W if the "
+    "data has ground truth. Images: per shard the first correct and first wrong sample of each class; tables: all."
+)
 
 
-def parse_methods(text: str | Sequence[str]) -> list[str]:
-    """``"all"`` or a comma-separated list of Captum class names -> validated list (registry order)."""
+def needs_image(method: str) -> bool:
+    """True for methods that only work on N×C×H×W images (the CAM methods)."""
+    return bool(getattr(REGISTRY[method], "needs_layer", False))
+
+
+def parse_methods(text: str | Sequence[str], input_kind: str = "image") -> list[str]:
+    """``"all"`` or a comma-separated list of Captum class names -> validated list (registry order).
+
+    For table data ``"all"`` leaves out the methods that need images; naming one is an error.
+    """
     names = [m.strip() for m in text.split(",")] if isinstance(text, str) else list(text)
     if names == ["all"]:
-        return list(METHODS)
+        return [m for m in METHODS if input_kind == "image" or not needs_image(m)]
     unknown = [m for m in names if m not in METHODS]
     if unknown or not names:
         raise HeatlabError(f"Unknown method {', '.join(unknown) or '(none)'}; choose from {', '.join(METHODS)} or 'all'.")
+    if input_kind != "image" and (bad := [m for m in names if needs_image(m)]):
+        raise HeatlabError(f"{', '.join(bad)} need image inputs but this run's data is a table; choose other methods.")
     return [m for m in METHODS if m in names]
 
 
-@dataclass(frozen=True)
-class Unit:
-    """One resumable piece of work: a method on one shard for one branch model."""
-
-    branch: str
-    method: str
-    shard: int
-
-    def stem(self, parts: Path) -> Path:
-        return parts / self.branch / self.method / f"shard-{self.shard:05d}"
-
-    def done(self, parts: Path, kinds: Sequence[str] = KINDS) -> bool:
-        """True when the unit's marker and its ``<kind>.parquet`` parts (evaluate's by default) exist."""
-        stem = self.stem(parts)
-        return Path(f"{stem}.done.json").exists() and all(Path(f"{stem}.{k}.parquet").exists() for k in kinds)
+def _ids(labels: torch.Tensor, predictions: torch.Tensor, shard: int) -> dict[str, Any]:
+    return {"shard": shard, "index": np.arange(len(labels)), "label": labels.numpy(),
+            "prediction": predictions.numpy(), "correct": (labels == predictions).numpy()}
 
 
-
-def score_unit(model, images, labels, truth, method: str, *, batch_size: int, seed: int, predictions: torch.Tensor, shard: int = 0):
-    """Attribute one shard and score it. images N×C×H×W, truth N×H×W -> three DataFrames (no branch/method cols)."""
-    chunks = []
-    for start in range(0, len(images), batch_size):
-        sl = slice(start, start + batch_size)
-        chunks.append(attribute(model, images[sl], method, target=predictions[sl], seed=seed).detach().cpu())
-    attr = torch.cat(chunks)
-    base = {"shard": shard, "index": np.arange(len(labels)), "label": labels.numpy(), "prediction": predictions.numpy(), "correct": (labels == predictions).numpy()}
-    rows, roc = [], []
-    adjusted = {}
-    for variant, clamp in VARIANTS.items():
-        h = channel_adjust(attr, clamp=clamp)
-        adjusted[variant] = h
-        res = five_band(h, truth, variant=variant)
-        frame = {"variant": variant, **base}
-        for m in METRICS:
-            frame[f"{m}_avg"] = res.avg[m].double().numpy()
-            frame[f"{m}_best"] = res.best[m].double().numpy()
-        rows.append(pd.DataFrame(frame))
-        t = res.thresholds.double().numpy()
-        roc_frame = {"variant": variant, "threshold": np.arange(len(t)), "t1": t[:, 0], "t2": t[:, 1], "t3": t[:, 2], "t4": t[:, 3]}
-        for m in METRICS:  # sums over samples; means are taken after all shards are joined
-            roc_frame[f"{m}_sum"] = getattr(res, m).double().sum(0).numpy()
-        roc_frame["n"] = len(images)
-        roc.append(pd.DataFrame(roc_frame))
-    loc = {k: v.double().numpy() for k, v in localisation_metrics(adjusted["standard"], truth).items()}
-    return pd.concat(rows, ignore_index=True), pd.concat(roc, ignore_index=True), pd.DataFrame({**base, **loc})
+def score_attributions(attr, labels, truth, truth_kind: str, *, predictions, shard: int = 0):
+    """(five_band, roc, localisation) frames of one shard's attributions ``N×C×H×W``; None where not applicable."""
+    base = _ids(labels, predictions, shard)
+    adjusted = {variant: channel_adjust(attr, clamp=clamp) for variant, clamp in VARIANTS.items()}
+    five = roc = None
+    if truth_kind == "levels":
+        rows, rocs = [], []
+        for variant, h in adjusted.items():
+            res = five_band(h, truth, variant=variant)
+            frame = {"variant": variant, **base}
+            for m in METRICS:
+                frame[f"{m}_avg"] = res.avg[m].double().numpy()
+                frame[f"{m}_best"] = res.best[m].double().numpy()
+            rows.append(pd.DataFrame(frame))
+            t = res.thresholds.double().numpy()
+            roc_frame = {"variant": variant, "threshold": np.arange(len(t)), "t1": t[:, 0], "t2": t[:, 1], "t3": t[:, 2], "t4": t[:, 3]}
+            for m in METRICS:  # sums over samples; means are taken after all shards are joined
+                roc_frame[f"{m}_sum"] = getattr(res, m).double().sum(0).numpy()
+            roc_frame["n"] = len(labels)
+            rocs.append(pd.DataFrame(roc_frame))
+        five, roc = pd.concat(rows, ignore_index=True), pd.concat(rocs, ignore_index=True)
+    loc_truth = truth if truth_kind == "levels" else truth * 0.9  # a binary mask: feature and cell are the mask
+    loc = {k: v.double().numpy() for k, v in localisation_metrics(adjusted["standard"], loc_truth).items()}
+    return five, roc, pd.DataFrame({**base, **loc})
 
 
-def evaluate_run(run_dir, *, methods="all", split: str = "test", batch_size: int = 25, progress: Progress | None = None) -> dict:
-    """Evaluate every (branch, method, shard) of ``split`` and write the three tables. Returns a summary."""
-    run = Path(run_dir)
-    if batch_size < 1:
-        raise HeatlabError("Batch size must be at least 1; pass --batch-size 25.")
-    methods = parse_methods(methods)
-    config = read_json(run / "config.json") if (run / "config.json").exists() else None
-    if config is None:
-        raise HeatlabError(f"'{run}' is not a trained run (no config.json); run `heatlab train --out {run}` first.")
-    if not is_cell_folder(config["data_root"]):
-        raise HeatlabError(f"The five-band evaluation needs ground-truth heatmaps, which only the cell data have "
-                           f"('{config['data_root']}' has none); use `heatlab ax {run}` for this run.")
-    branches = [stage_name(b) for b in list_branches(run)]
-    if not branches:
-        raise HeatlabError(f"'{run}' has no trained branch model; run `heatlab train --out {run}` first.")
-    data = open_split(config["data_root"], split)
-    if len(data) == 0:
-        raise HeatlabError(f"Split '{split}' of '{config['data_root']}' has no samples; generate it with `heatlab data cells`.")
-    seed = int(config.get("seed", 0))
-    parts = run / "tables" / "parts" / f"evaluate-{split}"
-    units = [Unit(b, m, k) for b in branches for m in methods for k in range(data.num_shards)]
-    todo = [u for u in units if not u.done(parts)]
-    done = len(units) - len(todo)
-    report(progress, "evaluate", done, len(units))
-    model, model_branch, preds = None, None, {}
-    for unit in todo:
-        if unit.branch != model_branch:
-            model, model_branch, preds = load_branch(run, unit.branch), unit.branch, {}
-            model.eval()
-        shard = data.load_shard(unit.shard)
-        if unit.shard not in preds:
-            preds[unit.shard] = predict(model, (shard["images"], shard["labels"]), batch_size)[0]
-        five, roc, loc = score_unit(
-            model, shard["images"], shard["labels"], shard["truth"], unit.method,
-            batch_size=batch_size, seed=seed, predictions=preds[unit.shard], shard=unit.shard,
-        )
-        stem = unit.stem(parts)
-        for kind, df in zip(KINDS, (five, roc, loc)):
-            write_parquet(Path(f"{stem}.{kind}.parquet"), df)
-        write_json(f"{stem}.done.json", {"branch": unit.branch, "method": unit.method, "shard": unit.shard})
-        done += 1
-        report(progress, "evaluate", done, len(units))
-    tables = _join(run, parts, units)
-    summary = {"split": split, "methods": methods, "branches": branches, "samples": len(data), "complete": True}
-    write_json(run / "evaluate.json", summary)
-    return {**summary, "tables": {k: str(v) for k, v in tables.items()}}
+def gallery_rows(labels: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
+    """Indices (ascending) of the first correct and the first wrong sample of each class in a shard."""
+    picked = set()
+    correct = labels == predictions
+    for c in labels.unique().tolist():
+        for ok in (True, False):
+            hits = ((labels == c) & (correct == ok)).nonzero().flatten()
+            if len(hits):
+                picked.add(int(hits[0]))
+    return torch.tensor(sorted(picked), dtype=torch.int64)
 
 
+def heatmap_piece(attr, shard_data: dict, predictions, shard: int, rows: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """The stored-heatmap tensors of one shard (all samples when ``rows`` is None)."""
+    idx = torch.arange(len(predictions)) if rows is None else rows
+    a = attr[idx].float()
+    scale = a.reshape(len(idx), -1).abs().amax(1) if len(idx) else torch.zeros(0)
+    out = {
+        "attributions": normalize_max_abs(a).half() if len(idx) else a.half(),
+        "scale": scale.float(),
+        "inputs": shard_data["images"][idx].half(),
+        "labels": shard_data["labels"][idx].long(),
+        "predictions": predictions[idx].long(),
+        "shard": torch.full((len(idx),), shard, dtype=torch.int64),
+        "index": idx.long(),
+    }
+    if "truth" in shard_data:
+        out["truth"] = shard_data["truth"][idx].half()
+    return out
 
-def _join(run: Path, parts: Path, units: list[Unit]) -> dict[str, Path]:
-    """Concatenate unit parts in unit order into the final tables (atomic writes)."""
-    frames = {k: [] for k in KINDS}
-    for u in units:
-        for kind in KINDS:
-            df = pd.read_parquet(f"{u.stem(parts)}.{kind}.parquet")
-            frames[kind].append(df.assign(branch=u.branch, method=u.method))
-    five = pd.concat(frames["five_band"], ignore_index=True)
-    five = five[["branch", "method", "variant", "shard", "index", "label", "prediction", "correct"]
-                + [f"{m}_{s}" for m in METRICS for s in ("avg", "best")]]
-    five = five.sort_values(["branch", "method", "variant", "shard", "index"], kind="stable").reset_index(drop=True)
-    roc = pd.concat(frames["roc"], ignore_index=True)
+
+class Evaluate(Stage):
+    """The evaluate stage: units (branch, method, shard) of one split."""
+
+    name = "evaluate"
+
+    def __init__(self, run: RunDir, *, methods="all", split: str = "test", batch_size: int = 25, device: str = "cpu"):
+        super().__init__(run, device=device, batch_size=batch_size)
+        self.seed, self.spec = run.seed(), run.data_spec()
+        self.branches = run.require_branches()
+        self.split = split
+        self.data = run.open_data(split)
+        self.input_kind = self.data.input_kind
+        self.truth_kind = getattr(self.data, "truth_kind", None)
+        self.methods = parse_methods(methods, self.input_kind)
+        if not self.methods:
+            raise HeatlabError("No attribution method applies to this data; choose methods with methods=....")
+        self.skipped = self._skipped(methods)
+        kinds = {"heatmaps": TENSORS}
+        if self.truth_kind == "levels":
+            kinds.update(five_band=PARQUET, roc=PARQUET)
+        if self.truth_kind is not None:
+            kinds["localisation"] = PARQUET
+        self.kinds = kinds
+
+    def _skipped(self, asked) -> list[str]:
+        out = []
+        if self.truth_kind is None:
+            out.append(f"The five-band score and the localisation metrics need ground truth, which '{self.spec}' does "
+                       "not have; the heatmaps were computed and stored without a score.")
+        elif self.truth_kind == "mask":
+            out.append(f"The five-band score needs ground truth with the levels 0, 0.4 and 0.9, but the masks of "
+                       f"'{self.spec}' are binary; only the localisation metrics were computed.")
+        if asked == "all" and self.input_kind != "image":
+            left = [m for m in METHODS if needs_image(m)]
+            if left:
+                out.append(f"{', '.join(left)} need image inputs; they were left out for this table data.")
+        return out
+
+    def units(self) -> list[Unit]:
+        return [Unit(self.split, b, m, k) for b in self.branches for m in self.methods for k in range(self.data.num_shards)]
+
+    def run_unit(self, work: Work, unit: Unit) -> dict[str, Any]:
+        model = work.model(unit.branch)
+        shard = work.shard(unit.split, unit.shard)
+        preds = work.predictions(unit.split, unit.branch, unit.shard)
+        attr = attribute(model, shard["images"], unit.method, target=preds, seed=self.seed,
+                         batch_size=self.batch_size).detach().cpu()
+        rows = gallery_rows(shard["labels"], preds) if self.input_kind == "image" else None
+        pieces: dict[str, Any] = {"heatmaps": heatmap_piece(attr, shard, preds, unit.shard, rows)}
+        if self.truth_kind is not None:
+            five, roc, loc = score_attributions(attr, shard["labels"], shard["truth"], self.truth_kind,
+                                                predictions=preds, shard=unit.shard)
+            pieces.update(five_band=five, roc=roc, localisation=loc)
+        return pieces
+
+    def join(self, units: Sequence[Unit], parts: dict[str, list[Any]]) -> dict:
+        tables = {}
+        tagged = {k: [df.assign(branch=u.branch, method=u.method) for u, df in zip(units, parts[k])]
+                  for k in KINDS if k in parts}
+        if "five_band" in tagged:
+            tables["five_band"] = _join_five_band(tagged["five_band"])
+            tables["roc"] = _join_roc(tagged["roc"])
+        if "localisation" in tagged:
+            loc = pd.concat(tagged["localisation"], ignore_index=True)
+            first = ["branch", "method", *ID_COLUMNS]
+            tables["localisation"] = loc[first + [c for c in loc.columns if c not in first]]
+        paths = {}
+        for name, df in tables.items():
+            paths[name] = self.run.table(name)
+            write_parquet(paths[name], df)
+        self._write_heatmaps(units, parts["heatmaps"])
+        summary = {
+            "split": self.split, "methods": self.methods, "branches": self.branches, "samples": len(self.data),
+            "input_kind": self.input_kind, "truth_kind": self.truth_kind, "skipped": self.skipped,
+            "tables": sorted(tables), "feature_names": feature_names(self.data), "complete": True,
+        }
+        write_json(self.run.summary_path(self.name), summary)
+        return {**summary, "tables": {k: str(v) for k, v in paths.items()}}
+
+    def _write_heatmaps(self, units: Sequence[Unit], pieces: list[dict]) -> None:
+        from safetensors.torch import save_file
+
+        groups: dict[tuple[str, str], list[dict]] = {}
+        for u, piece in zip(units, pieces):
+            groups.setdefault((u.branch, u.method), []).append(piece)
+        for (branch, method), group in groups.items():
+            tensors = {k: torch.cat([p[k] for p in group]).contiguous() for k in group[0]}
+            meta = {"split": self.split, "branch": branch, "method": method, "input_kind": self.input_kind,
+                    "truth_kind": self.truth_kind, "selection": "gallery" if self.input_kind == "image" else "all"}
+            with atomic_path(self.run.heatmaps(self.split, branch, method)) as tmp:
+                save_file(tensors, str(tmp), metadata={"heatlab": json.dumps(meta, sort_keys=True)})
+
+
+def _join_five_band(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    five = pd.concat(frames, ignore_index=True)
+    five = five[["branch", "method", "variant", *ID_COLUMNS] + [f"{m}_{s}" for m in METRICS for s in ("avg", "best")]]
+    return five.sort_values(["branch", "method", "variant", "shard", "index"], kind="stable").reset_index(drop=True)
+
+
+def _join_roc(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    roc = pd.concat(frames, ignore_index=True)
     keys = ["branch", "method", "variant", "threshold"]
     roc = roc.groupby(keys, sort=True).agg(
         **{c: (c, "first") for c in ("t1", "t2", "t3", "t4")},
@@ -160,11 +238,11 @@ def _join(run: Path, parts: Path, units: list[Unit]) -> dict[str, Path]:
     ).reset_index()
     for m in METRICS:
         roc[m] = roc.pop(f"{m}_sum") / roc["n"]
-    loc = pd.concat(frames["localisation"], ignore_index=True)
-    first = ["branch", "method", "shard", "index", "label", "prediction", "correct"]
-    loc = loc[first + [c for c in loc.columns if c not in first]]
-    out = {}
-    for name, df in (("five_band", five), ("roc", roc), ("localisation", loc)):
-        out[name] = run / "tables" / f"{name}.parquet"
-        write_parquet(out[name], df)
-    return out
+    return roc
+
+
+def evaluate_run(run_dir, *, methods="all", split: str = "test", batch_size: int = 25, device: str = "cpu",
+                 progress: Progress | None = None) -> dict:
+    """Evaluate every (branch, method, shard) of ``split``; write the tables, heatmaps and evaluate.json."""
+    return run_stage(Evaluate(RunDir(run_dir), methods=methods, split=split, batch_size=batch_size, device=device),
+                     progress=progress)

@@ -1,8 +1,8 @@
 """`heatlab gax`: GAX on the first N correctly predicted samples of a split (papers 000/001, Fig. 4).
 
-The samples are taken in shard order for one branch model and optimised in batches. Each batch is
-a resumable unit: ``<run>/gax/parts/batch-XXXXX.safetensors`` + ``.parquet`` and then a
-``.done.json`` marker. ``parts/settings.json`` records the settings and the weights' sha256; parts
+The samples are taken in shard order for one branch model and optimised in batches. A stage on
+:mod:`heatlab.run.runner`: each batch is a unit, ``<run>/gax/parts/batch-XXXXX.{rows.parquet,
+tensors.safetensors}`` and then a ``.done.json`` marker. ``parts/settings.json`` records the settings and the weights' sha256; parts
 written with other settings are discarded. When every batch is done, the parts are joined into
 the files below and removed (a run whose files and gax.json match the settings is skipped):
 
@@ -19,6 +19,7 @@ the files below and removed (a run whose files and gax.json match the settings i
 
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +29,13 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from heatlab.data.shards import open_split
 from heatlab.errors import HeatlabError
 from heatlab.files import atomic_path, ensure_dir, read_json, sha256_file, write_json, write_parquet
 from heatlab.improve.gax import BIAS, EPS, LR, SIMILARITY_FACTOR, GaxResult, check_options, gax
-from heatlab.progress import Progress, report
+from heatlab.progress import Progress
 from heatlab.models.training import predict
-from heatlab.run.training import WEIGHTS, load_branch, stage_dir, stage_name
+from heatlab.run.rundir import RunDir, branch_name
+from heatlab.run.runner import PARQUET, TENSORS, Stage, Unit, Work, run_stage
 
 RESULTS = "results.parquet"
 TRAJECTORIES = "trajectories.safetensors"
@@ -58,17 +59,6 @@ def select_correct(model, data, n: int, batch_size: int) -> pd.DataFrame:
             if len(rows) == n:
                 return pd.DataFrame(rows, columns=["shard", "index", "label"])
     return pd.DataFrame(rows, columns=["shard", "index", "label"], dtype="int64")
-
-
-def _load_rows(data, rows: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images N×C×H×W float32 and labels N of the selected rows."""
-    images, labels = [], []
-    for k, group in rows.groupby("shard", sort=False):
-        shard = data.load_shard(int(k))
-        idx = torch.tensor(group["index"].tolist(), dtype=torch.int64)
-        images.append(shard["images"][idx])
-        labels.append(shard["labels"][idx])
-    return torch.cat(images), torch.cat(labels)
 
 
 def pack_batch(result: GaxResult, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -95,12 +85,11 @@ def _pad_co(co: torch.Tensor, length: int) -> torch.Tensor:
     return torch.cat([co, co[-1:].expand(length - co.shape[0], -1)]) if length > co.shape[0] else co
 
 
-def _settings(run: Path, branch, split, first_n_correct, target_co, max_steps, batch_size, snapshot_every) -> dict:
-    name = stage_name(branch)
+def _settings(run: RunDir, branch, split, first_n_correct, target_co, max_steps, batch_size, snapshot_every) -> dict:
     return {
-        "branch": name, "split": split, "first_n_correct": first_n_correct, "target_co": float(target_co),
+        "branch": branch_name(branch), "split": split, "first_n_correct": first_n_correct, "target_co": float(target_co),
         "max_steps": max_steps, "batch_size": batch_size, "snapshot_every": snapshot_every,
-        "weights_sha256": sha256_file(stage_dir(run, name) / WEIGHTS),
+        "weights_sha256": sha256_file(run.weights(branch)),
         "lr": LR, "similarity_factor": SIMILARITY_FACTOR, "bias": BIAS, "eps": EPS, "ax": "sum",
     }
 
@@ -116,6 +105,88 @@ def _check(first_n_correct: int, batch_size: int) -> None:
             raise HeatlabError(f"{name} must be a whole number of at least 1, got {value!r}; pass e.g. {flag}.")
 
 
+class GAX(Stage):
+    """The GAX stage: a selection of correctly predicted samples, optimised in batches (one unit each)."""
+
+    name = "gax"
+    kinds = {"rows": PARQUET, "tensors": TENSORS}
+
+    def __init__(self, run: RunDir, *, split: str = "test", first_n_correct: int = 100, target_co: float = 48.0,
+                 branch: int | str = 0, max_steps: int = 500, batch_size: int = 32, snapshot_every: int = 5,
+                 device: str = "cpu", progress: Progress | None = None):
+        check_options(target_co=target_co, max_steps=max_steps, snapshot_every=snapshot_every)
+        _check(first_n_correct, batch_size)
+        super().__init__(run, device=device, batch_size=batch_size)
+        run.config()  # a clear sentence when this is not a trained run
+        self.branch = branch_name(branch)
+        run.model_info(self.branch)  # ... or when the branch is missing
+        self.split, self.progress = split, progress
+        run.open_data(split)  # ... or when the split is unknown or empty
+        self.settings = _settings(run, branch, split, first_n_correct, target_co, max_steps, batch_size, snapshot_every)
+        self.out, self.parts = gax_dir(run.path), gax_dir(run.path) / "parts"
+        self.selection = pd.DataFrame(columns=["shard", "index", "label"])
+
+    def complete(self) -> dict | None:
+        """The stored summary when GAX already ran with these settings; stale results are dropped."""
+        summary_path = self.out / SUMMARY
+        if summary_path.is_file():
+            if _same_settings(read_json(summary_path), self.settings) and all((self.out / f).is_file() for f in FILES):
+                return read_json(summary_path)
+            summary_path.unlink()  # the old results no longer describe this run's GAX
+        return None
+
+    def select(self, work: Work) -> pd.DataFrame:
+        """The selected samples (shard, index, label), chosen once and kept in the parts folder."""
+        parts = self.parts
+        if parts.is_dir() and (not (parts / "settings.json").is_file() or read_json(parts / "settings.json") != self.settings):
+            shutil.rmtree(parts)  # written with other settings or another model: start again
+        ensure_dir(parts)
+        if not (parts / "selection.parquet").is_file():
+            data = work.data(self.split)
+            selection = select_correct(work.model(self.branch), data, self.settings["first_n_correct"], self.batch_size)
+            if selection.empty:
+                raise HeatlabError(f"Branch {self.branch} predicts none of the {len(data)} samples of split '{self.split}' "
+                                   "correctly; GAX needs correct predictions, so train the model further first.")
+            write_parquet(parts / "selection.parquet", selection)
+            write_json(parts / "settings.json", self.settings)
+        return pd.read_parquet(parts / "selection.parquet")
+
+    def stem(self, unit: Unit) -> Path:
+        return self.parts / f"batch-{unit.shard:05d}"
+
+    def units(self) -> list[Unit]:
+        n = len(self.selection)
+        return [Unit(self.split, self.branch, "GAX", b) for b in range(math.ceil(n / self.batch_size))]
+
+    def run_unit(self, work: Work, unit: Unit) -> dict:
+        start = unit.shard * self.batch_size
+        rows = self.selection.iloc[start : start + self.batch_size].reset_index(drop=True)
+        images, labels = _load_rows(work, self.split, rows)
+        s = self.settings
+        result = gax(work.model(self.branch), images, labels, target_co=s["target_co"], max_steps=s["max_steps"],
+                     snapshot_every=s["snapshot_every"], progress=self.progress)
+        table = rows.assign(
+            branch=self.branch, steps_to_target=result.steps_to_target.numpy(), reached=result.reached.numpy(),
+            initial_co=result.co[0].double().numpy(), final_co=result.final_co.double().numpy(),
+            final_step=result.final_steps.numpy(),
+        )
+        return {"rows": table, "tensors": pack_batch(result, images)}
+
+    def join(self, units, parts: dict[str, list]) -> dict:
+        return _join(self.out, parts["rows"], parts["tensors"], self.settings, self.parts)
+
+
+def _load_rows(work: Work, split: str, rows: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs N×... float32 and labels N of the selected rows."""
+    images, labels = [], []
+    for k, group in rows.groupby("shard", sort=False):
+        shard = work.shard(split, int(k))
+        idx = torch.tensor(group["index"].tolist(), dtype=torch.int64)
+        images.append(shard["images"][idx])
+        labels.append(shard["labels"][idx])
+    return torch.cat(images), torch.cat(labels)
+
+
 def gax_run(
     run_dir,
     *,
@@ -126,70 +197,29 @@ def gax_run(
     max_steps: int = 500,
     batch_size: int = 32,
     snapshot_every: int = 5,
+    device: str = "cpu",
     progress: Progress | None = None,
 ) -> dict:
     """Run GAX for the first ``first_n_correct`` correct samples of ``split``; returns the summary."""
-    run = Path(run_dir)
-    check_options(target_co=target_co, max_steps=max_steps, snapshot_every=snapshot_every)
-    _check(first_n_correct, batch_size)
-    if not (run / "config.json").is_file():
-        raise HeatlabError(f"'{run}' is not a trained run (no config.json); run `heatlab train --out {run}` first.")
-    config = read_json(run / "config.json")
-    model = load_branch(run, branch)
-    data = open_split(config["data_root"], split)
-    if len(data) == 0:
-        raise HeatlabError(f"Split '{split}' of '{config['data_root']}' has no samples; generate it with `heatlab data cells`.")
-    settings = _settings(run, branch, split, first_n_correct, target_co, max_steps, batch_size, snapshot_every)
-    out = ensure_dir(gax_dir(run))
-    if (out / SUMMARY).is_file():
-        if _same_settings(read_json(out / SUMMARY), settings) and all((out / f).is_file() for f in FILES):
-            return read_json(out / SUMMARY)  # already complete with these settings
-        (out / SUMMARY).unlink()  # the old results no longer describe this run's GAX
-    parts = out / "parts"
-    if parts.is_dir() and (not (parts / "settings.json").is_file() or read_json(parts / "settings.json") != settings):
-        shutil.rmtree(parts)  # written with other settings or another model: start again
-    ensure_dir(parts)
-    if not (parts / "selection.parquet").is_file():
-        selection = select_correct(model, data, first_n_correct, batch_size)
-        if selection.empty:
-            raise HeatlabError(f"Branch {settings['branch']} predicts none of the {len(data)} samples of split '{split}' "
-                               "correctly; GAX needs correct predictions, so train the model further first.")
-        write_parquet(parts / "selection.parquet", selection)
-        write_json(parts / "settings.json", settings)
-    selection = pd.read_parquet(parts / "selection.parquet")
-    starts = list(range(0, len(selection), batch_size))
-    done = sum((parts / f"batch-{b:05d}.done.json").is_file() for b in range(len(starts)))
-    report(progress, "gax batches", done, len(starts))
-    for b, start in enumerate(starts):
-        stem = parts / f"batch-{b:05d}"
-        if Path(f"{stem}.done.json").is_file():
-            continue
-        rows = selection.iloc[start : start + batch_size].reset_index(drop=True)
-        images, labels = _load_rows(data, rows)
-        result = gax(model, images, labels, target_co=target_co, max_steps=max_steps,
-                     snapshot_every=snapshot_every, progress=progress)
-        tensors = pack_batch(result, images)
-        with atomic_path(f"{stem}.safetensors") as tmp:
-            save_file(tensors, str(tmp))
-        table = rows.assign(
-            branch=settings["branch"], steps_to_target=result.steps_to_target.numpy(), reached=result.reached.numpy(),
-            initial_co=result.co[0].double().numpy(), final_co=result.final_co.double().numpy(),
-            final_step=result.final_steps.numpy(),
-        )
-        write_parquet(Path(f"{stem}.parquet"), table)
-        write_json(f"{stem}.done.json", {"batch": b, "samples": len(rows)})
-        done += 1
-        report(progress, "gax batches", done, len(starts))
-    return _join(out, parts, len(starts), settings)
+    stage = GAX(RunDir(run_dir), split=split, first_n_correct=first_n_correct, target_co=target_co, branch=branch,
+                max_steps=max_steps, batch_size=batch_size, snapshot_every=snapshot_every, device=device,
+                progress=progress)
+    done = stage.complete()
+    if done is not None:
+        return done
+    stage.selection = stage.select(Work(stage.run, device=device, batch_size=batch_size))
+    return run_stage(stage, progress=_batches(progress))
 
 
-def _join(out: Path, parts: Path, batches: int, settings: dict) -> dict:
+def _batches(progress: Progress | None) -> Progress | None:
+    """Report the stage's units as "gax batches" (the per-step bar of a batch is "gax")."""
+    if progress is None:
+        return None
+    return lambda task, done, total: progress("gax batches" if task == "gax" else task, done, total)
+
+
+def _join(out: Path, tables: list[pd.DataFrame], parts_t: list[dict], settings: dict, parts: Path) -> dict:
     """Concatenate the batch parts in order into the three result files and gax.json (atomic writes)."""
-    tables, parts_t = [], []
-    for b in range(batches):
-        stem = parts / f"batch-{b:05d}"
-        tables.append(pd.read_parquet(f"{stem}.parquet"))
-        parts_t.append(load_file(f"{stem}.safetensors"))
     table = pd.concat(tables, ignore_index=True)
     table = table[["branch", "shard", "index", "label", "steps_to_target", "reached", "initial_co", "final_co", "final_step"]]
     length = max(p["co"].shape[0] for p in parts_t)

@@ -28,7 +28,7 @@ from torch import nn
 
 import heatlab
 from heatlab.data import registry
-from heatlab.data.shards import CellSplit
+from heatlab.data.split import Split
 from heatlab.errors import HeatlabError
 from heatlab.files import ensure_dir, read_json, sha256_file, write_json, write_parquet
 from heatlab.models import zoo
@@ -42,10 +42,20 @@ from heatlab.models.training import (
     train_continuous,
 )
 from heatlab.progress import Progress, report
+from heatlab.run.rundir import (  # noqa: F401  (re-exported: the names training has always offered)
+    BASE,
+    CONFIG,
+    MODEL_JSON,
+    WEIGHTS,
+    RunDir,
+    branch_info,
+    list_branches,
+    load_branch,
+    stage_dir,
+    stage_info,
+    stage_name,
+)
 
-CONFIG = "config.json"
-MODEL_JSON = "model.json"
-WEIGHTS = "weights.safetensors"
 STEPS = "steps.parquet"
 VALIDATION = "validation.parquet"
 BASE = "base"
@@ -54,67 +64,6 @@ VALIDATION_COLUMNS = {
     "branch": "int64", "iteration": "int64", "epoch": "int64", "shard": "int64",
     "accuracy": "float64", "decision": "string", "saved": "bool",
 }  # fmt: skip
-# Settings that may change between runs in one folder (asking for more branches extends the run).
-_MUTABLE = ("branches",)
-
-
-def stage_name(branch: int | str) -> str:
-    """Folder name of a stage: "base", or "branch-00" for branch 0 (given as 0, "0" or "branch-00")."""
-    if branch == BASE:
-        return BASE
-    text = str(branch).removeprefix("branch-")
-    if isinstance(branch, bool) or not text.isdigit():
-        raise HeatlabError(f"Branch {branch!r} is not a branch; pass an index such as 0, or 'base'.")
-    return f"branch-{int(text):02d}"
-
-
-def stage_dir(run_dir: str | os.PathLike, branch: int | str) -> Path:
-    return Path(run_dir) / "model" / stage_name(branch)
-
-
-def _stage_info(run_dir: str | os.PathLike, branch: int | str) -> dict | None:
-    """The stage's model.json when the stage is complete (model.json and weights present), else None."""
-    d = stage_dir(run_dir, branch)
-    if not (d / MODEL_JSON).is_file() or not (d / WEIGHTS).is_file():
-        return None
-    try:
-        return read_json(d / MODEL_JSON)
-    except HeatlabError:
-        return None  # a broken model.json means the stage is redone
-
-
-def list_branches(run_dir: str | os.PathLike) -> list[int]:
-    """Indices of the completed branches of the run, ascending."""
-    root = Path(run_dir) / "model"
-    found = []
-    if root.is_dir():
-        for d in root.glob("branch-*"):
-            suffix = d.name.removeprefix("branch-")
-            if suffix.isdigit() and _stage_info(run_dir, int(suffix)) is not None:
-                found.append(int(suffix))
-    return sorted(found)
-
-
-def branch_info(run_dir: str | os.PathLike, branch: int | str) -> dict:
-    """model.json of a completed stage (``branch`` an index or "base"), or a HeatlabError."""
-    info = _stage_info(run_dir, branch)
-    if info is None:
-        if _stage_info(run_dir, BASE) is None and not list_branches(run_dir):
-            raise HeatlabError(f"'{run_dir}' has no trained model; train one there first (heatlab train --out {run_dir}).")
-        have = ", ".join([BASE] * (_stage_info(run_dir, BASE) is not None) + [str(b) for b in list_branches(run_dir)])
-        raise HeatlabError(f"'{run_dir}' has no completed {stage_name(branch)}; choose one of: {have}.")
-    return info
-
-
-def load_branch(run_dir: str | os.PathLike, branch: int | str = 0, *, device: str | torch.device = "cpu") -> nn.Module:
-    """The trained model of ``branch`` (index or "base") in eval mode on ``device``."""
-    info = branch_info(run_dir, branch)
-    spec = dict(info["spec"])
-    model = zoo.create(spec.pop("name"), **spec)
-    zoo.load_weights(model, stage_dir(run_dir, branch) / WEIGHTS)
-    return model.to(resolve_device(str(device))).eval()
-
-
 # -------------------------------------------------------------------------------------- checks
 def _versions() -> dict[str, str | None]:
     def version(pkg: str) -> str | None:
@@ -124,32 +73,6 @@ def _versions() -> dict[str, str | None]:
             return None
 
     return {"heatlab": heatlab.__version__, "torch": torch.__version__, "captum": version("captum")}
-
-
-def _identity(record: dict) -> dict:
-    """What must match for a run folder to be resumed: settings, data and initial weights."""
-    training = {k: v for k, v in record.get("training", {}).items() if k not in _MUTABLE}
-    return {**training, "data_root": record.get("data_root"), "weights_sha256": record.get("weights_sha256")}
-
-
-def _check_and_write_config(run_dir: Path, record: dict) -> None:
-    path = run_dir / CONFIG
-    old: dict = {}
-    if path.exists():
-        old = read_json(path)
-        if not isinstance(old, dict):
-            raise HeatlabError(f"'{path}' is not a heatlab run config; choose another --out.")
-        if "training" in old:
-            a, b = _identity(old), _identity(record)
-            diffs = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-            if diffs:
-                raise HeatlabError(
-                    f"'{run_dir}' already holds a training run with different settings ({', '.join(diffs)}); "
-                    "choose another --out or run again with the same settings."
-                )
-    merged = {**old, **record}  # keeps keys other stages may have written
-    if merged != old:
-        write_json(path, merged)
 
 
 def _weights_class_count(path: Path, model: nn.Module) -> int | None:
@@ -198,7 +121,7 @@ def _frame(rows: list[dict], columns: dict[str, str]) -> pd.DataFrame:
 
 def _collect_tables(run_dir: Path) -> None:
     """Rebuild tables/training.parquet and tables/validation.parquet from the completed stages."""
-    stages = ([BASE] if _stage_info(run_dir, BASE) else []) + list_branches(run_dir)
+    stages = ([BASE] if stage_info(run_dir, BASE) else []) + list_branches(run_dir)
     for name, columns in ((STEPS, STEP_COLUMNS), (VALIDATION, VALIDATION_COLUMNS)):
         parts = [pd.read_parquet(p) for s in stages if (p := stage_dir(run_dir, s) / name).is_file()]
         frame = pd.concat(parts, ignore_index=True).astype(columns) if parts else _frame([], columns)
@@ -226,7 +149,7 @@ def _step_recorder(phase: str, rows: list[dict], progress: Progress | None, tota
     return on_step
 
 
-def _train_base(run_dir: Path, splits: dict[str, CellSplit], config: TrainConfig, model: nn.Module, weights: Path | None, progress) -> dict:
+def _train_base(run_dir: Path, splits: dict[str, Split], config: TrainConfig, model: nn.Module, weights: Path | None, progress) -> dict:
     """Continuous mode on ``model`` (freshly created, already holding ``weights`` if given)."""
     train, val, test = splits["train"], splits["val"], splits["test"]
     total = config.epochs * num_batches(train, config.batch_size)
@@ -243,7 +166,7 @@ def _train_base(run_dir: Path, splits: dict[str, CellSplit], config: TrainConfig
     return _save_stage(run_dir, BASE, model, info, steps, None)
 
 
-def _train_one_branch(run_dir: Path, splits: dict[str, CellSplit], config: TrainConfig, b: int, progress) -> dict:
+def _train_one_branch(run_dir: Path, splits: dict[str, Split], config: TrainConfig, b: int, progress) -> dict:
     train, val, test = splits["train"], splits["val"], splits["test"]
     model = load_branch(run_dir, BASE, device=config.device).train()  # from disk: same start when resumed
     phase = stage_name(b)
@@ -314,10 +237,10 @@ def train_run(
         "seed": config.seed,
         "versions": _versions(),
     }
-    _check_and_write_config(run_dir, record)
+    RunDir(run_dir).write_config(record)
 
     skipped = []
-    base = _stage_info(run_dir, BASE)
+    base = stage_info(run_dir, BASE)
     if base is None:
         base = _train_base(run_dir, splits, config, model, weights_path, progress)
         _collect_tables(run_dir)
@@ -331,7 +254,7 @@ def train_run(
         report(progress, "train/base", 1, 1)
     branches = []
     for b in range(config.branches):
-        info = _stage_info(run_dir, b)
+        info = stage_info(run_dir, b)
         if info is None:
             info = _train_one_branch(run_dir, splits, config, b, progress)
             _collect_tables(run_dir)

@@ -1,0 +1,176 @@
+"""One resumable-stage runner: a stage declares its work units and how to run one; this runs them.
+
+A stage (``evaluate``, ``ax``, ``gax``) is a :class:`Stage`: ``units()`` lists its :class:`Unit`
+values in the order the joined outputs are built, ``kinds`` names what one unit writes (a
+DataFrame kind is stored as ``<stem>.<kind>.parquet``, a tensor kind as
+``<stem>.<kind>.safetensors``), ``run_unit(work, unit)`` returns those objects, and
+``join(units, parts)`` turns the pieces of all units into the stage's final files.
+
+:func:`run_stage` does the rest, the same way for every stage: it skips units whose marker
+``<stem>.done.json`` and pieces exist, runs the others (grouped so that each branch model is
+loaded once, and each shard loaded and predicted once per branch), writes every piece atomically
+and the marker last, reports progress, and joins. A run killed at any moment and started again
+redoes only unfinished units and ends with the same files. The unit contract is small on purpose:
+a unit names a split, a branch, a method and a shard (or batch) index, and everything a worker
+needs to run it is in the run folder (:class:`Work` builds it from there), so another backend can
+schedule units elsewhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+
+from heatlab.data.split import Split
+from heatlab.errors import HeatlabError
+from heatlab.files import atomic_path, write_json, write_parquet
+from heatlab.models.training import predict
+from heatlab.progress import Progress, report
+from heatlab.run.rundir import RunDir
+
+PARQUET, TENSORS = "parquet", "safetensors"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One resumable piece of work: ``method`` on shard (or batch) ``shard`` of ``split`` for ``branch``."""
+
+    split: str
+    branch: str
+    method: str
+    shard: int
+
+    def stem(self, parts: Path) -> Path:
+        """Where the unit's pieces live below a stage's parts folder."""
+        return parts / self.branch / self.method / f"shard-{self.shard:05d}"
+
+    def as_dict(self) -> dict:
+        return {"split": self.split, "branch": self.branch, "method": self.method, "shard": self.shard}
+
+
+class Work:
+    """What running a unit needs, built from the run folder and cached: one model, one shard, predictions."""
+
+    def __init__(self, run: RunDir, *, device: str = "cpu", batch_size: int = 25):
+        self.run, self.device, self.batch_size = run, device, batch_size
+        self._model: tuple[str, torch.nn.Module] | None = None
+        self._data: dict[str, Split] = {}
+        self._shard: tuple[tuple[str, int], dict] | None = None
+        self._preds: dict[tuple[str, str, int], torch.Tensor] = {}
+
+    def model(self, branch: str) -> torch.nn.Module:
+        """The branch's model in eval mode on the work's device (the last one is kept)."""
+        if self._model is None or self._model[0] != branch:
+            self._model = (branch, self.run.load_model(branch, device=self.device).eval())
+            self._preds = {k: v for k, v in self._preds.items() if k[1] == branch}
+        return self._model[1]
+
+    def data(self, split: str) -> Split:
+        if split not in self._data:
+            self._data[split] = self.run.open_data(split)
+        return self._data[split]
+
+    def shard(self, split: str, k: int) -> dict[str, torch.Tensor]:
+        """Shard ``k`` of ``split`` (the last one is kept)."""
+        if self._shard is None or self._shard[0] != (split, k):
+            self._shard = ((split, k), self.data(split).load_shard(k))
+        return self._shard[1]
+
+    def predictions(self, split: str, branch: str, k: int) -> torch.Tensor:
+        """Predicted classes (CPU int64 N) of shard ``k`` by ``branch``, computed once."""
+        key = (split, branch, k)
+        if key not in self._preds:
+            shard = self.shard(split, k)
+            self._preds[key] = predict(self.model(branch), (shard["images"], shard["labels"]), self.batch_size)[0]
+        return self._preds[key]
+
+
+class Stage:
+    """Base of a stage declaration; subclasses set ``name`` and ``kinds`` and implement the three methods."""
+
+    name: str = ""
+    #: kind -> PARQUET or TENSORS, the pieces one unit writes.
+    kinds: Mapping[str, str] = {}
+
+    def __init__(self, run: RunDir, *, device: str = "cpu", batch_size: int = 25):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise HeatlabError(f"Batch size must be a whole number >= 1, got {batch_size!r}; pass e.g. batch_size=25.")
+        self.run, self.device, self.batch_size = run, device, batch_size
+
+    def parts_dir(self, unit: Unit) -> Path:
+        return self.run.parts(self.name, unit.split)
+
+    def stem(self, unit: Unit) -> Path:
+        return unit.stem(self.parts_dir(unit))
+
+    def units(self) -> list[Unit]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def run_unit(self, work: Work, unit: Unit) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def join(self, units: Sequence[Unit], parts: dict[str, list[Any]]) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def piece_path(stage: Stage, unit: Unit, kind: str) -> Path:
+    return Path(f"{stage.stem(unit)}.{kind}.{stage.kinds[kind]}")
+
+
+def marker_path(stage: Stage, unit: Unit) -> Path:
+    return Path(f"{stage.stem(unit)}.done.json")
+
+
+def is_done(stage: Stage, unit: Unit) -> bool:
+    """True when the unit's marker and every piece exist."""
+    return marker_path(stage, unit).is_file() and all(piece_path(stage, unit, k).is_file() for k in stage.kinds)
+
+
+def write_unit(stage: Stage, unit: Unit, pieces: Mapping[str, Any]) -> None:
+    """Write a unit's pieces atomically, then its marker (the unit counts as done only after that)."""
+    missing = set(stage.kinds) - set(pieces)
+    if missing:
+        raise RuntimeError(f"stage {stage.name} returned no {', '.join(sorted(missing))} for {unit}")
+    for kind, fmt in stage.kinds.items():
+        path = piece_path(stage, unit, kind)
+        if fmt == PARQUET:
+            write_parquet(path, pieces[kind])
+        else:
+            with atomic_path(path) as tmp:
+                save_file({k: v.contiguous() for k, v in pieces[kind].items()}, str(tmp))
+    write_json(marker_path(stage, unit), unit.as_dict())
+
+
+def read_piece(stage: Stage, unit: Unit, kind: str) -> Any:
+    path = piece_path(stage, unit, kind)
+    try:
+        return pd.read_parquet(path) if stage.kinds[kind] == PARQUET else load_file(str(path))
+    except Exception:  # pyarrow and safetensors raise several types for a broken file
+        marker_path(stage, unit).unlink(missing_ok=True)  # the unit is redone next time
+        raise HeatlabError(f"Part '{path}' is unreadable; run the same command again to redo it.") from None
+
+
+def execution_order(units: Sequence[Unit]) -> list[Unit]:
+    """Units grouped by branch, then split and shard, so models and shards load once (stable otherwise)."""
+    branches = {b: i for i, b in enumerate(dict.fromkeys(u.branch for u in units))}
+    return sorted(units, key=lambda u: (branches[u.branch], u.split, u.shard))
+
+
+def run_stage(stage: Stage, *, progress: Progress | None = None) -> Any:
+    """Run every unfinished unit of ``stage``, then join all pieces; returns what ``join`` returns."""
+    units = stage.units()
+    todo = [u for u in units if not is_done(stage, u)]
+    done = len(units) - len(todo)
+    report(progress, stage.name, done, len(units))
+    work = Work(stage.run, device=stage.device, batch_size=stage.batch_size)
+    for unit in execution_order(todo):
+        write_unit(stage, unit, stage.run_unit(work, unit))
+        done += 1
+        report(progress, stage.name, done, len(units))
+    parts = {kind: [read_piece(stage, u, kind) for u in units] for kind in stage.kinds}
+    return stage.join(units, parts)
