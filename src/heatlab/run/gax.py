@@ -14,6 +14,9 @@ the files below and removed (a run whose files and gax.json match the settings i
   after the other, sample i in rows ``offsets[i]:offsets[i+1]`` at optimisation steps ``steps``
   (every ``snapshot_every`` steps up to its final step, plus the final step; frozen copies after a
   sample reached the target are not stored); ``images`` N×C×H×W uint8, the optimised images;
+Table data are optimised in the [0, 1] min-max space of the training features (:class:`UnitRange`),
+because GAX's similarity loss needs non-negative inputs; ``images`` then holds those rescaled features.
+
 - ``gax/gax.json``: settings and counts, written last (``"complete": true``).
 """
 
@@ -27,13 +30,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 from safetensors.torch import load_file, save_file
 
 from heatlab.errors import HeatlabError
 from heatlab.files import atomic_path, ensure_dir, read_json, sha256_file, write_json, write_parquet
 from heatlab.improve.gax import BIAS, EPS, LR, SIMILARITY_FACTOR, GaxResult, check_options, gax
 from heatlab.progress import Progress
-from heatlab.models.training import predict
+from heatlab.models.training import model_device, predict
 from heatlab.run.rundir import RunDir, branch_name
 from heatlab.run.runner import PARQUET, TENSORS, Stage, Unit, Work, run_stage
 
@@ -162,8 +166,12 @@ class GAX(Stage):
         start = unit.shard * self.batch_size
         rows = self.selection.iloc[start : start + self.batch_size].reset_index(drop=True)
         images, labels = _load_rows(work, self.split, rows)
+        model = work.model(self.branch)
+        if work.data(self.split).input_kind == "table":
+            model = UnitRange.of_training_features(model, self.run)
+            images = model.to_unit(images)
         s = self.settings
-        result = gax(work.model(self.branch), images, labels, target_co=s["target_co"], max_steps=s["max_steps"],
+        result = gax(model, images, labels, target_co=s["target_co"], max_steps=s["max_steps"],
                      snapshot_every=s["snapshot_every"], progress=self.progress)
         table = rows.assign(
             branch=self.branch, steps_to_target=result.steps_to_target.numpy(), reached=result.reached.numpy(),
@@ -174,6 +182,39 @@ class GAX(Stage):
 
     def join(self, units, parts: dict[str, list]) -> dict:
         return _join(self.out, parts["rows"], parts["tensors"], self.settings, self.parts)
+
+
+class UnitRange(nn.Module):
+    """``model`` fed features rescaled to [0, 1]: ``forward(u) = model(lo + (hi − lo)·u)``, u ``N×F``.
+
+    GAX's similarity loss divides by ``x + ε`` and needs non-negative inputs (papers 000/001 pass
+    [0, 1] images only). Table features are standardised, so for tables GAX runs in this min-max
+    space of the training split (a constant feature keeps a range of 1); ``to_unit`` maps features
+    there, clipped to [0, 1]. The model's own weights are not touched.
+    """
+
+    def __init__(self, model: nn.Module, lo: torch.Tensor, hi: torch.Tensor):
+        super().__init__()
+        self.model = model
+        span = hi - lo
+        self.register_buffer("lo", lo.float())
+        self.register_buffer("span", torch.where(span > 0, span, torch.ones_like(span)).float())
+
+    @classmethod
+    def of_training_features(cls, model: nn.Module, run: RunDir) -> "UnitRange":
+        train = run.open_data("train")
+        lo = hi = None
+        for k in range(train.num_shards):
+            x = train.load_shard(k)["images"]
+            lo = x.amin(0) if lo is None else torch.minimum(lo, x.amin(0))
+            hi = x.amax(0) if hi is None else torch.maximum(hi, x.amax(0))
+        return cls(model, lo, hi).to(model_device(model))
+
+    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x.to(self.lo.device) - self.lo) / self.span).clamp(0, 1).cpu()
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return self.model(self.lo + self.span * u)
 
 
 def _load_rows(work: Work, split: str, rows: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
