@@ -94,4 +94,5 @@ def test_train_on_a_table_file_and_refuse_an_image_model(tmp_path):
     assert code == 0, text
     assert (tmp_path / "r" / "model" / "branch-00" / "model.json").exists()
     _assert_one_clear_error(*_run("train", "--data", f"drybean:{csv}", "--out", tmp_path / "r2"), "tabular model")
-    _assert_one_clear_error(*_run("evaluate", tmp_path / "r"), "ground-truth")
+    code, text = _run("evaluate", tmp_path / "r")  # no ground truth: heatmaps only, and it says so
+    assert code == 0 and "ground truth" in text, text

@@ -206,8 +206,12 @@ def evaluate(
     t0 = time.perf_counter()
     with progress_bars() as progress:
         summary = evaluate_run(run_dir, methods=methods, split=split, batch_size=batch_size, progress=progress)
+    for sentence in summary["skipped"]:
+        out.print(f"skipped: {sentence}", markup=False, highlight=False, soft_wrap=True)
+    tables = ", ".join(summary["tables"]) or "none (heatmaps only)"
     out.print(f"evaluated {summary['samples']} samples x {len(summary['methods'])} methods x {len(summary['branches'])} branches "
-              f"in {time.perf_counter() - t0:.0f} s; tables in {Path(run_dir) / 'tables'}")
+              f"in {time.perf_counter() - t0:.0f} s; tables: {tables}; heatmaps in {Path(run_dir) / 'heatmaps'}",
+              markup=False, highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------------- report
