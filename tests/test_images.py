@@ -229,7 +229,7 @@ def test_broken_folders_are_rejected(tmp_path, chest_root):
     (chest / "test" / "PNEUMONIA").rmdir()
     with pytest.raises(HeatlabError, match="PNEUMONIA"):
         chest_xray(chest, "train")
-    with pytest.raises(HeatlabError, match="Unknown split"):
+    with pytest.raises(HeatlabError, match="is not one of train, val, test"):
         chest_xray(chest, "holdout")
     with pytest.raises(HeatlabError, match="Channels"):
         load_image_folder(root / "b" / "..", classes=["b", "b"], channels=2)

@@ -1,116 +1,42 @@
-"""`heatlab report`: the page of a small fake run whose tables are written by hand (no pipeline).
+"""`heatlab report`: the page of runs the pipeline itself produced (cells with every stage, wine without truth).
 
-The fake tables are built so every summary number is known: per method the per-sample scores
-alternate value ± 0.05 around a chosen mean, and the clamp rows hold other values, so a ranking
-that mixed the variants would come out in a different order.
+Expected numbers are computed from the pipeline's own tables, never written by hand, so a ranking
+or an accuracy that the page got wrong shows up as a difference.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from heatlab.data.cells import CLASS_NAMES, MIN_SIZE
+from heatlab.data.cells import CLASS_NAMES
 from heatlab.errors import HeatlabError
 from heatlab.files import write_json
 from heatlab.report.figures import branch_points, recall_precision_figure
 from heatlab.report.gallery import GallerySample, pick_samples
-from heatlab.report.html import DEFAULT_SECTIONS, Section, build_report, rank_methods
+from heatlab.report.html import DEFAULT_SECTIONS, Section, build_report, gallery_section, load_context, rank_methods
 
 EVIL = "<script>alert(1)</script>"
 METHODS = ("Saliency", "InputXGradient", "LayerGradCam")
-# (standard, clamp) mean of recall_best / precision_best per method.
-RECALL = {"Saliency": (0.2, 0.9), "InputXGradient": (0.5, 0.1), "LayerGradCam": (0.35, 0.3)}
-PRECISION = {"Saliency": (0.6, 0.1), "InputXGradient": (0.1, 0.9), "LayerGradCam": (0.4, 0.2)}
-AUC = {"Saliency": 0.7, "InputXGradient": 0.55, "LayerGradCam": 0.9}
-BRANCHES = (0, 1)
-N_THRESHOLDS = {"standard": 56, "clamp": 41}
 
 
-def _samples(data_root: Path | None, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Labels of the test shard (or a fixed pattern without data) and predictions, every 3rd wrong."""
-    if data_root is not None:
-        from heatlab.data.shards import open_split
+def make_run(tmp: Path, tiny_run: Path, *, methods=METHODS, ax: bool = True) -> Path:
+    """A copy of the session's tiny trained cell run, evaluated (and put through AX and GAX) by the pipeline."""
+    from heatlab.run.ax import ax_run
+    from heatlab.run.evaluate import evaluate_run
+    from heatlab.run.gax import gax_run
 
-        labels = open_split(data_root, "test").load_shard(0)["labels"].numpy()
-    else:
-        labels = np.arange(n) % 10
-    wrong = np.arange(len(labels)) % 3 == 1
-    return labels, np.where(wrong, (labels + 1) % 10, labels)
-
-
-def _tables(methods, labels, preds) -> dict[str, pd.DataFrame]:
-    n = len(labels)
-    wiggle = np.where(np.arange(n) % 2 == 0, 0.05, -0.05)  # mean zero for an even n
-    five, roc, loc = [], [], []
-    for b in BRANCHES:
-        for method, key in zip(methods, METHODS):
-            ids = {"branch": f"branch-{b:02d}", "method": method, "shard": 0, "index": np.arange(n),
-                   "label": labels, "prediction": preds, "correct": labels == preds}
-            for v, variant in enumerate(("standard", "clamp")):
-                r, p = RECALL[key][v] + wiggle, PRECISION[key][v] - wiggle
-                five.append(pd.DataFrame({
-                    **{k: ids[k] for k in ("branch", "method")}, "variant": variant,
-                    **{k: ids[k] for k in ("shard", "index", "label", "prediction", "correct")},
-                    "accuracy_avg": 0.5, "accuracy_best": 0.6, "precision_avg": p / 2, "precision_best": p,
-                    "recall_avg": r / 2, "recall_best": r, "fpr_avg": 0.1, "fpr_best": 0.2,
-                }))
-                t = np.arange(N_THRESHOLDS[variant])
-                roc.append(pd.DataFrame({
-                    "branch": ids["branch"], "method": method, "variant": variant, "threshold": t,
-                    "t1": -0.5 + 0.005 * t, "t2": -0.3 + 0.005 * t, "t3": 0.3 - 0.005 * t, "t4": 0.5 - 0.005 * t,
-                    "fpr": 0.01 * t / len(t) * (1 + b), "recall": RECALL[key][v] * (0.5 + t / len(t)) / 1.5,
-                    "precision": 0.3, "accuracy": 0.8, "n": n,
-                }))
-            auc = AUC[key] + wiggle
-            auc[:2] = np.nan  # empty masks: left out (the remaining wiggles still average to zero)
-            loc.append(pd.DataFrame({
-                **ids, "pointing_game/feature": 1.0, "pointing_game/cell": 0.5,
-                "relevance_mass/feature": 0.2, "relevance_mass/cell": 0.4, "relevance_rank/feature": 0.3,
-                "relevance_rank/cell": 0.6, "auc/feature": auc, "auc/cell": 0.8,
-            }))
-    return {"five_band": pd.concat(five, ignore_index=True), "roc": pd.concat(roc, ignore_index=True),
-            "localisation": pd.concat(loc, ignore_index=True)}
-
-
-def make_fake_run(tmp: Path, *, with_data: bool = True, methods=METHODS, class_names=None) -> Path:
-    """A run folder with hand-written tables, two tiny branch models and (optionally) a small dataset (the generator's minimum size)."""
-    from heatlab.models import zoo
-
-    run, data = tmp / "run", tmp / "data"
-    if with_data:
-        from heatlab.data.shards import write_cells
-
-        write_cells(data, size=max(32, MIN_SIZE), shard_size=10, shards={"train": 1, "val": 1, "test": 1})
-    names = list(class_names or [EVIL, *CLASS_NAMES[1:]])
-    for b in BRANCHES:
-        model = zoo.create(zoo.DEFAULT_MODEL, num_classes=10, in_channels=3, seed=b)
-        folder = run / "model" / f"branch-{b:02d}"
-        folder.mkdir(parents=True)
-        zoo.save_weights(model, folder / "weights.safetensors")
-        write_json(folder / "model.json", {
-            "spec": dict(model.heatlab_spec), "stage": f"branch-{b:02d}", "branch": b, "seed": 0,
-            "stop_reason": "target" if b == 0 else "patience", "iterations": 40 + b, "best_shard_acc": 0.9,
-            "val_acc": 0.91 + b / 100, "test_acc": 0.88 + b / 100, "class_names": names,
-        })
-    write_json(run / "config.json", {"data_root": str(data), "seed": 0, "training": {"target_acc": 0.96}})
-    labels, preds = _samples(data if with_data else None)
-    tables = _tables(methods, labels, preds)
-    (run / "tables").mkdir()
-    for name, df in tables.items():
-        df.to_parquet(run / "tables" / f"{name}.parquet", index=False)
-    iters = np.arange(1, 9)
-    pd.DataFrame({"phase": ["base"] * 8 + ["branch-00"] * 8 + ["branch-01"] * 8, "iteration": np.tile(iters, 3),
-                  "epoch": 0, "loss": np.tile(2.0 / iters, 3)}).to_parquet(run / "tables" / "training.parquet")
-    pd.DataFrame({"branch": [0, 0, 1, 1], "iteration": [4, 8, 4, 8], "epoch": 0, "shard": 0,
-                  "accuracy": [0.5, 0.7, 0.6, 0.8], "decision": ["improved"] * 4, "saved": True}).to_parquet(
-        run / "tables" / "validation.parquet")
-    write_json(run / "evaluate.json", {"split": "test", "methods": list(methods),
-                                       "branches": [f"branch-{b:02d}" for b in BRANCHES], "complete": True})
+    run = tmp / "run"
+    shutil.copytree(tiny_run, run)
+    evaluate_run(run, methods=",".join(methods), split="test")
+    if ax:
+        ax_run(run, methods="Saliency", split="test")
+        gax_run(run, split="test", first_n_correct=2, max_steps=3, batch_size=2)
     return run
 
 
@@ -120,8 +46,8 @@ def _text(html: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def full_report(tmp_path_factory):
-    run = make_fake_run(tmp_path_factory.mktemp("full"))
+def full_report(tmp_path_factory, tiny_run):
+    run = make_run(tmp_path_factory.mktemp("full"), tiny_run)
     calls = []
     page = build_report(run, progress=lambda task, done, total: calls.append((task, done, total)))
     return run, page, page.read_text(encoding="utf-8"), calls
@@ -130,8 +56,8 @@ def full_report(tmp_path_factory):
 def test_page_has_every_section_and_its_figures(full_report):
     run, page, html, calls = full_report
     assert page == run / "report" / "index.html"
-    for section in DEFAULT_SECTIONS:
-        assert f'<section id="{section.id}">' in html
+    for section in DEFAULT_SECTIONS:  # every section but the bar charts that only tables get
+        assert (f'<section id="{section.id}">' in html) == (section.id != "features"), section.id
     srcs = re.findall(r'<img src="([^"]+)"', html)
     for name in ("preview.png", "training.png", "recall_precision.png", "roc.png"):
         assert f"figures/{name}" in srcs
@@ -144,84 +70,93 @@ def test_page_has_every_section_and_its_figures(full_report):
     assert 'class="note"' not in core  # nothing was skipped
 
 
+def _expected_ranking(five: pd.DataFrame, column: str) -> list[str]:
+    standard = five[five["variant"] == "standard"]
+    means = standard.groupby("method", sort=False)[column].mean()
+    return [m for m, _ in sorted(zip(means.index, means.values), key=lambda mv: -mv[1])]
+
+
 def test_gallery_has_one_figure_per_class_with_correct_and_wrong(full_report):
     run, page, html, _ = full_report
-    labels, preds = _samples(Path(run.parent / "data"))
-    present = sorted(set(labels.tolist()))
+    five = pd.read_parquet(run / "tables" / "five_band.parquet")
+    present = sorted(set(five["label"].tolist()))
     files = sorted(p.name for p in (page.parent / "figures").glob("gallery-class-*.png"))
     assert files == [f"gallery-class-{c:02d}.png" for c in present]
-    wrong = [(int(l), int(p)) for l, p in zip(labels, preds) if l != p]
-    l, p = wrong[0]
-    names = ["&lt;script&gt;alert(1)&lt;/script&gt;", *CLASS_NAMES[1:]]
-    assert f"wrong: true {names[l]}, predicted {names[p]}" in html
+    rows = five[(five["branch"] == "branch-00")].drop_duplicates(["shard", "index"]).sort_values(["shard", "index"])
+    wrong = rows[rows["label"] != rows["prediction"]]
+    if len(wrong):
+        first = wrong.iloc[0]
+        assert f"wrong: true {CLASS_NAMES[first.label]}, predicted {CLASS_NAMES[first.prediction]}" in html
 
 
-def test_data_text_is_escaped(full_report):
-    _, _, html, _ = full_report
-    assert EVIL not in html
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-
-
-def test_summary_ranks_methods_by_hand_computed_means(full_report):
-    _, _, html, _ = full_report
+def test_summary_ranks_methods_by_the_tables_means(full_report):
+    run, _, html, _ = full_report
+    five = pd.read_parquet(run / "tables" / "five_band.parquet")
     text = _text(html.split('<section id="data">')[0])
-    assert "InputXGradient 0.500 &gt; LayerGradCam 0.350 &gt; Saliency 0.200" in text  # recall, standard only
-    assert "Saliency 0.600 &gt; LayerGradCam 0.400 &gt; InputXGradient 0.100" in text  # precision
-    assert "LayerGradCam 0.900 &gt; Saliency 0.700 &gt; InputXGradient 0.550" in text  # AUC/feature, NaN skipped
-    # 10 test samples, predictions wrong at indices 1, 4, 7 -> accuracy 0.7 for both branches.
-    assert ("branch-00 0.700 (10 samples; test_acc 0.880 at training), "
-            "branch-01 0.700 (10 samples; test_acc 0.890 at training)") in text
+    for column, what in (("recall_best", "recall"), ("precision_best", "precision")):
+        sentence = text.split(f"Ranked by mean best {what} (standard variant, all branches and samples): ")[1].split(". ")[0]
+        shown = [part.split()[0] for part in sentence.split("&gt;")]
+        assert shown == _expected_ranking(five, column), sentence
+    correct = five.drop_duplicates(["branch", "shard", "index"])["correct"].mean()
+    assert f"branch-00 {correct:.3f}" in text
 
 
 def test_training_and_localisation_tables(full_report):
-    _, _, html, _ = full_report
+    run, _, html, _ = full_report
+    info = pd.read_json(run / "model" / "branch-00" / "model.json", typ="series")
     training = _text(html.split('<section id="training">')[1].split("</section>")[0])
-    assert "branch-00 target 40 0.910 0.880" in training and "branch-01 patience 41 0.920 0.890" in training
-    loc = _text(html.split('<section id="localisation">')[1].split("</section>")[0])
-    assert "LayerGradCam 1.000 (20)" in loc  # pointing_game/feature over 2 branches × 10 samples
-    assert "0.900 (16)" in loc  # auc/feature: two NaN per (branch, method) left out
-    assert "Zhang et al. 2018" in loc and "Arras et al. 2022" in loc and "Fawcett 2006" in loc
+    assert f"branch-00 {info['stop_reason']} {info['iterations']} {info['val_acc']:.3f} {info['test_acc']:.3f}" in training
+    loc = pd.read_parquet(run / "tables" / "localisation.parquet")
+    section = _text(html.split('<section id="localisation">')[1].split("</section>")[0])
+    values = loc.loc[loc["method"] == "Saliency", "auc/feature"]
+    assert f"{values.mean():.3f} ({values.notna().sum()})" in section
+    assert "Zhang et al. 2018" in section and "Arras et al. 2022" in section and "Fawcett 2006" in section
 
 
-def test_report_without_data_skips_gallery_and_escapes_method_names(tmp_path):
-    odd = ("Saliency<b>", "A&B", 'Q"uote')
-    run = make_fake_run(tmp_path, with_data=False, methods=odd)
+def test_data_text_is_escaped_by_the_sections(full_report):
+    run, _, _, _ = full_report
+    ctx = load_context(run)
+    ctx.class_names = [EVIL, *CLASS_NAMES[1:]]
+    html = gallery_section(ctx)
+    assert EVIL not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_a_run_without_ground_truth_has_no_score_sections(tmp_path):
+    from heatlab.models.training import TrainConfig
+    from heatlab.run.ax import ax_run
+    from heatlab.run.evaluate import evaluate_run
+    from heatlab.run.training import train_run
+
+    run = tmp_path / "wine"
+    train_run("wine", run, TrainConfig(model="drybeanfpa", epochs=2, branches=1, branch_epochs=1, batch_size=16))
+    evaluate_run(run, methods="Saliency,IntegratedGradients")
+    ax_run(run, methods="Saliency")
     html = build_report(run).read_text(encoding="utf-8")
-    assert html.split('<section id="ax">')[0].count('class="note"') == 2  # preview and gallery
-    assert "No gallery" in html and "No dataset preview" in html
-    for raw, escaped in (("Saliency<b>", "Saliency&lt;b&gt;"), ("A&B", "A&amp;B"), ('Q"uote', "Q&quot;uote")):
-        assert escaped in html
-    assert "Saliency<b>" not in html and "A&B" not in html
-    assert (run / "report" / "figures" / "roc.png").is_file()
-    assert not list((run / "report" / "figures").glob("gallery-*"))
+    for present in ("overview", "training", "features", "ax"):
+        assert f'<section id="{present}">' in html
+    for absent in ("summary", "recall-precision", "roc", "gallery", "localisation", "data"):
+        assert f'<section id="{absent}">' not in html
+    assert "need ground truth" in html  # what evaluate skipped, and why
+    assert (run / "report" / "figures" / "feature_relevance.png").stat().st_size > 1000
 
 
-def test_missing_tables_say_to_evaluate_first(tmp_path):
-    run = make_fake_run(tmp_path, with_data=False)
-    (run / "tables" / "roc.parquet").unlink()
-    with pytest.raises(HeatlabError, match=r"roc\.parquet.*heatlab evaluate"):
-        build_report(run)
-    assert not (run / "report" / "index.html").exists()
-
-
-def test_missing_model_and_bad_inputs_raise(tmp_path):
-    run = make_fake_run(tmp_path, with_data=False)
+def test_missing_results_and_bad_inputs_raise(tmp_path, tiny_run):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    with pytest.raises(HeatlabError, match="heatlab evaluate"):
+        build_report(run)  # trained, nothing to report yet
+    run = make_run(tmp_path / "b", tiny_run, methods=("Saliency",), ax=False)
     with pytest.raises(HeatlabError, match="not evaluated"):
         build_report(run, gallery_branch="branch-07")
     write_json(run / "evaluate.json", {"split": "test", "complete": False})
     with pytest.raises(HeatlabError, match="incomplete"):
         build_report(run)
-    (run / "evaluate.json").unlink()
-    for b in BRANCHES:
-        (run / "model" / f"branch-{b:02d}" / "model.json").unlink()
-    with pytest.raises(HeatlabError, match="heatlab train"):
-        build_report(run)
     with pytest.raises(HeatlabError, match="does not exist"):
         build_report(tmp_path / "nope")
 
 
-def test_broken_table_is_a_clear_error(tmp_path):
-    run = make_fake_run(tmp_path, with_data=False)
+def test_broken_table_is_a_clear_error(tmp_path, tiny_run):
+    run = make_run(tmp_path, tiny_run, methods=("Saliency",), ax=False)
     (run / "tables" / "five_band.parquet").write_bytes(b"not parquet")
     with pytest.raises(HeatlabError, match="unreadable"):
         build_report(run)
@@ -230,8 +165,8 @@ def test_broken_table_is_a_clear_error(tmp_path):
         build_report(run)
 
 
-def test_extra_sections_are_added_by_a_builder(tmp_path):
-    run = make_fake_run(tmp_path, with_data=False)
+def test_extra_sections_are_added_by_a_builder(full_report):
+    run, _, _, _ = full_report
     extra = Section("extra", "Extra <i>", lambda ctx: f"<p>{len(ctx.methods)} methods</p>")
     html = build_report(run, sections=[DEFAULT_SECTIONS[0], extra]).read_text(encoding="utf-8")
     assert '<section id="extra"><h2>Extra &lt;i&gt;</h2>' in html and "<p>3 methods</p>" in html
@@ -256,10 +191,10 @@ def test_branch_points_are_per_branch_mean_and_std_over_samples():
         assert pts.loc[b, "n"] == 3
 
 
-def test_recall_precision_figure_is_deterministic(tmp_path):
-    tables = _tables(METHODS, np.arange(10) % 10, np.arange(10) % 10)
-    a = recall_precision_figure(tables["five_band"], tmp_path / "a.png")
-    b = recall_precision_figure(tables["five_band"], tmp_path / "b.png")
+def test_recall_precision_figure_is_deterministic(full_report, tmp_path):
+    five = pd.read_parquet(full_report[0] / "tables" / "five_band.parquet")
+    a = recall_precision_figure(five, tmp_path / "a.png")
+    b = recall_precision_figure(five, tmp_path / "b.png")
     assert a.read_bytes() == b.read_bytes()
 
 

@@ -118,7 +118,7 @@ def canonical_spec(spec: str) -> str:
 def check_split(split: str) -> str:
     """``split`` if it is one of train, val, test; HeatlabError otherwise."""
     if split not in SPLITS:
-        raise HeatlabError(f"Unknown split '{split}': the split '{split}' is not one of {', '.join(SPLITS)}; pass one of those.")
+        raise HeatlabError(f"Split '{split}' is not one of {', '.join(SPLITS)}; pass one of those.")
     return split
 
 

@@ -194,3 +194,31 @@ def roc_figure(roc: pd.DataFrame, out_png: str | os.PathLike, *, methods: Sequen
     fig.suptitle("ROC of the five-band score: one curve per (method, branch), marker = first threshold", fontsize=11)
     fig.subplots_adjust(left=0.07, right=0.98, top=0.9, bottom=0.2, wspace=0.2)
     return save_figure(fig, out_png)
+
+
+def feature_relevance_figure(run_dir: str | os.PathLike, evaluation: dict, branch: str, out_png: str | os.PathLike) -> Path:
+    """Bar charts of stored table relevance: per method, the mean signed and mean |normalised| attribution per feature."""
+    from safetensors.torch import load_file
+
+    from heatlab.run.rundir import RunDir
+
+    run, methods = RunDir(run_dir), list(evaluation.get("methods", []))
+    names = list(evaluation.get("feature_names") or [])
+    fig = new_figure(8.5, 0.6 + 2.0 * max(1, len(methods)))
+    for i, method in enumerate(methods):
+        attr = load_file(str(run.heatmaps(evaluation["split"], branch, method)))["attributions"].double()
+        signed, magnitude = attr.mean(0).numpy(), attr.abs().mean(0).numpy()
+        labels = names if len(names) == len(signed) else [f"f{j}" for j in range(len(signed))]
+        ax = fig.add_subplot(len(methods), 1, i + 1)
+        x = range(len(signed))
+        ax.bar(x, magnitude, color="none", edgecolor="#57606a", linewidth=0.8, label="mean |relevance|")
+        ax.bar(x, signed, color=["#b42318" if v >= 0 else "#2166ac" for v in signed], width=0.6, label="mean relevance")
+        ax.axhline(0, color="#999999", linewidth=0.6)
+        ax.set_ylabel(method, fontsize=8)
+        ax.set_xticks(list(x))
+        ax.set_xticklabels(labels if i == len(methods) - 1 else [], rotation=60, ha="right", fontsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+        if i == 0:
+            ax.legend(fontsize=7, loc="upper right", frameon=False)
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.98, bottom=0.9 / fig.get_figheight() + 0.04, hspace=0.15)
+    return save_figure(fig, out_png)

@@ -1,9 +1,9 @@
 """Heatmap gallery of a few samples per class (paper 002, Fig. 5 and Fig. 6).
 
 For one branch, each class gets at most two samples: the first correctly and the first wrongly
-predicted sample of the evaluated split (in shard, index order). Their attributions are recomputed
-for every evaluated method (to the recorded predicted class, with the run's seed, as `heatlab
-evaluate` did), and each class is drawn as one PNG: per (sample, method) a row of image, ground
+predicted sample of the evaluated split (in shard, index order). Their attributions are read from
+the heatmaps ``heatlab evaluate`` stored (``<run>/heatmaps``; nothing is attributed here), and each
+class is drawn as one PNG: per (sample, method) a row of image, ground
 truth, the R, G, B attribution channels, the channel-adjusted map h and its five bands at the first
 and the last standard soft threshold.
 """
@@ -43,18 +43,12 @@ DPI = 100
 
 def branch_label(value: object) -> str:
     """A branch as the tables and folders name it: 0, "0" or "branch-00" -> "branch-00"; "base" stays."""
-    from heatlab.run.training import stage_name
+    from heatlab.run.rundir import branch_name
 
     text = str(value)
     if text.isdigit():
-        return stage_name(int(text))
+        return branch_name(int(text))
     return text
-
-
-def branch_index(label: str) -> int | str:
-    """What :func:`heatlab.run.training.load_branch` takes: "branch-00" -> 0, "base" -> "base"."""
-    suffix = label.removeprefix("branch-")
-    return int(suffix) if suffix.isdigit() else label
 
 
 @dataclass(frozen=True)
@@ -110,36 +104,25 @@ def pick_samples(five_band: pd.DataFrame, branch: str, *, per_class: int = 1) ->
     return picked
 
 
-def compute_maps(
-    model: torch.nn.Module,
-    images: torch.Tensor,
-    truth: torch.Tensor,
-    predictions: torch.Tensor,
-    methods: Sequence[str],
-    *,
-    seed: int = 0,
-) -> GalleryMaps:
-    """Attribute ``images`` (N×3×H×W) to ``predictions`` (N) with each method and post-process.
+def maps_from_store(attributions: dict[str, torch.Tensor], images: torch.Tensor, truth: torch.Tensor) -> GalleryMaps:
+    """Post-process stored attributions (``attributions[m]`` N×3×H×W) for drawing; no model is run.
 
-    ``truth`` is N×H×W in {0, 0.4, 0.9}. Runs on the model's device; returns CPU tensors.
+    ``truth`` is N×H×W in {0, 0.4, 0.9}; the channel adjustment and the bands are the pure score
+    functions ``heatlab evaluate`` used.
     """
-    from heatlab.explain.attribution import attribute
     from heatlab.explain.postprocess import channel_adjust
     from heatlab.score.five_band import soft_thresholds, stratify, truth_bands
 
-    device = next(model.parameters()).device
-    x, target = images.to(device), predictions.to(device)
     thresholds = soft_thresholds("standard")
     first, last = thresholds[0], thresholds[-1]
-    maps = GalleryMaps(images.cpu(), truth_bands(truth).cpu(), {}, {}, {}, {},
-                       torch.stack([first, last]).cpu(), len(thresholds) - 1)
-    for method in methods:
-        attr = attribute(model, x, method, target=target, seed=seed).detach()
-        h = channel_adjust(attr)
-        maps.attributions[method] = attr.cpu()
-        maps.adjusted[method] = h.cpu()
-        maps.bands_first[method] = stratify(h, first.to(h.device)).cpu()
-        maps.bands_last[method] = stratify(h, last.to(h.device)).cpu()
+    maps = GalleryMaps(images.float(), truth_bands(truth.float()), {}, {}, {}, {},
+                       torch.stack([first, last]), len(thresholds) - 1)
+    for method, attr in attributions.items():
+        h = channel_adjust(attr.float())
+        maps.attributions[method] = attr.float()
+        maps.adjusted[method] = h
+        maps.bands_first[method] = stratify(h, first)
+        maps.bands_last[method] = stratify(h, last)
     return maps
 
 
@@ -254,25 +237,30 @@ def gallery_figure(
     return out
 
 
-def load_samples(data_root: str | os.PathLike, split: str, samples: Sequence[GallerySample]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images N×3×H×W and truth N×H×W of ``samples`` (in their order), reading each shard once."""
-    from heatlab.data.shards import open_split
+def load_stored(run_dir: str | os.PathLike, split: str, branch: str, methods: Sequence[str],
+                samples: Sequence[GallerySample]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """Images N×C×H×W, truth N×H×W and per-method attributions of ``samples`` from ``<run>/heatmaps``."""
+    from safetensors.torch import load_file
 
-    data = open_split(data_root, split)
-    images: list[torch.Tensor | None] = [None] * len(samples)
-    truth: list[torch.Tensor | None] = [None] * len(samples)
-    fix = "run `heatlab evaluate RUN` again on this dataset"
-    for shard in sorted({s.shard for s in samples}):
-        if not 0 <= shard < data.num_shards:
-            raise HeatlabError(f"The tables name shard {shard} of split '{split}', which '{data_root}' lacks; {fix}.")
-        tensors = data.load_shard(shard)
-        for i, s in enumerate(samples):
-            if s.shard != shard:
-                continue
-            if not 0 <= s.index < len(tensors["labels"]) or int(tensors["labels"][s.index]) != s.label:
-                raise HeatlabError(f"Sample {s.index} of shard {shard} in '{data_root}' does not match the tables; {fix}.")
-            images[i], truth[i] = tensors["images"][s.index], tensors["truth"][s.index]
-    return torch.stack(images), torch.stack(truth)
+    from heatlab.run.rundir import RunDir
+
+    run, fix = RunDir(run_dir), f"run `heatlab evaluate {run_dir}` again"
+    images = truth = None
+    attributions = {}
+    for method in methods:
+        path = run.heatmaps(split, branch, method)
+        if not path.is_file():
+            raise HeatlabError(f"No stored heatmaps for {method} of {branch} ('{path}' is missing); {fix}.")
+        stored = load_file(str(path))
+        where = {(int(k), int(i)): j for j, (k, i) in enumerate(zip(stored["shard"], stored["index"]))}
+        missing = [s for s in samples if (s.shard, s.index) not in where]
+        if missing or "truth" not in stored:
+            raise HeatlabError(f"'{path}' lacks the gallery samples or their ground truth; {fix}.")
+        rows = torch.tensor([where[s.shard, s.index] for s in samples], dtype=torch.int64)
+        attributions[method] = stored["attributions"][rows].float()
+        if images is None:
+            images, truth = stored["inputs"][rows].float(), stored["truth"][rows].float()
+    return images, truth, attributions
 
 
 def build_gallery(
@@ -281,24 +269,17 @@ def build_gallery(
     *,
     branch: str,
     methods: Sequence[str],
-    data_root: str | os.PathLike,
     split: str,
     class_names: Sequence[str],
     out_dir: str | os.PathLike,
-    seed: int = 0,
     progress: Progress | None = None,
 ) -> list[tuple[int, Path, list[GallerySample]]]:
-    """Write one gallery PNG per class into ``out_dir``; returns (class, path, samples) per class."""
-    from heatlab.run.training import load_branch
-
+    """Write one gallery PNG per class into ``out_dir`` from the stored heatmaps; returns (class, path, samples)."""
     picked = pick_samples(five_band, branch)
     report(progress, "report/gallery", 0, len(picked))
     flat = [s for samples in picked.values() for s in samples]
-    images, truth = load_samples(data_root, split, flat)
-    model = load_branch(run_dir, branch_index(branch))
-    model.eval()
-    preds = torch.tensor([s.prediction for s in flat], dtype=torch.int64)
-    maps = compute_maps(model, images, truth, preds, methods, seed=seed)
+    images, truth, attributions = load_stored(run_dir, split, branch, methods, flat)
+    maps = maps_from_store(attributions, images, truth)
     written, start = [], 0
     for k, (label, samples) in enumerate(picked.items()):
         name = class_name_of(class_names, label)

@@ -316,14 +316,14 @@ def gax_section(ctx: ReportContext) -> str:
     try:
         res = load_gax_result(ctx.run_dir)
         fig = gax_figure(ctx.run_dir, ctx.figure_path("gax_co.png"))
-        viewer = build_gax_viewer(ctx.run_dir)
+        viewer = build_gax_viewer(ctx.run_dir) if res.images.dim() == 4 else None
     except HeatlabError as exc:
         return note(f"No GAX result: {exc}")
     s, table = res.summary, res.table
     reached = table["reached"].to_numpy(bool)
     steps = table.loc[reached, "steps_to_target"]
     median = f"{float(np.median(steps)):g}" if len(steps) else "–"
-    link = os.path.relpath(viewer, ctx.out_dir).replace(os.sep, "/")
+    link = os.path.relpath(viewer, ctx.out_dir).replace(os.sep, "/") if viewer else None
     return (
         f"<p>Generative AX (papers 000/001): for the first {len(table)} correctly predicted images of the "
         f"<b>{esc(s['split'])}</b> split ({esc(s['branch'])}), heatmaps h = tanh(w⊙x + b) were optimised with Adam "
@@ -333,6 +333,8 @@ def gax_section(ctx: ReportContext) -> str:
         + ctx.img(fig, "GAX CO against step",
                   "Paper 001, Fig. 4: CO score against the optimisation step, one curve per image (blue: reached the "
                   "target, orange: did not within the step cap); dashed: the target.")
-        + f'<p><a href="{esc(link)}">Open the GAX viewer</a>: a slider over the optimisation steps of each image '
-          "with the R, G and B channels of h and their change since the previous stored step (paper Fig. 5A).</p>"
+        + (f'<p><a href="{esc(link)}">Open the GAX viewer</a>: a slider over the optimisation steps of each image '
+           "with the R, G and B channels of h and their change since the previous stored step (paper Fig. 5A).</p>"
+           if link else "<p>The inputs are a table, optimised in the [0, 1] min-max space of the training features; "
+           "the slider viewer draws images only, so it is left out.</p>")
     )

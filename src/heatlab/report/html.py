@@ -114,6 +114,8 @@ class Section:
     id: str
     title: str
     build: Callable[[ReportContext], str]
+    #: context tables the section draws from; it is left out of the page when one is empty
+    needs: tuple[str, ...] = ()
 
 
 def note(message: str) -> str:
@@ -159,6 +161,22 @@ def _ranking_sentence(what: str, ranked: list[tuple[str, float, int]]) -> str:
 
 # --- sections ----------------------------------------------------------------------------------
 
+def overview_section(ctx: ReportContext) -> str:
+    """What the run holds: data, what evaluate computed or skipped, and which stages ran."""
+    ev = ctx.evaluation
+    data = ctx.config.get("data_root", "–")
+    kind = {"image": "images", "table": "a table"}.get(ev.get("input_kind"), "–")
+    out = [f"<p>Data: <b>{esc(data)}</b> ({esc(kind)}); {len(ctx.branches)} branch model(s).</p>"]
+    if ev:
+        tables = ", ".join(esc(t) for t in ev.get("tables", [])) or "none"
+        out.append(f"<p>heatlab evaluate explained the <b>{esc(ev.get('split'))}</b> split with "
+                   f"{len(ev.get('methods', []))} method(s); score tables: {tables}.</p>")
+        out += [note(str(sentence)) for sentence in ev.get("skipped", [])]
+    else:
+        out.append(note(f"heatlab evaluate has not run on this run; run `heatlab evaluate {ctx.run_dir}` for heatmap scores."))
+    return "\n".join(out)
+
+
 def summary_section(ctx: ReportContext) -> str:
     fb = ctx.five_band
     standard = fb[fb["variant"] == "standard"]
@@ -195,9 +213,13 @@ def summary_section(ctx: ReportContext) -> str:
 def preview_section(ctx: ReportContext) -> str:
     from heatlab.report.preview import preview_figure
 
+    from heatlab.data.registry import is_cell_folder
+
     root = ctx.config.get("data_root")
     if not root:
         return note("No dataset preview: config.json names no data_root.")
+    if not is_cell_folder(root):
+        return ""  # the preview grid draws the cells' classes and backgrounds
     try:
         path = preview_figure(root, ctx.figure_path("preview.png"))
     except HeatlabError as exc:
@@ -253,14 +275,10 @@ def roc_section(ctx: ReportContext) -> str:
 def gallery_section(ctx: ReportContext) -> str:
     from heatlab.report.gallery import build_gallery, class_name_of
 
-    root = ctx.config.get("data_root")
-    if not root or not Path(root).is_dir():
-        return note(f"No gallery: the dataset folder '{root}' named in config.json is missing.")
     try:
         written = build_gallery(
-            ctx.run_dir, ctx.five_band, branch=ctx.gallery_branch, methods=ctx.methods, data_root=root,
-            split=ctx.split, class_names=ctx.class_names, out_dir=ctx.fig_dir,
-            seed=int(ctx.config.get("seed", 0)), progress=ctx.progress,
+            ctx.run_dir, ctx.five_band, branch=ctx.gallery_branch, methods=ctx.methods, split=ctx.split,
+            class_names=ctx.class_names, out_dir=ctx.fig_dir, progress=ctx.progress,
         )
     except HeatlabError as exc:
         return note(f"No gallery: {exc}")
@@ -321,14 +339,30 @@ def gax_section(ctx: ReportContext) -> str:
     return build(ctx)
 
 
+def feature_relevance_section(ctx: ReportContext) -> str:
+    """Tables: bar charts of the stored relevance per feature (heatmaps of a table are not images)."""
+    from heatlab.report.figures import feature_relevance_figure
+
+    ev = ctx.evaluation
+    if ev.get("input_kind") != "table":
+        return ""
+    path = feature_relevance_figure(ctx.run_dir, ev, ctx.gallery_branch, ctx.figure_path("feature_relevance.png"))
+    return ctx.img(path, "relevance per feature",
+                   f"Relevance per feature on the {esc(ev.get('split'))} split ({esc(ctx.gallery_branch)}), one panel per "
+                   "method: mean over samples of the attribution divided by its largest magnitude per sample "
+                   "(bars: signed mean, outline: mean magnitude).")
+
+
 DEFAULT_SECTIONS: tuple[Section, ...] = (
-    Section("summary", "Summary", summary_section),
+    Section("overview", "This run", overview_section),
+    Section("summary", "Summary", summary_section, needs=("five_band",)),
     Section("data", "Dataset preview", preview_section),
     Section("training", "Training and accuracy per branch", training_section),
-    Section("recall-precision", "Recall against precision", recall_precision_section),
-    Section("roc", "ROC per method", roc_section),
-    Section("gallery", "Heatmap gallery", gallery_section),
-    Section("localisation", "Localisation metrics", localisation_section),
+    Section("features", "Relevance per feature", feature_relevance_section),
+    Section("recall-precision", "Recall against precision", recall_precision_section, needs=("five_band",)),
+    Section("roc", "ROC per method", roc_section, needs=("roc",)),
+    Section("gallery", "Heatmap gallery", gallery_section, needs=("five_band",)),
+    Section("localisation", "Localisation metrics", localisation_section, needs=("localisation",)),
     Section("ax", "Augmentative eXplanation (CO score)", ax_section),
     Section("gax", "Generative AX (GAX)", gax_section),
 )
@@ -358,17 +392,19 @@ def load_context(run_dir: str | os.PathLike, *, gallery_branch: str | None = Non
     if not run.is_dir():
         raise HeatlabError(f"Run folder '{run}' does not exist; pass the folder `heatlab train` wrote.")
     tables_dir = run / "tables"
-    missing = [f"{n}.parquet" for n in TABLES if not (tables_dir / f"{n}.parquet").is_file()]
-    if missing:
-        raise HeatlabError(f"Run '{run}' has no evaluation tables ({', '.join(missing)} missing); "
-                           f"run `heatlab evaluate {run}` first.")
     evaluation = read_json(run / "evaluate.json") if (run / "evaluate.json").is_file() else {}
     if evaluation and not evaluation.get("complete", False):
         raise HeatlabError(f"The evaluation of '{run}' is incomplete; run `heatlab evaluate {run}` again to finish it.")
-    tables = {n: _read_table(tables_dir / f"{n}.parquet", n, run) for n in TABLES}
+    # Only the tables the last evaluation wrote count (a run without ground truth writes none).
+    present = [n for n in TABLES if (tables_dir / f"{n}.parquet").is_file() and n in evaluation.get("tables", TABLES)]
+    tables = {n: _read_table(tables_dir / f"{n}.parquet", n, run) if n in present else pd.DataFrame() for n in TABLES}
     for df in tables.values():  # older tables hold branch indices; name them as the folders do
-        df["branch"] = [branch_label(b) for b in df["branch"]]
-        df["method"] = df["method"].astype(str)
+        if not df.empty:
+            df["branch"] = [branch_label(b) for b in df["branch"]]
+            df["method"] = df["method"].astype(str)
+    has_results = evaluation or (run / "ax.json").is_file() or (run / "gax" / "gax.json").is_file()
+    if not has_results:
+        raise HeatlabError(f"Run '{run}' has no results to report yet; run `heatlab evaluate {run}` (or `heatlab ax {run}`) first.")
     if not (run / "model").is_dir():
         raise HeatlabError(f"Run '{run}' has no trained model (no model folder); run `heatlab train` for it first.")
     indices = list_branches(run)
@@ -379,9 +415,9 @@ def load_context(run_dir: str | os.PathLike, *, gallery_branch: str | None = Non
     config = read_json(run / "config.json") if (run / "config.json").is_file() else {}
     fb = tables["five_band"]
     listed = [str(m) for m in evaluation.get("methods", [])]
-    seen = list(dict.fromkeys(str(m) for m in fb["method"]))
+    seen = list(dict.fromkeys(str(m) for m in fb["method"])) if not fb.empty else listed
     methods = [m for m in listed if m in seen] + [m for m in seen if m not in listed]
-    evaluated = list(dict.fromkeys(str(b) for b in fb["branch"]))
+    evaluated = list(dict.fromkeys(str(b) for b in fb["branch"])) if not fb.empty else branches
     ordered = [b for b in branches if b in evaluated] + [b for b in evaluated if b not in branches]
     if gallery_branch is None:
         gallery_branch = ordered[0]
@@ -441,7 +477,10 @@ def build_report(
     ctx = load_context(run_dir, gallery_branch=gallery_branch, progress=progress)
     fragments = []
     for i, section in enumerate(sections):
-        fragments.append((section, section.build(ctx)))
+        if all(not getattr(ctx, need).empty for need in section.needs):
+            fragment = section.build(ctx)
+            if fragment:
+                fragments.append((section, fragment))
         report(progress, "report", i + 1, len(sections))
     page = ctx.out_dir / "index.html"
     write_text(page, render_page(ctx, fragments))
