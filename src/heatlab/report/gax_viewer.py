@@ -31,7 +31,7 @@ from heatlab.errors import HeatlabError
 from heatlab.files import ensure_dir, write_text
 from heatlab.report.figures import new_figure, save_figure
 from heatlab.report.gallery import class_name_of
-from heatlab.report.html import CSS, ReportContext, esc, fmt, note
+from heatlab.report.html import CSS, ReportContext, esc, fmt, note, table_html
 from heatlab.run.gax import GaxRunResult, load_gax_result
 
 #: At most this many steps per image in the viewer (evenly spread, first and last always kept).
@@ -281,6 +281,8 @@ def build_gax_viewer(run_dir: str | os.PathLike, *, max_frames: int = MAX_FRAMES
     res = load_gax_result(run)
     s = res.summary
     names = _class_names(run, s["branch"])
+    if res.images.dim() != 4:
+        return _table_page(run, res, names)
     payloads, blocks = [], []
     for i in range(len(res.table)):
         payload, facts = _item(res, i, names, max_frames)
@@ -309,6 +311,32 @@ def build_gax_viewer(run_dir: str | os.PathLike, *, max_frames: int = MAX_FRAMES
     return out
 
 
+def _table_page(run: Path, res: GaxRunResult, names: list[str]) -> Path:
+    """gax.html for table inputs: per sample, the final heatmap h over the features (no slider: no image)."""
+    s, rows = res.summary, []
+    for i, r in enumerate(res.table.itertuples()):
+        final, _ = res.sample(i)
+        h = final[-1].float().tolist()
+        rows.append([esc(i), esc(class_name_of(names, int(r.label))), "yes" if r.reached else "no", esc(int(r.final_step)),
+                     fmt(r.final_co), *(fmt(v) for v in h)])
+    width = res.snapshots.shape[1] if res.snapshots.dim() == 2 else 0
+    page = (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>GAX: {esc(run.name)}</title><style>{CSS}</style></head><body>"
+        f"<header><h1>GAX results</h1><p>Run {esc(run.resolve())}</p></header>"
+        "<nav><a href=\"index.html\">back to the report</a></nav><main>"
+        f"<p>Generative AX on the first {len(res.table)} correctly predicted samples of the <b>{esc(s['split'])}</b> "
+        f"split ({esc(s['branch'])}). The inputs are a table, optimised in the [0, 1] min-max space of the training "
+        "features; each row is a sample's final heatmap h, one column per feature (the slider viewer draws images "
+        "only).</p>"
+        + table_html(["sample", "class", "reached", "steps", "final CO", *(f"h[{j}]" for j in range(width))], rows)
+        + "</main></body></html>\n"
+    )
+    out = ensure_dir(run / "report") / "gax.html"
+    write_text(out, page)
+    return out
+
+
 # --- report section ----------------------------------------------------------------------------
 
 def gax_section(ctx: ReportContext) -> str:
@@ -316,14 +344,14 @@ def gax_section(ctx: ReportContext) -> str:
     try:
         res = load_gax_result(ctx.run_dir)
         fig = gax_figure(ctx.run_dir, ctx.figure_path("gax_co.png"))
-        viewer = build_gax_viewer(ctx.run_dir) if res.images.dim() == 4 else None
+        viewer = build_gax_viewer(ctx.run_dir)
     except HeatlabError as exc:
         return note(f"No GAX result: {exc}")
     s, table = res.summary, res.table
     reached = table["reached"].to_numpy(bool)
     steps = table.loc[reached, "steps_to_target"]
     median = f"{float(np.median(steps)):g}" if len(steps) else "–"
-    link = os.path.relpath(viewer, ctx.out_dir).replace(os.sep, "/") if viewer else None
+    link = os.path.relpath(viewer, ctx.out_dir).replace(os.sep, "/")
     return (
         f"<p>Generative AX (papers 000/001): for the first {len(table)} correctly predicted images of the "
         f"<b>{esc(s['split'])}</b> split ({esc(s['branch'])}), heatmaps h = tanh(w⊙x + b) were optimised with Adam "
@@ -335,6 +363,6 @@ def gax_section(ctx: ReportContext) -> str:
                   "target, orange: did not within the step cap); dashed: the target.")
         + (f'<p><a href="{esc(link)}">Open the GAX viewer</a>: a slider over the optimisation steps of each image '
            "with the R, G and B channels of h and their change since the previous stored step (paper Fig. 5A).</p>"
-           if link else "<p>The inputs are a table, optimised in the [0, 1] min-max space of the training features; "
-           "the slider viewer draws images only, so it is left out.</p>")
+           if res.images.dim() == 4 else f'<p><a href="{esc(link)}">The GAX results per sample</a>: the final h over the '
+           "features (the inputs are a table, optimised in the [0, 1] min-max space of the training features).</p>")
     )
