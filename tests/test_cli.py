@@ -96,3 +96,123 @@ def test_train_on_a_table_file_and_refuse_an_image_model(tmp_path):
     _assert_one_clear_error(*_run("train", "--data", f"drybean:{csv}", "--out", tmp_path / "r2"), "tabular model")
     code, text = _run("evaluate", tmp_path / "r")  # no ground truth: heatmaps only, and it says so
     assert code == 0 and "ground truth" in text, text
+
+
+# ------------------------------------------------------------------ CLI structure (issue 7)
+ALL_COMMANDS = ("data", "train", "evaluate", "report", "demo", "ax", "gax", "toy2d")
+
+
+def test_help_lists_every_command():
+    code, text = _run("--help")
+    assert code == 0
+    for name in ALL_COMMANDS:
+        assert name in text, name
+    code, text = _run("train", "--help")
+    assert code == 0 and "--batch-size" in text
+
+
+def test_cli_modules_import_no_circle():
+    """The command modules take the shared pieces from cli_common, never from cli (which imports them)."""
+    import ast
+    import inspect
+
+    from heatlab import cli_ax, cli_common, cli_gax, cli_toy2d
+
+    for module in (cli_common, cli_ax, cli_gax, cli_toy2d):
+        tree = ast.parse(inspect.getsource(module))
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert "heatlab.cli" not in imported, module.__name__
+
+
+def test_library_words_become_the_commands_flags(tiny_run):
+    """The library says `batch_size=25`; the CLI says `--batch-size 25`."""
+    code, text = _run("evaluate", tiny_run, "--batch-size", 0)
+    _assert_one_clear_error(code, text, "--batch-size")
+    assert "batch_size=" not in text
+
+
+def test_flag_words_rewrites_only_the_commands_options():
+    import typer as _typer
+
+    from heatlab.cli_common import _flags, flag_words
+
+    def cmd(run_dir=_typer.Argument(...), batch_size: int = _typer.Option(25), device: str = _typer.Option("cpu"),
+            out_dir=_typer.Option(None, "--out"), full: bool = _typer.Option(False, "--full")):
+        pass
+
+    flags = _flags(cmd)
+    assert flag_words("pass e.g. batch_size=25.", flags) == "pass e.g. --batch-size 25."
+    assert flag_words("pass device='cpu' or device=\"cuda\"", flags) == "pass --device cpu or --device cuda"
+    assert flag_words("choose out_dir=/tmp/x, or full=True", flags) == "choose --out /tmp/x, or --full"
+    # not an option of this command, a positional argument, a longer name or a comparison: left alone
+    for text in ("pass seed=3.", "run_dir=/x", "max_batch_size=4", "batch_size==4", "x.batch_size=4"):
+        assert flag_words(text, flags) == text
+
+
+def test_paths_are_printed_literally(tmp_path):
+    target = tmp_path / "D[test]"
+    code, text = _run("data", "cells", "--out", target, "--size", 64, "--shards", "test=1", "--shard-size", 2)
+    assert code == 0, text
+    assert str(target) in text and str(target / "manifest.json") in text
+    bad = tmp_path / "R[bold]x[/bold]"
+    code, text = _run("evaluate", bad)
+    _assert_one_clear_error(code, text, str(bad))
+
+
+def test_demo_runs_the_whole_pipeline_through_run_demo(tmp_path, monkeypatch):
+    """`heatlab demo` only calls heatlab.run.demo.run_demo (here with a tiny plan) and prints."""
+    from heatlab.models.training import TrainConfig
+    from heatlab.run import demo as demo_mod
+
+    tiny = demo_mod.DemoPlan(size=64, shards={"train": 2, "val": 1, "test": 1}, shard_size=10,
+                             train=TrainConfig(epochs=1, branches=1, branch_epochs=1, batch_size=10, eval_every=1, n_l=1),
+                             methods="Saliency", ax_methods="Saliency", gax_images=2)
+    monkeypatch.setattr(demo_mod, "demo_plan", lambda *, full=False, seed=0: tiny)
+    run = tmp_path / "demo[1]"
+    code, text = _run("demo", "--out", run)
+    assert code == 0, text
+    assert f"report: {run / 'report' / 'index.html'}" in text
+    assert "total" in text and "GAX:" in text
+    assert (run / "report" / "figures" / "training.png").is_file()
+    summary = demo_mod.run_demo(run)  # resumes: everything is already there
+    assert set(summary["seconds"]) == {"data", "training", "evaluation", "ax", "gax", "report", "total"}
+    assert summary["report"] is None and summary["training"]["branches"]
+
+
+# --------------------------------------------------------------- fast allocator (DESIGN §5)
+def _child_env(**extra):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "HEATLAB_REEXECUTED")}
+    env.update(extra)
+    return env
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="glibc setting only on Linux")
+def test_console_script_sets_the_allocator_setting_once():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from heatlab.cli import GLIBC_TUNABLES
+
+    script = Path(sys.executable).with_name("heatlab")
+    done = subprocess.run([str(script), "--version"], env=_child_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert heatlab.__version__ in done.stdout
+    # what the process that finally runs the command sees (atexit does not run in a process that execs)
+    probe = ("import atexit, os; atexit.register(lambda: print('SEEN', os.environ.get('GLIBC_TUNABLES', 'unset')));"
+             "from heatlab.cli import main; main()")
+    done = subprocess.run([sys.executable, "-c", probe, "--version"], env=_child_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("SEEN") == 1 and f"SEEN {GLIBC_TUNABLES}" in done.stdout
+    assert done.stdout.count(heatlab.__version__) == 1
+    # a user's own setting wins and nothing is re-executed
+    done = subprocess.run([sys.executable, "-c", probe, "--version"], env=_child_env(GLIBC_TUNABLES="glibc.malloc.arena_max=2"),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "SEEN glibc.malloc.arena_max=2" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "heatlab", "--version"], env=_child_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and heatlab.__version__ in done.stdout, done.stderr

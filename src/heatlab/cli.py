@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 import heatlab
-from heatlab.errors import HeatlabError
+from heatlab.cli_common import _fail, console, guarded, out, progress_bars, say
 from heatlab.models.training import TrainConfig
+
+__all__ = ["app", "main", "console", "out", "guarded", "progress_bars", "say"]
 
 TRAIN = TrainConfig()  # the defaults shown by `heatlab train --help`
 
@@ -29,58 +28,10 @@ app = typer.Typer(
 data_app = typer.Typer(help="Generate, check and preview the built-in synthetic cell data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-console = Console(stderr=True)
-out = Console()
-
-
-def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def guarded(fn):
-    """Turn HeatlabError (and Ctrl-C) into one sentence on stderr and a non-zero exit, no traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except HeatlabError as exc:
-            _fail(str(exc).replace("[", "\\["))
-        except KeyboardInterrupt:
-            _fail("interrupted; run the same command again to resume where it stopped.", code=130)
-
-    return wrapper
-
-
-@contextlib.contextmanager
-def progress_bars() -> Iterator[callable]:
-    """Yield a ``progress(task, done, total)`` callable backed by rich progress bars with an ETA."""
-    bars = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-        disable=not console.is_terminal and "pytest" in sys.modules,
-    )
-    ids: dict[str, int] = {}
-
-    def update(task: str, done: int, total: int) -> None:
-        if task not in ids:
-            ids[task] = bars.add_task(task, total=total)
-        bars.update(ids[task], completed=done, total=total)
-
-    with bars:
-        yield update
-
 
 def _version(value: bool) -> None:
     if value:
-        out.print(f"heatlab {heatlab.__version__}")
+        say(f"heatlab {heatlab.__version__}")
         raise typer.Exit()
 
 
@@ -113,7 +64,7 @@ def data_cells(
             progress=progress,
         )
     total = sum(len(s["shards"]) for s in manifest["splits"].values()) * shard_size
-    out.print(f"{total} cells in {out_dir} ({time.perf_counter() - t0:.1f} s); manifest: {Path(out_dir) / 'manifest.json'}")
+    say(f"{total} cells in {out_dir} ({time.perf_counter() - t0:.1f} s); manifest: {Path(out_dir) / 'manifest.json'}")
 
 
 @data_app.command("verify")
@@ -125,7 +76,7 @@ def data_verify(data_dir: Path = typer.Argument(..., help="A folder written by `
     bad = shards_mod.verify(data_dir)
     if bad:
         _fail(f"{len(bad)} shard(s) are missing or corrupt ({', '.join(bad[:5])}); run `heatlab data cells` with the same settings and --repair.")
-    out.print(f"all shards in {data_dir} match the manifest")
+    say(f"all shards in {data_dir} match the manifest")
 
 
 @data_app.command("preview")
@@ -138,7 +89,7 @@ def data_preview(
     from heatlab.report.preview import preview_figure
 
     target = preview_figure(data_dir, png or Path(data_dir) / "preview.png")
-    out.print(f"preview: {target}")
+    say(f"preview: {target}")
 
 
 # -------------------------------------------------------------------------------------- train
@@ -177,17 +128,18 @@ def train(
         summary = train_run(data, run_dir, config, weights=weights, progress=progress)
     figure = training_figure(run_dir, Path(run_dir) / "report" / "figures" / "training.png")
     _print_training(summary)
-    out.print(f"trained in {time.perf_counter() - t0:.0f} s; loss curves: {figure}")
+    say(f"trained in {time.perf_counter() - t0:.0f} s; loss curves: {figure}")
 
 
 def _print_training(summary: dict) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title="branch models")
     for col in ("branch", "stop reason", "iterations", "val acc", "test acc"):
         table.add_column(col)
     for b in summary["branches"]:
-        table.add_row(str(b["branch"]), str(b["stop_reason"]), str(b["iterations"]), f"{b['val_acc']:.3f}", f"{b['test_acc']:.3f}")
+        table.add_row(Text(str(b["branch"])), Text(str(b["stop_reason"])), str(b["iterations"]), f"{b['val_acc']:.3f}", f"{b['test_acc']:.3f}")
     out.print(table)
 
 
@@ -207,11 +159,10 @@ def evaluate(
     with progress_bars() as progress:
         summary = evaluate_run(run_dir, methods=methods, split=split, batch_size=batch_size, progress=progress)
     for sentence in summary["skipped"]:
-        out.print(f"skipped: {sentence}", markup=False, highlight=False, soft_wrap=True)
+        say(f"skipped: {sentence}")
     tables = ", ".join(summary["tables"]) or "none (heatmaps only)"
-    out.print(f"evaluated {summary['samples']} samples x {len(summary['methods'])} methods x {len(summary['branches'])} branches "
-              f"in {time.perf_counter() - t0:.0f} s; tables: {tables}; heatmaps in {Path(run_dir) / 'heatmaps'}",
-              markup=False, highlight=False, soft_wrap=True)
+    say(f"evaluated {summary['samples']} samples x {len(summary['methods'])} methods x {len(summary['branches'])} branches "
+        f"in {time.perf_counter() - t0:.0f} s; tables: {tables}; heatmaps in {Path(run_dir) / 'heatmaps'}")
 
 
 # ------------------------------------------------------------------------------------- report
@@ -226,7 +177,7 @@ def report_cmd(
 
     with progress_bars() as progress:
         page = build_report(run_dir, gallery_branch=gallery_branch, progress=progress)
-    out.print(f"report: {page}")
+    say(f"report: {page}")
 
 
 # --------------------------------------------------------------------------------------- demo
@@ -237,41 +188,25 @@ def demo(
     seed: int = typer.Option(0, help="Seed for data, training and attribution baselines."),
     full: bool = typer.Option(False, "--full", help="The paper's sizes (6,400/1,600/1,600 cells, 5 branches): hours on CPU."),
 ) -> None:
-    """Data -> train -> evaluate -> report on the built-in cells; prints the report's path."""
-    from heatlab.data.shards import write_cells
+    """Data -> train -> evaluate -> AX -> GAX -> report on the built-in cells; prints the report's path."""
     from heatlab.report.html import build_report
     from heatlab.report.training_figures import training_figure
-    from heatlab.run.ax import ax_run
-    from heatlab.run.gax import gax_run
-    from heatlab.run.demo import demo_plan
-    from heatlab.run.evaluate import evaluate_run
-    from heatlab.run.training import train_run
+    from heatlab.run.demo import run_demo
 
-    plan = demo_plan(full=full, seed=seed)
-    data_dir = Path(run_dir) / "data"
-    t0 = time.perf_counter()
     with progress_bars() as progress:
-        write_cells(data_dir, size=plan.size, seed=seed, shards=plan.shards, shard_size=plan.shard_size,
-                    progress=progress)
-        t_data = time.perf_counter()
-        summary = train_run(data_dir, run_dir, plan.train, progress=progress)
-        training_figure(run_dir, Path(run_dir) / "report" / "figures" / "training.png")
-        t_train = time.perf_counter()
-        evaluate_run(run_dir, methods=plan.methods, split=plan.split, progress=progress)
-        t_eval = time.perf_counter()
-        ax = ax_run(run_dir, methods=plan.ax_methods, split=plan.split, progress=progress)
-        gax = gax_run(run_dir, split=plan.split, first_n_correct=plan.gax_images, progress=progress)
-        t_ax = time.perf_counter()
-        page = build_report(run_dir, progress=progress)
-    _print_training(summary)
-    out.print(f"data {t_data - t0:.0f} s, training {t_train - t_data:.0f} s, evaluation {t_eval - t_train:.0f} s, "
-              f"AX and GAX {t_ax - t_eval:.0f} s, report {time.perf_counter() - t_ax:.0f} s; total {time.perf_counter() - t0:.0f} s")
+        summary = run_demo(run_dir, full=full, seed=seed, progress=progress,
+                           training_figure=training_figure, report=build_report)
+    _print_training(summary["training"])
+    sec = summary["seconds"]
+    say(f"data {sec['data']:.0f} s, training {sec['training']:.0f} s, evaluation {sec['evaluation']:.0f} s, "
+        f"AX {sec['ax']:.0f} s, GAX {sec['gax']:.0f} s, report {sec['report']:.0f} s; total {sec['total']:.0f} s")
+    ax, gax = summary["ax"], summary["gax"]
     if ax.get("largest_gap"):
         gap = ax["largest_gap"]
-        out.print(f"largest correct/wrong CO gap: {gap['method']} (AUROC {gap['auroc']:.3f}, {gap['variant']})")
-    out.print(f"GAX: {gax['reached']} of {gax['samples']} correctly predicted images reached the target CO "
-              f"(median {gax['median_steps_to_target']} steps); viewer: {Path(run_dir) / 'report' / 'gax.html'}")
-    out.print(f"report: {page}")
+        say(f"largest correct/wrong CO gap: {gap['method']} (AUROC {gap['auroc']:.3f}, {gap['variant']})")
+    say(f"GAX: {gax['reached']} of {gax['samples']} correctly predicted images reached the target CO "
+        f"(median {gax['median_steps_to_target']} steps); viewer: {Path(run_dir) / 'report' / 'gax.html'}")
+    say(f"report: {summary['report']}")
 
 
 def _register_commands() -> None:
@@ -284,8 +219,35 @@ def _register_commands() -> None:
 
 _register_commands()
 
+# ------------------------------------------------------------------------------ fast allocator
+# DESIGN §5: glibc returns every block over 32 MiB to the kernel on free, which costs a third or
+# more of the time of batched torch work. `make` exports this setting; main() sets it for any other
+# way of starting heatlab (.venv/bin/heatlab, python -m heatlab) by re-executing itself once.
+GLIBC_TUNABLES = "glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295"
+_REEXEC_MARKER = "HEATLAB_REEXECUTED"
+
+
+def _reexec_with_fast_allocator() -> None:
+    """Start this same command again with GLIBC_TUNABLES set, once; never when the user set it
+    (their value wins), off Linux, or when the environment already says it was done."""
+    env = os.environ
+    if not sys.platform.startswith("linux") or "GLIBC_TUNABLES" in env or env.get(_REEXEC_MARKER):
+        return
+    argv = list(getattr(sys, "orig_argv", []) or [])  # the interpreter's own command line, -m/-c included
+    if not sys.executable or len(argv) < 2:
+        return
+    env = {**env, "GLIBC_TUNABLES": GLIBC_TUNABLES, _REEXEC_MARKER: "1"}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(sys.executable, [sys.executable, *argv[1:]], env)
+    except OSError:
+        return  # could not re-execute: run as we are, only slower
+
 
 def main() -> None:
+    """The ``heatlab`` console script: the app, with the fast allocator setting (DESIGN §5)."""
+    _reexec_with_fast_allocator()
     app()
 
 

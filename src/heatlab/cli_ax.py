@@ -1,6 +1,7 @@
 """``heatlab ax RUN``: Augmentative eXplanation (CO scores and their gap) on a trained run.
 
-``heatlab.cli`` calls :func:`register` to add the command to its app.
+``heatlab.cli`` calls :func:`register` to add the command to its app; the shared CLI pieces come
+from :mod:`heatlab.cli_common`, so this module never imports ``heatlab.cli``.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from pathlib import Path
 
 import typer
 
+from heatlab.cli_common import guarded, progress_bars, say
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``ax`` command to ``app``."""
-    from heatlab.cli import guarded, out, progress_bars
-
     @app.command("ax")
     @guarded
     def ax(
@@ -35,11 +36,11 @@ def register(app: typer.Typer) -> None:
         co, gap, _ = load_ax_tables(run_dir)
         figures = write_ax_figures(co, gap, Path(run_dir) / "report" / "figures", branch=summary["branches"][0])
         best = summary["largest_gap"]
-        out.print(f"AX on {summary['samples']} {split} samples x {len(summary['methods'])} methods x "
-                  f"{len(summary['branches'])} branches in {time.perf_counter() - t0:.0f} s", highlight=False, markup=False, soft_wrap=True)
+        say(f"AX on {summary['samples']} {split} samples x {len(summary['methods'])} methods x "
+            f"{len(summary['branches'])} branches in {time.perf_counter() - t0:.0f} s")
         if best:
-            out.print(f"largest gap: {best['method']} (AUROC {best['auroc']:.3f}, raw logits, x + h)", highlight=False, markup=False, soft_wrap=True)
+            say(f"largest gap: {best['method']} (AUROC {best['auroc']:.3f}, raw logits, x + h)")
         else:
-            out.print("largest gap: none (no split has both correct and wrong predictions)", highlight=False, markup=False, soft_wrap=True)
-        out.print(f"tables: {summary['tables']['co']}, {summary['tables']['co_gap']}", highlight=False, markup=False, soft_wrap=True)
-        out.print(f"figures: {Path(next(iter(figures.values()))).parent}", highlight=False, markup=False, soft_wrap=True)
+            say("largest gap: none (no split has both correct and wrong predictions)")
+        say(f"tables: {summary['tables']['co']}, {summary['tables']['co_gap']}")
+        say(f"figures: {Path(next(iter(figures.values()))).parent}")

@@ -1,6 +1,7 @@
 """`heatlab gax RUN`: batched GAX on the first correctly predicted samples, its figure and viewer.
 
-The lead's ``heatlab.cli`` calls :func:`register` to add the command.
+``heatlab.cli`` calls :func:`register` to add the command; the shared CLI pieces come from
+:mod:`heatlab.cli_common`, so this module never imports ``heatlab.cli``.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from pathlib import Path
 
 import typer
 
+from heatlab.cli_common import guarded, progress_bars, say
+
 
 def register(app: typer.Typer) -> None:
     """Add ``heatlab gax`` to ``app``."""
-    from heatlab.cli import guarded, out, progress_bars
-
     @app.command("gax")
     @guarded
     def gax_cmd(
@@ -40,8 +41,8 @@ def register(app: typer.Typer) -> None:
         viewer = build_gax_viewer(run_dir)
         n, k = summary["samples"], summary["reached"]
         median = summary["median_steps_to_target"]
-        out.print(f"GAX: {k} of {n} samples ({k / n:.0%}) reached CO >= {target_co:g} within {max_steps} steps"
-                  + (f", median {median:g} steps" if median is not None else "")
-                  + f" ({time.perf_counter() - t0:.0f} s)")
-        out.print(f"figure: {figure}")
-        out.print(f"viewer: {viewer}")
+        say(f"GAX: {k} of {n} samples ({k / n:.0%}) reached CO >= {target_co:g} within {max_steps} steps"
+            + (f", median {median:g} steps" if median is not None else "")
+            + f" ({time.perf_counter() - t0:.0f} s)")
+        say(f"figure: {figure}")
+        say(f"viewer: {viewer}")

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import typer
 
+from heatlab.cli_common import guarded, say
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``toy2d`` command to ``app``."""
-    # Imported here: heatlab.cli imports this module to call register().
-    from heatlab.cli import guarded, out
-
     @app.command("toy2d")
     @guarded
     def toy2d(
@@ -25,4 +24,4 @@ def register(app: typer.Typer) -> None:
         """Draw the 2-D toy of paper 000 §2: x and its closed-form GAX heatmap (eq. 4) against the rotation θ."""
         from heatlab.report.toy2d_figure import toy2d_figure
 
-        out.print(f"figure: {toy2d_figure(out_png, full_range=full_range)}")
+        say(f"figure: {toy2d_figure(out_png, full_range=full_range)}")

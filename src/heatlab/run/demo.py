@@ -1,10 +1,16 @@
-"""Sizes of `heatlab demo`: a quick preset for 2 CPU cores and the paper's full preset."""
+"""`heatlab demo`: its sizes (a quick preset for 2 CPU cores, the paper's full preset) and the
+pipeline that runs them (:func:`run_demo`)."""
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
 
 from heatlab.models.training import TrainConfig
+from heatlab.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -31,3 +37,60 @@ def demo_plan(*, full: bool = False, seed: int = 0) -> DemoPlan:
                         train=TrainConfig(seed=seed, branches=5), ax_methods="all", gax_images=100)
     return DemoPlan(size=128, shards={"train": 24, "val": 4, "test": 2}, shard_size=100,
                     train=TrainConfig(seed=seed, epochs=8, branches=2))
+
+
+def run_demo(
+    run_dir: str | os.PathLike,
+    *,
+    full: bool = False,
+    seed: int = 0,
+    progress: Progress | None = None,
+    training_figure: Callable[[Path, Path], Path] | None = None,
+    report: Callable[..., Path] | None = None,
+) -> dict:
+    """Run the whole demo into ``run_dir``: data -> train -> training figure -> evaluate -> AX -> GAX -> report.
+
+    Every step resumes: a second call with the same arguments skips the finished work. ``run/``
+    sits left of ``report/`` in the pipeline, so the drawing steps come in as callables: pass
+    ``heatlab.report.training_figures.training_figure`` (called as ``training_figure(run_dir, png)``)
+    and ``heatlab.report.html.build_report`` (called as ``report(run_dir, progress=progress)``), as
+    ``heatlab demo`` does; ``None`` skips that step.
+
+    Returns ``{"run_dir", "data_dir", "plan", "training", "evaluate", "ax", "gax", "training_figure",
+    "report", "seconds"}`` where ``seconds`` holds the wall time of each stage (``data``,
+    ``training`` (with its figure), ``evaluation``, ``ax``, ``gax``, ``report``) and the ``total``.
+    """
+    from heatlab.data.shards import write_cells
+    from heatlab.run.ax import ax_run
+    from heatlab.run.evaluate import evaluate_run
+    from heatlab.run.gax import gax_run
+    from heatlab.run.training import train_run
+
+    plan = demo_plan(full=full, seed=seed)
+    run_dir = Path(run_dir)
+    data_dir = run_dir / "data"
+    seconds: dict[str, float] = {}
+    t0 = clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = now - clock
+        clock = now
+
+    write_cells(data_dir, size=plan.size, seed=seed, shards=plan.shards, shard_size=plan.shard_size, progress=progress)
+    lap("data")
+    training = train_run(data_dir, run_dir, plan.train, progress=progress)
+    figure = training_figure(run_dir, run_dir / "report" / "figures" / "training.png") if training_figure else None
+    lap("training")
+    evaluation = evaluate_run(run_dir, methods=plan.methods, split=plan.split, progress=progress)
+    lap("evaluation")
+    ax = ax_run(run_dir, methods=plan.ax_methods, split=plan.split, progress=progress)
+    lap("ax")
+    gax = gax_run(run_dir, split=plan.split, first_n_correct=plan.gax_images, progress=progress)
+    lap("gax")
+    page = report(run_dir, progress=progress) if report else None
+    lap("report")
+    seconds["total"] = time.perf_counter() - t0
+    return {"run_dir": run_dir, "data_dir": data_dir, "plan": plan, "training": training, "evaluate": evaluation,
+            "ax": ax, "gax": gax, "training_figure": figure, "report": page, "seconds": seconds}

@@ -1,0 +1,125 @@
+"""What every ``heatlab`` command shares: the consoles, printing, errors and progress bars.
+
+The command modules (:mod:`heatlab.cli` and ``heatlab.cli_*``) import this module; it imports none
+of them, so the CLI has no import circle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import re
+import shlex
+import sys
+from typing import Callable, Iterator
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
+
+from heatlab.errors import HeatlabError
+
+console = Console(stderr=True)
+out = Console()
+
+
+def say(message: object) -> None:
+    """Print one line of user-facing text on stdout literally: no rich markup, no highlighting,
+    no wrapping (so a path such as ``D[test]`` appears exactly as given and can be copied)."""
+    out.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    """Print ``error: <message>`` on stderr (the message literally) and exit with ``code``."""
+    console.print(Text.assemble(("error:", "bold red"), " ", str(message)), highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+# ---------------------------------------------------------------------- library words -> flags
+_VALUE = r"""'[^']*'|"[^"]*"|\.\.\.|[^\s,;()\[\]{}]*[^\s,;()\[\]{}.]"""
+
+
+def _flags(fn: Callable) -> dict[str, tuple[str, bool]]:
+    """``{parameter name: (long flag, is a bool flag)}`` for the options of a Typer command function."""
+    flags: dict[str, tuple[str, bool]] = {}
+    for name, param in inspect.signature(fn).parameters.items():
+        default = param.default
+        if isinstance(default, typer.models.ArgumentInfo):
+            continue  # positional: there is no flag to name
+        decls = list(getattr(default, "param_decls", None) or ()) if isinstance(default, typer.models.OptionInfo) else []
+        longs = [d.split("/")[0] for d in decls if d.startswith("--")]
+        flag = longs[0] if longs else "--" + name.replace("_", "-")
+        value = default.default if isinstance(default, typer.models.OptionInfo) else default
+        flags[name] = (flag, isinstance(value, bool) or param.annotation in (bool, "bool"))
+    return flags
+
+
+def flag_words(message: str, flags: dict[str, tuple[str, bool]]) -> str:
+    """Rewrite every ``name=value`` of ``message`` whose ``name`` is one of the command's options as
+    ``--flag value`` (``batch_size=25`` -> ``--batch-size 25``, ``device='cpu'`` -> ``--device cpu``).
+    Library errors speak Python; the CLI speaks flags. Other text is left alone."""
+    if not flags:
+        return message
+    names = "|".join(sorted((re.escape(n) for n in flags), key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w.\-])({names})=(?!=)({_VALUE})")
+
+    def swap(match: re.Match) -> str:
+        flag, is_bool = flags[match.group(1)]
+        value = match.group(2)
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+            value = shlex.quote(value) if value else "''"
+        if is_bool:
+            if value == "True":
+                return flag
+            return match.group(0)  # False or anything else: no single flag says it
+        return f"{flag} {value}"
+
+    return pattern.sub(swap, message)
+
+
+def guarded(fn):
+    """Turn HeatlabError (and Ctrl-C) into one sentence on stderr and a non-zero exit, no traceback.
+
+    The sentence names the command's own flags: ``name=value`` of a library message becomes
+    ``--name value`` when ``name`` is an option of this command (see :func:`flag_words`).
+    """
+    flags = _flags(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except HeatlabError as exc:
+            _fail(flag_words(str(exc), flags))
+        except KeyboardInterrupt:
+            _fail("interrupted; run the same command again to resume where it stopped.", code=130)
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
+    """Yield a ``progress(task, done, total)`` callable backed by rich progress bars with an ETA."""
+    bars = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+        disable=not console.is_terminal and "pytest" in sys.modules,
+    )
+    ids: dict[str, int] = {}
+
+    def update(task: str, done: int, total: int) -> None:
+        if task not in ids:
+            ids[task] = bars.add_task(task, total=total)
+        bars.update(ids[task], completed=done, total=total)
+
+    with bars:
+        yield update
