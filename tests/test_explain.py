@@ -380,3 +380,86 @@ def test_channel_adjust_zero_three_dim_and_nan():
         channel_adjust(bad)
     with pytest.raises(HeatlabError, match="N×C×H×W"):
         channel_adjust(torch.ones(1, 1, 3, 2, 2))
+
+
+# --- the method lifecycle and the shared model-state helpers ----------------------------------
+
+
+def _throwaway_spec(log: list):
+    """A test method: its set-up hooks the model, its run raises, its tear-down logs and unhooks."""
+    from contextlib import contextmanager
+    from dataclasses import dataclass
+
+    from heatlab.explain.methods import MethodSpec, Options
+
+    @dataclass(frozen=True)
+    class ThrowawayOptions(Options):
+        seed: int = 0
+        message: str = "mid-attribution"
+
+    @contextmanager
+    def build(model, options, inputs):
+        handle = model.register_forward_hook(lambda m, args, out: None)
+        log.append(("setup", options.seed))
+        try:
+            def run(x, target, o):
+                model(x)
+                raise ValueError(o.message)
+
+            yield run
+        finally:
+            handle.remove()
+            log.append("teardown")
+
+    return MethodSpec("Throwaway", build, ThrowawayOptions)
+
+
+def test_build_teardown_runs_after_an_error_mid_attribution(monkeypatch):
+    from heatlab.explain import methods
+
+    log = []
+    monkeypatch.setitem(methods._BY_NAME, "Throwaway", _throwaway_spec(log))
+    model = _cnn().train()
+    hooks, flags = _hook_counts(model), [m.training for m in model.modules()]
+    with pytest.raises(ValueError, match="boom here"):
+        attribute(model, _images(2), "Throwaway", target=0, seed=4, message="boom here")
+    assert log == [("setup", 4), "teardown"]
+    assert _hook_counts(model) == hooks and all(n == 0 for counts in hooks for n in counts)
+    assert [m.training for m in model.modules()] == flags
+    with pytest.raises(HeatlabError, match="Throwaway does not take the argument.s. stdevs; its extra arguments are: message"):
+        attribute(model, _images(2), "Throwaway", target=0, stdevs=0.1)
+
+
+def test_method_options_declare_the_extra_arguments():
+    from heatlab.explain.methods import REGISTRY
+
+    assert list(REGISTRY) == list(METHODS)
+    assert REGISTRY["Saliency"].kwargs == frozenset()
+    assert REGISTRY["GradientShap"].kwargs == {"baselines", "stdevs"}
+    assert REGISTRY["DeepLift"].per_sample_kwargs == {"baselines"}
+    assert REGISTRY["IntegratedGradients"].kwargs == {"baselines", "integration_method", "internal_batch_size"}
+    assert REGISTRY["LayerGradCam"].kwargs == {"interpolate_mode", "relu_attributions", "attribute_to_layer_input"}
+    assert REGISTRY["GuidedGradCam"].needs_layer and REGISTRY["DeepLiftShap"].hooks_activations
+
+
+def test_per_sample_baselines_follow_their_chunk():
+    model, x, t = _cnn(), _images(5), torch.tensor([0, 1, 2, 3, 4])
+    base = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(9))
+    full = attribute(model, x, "DeepLift", target=t, baselines=base)
+    torch.testing.assert_close(attribute(model, x, "DeepLift", target=t, baselines=base, batch_size=2), full)
+    torch.testing.assert_close(attribute(model, x[3:4], "DeepLift", target=t[3:4], baselines=base[3:4]), full[3:4])
+
+
+def test_eval_mode_restores_each_flag_also_after_an_error_and_model_device():
+    from heatlab.models.state import eval_mode, model_device
+    from heatlab.models.training import model_device as reexported
+
+    model = _cnn().train()
+    model.bn1.eval()
+    flags = [m.training for m in model.modules()]
+    with pytest.raises(KeyError), eval_mode(model) as inside:
+        assert inside is model and not any(m.training for m in model.modules())
+        raise KeyError("x")
+    assert [m.training for m in model.modules()] == flags
+    assert reexported is model_device
+    assert model_device(model) == torch.device("cpu") and model_device(nn.ReLU()) == torch.device("cpu")

@@ -4,7 +4,9 @@ Built on Captum; method names are Captum's class names (see :data:`METHODS`). Th
 has the shape of ``inputs``. The call leaves the model as it found it: it runs in eval mode and
 restores every module's training flag afterwards, removes every hook (also after an exception),
 and never changes parameters; methods that rewrite activation gradients run on an
-attribution-safe copy when the model needs one (see :func:`attribute`).
+attribution-safe copy when the model needs one (see :func:`attribute`). Each method comes from
+the registry :mod:`heatlab.explain.methods`; its ``build`` context manager is entered with
+``with`` for the whole call, so its own set-up (hooks, model rewrites) is torn down even on error.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from itertools import chain
 
@@ -23,6 +25,7 @@ from heatlab.errors import HeatlabError
 from heatlab.explain.methods import REGISTRY, MethodSpec, Options
 from heatlab.explain.postprocess import all_finite
 from heatlab.models.safety import make_attribution_safe
+from heatlab.models.state import eval_mode, model_device
 
 #: Supported method names (Captum class names), in registry order.
 METHODS: tuple[str, ...] = tuple(REGISTRY)
@@ -77,7 +80,7 @@ def attribute(
         abs: Saliency only: ``True`` gives ``|gradient|`` (Captum's default, paper 002),
             ``False`` the signed gradient.
         n_baselines: DeepLiftShap/GradientShap: size of the baseline distribution, images
-            uniform in [0, 1] drawn from ``seed`` (see ``methods.shap_baselines``).
+            uniform in [0, 1] drawn from ``seed`` (see ``heatlab.explain.methods.shap_baselines``).
         n_samples: GradientShap: number of (baseline, alpha, noise) draws, shared by all samples.
         n_steps: IntegratedGradients: steps of the path integral.
         seed: seeds all randomness of the SHAP methods (the global RNGs are neither used nor
@@ -110,14 +113,14 @@ def attribute(
     spec = _spec(method)
     _check_kwargs(spec, kwargs)
     _check_counts(n_baselines=n_baselines, n_samples=n_samples, n_steps=n_steps, batch_size=batch_size)
-    device = _device(model)
+    device = model_device(model)
     x = _check_inputs(inputs, spec).detach().to(device)
     n, step = x.shape[0], batch_size or x.shape[0]
-    opts = Options(
-        layer_name=_layer_name(model, layer) if spec.needs_layer else "", abs=abs, n_baselines=n_baselines,
-        n_samples=n_samples, n_steps=n_steps, seed=seed,
-        kwargs={k: v.to(device) if isinstance(v, Tensor) else v for k, v in kwargs.items()},
-    )
+    call_args = {
+        "abs": abs, "n_baselines": n_baselines, "n_samples": n_samples, "n_steps": n_steps, "seed": seed,
+        "layer_name": _layer_name(model, layer) if spec.needs_layer else "",
+    }
+    opts = spec.make_options(call_args, {k: v.to(device) if isinstance(v, Tensor) else v for k, v in kwargs.items()})
     t = None if target is None else _check_target(target, n, device)
     work = make_attribution_safe(model) if spec.hooks_activations and _has_inplace(model) else model
     if t is None:
@@ -154,18 +157,25 @@ def _attribute_safely(
 def _run(
     spec: MethodSpec, work: nn.Module, x: Tensor, t: Tensor, opts: Options, step: int, check_target: bool
 ) -> Tensor:
-    """Attributions of ``x`` (``N×...``) for targets ``t`` (``N``) on ``work``, in chunks of ``step``."""
-    n, hooks = x.shape[0], []
-    with _attribution_mode(work):
+    """Attributions of ``x`` (``N×...``) for targets ``t`` (``N``) on ``work``, in chunks of ``step``.
+
+    The method's ``build`` is entered with ``with`` inside an ``ExitStack`` that also removes this
+    function's own hooks, so its tear-down runs first, then the hooks go, then the modes come back,
+    whatever is raised.
+    """
+    n = x.shape[0]
+    with _attribution_mode(work), ExitStack() as stack:
         try:
             if check_target:
-                hooks.append(work.register_forward_hook(_logits_check(int(t.max()))))
+                stack.callback(work.register_forward_hook(_logits_check(int(t.max()))).remove)
             if spec.hooks_activations:
-                hooks.extend(_watch_reuse(work))
-            run = spec.build(work, replace(opts, layer=_module(work, opts.layer_name)), x)
+                for hook in _watch_reuse(work):
+                    stack.callback(hook.remove)
+            if spec.needs_layer:
+                opts = replace(opts, layer=_module(work, opts.layer_name))
+            run = stack.enter_context(spec.build(work, opts, x))
             parts = [
-                run(x[i : i + step], t[i : i + step], **_chunk_kwargs(spec, opts.kwargs, n, i, step))
-                for i in range(0, n, step)
+                run(x[i : i + step], t[i : i + step], _chunk_options(spec, opts, n, i, step)) for i in range(0, n, step)
             ]
         except RuntimeError as err:
             if any(h in str(err) for h in _INPLACE_HINTS):
@@ -174,9 +184,6 @@ def _run(
                     "`x.relu_()` in forward) or reuses a module; write those operations out of place."
                 ) from err
             raise
-        finally:
-            for hook in hooks:
-                hook.remove()
     # Captum computes some results from inputs that required grad: hand back plain tensors.
     return (parts[0] if len(parts) == 1 else torch.cat(parts)).detach()
 
@@ -279,12 +286,10 @@ def _module(model: nn.Module, name: str) -> nn.Module | None:
     return module
 
 
-def _chunk_kwargs(spec: MethodSpec, kwargs: dict, n: int, start: int, step: int) -> dict:
-    """Method arguments for samples ``start:start+step``; per-sample tensors are sliced."""
-    return {
-        k: v[start : start + step] if k in spec.per_sample_kwargs and _per_sample(v, n) else v
-        for k, v in kwargs.items()
-    }
+def _chunk_options(spec: MethodSpec, opts: Options, n: int, start: int, step: int) -> Options:
+    """The options for samples ``start:start+step``: per-sample tensors (``N×...``) are sliced."""
+    sliced = {k: v[start : start + step] for k in spec.per_sample_kwargs if _per_sample(v := getattr(opts, k), n)}
+    return replace(opts, **sliced) if sliced else opts
 
 
 def _per_sample(value, n: int) -> bool:
@@ -292,12 +297,6 @@ def _per_sample(value, n: int) -> bool:
 
 
 # --- the model -----------------------------------------------------------------------------
-
-
-def _device(model: nn.Module) -> torch.device:
-    for t in chain(model.parameters(), model.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 def _has_inplace(model: nn.Module) -> bool:
@@ -342,17 +341,14 @@ def _attribution_mode(model: nn.Module) -> Iterator[None]:
     """Eval mode and quiet routine Captum warnings; afterwards restore every module's training flag
     and drop the tensors DeepLift's hooks store on modules when an attribution fails midway."""
     modules = list(model.modules())
-    flags = [m.training for m in modules]
     had = [[name for name in _CAPTUM_MODULE_ATTRS if name in vars(m)] for m in modules]
     try:
-        model.eval()
-        with warnings.catch_warnings():
+        with eval_mode(model), warnings.catch_warnings():
             for msg in _ROUTINE_WARNINGS:
                 warnings.filterwarnings("ignore", message=msg)
             yield
     finally:
-        for m, flag, kept in zip(modules, flags, had):
-            m.training = flag
+        for m, kept in zip(modules, had):
             for name in _CAPTUM_MODULE_ATTRS:
                 if name in vars(m) and name not in kept:
                     delattr(m, name)

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.optim.adam import adam
 
 from heatlab.errors import HeatlabError
+from heatlab.models.state import eval_mode, model_device
 from heatlab.progress import Progress, report
 from heatlab.score.co import AX_VARIANTS, augment, kappa
 
@@ -94,11 +95,11 @@ def check_options(*, target_co: float, max_steps: int, snapshot_every: int = 1, 
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
     if not finite(target_co):
-        raise HeatlabError(f"The target CO must be a finite number, got {target_co!r}; pass e.g. --target-co 48.")
+        raise HeatlabError(f"The target CO must be a finite number, got {target_co!r}; pass e.g. target_co=48.")
     if not whole(max_steps) or max_steps < 1:
-        raise HeatlabError(f"max_steps must be a whole number of at least 1, got {max_steps!r}; pass e.g. --max-steps 500.")
+        raise HeatlabError(f"max_steps must be a whole number of at least 1, got {max_steps!r}; pass e.g. max_steps=500.")
     if not whole(snapshot_every) or snapshot_every < 1:
-        raise HeatlabError(f"snapshot_every must be a whole number of at least 1, got {snapshot_every!r}; pass e.g. 5.")
+        raise HeatlabError(f"snapshot_every must be a whole number of at least 1, got {snapshot_every!r}; pass e.g. snapshot_every=5.")
     if not finite(lr) or lr <= 0:
         raise HeatlabError(f"The GAX learning rate must be a positive number, got {lr!r}; the paper uses 0.1.")
     if not finite(similarity_factor) or similarity_factor < 0:
@@ -128,18 +129,15 @@ def _check_inputs(inputs: object, labels: object) -> None:
 @contextlib.contextmanager
 def frozen(model: nn.Module) -> Iterator[None]:
     """Eval mode and no parameter gradients inside; every module's mode and flag restored after."""
-    modes = [(m, m.training) for m in model.modules()]
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
-        for p, flag in flags:
-            p.requires_grad_(flag)
+    with eval_mode(model):
+        for p, _ in flags:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)
 
 
 def _tanh(z: Tensor) -> Tensor:
@@ -149,12 +147,12 @@ def _tanh(z: Tensor) -> Tensor:
     return torch.sigmoid_(z.mul_(2)).mul_(2).sub_(1)
 
 
-def _model_placement(model: nn.Module, inputs: Tensor) -> tuple[torch.device, torch.dtype]:
-    """The model's device and floating dtype (the inputs' when the model has no parameters)."""
+def _model_dtype(model: nn.Module, inputs: Tensor) -> torch.dtype:
+    """The model's floating dtype (the inputs' when the model has no floating parameters)."""
     for p in model.parameters():
         if p.is_floating_point():
-            return p.device, p.dtype
-    return inputs.device, inputs.dtype
+            return p.dtype
+    return inputs.dtype
 
 
 def gax(
@@ -181,7 +179,7 @@ def gax(
     check_options(target_co=target_co, max_steps=max_steps, snapshot_every=snapshot_every, lr=lr,
                   similarity_factor=similarity_factor, bias=bias, eps=eps, ax=ax)
     _check_inputs(inputs, labels)
-    device, dtype = _model_placement(model, inputs)
+    device, dtype = model_device(model), _model_dtype(model, inputs)
     x_all = inputs.detach().to(device=device, dtype=dtype)
     n = x_all.shape[0]
     with frozen(model):

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from heatlab.data.shards import derive_seed
 from heatlab.errors import HeatlabError
 from heatlab.models import zoo
+from heatlab.models.state import model_device  # re-exported: heatlab.models.training.model_device
 
 STOP_TARGET = "target reached"
 STOP_EARLY = "early stop"
@@ -93,26 +94,26 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
-            raise HeatlabError(f"Model name must be a non-empty string, got {self.model!r}; pass e.g. --model cellcnn.")
-        _whole("Epochs", self.epochs, 0, "--epochs 3")
-        _whole("Branch epochs", self.branch_epochs, 1, "--branch-epochs 2")
-        _whole("Branches", self.branches, 0, "--branches 3")
-        _whole("Batch size", self.batch_size, 1, "--batch-size 32")
-        _whole("eval_every", self.eval_every, 1, "--eval-every 4")
-        _whole("n_l (early-stopping limit)", self.n_l, 1, "--n-l 24")
-        _whole("Seed", self.seed, 0, "--seed 0")
-        _real("Learning rate", self.lr, 0.0, 10.0, "--lr 0.001")
+            raise HeatlabError(f"Model name must be a non-empty string, got {self.model!r}; pass e.g. model='cellcnn'.")
+        _whole("Epochs", self.epochs, 0, "epochs=3")
+        _whole("Branch epochs", self.branch_epochs, 1, "branch_epochs=2")
+        _whole("Branches", self.branches, 0, "branches=3")
+        _whole("Batch size", self.batch_size, 1, "batch_size=32")
+        _whole("eval_every", self.eval_every, 1, "eval_every=4")
+        _whole("n_l (early-stopping limit)", self.n_l, 1, "n_l=24")
+        _whole("Seed", self.seed, 0, "seed=0")
+        _real("Learning rate", self.lr, 0.0, 10.0, "lr=0.001")
         if self.branch_lr is not None:
-            _real("Branch learning rate", self.branch_lr, 0.0, 10.0, "--branch-lr 0.0001")
+            _real("Branch learning rate", self.branch_lr, 0.0, 10.0, "branch_lr=0.0001")
         if self.schedule not in SCHEDULES:
-            raise HeatlabError(f"Unknown learning-rate schedule {self.schedule!r}; pass --schedule {' or --schedule '.join(SCHEDULES)}.")
-        _real("Weight decay", self.weight_decay, 0.0, 1.0, "--weight-decay 1e-5")
-        _real("Target accuracy", self.target_acc, 0.0, 2.0, "--target-acc 0.96")
-        _real("r_f (refresh fraction)", self.r_f, 0.0, 1.0, "--r-f 0.4", open_high=True)
+            raise HeatlabError(f"Unknown learning-rate schedule {self.schedule!r}; pass {' or '.join(f'schedule={s!r}' for s in SCHEDULES)}.")
+        _real("Weight decay", self.weight_decay, 0.0, 1.0, "weight_decay=1e-5")
+        _real("Target accuracy", self.target_acc, 0.0, 2.0, "target_acc=0.96")
+        _real("r_f (refresh fraction)", self.r_f, 0.0, 1.0, "r_f=0.4", open_high=True)
         try:
             torch.device(self.device)
         except (RuntimeError, TypeError):
-            raise HeatlabError(f"Device '{self.device}' is not a torch device; pass e.g. --device cpu or --device cuda.") from None
+            raise HeatlabError(f"Device '{self.device}' is not a torch device; pass e.g. device='cpu' or device='cuda'.") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -130,15 +131,8 @@ def resolve_device(name: str) -> torch.device:
     """``torch.device(name)``, or a HeatlabError when it names a CUDA device that is not there."""
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise HeatlabError(f"Device '{name}' was asked for but CUDA is not available; pass --device cpu.")
+        raise HeatlabError(f"Device '{name}' was asked for but CUDA is not available; pass device='cpu'.")
     return device
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter (or buffer); CPU for a model without tensors."""
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 @contextlib.contextmanager
@@ -262,7 +256,7 @@ def num_batches(data: Any, batch_size: int) -> int | None:
 def predict(model: nn.Module, data: Any, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """``(predicted classes N, labels N)`` as CPU int64 tensors, in data order, model in eval mode."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise HeatlabError(f"Batch size must be a whole number >= 1, got {batch_size!r}; pass e.g. --batch-size 32.")
+        raise HeatlabError(f"Batch size must be a whole number >= 1, got {batch_size!r}; pass e.g. batch_size=32.")
     device = model_device(model)
     was_training = model.training
     model.eval()
@@ -338,7 +332,7 @@ def _train_steps(
             it += 1
             value = loss.item()
             if not math.isfinite(value):
-                raise HeatlabError(f"The training loss became {value} at iteration {it}; lower the learning rate (--lr).")
+                raise HeatlabError(f"The training loss became {value} at iteration {it}; lower the learning rate, e.g. lr=0.0001.")
             yield it, epoch, value
 
 

@@ -33,7 +33,7 @@ from heatlab.progress import Progress
 from heatlab.run.rundir import RunDir
 from heatlab.run.runner import PARQUET, TENSORS, Stage, Unit, Work, run_stage
 from heatlab.score.five_band import METRICS, five_band
-from heatlab.score.localisation import localisation_metrics
+from heatlab.score.metrics import per_sample_scores
 
 VARIANTS = {"standard": None, "clamp": (-0.1, 0.1)}
 KINDS = ("five_band", "roc", "localisation")
@@ -93,8 +93,7 @@ def score_attributions(attr, labels, truth, truth_kind: str, *, predictions, sha
             roc_frame["n"] = len(labels)
             rocs.append(pd.DataFrame(roc_frame))
         five, roc = pd.concat(rows, ignore_index=True), pd.concat(rocs, ignore_index=True)
-    loc_truth = truth if truth_kind == "levels" else truth * 0.9  # a binary mask: feature and cell are the mask
-    loc = {k: v.double().numpy() for k, v in localisation_metrics(adjusted["standard"], loc_truth).items()}
+    loc = {k: v.double().numpy() for k, v in per_sample_scores(adjusted["standard"], truth, truth_kind).items()}
     return five, roc, pd.DataFrame({**base, **loc})
 
 

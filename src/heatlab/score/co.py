@@ -21,15 +21,12 @@ flag is restored afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from itertools import chain
-
 import torch
 from torch import Tensor, nn
 
 from heatlab.errors import HeatlabError
 from heatlab.explain.postprocess import all_finite, normalize_max_abs
+from heatlab.models.state import eval_mode, model_device
 
 AX_VARIANTS = ("sum", "mult")
 OUTPUTS = ("raw", "softmax")
@@ -78,7 +75,7 @@ def co_score(
     _check_choice("ax", ax, AX_VARIANTS)
     _check_choice("output", output, OUTPUTS)
     x, h, y, step = _check(model, inputs, heatmaps, labels, batch_size)
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         before = _logits(model, x, step)
         k = _kappa_checked(y, before.shape[1])
         after = _logits(model, augment(x, h, ax), step)
@@ -100,7 +97,7 @@ def co_records(
     and, for each ``ax`` in ``sum``/``mult``, ``pred_after_<ax>`` and ``correct_after_<ax>``.
     """
     x, h, y, step = _check(model, inputs, heatmaps, labels, batch_size)
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         before = _logits(model, x, step)
         k = _kappa_checked(y, before.shape[1])
         pred = before.argmax(1)
@@ -166,28 +163,10 @@ def _check(model: nn.Module, inputs, heatmaps, labels, batch_size) -> tuple[Tens
         raise HeatlabError("Heatmaps contain NaN or Inf; fix the attribution that produced them.")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise HeatlabError(f"Batch size must be a whole number >= 1, got {batch_size!r}; pass e.g. batch_size=25.")
-    device = _device(model)
+    device = model_device(model)
     return inputs.to(device), heatmaps.to(device), labels.long().to(device), batch_size or inputs.shape[0]
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise HeatlabError(f"Unknown {name} {value!r}; choose one of {', '.join(choices)}.")
-
-
-def _device(model: nn.Module) -> torch.device:
-    for t in chain(model.parameters(), model.buffers()):
-        return t.device
-    return torch.device("cpu")
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the block; afterwards every module gets its own training flag back."""
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag

@@ -13,16 +13,23 @@ the four changes when ``h`` is multiplied by a positive number (up to float roun
   "CLEVR-XAI: a benchmark dataset for the ground truth evaluation of neural network explanations").
 - :func:`auc` (Fawcett 2006, "An introduction to ROC analysis").
 - :func:`localisation_metrics`: all four against the discriminative-feature mask (truth = 0.9)
-  and the whole-cell mask (truth > 0) of the synthetic cells.
+  and the whole-cell mask (truth > 0) of the synthetic cells. The same eight scores are entries
+  of the metric registry :mod:`heatlab.score.metrics`, which also takes binary masks.
 
 Work is vectorised over samples (one sort per row, shared by the metrics that rank pixels) and
-done in chunks of whole samples so that intermediate tensors stay a few MiB.
+done in chunks of whole samples so that intermediate tensors stay a few MiB. Inside
+:func:`shared_rows`, the row functions called on one heatmap tensor share that sort (the
+registry's ``per_sample_scores`` uses this; the cache lives only for the block).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cached_property
+from types import MappingProxyType
 from typing import Callable
 
 import torch
@@ -54,6 +61,35 @@ class _Rows:
         lo = _group_start(values)
         hi = values.shape[1] - _group_start(values.flip(1)).flip(1)
         return values, perm, lo, hi
+
+
+_SHARED: ContextVar[dict[int, tuple[Tensor, _Rows]] | None] = ContextVar("heatlab_shared_rows", default=None)
+
+
+@contextmanager
+def shared_rows() -> Iterator[None]:
+    """Inside the block, :func:`rows_of` returns one :class:`_Rows` (one lazy sort) per heatmap tensor."""
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def rows_of(h: Tensor) -> _Rows:
+    """Heatmaps ``n×...`` as ``n×P`` rows; the same object for the same tensor inside :func:`shared_rows`.
+
+    Only the last tensor is kept (callers go chunk by chunk), held by reference so its id stays
+    valid while it is cached.
+    """
+    cache = _SHARED.get()
+    if cache is None:
+        return _Rows(h)
+    hit = cache.get(id(h))
+    if hit is None or hit[0] is not h:
+        cache.clear()
+        hit = cache[id(h)] = (h, _Rows(h))
+    return hit[1]
 
 
 def pointing_game(h: Tensor, mask: Tensor) -> Tensor:
@@ -172,6 +208,9 @@ _METRICS: dict[str, Callable[[_Rows, Tensor], Tensor]] = {
     "auc": _auc,
 }
 
+#: The four metrics on rows: ``fn(rows_of(h), mask n×P bool) -> float64 n`` (no validation).
+ROW_METRICS: Mapping[str, Callable[[_Rows, Tensor], Tensor]] = MappingProxyType(_METRICS)
+
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -209,7 +248,7 @@ def _empty(h: Tensor) -> Tensor:
 def _check_heatmaps(h: Tensor) -> None:
     if not isinstance(h, Tensor) or not h.is_floating_point():
         raise HeatlabError("Heatmaps must be a floating-point torch tensor N×H×W; convert them with .float().")
-    if h.ndim < 2 or h[0].numel() == 0:
+    if h.ndim < 2 or math.prod(h.shape[1:]) == 0:
         raise HeatlabError(f"Heatmaps must be N×H×W with at least one pixel, got shape {tuple(h.shape)}.")
     lo, hi = torch.aminmax(h) if h.numel() else (torch.zeros(()), torch.zeros(()))
     if not (math.isfinite(lo) and math.isfinite(hi)):  # NaN propagates through aminmax

@@ -1,0 +1,139 @@
+"""The metric registry (heatlab.score.metrics): the eight localisation entries, registration,
+truth kinds, perfect heatmaps."""
+
+import importlib
+import math
+
+import pytest
+import torch
+
+import heatlab.score
+from heatlab.errors import HeatlabError
+from heatlab.score import metrics
+from heatlab.score.localisation import localisation_metrics
+from heatlab.score.metrics import METRICS, Metric, available_metrics, per_sample_scores, register
+
+LOCALISATION = [
+    f"{k}/{m}"
+    for m in ("feature", "cell")
+    for k in ("pointing_game", "relevance_mass_accuracy", "relevance_rank_accuracy", "auc")
+]
+RANKED = ("pointing_game", "relevance_mass_accuracy", "relevance_rank_accuracy", "auc")
+
+
+def _cells(n=6, size=12, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    truth = torch.zeros(n, size, size)
+    truth[: n - 1, 2:9, 3:10] = 0.4
+    truth[: n - 1, 4, 3:10] = 0.9  # the last sample is 'empty'
+    return torch.randn(n, size, size, generator=g), truth
+
+
+def test_eight_localisation_entries_match_localisation_metrics():
+    assert available_metrics()[:8] == LOCALISATION
+    assert available_metrics("mask")[:8] == LOCALISATION
+    for name in LOCALISATION:
+        m = METRICS[name]
+        assert m.higher_is_better and m.needs == "mask" and m.family == "localisation" and m.source
+    assert "CLEVR-XAI" in METRICS["relevance_mass_accuracy/cell"].source
+    h, truth = _cells()
+    want, got = localisation_metrics(h, truth), per_sample_scores(h, truth, "levels")
+    for k in want:
+        assert got[k].dtype == torch.float64
+        torch.testing.assert_close(got[k], want[k], equal_nan=True, rtol=0, atol=0)
+    assert all(math.isnan(got[k][-1]) for k in LOCALISATION)
+
+
+def test_binary_mask_uses_one_mask_for_feature_and_cell():
+    h, truth = _cells()
+    mask = (truth == 0.9).float()
+    got = per_sample_scores(h, mask, "mask")
+    want = localisation_metrics(h, mask * 0.9)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], equal_nan=True, rtol=0, atol=0)
+    for k in RANKED:
+        torch.testing.assert_close(got[f"{k}/feature"], got[f"{k}/cell"], equal_nan=True, rtol=0, atol=0)
+    torch.testing.assert_close(per_sample_scores(h, mask.bool(), "mask")["auc/cell"], got["auc/cell"], equal_nan=True)
+
+
+@pytest.mark.parametrize("kind", ["levels", "mask"])
+def test_perfect_heatmap_scores_exactly_one(kind):
+    _, truth = _cells(n=5)
+    truth = truth[:4]  # no empty sample
+    if kind == "mask":
+        truth = (truth > 0.65).float()
+    feature = (truth >= 0.65).float()
+    out = per_sample_scores(feature, truth, kind)
+    for k in RANKED:
+        assert torch.equal(out[f"{k}/feature"], torch.ones(4, dtype=torch.float64)), k
+    cell = (truth > 0).float()
+    out = per_sample_scores(cell, truth, kind)
+    for k in RANKED:
+        assert torch.equal(out[f"{k}/cell"], torch.ones(4, dtype=torch.float64)), k
+
+
+def test_registered_metric_appears_in_per_sample_scores():
+    def mean_inside(h, truth):
+        inside = (truth > 0).to(h.dtype)
+        return (h * inside).sum((1, 2), dtype=torch.float64) / inside.sum((1, 2), dtype=torch.float64)
+
+    def feature_share(h, truth):
+        return (truth >= 0.65).sum((1, 2), dtype=torch.float64) / (truth > 0).sum((1, 2), dtype=torch.float64)
+
+    h, truth = _cells(n=40, size=64)  # several chunks: the function sees chunks of whole samples
+    try:
+        register(Metric("mean_inside", True, "mask", mean_inside, "test", "nobody"))
+        register(Metric("feature_share", False, "levels", feature_share))
+        with pytest.raises(HeatlabError, match="already registered"):
+            register(Metric("mean_inside", True, "mask", mean_inside))
+        out = per_sample_scores(h, truth, "levels")
+        assert list(out) == [*LOCALISATION, "mean_inside", "feature_share"]
+        torch.testing.assert_close(out["mean_inside"], mean_inside(h, truth), equal_nan=True)
+        assert out["feature_share"].shape == (40,)
+        only_mask = per_sample_scores(h, (truth > 0).float(), "mask")
+        assert "mean_inside" in only_mask and "feature_share" not in only_mask
+        assert available_metrics("mask")[-1] == "mean_inside"
+    finally:  # leave the registry as the other tests expect it
+        metrics._REGISTRY.pop("mean_inside", None)
+        metrics._REGISTRY.pop("feature_share", None)
+    assert "mean_inside" not in METRICS and "feature_share" not in METRICS
+
+
+def test_localisation_entries_share_one_sort_per_chunk():
+    from heatlab.score.localisation import rows_of, shared_rows
+
+    h, _ = _cells()
+    assert rows_of(h) is not rows_of(h)
+    with shared_rows():
+        rows = rows_of(h)
+        assert rows_of(h) is rows and rows_of(h.clone()) is not rows
+
+
+def test_bad_input_and_bad_metrics_raise():
+    h, truth = _cells(n=2)
+    with pytest.raises(HeatlabError, match="0, 0.4 and 0.9"):
+        per_sample_scores(h, torch.full_like(h, 0.5), "levels")
+    with pytest.raises(HeatlabError, match="0/1 or bool"):
+        per_sample_scores(h, truth, "mask")
+    with pytest.raises(HeatlabError, match="truth_kind='levels'"):
+        per_sample_scores(h, truth, "bands")
+    with pytest.raises(HeatlabError, match="differ"):
+        per_sample_scores(h, truth[:, :3], "levels")
+    bad = h.clone()
+    bad[0, 0, 0] = math.nan
+    with pytest.raises(HeatlabError, match="NaN"):
+        per_sample_scores(bad, truth, "levels")
+    with pytest.raises(HeatlabError, match="needs"):
+        Metric("x", True, "bands", lambda h, t: h)
+    with pytest.raises(HeatlabError, match="takes a Metric"):
+        register("auc")
+    empty = per_sample_scores(h[:0], truth[:0], "levels")
+    assert all(v.shape == (0,) and v.dtype == torch.float64 for v in empty.values())
+
+
+def test_score_five_band_is_the_module():
+    module = importlib.import_module("heatlab.score.five_band")
+    assert heatlab.score.five_band is module
+    from heatlab.score import five_band
+
+    assert five_band is module and callable(five_band.five_band)
