@@ -163,7 +163,7 @@ def test_backbone_weights_load_everything_but_the_head(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"name": "lenet", "num_classes": 10}, r"alexnet, .*cellcnn, .*resnet34, vgg16"),
+        ({"name": "lenet", "num_classes": 10}, r"alexnet, .*cellcnn, .*resnet34, .*vgg16"),
         ({"name": "cellcnn", "num_classes": 0}, "num_classes"),
         ({"name": "cellcnn", "num_classes": 2.5}, "num_classes"),
         ({"name": "cellcnn", "num_classes": True}, "num_classes"),

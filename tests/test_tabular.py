@@ -269,12 +269,12 @@ def test_array_split_shards_and_validation():
 
 
 def test_registry_specs_and_errors(bean_files, tmp_path):
-    assert available_datasets() == ["chest_xray", "covid", "folder", "drybean", "creditcard", "wine", "breast_cancer", "cells"]
+    assert available_datasets() == ["chest_xray", "covid", "folder", "drybean", "creditcard", "wine", "breast_cancer", "cells", "mnist", "fashion_mnist", "digits"]
     _, csv = bean_files
     assert len(open_dataset(f"drybean:{csv}", "val")) == sum(len(range(1, n, 3)) for n in BEANS.values())
     assert canonical_spec("WINE") == "wine" and canonical_spec(f"drybean:{csv}") == f"drybean:{csv.resolve()}"
     with pytest.raises(HeatlabError, match="chest_xray:PATH, covid:PATH.*wine, breast_cancer"):
-        open_dataset("mnist", "train")
+        open_dataset("imagenet", "train")
     with pytest.raises(HeatlabError, match="train, val, test"):
         open_dataset("wine", "holdout")
     with pytest.raises(HeatlabError, match="drybean:PATH"):

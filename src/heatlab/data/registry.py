@@ -83,6 +83,12 @@ _DATASETS = {
                      "scikit-learn's breast cancer table"),
         DatasetEntry("cells", "heatlab.data.shards", "open_split", True, True,
                      "synthetic cells written by `heatlab data cells` (ground truth 0/0.4/0.9)"),
+        DatasetEntry("mnist", "heatlab.data.digits", "mnist", True, False,
+                     "MNIST IDX files (plain or .gz) in a folder, truth = digit pixels > 0.5"),
+        DatasetEntry("fashion_mnist", "heatlab.data.digits", "fashion_mnist", True, False,
+                     "Fashion-MNIST IDX files (plain or .gz) in a folder, truth = pixels > 0.5"),
+        DatasetEntry("digits", "heatlab.data.digits", "digits", False, False,
+                     "scikit-learn's 8x8 digits enlarged to 28 px, truth = digit pixels > 0.5"),
     )
 }  # fmt: skip
 
