@@ -7,6 +7,7 @@ pixel tells exactly which file it came from.
 from __future__ import annotations
 
 import math
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from heatlab.data.images import (
     natural_key,
 )
 from heatlab.data.registry import open_dataset, open_splits
+from heatlab.data.split import TRUTH_LEVELS
 from heatlab.errors import HeatlabError
 from heatlab.models.training import iter_batches
 
@@ -260,3 +262,244 @@ def test_image_split_validates_arguments(tmp_path):
         ImageSplit([tmp_path / "a.png"], [0, 1], ["a", "b"])
     with pytest.raises(HeatlabError, match="Shard size"):
         ImageSplit([tmp_path / "a.png"], [0], ["a", "b"], shard_size=0)
+
+
+# ------------------------------------------------------------------------------------------- masks
+MASKED = {"a": 4, "b": 5}  # 9 images per split: 3 shards of 3
+
+
+def _codes(value: int, kind: str) -> np.ndarray:
+    """The 8×8 code map (0/1 binary, 0/1/2 levels) drawn as the mask of the image of grey ``value``, in 2×2 blocks."""
+    codes = np.random.default_rng(value).integers(0, 2 if kind == "mask" else 3, (4, 4))
+    codes[0, :3] = (0, 1, 2) if kind == "levels" else (0, 1, 1)
+    return np.kron(codes, np.ones((2, 2), dtype=np.int64))
+
+
+def _mask_png(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(arr, dtype=np.uint8)).save(path)
+
+
+def _masked_root(tmp_path, kind: str, splits=("train", "test")) -> tuple[Path, dict[int, np.ndarray]]:
+    """Folder ``set/<split>/<class>`` with masks in ``set/masks/<split>/<class>`` for ``splits``.
+
+    Class "b" is stored as BMP: half its masks have the same name (.bmp), half the same stem with .png.
+    Returns (root, {grey value of an image: its code map}).
+    """
+    root, codes, value = tmp_path / "set", {}, 1
+    on = {"levels": np.array([0, 102, 229]), "mask": np.array([0, 255])}[kind]
+    for split in ("train", "val", "test"):
+        for cls, n in MASKED.items():
+            for i in range(n):
+                name = f"{cls}{i + 1}.{'bmp' if cls == 'b' else 'png'}"
+                _png(root / split / cls / name, value)
+                codes[value] = _codes(value, kind)
+                drawn = on[codes[value]]
+                if kind == "levels" and i == 1:
+                    drawn = np.where(codes[value] == 2, 230, drawn)  # 0.9·255 = 229.5 rounded up
+                if kind == "mask" and i == 2:
+                    drawn = codes[value]  # a 0/1 mask
+                if split in splits:
+                    mask_name = name if cls == "a" or i % 2 else f"{cls}{i + 1}.png"
+                    _mask_png(root / "masks" / split / cls / mask_name, drawn)
+                value += 1
+    return root, codes
+
+
+def _all_truth(split) -> dict[str, torch.Tensor]:
+    shards = [split.load_shard(k) for k in range(split.num_shards)]
+    return {key: torch.cat([s[key] for s in shards]) for key in ("images", "labels", "truth")}
+
+
+def _check_truth(split, codes, size: int, levels) -> None:
+    data = _all_truth(split)
+    n = len(split)
+    assert data["truth"].shape == (n, size, size) and data["truth"].dtype == torch.float32
+    values = (data["images"][:, 0, 0, 0] * 255).round().long().tolist()
+    assert len(set(values)) == n
+    for v, label, truth, f in zip(values, data["labels"].tolist(), data["truth"], split.files):
+        assert split.class_names[label] == Path(f).parent.name
+        expected = torch.tensor(levels, dtype=torch.float32)[torch.from_numpy(codes[v])]
+        if size != 8:
+            expected = expected[1::2, 1::2]  # NEAREST from 8 to 4 samples the centre of each 2×2 block
+        assert torch.equal(truth, expected)
+
+
+def test_folder_binary_masks_round_trip(tmp_path):
+    root, codes = _masked_root(tmp_path, "mask")
+    split = images.split_folder(root, "test", size=8, channels=1, shard_size=3)
+    assert split.truth_kind == "mask" and split.input_kind == "image" and split.num_shards == 3
+    assert split.class_names == ["a", "b"]  # "masks" is neither a class nor a split
+    assert [m.parent.parent.name for m in split.masks] == ["test"] * 9
+    assert {m.suffix for m in split.masks} == {".png", ".bmp"}  # same name, or same stem + .png
+    _check_truth(split, codes, 8, (0.0, 1.0))
+    # the same order with or without masks, and in every batch
+    plain = images.split_folder(root, "test", size=8, channels=1, shard_size=3, masks=False)
+    assert plain.files == split.files and plain.truth_kind is None and "truth" not in plain.load_shard(0)
+    again = pickle.loads(pickle.dumps(split))
+    assert torch.equal(again.load_shard(2)["truth"], split.load_shard(2)["truth"])
+
+
+def test_folder_level_masks_round_trip_and_resize(tmp_path):
+    root, codes = _masked_root(tmp_path, "levels")
+    split = images.split_folder(root, "train", size=4, channels=3, shard_size=4)
+    assert split.truth_kind == "levels" and split.num_shards == 3
+    _check_truth(split, codes, 4, TRUTH_LEVELS)
+    assert set(torch.unique(split.load_shard(0)["truth"]).tolist()) == {0.0, *torch.tensor(TRUTH_LEVELS[1:]).tolist()}
+    full = images.split_folder(root, "train", size=8, channels=1, shard_size=4)
+    _check_truth(full, codes, 8, TRUTH_LEVELS)
+
+
+def test_folder_masks_through_the_registry(tmp_path):
+    root, codes = _masked_root(tmp_path, "mask")
+    split = open_dataset(f"folder:{root}", "test", size=8)
+    assert split.truth_kind == "mask" and split.input_kind == "image"
+    _check_truth(split, codes, 8, (0.0, 1.0))
+    splits = open_splits(f"folder:{root}", size=8, shard_size=4)
+    assert {s: v.truth_kind for s, v in splits.items()} == {"train": "mask", "val": None, "test": "mask"}
+    assert "truth" not in splits["val"].load_shard(0)  # no masks/val folder: no masks for val
+    assert _no_truth(open_dataset(f"folder:{root}", "test", size=8, masks=None))
+
+
+def _no_truth(split) -> bool:
+    return split.truth_kind is None and all("truth" not in split.load_shard(k) for k in range(split.num_shards))
+
+
+def test_folder_without_masks_has_no_truth(tmp_path):
+    root, _ = _masked_root(tmp_path, "mask", splits=())
+    assert not (root / "masks").exists()
+    split = images.split_folder(root, "test", size=8, shard_size=4)
+    assert _no_truth(split) and split.masks is None and split.input_kind == "image"
+    assert _no_truth(open_dataset(f"folder:{root}", "val", size=8))
+
+
+def test_explicit_mask_folder_overrides_the_default(tmp_path):
+    root, codes = _masked_root(tmp_path, "mask")
+    other = tmp_path / "elsewhere"
+    for f in (root / "test").rglob("*.*"):
+        with Image.open(f) as im:
+            value = int(np.asarray(im)[0, 0])
+        _mask_png(other / "test" / f.parent.name / f.name, np.array([0, 102, 229])[_codes(value, "levels")])
+    split = images.split_folder(root, "test", size=8, shard_size=4, masks=other)
+    assert split.truth_kind == "levels" and all(str(m).startswith(str(other)) for m in split.masks)
+    split = images.split_folder(root, "test", size=8, shard_size=4, masks=str(other))
+    _check_truth(split, {v: _codes(v, "levels") for v in codes}, 8, TRUTH_LEVELS)
+    assert images.split_folder(root, "train", size=8, masks=other).truth_kind is None  # no elsewhere/train
+
+
+def test_construction_reads_headers_and_only_the_first_shard_of_masks(tmp_path, monkeypatch):
+    root, _ = _masked_root(tmp_path, "mask")
+    calls = []
+    real = images.read_mask
+    monkeypatch.setattr(images, "read_mask", lambda *a: calls.append(a[0]) or real(*a))
+    split = images.split_folder(root, "test", size=8, shard_size=3)
+    assert calls == split.masks[:3]
+    split.load_shard(0)
+    assert len(calls) == 3  # shard 0's masks were kept
+    split.load_shard(1)
+    assert calls[3:] == split.masks[3:6]
+
+
+def test_missing_mask_is_named(tmp_path):
+    root, _ = _masked_root(tmp_path, "mask")
+    (root / "masks" / "test" / "a" / "a3.png").unlink()
+    (root / "masks" / "test" / "b" / "b1.png").unlink()  # b1.bmp's mask (same stem + .png)
+    with pytest.raises(HeatlabError) as err:
+        images.split_folder(root, "test", size=8)
+    message = str(err.value)
+    assert f"Image '{root / 'test' / 'a' / 'a3.png'}' has no mask" in message
+    assert str(root / "masks" / "test" / "a" / "a3.png") in message and "1 more images" in message
+    assert "masks=False" in message
+    assert images.split_folder(root, "test", size=8, masks=False).truth_kind is None
+    # a whole class folder of masks missing
+    for f in (root / "masks" / "train" / "b").iterdir():
+        f.unlink()
+    (root / "masks" / "train" / "b").rmdir()
+    with pytest.raises(HeatlabError, match=r"b1\.bmp' has no mask.*\(or '.*b1\.png'\)"):
+        open_dataset(f"folder:{root}", "train", size=8)
+
+
+def test_mask_size_mismatch_is_named(tmp_path):
+    root, _ = _masked_root(tmp_path, "mask")
+    bad = root / "masks" / "test" / "b" / "b4.bmp"
+    _mask_png(bad, np.zeros((12, 10)))
+    with pytest.raises(HeatlabError) as err:
+        images.split_folder(root, "test", size=8)
+    assert f"Mask '{bad}' is 10×12 pixels" in str(err.value) and "is 8×8" in str(err.value)
+    assert str(root / "test" / "b" / "b4.bmp") in str(err.value)
+    (root / "masks" / "test" / "b" / "b4.bmp").write_bytes(b"not an image")
+    with pytest.raises(HeatlabError, match="Mask '.*b4.bmp' is unreadable"):
+        images.split_folder(root, "test", size=8)
+
+
+def test_bad_mask_values_are_rejected(tmp_path):
+    root, _ = _masked_root(tmp_path, "mask")
+    split = images.split_folder(root, "test", size=8, shard_size=3)
+    bad = split.masks[1]  # in shard 0: decided at construction
+    arr = np.zeros((8, 8))
+    arr[0, :3] = (17, 255, 128)
+    _mask_png(bad, arr)
+    with pytest.raises(HeatlabError) as err:
+        images.split_folder(root, "test", size=8, shard_size=3)
+    message = str(err.value)
+    assert f"Mask '{bad}' holds the pixel values 0, 17, 128, 255" in message
+    assert "only 0 and one other value" in message and "0, 102 and 229/230" in message
+
+
+def test_first_shard_must_agree_on_the_truth_kind(tmp_path):
+    root, codes = _masked_root(tmp_path, "mask")
+    split = images.split_folder(root, "test", size=8, shard_size=3)
+    levels = np.array([0, 102, 229])[_codes(1, "levels")]
+    _mask_png(split.masks[2], levels)
+    with pytest.raises(HeatlabError, match=r"is drawn in levels \(values 0, 102, 229\) but mask '.*' is binary"):
+        images.split_folder(root, "test", size=8, shard_size=3)
+
+
+def test_later_shard_disagreeing_with_the_truth_kind_fails_on_load(tmp_path):
+    root, _ = _masked_root(tmp_path, "mask")
+    split = images.split_folder(root, "test", size=8, shard_size=3)
+    _mask_png(split.masks[-1], np.array([0, 102, 229])[_codes(1, "levels")])  # in the last shard
+    split.load_shard(0), split.load_shard(1)
+    with pytest.raises(HeatlabError) as err:
+        split.load_shard(2)
+    message = str(err.value)
+    assert f"Mask '{split.masks[-1]}' in shard 2 is drawn in levels (values 0, 102, 229)" in message
+    assert "truth_kind 'mask'" in message
+    # a first shard of empty masks counts as binary, and says so
+    for m in split.masks[:3]:
+        _mask_png(m, np.zeros((8, 8)))
+    empty_first = images.split_folder(root, "test", size=8, shard_size=3)
+    assert empty_first.truth_kind == "mask" and not empty_first.load_shard(0)["truth"].any()
+    with pytest.raises(HeatlabError, match="all 0, which counts as binary"):
+        empty_first.load_shard(2)
+
+
+def test_mask_option_and_folder_errors(tmp_path):
+    root, _ = _masked_root(tmp_path, "mask")
+    with pytest.raises(HeatlabError, match=f"Mask folder '{tmp_path / 'nowhere'}' does not exist.*masks=False"):
+        images.split_folder(root, "test", masks=tmp_path / "nowhere")
+    with pytest.raises(HeatlabError, match="masks must be True"):
+        images.split_folder(root, "test", masks=3)
+    with pytest.raises(HeatlabError, match="holds no train, val or test folder"):
+        images.split_folder(root, "test", masks=root / "masks" / "test")  # one level too deep
+    with pytest.raises(HeatlabError, match="one mask per file"):
+        ImageSplit([root / "test" / "a" / "a1.png"], [0], ["a", "b"], masks=[])
+
+
+def test_mask_file_modes_decode_to_the_drawn_mask(tmp_path):
+    root = tmp_path / "modes"
+    drawn = _codes(7, "mask")
+    masks = {"wide01.png": drawn.astype(np.uint16), "wide.png": drawn.astype(np.uint16) * 65535,
+             "bilevel.png": None, "rgb.png": np.stack([drawn * 255] * 3, -1).astype(np.uint8)}  # fmt: skip
+    for i, (name, arr) in enumerate(masks.items()):
+        _png(root / "train" / ("a" if i % 2 else "b") / name, 10 + i)
+        path = root / "masks" / "train" / ("a" if i % 2 else "b") / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if arr is None:
+            Image.fromarray(drawn.astype(bool)).save(path)  # mode "1"
+        else:
+            Image.fromarray(arr).save(path)
+    split = images.split_folder(root, "train", size=8, shard_size=4)
+    assert split.truth_kind == "mask"
+    truth = split.load_shard(0)["truth"]
+    assert all(torch.equal(t, torch.from_numpy(drawn).float()) for t in truth)

@@ -18,6 +18,29 @@ Split rules (paper 000):
 * **COVID-19 radiography** (``<class>/images/*``, Appendix A.4): within each class the i-th
   file (natural order, i = 0, 1, ...) goes to train if ``i mod 3 == 0``, to val if 1 and to test
   if 2. A class folder without an ``images`` subfolder is read directly (the older release).
+
+Masks (``folder:DIR``, :func:`split_folder`): a user's folder may carry ground-truth masks::
+
+    DIR/<split>/<class>/<name>            the images
+    DIR/masks/<split>/<class>/<name>      their masks: the same file name (any format Pillow reads),
+                                          or the same stem with ``.png`` (``cat1.jpg`` -> ``cat1.png``)
+
+``masks=True`` (the default) reads ``DIR/masks`` when it exists, ``masks=PATH`` reads a folder
+with the same ``<split>/<class>/`` layout instead, and ``masks=False`` (or ``masks=None``)
+ignores masks. ``DIR/masks`` is never read as a split or class folder. A split whose folder
+``<masks>/<split>`` is absent has no masks (``truth_kind is None``, no ``"truth"`` key); when it
+is present every image of the split needs a mask of the same pixel size (checked from the
+headers at construction). Masks are decoded to 8-bit greyscale (16-bit masks whose values are
+all <= 255 keep them, otherwise they are scaled by 255/65535; float masks in [0, 1] by 255) and
+resized NEAREST to ``size × size``. Each mask's pixel values (at full resolution) make it one
+of two kinds, and the masks of the first shard decide the split's ``truth_kind`` (each later
+shard must agree when it loads):
+
+* ``"levels"``: only values near 0, 0.4·255 and 0.9·255 (0, 101-103, 228-231; a 0/102 or 0/230
+  mask counts as levels) -> truth exactly 0, 0.4, 0.9 (:data:`heatlab.data.split.TRUTH_LEVELS`);
+* ``"mask"``: only 0 and one other value (255, 1, ...; it may differ from mask to mask) -> truth
+  0 and 1. A mask that is all 0 fits either kind; a first shard of only all-0 masks makes the
+  split a ``"mask"`` split.
 """
 
 from __future__ import annotations
@@ -35,6 +58,7 @@ from PIL import Image
 
 from heatlab.data.registry import MOD3_REMAINDER, SPLITS, ShardedSplit, check_split, mixed_order
 from heatlab.data.shards import derive_seed
+from heatlab.data.split import TRUTH_LEVELS
 from heatlab.errors import HeatlabError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
@@ -42,6 +66,15 @@ DEFAULT_SHARD_SIZE = 64  # 64 RGB images of 256² are 50 MB in float32
 #: (class names, {split: {class: files}})
 Partition = tuple[list[str], dict[str, dict[str, list[Path]]]]
 _PIL_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+#: Default mask folder of ``folder:DIR``: ``DIR/masks/<split>/<class>/``.
+MASK_FOLDER = "masks"
+#: 8-bit mask values read as each ground-truth level: 0 -> 0, 101..103 -> 0.4, 228..231 -> 0.9.
+LEVEL_VALUES = {TRUTH_LEVELS[0]: (0, 0), TRUTH_LEVELS[1]: (101, 103), TRUTH_LEVELS[2]: (228, 231)}
+_LEVEL_OF_VALUE = np.full(256, np.nan, dtype=np.float32)
+for _level, (_lo, _hi) in LEVEL_VALUES.items():
+    _LEVEL_OF_VALUE[_lo : _hi + 1] = _level
+_SAME_KIND = "either all binary (0 and one other value) or all in levels (0, 102 and 229/230)"
+_ACCEPTED_MASKS = "only 0 and one other value (a binary mask, e.g. 0 and 255) or only 0, 102 and 229/230 (the levels 0, 0.4, 0.9)"
 
 
 def natural_key(name: str) -> tuple:
@@ -82,13 +115,13 @@ def _class_files(root: Path, classes: Sequence[str], subfolder: str = "") -> dic
     return found
 
 
-def _check_header(path: Path) -> None:
-    """Raise HeatlabError unless Pillow recognises ``path`` (reads the header only, no decoding)."""
+def _check_header(path: Path, what: str = "Image") -> tuple[int, int]:
+    """Pixel size (width, height) of ``path``; HeatlabError unless Pillow recognises it (header only, no decoding)."""
     try:
-        with Image.open(path):
-            pass
+        with Image.open(path) as im:
+            return im.size
     except _PIL_ERRORS as exc:
-        raise HeatlabError(f"Image '{path}' is unreadable or not an image ({type(exc).__name__}); remove or replace it.") from None
+        raise HeatlabError(f"{what} '{path}' is unreadable or not an image ({type(exc).__name__}); remove or replace it.") from None
 
 
 def decode_image(path: Path, size: int, channels: int) -> np.ndarray:
@@ -108,12 +141,63 @@ def decode_image(path: Path, size: int, channels: int) -> np.ndarray:
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
+def read_mask(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One mask file -> (uint8 size×size resized NEAREST, sorted distinct 8-bit values at full resolution)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+                raw = np.asarray(im, dtype=np.float64)
+                top = float(raw.max(initial=0))
+                scale = 255.0 if im.mode == "F" and top <= 1 else 255 / 65535 if top > 255 else 1.0
+                im = Image.fromarray(np.clip(np.rint(raw * scale), 0, 255).astype(np.uint8))
+            im = im.convert("L")
+            values = np.flatnonzero(np.bincount(np.asarray(im, dtype=np.uint8).ravel(), minlength=256))
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.Resampling.NEAREST)
+            arr = np.asarray(im, dtype=np.uint8)
+    except _PIL_ERRORS as exc:
+        raise HeatlabError(f"Mask '{path}' is unreadable or corrupt ({type(exc).__name__}); remove or replace it.") from None
+    return arr, values
+
+
+def mask_kind(values: np.ndarray) -> str | None:
+    """"levels", "mask" or "empty" (all 0) for the distinct 8-bit values of a mask; None if it is neither."""
+    nonzero = values[values > 0]
+    if nonzero.size == 0:
+        return "empty"
+    if not np.isnan(_LEVEL_OF_VALUE[values]).any():
+        return "levels"
+    return "mask" if nonzero.size == 1 else None
+
+
+def _show_values(values: np.ndarray, most: int = 8) -> str:
+    shown = ", ".join(str(int(v)) for v in values[:most])
+    return shown + (f", ... ({len(values)} values)" if len(values) > most else "")
+
+
+def _describe_kind(kind: str, values: np.ndarray) -> str:
+    return f"{'binary' if kind == 'mask' else 'drawn in levels'} (values {_show_values(values)})"
+
+
+def mask_truth(masks: np.ndarray, kind: str) -> torch.Tensor:
+    """uint8 masks -> float32 truth: the levels 0/0.4/0.9 (``kind == "levels"``) or 0/1 (``"mask"``)."""
+    if kind == "levels":
+        return torch.from_numpy(_LEVEL_OF_VALUE[masks])
+    return torch.from_numpy(masks > 0).to(torch.float32)
+
+
 class ImageSplit(ShardedSplit):
     """A split of image files decoded per shard (at most ``cache_shards`` shards kept in memory).
 
     ``files`` and ``labels`` are in stored order; ``load_shard(k)`` gives images float32
     N×C×size×size in [0, 1] and labels int64 N. Every file's header is checked on construction,
     so a non-image file fails at once; a file corrupt past its header fails when its shard loads.
+
+    ``masks`` (optional, one file per image in the same order, each of its image's pixel size)
+    adds ``"truth"`` float32 N×size×size; ``truth_kind`` ("levels" or "mask", see the module
+    docstring) is decided from the masks of shard 0 on construction and every later shard must
+    agree. Without masks ``truth_kind`` is None and there is no ``"truth"`` key.
     """
 
     def __init__(
@@ -126,6 +210,7 @@ class ImageSplit(ShardedSplit):
         channels: int = 3,
         shard_size: int = DEFAULT_SHARD_SIZE,
         cache_shards: int = 2,
+        masks: Sequence[Path] | None = None,
     ):
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise HeatlabError(f"Image size must be a whole number >= 1, got {size!r}; pass e.g. size=256.")
@@ -133,17 +218,82 @@ class ImageSplit(ShardedSplit):
             raise HeatlabError(f"Channels must be 1 (greyscale) or 3 (RGB), got {channels!r}; pass channels=1 or 3.")
         if len(files) != len(labels):
             raise HeatlabError(f"Got {len(files)} files but {len(labels)} labels; pass one label per file.")
+        if masks is not None and len(masks) != len(files):
+            raise HeatlabError(f"Got {len(files)} files but {len(masks)} masks; pass one mask per file, or masks=None.")
         super().__init__(len(files), class_names, shard_size=shard_size, input_shape=(channels, size, size))
         self.files = [Path(f) for f in files]
         self.labels = torch.as_tensor(list(labels), dtype=torch.int64)
         self.size, self.channels = size, channels
-        for path in self.files:
-            _check_header(path)
+        sizes = [_check_header(path) for path in self.files]
         self._cache_shards = max(1, cache_shards)
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._mask_cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self.masks = None if masks is None else [Path(m) for m in masks]
+        if self.masks is not None:
+            for path, (w, h), mask in zip(self.files, sizes, self.masks):
+                mw, mh = _check_header(mask, "Mask")
+                if (mw, mh) != (w, h):
+                    raise HeatlabError(
+                        f"Mask '{mask}' is {mw}×{mh} pixels (width×height) but its image '{path}' is {w}×{h}; "
+                        f"save the mask at its image's pixel size."
+                    )
+            self._first_shard_empty = False
+            self.truth_kind = self._decide_truth_kind()
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_cache": OrderedDict()}
+        return {**self.__dict__, "_cache": OrderedDict(), "_mask_cache": OrderedDict()}
+
+    def _read_masks(self, lo: int, hi: int) -> tuple[np.ndarray, list[tuple[Path, str, np.ndarray]]]:
+        """uint8 masks n×size×size of samples lo:hi and (file, kind, values) of each; HeatlabError on bad values."""
+        arrays, found = [], []
+        for path in self.masks[lo:hi]:
+            arr, values = read_mask(path, self.size)
+            kind = mask_kind(values)
+            if kind is None:
+                raise HeatlabError(
+                    f"Mask '{path}' holds the pixel values {_show_values(values)}, but a mask may hold {_ACCEPTED_MASKS}; "
+                    f"redraw it with those values (save it as PNG, not JPEG), or pass masks=False to ignore masks."
+                )
+            arrays.append(arr)
+            found.append((path, kind, values))
+        return np.stack(arrays), found
+
+    def _decide_truth_kind(self) -> str:
+        """The truth kind of the masks of shard 0 (which are kept in the cache)."""
+        key = self.shard_bounds(0)
+        arr, found = self._read_masks(*key)
+        first = {}
+        for path, kind, values in found:
+            if kind != "empty":
+                first.setdefault(kind, (path, values))
+        if len(first) > 1:
+            (lev, lev_values), (bin_, bin_values) = first["levels"], first["mask"]
+            raise HeatlabError(
+                f"Mask '{lev}' is {_describe_kind('levels', lev_values)} but mask '{bin_}' is {_describe_kind('mask', bin_values)}; "
+                f"draw every mask of a split the same way, {_SAME_KIND}."
+            )
+        self._first_shard_empty = not first
+        self._mask_cache[key] = arr
+        return next(iter(first), "mask")
+
+    def _decoded_masks(self, lo: int, hi: int) -> np.ndarray:
+        key = (lo, hi)
+        if key in self._mask_cache:
+            self._mask_cache.move_to_end(key)
+            return self._mask_cache[key]
+        arr, found = self._read_masks(lo, hi)
+        for path, kind, values in found:
+            if kind not in ("empty", self.truth_kind):
+                why = " (they are all 0, which counts as binary)" if self._first_shard_empty else ""
+                raise HeatlabError(
+                    f"Mask '{path}' in shard {lo // self.shard_size} is {_describe_kind(kind, values)}, but the masks of "
+                    f"shard 0{why} made this split's truth_kind '{self.truth_kind}'; draw every mask of a split the same "
+                    f"way, {_SAME_KIND}."
+                )
+        self._mask_cache[key] = arr
+        while len(self._mask_cache) > self._cache_shards:
+            self._mask_cache.popitem(last=False)
+        return arr
 
     def _decoded(self, lo: int, hi: int) -> np.ndarray:
         key = (lo, hi)
@@ -158,17 +308,32 @@ class ImageSplit(ShardedSplit):
 
     def _load(self, lo: int, hi: int) -> dict[str, torch.Tensor]:
         images = torch.from_numpy(self._decoded(lo, hi)).to(torch.float32).div_(255)
-        return {"images": images, "labels": self.labels[lo:hi].clone()}
+        shard = {"images": images, "labels": self.labels[lo:hi].clone()}
+        if self.masks is not None:
+            shard["truth"] = mask_truth(self._decoded_masks(lo, hi), self.truth_kind)
+        return shard
 
 
-def _make_split(per_class: dict[str, list[Path]], class_names: Sequence[str], order_parts: tuple, *, seed: int, **kw) -> ImageSplit:
-    """An ImageSplit of the files of each class, stored in a seeded mixed order."""
+def _make_split(
+    per_class: dict[str, list[Path]],
+    class_names: Sequence[str],
+    order_parts: tuple,
+    *,
+    seed: int,
+    masks: dict[str, list[Path]] | None = None,
+    **kw,
+) -> ImageSplit:
+    """An ImageSplit of the files of each class (and their masks, same layout), stored in a seeded mixed order."""
     files = [f for c in class_names for f in per_class.get(c, [])]
     labels = [i for i, c in enumerate(class_names) for _ in per_class.get(c, [])]
     if not files:
         raise HeatlabError("The split holds no images; check the folder layout.")
     order = mixed_order(len(files), seed, *order_parts)
-    return ImageSplit([files[i] for i in order], [labels[i] for i in order], class_names, **kw)
+    mask_files = None
+    if masks is not None:
+        every = [m for c in class_names for m in masks.get(c, [])]
+        mask_files = [every[i] for i in order]
+    return ImageSplit([files[i] for i in order], [labels[i] for i in order], class_names, masks=mask_files, **kw)
 
 
 def _check_fraction(value: float) -> None:
@@ -199,6 +364,62 @@ def load_image_folder(
     return _make_split(per_class, classes, ("folder",), seed=seed, size=size, channels=channels, shard_size=shard_size)
 
 
+def _mask_split_folder(root: Path, split: str, masks: object) -> Path | None:
+    """The folder ``<masks>/<split>`` holding this split's masks, or None when the split has none."""
+    if masks is None or masks is False:
+        return None
+    if masks is True:
+        base = root / MASK_FOLDER
+        if not base.is_dir():
+            return None
+    elif isinstance(masks, (str, os.PathLike)) and str(masks).strip():
+        base = Path(masks).expanduser()
+        if not base.is_dir():
+            raise HeatlabError(
+                f"Mask folder '{base}' does not exist; pass masks= a folder laid out as <split>/<class>/ like the "
+                f"images, or masks=False to ignore masks."
+            )
+    else:
+        raise HeatlabError(
+            f"masks must be True (read DIR/masks when present), False (ignore masks) or a folder path, got {masks!r}; "
+            f"pass e.g. masks='/data/pets-masks'."
+        )
+    if not any((base / s).is_dir() for s in SPLITS):
+        raise HeatlabError(
+            f"Mask folder '{base}' holds no {', '.join(SPLITS[:-1])} or {SPLITS[-1]} folder; lay the masks out as "
+            f"'{base}/<split>/<class>/<image file name>', or pass masks=False to ignore them."
+        )
+    folder = base / split
+    return folder if folder.is_dir() else None
+
+
+def _match_masks(per_class: dict[str, list[Path]], mask_root: Path) -> dict[str, list[Path]]:
+    """The mask of every image: ``mask_root/<class>/<same name>``, else ``<same stem>.png``; HeatlabError if any lacks one."""
+    found: dict[str, list[Path]] = {}
+    missing: list[tuple[Path, Path]] = []
+    for cls, files in per_class.items():
+        folder = mask_root / cls
+        names = set(os.listdir(folder)) if folder.is_dir() else set()
+        found[cls] = []
+        for image in files:
+            for name in dict.fromkeys((image.name, image.stem + ".png")):
+                if name in names and (folder / name).is_file():
+                    found[cls].append(folder / name)
+                    break
+            else:
+                missing.append((image, folder / image.name))
+    if missing:
+        image, expected = missing[0]
+        alt = expected.with_name(image.stem + ".png")
+        also = f" (or '{alt}')" if alt != expected else ""
+        more = f", and {len(missing) - 1} more images lack one" if len(missing) > 1 else ""
+        raise HeatlabError(
+            f"Image '{image}' has no mask: expected '{expected}'{also}{more}; add the missing masks, or pass "
+            f"masks=False to ignore masks."
+        )
+    return found
+
+
 def split_folder(
     root: str | os.PathLike,
     split: str,
@@ -207,12 +428,25 @@ def split_folder(
     channels: int = 3,
     seed: int = 0,
     shard_size: int = DEFAULT_SHARD_SIZE,
+    masks: str | os.PathLike | bool | None = True,
 ) -> ImageSplit:
-    """Split ``split`` of ``root/<split>/<class>/*``; the classes are those of ``root/train``."""
+    """Split ``split`` of ``root/<split>/<class>/*``; the classes are those of ``root/train``.
+
+    ``masks``: True (default) reads masks from ``root/masks/<split>/<class>/`` when that folder
+    exists, a path reads them from ``PATH/<split>/<class>/``, False or None ignores masks (module
+    docstring: file names, sizes, values and ``truth_kind``).
+    """
     check_split(split)
     root = Path(root).expanduser()
     classes = class_folders(root / "train")
-    return load_image_folder(root / split, size=size, channels=channels, classes=classes, seed=seed, shard_size=shard_size)
+    mask_root = _mask_split_folder(root, split, masks)
+    if mask_root is None:
+        return load_image_folder(root / split, size=size, channels=channels, classes=classes, seed=seed, shard_size=shard_size)
+    _two_classes(classes, root / split)
+    per_class = _class_files(root / split, classes)
+    mask_files = _match_masks(per_class, mask_root)
+    return _make_split(per_class, classes, ("folder",), seed=seed, masks=mask_files, size=size, channels=channels,
+                       shard_size=shard_size)
 
 
 def chest_xray_partition(root: str | os.PathLike, *, val_fraction: float = 0.2, seed: int = 0) -> Partition:
