@@ -17,3 +17,14 @@ def tiny_run(tmp_path_factory):
     config = TrainConfig(epochs=1, branches=1, branch_epochs=1, batch_size=10, eval_every=1, n_l=1, seed=3)
     train_run(root / "data", root / "run", config)
     return root / "run"
+
+
+@pytest.fixture(scope="session")
+def tiny_wine_run(tmp_path_factory):
+    """A trained run on sklearn's wine table (13 features, 3 classes): drybeanfpa, base and one branch, seconds."""
+    from heatlab.models.training import TrainConfig
+    from heatlab.run.training import train_run
+
+    run = tmp_path_factory.mktemp("wine") / "run"
+    train_run("wine", run, TrainConfig(model="drybeanfpa", epochs=2, branches=1, branch_epochs=1, batch_size=16, seed=3))
+    return run

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shutil
 
-from heatlab.report.gax_viewer import build_gax_viewer
+from heatlab.report.gax_pages import build_gax_viewer
 from heatlab.run.gax import gax_run
 
 try:
@@ -59,3 +59,17 @@ def test_viewer_slider_changes_picture_and_co(tiny_run, tmp_path):
         shot = page.screenshot(path=str(tmp_path / "gax.png"), full_page=True)
     assert problems.none(), problems
     assert len(shot) > 10_000
+
+
+def test_viewer_of_a_table_run_is_a_results_page_without_errors(tiny_wine_run, tmp_path):
+    run = shutil.copytree(tiny_wine_run, tmp_path / "wine")
+    gax_run(run, first_n_correct=3, max_steps=4, snapshot_every=2)
+    page_path = build_gax_viewer(run)  # N×F results: no slider, a bar chart and the final h per sample
+    with open_page(page_path) as (page, problems):
+        assert page.locator("input.gax-slider").count() == 0
+        assert page.locator("table tbody tr").count() == 3
+        assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+        assert page.evaluate("document.images.length") == 1
+        shot = page.screenshot(path=str(tmp_path / "gax-table.png"), full_page=True)
+    assert problems.none(), problems
+    assert len(shot) > 5_000

@@ -1,11 +1,14 @@
-"""`heatlab report`: the page of runs the pipeline itself produced (cells with every stage, wine without truth).
+"""`heatlab report`: pages of runs the pipeline itself produced.
 
-Expected numbers are computed from the pipeline's own tables, never written by hand, so a ranking
-or an accuracy that the page got wrong shows up as a difference.
+Runs: the session's tiny cell run (every stage, or only some of them) and a tiny wine run (a
+table without ground truth). Expected numbers are computed from the pipeline's own tables and
+stored heatmaps, never written by hand, so a ranking or an accuracy the page got wrong shows up as
+a difference.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -13,36 +16,72 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 
-from heatlab.data.cells import CLASS_NAMES
 from heatlab.errors import HeatlabError
 from heatlab.files import write_json
 from heatlab.report.figures import branch_points, recall_precision_figure
-from heatlab.report.gallery import GallerySample, pick_samples
+from heatlab.report.heatmaps import StoredHeatmaps, load_heatmaps
 from heatlab.report.html import DEFAULT_SECTIONS, Section, build_report, gallery_section, load_context, rank_methods
+from heatlab.run.rundir import RunDir
 
 EVIL = "<script>alert(1)</script>"
 METHODS = ("Saliency", "InputXGradient", "LayerGradCam")
+WINE_METHODS = ("Saliency", "IntegratedGradients")
 
 
-def make_run(tmp: Path, tiny_run: Path, *, methods=METHODS, ax: bool = True) -> Path:
-    """A copy of the session's tiny trained cell run, evaluated (and put through AX and GAX) by the pipeline."""
+def make_run(tmp: Path, tiny_run: Path, *, methods=METHODS, evaluate: bool = True, ax: bool = True,
+             gax: bool = True, name: str = "run") -> Path:
+    """A copy of the session's tiny trained cell run, put through the chosen stages by the pipeline."""
     from heatlab.run.ax import ax_run
     from heatlab.run.evaluate import evaluate_run
     from heatlab.run.gax import gax_run
 
-    run = tmp / "run"
+    run = tmp / name
     shutil.copytree(tiny_run, run)
-    evaluate_run(run, methods=",".join(methods), split="test")
+    if evaluate:
+        evaluate_run(run, methods=",".join(methods), split="test")
     if ax:
         ax_run(run, methods="Saliency", split="test")
+    if gax:
         gax_run(run, split="test", first_n_correct=2, max_steps=3, batch_size=2)
+    return run
+
+
+def make_wine_run(tmp: Path, tiny_wine_run: Path) -> Path:
+    """The session's tiny wine run, evaluated, put through AX and GAX by the pipeline."""
+    from heatlab.run.ax import ax_run
+    from heatlab.run.evaluate import evaluate_run
+    from heatlab.run.gax import gax_run
+
+    run = tmp / "wine"
+    shutil.copytree(tiny_wine_run, run)
+    evaluate_run(run, methods=",".join(WINE_METHODS), split="test")
+    ax_run(run, methods="Saliency", split="test")
+    gax_run(run, split="test", first_n_correct=3, max_steps=3)
     return run
 
 
 def _text(html: str) -> str:
     """Visible text: tags removed, whitespace collapsed (entities kept)."""
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def _section(html: str, sid: str) -> str:
+    return html.split(f'<section id="{sid}">')[1].split("</section>")[0]
+
+
+def _sections(html: str) -> list[str]:
+    return re.findall(r'<section id="([^"]+)">', html)
+
+
+def _images_exist(page: Path, html: str) -> list[str]:
+    srcs = re.findall(r'<img src="([^"]+)"', html)
+    for src in srcs:
+        assert not Path(src).is_absolute() and (page.parent / src).stat().st_size > 1000, src
+    return srcs
 
 
 @pytest.fixture(scope="module")
@@ -53,21 +92,79 @@ def full_report(tmp_path_factory, tiny_run):
     return run, page, page.read_text(encoding="utf-8"), calls
 
 
+@pytest.fixture(scope="module")
+def wine_report(tmp_path_factory, tiny_wine_run):
+    run = make_wine_run(tmp_path_factory.mktemp("wine"), tiny_wine_run)
+    page = build_report(run)
+    return run, page, page.read_text(encoding="utf-8")
+
+
+# --- a cell run with every stage ------------------------------------------------------------------
+
 def test_page_has_every_section_and_its_figures(full_report):
     run, page, html, calls = full_report
     assert page == run / "report" / "index.html"
-    for section in DEFAULT_SECTIONS:  # every section but the bar charts that only tables get
-        assert (f'<section id="{section.id}">' in html) == (section.id != "features"), section.id
-    srcs = re.findall(r'<img src="([^"]+)"', html)
-    for name in ("preview.png", "training.png", "recall_precision.png", "roc.png"):
+    # every section but the bar charts that only tables get
+    assert _sections(html) == [s.id for s in DEFAULT_SECTIONS if s.id != "features"]
+    srcs = _images_exist(page, html)
+    for name in ("preview.png", "training.png", "recall_precision.png", "roc.png", "ax_co_box_sum.png", "gax_co.png"):
         assert f"figures/{name}" in srcs
     assert any(s.startswith("figures/gallery-class-") for s in srcs)
-    for src in srcs:
-        assert not Path(src).is_absolute() and (page.parent / src).stat().st_size > 1000
     assert "://" not in html  # no external resource of any kind
     assert ("report", len(DEFAULT_SECTIONS), len(DEFAULT_SECTIONS)) in calls
-    core = html.split('<section id="ax">')[0]  # AX and GAX sections come last and need their own stages
-    assert 'class="note"' not in core  # nothing was skipped
+    assert 'class="note"' not in html  # nothing was skipped
+    assert "Not in this run yet" not in html
+    assert (run / "report" / "gax.html").is_file() and 'href="gax.html"' in html
+
+
+def test_report_only_reads_what_the_stages_stored(full_report, monkeypatch):
+    """No attribution, no model, no data generation: the page is drawn from the stored files alone."""
+    import heatlab.data.cells
+    import heatlab.explain.attribution
+    import heatlab.run.rundir
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the report must only read what the stages stored")
+
+    monkeypatch.setattr(heatlab.explain.attribution, "attribute", refuse)
+    monkeypatch.setattr(heatlab.run.rundir, "load_branch", refuse)
+    monkeypatch.setattr(heatlab.run.rundir.RunDir, "load_model", refuse)
+    monkeypatch.setattr(heatlab.run.rundir.RunDir, "open_data", refuse)
+    monkeypatch.setattr(heatlab.data.cells, "generate", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    run = full_report[0]
+    html = build_report(run).read_text(encoding="utf-8")
+    assert _sections(html) == _sections(full_report[2])
+
+
+def test_stored_gallery_heatmaps_hold_the_first_correct_and_wrong_sample_per_class(full_report):
+    run, _, _, _ = full_report
+    five = pd.read_parquet(RunDir(run).table("five_band"))
+    rows = five[five["branch"] == "branch-00"].drop_duplicates(["shard", "index"]).sort_values(["shard", "index"])
+    expected = {}
+    for label, group in rows.groupby("label"):
+        for ok in (True, False):
+            hit = group[(group["label"] == group["prediction"]) == ok].head(1)
+            expected.setdefault(int(label), []).extend((int(r.shard), int(r.index)) for r in hit.itertuples())
+    stored = load_heatmaps(run, "test", "branch-00", "Saliency")
+    picked = {c: [(int(stored.shard[j]), int(stored.index[j])) for j in rows] for c, rows in stored.first_per_class().items()}
+    assert picked == expected
+    assert stored.meta["selection"] == "gallery" and stored.truth_kind == "levels"
+
+
+def test_gallery_has_one_figure_per_class_with_correct_and_wrong(full_report):
+    run, page, html, _ = full_report
+    stored = load_heatmaps(run, "test", "branch-00", "Saliency")
+    names = RunDir(run).class_names()
+    present = sorted(set(stored.labels.tolist()))
+    files = sorted(p.name for p in (page.parent / "figures").glob("gallery-class-*.png"))
+    assert files == [f"gallery-class-{c:02d}.png" for c in present]
+    gallery = _text(_section(html, "gallery"))
+    for c, rows in stored.first_per_class().items():
+        for j in rows:
+            label, pred = int(stored.labels[j]), int(stored.predictions[j])
+            verdict = "correct" if label == pred else "wrong"
+            assert f"{verdict}: true {names[label]}, predicted {names[pred]}" in gallery
 
 
 def _expected_ranking(five: pd.DataFrame, column: str) -> list[str]:
@@ -76,23 +173,10 @@ def _expected_ranking(five: pd.DataFrame, column: str) -> list[str]:
     return [m for m, _ in sorted(zip(means.index, means.values), key=lambda mv: -mv[1])]
 
 
-def test_gallery_has_one_figure_per_class_with_correct_and_wrong(full_report):
-    run, page, html, _ = full_report
-    five = pd.read_parquet(run / "tables" / "five_band.parquet")
-    present = sorted(set(five["label"].tolist()))
-    files = sorted(p.name for p in (page.parent / "figures").glob("gallery-class-*.png"))
-    assert files == [f"gallery-class-{c:02d}.png" for c in present]
-    rows = five[(five["branch"] == "branch-00")].drop_duplicates(["shard", "index"]).sort_values(["shard", "index"])
-    wrong = rows[rows["label"] != rows["prediction"]]
-    if len(wrong):
-        first = wrong.iloc[0]
-        assert f"wrong: true {CLASS_NAMES[first.label]}, predicted {CLASS_NAMES[first.prediction]}" in html
-
-
 def test_summary_ranks_methods_by_the_tables_means(full_report):
     run, _, html, _ = full_report
-    five = pd.read_parquet(run / "tables" / "five_band.parquet")
-    text = _text(html.split('<section id="data">')[0])
+    five = pd.read_parquet(RunDir(run).table("five_band"))
+    text = _text(_section(html, "summary"))
     for column, what in (("recall_best", "recall"), ("precision_best", "precision")):
         sentence = text.split(f"Ranked by mean best {what} (standard variant, all branches and samples): ")[1].split(". ")[0]
         shown = [part.split()[0] for part in sentence.split("&gt;")]
@@ -103,66 +187,39 @@ def test_summary_ranks_methods_by_the_tables_means(full_report):
 
 def test_training_and_localisation_tables(full_report):
     run, _, html, _ = full_report
-    info = pd.read_json(run / "model" / "branch-00" / "model.json", typ="series")
-    training = _text(html.split('<section id="training">')[1].split("</section>")[0])
+    info = RunDir(run).model_info("branch-00")
+    training = _text(_section(html, "training"))
     assert f"branch-00 {info['stop_reason']} {info['iterations']} {info['val_acc']:.3f} {info['test_acc']:.3f}" in training
-    loc = pd.read_parquet(run / "tables" / "localisation.parquet")
-    section = _text(html.split('<section id="localisation">')[1].split("</section>")[0])
+    loc = pd.read_parquet(RunDir(run).table("localisation"))
+    section = _text(_section(html, "localisation"))
     values = loc.loc[loc["method"] == "Saliency", "auc/feature"]
     assert f"{values.mean():.3f} ({values.notna().sum()})" in section
     assert "Zhang et al. 2018" in section and "Arras et al. 2022" in section and "Fawcett 2006" in section
 
 
 def test_data_text_is_escaped_by_the_sections(full_report):
+    from heatlab.report.sections.data import preview_section
+    from heatlab.report.sections.overview import overview_section
+
     run, _, _, _ = full_report
     ctx = load_context(run)
-    ctx.class_names = [EVIL, *CLASS_NAMES[1:]]
-    html = gallery_section(ctx)
-    assert EVIL not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    ctx.class_names = [EVIL, *ctx.class_names[1:]]
+    ctx.config = {**ctx.config, "data_root": EVIL}
+    for html in (gallery_section(ctx), preview_section(ctx), overview_section(ctx)):
+        assert EVIL not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
-def test_a_run_without_ground_truth_has_no_score_sections(tmp_path):
-    from heatlab.models.training import TrainConfig
-    from heatlab.run.ax import ax_run
-    from heatlab.run.evaluate import evaluate_run
-    from heatlab.run.training import train_run
-
-    run = tmp_path / "wine"
-    train_run("wine", run, TrainConfig(model="drybeanfpa", epochs=2, branches=1, branch_epochs=1, batch_size=16))
-    evaluate_run(run, methods="Saliency,IntegratedGradients")
-    ax_run(run, methods="Saliency")
+def test_run_folder_name_is_escaped_on_the_page(tmp_path, tiny_run):
+    run = make_run(tmp_path, tiny_run, evaluate=False, gax=False, name="<i>run</i>")
     html = build_report(run).read_text(encoding="utf-8")
-    for present in ("overview", "training", "features", "ax"):
-        assert f'<section id="{present}">' in html
-    for absent in ("summary", "recall-precision", "roc", "gallery", "localisation", "data"):
-        assert f'<section id="{absent}">' not in html
-    assert "need ground truth" in html  # what evaluate skipped, and why
-    assert (run / "report" / "figures" / "feature_relevance.png").stat().st_size > 1000
+    assert "<i>run</i>" not in html and "&lt;i&gt;run&lt;/i&gt;" in html
 
 
-def test_missing_results_and_bad_inputs_raise(tmp_path, tiny_run):
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
-    with pytest.raises(HeatlabError, match="heatlab evaluate"):
-        build_report(run)  # trained, nothing to report yet
-    run = make_run(tmp_path / "b", tiny_run, methods=("Saliency",), ax=False)
-    with pytest.raises(HeatlabError, match="not evaluated"):
-        build_report(run, gallery_branch="branch-07")
-    write_json(run / "evaluate.json", {"split": "test", "complete": False})
-    with pytest.raises(HeatlabError, match="incomplete"):
-        build_report(run)
-    with pytest.raises(HeatlabError, match="does not exist"):
-        build_report(tmp_path / "nope")
-
-
-def test_broken_table_is_a_clear_error(tmp_path, tiny_run):
-    run = make_run(tmp_path, tiny_run, methods=("Saliency",), ax=False)
-    (run / "tables" / "five_band.parquet").write_bytes(b"not parquet")
-    with pytest.raises(HeatlabError, match="unreadable"):
-        build_report(run)
-    pd.DataFrame({"branch": ["branch-00"]}).to_parquet(run / "tables" / "five_band.parquet")
-    with pytest.raises(HeatlabError, match="lacks column"):
-        build_report(run)
+def test_recall_precision_figure_is_deterministic(full_report, tmp_path):
+    five = pd.read_parquet(RunDir(full_report[0]).table("five_band"))
+    a = recall_precision_figure(five, tmp_path / "a.png")
+    b = recall_precision_figure(five, tmp_path / "b.png")
+    assert a.read_bytes() == b.read_bytes()
 
 
 def test_extra_sections_are_added_by_a_builder(full_report):
@@ -172,6 +229,117 @@ def test_extra_sections_are_added_by_a_builder(full_report):
     assert '<section id="extra"><h2>Extra &lt;i&gt;</h2>' in html and "<p>3 methods</p>" in html
     assert '<section id="roc">' not in html
 
+
+# --- runs with only some stages -----------------------------------------------------------------
+
+def test_a_run_with_only_training_and_ax_has_a_page(tmp_path, tiny_run):
+    run = make_run(tmp_path, tiny_run, evaluate=False, gax=False)
+    page = build_report(run)
+    html = page.read_text(encoding="utf-8")
+    assert _sections(html) == ["overview", "training", "ax"]
+    assert f"heatlab evaluate {run}" in _text(_section(html, "overview"))
+    assert f"heatlab gax {run}" in _text(_section(html, "overview"))
+    srcs = _images_exist(page, html)
+    assert "figures/training.png" in srcs and "figures/ax_co_box_sum.png" in srcs
+    gap = pd.read_parquet(RunDir(run).table("co_gap"))
+    auroc = gap[(gap["variant"] == "raw_sum") & (gap["method"] == "Saliency")]["auroc"].mean()
+    if not np.isnan(auroc):
+        assert f"Saliency {auroc:.3f}" in _text(_section(html, "ax"))
+
+
+def test_a_run_with_only_gax_has_a_page(tmp_path, tiny_run):
+    run = make_run(tmp_path, tiny_run, evaluate=False, ax=False)
+    html = build_report(run).read_text(encoding="utf-8")
+    assert _sections(html) == ["overview", "training", "gax"]
+    assert "Not in this run yet" in html and 'href="gax.html"' in html
+
+
+def test_a_run_evaluated_without_ax_has_no_ax_sections(tmp_path, tiny_run):
+    run = make_run(tmp_path, tiny_run, methods=("Saliency",), ax=False, gax=False)
+    html = build_report(run).read_text(encoding="utf-8")
+    assert _sections(html) == ["overview", "summary", "data", "training", "recall-precision", "roc", "gallery",
+                               "localisation"]
+
+
+# --- a table run without ground truth -----------------------------------------------------------
+
+def test_a_table_run_gets_feature_charts_instead_of_scores(wine_report):
+    run, page, html = wine_report
+    assert _sections(html) == ["overview", "training", "features", "ax", "gax"]
+    ev = RunDir(run).stage_summary("evaluate")
+    for sentence in ev["skipped"]:  # what evaluate skipped, and why
+        assert sentence.replace("'", "&#x27;") in html
+    srcs = _images_exist(page, html)
+    assert "figures/feature_relevance.png" in srcs and "figures/gax_co.png" in srcs
+
+
+def test_feature_ranking_follows_the_stored_heatmaps(wine_report):
+    run, _, html = wine_report
+    ev = RunDir(run).stage_summary("evaluate")
+    names = ev["feature_names"]
+    body = _section(html, "features").split("most relevant features")[1].split("<tbody>")[1]
+    rows = re.findall(r"<tr>(.*?)</tr>", body)
+    assert len(rows) == len(WINE_METHODS)
+    for method, row in zip(WINE_METHODS, rows):
+        path = RunDir(run).heatmaps("test", "branch-00", method)
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()["heatlab"])
+        tensors = load_file(str(path))
+        assert meta["selection"] == "all" and meta["input_kind"] == "table" and len(tensors["labels"]) == ev["samples"]
+        magnitude = tensors["attributions"].double().abs().mean(0).tolist()
+        expected = [names[j] for j in sorted(range(len(names)), key=lambda j: -magnitude[j])[:5]]
+        cells = re.findall(r"<td>(.*?)</td>", row)
+        assert cells[0] == method
+        assert [re.sub(r" <span.*", "", c) for c in cells[1:]] == expected
+    accuracy = float((tensors["labels"] == tensors["predictions"]).double().mean())
+    assert f"classifier accuracy {accuracy:.3f}" in _text(_section(html, "features"))
+
+
+def test_table_gax_gets_a_results_page_not_the_image_viewer(wine_report):
+    run, _, html = wine_report
+    assert 'href="gax.html"' in _section(html, "gax") and "correctly predicted samples" in _section(html, "gax")
+    gax = (run / "report" / "gax.html").read_text(encoding="utf-8")
+    names = RunDir(run).stage_summary("evaluate")["feature_names"]
+    assert all(f"<th>{n}</th>" in gax for n in names) and "<script" not in gax
+    assert (run / "report" / "figures" / "gax_features.png").stat().st_size > 1000
+    assert 'src="figures/gax_features.png"' in gax
+
+
+# --- bad inputs ---------------------------------------------------------------------------------
+
+def test_missing_results_and_bad_inputs_raise(tmp_path, tiny_run):
+    run = make_run(tmp_path / "b", tiny_run, methods=("Saliency",), ax=False, gax=False)
+    with pytest.raises(HeatlabError, match="not evaluated"):
+        build_report(run, gallery_branch="branch-07")
+    write_json(run / "evaluate.json", {"split": "test", "complete": False})
+    with pytest.raises(HeatlabError, match="incomplete"):
+        build_report(run)
+    with pytest.raises(HeatlabError, match="does not exist"):
+        build_report(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(HeatlabError, match="heatlab train"):
+        build_report(tmp_path / "empty")
+    trained = tmp_path / "trained"
+    shutil.copytree(tiny_run, trained)
+    with pytest.raises(HeatlabError, match="heatlab evaluate"):
+        build_report(trained)  # trained, nothing to report yet
+
+
+def test_broken_table_and_heatmaps_are_clear(tmp_path, tiny_run):
+    run = make_run(tmp_path, tiny_run, methods=("Saliency",), ax=False, gax=False)
+    stored = RunDir(run).heatmaps("test", "branch-00", "Saliency")
+    stored.write_bytes(b"not safetensors")
+    html = build_report(run).read_text(encoding="utf-8")
+    assert "unreadable" in _section(html, "gallery") and "heatlab evaluate" in _section(html, "gallery")
+    (run / "tables" / "five_band.parquet").write_bytes(b"not parquet")
+    with pytest.raises(HeatlabError, match="unreadable"):
+        build_report(run)
+    pd.DataFrame({"branch": ["branch-00"]}).to_parquet(run / "tables" / "five_band.parquet")
+    with pytest.raises(HeatlabError, match="lacks column"):
+        build_report(run)
+
+
+# --- pure pieces --------------------------------------------------------------------------------
 
 def test_rank_methods_skips_nan_and_keeps_order_on_ties():
     df = pd.DataFrame({"method": ["a", "a", "b", "b", "c", "d"], "x": [0.2, np.nan, 0.1, 0.3, 0.2, np.nan]})
@@ -191,20 +359,12 @@ def test_branch_points_are_per_branch_mean_and_std_over_samples():
         assert pts.loc[b, "n"] == 3
 
 
-def test_recall_precision_figure_is_deterministic(full_report, tmp_path):
-    five = pd.read_parquet(full_report[0] / "tables" / "five_band.parquet")
-    a = recall_precision_figure(five, tmp_path / "a.png")
-    b = recall_precision_figure(five, tmp_path / "b.png")
-    assert a.read_bytes() == b.read_bytes()
-
-
-def test_pick_samples_first_correct_then_first_wrong_per_class():
-    rows = pd.DataFrame({
-        "branch": "branch-00", "method": ["m2", "m2", "m1", "m1", "m1", "m1"],
-        "shard": [1, 0, 0, 1, 0, 0], "index": [0, 5, 2, 0, 5, 3],
-        "label": [4, 4, 4, 4, 4, 2], "prediction": [4, 1, 4, 4, 1, 2],
-    })
-    picked = pick_samples(rows, "branch-00")
-    assert picked == {2: [GallerySample(0, 3, 2, 2)], 4: [GallerySample(0, 2, 4, 4), GallerySample(0, 5, 4, 1)]}
-    with pytest.raises(HeatlabError, match="no rows"):
-        pick_samples(rows, "branch-09")
+def test_first_per_class_is_first_correct_then_first_wrong_in_shard_index_order():
+    n = 6
+    stored = StoredHeatmaps(
+        meta={}, attributions=torch.zeros(n, 2), inputs=torch.zeros(n, 2),
+        labels=torch.tensor([4, 4, 4, 4, 4, 2]), predictions=torch.tensor([4, 1, 4, 4, 1, 2]),
+        shard=torch.tensor([1, 0, 0, 1, 0, 0]), index=torch.tensor([0, 5, 2, 1, 4, 3]),
+    )
+    # class 4: correct at (0, 2) row 2, wrong at (0, 4) row 4 (before (0, 5)); class 2: correct only
+    assert stored.first_per_class() == {2: [5], 4: [2, 4]}

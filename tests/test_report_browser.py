@@ -8,9 +8,9 @@ from __future__ import annotations
 from heatlab.report.html import DEFAULT_SECTIONS, build_report
 
 try:
-    from test_report import make_run
+    from test_report import make_run, make_wine_run
 except ImportError:  # tests/ imported as a package
-    from tests.test_report import make_run
+    from tests.test_report import make_run, make_wine_run
 
 try:
     from browser import needs_chromium, open_page
@@ -39,5 +39,23 @@ def test_report_page_loads_cleanly_in_chromium(tmp_path, tiny_run):
         assert page.evaluate("location.hash") == "#localisation"
         assert page.evaluate("window.scrollY") > 0
         shot = page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+    assert problems.none(), problems
+    assert len(shot) > 10_000
+
+
+def test_table_report_and_its_gax_page_load_cleanly_in_chromium(tmp_path, tiny_wine_run):
+    page_path = build_report(make_wine_run(tmp_path, tiny_wine_run))
+    with open_page(page_path) as (page, problems):
+        titles = page.locator("section > h2").all_inner_texts()
+        assert titles == [s.title for s in DEFAULT_SECTIONS if s.id in ("overview", "training", "features", "ax", "gax")]
+        images = page.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
+        assert images and all(complete and width > 0 for _, complete, width in images)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+        page.click("#gax a[href='gax.html']")
+        page.wait_for_load_state("load")
+        assert page.url.endswith("/report/gax.html")
+        assert page.locator("table tbody tr").count() >= 1
+        assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+        shot = page.screenshot(path=str(tmp_path / "wine.png"), full_page=True)
     assert problems.none(), problems
     assert len(shot) > 10_000

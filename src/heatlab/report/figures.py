@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import pandas as pd
 from matplotlib.axes import Axes
@@ -22,6 +22,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from heatlab.files import atomic_path, ensure_dir
+
+if TYPE_CHECKING:
+    import torch
 
 VARIANTS = ("standard", "clamp")
 STATS = ("avg", "best")
@@ -196,19 +199,21 @@ def roc_figure(roc: pd.DataFrame, out_png: str | os.PathLike, *, methods: Sequen
     return save_figure(fig, out_png)
 
 
-def feature_relevance_figure(run_dir: str | os.PathLike, evaluation: dict, branch: str, out_png: str | os.PathLike) -> Path:
-    """Bar charts of stored table relevance: per method, the mean signed and mean |normalised| attribution per feature."""
-    from safetensors.torch import load_file
+def feature_relevance_figure(relevance: dict[str, "torch.Tensor"], feature_names: Sequence[str],
+                             out_png: str | os.PathLike) -> Path:
+    """Bar charts of stored table relevance, one panel per method: per feature the mean over samples of
+    the attribution divided by its largest magnitude per sample (filled bars, red positive, blue
+    negative) and the mean of its magnitude (outlined bars).
 
-    from heatlab.run.rundir import RunDir
-
-    run, methods = RunDir(run_dir), list(evaluation.get("methods", []))
-    names = list(evaluation.get("feature_names") or [])
+    ``relevance[m]`` is N×F (the stored, normalised attributions); ``feature_names`` label the x axis
+    when there is one per feature (else f0, f1, ...).
+    """
+    methods = list(relevance)
     fig = new_figure(8.5, 0.6 + 2.0 * max(1, len(methods)))
     for i, method in enumerate(methods):
-        attr = load_file(str(run.heatmaps(evaluation["split"], branch, method)))["attributions"].double()
+        attr = relevance[method].double()
         signed, magnitude = attr.mean(0).numpy(), attr.abs().mean(0).numpy()
-        labels = names if len(names) == len(signed) else [f"f{j}" for j in range(len(signed))]
+        labels = list(feature_names) if len(feature_names) == len(signed) else [f"f{j}" for j in range(len(signed))]
         ax = fig.add_subplot(len(methods), 1, i + 1)
         x = range(len(signed))
         ax.bar(x, magnitude, color="none", edgecolor="#57606a", linewidth=0.8, label="mean |relevance|")

@@ -1,11 +1,15 @@
-"""Heatmap gallery of a few samples per class (paper 002, Fig. 5 and Fig. 6).
+"""Heatmap gallery of a few samples per class (paper 002, Fig. 5 and Fig. 6), and a grid of stored inputs.
 
 For one branch, each class gets at most two samples: the first correctly and the first wrongly
-predicted sample of the evaluated split (in shard, index order). Their attributions are read from
-the heatmaps ``heatlab evaluate`` stored (``<run>/heatmaps``; nothing is attributed here), and each
-class is drawn as one PNG: per (sample, method) a row of image, ground
-truth, the R, G, B attribution channels, the channel-adjusted map h and its five bands at the first
-and the last standard soft threshold.
+predicted sample of the evaluated split (in shard, index order). Everything is read from the
+heatmaps ``heatlab evaluate`` stored (:mod:`heatlab.report.heatmaps`); nothing is attributed here.
+Each class is drawn as one PNG: per (sample, method) a row of panels
+
+- image, then the ground truth when the data has one (levels 0/0.4/0.9 as bands, or a binary mask),
+- the attribution's channels (divided by the sample's largest magnitude over all channels),
+- h: the channel-adjusted map (sum over channels, divided by its largest magnitude; the paper's
+  channel adjustment of the already normalised attribution),
+- for level truth only: h's five bands at the first and the last standard soft threshold.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -24,11 +27,15 @@ from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from heatlab.explain.postprocess import channel_adjust
 from heatlab.errors import HeatlabError
 from heatlab.files import atomic_path, ensure_dir
 from heatlab.progress import Progress, report
-from heatlab.report.preview import TRUTH_COLORS
+from heatlab.report.heatmaps import StoredHeatmaps, load_heatmaps
+from heatlab.report.page import class_name_of
 
+# White = irrelevant (0), light red = localisation (0.4), dark red = discriminative (0.9).
+TRUTH_COLORS = ("#ffffff", "#f4a582", "#b2182b")
 # Bands -2..2: dark blue, light blue, then the truth colours (white, light red, dark red), so a
 # band map reads like the ground truth it is compared with.
 BAND_COLORS = ("#2166ac", "#92c5de", *TRUTH_COLORS)
@@ -39,16 +46,6 @@ FRAME = (0.75, 0.75, 0.75)  # grey frame around each panel
 GUTTER = 6  # pixels between panels
 PANEL_PX = 96  # panels are enlarged by a whole factor to at least this many pixels
 DPI = 100
-
-
-def branch_label(value: object) -> str:
-    """A branch as the tables and folders name it: 0, "0" or "branch-00" -> "branch-00"; "base" stays."""
-    from heatlab.run.rundir import branch_name
-
-    text = str(value)
-    if text.isdigit():
-        return branch_name(int(text))
-    return text
 
 
 @dataclass(frozen=True)
@@ -69,66 +66,46 @@ class GallerySample:
 class GalleryMaps:
     """Everything drawn for N samples and M methods (CPU tensors).
 
-    images N×3×H×W in [0,1]; truth_bands N×H×W in {0,1,2}; attributions[m] N×3×H×W;
-    adjusted[m] N×H×W in [-1,1]; bands_first[m], bands_last[m] N×H×W in {-2..2};
-    thresholds 2×4 (the first and the last standard soft threshold); last_index = T-1.
+    images N×C×H×W; truth N×H×W (None without ground truth) of kind ``truth_kind`` ("levels" or
+    "mask"); attributions[m] N×C×H×W in [-1, 1]; adjusted[m] N×H×W in [-1, 1]; for level truth
+    bands_first[m], bands_last[m] N×H×W in {-2..2} and thresholds 2×4 (first and last standard
+    soft threshold), last_index = T-1.
     """
 
     images: torch.Tensor
-    truth_bands: torch.Tensor
+    truth: torch.Tensor | None
+    truth_kind: str | None
     attributions: dict[str, torch.Tensor]
     adjusted: dict[str, torch.Tensor]
     bands_first: dict[str, torch.Tensor]
     bands_last: dict[str, torch.Tensor]
-    thresholds: torch.Tensor
-    last_index: int
+    thresholds: torch.Tensor | None = None
+    last_index: int = 0
+
+    @property
+    def banded(self) -> bool:
+        return self.truth_kind == "levels" and self.thresholds is not None
 
 
-def pick_samples(five_band: pd.DataFrame, branch: str, *, per_class: int = 1) -> dict[int, list[GallerySample]]:
-    """Per true class (ascending): the first ``per_class`` correct, then the first ``per_class`` wrong samples.
+def maps_from_store(attributions: dict[str, torch.Tensor], images: torch.Tensor, truth: torch.Tensor | None,
+                    truth_kind: str | None = "levels") -> GalleryMaps:
+    """Post-process stored attributions (``attributions[m]`` N×C×H×W) for drawing; no model is run."""
+    maps = GalleryMaps(images.float(), None if truth is None else truth.float(), truth_kind if truth is not None else None,
+                       {}, {}, {}, {})
+    if maps.truth_kind == "levels":
+        from heatlab.score.five_band import soft_thresholds
 
-    Samples are taken from the ``branch`` rows of ``five_band`` in (shard, index) order; which
-    method or variant a row belongs to does not matter (label and prediction are per sample).
-    """
-    rows = five_band[five_band["branch"] == branch]
-    if rows.empty:
-        raise HeatlabError(f"Branch '{branch}' has no rows in five_band.parquet; choose an evaluated branch.")
-    rows = rows.drop_duplicates(["shard", "index"]).sort_values(["shard", "index"], kind="stable")
-    picked: dict[int, list[GallerySample]] = {}
-    for label, group in rows.groupby("label", sort=True):
-        chosen = []
-        for correct in (True, False):
-            sel = group[group["label"].eq(group["prediction"]) == correct].head(per_class)
-            chosen += [GallerySample(int(r.shard), int(r.index), int(r.label), int(r.prediction)) for r in sel.itertuples()]
-        picked[int(label)] = chosen
-    return picked
-
-
-def maps_from_store(attributions: dict[str, torch.Tensor], images: torch.Tensor, truth: torch.Tensor) -> GalleryMaps:
-    """Post-process stored attributions (``attributions[m]`` N×3×H×W) for drawing; no model is run.
-
-    ``truth`` is N×H×W in {0, 0.4, 0.9}; the channel adjustment and the bands are the pure score
-    functions ``heatlab evaluate`` used.
-    """
-    from heatlab.explain.postprocess import channel_adjust
-    from heatlab.score.five_band import soft_thresholds, stratify, truth_bands
-
-    thresholds = soft_thresholds("standard")
-    first, last = thresholds[0], thresholds[-1]
-    maps = GalleryMaps(images.float(), truth_bands(truth.float()), {}, {}, {}, {},
-                       torch.stack([first, last]), len(thresholds) - 1)
+        thresholds = soft_thresholds("standard")
+        maps.thresholds, maps.last_index = torch.stack([thresholds[0], thresholds[-1]]), len(thresholds) - 1
     for method, attr in attributions.items():
-        h = channel_adjust(attr.float())
         maps.attributions[method] = attr.float()
-        maps.adjusted[method] = h
-        maps.bands_first[method] = stratify(h, first)
-        maps.bands_last[method] = stratify(h, last)
+        maps.adjusted[method] = channel_adjust(attr.float())  # the pure post-processing evaluate used
+        if maps.banded:
+            from heatlab.score.five_band import stratify
+
+            maps.bands_first[method] = stratify(maps.adjusted[method], maps.thresholds[0])
+            maps.bands_last[method] = stratify(maps.adjusted[method], maps.thresholds[1])
     return maps
-
-
-def class_name_of(class_names: Sequence[str], label: int) -> str:
-    """The name of class ``label``, or the number itself when the names do not cover it."""
-    return str(class_names[label]) if 0 <= label < len(class_names) else str(label)
 
 
 def _fmt_threshold(t: torch.Tensor) -> str:
@@ -140,26 +117,51 @@ def _fmt_threshold(t: torch.Tensor) -> str:
 
 
 def _rgb(kind: str, data: np.ndarray) -> np.ndarray:
-    """H×W(×3) panel data -> H×W×3 float colours in [0, 1]."""
+    """H×W(×C) panel data -> H×W×3 float colours in [0, 1]."""
     if kind == "rgb":
-        return np.clip(data, 0, 1)
+        data = np.clip(data, 0, 1)
+        return np.repeat(data[..., :1], 3, axis=2) if data.shape[2] != 3 else data
     if kind == "bands":
         return BAND_CMAP(BAND_NORM(data.astype(np.float64)))[..., :3]
+    if kind == "truth":  # levels 0 / 0.4 / 0.9, or a mask drawn as 0.9
+        levels = np.digitize(data, [0.2, 0.65])
+        return np.asarray([[int(c[i : i + 2], 16) / 255 for i in (1, 3, 5)] for c in TRUTH_COLORS])[levels]
     return SIGNED_CMAP((np.clip(data, -1, 1) + 1) / 2)[..., :3]
 
 
+def channel_names(channels: int) -> list[str]:
+    return ["R", "G", "B"] if channels == 3 else ["attribution"] if channels == 1 else [f"c{k}" for k in range(channels)]
+
+
+def columns_of(maps: GalleryMaps) -> list[str]:
+    """The column titles of a gallery row."""
+    cols = ["image"]
+    if maps.truth is not None:
+        cols.append("truth h₀" if maps.truth_kind == "levels" else "truth mask")
+    cols += [*channel_names(maps.images.shape[1]), "h"]
+    if maps.banded:
+        t0, t1 = maps.thresholds
+        cols += [f"bands t0\n{_fmt_threshold(t0)}", f"bands t{maps.last_index}\n{_fmt_threshold(t1)}"]
+    return cols
+
+
 def _panels(maps: GalleryMaps, method: str, r: int) -> list[np.ndarray]:
-    """H×W×3 colour panels of one row: image, truth, R, G, B, h, bands at t0 and t_last."""
+    """H×W×3 colour panels of one row, in the order of :func:`columns_of`."""
+    from heatlab.score.five_band import truth_bands
+
     attr = maps.attributions[method][r].float()
-    scale = attr.abs().max().clamp_min(1e-12)  # one scale for the three channels, as in h/max|h|
-    return [
-        _rgb("rgb", maps.images[r].permute(1, 2, 0).numpy()),
-        _rgb("bands", maps.truth_bands[r].numpy()),
-        *[_rgb("signed", (attr[c] / scale).numpy()) for c in range(attr.shape[0])],
-        _rgb("signed", maps.adjusted[method][r].float().numpy()),
-        _rgb("bands", maps.bands_first[method][r].numpy()),
-        _rgb("bands", maps.bands_last[method][r].numpy()),
-    ]
+    scale = attr.abs().max().clamp_min(1e-12)  # one scale for all channels, as in h/max|h|
+    out = [_rgb("rgb", maps.images[r].permute(1, 2, 0).numpy())]
+    if maps.truth is not None:
+        if maps.truth_kind == "levels":
+            out.append(_rgb("bands", truth_bands(maps.truth[r : r + 1])[0].numpy()))
+        else:
+            out.append(_rgb("truth", (maps.truth[r] > 0.5).float().numpy() * 0.9))
+    out += [_rgb("signed", (attr[c] / scale).numpy()) for c in range(attr.shape[0])]
+    out.append(_rgb("signed", maps.adjusted[method][r].float().numpy()))
+    if maps.banded:
+        out += [_rgb("bands", maps.bands_first[method][r].numpy()), _rgb("bands", maps.bands_last[method][r].numpy())]
+    return out
 
 
 def _mosaic(rows: list[list[np.ndarray]], zoom: int) -> np.ndarray:
@@ -175,6 +177,14 @@ def _mosaic(rows: list[list[np.ndarray]], zoom: int) -> np.ndarray:
     return out
 
 
+def _save(fig: Figure, out_png: str | os.PathLike) -> Path:
+    out = Path(out_png)
+    ensure_dir(out.parent)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
+    return out
+
+
 def gallery_figure(
     class_name: str,
     samples: Sequence[GallerySample],
@@ -187,15 +197,11 @@ def gallery_figure(
 ) -> Path:
     """Draw one class: for each sample (``rows[i]`` is its row in ``maps``) one block of method rows.
 
-    Columns: image, truth, R, G, B (each channel / max|attribution| over the three channels),
-    h (channel-adjusted), bands at the first and the last threshold. Each block is one image of
-    all its panels drawn pixel for pixel (fast and sharp). Returns the PNG path.
+    Each block is one image of all its panels drawn pixel for pixel (fast and sharp). Returns the PNG path.
     """
     methods = list(maps.adjusted)
-    t0, t1 = maps.thresholds
-    columns = ["image", "truth h₀", "R", "G", "B", "h", f"bands t0\n{_fmt_threshold(t0)}",
-               f"bands t{maps.last_index}\n{_fmt_threshold(t1)}"]
-    size = maps.images.shape[-1]
+    columns = columns_of(maps)
+    size = max(maps.images.shape[-2:])
     zoom = max(1, -(-PANEL_PX // size))  # smallest whole enlargement reaching PANEL_PX
     blocks = [_mosaic([_panels(maps, m, r) for m in methods], zoom) for r in rows] if methods else []
     # Layout in pixels at DPI, so every mosaic is drawn 1:1.
@@ -205,6 +211,7 @@ def gallery_figure(
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
     FigureCanvasAgg(fig)
     step = (blocks[0].shape[1] - 2 + GUTTER) / len(columns) if blocks else 0
+
     def text(x: float, y: float, label: str, **kw) -> None:  # x, y in pixels from the top left
         fig.text(x / width, 1 - y / height, label, **kw)
 
@@ -224,48 +231,45 @@ def gallery_figure(
                            f"{class_name_of(class_names, sample.prediction)} (shard {sample.shard}, index {sample.index})",
              ha="left", va="bottom", fontsize=10, fontweight="bold", color="#1a7f37" if sample.correct else "#b42318")
         y += bh + gap
-    handles = [Patch(facecolor=c, edgecolor="#999999", label=f"band {b}") for b, c in zip(range(-2, 3), BAND_COLORS)]
-    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=8, frameon=False,
-               title="bands (truth: 0 irrelevant, 1 localisation, 2 feature); R, G, B and h: blue −1 … white 0 … red +1",
-               title_fontsize=8)
+    if maps.banded:
+        handles = [Patch(facecolor=c, edgecolor="#999999", label=f"band {b}") for b, c in zip(range(-2, 3), BAND_COLORS)]
+        legend_title = "bands (truth: 0 irrelevant, 1 localisation, 2 feature); attribution and h: blue −1 … white 0 … red +1"
+    else:
+        handles = [Patch(facecolor=SIGNED_CMAP(v), edgecolor="#999999", label=f"{v * 2 - 1:+g}") for v in (0.0, 0.5, 1.0)]
+        legend_title = "attribution and h: blue −1 … white 0 … red +1" + ("; truth mask dark red" if maps.truth is not None else "")
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False,
+               title=legend_title, title_fontsize=8)
     where = f" — {branch}" if branch else ""
     fig.text(0.5, 1 - 10 / height, f"Class {class_name}{where}", ha="center", va="top", fontsize=12)
-    out = Path(out_png)
-    ensure_dir(out.parent)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
-    return out
+    return _save(fig, out_png)
 
 
 def load_stored(run_dir: str | os.PathLike, split: str, branch: str, methods: Sequence[str],
-                samples: Sequence[GallerySample]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """Images N×C×H×W, truth N×H×W and per-method attributions of ``samples`` from ``<run>/heatmaps``."""
-    from safetensors.torch import load_file
-
-    from heatlab.run.rundir import RunDir
-
-    run, fix = RunDir(run_dir), f"run `heatlab evaluate {run_dir}` again"
-    images = truth = None
+                samples: Sequence[GallerySample]) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor], str | None]:
+    """Inputs N×C×H×W, truth N×H×W (or None), per-method attributions and the truth kind of ``samples``."""
+    keys = [(s.shard, s.index) for s in samples]
+    images = truth = kind = None
     attributions = {}
     for method in methods:
-        path = run.heatmaps(split, branch, method)
-        if not path.is_file():
-            raise HeatlabError(f"No stored heatmaps for {method} of {branch} ('{path}' is missing); {fix}.")
-        stored = load_file(str(path))
-        where = {(int(k), int(i)): j for j, (k, i) in enumerate(zip(stored["shard"], stored["index"]))}
-        missing = [s for s in samples if (s.shard, s.index) not in where]
-        if missing or "truth" not in stored:
-            raise HeatlabError(f"'{path}' lacks the gallery samples or their ground truth; {fix}.")
-        rows = torch.tensor([where[s.shard, s.index] for s in samples], dtype=torch.int64)
-        attributions[method] = stored["attributions"][rows].float()
+        stored = load_heatmaps(run_dir, split, branch, method)
+        rows = stored.rows_of(keys)
+        attributions[method] = stored.attributions[rows]
         if images is None:
-            images, truth = stored["inputs"][rows].float(), stored["truth"][rows].float()
-    return images, truth, attributions
+            images = stored.inputs[rows]
+            truth = None if stored.truth is None else stored.truth[rows]
+            kind = stored.truth_kind
+    return images, truth, attributions, kind
+
+
+def pick_from_store(stored: StoredHeatmaps) -> dict[int, list[GallerySample]]:
+    """Per true class (ascending) the first correct, then the first wrong sample of a stored file."""
+    return {c: [GallerySample(int(stored.shard[j]), int(stored.index[j]), int(stored.labels[j]),
+                              int(stored.predictions[j])) for j in rows]
+            for c, rows in stored.first_per_class().items()}
 
 
 def build_gallery(
     run_dir: str | os.PathLike,
-    five_band: pd.DataFrame,
     *,
     branch: str,
     methods: Sequence[str],
@@ -275,11 +279,16 @@ def build_gallery(
     progress: Progress | None = None,
 ) -> list[tuple[int, Path, list[GallerySample]]]:
     """Write one gallery PNG per class into ``out_dir`` from the stored heatmaps; returns (class, path, samples)."""
-    picked = pick_samples(five_band, branch)
+    if not methods:
+        raise HeatlabError("No method has stored heatmaps; run `heatlab evaluate` first.")
+    first = load_heatmaps(run_dir, split, branch, methods[0])
+    if first.input_kind != "image" or first.inputs.dim() != 4:
+        raise HeatlabError("The stored heatmaps are not images; the gallery draws image heatmaps only.")
+    picked = pick_from_store(first)
     report(progress, "report/gallery", 0, len(picked))
     flat = [s for samples in picked.values() for s in samples]
-    images, truth, attributions = load_stored(run_dir, split, branch, methods, flat)
-    maps = maps_from_store(attributions, images, truth)
+    images, truth, attributions, kind = load_stored(run_dir, split, branch, methods, flat)
+    maps = maps_from_store(attributions, images, truth, kind)
     written, start = [], 0
     for k, (label, samples) in enumerate(picked.items()):
         name = class_name_of(class_names, label)
@@ -290,3 +299,39 @@ def build_gallery(
         written.append((label, path, samples))
         report(progress, "report/gallery", k + 1, len(picked))
     return written
+
+
+def inputs_figure(stored: StoredHeatmaps, class_names: Sequence[str], out_png: str | os.PathLike) -> Path:
+    """A grid of stored inputs: one column per class (its first sample of the split), the truth below."""
+    picks = {c: rows[0] for c, rows in stored.first_per_class().items()}
+    with_truth = stored.truth is not None
+    n = max(1, len(picks))
+    fig = Figure(figsize=(1.3 * n + 0.6, 1.5 * (2 if with_truth else 1) + 0.7), dpi=110)
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(2 if with_truth else 1, n, left=0.02, right=0.98, top=0.8, bottom=0.05 if not with_truth else 0.12,
+                            wspace=0.08, hspace=0.1)
+    for k, (label, j) in enumerate(picks.items()):
+        ax = fig.add_subplot(grid[0, k])
+        ax.imshow(_rgb("rgb", stored.inputs[j].permute(1, 2, 0).numpy()), interpolation="nearest")
+        ax.set_title(f"{label} {class_name_of(class_names, label)}", fontsize=8)
+        axes = [ax]
+        if with_truth:
+            truth = stored.truth[j].numpy()
+            if stored.truth_kind != "levels":
+                truth = (truth > 0.5) * 0.9
+            axt = fig.add_subplot(grid[1, k])
+            axt.imshow(_rgb("truth", truth), interpolation="nearest")
+            axes.append(axt)
+        for a in axes:
+            a.set_xticks([])
+            a.set_yticks([])
+            for spine in a.spines.values():
+                spine.set_edgecolor("#999999")
+    if with_truth:
+        labels = ("0 irrelevant", "0.4 localisation", "0.9 discriminative") if stored.truth_kind == "levels" else \
+            ("outside the mask", "", "inside the mask")
+        handles = [Patch(facecolor=c, edgecolor="#999999", label=t) for c, t in zip(TRUTH_COLORS, labels) if t]
+        fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
+    fig.suptitle("First sample of each class in the evaluated split" + (", ground truth below" if with_truth else ""),
+                 fontsize=9)
+    return _save(fig, out_png)

@@ -1,4 +1,9 @@
-"""Preview grid of a cell dataset, like Fig. 2 of paper 002: images on top, ground truth below."""
+"""Preview grid of a cell dataset, like Fig. 2 of paper 002: images on top, ground truth below.
+
+This is the figure of ``heatlab data preview DATA_DIR`` (a data-stage tool that may draw a missing
+(class, background) pair). The report page does not use it: its "Dataset preview" section draws the
+inputs evaluate stored (:func:`heatlab.report.gallery.inputs_figure`) and generates nothing.
+"""
 
 from __future__ import annotations
 

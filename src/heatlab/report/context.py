@@ -1,0 +1,117 @@
+"""Reading a run for the report: :func:`load_context` gathers what the stages stored.
+
+Everything comes through :class:`heatlab.run.rundir.RunDir`: config.json, the branches' model.json,
+evaluate.json, the tables evaluate and AX wrote, which heatmap files exist and whether GAX ran.
+Nothing is computed from a model or from data here; a missing input only means its sections are
+left out (:meth:`heatlab.report.page.ReportContext.has`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from heatlab.errors import HeatlabError
+from heatlab.files import ensure_dir
+from heatlab.progress import Progress
+from heatlab.report.heatmaps import has_heatmaps
+from heatlab.report.page import ReportContext
+from heatlab.run.rundir import RunDir, branch_name
+
+#: The score tables of ``heatlab evaluate`` (each only when the data's truth allows it).
+TABLES = ("five_band", "roc", "localisation")
+ID_COLUMNS = ("branch", "method", "shard", "index", "label", "prediction", "correct")
+REQUIRED_COLUMNS = {
+    "five_band": (*ID_COLUMNS, "variant", "precision_avg", "precision_best", "recall_avg", "recall_best"),
+    "roc": ("branch", "method", "variant", "threshold", "fpr", "recall"),
+    "localisation": ID_COLUMNS,
+}
+#: The tables of ``heatlab ax``.
+AX_TABLES = ("co", "co_gap")
+
+
+def branch_label(value: object) -> str:
+    """A branch as the tables and folders name it: 0, "0" or "branch-00" -> "branch-00"; "base" stays."""
+    text = str(value)
+    return branch_name(int(text)) if text.isdigit() else text
+
+
+def _read_table(path, name: str, run: RunDir) -> pd.DataFrame:
+    try:
+        df = pd.read_parquet(path)
+    except Exception:  # pyarrow raises several types for a broken file
+        raise HeatlabError(f"Table '{path}' is unreadable; run `heatlab evaluate {run.path}` again.") from None
+    missing = [c for c in REQUIRED_COLUMNS[name] if c not in df.columns]
+    if missing:
+        raise HeatlabError(f"Table '{path}' lacks column(s) {', '.join(missing)}; run `heatlab evaluate {run.path}` again.")
+    if df.empty:
+        raise HeatlabError(f"Table '{path}' has no rows; run `heatlab evaluate {run.path}` again.")
+    df["branch"] = [branch_label(b) for b in df["branch"]]  # older tables hold branch indices
+    df["method"] = df["method"].astype(str)
+    return df
+
+
+def load_context(run_dir: str | os.PathLike, *, gallery_branch: str | None = None,
+                 progress: Progress | None = None) -> ReportContext:
+    """Read and check what the run's stages stored (raises HeatlabError with the fix).
+
+    A trained run with at least one of evaluate, AX or GAX results; each of them is optional.
+    """
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise HeatlabError(f"Run folder '{run.path}' does not exist; pass the folder `heatlab train` wrote.")
+    config = run.config()
+    branches = run.branches()
+    if not branches:
+        raise HeatlabError(f"Run '{run.path}' has no trained branch model; run `heatlab train --out {run.path}` first.")
+    evaluation = run.stage_summary("evaluate") or {}
+    if evaluation and not evaluation.get("complete", False):
+        raise HeatlabError(f"The evaluation of '{run.path}' is incomplete; run `heatlab evaluate {run.path}` again to finish it.")
+    # Only the tables the last evaluation wrote count (data without level truth writes no five_band).
+    listed = evaluation.get("tables", TABLES)
+    tables = {n: _read_table(run.table(n), n, run) if run.table(n).is_file() and n in listed else pd.DataFrame()
+              for n in TABLES}
+    split = str(evaluation.get("split", "test"))
+
+    listed_methods = [str(m) for m in evaluation.get("methods", [])]
+    fb = tables["five_band"] if not tables["five_band"].empty else tables["localisation"]
+    seen = list(dict.fromkeys(fb["method"])) if not fb.empty else listed_methods
+    methods = [m for m in listed_methods if m in seen] + [m for m in seen if m not in listed_methods]
+    evaluated = [branch_label(b) for b in evaluation.get("branches", [])] or (
+        list(dict.fromkeys(fb["branch"])) if not fb.empty else [])
+    if evaluated:
+        ordered = [b for b in branches if b in evaluated] + [b for b in evaluated if b not in branches]
+    else:
+        ordered = branches
+    if gallery_branch is None:
+        gallery_branch = ordered[0]
+    else:
+        gallery_branch = branch_label(gallery_branch)
+        if gallery_branch not in ordered:
+            what = "evaluated" if evaluated else "trained"
+            raise HeatlabError(f"Branch '{gallery_branch}' was not {what}; choose one of {', '.join(ordered)}.")
+
+    available = set()
+    if evaluation:
+        available.add("evaluate")
+    heatmaps = [m for m in methods if has_heatmaps(run.path, split, gallery_branch, m)] if evaluation else []
+    if heatmaps:
+        available |= {"heatmaps", "table_heatmaps" if evaluation.get("input_kind") == "table" else "image_heatmaps"}
+    if all(run.table(n).is_file() for n in AX_TABLES):
+        available |= {"ax", *AX_TABLES}
+    if (run.gax_dir / "gax.json").is_file():
+        available.add("gax")
+    if not available & {"evaluate", "ax", "gax"}:
+        raise HeatlabError(f"Run '{run.path}' has no results to report yet (its training curves are in "
+                           f"{run.figures_dir / 'training.png'}); run `heatlab evaluate {run.path}` (or "
+                           f"`heatlab ax {run.path}`) first.")
+
+    out_dir = ensure_dir(run.report_dir)
+    return ReportContext(
+        run_dir=run.path, out_dir=out_dir, fig_dir=ensure_dir(run.figures_dir), config=config,
+        evaluation=evaluation, five_band=tables["five_band"], roc=tables["roc"], localisation=tables["localisation"],
+        branches=branches, models={b: run.model_info(b) for b in branches}, class_names=run.class_names(),
+        methods=methods, split=split, gallery_branch=gallery_branch, progress=progress, heatmaps=heatmaps,
+        available=frozenset(available),
+    )

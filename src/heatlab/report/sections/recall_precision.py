@@ -1,0 +1,19 @@
+"""Section "Recall against precision" (paper 002, Fig. 3). Needs ``tables/five_band.parquet``."""
+
+from __future__ import annotations
+
+from heatlab.report.figures import recall_precision_figure
+from heatlab.report.page import ReportContext, Section
+
+
+def recall_precision_section(ctx: ReportContext) -> str:
+    path = recall_precision_figure(ctx.five_band, ctx.figure_path("recall_precision.png"), methods=ctx.methods)
+    return ctx.img(path, "recall against precision per method",
+                   "Paper 002, Fig. 3: recall (y axis) against precision (x axis). Each point is one branch model "
+                   "with one method: the mean over the split's samples of the per-sample precision and recall, "
+                   "taken as the average (A, C) or the best (B, D) over the soft five-band thresholds; bars are "
+                   "± one standard deviation over samples. (A, B) standard channel adjustment, (C, D) the clamp "
+                   "variant. Points towards the top right are better; an inset zooms in when the points crowd.")
+
+
+SECTION = Section("recall-precision", "Recall against precision", recall_precision_section, needs=("five_band",))
