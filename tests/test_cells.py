@@ -222,3 +222,79 @@ def test_constants():
     darkest_tail = math.sqrt(3 * (0.75 * spec["border_rgb"][0]) ** 2) / 3
     darkest_rect = spec["rect_main"][0] / 3
     assert min(darkest_inner, darkest_tail, darkest_rect) > 0.05
+
+
+# ----------------------------------------------------------------------------- closer to the original (issue 8)
+
+# Mean fraction of the image at truth 0.9 in the original generator (independent check, 512 px).
+ORIGINAL_DISC_AREA = {6: 0.0068, 7: 0.0207, 8: 0.0504}
+# Relative tolerance. heatlab is within 4% for one and eight tails; three tails sit ~13% under 2.07,
+# which the original's own geometry does not reproduce either: its tails are the same for three and
+# eight, so 3/8 of its eight-tail area (1.89%) is the consistent value. The generator before
+# GENERATOR_VERSION 2 was 18%, 28% and 22% under.
+DISC_AREA_TOLERANCE = {6: 0.10, 7: 0.18, 8: 0.10}
+
+
+def mean_grad(images: torch.Tensor) -> float:
+    """Mean over samples, channels, pixels and both axes of |forward difference|."""
+    im = images.double()
+    dx = (im[..., :, 1:] - im[..., :, :-1]).abs().mean()
+    dy = (im[..., 1:, :] - im[..., :-1, :]).abs().mean()
+    return float((dx + dy) / 2)
+
+
+@pytest.mark.parametrize("cls", [6, 7, 8])
+def test_tail_areas_match_the_original(cls):
+    b = cells.generate(300, size=128, seed=21, classes=[cls], backgrounds=[0])
+    disc = float((b.truth > 0.6).flatten(1).float().mean(1).mean())
+    target, tol = ORIGINAL_DISC_AREA[cls], DISC_AREA_TOLERANCE[cls]
+    assert abs(disc - target) <= tol * target, (disc, target)
+    # the 0.4 part is the cell minus the tails painted over it: close to a plain cell's area (the
+    # redraw of short tails slightly favours larger cells)
+    body = float(((b.truth > 0.2) & (b.truth < 0.6)).flatten(1).float().mean(1).mean())
+    plain = cells.generate(300, size=128, seed=21, classes=[0], backgrounds=[0]).truth
+    cell = float((plain > 0).flatten(1).float().mean(1).mean())
+    assert 0.8 * cell < body < 1.1 * cell, (body, cell, disc)
+
+
+def test_single_tail_points_down_the_cell_axis_then_turns_with_the_cell():
+    b = cells.generate(200, size=128, seed=22, classes=[6], backgrounds=[0])
+    size = b.truth.shape[-1]
+    in_cell, in_image = [], []
+    for truth, p in zip(b.truth, b.params):
+        assert p["tail_phase_deg"] == 90.0
+        ys, xs = torch.nonzero(truth > 0.6, as_tuple=True)
+        px = float(((xs + 0.5) * 512 / size).mean()) - p["centre"][0]
+        py = float(((ys + 0.5) * 512 / size).mean()) - p["centre"][1]
+        theta = math.radians(p["rotation_deg"])
+        u, v = math.cos(theta) * px + math.sin(theta) * py, math.cos(theta) * py - math.sin(theta) * px
+        in_cell.append(math.degrees(math.atan2(v, u)))  # 90 = down the cell's own vertical axis
+        in_image.append(math.degrees(math.atan2(-px, py)))  # 0 = straight down the image
+    in_cell, in_image = np.array(in_cell), np.array(in_image)
+    assert np.abs(in_cell - 90).max() < 15, in_cell  # the wobble bends tails a little
+    # in the image: downwards, turned by the cell's rotation U(-60°, 60°) (std 60/sqrt(3) = 34.6°)
+    assert np.abs(in_image).max() < 70, in_image
+    assert abs(in_image.mean()) < 8 and 30 < in_image.std() < 39, (in_image.mean(), in_image.std())
+
+
+def test_ring_background_is_off_centre_arcs():
+    rings = cells.generate(200, size=128, seed=23, classes=[9], backgrounds=[2]).images
+    # a centred bullseye gives ~0.023 here (0.006 at 512 px); off-centre rings ~0.038 (0.0101 at 512 px,
+    # the original 0.0107 at 512 px)
+    assert mean_grad(rings) > 0.032
+
+
+def test_shard_settings_carry_the_generator_version():
+    from heatlab.data import shards
+
+    assert isinstance(cells.GENERATOR_VERSION, int) and cells.GENERATOR_VERSION >= 2
+    assert shards._settings(128, 0, 200)["generator_version"] == cells.GENERATOR_VERSION
+
+
+def test_dataset_of_another_generator_version_is_not_resumed(tmp_path, monkeypatch):
+    from heatlab.data import shards
+
+    shards.write_cells(tmp_path, size=cells.MIN_SIZE, shards={"train": 1}, shard_size=4)
+    monkeypatch.setattr(cells, "GENERATOR_VERSION", cells.GENERATOR_VERSION + 1)
+    with pytest.raises(HeatlabError, match="generator_version"):
+        shards.write_cells(tmp_path, size=cells.MIN_SIZE, shards={"train": 1}, shard_size=4)

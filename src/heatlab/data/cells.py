@@ -12,9 +12,28 @@ of a few MiB, and every pixel is computed on its own with element-wise IEEE oper
 or thread counts. The one transcendental over pixels (the rings' sine) runs in float64 before
 rounding to float32, where a last-bit difference between vectorised and scalar code paths is lost.
 
-Tailed cells whose visible tails (outside the cell, inside the image) cover under 0.3% of the image,
-or with any one tail under 0.3%/k of it, are redrawn (checked at 128 px whatever ``size`` is), so
-the tail count is visible: the paper's rule, extended per tail for three and eight tails.
+Tails follow the original's geometry: each is a band of the tail thickness along its direction, from
+0.8·(vertical stretch)·radius from the centre (inside the cell) to 1.5·(vertical stretch)·radius plus
+the border thickness, the same reach in every direction, painted over border and body in
+0.75 × the border colour; the whole tail is the 0.9 region. The single tail of CCellT1 points straight
+down the cell's own vertical axis and then turns with the whole cell, so in the image it points
+downwards rotated by the cell's rotation U(-60°, 60°), as in the original. Ring backgrounds take the
+original's centre distribution: U(1/4, 3/4) of the canvas *from the canvas centre* in each axis (the
+original's lattice is centred), so the centre lies below right of the image, often outside it, and the
+rings appear as fingerprint-like arcs.
+
+Differences from the original, on purpose:
+
+- Masks are analytic and binary at the pixel centres. The original rotates and shifts rendered arrays
+  with interpolation and thresholds the result, which widens every part by a fraction of a pixel
+  (a few per cent of a tail's area at 512 px) and clips the unshifted canvas before the shift.
+- Every tail is visible: a tailed cell whose tails cover under 0.3% of the image, or with any one
+  tail under 0.3%/k of it, is redrawn (checked at 128 px whatever ``size`` is). The original redraws
+  only CCellT1, on the whole tail; the per-tail rule for three and eight tails is heatlab's.
+- Three and eight tails start at a drawn phase U(0°, 360°) in the cell frame; the original fixes
+  them (one down the vertical axis, the rest at 120° / 45° steps) before the cell rotation. The
+  tails' directions in the image are uniform either way (nearly so for eight in the original).
+  ``params["tail_phase_deg"]`` is the first tail's direction in the cell frame (90 for one tail).
 
 Ground truth is 0.9 on the discriminative part, 0.4 on the rest of the cell, 0 elsewhere. Parts are
 drawn binary with colours whose (1/3)·‖RGB‖₂ is at least 0.11 (see :data:`_SHAPE_SPEC`), so the
@@ -45,6 +64,10 @@ TRUTH_VALUES = TRUTH_LEVELS  # one definition: heatlab.data.split
 # are still 1.25 px wide and the cell 22+ px across, so every class stays recognisable; at 32 px
 # they fall below one pixel and break into dots. Poles (5..40) under 512/size can still show gaps.
 MIN_SIZE: int = 64
+# Bumped whenever the same seed gives other pictures; data/shards.py stores it in the manifest so a
+# resumed dataset never mixes shards of two generator versions. 2: tails as the original (from inside
+# the cell, same reach every way, one tail pointing down the cell's axis), off-centre rings.
+GENERATOR_VERSION: int = 2
 
 _CANVAS = 512.0
 _TAILS = {6: 1, 7: 3, 8: 8}  # class -> number of tails
@@ -56,7 +79,9 @@ _RING_NODES = 16  # 512 / 32
 _PARAM_BLOCK = 256  # samples drawn together; a constant, so the stream is the same at every size
 _CHUNK_PIXELS = 1 << 19  # samples x pixels per render chunk: 2 MiB per float channel, 12 MiB at most
 _CHECK_SIZE = 128  # resolution of the tail-area check (fixed, so redraws do not depend on size)
-_MIN_TAIL_FRACTION = 0.003  # redraw a tailed cell whose visible tails cover less of the image
+_MIN_TAIL_FRACTION = 0.003  # redraw a tailed cell whose tails cover less of the image
+_TAIL_START = 0.8  # tails run from 0.8 to 1.5 x stretch x radius (+ border thickness) from the centre
+_TAIL_REACH = 1.5
 _MAX_REDRAWS = 100
 
 # name, low, high, columns. Lengths in canvas pixels, angles in degrees, colours in [0, 1].
@@ -83,7 +108,9 @@ _BACKGROUND_SPEC = (
     ("blotch", 0.2, 0.7, 3 * _BLOTCH_NODES**2),
     ("ring_noise", -0.3, 0.3, 3 * _RING_NODES**2),
     ("ring_stretch", 1e-4, 1e-3, 3),
-    ("ring_centre", 0.25 * _CANVAS, 0.75 * _CANVAS, 2),
+    # as the original: U(1/4, 3/4) of the canvas measured from the canvas centre, so the rings'
+    # centre lies below right of the image centre, often outside the image (fingerprint-like arcs)
+    ("ring_centre", 0.75 * _CANVAS, 1.25 * _CANVAS, 2),
 )
 
 
@@ -289,25 +316,34 @@ def _skeleton(shape: dict[str, Tensor], u: Tensor, v: Tensor, pole: bool) -> Ten
     return mask
 
 
+def _tail_phases(shape: dict[str, Tensor], k: int) -> Tensor:
+    """Direction of the first tail in the cell frame (degrees from +u toward +v, v down), m.
+    One tail points straight down the cell's vertical axis (90°), as in the original, so the cell's
+    rotation U(-60°, 60°) turns it; three and eight tails start at the drawn phase."""
+    return torch.full_like(shape["tail_phase"], 90.0) if k == 1 else shape["tail_phase"]
+
+
 def _tail_masks(shape: dict[str, Tensor], u: Tensor, v: Tensor, k: int) -> list[Tensor]:
-    """k tails at 360/k° spacing from the phase: rays from the centre to 1.5 × the cell's radius in
-    that direction plus the border thickness (as the original), m×S×S bool each."""
+    """k tails at 360/k° spacing from :func:`_tail_phases`, m×S×S bool each. As the original, each is
+    a band of the tail thickness along its direction from 0.8·stretch·radius (inside the cell) to
+    1.5·stretch·radius plus the border thickness, the same reach in every direction."""
     masks = []
     half = _col(shape["tail"]) / 2
+    sr = shape["stretch"] * shape["radius"]
+    start, reach = _col(_TAIL_START * sr), _col(_TAIL_REACH * sr + shape["thickness"])
+    phase = _tail_phases(shape, k)
     for i in range(k):
-        cos, sin = _cos_sin(shape["tail_phase"] + 360.0 * i / k)
-        along, across = _col(cos) * u + _col(sin) * v, _col(cos) * v - _col(sin) * u
-        reach = 1.5 * shape["radius"] / torch.sqrt(cos * cos + (sin / shape["stretch"]) ** 2) + shape["thickness"]
-        masks.append((along >= 0) & (along <= _col(reach)) & (across.abs() <= half))
+        cos, sin = (_col(t) for t in _cos_sin(phase + 360.0 * i / k))
+        along, across = cos * u + sin * v, cos * v - sin * u
+        masks.append((along >= start) & (along <= reach) & (across.abs() <= half))
     return masks
 
 
 def _tail_fractions(shape: dict[str, Tensor], k: int, size: int) -> Tensor:
-    """Fraction of the image each tail covers outside the cell, m×k."""
-    u, v, wobble = _local_frame(shape, size, slice(0, 3))
-    cell, _ = _ellipse(shape, u, v, wobble[:, 0])
-    up, vp = u + wobble[:, 1], v + wobble[:, 2]
-    counts = [(t & ~cell).sum((1, 2)) for t in _tail_masks(shape, up, vp, k)]
+    """Fraction of the image each (whole, painted) tail covers, m×k."""
+    u, v, wobble = _local_frame(shape, size, slice(1, 3))
+    up, vp = u + wobble[:, 0], v + wobble[:, 1]
+    counts = [t.sum((1, 2)) for t in _tail_masks(shape, up, vp, k)]
     return torch.stack(counts, 1).float() / (size * size)
 
 
@@ -320,8 +356,8 @@ def _paint(image: Tensor, mask: Tensor, rgb: Tensor) -> Tensor:
 
 
 def _draw_cells(shape: dict[str, Tensor], cls: int, size: int) -> tuple[Tensor, Tensor]:
-    """One class's cells on black: image m×3×S×S and truth m×S×S. Bars and poles are painted over
-    the cell; tails only outside it, so their 0.9 region is the part beyond the cell."""
+    """One class's cells on black: image m×3×S×S and truth m×S×S. Bars, poles and tails are painted
+    over the cell, and their whole painted area is the 0.9 region."""
     m = len(shape["radius"])
     image = torch.zeros(m, 3, size, size)
     if cls == _EMPTY:
@@ -346,7 +382,7 @@ def _draw_cells(shape: dict[str, Tensor], cls: int, size: int) -> tuple[Tensor, 
     u, v = u + wobble[:, 1], v + wobble[:, 2]
     if cls in _TAILS:
         tails = _tail_masks(shape, u, v, _TAILS[cls])
-        disc = functools.reduce(operator.or_, tails) & ~cell
+        disc = functools.reduce(operator.or_, tails)
         return _paint(image, disc, 0.75 * border_rgb), _truth(cell, disc)
     disc = _skeleton(shape, u, v, pole=cls == 2)
     return _paint(image, disc, border_rgb), _truth(cell, disc)
@@ -424,7 +460,8 @@ def _describe(shape: dict[str, Tensor], labels: Tensor, bgs: Tensor, redraws: Te
         if cls == 2:
             p["pole_thickness"] = s["pole"][i]
         if cls in _TAILS:
-            p.update(tails=_TAILS[cls], tail_thickness=s["tail"][i], tail_phase_deg=s["tail_phase"][i],
+            phase = 90.0 if cls == 6 else s["tail_phase"][i]  # first tail, cell frame (see _tail_phases)
+            p.update(tails=_TAILS[cls], tail_thickness=s["tail"][i], tail_phase_deg=phase,
                      redraws=int(redraws[i]))
         out.append(p)
     return out

@@ -94,6 +94,7 @@ def _settings(size: int, seed: int, shard_size: int) -> dict:
         "class_names": list(cells.CLASS_NAMES),
         "background_names": list(cells.BACKGROUND_NAMES),
         "heatlab_version": heatlab.__version__,
+        "generator_version": cells.GENERATOR_VERSION,
     }
 
 
