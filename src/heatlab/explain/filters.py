@@ -187,15 +187,7 @@ def apply_filter(relevance: Tensor, spec: str | Filter) -> Tensor:
     bookkeeping (``torch.no_grad``); pass a detached tensor or call it inside a hook.
     """
     flt = parse_filter(spec)
-    if not isinstance(relevance, Tensor):
-        raise HeatlabError(f"Relevance must be a torch.Tensor, got {type(relevance).__name__}; pass a tensor N×....")
-    if relevance.dim() < 2:
-        raise HeatlabError(
-            f"Relevance must be a batch N×... with at least 2 dimensions, got shape {tuple(relevance.shape)}; "
-            "add a batch dimension with relevance[None]."
-        )
-    if not relevance.is_floating_point():
-        raise HeatlabError(f"Relevance must be a floating-point tensor, got {relevance.dtype}; convert it with .float().")
+    check_relevance(relevance)
     if relevance.numel() == 0:
         return relevance.clone()
     with torch.no_grad():
@@ -209,3 +201,16 @@ def apply_filter(relevance: Tensor, spec: str | Filter) -> Tensor:
         neg = flt.transform((-r).clamp(min=0))
         out = (pos - neg) * scale
         return torch.where(nonzero, out, relevance)
+
+
+def check_relevance(relevance: object) -> None:
+    """HeatlabError unless ``relevance`` is a floating-point batch tensor ``N×...`` (shared with Mean Power)."""
+    if not isinstance(relevance, Tensor):
+        raise HeatlabError(f"Relevance must be a torch.Tensor, got {type(relevance).__name__}; pass a tensor N×....")
+    if relevance.dim() < 2:
+        raise HeatlabError(
+            f"Relevance must be a batch N×... with at least 2 dimensions, got shape {tuple(relevance.shape)}; "
+            "add a batch dimension with relevance[None]."
+        )
+    if not relevance.is_floating_point():
+        raise HeatlabError(f"Relevance must be a floating-point tensor, got {relevance.dtype}; convert it with .float().")

@@ -38,6 +38,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from heatlab.explain.filters import check_relevance
 from heatlab.errors import HeatlabError
 
 __all__ = ["MeanPower", "mean_power", "DEFAULT_T", "LOWER_FLOOR"]
@@ -104,15 +105,7 @@ def mean_power(relevance: Tensor, t: float = DEFAULT_T) -> MeanPower:
         :class:`MeanPower` ``(mp, positive, negative)``, each of shape ``N`` on the input's device,
         in float64 for float64 input and float32 otherwise.
     """
-    if not isinstance(relevance, Tensor):
-        raise HeatlabError(f"Relevance must be a torch.Tensor, got {type(relevance).__name__}; pass a tensor N×....")
-    if relevance.dim() < 2:
-        raise HeatlabError(
-            f"Relevance must be a batch N×... with at least 2 dimensions, got shape {tuple(relevance.shape)}; "
-            "add a batch dimension with relevance[None]."
-        )
-    if not relevance.is_floating_point():
-        raise HeatlabError(f"Relevance must be a floating-point tensor, got {relevance.dtype}; convert it with .float().")
+    check_relevance(relevance)
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 < t <= 1:
         raise HeatlabError(f"The Mean Power split t must be a number in (0, 1], got {t!r}; use e.g. t=0.8.")
     n_samples = relevance.shape[0]
