@@ -29,8 +29,8 @@ from matplotlib.patches import Patch
 
 from heatlab.explain.postprocess import channel_adjust
 from heatlab.errors import HeatlabError
-from heatlab.files import atomic_path, ensure_dir
 from heatlab.progress import Progress, report
+from heatlab.report.figures import save_figure
 from heatlab.report.heatmaps import StoredHeatmaps, load_heatmaps
 from heatlab.report.page import class_name_of
 
@@ -177,14 +177,6 @@ def _mosaic(rows: list[list[np.ndarray]], zoom: int) -> np.ndarray:
     return out
 
 
-def _save(fig: Figure, out_png: str | os.PathLike) -> Path:
-    out = Path(out_png)
-    ensure_dir(out.parent)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
-    return out
-
-
 def gallery_figure(
     class_name: str,
     samples: Sequence[GallerySample],
@@ -241,24 +233,18 @@ def gallery_figure(
                title=legend_title, title_fontsize=8)
     where = f" — {branch}" if branch else ""
     fig.text(0.5, 1 - 10 / height, f"Class {class_name}{where}", ha="center", va="top", fontsize=12)
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
-def load_stored(run_dir: str | os.PathLike, split: str, branch: str, methods: Sequence[str],
-                samples: Sequence[GallerySample]) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor], str | None]:
+def load_stored(stored: dict[str, StoredHeatmaps], samples: Sequence[GallerySample]
+                ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor], str | None]:
     """Inputs N×C×H×W, truth N×H×W (or None), per-method attributions and the truth kind of ``samples``."""
     keys = [(s.shard, s.index) for s in samples]
-    images = truth = kind = None
-    attributions = {}
-    for method in methods:
-        stored = load_heatmaps(run_dir, split, branch, method)
-        rows = stored.rows_of(keys)
-        attributions[method] = stored.attributions[rows]
-        if images is None:
-            images = stored.inputs[rows]
-            truth = None if stored.truth is None else stored.truth[rows]
-            kind = stored.truth_kind
-    return images, truth, attributions, kind
+    first = next(iter(stored.values()))
+    rows = first.rows_of(keys)
+    truth = None if first.truth is None else first.truth[rows]
+    attributions = {method: files.attributions[files.rows_of(keys)] for method, files in stored.items()}
+    return first.inputs[rows], truth, attributions, first.truth_kind
 
 
 def pick_from_store(stored: StoredHeatmaps) -> dict[int, list[GallerySample]]:
@@ -281,13 +267,14 @@ def build_gallery(
     """Write one gallery PNG per class into ``out_dir`` from the stored heatmaps; returns (class, path, samples)."""
     if not methods:
         raise HeatlabError("No method has stored heatmaps; run `heatlab evaluate` first.")
-    first = load_heatmaps(run_dir, split, branch, methods[0])
+    stored = {method: load_heatmaps(run_dir, split, branch, method) for method in methods}
+    first = stored[methods[0]]
     if first.input_kind != "image" or first.inputs.dim() != 4:
         raise HeatlabError("The stored heatmaps are not images; the gallery draws image heatmaps only.")
     picked = pick_from_store(first)
     report(progress, "report/gallery", 0, len(picked))
     flat = [s for samples in picked.values() for s in samples]
-    images, truth, attributions, kind = load_stored(run_dir, split, branch, methods, flat)
+    images, truth, attributions, kind = load_stored(stored, flat)
     maps = maps_from_store(attributions, images, truth, kind)
     written, start = [], 0
     for k, (label, samples) in enumerate(picked.items()):
@@ -334,4 +321,4 @@ def inputs_figure(stored: StoredHeatmaps, class_names: Sequence[str], out_png: s
         fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
     fig.suptitle("First sample of each class in the evaluated split" + (", ground truth below" if with_truth else ""),
                  fontsize=9)
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
