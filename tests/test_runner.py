@@ -98,3 +98,30 @@ def test_a_broken_piece_is_redone_next_time(tiny_run, tmp_path):
     again = LabelStage(run)
     pd.testing.assert_frame_equal(first, run_stage(again))
     assert again.calls == [unit]
+
+
+class SettingStage(LabelStage):
+    """LabelStage whose shard-1 units depend on a setting (as a method option or an AX space would)."""
+
+    def __init__(self, run, option):
+        super().__init__(run)
+        self.option = option
+
+    def settings(self, unit):
+        return {"option": self.option} if unit.shard == 1 else {}
+
+
+def test_units_done_with_other_settings_are_run_again(tiny_run, tmp_path):
+    run_path = tmp_path / "run"
+    shutil.copytree(tiny_run, run_path)
+    run = RunDir(run_path)
+    run_stage(SettingStage(run, "a"))
+    same = SettingStage(run, "a")
+    run_stage(same)
+    assert same.calls == []  # nothing changed: nothing redone
+    other = SettingStage(run, ("b", 1))  # stored as JSON: the tuple compares as a list next time
+    run_stage(other)
+    assert [u.shard for u in other.calls] == [1]  # only the units whose settings changed
+    again = SettingStage(run, ["b", 1])
+    run_stage(again)
+    assert again.calls == []

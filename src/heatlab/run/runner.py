@@ -18,6 +18,8 @@ schedule units elsewhere.
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -28,7 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from heatlab.data.split import Split
 from heatlab.errors import HeatlabError
-from heatlab.files import atomic_path, write_json, write_parquet
+from heatlab.files import atomic_path, read_json, write_json, write_parquet
 from heatlab.models.training import predict
 from heatlab.progress import Progress, report
 from heatlab.run.rundir import RunDir
@@ -108,6 +110,11 @@ class Stage:
     def stem(self, unit: Unit) -> Path:
         return unit.stem(self.parts_dir(unit))
 
+    def settings(self, unit: Unit) -> dict:
+        """What ``unit``'s result depends on beyond the unit itself (JSON values); stored in its
+        marker, and a unit whose marker holds other settings is run again."""
+        return {}
+
     def units(self) -> list[Unit]:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -127,8 +134,14 @@ def marker_path(stage: Stage, unit: Unit) -> Path:
 
 
 def is_done(stage: Stage, unit: Unit) -> bool:
-    """True when the unit's marker and every piece exist."""
-    return marker_path(stage, unit).is_file() and all(piece_path(stage, unit, k).is_file() for k in stage.kinds)
+    """True when the unit's marker (with the stage's current settings) and every piece exist."""
+    marker = marker_path(stage, unit)
+    if not marker.is_file() or not all(piece_path(stage, unit, k).is_file() for k in stage.kinds):
+        return False
+    try:
+        return read_json(marker).get("settings", {}) == _settings(stage, unit)
+    except (HeatlabError, AttributeError):  # unreadable or not a marker: redo the unit
+        return False
 
 
 def write_unit(stage: Stage, unit: Unit, pieces: Mapping[str, Any]) -> None:
@@ -143,7 +156,11 @@ def write_unit(stage: Stage, unit: Unit, pieces: Mapping[str, Any]) -> None:
         else:
             with atomic_path(path) as tmp:
                 save_file({k: v.contiguous() for k, v in pieces[kind].items()}, str(tmp))
-    write_json(marker_path(stage, unit), unit.as_dict())
+    write_json(marker_path(stage, unit), {**unit.as_dict(), "settings": _settings(stage, unit)})
+
+
+def _settings(stage: Stage, unit: Unit) -> dict:
+    return json.loads(json.dumps(stage.settings(unit)))  # as stored: tuples become lists
 
 
 def read_piece(stage: Stage, unit: Unit, kind: str) -> Any:
