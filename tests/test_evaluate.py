@@ -35,9 +35,9 @@ def _tables(run):
 def test_tables_have_one_row_per_sample_and_threshold(evaluated):
     t = _tables(evaluated)
     n = len(open_split(pd.read_json(evaluated / "config.json", typ="series")["data_root"], "test"))
-    assert len(t["five_band"]) == 1 * 2 * 2 * n  # branch × method × variant × sample
+    assert len(t["five_band"]) == 1 * 2 * 3 * n  # branch × method × variant (standard, clamp twice) × sample
     assert len(t["localisation"]) == 1 * 2 * n
-    assert len(t["roc"]) == 1 * 2 * (56 + 41)
+    assert len(t["roc"]) == 1 * 2 * (56 + 41 + 41)
     assert set(t["five_band"]["method"]) == {"Saliency", "GradientShap"}
     assert (t["roc"]["n"] == n).all()
 
@@ -56,6 +56,14 @@ def test_rows_equal_the_metrics_computed_directly(evaluated):
     np.testing.assert_array_equal(rows["prediction"].to_numpy(), pred.numpy())
     np.testing.assert_allclose(rows["recall_best"].to_numpy(), res.best["recall"].numpy(), rtol=0, atol=1e-12)
     np.testing.assert_allclose(rows["precision_avg"].to_numpy(), res.avg["precision"].numpy(), rtol=0, atol=1e-12)
+    # the original code's order: the raw attribution clipped before normalising
+    res = five_band(channel_adjust(attr, clamp=(-0.1, 0.1), clamp_order="original"), shard["truth"], variant="clamp")
+    rows = _tables(evaluated)["five_band"].query("method == 'GradientShap' and variant == 'clamp_original' and shard == 1")
+    np.testing.assert_allclose(rows.sort_values("index")["recall_best"].to_numpy(), res.best["recall"].numpy(),
+                               rtol=0, atol=1e-12)
+    # the preset in force (paper002) is recorded in config.json and evaluate.json
+    assert config["attribution"]["evaluate"]["preset"] == "paper002"
+    assert config["attribution"]["evaluate"]["options"]["GradientShap"] == {"baseline_dist": "normal"}
 
 
 def test_roc_is_the_mean_over_all_samples_of_the_split(evaluated):

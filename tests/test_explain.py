@@ -435,7 +435,8 @@ def test_method_options_declare_the_extra_arguments():
 
     assert list(REGISTRY) == list(METHODS)
     assert REGISTRY["Saliency"].kwargs == frozenset()
-    assert REGISTRY["GradientShap"].kwargs == {"baselines", "stdevs"}
+    assert REGISTRY["GradientShap"].kwargs == {"baselines", "stdevs", "baseline_dist"}
+    assert REGISTRY["DeepLiftShap"].kwargs == {"baselines", "baseline_dist"}
     assert REGISTRY["DeepLift"].per_sample_kwargs == {"baselines"}
     assert REGISTRY["IntegratedGradients"].kwargs == {"baselines", "integration_method", "internal_batch_size"}
     assert REGISTRY["LayerGradCam"].kwargs == {"interpolate_mode", "relu_attributions", "attribute_to_layer_input"}

@@ -79,8 +79,9 @@ def attribute(
             itself); default the model's first ``nn.Conv2d``.
         abs: Saliency only: ``True`` gives ``|gradient|`` (Captum's default, paper 002),
             ``False`` the signed gradient.
-        n_baselines: DeepLiftShap/GradientShap: size of the baseline distribution, images
-            uniform in [0, 1] drawn from ``seed`` (see ``heatlab.explain.methods.shap_baselines``).
+        n_baselines: DeepLiftShap/GradientShap: size of the baseline distribution, drawn from
+            ``seed``: ``randn · 0.001`` as in the papers' code, or uniform in [0, 1] with
+            ``baseline_dist="uniform"`` (see ``heatlab.explain.methods.shap_baselines``).
         n_samples: GradientShap: number of (baseline, alpha, noise) draws, shared by all samples.
         n_steps: IntegratedGradients: steps of the path integral.
         seed: seeds all randomness of the SHAP methods (the global RNGs are neither used nor
@@ -90,7 +91,8 @@ def attribute(
         return_target: also return the targets used (LongTensor ``N`` on the model's device).
         **kwargs: method-specific Captum arguments: ``baselines`` (DeepLift, IntegratedGradients:
             default zeros, a tensor broadcastable to ``inputs`` or of its shape; DeepLiftShap,
-            GradientShap: the ``B×...`` distribution), ``stdevs`` (GradientShap noise, default 0),
+            GradientShap: the ``B×...`` distribution), ``baseline_dist`` (DeepLiftShap, GradientShap:
+            ``"normal"`` or ``"uniform"``), ``stdevs`` (GradientShap noise, default 0),
             ``integration_method`` (Captum's ``method``, default "gausslegendre") and
             ``internal_batch_size`` (IntegratedGradients), ``relu_attributions``,
             ``interpolate_mode`` (LayerGradCam, default "nearest"; also GuidedGradCam),

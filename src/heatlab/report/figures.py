@@ -26,7 +26,23 @@ from heatlab.files import atomic_path, ensure_dir
 if TYPE_CHECKING:
     import torch
 
-VARIANTS = ("standard", "clamp")
+VARIANTS = ("standard", "clamp", "clamp_original")
+#: Panel titles of the five-band variants.
+VARIANT_LABELS = {"standard": "standard", "clamp": "clamp, clipped after normalising (paper text)",
+                  "clamp_original": "clamp, raw attribution clipped (original code)"}
+
+#: Why the two clamp orders differ, in one sentence for the report.
+CLAMP_ORDER_NOTE = (
+    "The two clamp orders differ because the paper's text clips h/max|h| to ±0.1, which flattens every peak, while "
+    "its original code clipped the raw attribution, whose values are often all below 0.1, so there the clip changes "
+    "little and the clamp variant is close to the standard one."
+)
+
+
+def present_variants(table: pd.DataFrame) -> list[str]:
+    """The five-band variants of ``table`` in :data:`VARIANTS` order (runs from before clamp_original have two)."""
+    have = set(table["variant"])
+    return [v for v in VARIANTS if v in have] or ["standard"]
 STATS = ("avg", "best")
 STAT_LABELS = {"avg": "average over thresholds", "best": "best over thresholds"}
 # Colour-blind-safe qualitative palette (Okabe-Ito, then Tableau) so 11 methods stay distinct.
@@ -128,19 +144,20 @@ def _legend(fig: Figure, methods: Sequence[str], styles: dict[str, dict], *, lin
 def recall_precision_figure(
     five_band: pd.DataFrame, out_png: str | os.PathLike, *, methods: Sequence[str] | None = None
 ) -> Path:
-    """Paper Fig. 3: recall (y) vs precision (x), 2×2 panels (average/best × standard/clamp).
+    """Paper Fig. 3: recall (y) vs precision (x), panels (average, best) × each stored variant.
 
     ``five_band`` has the columns of ``tables/five_band.parquet``; ``methods`` fixes the legend
     order and colours (default: order of appearance). Returns the PNG path.
     """
     methods = list(methods) if methods is not None else list(dict.fromkeys(five_band["method"]))
     styles = method_styles(methods)
-    fig = new_figure(10.5, 11.2)
-    panels = [(stat, variant) for variant in VARIANTS for stat in STATS]
+    variants = present_variants(five_band)
+    fig = new_figure(10.5, 0.8 + 5.2 * len(variants))
+    panels = [(stat, variant) for variant in variants for stat in STATS]
     for i, (stat, variant) in enumerate(panels):
-        ax = fig.add_subplot(2, 2, i + 1)
+        ax = fig.add_subplot(len(variants), 2, i + 1)
         _unit_square(ax, f"precision ({stat})", f"recall ({stat})")
-        ax.set_title(f"({chr(65 + i)}) {STAT_LABELS[stat]}, {variant}", fontsize=10)
+        ax.set_title(f"({chr(65 + i)}) {STAT_LABELS[stat]}, {VARIANT_LABELS[variant]}", fontsize=10)
         pts = branch_points(five_band, variant, stat)
         pts = pts[pts["method"].isin(methods)]
         box = _zoom_box(list(pts["p_mean"]), list(pts["r_mean"]))
@@ -162,23 +179,25 @@ def recall_precision_figure(
             ax.text(0.5, 0.5, "no rows", ha="center", va="center", color="#888888")
     _legend(fig, methods, styles, line=False)
     fig.suptitle("Five-band recall vs precision: one point per branch (mean ± std over samples)", fontsize=11)
-    fig.subplots_adjust(left=0.07, right=0.98, top=0.94, bottom=0.1, wspace=0.2, hspace=0.22)
+    height = fig.get_figheight()
+    fig.subplots_adjust(left=0.07, right=0.98, top=1 - 0.6 / height, bottom=1.1 / height, wspace=0.2, hspace=0.22)
     return save_figure(fig, out_png)
 
 
 def roc_figure(roc: pd.DataFrame, out_png: str | os.PathLike, *, methods: Sequence[str] | None = None) -> Path:
-    """Paper Fig. 4 with the axes of the definition: FPR on x, recall on y; panels standard/clamp.
+    """Paper Fig. 4 with the axes of the definition: FPR on x, recall on y; one panel per stored variant.
 
     ``roc`` has the columns of ``tables/roc.parquet``; one line per (method, branch) through the
     thresholds in order, its first threshold marked with a dot. Returns the PNG path.
     """
     methods = list(methods) if methods is not None else list(dict.fromkeys(roc["method"]))
     styles = method_styles(methods)
-    fig = new_figure(10.5, 6.0)
-    for i, variant in enumerate(VARIANTS):
-        ax = fig.add_subplot(1, 2, i + 1)
+    variants = present_variants(roc)
+    fig = new_figure(5.25 * len(variants), 6.0)
+    for i, variant in enumerate(variants):
+        ax = fig.add_subplot(1, len(variants), i + 1)
         _unit_square(ax, "false positive rate (FPR)", "recall (true positive rate)")
-        ax.set_title(f"({chr(65 + i)}) {variant}", fontsize=10)
+        ax.set_title(f"({chr(65 + i)}) {VARIANT_LABELS[variant]}", fontsize=9)
         ax.plot([0, 1], [0, 1], linestyle="--", color="#999999", linewidth=0.8)
         rows = roc[(roc["variant"] == variant) & roc["method"].isin(methods)]
         # ROC points hug the left edge (low FPR): zoom on x and put the inset at the lower right.

@@ -38,6 +38,7 @@ th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:right}td{white-space:n
 th{background:#f6f8fa}td:first-child,th:first-child{text-align:left}
 .note{color:#9a6700;background:#fff8c5;border:1px solid #eac54f;padding:6px 10px;border-radius:4px}
 .rank{margin:6px 0}.muted{color:#57606a;font-size:.88em}
+.pair{display:flex;flex-wrap:wrap;gap:12px}.pair figure{flex:1 1 420px;min-width:0}
 """
 
 
@@ -155,3 +156,13 @@ def render_page(ctx: ReportContext, fragments: Sequence[tuple[Section, str]]) ->
         f"<header><h1>heatlab report</h1><p>Run {esc(ctx.run_dir.resolve())}</p></header>"
         f"<nav>{nav}</nav><main>\n{body}\n</main></body></html>\n"
     )
+
+
+def attribution_text(record: dict | None) -> str:
+    """The attribution preset a stage recorded (``config.json["attribution"][stage]``) as HTML text."""
+    if not record:
+        return "attribution settings: not recorded (this stage ran before presets existed)"
+    options = "; ".join(f"{esc(m)} {esc(', '.join(f'{k}={v}' for k, v in o.items()))}"
+                        for m, o in record.get("options", {}).items())
+    return (f"attribution preset <b>{esc(record.get('preset', '?'))}</b> ({esc(record.get('description', ''))})"
+            + (f": {options}" if options else ""))

@@ -28,6 +28,7 @@ from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import METHODS, attribute
 from heatlab.explain.methods import REGISTRY
 from heatlab.explain.postprocess import channel_adjust, normalize_max_abs
+from heatlab.explain.presets import Preset, get_preset
 from heatlab.files import atomic_path, write_json, write_parquet
 from heatlab.progress import Progress
 from heatlab.run.rundir import RunDir
@@ -35,7 +36,13 @@ from heatlab.run.runner import PARQUET, TENSORS, Stage, Unit, Work, run_stage
 from heatlab.score.five_band import METRICS, five_band
 from heatlab.score.metrics import per_sample_scores
 
-VARIANTS = {"standard": None, "clamp": (-0.1, 0.1)}
+#: Five-band variants: (clip bounds, clamp order, threshold schedule). ``clamp`` clips after
+#: normalising (paper 002's text), ``clamp_original`` clips the raw attribution (its code).
+VARIANTS = {
+    "standard": (None, "paper", "standard"),
+    "clamp": ((-0.1, 0.1), "paper", "clamp"),
+    "clamp_original": ((-0.1, 0.1), "original", "clamp"),
+}
 KINDS = ("five_band", "roc", "localisation")
 ID_COLUMNS = ["shard", "index", "label", "prediction", "correct"]
 #: What a heatmap file holds (see the module docstring of heatlab.run.rundir for where).
@@ -75,12 +82,12 @@ def _ids(labels: torch.Tensor, predictions: torch.Tensor, shard: int) -> dict[st
 def score_attributions(attr, labels, truth, truth_kind: str, *, predictions, shard: int = 0):
     """(five_band, roc, localisation) frames of one shard's attributions ``N×C×H×W``; None where not applicable."""
     base = _ids(labels, predictions, shard)
-    adjusted = {variant: channel_adjust(attr, clamp=clamp) for variant, clamp in VARIANTS.items()}
+    adjusted = {variant: channel_adjust(attr, clamp=clip, clamp_order=order) for variant, (clip, order, _) in VARIANTS.items()}
     five = roc = None
     if truth_kind == "levels":
         rows, rocs = [], []
         for variant, h in adjusted.items():
-            res = five_band(h, truth, variant=variant)
+            res = five_band(h, truth, variant=VARIANTS[variant][2])
             frame = {"variant": variant, **base}
             for m in METRICS:
                 frame[f"{m}_avg"] = res.avg[m].double().numpy()
@@ -133,8 +140,10 @@ class Evaluate(Stage):
 
     name = "evaluate"
 
-    def __init__(self, run: RunDir, *, methods="all", split: str = "test", batch_size: int = 25, device: str = "cpu"):
+    def __init__(self, run: RunDir, *, methods="all", split: str = "test", batch_size: int = 25, device: str = "cpu",
+                 preset: str | Preset | None = None):
         super().__init__(run, device=device, batch_size=batch_size)
+        self.preset = get_preset(preset, self.name)
         self.seed, self.spec = run.seed(), run.data_spec()
         self.branches = run.require_branches()
         self.split = split
@@ -169,12 +178,15 @@ class Evaluate(Stage):
     def units(self) -> list[Unit]:
         return [Unit(self.split, b, m, k) for b in self.branches for m in self.methods for k in range(self.data.num_shards)]
 
+    def settings(self, unit: Unit) -> dict:
+        return {"options": self.preset.kwargs(unit.method), "variants": list(VARIANTS)}
+
     def run_unit(self, work: Work, unit: Unit) -> dict[str, Any]:
         model = work.model(unit.branch)
         shard = work.shard(unit.split, unit.shard)
         preds = work.predictions(unit.split, unit.branch, unit.shard)
         attr = attribute(model, shard["images"], unit.method, target=preds, seed=self.seed,
-                         batch_size=self.batch_size).detach().cpu()
+                         batch_size=self.batch_size, **self.preset.kwargs(unit.method)).detach().cpu()
         rows = gallery_rows(shard["labels"], preds) if self.input_kind == "image" else None
         pieces: dict[str, Any] = {"heatmaps": heatmap_piece(attr, shard, preds, unit.shard, rows)}
         if self.truth_kind is not None:
@@ -202,8 +214,10 @@ class Evaluate(Stage):
         summary = {
             "split": self.split, "methods": self.methods, "branches": self.branches, "samples": len(self.data),
             "input_kind": self.input_kind, "truth_kind": self.truth_kind, "skipped": self.skipped,
-            "tables": sorted(tables), "feature_names": feature_names(self.data), "complete": True,
+            "tables": sorted(tables), "feature_names": feature_names(self.data),
+            "attribution": self.preset.record(self.methods), "complete": True,
         }
+        self.run.record_attribution(self.name, summary["attribution"])
         write_json(self.run.summary_path(self.name), summary)
         return {**summary, "tables": {k: str(v) for k, v in paths.items()}}
 
@@ -241,7 +255,10 @@ def _join_roc(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def evaluate_run(run_dir, *, methods="all", split: str = "test", batch_size: int = 25, device: str = "cpu",
-                 progress: Progress | None = None) -> dict:
-    """Evaluate every (branch, method, shard) of ``split``; write the tables, heatmaps and evaluate.json."""
-    return run_stage(Evaluate(RunDir(run_dir), methods=methods, split=split, batch_size=batch_size, device=device),
-                     progress=progress)
+                 preset: str | Preset | None = None, progress: Progress | None = None) -> dict:
+    """Evaluate every (branch, method, shard) of ``split``; write the tables, heatmaps and evaluate.json.
+
+    ``preset``: the attribution settings (:mod:`heatlab.explain.presets`; default ``"paper002"``).
+    """
+    return run_stage(Evaluate(RunDir(run_dir), methods=methods, split=split, batch_size=batch_size, device=device,
+                              preset=preset), progress=progress)

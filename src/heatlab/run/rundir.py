@@ -208,6 +208,11 @@ class RunDir:
         if merged != old:
             write_json(self.config_path, merged)
 
+    def record_attribution(self, stage: str, record: dict) -> None:
+        """Store the attribution settings ``stage`` used under ``config.json["attribution"][stage]``."""
+        old = self.config().get("attribution", {})
+        self.write_config({"attribution": {**old, stage: record}})
+
     # --- models ----------------------------------------------------------------------------
     def branch_indices(self) -> list[int]:
         return list_branches(self.path)

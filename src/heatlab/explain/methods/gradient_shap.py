@@ -21,14 +21,15 @@ from heatlab.explain.methods.common import MethodSpec, Options, Run
 
 @dataclass(frozen=True)
 class GradientShapOptions(Options):
-    """``n_samples`` draws from ``baselines`` (``B×...``, default ``n_baselines`` seeded uniform
-    images), with Gaussian input noise of std ``stdevs``."""
+    """``n_samples`` draws from ``baselines`` (``B×...``, default ``n_baselines`` seeded draws of
+    ``baseline_dist``), with Gaussian input noise of std ``stdevs``."""
 
     n_baselines: int = 8
     n_samples: int = 8
     seed: int = 0
     baselines: Tensor | None = None
     stdevs: float = 0.0
+    baseline_dist: str = "normal"
 
 
 @contextmanager
@@ -36,7 +37,7 @@ def build(model: nn.Module, options: GradientShapOptions, inputs: Tensor) -> Ite
     shape, device = tuple(inputs.shape[1:]), inputs.device
     baselines, index, alpha, noise = gradient_shap_draws(
         shape, options.n_samples, options.seed, n_baselines=options.n_baselines, baselines=options.baselines,
-        stdevs=float(options.stdevs), dtype=inputs.dtype,
+        stdevs=float(options.stdevs), dtype=inputs.dtype, baseline_dist=options.baseline_dist,
     )
     base = baselines[index.to(baselines.device)].to(device)  # K×...
     alpha = alpha.to(device).view(-1, *([1] * len(shape)))

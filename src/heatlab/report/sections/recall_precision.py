@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from heatlab.report.figures import recall_precision_figure
+from heatlab.report.figures import CLAMP_ORDER_NOTE, recall_precision_figure
 from heatlab.report.page import ReportContext, Section
 
 
@@ -11,9 +11,10 @@ def recall_precision_section(ctx: ReportContext) -> str:
     return ctx.img(path, "recall against precision per method",
                    "Paper 002, Fig. 3: recall (y axis) against precision (x axis). Each point is one branch model "
                    "with one method: the mean over the split's samples of the per-sample precision and recall, "
-                   "taken as the average (A, C) or the best (B, D) over the soft five-band thresholds; bars are "
-                   "± one standard deviation over samples. (A, B) standard channel adjustment, (C, D) the clamp "
-                   "variant. Points towards the top right are better; an inset zooms in when the points crowd.")
+                   "taken as the average (left) or the best (right) over the soft five-band thresholds; bars are "
+                   "± one standard deviation over samples. Rows: the standard channel adjustment, then the clamp "
+                   f"variant in both orders. {CLAMP_ORDER_NOTE} Points towards the top right are better; an inset "
+                   "zooms in when the points crowd.")
 
 
 SECTION = Section("recall-precision", "Recall against precision", recall_precision_section, needs=("five_band",))

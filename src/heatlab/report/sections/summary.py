@@ -11,7 +11,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from heatlab.report.page import ReportContext, Section, esc, fmt
+from heatlab.report.page import ReportContext, Section, attribution_text, esc, fmt
 
 
 def rank_methods(df: pd.DataFrame, column: str, methods: Sequence[str]) -> list[tuple[str, float, int]]:
@@ -52,7 +52,8 @@ def summary_section(ctx: ReportContext) -> str:
     out = [
         f"<p>{len(ctx.methods)} attribution method(s) were scored on the <b>{esc(ctx.split)}</b> split for "
         f"{len(per_sample['branch'].unique())} branch model(s), {n_samples} (branch, sample) pairs in all. "
-        f"{scores}; for every score below, higher is better.</p>"
+        f"{scores}; for every score below, higher is better.</p>",
+        f"<p class=\"muted\">Heatmaps: {attribution_text(ctx.evaluation.get('attribution'))}.</p>",
     ]
     if not fb.empty:
         standard = fb[fb["variant"] == "standard"]
