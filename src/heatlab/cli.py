@@ -115,6 +115,8 @@ def train(
     r_f: float = typer.Option(TRAIN.r_f, "--r-f", help="Refresh fraction: on improvement the counter becomes int(r_f*counter)."),
     seed: int = typer.Option(TRAIN.seed, help="Seed for initialisation, shuffling and validation-shard choice."),
     device: str = typer.Option(TRAIN.device, help="Torch device, e.g. cpu or cuda."),
+    normalize: str = typer.Option(TRAIN.normalize, help="Input standardisation the model carries: data (the training "
+                                  "split's per-channel mean/std), imagenet or none. AX adds heatmaps after it."),
 ) -> None:
     """Train a base model, then branch models in regular-evaluation mode (paper 002, §III-B)."""
     from heatlab.report.training_figures import training_figure
@@ -122,7 +124,7 @@ def train(
 
     config = TrainConfig(model=model, epochs=epochs, branch_epochs=branch_epochs, branches=branches, batch_size=batch_size,
                          lr=lr, branch_lr=branch_lr, schedule=schedule, weight_decay=weight_decay, eval_every=eval_every,
-                         target_acc=target_acc, n_l=n_l, r_f=r_f, seed=seed, device=device)
+                         target_acc=target_acc, n_l=n_l, r_f=r_f, seed=seed, device=device, normalize=normalize)
     t0 = time.perf_counter()
     with progress_bars() as progress:
         summary = train_run(data, run_dir, config, weights=weights, progress=progress)
@@ -151,13 +153,17 @@ def evaluate(
     methods: str = typer.Option("all", help="'all' or comma-separated Captum method names."),
     split: str = typer.Option("test", help="Data split to explain."),
     batch_size: int = typer.Option(25, help="Samples per attribution call."),
+    preset: Optional[str] = typer.Option(None, help="Attribution settings: paper002 (default: Saliency |gradient|, "
+                                         "SHAP baselines randn*0.001), paper000 or uniform."),
+    device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
 ) -> None:
     """Explain every sample with every method for every branch and score it against the ground truth."""
     from heatlab.run.evaluate import evaluate_run
 
     t0 = time.perf_counter()
     with progress_bars() as progress:
-        summary = evaluate_run(run_dir, methods=methods, split=split, batch_size=batch_size, progress=progress)
+        summary = evaluate_run(run_dir, methods=methods, split=split, batch_size=batch_size, preset=preset,
+                               device=device, progress=progress)
     for sentence in summary["skipped"]:
         say(f"skipped: {sentence}")
     tables = ", ".join(summary["tables"]) or "none (heatmaps only)"

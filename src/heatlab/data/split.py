@@ -176,3 +176,29 @@ def feature_names(split: Any) -> list[str]:
         return []
     names = getattr(split, "feature_names", None)
     return list(names) if names else [f"f{i}" for i in range(input_shape(split)[0])]
+
+
+def channel_stats(split: Any, max_samples: int = 2000) -> dict[str, list[float]]:
+    """Per-channel mean and std (population) of the first ``max_samples`` images of ``split``, in shard order.
+
+    ``{"mean": [C floats], "std": [C floats]}``, rounded to 6 decimals so they store exactly in JSON;
+    a constant channel gets std 1 (standardising it only shifts it).
+    """
+    total = total_sq = None
+    n = 0
+    for k in range(split.num_shards):
+        x = split.load_shard(k)["images"][: max_samples - n].double()
+        if x.ndim != 4:
+            raise HeatlabError("channel_stats needs N×C×H×W images; tables are standardised by their loader.")
+        s, sq = x.sum((0, 2, 3)), (x * x).sum((0, 2, 3))
+        total, total_sq = (s, sq) if total is None else (total + s, total_sq + sq)
+        n += x.shape[0]
+        if n >= max_samples:
+            break
+    if not n:
+        raise HeatlabError("channel_stats needs at least one image; the split is empty.")
+    count = n * x.shape[2] * x.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean * mean).clamp_min(0).sqrt()
+    std = torch.where(std > 1e-6, std, torch.ones_like(std))
+    return {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std]}

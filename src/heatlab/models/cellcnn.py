@@ -3,7 +3,8 @@
 Five blocks ``Conv3x3 -> BatchNorm -> ReLU`` that each halve the resolution (a stride-2 first
 convolution, then ``MaxPool2``), global average pooling and one linear layer. Global pooling makes
 it work for inputs of at least ``2 ** len(widths)`` pixels per side (32 by default); the default
-cell is 3x128x128. Every leaf module is a type Captum's LRP has a rule for (Conv2d, BatchNorm2d,
+cell is 3x128x128. ``normalize`` (see :mod:`heatlab.models.normalize`) standardises the input first;
+``heatlab train`` passes the training split's per-channel mean/std. Every leaf module is a type Captum's LRP has a rule for (Conv2d, BatchNorm2d,
 ReLU, MaxPool2d, AdaptiveAvgPool2d, Linear).
 """
 
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from heatlab.errors import HeatlabError
+from heatlab.models.normalize import Normalize, make_normalize
 from heatlab.models.zoo import register
 
 #: Output channels of the five convolution blocks.
@@ -63,8 +65,10 @@ class CellCNN(nn.Module):
     #: State-dict prefixes of the classifier head (skipped by ``backbone_weights``).
     heatlab_head_prefixes = ("fc.",)
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, widths: tuple[int, ...] = CELLCNN_WIDTHS):
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, widths: tuple[int, ...] = CELLCNN_WIDTHS,
+                 normalize: Normalize | None = None):
         super().__init__()
+        self.normalize = normalize
         chans = (in_channels, *widths)
         pairs = zip(chans[:-1], chans[1:])
         self.features = nn.Sequential(*(_block(a, b, first=i == 0) for i, (a, b) in enumerate(pairs)))
@@ -72,6 +76,8 @@ class CellCNN(nn.Module):
         self.fc = nn.Linear(widths[-1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalize is not None:
+            x = self.normalize(x)
         # channels_last makes CPU training about 1.7x faster (measured: BatchNorm and MaxPool).
         x = self.features(_ChannelsLast.apply(x))
         # torch.flatten, not an nn.Flatten module: Captum's LRP rejects unknown leaf modules.
@@ -80,7 +86,8 @@ class CellCNN(nn.Module):
 
 @register("cellcnn")
 def build_cellcnn(
-    *, num_classes: int, in_channels: int, widths: list[int] | tuple[int, ...] = CELLCNN_WIDTHS
+    *, num_classes: int, in_channels: int, widths: list[int] | tuple[int, ...] = CELLCNN_WIDTHS,
+    normalize: str | dict | None = None,
 ) -> CellCNN:
     """The default cell classifier; ``widths`` sets the channels of each block (one block per halving)."""
     if (
@@ -91,4 +98,4 @@ def build_cellcnn(
         raise HeatlabError(
             f"widths must be a non-empty list of positive integers, got {widths!r}; pass e.g. [16, 32, 64, 64, 96]."
         )
-    return CellCNN(num_classes, in_channels, tuple(widths))
+    return CellCNN(num_classes, in_channels, tuple(widths), make_normalize(normalize, in_channels))

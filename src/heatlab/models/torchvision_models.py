@@ -15,9 +15,10 @@ Heads (``head=``):
   torchvision classifier up to the second 4096 layer (with its ReLU) → Linear(4096, C, bias=False).
 
 ``in_channels != 3`` replaces the first convolution (same kernel, stride, padding).
-``normalize="imagenet"`` prepends a :class:`Normalize` with ImageNet's mean/std (what torchvision
-checkpoints expect; inputs stay in [0, 1] pixel space); it is not in the state dict and is not a
-layer type Captum's LRP knows. Input sizes: ResNet34 ≥ 32 px, AlexNet ≥ 63 px, VGG16 ≥ 32 px
+``normalize="imagenet"`` (or ``{"mean": [...], "std": [...]}``, see :mod:`heatlab.models.normalize`)
+applies a :class:`Normalize` first (ImageNet's mean/std is what torchvision checkpoints expect;
+inputs stay in [0, 1] pixel space); it is not in the state dict and is not a layer type Captum's
+LRP knows. Input sizes: ResNet34 ≥ 32 px, AlexNet ≥ 63 px, VGG16 ≥ 32 px
 (the papers use 224 px for AlexNet/VGG).
 """
 
@@ -30,35 +31,12 @@ from torchvision.models import resnet as tv_resnet
 from torchvision.models import vgg as tv_vgg
 
 from heatlab.errors import HeatlabError
+from heatlab.models.normalize import IMAGENET_MEAN, IMAGENET_STD, Normalize, make_normalize  # noqa: F401 (re-exported)
 from heatlab.models.safety import SafeBasicBlock, disable_inplace
 from heatlab.models.zoo import register
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class Normalize(nn.Module):
-    """(N, C, H, W) -> (x - mean[c]) / std[c]; mean and std are non-persistent buffers."""
-
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
-def _normalizer(normalize: str | None, in_channels: int) -> Normalize | None:
-    if normalize is None:
-        return None
-    if normalize != "imagenet":
-        raise HeatlabError(f"Unknown normalize={normalize!r}; use None or 'imagenet'.")
-    if in_channels != 3:
-        raise HeatlabError(
-            f"normalize='imagenet' needs in_channels=3, got {in_channels}; drop normalize or use RGB input."
-        )
-    return Normalize(IMAGENET_MEAN, IMAGENET_STD)
+def _normalizer(normalize, in_channels: int) -> Normalize | None:
+    return make_normalize(normalize, in_channels)
 
 
 def _check_head(name: str, head: str, allowed: tuple[str, ...]) -> None:
@@ -134,7 +112,7 @@ class FeaturesClassifier(nn.Module):
 
 @register("resnet34")
 def build_resnet34(
-    *, num_classes: int, in_channels: int, head: str = "paper002", normalize: str | None = None
+    *, num_classes: int, in_channels: int, head: str = "paper002", normalize: str | dict | None = None
 ) -> nn.Module:
     """ResNet34 (21.3 M backbone parameters) with the paper002 (1×1 conv) or paper000 (Linear) head."""
     _check_head("resnet34", head, ("paper002", "paper000"))
@@ -143,7 +121,7 @@ def build_resnet34(
 
 @register("alexnet")
 def build_alexnet(
-    *, num_classes: int, in_channels: int, head: str = "paper002", normalize: str | None = None
+    *, num_classes: int, in_channels: int, head: str = "paper002", normalize: str | dict | None = None
 ) -> nn.Module:
     """AlexNet with the paper002 (LeakyReLU, new classifier) or paper000 (torchvision classifier) head."""
     _check_head("alexnet", head, ("paper002", "paper000"))
@@ -163,7 +141,7 @@ def build_alexnet(
 
 @register("vgg16")
 def build_vgg16(
-    *, num_classes: int, in_channels: int, head: str = "paper002", normalize: str | None = None
+    *, num_classes: int, in_channels: int, head: str = "paper002", normalize: str | dict | None = None
 ) -> nn.Module:
     """VGG16 (no BatchNorm) with the paper002 head Dropout → 25088→4096 → LeakyReLU → Dropout → 4096→C."""
     _check_head("vgg16", head, ("paper002",))

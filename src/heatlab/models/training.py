@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -30,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from heatlab.data.shards import derive_seed
+from heatlab.data.split import channel_stats, input_shape as split_input_shape
 from heatlab.errors import HeatlabError
 from heatlab.models import zoo
 from heatlab.models.state import model_device  # re-exported: heatlab.models.training.model_device
@@ -69,6 +71,9 @@ def _real(name: str, value: object, low: float, high: float, flag: str, *, open_
 # "constant" is the paper's Adam at a fixed rate; "cosine" decays the continuous-mode rate to 1% of
 # ``lr`` by its last iteration, which leaves BatchNorm statistics in step with the final weights.
 SCHEDULES = ("cosine", "constant")
+#: Input standardisation a trained image model carries (see :mod:`heatlab.models.normalize`):
+#: "data" the training split's per-channel mean/std, "imagenet", or "none".
+NORMALIZE_MODES = ("data", "imagenet", "none")
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,7 @@ class TrainConfig:
     r_f: float = 0.4
     seed: int = 0
     device: str = "cpu"
+    normalize: str = "data"
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -107,6 +113,8 @@ class TrainConfig:
             _real("Branch learning rate", self.branch_lr, 0.0, 10.0, "branch_lr=0.0001")
         if self.schedule not in SCHEDULES:
             raise HeatlabError(f"Unknown learning-rate schedule {self.schedule!r}; pass {' or '.join(f'schedule={s!r}' for s in SCHEDULES)}.")
+        if self.normalize not in NORMALIZE_MODES:
+            raise HeatlabError(f"Unknown normalize {self.normalize!r}; pass {' or '.join(f'normalize={m!r}' for m in NORMALIZE_MODES)}.")
         _real("Weight decay", self.weight_decay, 0.0, 1.0, "weight_decay=1e-5")
         _real("Target accuracy", self.target_acc, 0.0, 2.0, "target_acc=0.96")
         _real("r_f (refresh fraction)", self.r_f, 0.0, 1.0, "r_f=0.4", open_high=True)
@@ -144,11 +152,33 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
-def create_model(config: TrainConfig, num_classes: int, input_shape: tuple[int, ...] = (3, 128, 128)) -> nn.Module:
+def takes_normalize(model_name: str) -> bool:
+    """True when the zoo builder of ``model_name`` accepts ``normalize=``."""
+    return "normalize" in inspect.signature(zoo.builder(model_name)).parameters
+
+
+def normalize_spec(config: TrainConfig, train_split: Any) -> Any:
+    """The ``normalize=`` model argument for ``config.normalize`` (None when the model has no such option).
+
+    "data" computes the training split's per-channel mean/std (images only; a model whose builder
+    has no ``normalize`` then trains on the data as stored); "imagenet" on such a model is an error.
+    """
+    if config.normalize == "none" or len(split_input_shape(train_split)) == 1:
+        return None
+    if not takes_normalize(config.model):
+        if config.normalize == "imagenet":
+            raise HeatlabError(f"Model '{config.model}' cannot standardise its input; pass normalize='none'.")
+        return None
+    return "imagenet" if config.normalize == "imagenet" else channel_stats(train_split)
+
+
+def create_model(config: TrainConfig, num_classes: int, input_shape: tuple[int, ...] = (3, 128, 128), *,
+                 normalize: Any = None) -> nn.Module:
     """A freshly initialised zoo model (init seeded by ``config.seed``) on ``config.device``.
 
     ``input_shape`` is one sample's shape: C×H×W for images, (F,) for a table of F features,
-    which builds a tabular model with ``num_features=F``.
+    which builds a tabular model with ``num_features=F``. ``normalize``: the model's ``normalize=``
+    argument (see :func:`normalize_spec`), recorded in its spec.
     """
     device = resolve_device(config.device)
     seed = derive_seed(config.seed, "init")
@@ -158,7 +188,8 @@ def create_model(config: TrainConfig, num_classes: int, input_shape: tuple[int, 
                                f"choose a tabular model ({', '.join(TABULAR_MODELS)}).")
         model = zoo.create(config.model, num_classes=num_classes, num_features=input_shape[0], seed=seed)
     else:
-        model = zoo.create(config.model, num_classes=num_classes, in_channels=input_shape[0], seed=seed)
+        extra = {} if normalize is None else {"normalize": normalize}
+        model = zoo.create(config.model, num_classes=num_classes, in_channels=input_shape[0], seed=seed, **extra)
     return model.to(device)
 
 

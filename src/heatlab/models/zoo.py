@@ -80,6 +80,14 @@ def _seeded(seed: int | None) -> Iterator[None]:
         yield
 
 
+def builder(name: str) -> Callable[..., nn.Module]:
+    """The registered builder of model ``name`` (a HeatlabError naming the choices otherwise)."""
+    builders = _registry()
+    if not isinstance(name, str) or name not in builders:
+        raise HeatlabError(f"Unknown model '{name}'; choose one of: {', '.join(sorted(builders))}.")
+    return builders[name]
+
+
 def create(
     name: str,
     *,
@@ -97,18 +105,15 @@ def create(
     have): every parameter outside the model's new head is loaded from it; nothing is downloaded.
     Neither is recorded in ``heatlab_spec``: they only set the starting weights.
     """
-    builders = _registry()
-    if not isinstance(name, str) or name not in builders:
-        raise HeatlabError(f"Unknown model '{name}'; choose one of: {', '.join(sorted(builders))}.")
-    builder = builders[name]
+    build = builder(name)
     _check_count("num_classes", num_classes)
     _check_count("in_channels", in_channels)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise HeatlabError(f"seed must be an integer, got {seed!r}; pass e.g. seed=0.")
     try:
-        bound = inspect.signature(builder).bind(num_classes=num_classes, in_channels=in_channels, **kwargs)
+        bound = inspect.signature(build).bind(num_classes=num_classes, in_channels=in_channels, **kwargs)
     except TypeError:
-        params = [p for p in inspect.signature(builder).parameters if p not in ("num_classes", "in_channels")]
+        params = [p for p in inspect.signature(build).parameters if p not in ("num_classes", "in_channels")]
         raise HeatlabError(
             f"Model '{name}' does not accept the arguments {sorted(kwargs)}; it accepts: {', '.join(params) or 'none'}."
         ) from None
@@ -120,7 +125,7 @@ def create(
             f"Arguments for model '{name}' must be JSON values (numbers, strings, lists), got {kwargs!r}."
         ) from None
     with _seeded(seed):
-        model = builder(**bound.kwargs)
+        model = build(**bound.kwargs)
     if backbone_weights is not None:
         load_backbone(model, backbone_weights)
     model.heatlab_spec = spec

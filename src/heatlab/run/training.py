@@ -35,6 +35,7 @@ from heatlab.models import zoo
 from heatlab.models.training import (
     TrainConfig,
     create_model,
+    normalize_spec,
     evaluate_accuracy,
     num_batches,
     resolve_device,
@@ -224,7 +225,8 @@ def train_run(
         if splits[name].class_names != names:
             raise HeatlabError(f"The {name} split of '{data_root}' has other classes than the train split; write the data again.")
     # Build the model (unknown names fail here) and check the weights before anything is written.
-    model = create_model(config, num_classes=len(names), input_shape=registry.input_shape(splits["train"]))
+    model = create_model(config, num_classes=len(names), input_shape=registry.input_shape(splits["train"]),
+                         normalize=normalize_spec(config, splits["train"]))
     weights_path = Path(weights) if weights is not None else None
     if weights_path is not None:
         _load_initial_weights(model, weights_path)
