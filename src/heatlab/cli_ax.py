@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -24,6 +25,11 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option("test", help="Split whose CO scores are analysed (gap, AUROC, flag precision/recall)."),
         holdout_split: str = typer.Option("val", help="Split that chooses the error-flag threshold; 'none' to choose it on --split."),
         batch_size: int = typer.Option(25, help="Samples per attribution and forward call."),
+        space: Optional[str] = typer.Option(None, "--ax-space", help="Where h is added: input (after the model's own "
+                                            "Normalize, the papers' convention; default) or pixel."),
+        preset: Optional[str] = typer.Option(None, help="Attribution settings: paper000 (default: signed Saliency, "
+                                             "SHAP baselines randn*0.001), paper002 or uniform."),
+        device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
     ) -> None:
         """Feed x + h and x * h to each branch model and write the CO scores, their correct/wrong gap and figures."""
         from heatlab.report.ax_figures import load_ax_tables, write_ax_figures
@@ -32,12 +38,14 @@ def register(app: typer.Typer) -> None:
         t0 = time.perf_counter()
         with progress_bars() as progress:
             summary = ax_run(run_dir, methods=methods, split=split, holdout_split=holdout_split,
-                             batch_size=batch_size, progress=progress)
-        co, gap, _ = load_ax_tables(run_dir)
-        figures = write_ax_figures(co, gap, Path(run_dir) / "report" / "figures", branch=summary["branches"][0])
+                             batch_size=batch_size, space=space, preset=preset, device=device, progress=progress)
+        co, gap, info = load_ax_tables(run_dir)
+        figures = write_ax_figures(co, gap, Path(run_dir) / "report" / "figures", branch=summary["branches"][0],
+                                   space=info["space"])
         best = summary["largest_gap"]
         say(f"AX on {summary['samples']} {split} samples x {len(summary['methods'])} methods x "
-            f"{len(summary['branches'])} branches in {time.perf_counter() - t0:.0f} s")
+            f"{len(summary['branches'])} branches in {time.perf_counter() - t0:.0f} s; {summary['space']} space "
+            f"({summary['space_note']}); preset {summary['attribution']['preset']}")
         if best:
             say(f"largest gap: {best['method']} (AUROC {best['auroc']:.3f}, raw logits, x + h)")
         else:

@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
         branch: str = typer.Option("0", "--branch", help="Branch model to explain: an index such as 0, or 'base'."),
         batch_size: int = typer.Option(32, "--batch-size", help="Samples optimised together."),
         snapshot_every: int = typer.Option(5, "--snapshot-every", help="Store the heatmap every this many steps (and the final one)."),
+        device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
     ) -> None:
         """Generative AX (papers 000/001): heatmaps h = tanh(w*x + b) that raise the CO score of x + h."""
         from heatlab.report.gax_viewer import build_gax_viewer, gax_figure
@@ -36,13 +37,14 @@ def register(app: typer.Typer) -> None:
         with progress_bars() as progress:
             summary = gax_run(run_dir, split=split, first_n_correct=first_n_correct, target_co=target_co,
                               branch=branch, max_steps=max_steps,
-                              batch_size=batch_size, snapshot_every=snapshot_every, progress=progress)
+                              batch_size=batch_size, snapshot_every=snapshot_every, device=device,
+                              progress=progress)
         figure = gax_figure(run_dir, Path(run_dir) / "report" / "figures" / "gax_co.png")
         viewer = build_gax_viewer(run_dir)
         n, k = summary["samples"], summary["reached"]
         median = summary["median_steps_to_target"]
         say(f"GAX: {k} of {n} samples ({k / n:.0%}) reached CO >= {target_co:g} within {max_steps} steps"
             + (f", median {median:g} steps" if median is not None else "")
-            + f" ({time.perf_counter() - t0:.0f} s)")
+            + f" (pixel space, {time.perf_counter() - t0:.0f} s)")
         say(f"figure: {figure}")
         say(f"viewer: {viewer}")

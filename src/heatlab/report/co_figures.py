@@ -9,6 +9,9 @@ Drawn from ``tables/co.parquet`` and ``tables/co_gap.parquet`` (written by :mod:
   histograms, each normalised to unit area so a small wrong group stays visible.
 - :func:`accuracy_figure`: accuracy before AX (dashed line) and after ``x + h`` / ``x * h`` per method.
 
+Boxplots and histograms take a ``grouping`` (:data:`heatlab.run.ax.GROUPINGS`): correct *before*
+AX (conference version) or correct *after* AX with the figure's variant (journal version).
+
 The report section that shows them (with the gap numbers and Table 2) is
 :mod:`heatlab.report.sections.ax`.
 
@@ -29,6 +32,7 @@ from matplotlib.ticker import MaxNLocator
 
 from heatlab.errors import HeatlabError
 from heatlab.report.figures import new_figure, save_figure
+from heatlab.run.ax import GROUPINGS, grouping_column
 from heatlab.run.rundir import RunDir
 
 CORRECT_COLOR, WRONG_COLOR = "#0072B2", "#D55E00"
@@ -50,8 +54,16 @@ def variant_label(variant: str) -> str:
 
 # --- loading -----------------------------------------------------------------------------------
 
+GROUPING_LABELS = {"correct_before": "grouped by correct before AX (conference version)",
+                   "correct_after": "grouped by correct after AX (journal version)"}
+
+
 def load_ax_tables(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """``(co, gap, ax.json)`` of a run; ``co`` holds only the analysed split's rows. HeatlabError if absent."""
+    """``(co, gap, ax.json)`` of a run; HeatlabError if absent.
+
+    ``co`` holds the analysed split's rows in the main space; the comparison method's rows in the
+    other space (Table 2's extra line) are in ``info["compare_rows"]`` (maybe empty).
+    """
     run = RunDir(run_dir).path
     tables = {}
     for name, required in (("co", CO_COLUMNS), ("co_gap", GAP_COLUMNS)):
@@ -69,18 +81,27 @@ def load_ax_tables(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFra
         tables[name] = df.assign(branch=df["branch"].astype(str), method=df["method"].astype(str))
     info = RunDir(run).stage_summary("ax") or {}
     split = str(info.get("split", tables["co"]["split"].iloc[0]))
-    co = tables["co"][tables["co"]["split"] == split]
-    if co.empty:
+    co, gap = tables["co"], tables["co_gap"]
+    if "space" not in co:  # written before AX had a space: pixels
+        co = co.assign(space="pixel")
+    if "grouping" not in gap:
+        gap = gap.assign(grouping="correct_before")
+    space = str(info.get("space", co["space"].iloc[0]))
+    co = co[co["split"] == split]
+    main = co[co["space"] == space]
+    if main.empty:
         raise HeatlabError(f"Table co.parquet has no rows of split '{split}'; run `heatlab ax {run}` again.")
-    return co.reset_index(drop=True), tables["co_gap"], {**info, "split": split}
+    compare = co[co["space"] != space].reset_index(drop=True)
+    return main.reset_index(drop=True), gap, {**info, "split": split, "space": space, "compare_rows": compare}
 
 
 def ordered(values: pd.Series) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def auroc_of(gap: pd.DataFrame, branch: str, method: str, variant: str) -> float:
-    row = gap[(gap["branch"] == branch) & (gap["method"] == method) & (gap["variant"] == variant)]
+def auroc_of(gap: pd.DataFrame, branch: str, method: str, variant: str, grouping: str = "correct_before") -> float:
+    row = gap[(gap["branch"] == branch) & (gap["method"] == method) & (gap["variant"] == variant)
+              & (gap["grouping"] == grouping)]
     return float(row["auroc"].iloc[0]) if len(row) else math.nan
 
 
@@ -91,8 +112,10 @@ def _auroc_text(value: float) -> str:
 # --- figures -----------------------------------------------------------------------------------
 
 def co_boxplot_figure(co: pd.DataFrame, gap: pd.DataFrame, out_png: str | os.PathLike, *, branch: str,
-                      ax: str = "sum", methods: Sequence[str] | None = None) -> Path:
+                      ax: str = "sum", methods: Sequence[str] | None = None,
+                      grouping: str = "correct_before", space: str = "") -> Path:
     """Paper Fig. 2/3 boxplots for AX variant ``ax``: rows raw / softmax, a box pair per method."""
+    ok = grouping_column(grouping, ax)
     rows = co[co["branch"] == branch]
     methods = list(methods or ordered(rows["method"]))
     fig = new_figure(max(7.0, 1.05 * len(methods) + 1.5), 7.4)
@@ -103,7 +126,7 @@ def co_boxplot_figure(co: pd.DataFrame, gap: pd.DataFrame, out_png: str | os.Pat
         for i, method in enumerate(methods):
             m = rows[rows["method"] == method]
             for offset, flag, color in ((-0.19, True, CORRECT_COLOR), (0.19, False, WRONG_COLOR)):
-                values = m.loc[m["correct_before"] == flag, f"co_{variant}"].to_numpy()
+                values = m.loc[m[ok] == flag, f"co_{variant}"].to_numpy()
                 if not len(values):
                     continue
                 box = panel.boxplot(values, positions=[i + offset], widths=0.32, patch_artist=True,
@@ -114,20 +137,23 @@ def co_boxplot_figure(co: pd.DataFrame, gap: pd.DataFrame, out_png: str | os.Pat
                               alpha=0.6, linewidths=0, zorder=3)
         panel.axhline(0, color="#888", lw=0.8, ls=":")
         panel.set_xticks(range(len(methods)))
-        panel.set_xticklabels([f"{m}\n{_auroc_text(auroc_of(gap, branch, m, variant))}" for m in methods],
+        panel.set_xticklabels([f"{m}\n{_auroc_text(auroc_of(gap, branch, m, variant, grouping))}" for m in methods],
                               fontsize=7.5, rotation=20, ha="right", rotation_mode="anchor")
         panel.set_xlim(-0.6, len(methods) - 0.4)
         panel.set_ylabel(f"CO score ({OUTPUT_LABELS[output]})")
         panel.set_title(f"AX {AX_LABELS[ax]}, {OUTPUT_LABELS[output]}", fontsize=10)
         panel.grid(axis="y", alpha=0.3)
-    _group_legend(fig, rows)
-    fig.suptitle(f"CO scores of correct and wrong predictions ({branch})", fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    _group_legend(fig, rows, ok)
+    where = f", {space} space" if space else ""
+    fig.suptitle(f"CO scores of correct and wrong predictions ({branch}{where})\n{GROUPING_LABELS[grouping]}",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     return save_figure(fig, out_png)
 
 
 def co_histogram_figure(co: pd.DataFrame, gap: pd.DataFrame, out_png: str | os.PathLike, *, branch: str,
-                        methods: Sequence[str] | None = None, bins: int = 25) -> Path:
+                        methods: Sequence[str] | None = None, bins: int = 25,
+                        grouping: str = "correct_before") -> Path:
     """Histograms of CO per group: rows methods, columns the four variants, unit area per group."""
     rows = co[co["branch"] == branch]
     methods = list(methods or ordered(rows["method"]))
@@ -140,11 +166,12 @@ def co_histogram_figure(co: pd.DataFrame, gap: pd.DataFrame, out_png: str | os.P
             values = m[f"co_{variant}"].to_numpy()
             edges = np.histogram_bin_edges(values, bins=bins)
             for flag, color in ((True, CORRECT_COLOR), (False, WRONG_COLOR)):
-                group = m.loc[m["correct_before"] == flag, f"co_{variant}"].to_numpy()
+                ok = grouping_column(grouping, variant.split("_")[1])
+                group = m.loc[m[ok] == flag, f"co_{variant}"].to_numpy()
                 if len(group):
                     panel.hist(group, bins=edges, density=True, color=color, alpha=0.5)
             panel.axvline(0, color="#888", lw=0.8, ls=":")
-            panel.set_title(f"{_auroc_text(auroc_of(gap, branch, method, variant))}", fontsize=8)
+            panel.set_title(f"{_auroc_text(auroc_of(gap, branch, method, variant, grouping))}", fontsize=8)
             panel.tick_params(labelsize=6.5)
             panel.set_yticks([])
             panel.xaxis.set_major_locator(MaxNLocator(nbins=4))
@@ -155,13 +182,13 @@ def co_histogram_figure(co: pd.DataFrame, gap: pd.DataFrame, out_png: str | os.P
                                fontsize=9, fontweight="bold")
             if c == 0:
                 panel.set_ylabel(method, fontsize=8)
-    _group_legend(fig, rows)
+    _group_legend(fig, rows, grouping_column(grouping, "sum"))
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / fig.get_figheight()))
     return save_figure(fig, out_png)
 
 
 def accuracy_figure(co: pd.DataFrame, out_png: str | os.PathLike, *, branch: str,
-                    methods: Sequence[str] | None = None) -> Path:
+                    methods: Sequence[str] | None = None, space: str = "") -> Path:
     """Paper Table 2 as bars: accuracy after ``x + h`` and ``x · h`` per method, before AX dashed."""
     acc = accuracy_frame(co[co["branch"] == branch])
     methods = list(methods or acc.index)
@@ -180,7 +207,7 @@ def accuracy_figure(co: pd.DataFrame, out_png: str | os.PathLike, *, branch: str
     panel.set_xticklabels(methods, fontsize=7.5, rotation=20, ha="right", rotation_mode="anchor")
     panel.set_ylim(0, 1.08)
     panel.set_ylabel("accuracy")
-    fig.suptitle(f"Accuracy before and after AX ({branch})", fontsize=10)
+    fig.suptitle(f"Accuracy before and after AX ({branch}{f', {space} space' if space else ''})", fontsize=10)
     panel.legend(fontsize=7.5, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     fig.tight_layout()
     return save_figure(fig, out_png)
@@ -193,21 +220,34 @@ def accuracy_frame(co: pd.DataFrame) -> pd.DataFrame:
                          "after_mult": g["correct_after_mult"].mean()}).astype(float)
 
 
-def _group_legend(fig, rows: pd.DataFrame) -> None:
+def _group_legend(fig, rows: pd.DataFrame, column: str = "correct_before") -> None:
     from matplotlib.patches import Patch
 
-    n_ok = int(rows.drop_duplicates(["shard", "index"])["correct_before"].sum())
+    # Counts of one method's rows: with "correct after AX" each method has its own groups.
+    rows = rows[rows["method"] == rows["method"].iloc[0]] if len(rows) else rows
+    n_ok = int(rows.drop_duplicates(["shard", "index"])[column].sum())
     n_all = len(rows.drop_duplicates(["shard", "index"]))
-    fig.legend(handles=[Patch(color=CORRECT_COLOR, alpha=0.6, label=f"correct ({n_ok})"),
-                        Patch(color=WRONG_COLOR, alpha=0.6, label=f"wrong ({n_all - n_ok})")],
+    labels = (f"correct ({n_ok})", f"wrong ({n_all - n_ok})") if column == "correct_before" else (
+        "correct after AX", "wrong after AX")  # the groups differ per method then
+    fig.legend(handles=[Patch(color=CORRECT_COLOR, alpha=0.6, label=labels[0]),
+                        Patch(color=WRONG_COLOR, alpha=0.6, label=labels[1])],
                loc="upper right", fontsize=8, frameon=False, ncol=2)
 
 
-def write_ax_figures(co: pd.DataFrame, gap: pd.DataFrame, fig_dir: str | os.PathLike, *, branch: str) -> dict[str, Path]:
-    """Every AX figure of ``branch`` into ``fig_dir``: {name: path} (fixed file names)."""
+def write_ax_figures(co: pd.DataFrame, gap: pd.DataFrame, fig_dir: str | os.PathLike, *, branch: str,
+                     space: str = "") -> dict[str, Path]:
+    """Every AX figure of ``branch`` into ``fig_dir``: {name: path} (fixed file names).
+
+    Boxplots ``box_<ax>_<grouping>`` and histograms ``hist_<grouping>`` for both groupings.
+    """
     fig_dir = Path(fig_dir)
-    out = {f"box_{ax}": co_boxplot_figure(co, gap, fig_dir / f"ax_co_box_{ax}.png", branch=branch, ax=ax)
-           for ax in ("sum", "mult")}
-    out["hist"] = co_histogram_figure(co, gap, fig_dir / "ax_co_hist.png", branch=branch)
-    out["accuracy"] = accuracy_figure(co, fig_dir / "ax_accuracy.png", branch=branch)
+    out = {}
+    for grouping in GROUPINGS:
+        tag = "" if grouping == "correct_before" else "_after"
+        for ax in ("sum", "mult"):
+            out[f"box_{ax}_{grouping}"] = co_boxplot_figure(co, gap, fig_dir / f"ax_co_box_{ax}{tag}.png", branch=branch,
+                                                            ax=ax, grouping=grouping, space=space)
+        out[f"hist_{grouping}"] = co_histogram_figure(co, gap, fig_dir / f"ax_co_hist{tag}.png", branch=branch,
+                                                      grouping=grouping)
+    out["accuracy"] = accuracy_figure(co, fig_dir / "ax_accuracy.png", branch=branch, space=space)
     return out

@@ -9,13 +9,25 @@ A stage on :mod:`heatlab.run.runner`, resumable like ``heatlab evaluate``: one u
 branch, method, shard) writes ``<run>/tables/parts/ax-<split>/<branch>/<method>/shard-XXXXX.co.parquet``
 then a ``.done.json`` marker. Inputs may be images or tables. Outputs:
 
-``tables/co.parquet``, one row per (branch, method, split, sample): ``branch, method, split, shard,
-index, label, prediction`` (before AX), ``correct_before`` and, for ``<ax>`` in ``sum``/``mult``,
-``co_raw_<ax>, co_softmax_<ax>, pred_after_<ax>, correct_after_<ax>``.
+**Space** (``space``, :mod:`heatlab.models.input_space`): by default h is attributed to, and added
+to, the tensor the classifier's first learned layer receives, i.e. after the model's own
+``Normalize`` (``heatlab train --normalize data`` gives every image model the training split's
+mean/std), as in the papers; ``space="pixel"`` attributes and adds in the data's own space. For a
+model with a ``Normalize``, the comparison method (Saliency, else the first method) is also run in
+the other space, so Table 2 can show both.
 
-``tables/co_gap.parquet``, one row per (branch, method, variant) with ``variant`` in ``raw_sum,
-softmax_sum, raw_mult, softmax_mult``: the :class:`heatlab.score.gap.GapResult` fields of the CO
-scores of ``split`` grouped by ``correct_before``. The flag threshold is **chosen on
+**Attribution settings** (``preset``, :mod:`heatlab.explain.presets`; default ``"paper000"``: the
+signed Saliency and the ``randn·0.001`` SHAP baselines of the papers' AX code).
+
+``tables/co.parquet``, one row per (branch, method, split, space, sample): ``branch, method, split,
+space, shard, index, label, prediction`` (before AX), ``correct_before`` and, for ``<ax>`` in
+``sum``/``mult``, ``co_raw_<ax>, co_softmax_<ax>, pred_after_<ax>, correct_after_<ax>``.
+
+``tables/co_gap.parquet``, one row per (branch, method, variant, grouping) with ``variant`` in
+``raw_sum, softmax_sum, raw_mult, softmax_mult`` and ``grouping`` in :data:`GROUPINGS`: the
+:class:`heatlab.score.gap.GapResult` fields of the CO scores of ``split`` (main space) grouped by
+whether the prediction was correct *before* AX (the conference version, paper 000 v1) or *after*
+AX with that variant's ``x + h`` / ``x · h`` (the journal version, v2). The flag threshold is **chosen on
 ``holdout_split``** (default ``val``) and its precision and recall are **measured on ``split``**
 (default ``test``), so the reported flag numbers come from samples the threshold never saw; with
 no holdout split the threshold is chosen on ``split`` itself (``threshold_source = "in-sample"``).
@@ -31,7 +43,10 @@ import torch
 
 from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import attribute
+from heatlab.explain.presets import Preset, get_preset
 from heatlab.files import write_json, write_parquet
+from heatlab.models.input_space import SPACES, check_space, input_space, model_normalize
+from heatlab.models.state import model_device
 from heatlab.progress import Progress
 from heatlab.run.evaluate import parse_methods
 from heatlab.run.rundir import RunDir
@@ -42,16 +57,22 @@ from heatlab.score.gap import gap_analysis
 KIND = "co"
 #: CO variants as ``<output>_<ax>``, in table order.
 VARIANTS: tuple[str, ...] = tuple(f"{o}_{a}" for a in AX_VARIANTS for o in OUTPUTS)
-ID_COLUMNS = ["branch", "method", "split", "shard", "index", "label", "prediction", "correct_before"]
+ID_COLUMNS = ["branch", "method", "split", "space", "shard", "index", "label", "prediction", "correct_before"]
+#: Correct/wrong groupings of the gap analysis: (name, which paper version uses it).
+GROUPINGS = {"correct_before": "conference version (paper 000 v1): correct before AX",
+             "correct_after": "journal version (paper 000 v2): correct after AX"}
+#: The method also run in the other space (Table 2's comparison line), when the run has it.
+COMPARE_METHOD = "Saliency"
 RECORD_COLUMNS = [c for a in AX_VARIANTS for c in (f"co_raw_{a}", f"co_softmax_{a}", f"pred_after_{a}", f"correct_after_{a}")]
 #: The main variant of the papers (raw logits, ``x + h``): the one summaries rank by.
 MAIN_VARIANT = "raw_sum"
 
 
 def ax_unit(model, images: torch.Tensor, labels: torch.Tensor, method: str, *, predictions: torch.Tensor,
-            batch_size: int, seed: int, shard: int = 0) -> pd.DataFrame:
-    """CO records of one shard (inputs ``N×...``) for one method -> DataFrame (no branch/method/split)."""
-    h = attribute(model, images, method, target=predictions, seed=seed, batch_size=batch_size)
+            batch_size: int, seed: int, shard: int = 0, options: dict | None = None) -> pd.DataFrame:
+    """CO records of one shard (inputs ``N×...`` in the space ``model`` takes) for one method -> DataFrame
+    (no branch/method/split/space). ``options``: extra ``attribute`` keyword arguments (the preset's)."""
+    h = attribute(model, images, method, target=predictions, seed=seed, batch_size=batch_size, **(options or {}))
     rec = co_records(model, images, prepare_heatmaps(h), labels, batch_size=batch_size)
     frame = {"shard": shard, "index": np.arange(len(labels)), "label": labels.numpy(),
              "prediction": predictions.numpy(), "correct_before": (labels == predictions).numpy()}
@@ -66,8 +87,10 @@ class AX(Stage):
     kinds = {KIND: PARQUET}
 
     def __init__(self, run: RunDir, *, methods="all", split: str = "test", holdout_split: str | None = "val",
-                 batch_size: int = 25, device: str = "cpu"):
+                 batch_size: int = 25, device: str = "cpu", space: str | None = None,
+                 preset: str | Preset | None = None):
         super().__init__(run, device=device, batch_size=batch_size)
+        self.preset = get_preset(preset, self.name)
         self.seed = run.seed()
         self.branches = run.require_branches()
         self.split = split
@@ -80,78 +103,140 @@ class AX(Stage):
                 raise HeatlabError(f"{str(exc).rstrip('.')}; or pass holdout_split='none' to choose the flag "
                                    "threshold on the analysed split.") from None
         self.methods = parse_methods(methods, self.data[split].input_kind)
+        self.space = resolve_space(run, self.branches, space, self.data[split].input_kind)
+        compare = COMPARE_METHOD if COMPARE_METHOD in self.methods else self.methods[0]
+        self.compare = compare if self.space["normalized"] else None
 
     def units(self) -> list[Unit]:
         return [Unit(s, b, m, k) for s in self.data for b in self.branches for m in self.methods
                 for k in range(self.data[s].num_shards)]
 
+    def spaces(self, unit: Unit) -> list[str]:
+        """The spaces ``unit`` is scored in: the main one, and the other for the comparison method."""
+        main = self.space["space"]
+        if unit.method != self.compare or unit.split != self.split:
+            return [main]
+        return [main, *(s for s in SPACES if s != main)]
+
+    def settings(self, unit: Unit) -> dict:
+        return {"options": self.preset.kwargs(unit.method), "spaces": self.spaces(unit)}
+
     def run_unit(self, work: Work, unit: Unit) -> dict[str, pd.DataFrame]:
         shard = work.shard(unit.split, unit.shard)
-        df = ax_unit(work.model(unit.branch), shard["images"], shard["labels"], unit.method,
-                     predictions=work.predictions(unit.split, unit.branch, unit.shard),
-                     batch_size=self.batch_size, seed=self.seed, shard=unit.shard)
-        return {KIND: df}
+        model = work.model(unit.branch)
+        # Predicted before the Normalize is switched off: the work's prediction cache uses the whole model.
+        predictions = work.predictions(unit.split, unit.branch, unit.shard)
+        frames = []
+        for space in self.spaces(unit):
+            with input_space(model, space) as (net, to_input):
+                x = to_input(shard["images"].to(model_device(model)))
+                df = ax_unit(net, x, shard["labels"], unit.method, predictions=predictions,
+                             batch_size=self.batch_size, seed=self.seed, shard=unit.shard,
+                             options=self.preset.kwargs(unit.method))
+            frames.append(df.assign(space=space))
+        return {KIND: pd.concat(frames, ignore_index=True)}
 
     def join(self, units: Sequence[Unit], parts: dict[str, list[pd.DataFrame]]) -> dict:
-        co = _join(units, parts[KIND])
-        gap = gap_table(co, split=self.split, holdout_split=self.holdout)
+        co = _join(units, parts[KIND], main_space=self.space["space"])
+        gap = gap_table(co[co["space"] == self.space["space"]], split=self.split, holdout_split=self.holdout)
         paths = {"co": self.run.table("co"), "co_gap": self.run.table("co_gap")}
         write_parquet(paths["co"], co)
         write_parquet(paths["co_gap"], gap)
         summary = {"split": self.split, "holdout_split": self.holdout, "methods": self.methods,
                    "branches": self.branches, "samples": len(self.data[self.split]),
-                   "largest_gap": largest_gap(gap), "complete": True}
+                   "largest_gap": largest_gap(gap), **self.space, "compare_method": self.compare,
+                   "attribution": self.preset.record(self.methods), "groupings": GROUPINGS, "complete": True}
+        self.run.record_attribution(self.name, {**summary["attribution"], "space": self.space["space"]})
         write_json(self.run.summary_path(self.name), summary)
         return {**summary, "tables": {k: str(v) for k, v in paths.items()}}
 
 
 def ax_run(run_dir, *, methods="all", split: str = "test", holdout_split: str | None = "val", batch_size: int = 25,
-           device: str = "cpu", progress: Progress | None = None) -> dict:
+           device: str = "cpu", space: str | None = None, preset: str | Preset | None = None,
+           progress: Progress | None = None) -> dict:
     """Run AX on every (branch, method, shard) of ``split`` and ``holdout_split``; write both tables.
 
     ``holdout_split`` ``None`` (or equal to ``split``) chooses the flag threshold in-sample.
-    Returns a summary with the table paths and the method with the largest gap (mean AUROC over
-    branches of the raw ``x + h`` score).
+    ``space``: ``"input"`` (default) or ``"pixel"`` (see :func:`resolve_space`); ``preset``: the
+    attribution settings (default ``"paper000"``). Returns a summary with the table paths and the
+    method with the largest gap (mean AUROC over branches of the raw ``x + h`` score).
     """
     return run_stage(AX(RunDir(run_dir), methods=methods, split=split, holdout_split=holdout_split,
-                        batch_size=batch_size, device=device), progress=progress)
+                        batch_size=batch_size, device=device, space=space, preset=preset), progress=progress)
+
+
+def resolve_space(run: RunDir, branches: Sequence[str], space: str | None, input_kind: str) -> dict:
+    """``{"space", "normalized", "space_note"}``: where AX adds h for these branches.
+
+    ``space=None`` means ``"input"``. Asking for ``"input"`` explicitly on image models that do not
+    standardise their input is an error (their input space is the pixel space; say how to add it).
+    """
+    chosen = check_space("input" if space is None else space)
+    have = [model_normalize(run.load_model(b)) is not None for b in branches]
+    normalized = bool(have) and all(have)
+    if any(have) and not normalized:
+        raise HeatlabError("Some branch models of this run standardise their input and others do not; "
+                           "train the branches with the same --normalize.")
+    if space == "input" and not normalized and input_kind == "image":
+        raise HeatlabError(f"The models of '{run.path}' do not standardise their input (no Normalize), so their input "
+                           "space is the pixel space; train with `heatlab train --normalize data` to carry the data's "
+                           "mean/std, or pass space='pixel'.")
+    if chosen == "pixel":
+        note = "h is added to the data as stored (pixel space)"
+    elif normalized:
+        note = "h is added to the tensor after the model's own Normalize (the classifier's input space, as in the papers)"
+    elif input_kind == "image":
+        note = ("the models do not standardise their input, so h is added to the data as stored "
+                "(their input space is the pixel space)")
+        chosen = "pixel"
+    else:
+        note = "h is added to the features as the model receives them"
+    return {"space": chosen, "normalized": normalized, "space_note": note}
+
+
+def grouping_column(grouping: str, ax: str) -> str:
+    """The co.parquet column that says "correct" for ``grouping`` and AX variant ``ax`` (sum/mult)."""
+    return "correct_before" if grouping == "correct_before" else f"correct_after_{ax}"
 
 
 def gap_table(co: pd.DataFrame, *, split: str, holdout_split: str | None) -> pd.DataFrame:
-    """One row per (branch, method, variant): gap numbers of ``split``, threshold from ``holdout_split``."""
+    """One row per (branch, method, variant, grouping): gap numbers of ``split``, threshold from ``holdout_split``."""
     rows = []
     for (branch, method), g in co.groupby(["branch", "method"], sort=False):
         main = g[g["split"] == split]
         hold = g[g["split"] == holdout_split] if holdout_split else None
-        for variant in VARIANTS:
-            output, ax = variant.split("_")
-            column = f"co_{variant}"
-            res = gap_analysis(
-                main[column].to_numpy(), main["correct_before"].to_numpy(),
-                holdout_co=None if hold is None else hold[column].to_numpy(),
-                holdout_correct=None if hold is None else hold["correct_before"].to_numpy(),
-            )
-            rows.append({"branch": branch, "method": method, "variant": variant, "output": output, "ax": ax,
-                         "split": split, "threshold_split": holdout_split or split, **res.as_row()})
+        for grouping in GROUPINGS:
+            for variant in VARIANTS:
+                output, ax = variant.split("_")
+                column, ok = f"co_{variant}", grouping_column(grouping, ax)
+                res = gap_analysis(
+                    main[column].to_numpy(), main[ok].to_numpy(),
+                    holdout_co=None if hold is None else hold[column].to_numpy(),
+                    holdout_correct=None if hold is None else hold[ok].to_numpy(),
+                )
+                rows.append({"branch": branch, "method": method, "variant": variant, "grouping": grouping,
+                             "output": output, "ax": ax, "split": split, "threshold_split": holdout_split or split,
+                             **res.as_row()})
     return pd.DataFrame(rows)
 
 
-def largest_gap(gap: pd.DataFrame, variant: str = MAIN_VARIANT) -> dict | None:
-    """``{"method", "auroc", "variant"}`` with the highest mean AUROC over branches (None if all NaN)."""
-    rows = gap[gap["variant"] == variant]
+def largest_gap(gap: pd.DataFrame, variant: str = MAIN_VARIANT, grouping: str = "correct_before") -> dict | None:
+    """``{"method", "auroc", "variant", "grouping"}`` with the highest mean AUROC over branches (None if all NaN)."""
+    rows = gap[(gap["variant"] == variant) & (gap["grouping"] == grouping)]
     means = rows.groupby("method", sort=False)["auroc"].mean().dropna()
     if means.empty:
         return None
     best = means.idxmax()  # first of equal maxima, in method order
-    return {"method": str(best), "auroc": float(means[best]), "variant": variant}
+    return {"method": str(best), "auroc": float(means[best]), "variant": variant, "grouping": grouping}
 
 
-def _join(units: Sequence[Unit], frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """All unit parts in a fixed order (branch, method, split, shard, index)."""
+def _join(units: Sequence[Unit], frames: list[pd.DataFrame], main_space: str) -> pd.DataFrame:
+    """All unit parts in a fixed order (branch, method, split, space (main first), shard, index)."""
     frames = [df.assign(branch=u.branch, method=u.method, split=u.split) for u, df in zip(units, frames)]
     df = pd.concat(frames, ignore_index=True)[ID_COLUMNS + RECORD_COLUMNS]
     # Branch, method and split keep the order the units were listed in (methods in registry order).
     order = {c: {v: i for i, v in enumerate(dict.fromkeys(df[c]))} for c in ("branch", "method", "split")}
-    df = df.sort_values(["branch", "method", "split", "shard", "index"], kind="stable",
+    order["space"] = {main_space: 0, **{s: 1 for s in SPACES if s != main_space}}
+    df = df.sort_values(["branch", "method", "split", "space", "shard", "index"], kind="stable",
                         key=lambda c: c.map(order[c.name]) if c.name in order else c)
     return df.reset_index(drop=True)

@@ -14,7 +14,10 @@ the files below and removed (a run whose files and gax.json match the settings i
   after the other, sample i in rows ``offsets[i]:offsets[i+1]`` at optimisation steps ``steps``
   (every ``snapshot_every`` steps up to its final step, plus the final step; frozen copies after a
   sample reached the target are not stored); ``images`` N×C×H×W uint8, the optimised images;
-Table data are optimised in the [0, 1] min-max space of the training features (:class:`UnitRange`),
+Images are optimised in the pixel space ([0, 1]) even when the model standardises its input and
+``heatlab ax`` works after that: paper 001 says so ("the similarity loss is positive, since x used
+here is [0, 1] normalized; by comparison, the standard ResNet34 normalization can result in
+negative pixels"), and the loss divides by ``x + ε``. Table data are optimised in the [0, 1] min-max space of the training features (:class:`UnitRange`),
 because GAX's similarity loss needs non-negative inputs; ``images`` then holds those rescaled features.
 
 - ``gax/gax.json``: settings and counts, written last (``"complete": true``).
@@ -92,7 +95,7 @@ def _pad_co(co: torch.Tensor, length: int) -> torch.Tensor:
 def _settings(run: RunDir, branch, split, first_n_correct, target_co, max_steps, batch_size, snapshot_every) -> dict:
     return {
         "branch": branch_name(branch), "split": split, "first_n_correct": first_n_correct, "target_co": float(target_co),
-        "max_steps": max_steps, "batch_size": batch_size, "snapshot_every": snapshot_every,
+        "max_steps": max_steps, "batch_size": batch_size, "snapshot_every": snapshot_every, "space": "pixel",
         "weights_sha256": sha256_file(run.weights(branch)),
         "lr": LR, "similarity_factor": SIMILARITY_FACTOR, "bias": BIAS, "eps": EPS, "ax": "sum",
     }
@@ -126,7 +129,7 @@ class GAX(Stage):
         run.model_info(self.branch)  # ... or when the branch is missing
         self.split, self.progress = split, progress
         run.open_data(split)  # ... or when the split is unknown or empty
-        self.settings = _settings(run, branch, split, first_n_correct, target_co, max_steps, batch_size, snapshot_every)
+        self.options = _settings(run, branch, split, first_n_correct, target_co, max_steps, batch_size, snapshot_every)
         self.out, self.parts = gax_dir(run.path), gax_dir(run.path) / "parts"
         self.selection = pd.DataFrame(columns=["shard", "index", "label"])
 
@@ -134,7 +137,7 @@ class GAX(Stage):
         """The stored summary when GAX already ran with these settings; stale results are dropped."""
         summary_path = self.out / SUMMARY
         if summary_path.is_file():
-            if _same_settings(read_json(summary_path), self.settings) and all((self.out / f).is_file() for f in FILES):
+            if _same_settings(read_json(summary_path), self.options) and all((self.out / f).is_file() for f in FILES):
                 return read_json(summary_path)
             summary_path.unlink()  # the old results no longer describe this run's GAX
         return None
@@ -142,17 +145,17 @@ class GAX(Stage):
     def select(self, work: Work) -> pd.DataFrame:
         """The selected samples (shard, index, label), chosen once and kept in the parts folder."""
         parts = self.parts
-        if parts.is_dir() and (not (parts / "settings.json").is_file() or read_json(parts / "settings.json") != self.settings):
+        if parts.is_dir() and (not (parts / "settings.json").is_file() or read_json(parts / "settings.json") != self.options):
             shutil.rmtree(parts)  # written with other settings or another model: start again
         ensure_dir(parts)
         if not (parts / "selection.parquet").is_file():
             data = work.data(self.split)
-            selection = select_correct(work.model(self.branch), data, self.settings["first_n_correct"], self.batch_size)
+            selection = select_correct(work.model(self.branch), data, self.options["first_n_correct"], self.batch_size)
             if selection.empty:
                 raise HeatlabError(f"Branch {self.branch} predicts none of the {len(data)} samples of split '{self.split}' "
                                    "correctly; GAX needs correct predictions, so train the model further first.")
             write_parquet(parts / "selection.parquet", selection)
-            write_json(parts / "settings.json", self.settings)
+            write_json(parts / "settings.json", self.options)
         return pd.read_parquet(parts / "selection.parquet")
 
     def stem(self, unit: Unit) -> Path:
@@ -167,21 +170,23 @@ class GAX(Stage):
         rows = self.selection.iloc[start : start + self.batch_size].reset_index(drop=True)
         images, labels = _load_rows(work, self.split, rows)
         model = work.model(self.branch)
-        if work.data(self.split).input_kind == "table":
+        s = self.options
+        table_data = work.data(self.split).input_kind == "table"
+        x = images
+        if table_data:
             model = UnitRange.of_training_features(model, self.run)
-            images = model.to_unit(images)
-        s = self.settings
-        result = gax(model, images, labels, target_co=s["target_co"], max_steps=s["max_steps"],
+            x = model.to_unit(images)
+        result = gax(model, x, labels, target_co=s["target_co"], max_steps=s["max_steps"],
                      snapshot_every=s["snapshot_every"], progress=self.progress)
         table = rows.assign(
             branch=self.branch, steps_to_target=result.steps_to_target.numpy(), reached=result.reached.numpy(),
             initial_co=result.co[0].double().numpy(), final_co=result.final_co.double().numpy(),
             final_step=result.final_steps.numpy(),
         )
-        return {"rows": table, "tensors": pack_batch(result, images)}
+        return {"rows": table, "tensors": pack_batch(result, x)}
 
     def join(self, units, parts: dict[str, list]) -> dict:
-        return _join(self.out, parts["rows"], parts["tensors"], self.settings, self.parts)
+        return _join(self.out, parts["rows"], parts["tensors"], self.options, self.parts)
 
 
 class UnitRange(nn.Module):

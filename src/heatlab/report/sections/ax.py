@@ -1,6 +1,8 @@
 """Section "Augmentative eXplanation (CO score)": the AX figures, the gap numbers and Table 2.
 
-Needs ``tables/co.parquet`` and ``tables/co_gap.parquet`` (written by ``heatlab ax``).
+Needs ``tables/co.parquet`` and ``tables/co_gap.parquet`` (written by ``heatlab ax``). Shows the
+space h was added in, the attribution preset, both correct/wrong groupings side by side and, when
+the run has it, Table 2's comparison line in the other space.
 """
 
 from __future__ import annotations
@@ -11,53 +13,80 @@ import pandas as pd
 
 from heatlab.errors import HeatlabError
 from heatlab.report.co_figures import (
-    AX_LABELS, VARIANTS, accuracy_frame, load_ax_tables, ordered, variant_label, write_ax_figures,
+    AX_LABELS, GROUPING_LABELS, VARIANTS, accuracy_frame, load_ax_tables, ordered, variant_label, write_ax_figures,
 )
-from heatlab.report.page import ReportContext, Section, esc, fmt, note, table_html
+from heatlab.report.page import ReportContext, Section, attribution_text, esc, fmt, note, table_html
+from heatlab.run.ax import GROUPINGS
+
+SHORT = {"correct_before": "before AX (v1)", "correct_after": "after AX (v2)"}
+
 
 def gap_table_html(gap: pd.DataFrame, variant: str = "raw_sum") -> str:
-    """The gap numbers of ``variant`` per (method, branch) as an HTML table."""
+    """The gap numbers of ``variant`` per (method, branch, grouping) as an HTML table."""
     rows = []
     for _, r in gap[gap["variant"] == variant].iterrows():
         interval = "–" if math.isnan(r["interval_low"]) else f"({fmt(r['interval_low'])}, {fmt(r['interval_high'])})"
-        rows.append([esc(r["method"]), esc(r["branch"]), fmt(r["auroc"]), fmt(r["median_correct"]),
-                     fmt(r["median_wrong"]), interval, fmt(r["threshold"]), fmt(r["flag_precision"]),
-                     fmt(r["flag_recall"]), f"{int(r['n_correct'])} / {int(r['n_wrong'])}", esc(r["note"] or "")])
-    return table_html(["method", "branch", "AUROC", "median CO correct", "median CO wrong", "empty interval",
+        rows.append([esc(r["method"]), esc(r["branch"]), esc(SHORT.get(r["grouping"], r["grouping"])), fmt(r["auroc"]),
+                     fmt(r["median_correct"]), fmt(r["median_wrong"]), interval, fmt(r["threshold"]),
+                     fmt(r["flag_precision"]), fmt(r["flag_recall"]), f"{int(r['n_correct'])} / {int(r['n_wrong'])}",
+                     esc(r["note"] or "")])
+    return table_html(["method", "branch", "correct", "AUROC", "median CO correct", "median CO wrong", "empty interval",
                        "flag threshold", "flag precision", "flag recall", "correct / wrong", "note"], rows)
 
 
 def auroc_table_html(gap: pd.DataFrame) -> str:
-    """AUROC per (method, branch) and variant; the highest of each column in bold."""
-    wide = gap.pivot_table(index=["method", "branch"], columns="variant", values="auroc", sort=False, dropna=False)
-    best = {v: wide[v].max() for v in VARIANTS if v in wide}
+    """AUROC per (method, branch, grouping) and variant; the highest of each column and grouping in bold."""
+    wide = gap.pivot_table(index=["method", "branch", "grouping"], columns="variant", values="auroc", sort=False,
+                           dropna=False)
     rows = []
-    for (method, branch), r in wide.iterrows():
-        cells = [esc(method), esc(branch)]
+    for (method, branch, grouping), r in wide.iterrows():
+        cells = [esc(method), esc(branch), esc(SHORT.get(grouping, grouping))]
+        same = wide.xs(grouping, level="grouping")
         for v in VARIANTS:
             value = r.get(v, math.nan)
-            cells.append(f"<b>{fmt(value)}</b>" if not math.isnan(value) and value == best[v] else fmt(value))
+            best = same[v].max() if v in same else math.nan
+            cells.append(f"<b>{fmt(value)}</b>" if not math.isnan(value) and value == best else fmt(value))
         rows.append(cells)
-    return table_html(["method", "branch", *(esc(variant_label(v)) for v in VARIANTS)], rows)
+    return table_html(["method", "branch", "correct", *(esc(variant_label(v)) for v in VARIANTS)], rows)
 
 
-def accuracy_table_html(co: pd.DataFrame) -> str:
-    """Paper Table 2: rows "before AX" then methods; per branch the accuracy after x + h and x · h."""
+def accuracy_table_html(co: pd.DataFrame, compare: pd.DataFrame | None = None, space: str = "") -> str:
+    """Paper Table 2: rows "before AX" then methods; per branch the accuracy after x + h and x · h.
+
+    ``compare``: rows of one method in the other space, shown as one more line.
+    """
     branches = ordered(co["branch"])
     per_branch = {b: accuracy_frame(co[co["branch"] == b]) for b in branches}
     methods = ordered(co["method"])
     header = ["method"] + [f"{esc(b)} {esc(AX_LABELS[a])}" for b in branches for a in ("sum", "mult")]
     rows = [["<i>before AX</i>"] + [fmt(per_branch[b]["before"].iloc[0]) for b in branches for _ in range(2)]]
-    for method in methods:
-        cells = [esc(method)]
+    lines = [(m, space, per_branch) for m in methods]
+    if compare is not None and not compare.empty:
+        other = {b: accuracy_frame(compare[compare["branch"] == b]) for b in branches}
+        lines += [(m, str(compare["space"].iloc[0]), other) for m in ordered(compare["method"])]
+    for method, where, frames in lines:
+        label = esc(method) if frames is per_branch else f"<i>{esc(method)}, {esc(where)} space</i>"
+        cells = [label]
         for b in branches:
-            acc = per_branch[b]
+            acc = frames[b]
             for a in ("sum", "mult"):
                 value = acc.loc[method, f"after_{a}"] if method in acc.index else math.nan
-                better = not math.isnan(value) and value > acc.loc[method, "before"]
+                better = not math.isnan(value) and value > per_branch[b]["before"].iloc[0]
                 cells.append(f"<b>{fmt(value)}</b>" if better else fmt(value))
         rows.append(cells)
     return table_html(header, rows)
+
+
+def _pair(ctx: ReportContext, paths: dict, key: str, alt: str, caption: str) -> str:
+    figures = [ctx.img(paths[f"{key}_{g}"], f"{alt}, {GROUPING_LABELS[g]}", f"{caption} {GROUPING_LABELS[g].capitalize()}.")
+               for g in GROUPINGS]
+    return f'<div class="pair">{"".join(figures)}</div>'
+
+
+def _space_text(info: dict) -> str:
+    space = info.get("space", "pixel")
+    note_ = info.get("space_note") or ("h is added to the data as stored (pixel space)" if space == "pixel" else "")
+    return f"<b>{esc(space)}</b> space: {esc(note_)}"
 
 
 def ax_section(ctx: ReportContext) -> str:
@@ -68,45 +97,61 @@ def ax_section(ctx: ReportContext) -> str:
         return note(f"No AX results: {exc}")
     branches = ordered(co["branch"])
     branch = ctx.gallery_branch if ctx.gallery_branch in branches else branches[0]
-    paths = write_ax_figures(co, gap, ctx.fig_dir, branch=branch)
+    space = info["space"]
+    paths = write_ax_figures(co, gap, ctx.fig_dir, branch=branch, space=space)
     split, holdout = info["split"], info.get("holdout_split")
-    main = gap[gap["variant"] == "raw_sum"].groupby("method", sort=False)["auroc"].mean().dropna()
     out = [
         f"<p>Augmentative eXplanation (papers 000/001): each sample of the <b>{esc(split)}</b> split is attributed "
         "to its <i>predicted</i> class, the heatmap h is divided by its largest magnitude, and the classifier sees "
         "x + h (or x · h). The CO score Σ<sub>j</sub> κ<sub>j</sub> [f(x + h) − f(x)]<sub>j</sub> (κ = 1 for the "
         "true class, −1/(C−1) for the others) is positive when the heatmap raised the true class; higher is "
-        "better. The papers' finding is a <i>gap</i>: correct predictions score higher than wrong ones.</p>"
+        "better. The papers' finding is a <i>gap</i>: correct predictions score higher than wrong ones.</p>",
+        f"<p>Every number and figure here is in the {_space_text(info)}; {attribution_text(info.get('attribution'))}.</p>",
+        "<p>Two groupings: the conference version (paper 000 v1) calls a sample correct when it was predicted "
+        "correctly <i>before</i> AX; the journal version (v2) when it is predicted correctly <i>after</i> AX with "
+        "the same variant. The second depends on the same logits the CO score measures, so it usually separates the "
+        "groups better.</p>",
     ]
-    if not main.empty:
-        out.append(f"<p class=\"rank\">Largest gap (AUROC of the raw x + h score as a detector of correct "
-                   f"predictions, mean over branches): <b>{esc(main.idxmax())}</b> {fmt(main.max())}; smallest: "
-                   f"<b>{esc(main.idxmin())}</b> {fmt(main.min())}. AUROC 1 = every correct sample scores above "
-                   "every wrong one, 0.5 = no information, below 0.5 = wrong predictions score higher.</p>")
-    out.append(ctx.img(paths["box_sum"], "CO boxplots for x + h",
-                       f"Paper Fig. 2/3: CO scores with AX x + h on raw logits (top) and softmax (bottom) for "
-                       f"{esc(branch)}, correct predictions in blue, wrong ones in orange; boxes span the quartiles, "
-                       "whiskers 1.5 IQR, dots are samples. Each method's AUROC is under its name."))
-    out.append(ctx.img(paths["box_mult"], "CO boxplots for x · h", "The same for AX x · h."))
-    out.append(ctx.img(paths["hist"], "CO histograms",
-                       "Histograms of the CO scores per method (rows) and variant (columns), correct in blue and "
-                       "wrong in orange, each group scaled to unit area so that a small group stays visible; "
-                       "dotted line at 0."))
+    for grouping in GROUPINGS:
+        main = gap[(gap["variant"] == "raw_sum") & (gap["grouping"] == grouping)]
+        means = main.groupby("method", sort=False)["auroc"].mean().dropna()
+        if not means.empty:
+            out.append(f"<p class=\"rank\">Largest gap, {esc(GROUPING_LABELS[grouping])} (AUROC of the raw x + h "
+                       f"score as a detector of correct predictions, mean over branches): <b>{esc(means.idxmax())}</b> "
+                       f"{fmt(means.max())}; smallest: <b>{esc(means.idxmin())}</b> {fmt(means.min())}.</p>")
+    out.append("<p class=\"muted\">AUROC 1 = every correct sample scores above every wrong one, 0.5 = no "
+               "information, below 0.5 = wrong predictions score higher.</p>")
+    out.append(_pair(ctx, paths, "box_sum", "CO boxplots for x + h",
+                     f"Paper Fig. 2/3: CO scores with AX x + h on raw logits (top) and softmax (bottom) for "
+                     f"{esc(branch)}, correct predictions in blue, wrong ones in orange; boxes span the quartiles, "
+                     "dots are samples. Each method's AUROC is under its name."))
+    out.append(_pair(ctx, paths, "box_mult", "CO boxplots for x · h", "The same for AX x · h."))
+    out.append(_pair(ctx, paths, "hist", "CO histograms",
+                     "Histograms of the CO scores per method (rows) and variant (columns), correct in blue and "
+                     "wrong in orange, each group scaled to unit area so that a small group stays visible; "
+                     "dotted line at 0."))
     threshold_text = (f"chosen on the <b>{esc(holdout)}</b> split (maximising Youden's J) and measured on "
                       f"<b>{esc(split)}</b>, so the threshold never saw the samples it is judged on"
                       if holdout else f"chosen and measured on <b>{esc(split)}</b> (in-sample, optimistic)")
-    out.append("<h3>AUROC per variant</h3>" + auroc_table_html(gap))
+    out.append("<h3>AUROC per variant and grouping</h3><div class=\"scroll\">" + auroc_table_html(gap) + "</div>")
     out.append(
         "<h3>The gap in numbers (raw logits, x + h)</h3><p>Empty interval: the range between the groups when "
         "no score falls between them. Flag threshold: a sample whose CO is below it is flagged as a likely "
         f"error (the journal's use: flag mislabelled samples); it was {threshold_text}. Flag precision = "
-        "flagged samples that are wrong, flag recall = wrong samples that are flagged.</p>" + gap_table_html(gap)
+        "flagged samples that are wrong, flag recall = wrong samples that are flagged.</p><div class=\"scroll\">"
+        + gap_table_html(gap) + "</div>"
     )
+    compare = info.get("compare_rows")
+    compare_text = ""
+    if compare is not None and not compare.empty:
+        compare_text = (f" The last line is {esc(compare['method'].iloc[0])} with h attributed and added in the "
+                        f"<b>{esc(compare['space'].iloc[0])}</b> space instead, for comparison: in the input space "
+                        "h is small next to standardised data, in the pixel space it is as large as the image.")
     out.append("<h3>Accuracy before and after AX</h3><p>Paper Table 2: the share of samples predicted correctly "
-               "from x (before AX) and from x + h and x · h; bold where AX improved on it.</p>"
-               + accuracy_table_html(co))
+               f"from x (before AX) and from x + h and x · h, in the {esc(space)} space; bold where AX improved on "
+               f"it.{compare_text}</p><div class=\"scroll\">" + accuracy_table_html(co, compare, space) + "</div>")
     out.append(ctx.img(paths["accuracy"], "accuracy before and after AX",
-                       f"Accuracy after AX per method for {esc(branch)}; dashed: before AX."))
+                       f"Accuracy after AX per method for {esc(branch)} ({esc(space)} space); dashed: before AX."))
     return "\n".join(out)
 
 
