@@ -44,8 +44,8 @@ def register(app: typer.Typer) -> None:
                                    space=info["space"])
         best = summary["largest_gap"]
         say(f"AX on {summary['samples']} {split} samples x {len(summary['methods'])} methods x "
-            f"{len(summary['branches'])} branches in {time.perf_counter() - t0:.0f} s; {summary['space']} space "
-            f"({summary['space_note']}); preset {summary['attribution']['preset']}")
+            f"{len(summary['branches'])} branches in {time.perf_counter() - t0:.0f} s")
+        say(f"{summary['space']} space: {summary['space_note']}; attribution preset {summary['attribution']['preset']}")
         if best:
             say(f"largest gap: {best['method']} (AUROC {best['auroc']:.3f}, raw logits, x + h)")
         else:

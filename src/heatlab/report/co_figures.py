@@ -143,11 +143,11 @@ def co_boxplot_figure(co: pd.DataFrame, gap: pd.DataFrame, out_png: str | os.Pat
         panel.set_ylabel(f"CO score ({OUTPUT_LABELS[output]})")
         panel.set_title(f"AX {AX_LABELS[ax]}, {OUTPUT_LABELS[output]}", fontsize=10)
         panel.grid(axis="y", alpha=0.3)
-    _group_legend(fig, rows, ok)
     where = f", {space} space" if space else ""
     fig.suptitle(f"CO scores of correct and wrong predictions ({branch}{where})\n{GROUPING_LABELS[grouping]}",
                  fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    _group_legend(fig, rows, ok, anchor=(0.5, 0.925))  # under the two-line title
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
     return save_figure(fig, out_png)
 
 
@@ -220,7 +220,7 @@ def accuracy_frame(co: pd.DataFrame) -> pd.DataFrame:
                          "after_mult": g["correct_after_mult"].mean()}).astype(float)
 
 
-def _group_legend(fig, rows: pd.DataFrame, column: str = "correct_before") -> None:
+def _group_legend(fig, rows: pd.DataFrame, column: str = "correct_before", anchor=None) -> None:
     from matplotlib.patches import Patch
 
     # Counts of one method's rows: with "correct after AX" each method has its own groups.
@@ -231,7 +231,8 @@ def _group_legend(fig, rows: pd.DataFrame, column: str = "correct_before") -> No
         "correct after AX", "wrong after AX")  # the groups differ per method then
     fig.legend(handles=[Patch(color=CORRECT_COLOR, alpha=0.6, label=labels[0]),
                         Patch(color=WRONG_COLOR, alpha=0.6, label=labels[1])],
-               loc="upper right", fontsize=8, frameon=False, ncol=2)
+               loc="upper right" if anchor is None else "upper center", bbox_to_anchor=anchor, fontsize=8,
+               frameon=False, ncol=2)
 
 
 def write_ax_figures(co: pd.DataFrame, gap: pd.DataFrame, fig_dir: str | os.PathLike, *, branch: str,

@@ -47,6 +47,7 @@ from heatlab.explain.presets import Preset, get_preset
 from heatlab.files import write_json, write_parquet
 from heatlab.models.input_space import SPACES, check_space, input_space, model_normalize
 from heatlab.models.state import model_device
+from heatlab.models.training import takes_normalize
 from heatlab.progress import Progress
 from heatlab.run.evaluate import parse_methods
 from heatlab.run.rundir import RunDir
@@ -178,9 +179,11 @@ def resolve_space(run: RunDir, branches: Sequence[str], space: str | None, input
         raise HeatlabError("Some branch models of this run standardise their input and others do not; "
                            "train the branches with the same --normalize.")
     if space == "input" and not normalized and input_kind == "image":
+        model = run.config().get("training", {}).get("model", "")
+        fix = ("train with `heatlab train --normalize data` to carry the data's mean/std"
+               if model and takes_normalize(model) else f"model '{model}' cannot carry one")
         raise HeatlabError(f"The models of '{run.path}' do not standardise their input (no Normalize), so their input "
-                           "space is the pixel space; train with `heatlab train --normalize data` to carry the data's "
-                           "mean/std, or pass space='pixel'.")
+                           f"space is the pixel space; {fix}, or pass space='pixel'.")
     if chosen == "pixel":
         note = "h is added to the data as stored (pixel space)"
     elif normalized:
