@@ -255,5 +255,8 @@ def test_cli_command_prints_the_largest_gap_and_fails_cleanly(axed, tmp_path):
     assert result.exit_code == 0, result.output
     assert "largest gap:" in result.output and "co.parquet" in result.output
     assert (run / "report" / "figures" / "ax_co_box_sum.png").exists()
+    assert "input space: h is added to the tensor after the model's own Normalize" in result.output
     result = runner.invoke(app, ["ax", str(run), "--methods", "Magic"])
     assert result.exit_code != 0 and "Traceback" not in result.output
+    result = runner.invoke(app, ["ax", str(run), "--ax-space", "pixels"])
+    assert result.exit_code != 0 and "Unknown AX space 'pixels'" in result.output and "Traceback" not in result.output
