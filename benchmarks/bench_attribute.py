@@ -103,6 +103,9 @@ def main() -> None:
     print(f"threads={torch.get_num_threads()} batch={batch} size={size} repeats={repeats} (median seconds)")
     print(f"{'method':<20} {'captum':>8} {'heatlab':>8} {'overhead':>9}")
     for method in args.methods:
+        if method not in direct:
+            print(f"{method:<20} (no Captum class to compare with; see bench_lrp.py)")
+            continue
         base_fn, our_fn = direct[method], ours(method)
         base_fn(), our_fn()  # warm-up
         base, mine = [], []

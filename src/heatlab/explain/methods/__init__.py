@@ -22,6 +22,7 @@ from heatlab.explain.methods import (
     input_x_gradient,
     integrated_gradients,
     layer_grad_cam,
+    lrp,
     saliency,
 )
 from heatlab.explain.methods._shap import gradient_shap_draws, shap_baselines
@@ -38,6 +39,7 @@ _SPECS: tuple[MethodSpec, ...] = (  # registry order = METHODS order
     guided_grad_cam.SPEC,
     layer_grad_cam.SPEC,
     integrated_gradients.SPEC,
+    lrp.SPEC,
 )
 
 _BY_NAME: dict[str, MethodSpec] = {s.name: s for s in _SPECS}
