@@ -217,9 +217,9 @@ def demo(
 
 def _register_commands() -> None:
     """Commands of later pipeline stages live in their own modules (heatlab.cli_*)."""
-    from heatlab import cli_ax, cli_gax, cli_toy2d
+    from heatlab import cli_ax, cli_gax, cli_lrp, cli_toy2d
 
-    for module in (cli_ax, cli_gax, cli_toy2d):
+    for module in (cli_ax, cli_gax, cli_lrp, cli_toy2d):
         module.register(app)
 
 

@@ -64,6 +64,9 @@ class CellCNN(nn.Module):
 
     #: State-dict prefixes of the classifier head (skipped by ``backbone_weights``).
     heatlab_head_prefixes = ("fc.",)
+    #: Where paper 004's relevance filters act by default: the outputs of blocks 5 to 2 (not
+    #: between blocks 2 and 1, as the paper's SmallNet), in backward order.
+    heatlab_filter_layers = ("features.4", "features.3", "features.2", "features.1")
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, widths: tuple[int, ...] = CELLCNN_WIDTHS,
                  normalize: Normalize | None = None):

@@ -64,6 +64,8 @@ class ResNetClassifier(tv_resnet.ResNet):
     """
 
     heatlab_head_prefixes = ("fc.",)
+    #: Default LRP filter points: the outputs of the four residual stages, in backward order.
+    heatlab_filter_layers = ("layer4", "layer3", "layer2", "layer1")
 
     def __init__(self, layers: list[int], num_classes: int, in_channels: int, head: str, normalize: Normalize | None):
         super().__init__(SafeBasicBlock, layers)

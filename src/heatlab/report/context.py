@@ -102,7 +102,9 @@ def load_context(run_dir: str | os.PathLike, *, gallery_branch: str | None = Non
         available |= {"ax", *AX_TABLES}
     if (run.gax_dir / "gax.json").is_file():
         available.add("gax")
-    if not available & {"evaluate", "ax", "gax"}:
+    if (run.stage_summary("lrp-filters") or {}).get("complete"):
+        available.add("lrp-filters")
+    if not available & {"evaluate", "ax", "gax", "lrp-filters"}:
         raise HeatlabError(f"Run '{run.path}' has no results to report yet (its training curves are in "
                            f"{run.figures_dir / 'training.png'}); run `heatlab evaluate {run.path}` (or "
                            f"`heatlab ax {run.path}`) first.")

@@ -103,6 +103,15 @@ class _SafeResidualCanonizer(AttributeCanonizer):
         return self.relu3(self.canonizer_sum(torch.stack([identity, out], dim=-1)))
 
 
+def filter_layers(model: nn.Module) -> list[str]:
+    """The model's default filter points (its ``heatlab_filter_layers``, backward order)."""
+    layers = getattr(model, "heatlab_filter_layers", None)
+    if not layers:
+        raise HeatlabError(f"{type(model).__name__} names no default LRP filter layers; pass the layers yourself, "
+                           "e.g. filters={'features.3': 'c0.2'}.")
+    return list(layers)
+
+
 def _composite(options: LRPOptions, low: Tensor, high: Tensor):
     canonizers = [SequentialMergeBatchNorm(), _SafeResidualCanonizer()]
     eps = options.epsilon
