@@ -205,13 +205,20 @@ def demo(
     _print_training(summary["training"])
     sec = summary["seconds"]
     say(f"data {sec['data']:.0f} s, training {sec['training']:.0f} s, evaluation {sec['evaluation']:.0f} s, "
-        f"AX {sec['ax']:.0f} s, GAX {sec['gax']:.0f} s, report {sec['report']:.0f} s; total {sec['total']:.0f} s")
+        f"AX {sec['ax']:.0f} s, GAX {sec['gax']:.0f} s, LRP {sec['lrp']:.0f} s, report {sec['report']:.0f} s; "
+        f"total {sec['total']:.0f} s")
     ax, gax = summary["ax"], summary["gax"]
     if ax.get("largest_gap"):
         gap = ax["largest_gap"]
-        say(f"largest correct/wrong CO gap: {gap['method']} (AUROC {gap['auroc']:.3f}, {gap['variant']})")
+        say(f"largest correct/wrong CO gap: {gap['method']} (AUROC {gap['auroc']:.3f}, {gap['variant']}, "
+            f"{ax['space']} space, grouped by {gap['grouping'].replace('_', ' ')})")
     say(f"GAX: {gax['reached']} of {gax['samples']} correctly predicted images reached the target CO "
         f"(median {gax['median_steps_to_target']} steps); viewer: {Path(run_dir) / 'report' / 'gax.html'}")
+    better = summary["lrp_filters"]["better_than_none"]
+    say("LRP filters better than none against the cells' truth: "
+        + "; ".join(f"{b}: {', '.join(f) or 'none'}" for b, f in better.items()))
+    say(f"LRP study (paper 004, digits): accuracy {summary['lrp_study']['final_accuracy']:.3f}; Mean Power "
+        + ", ".join(f"{k} {v['start']:.3g}->{v['end']:.3g}" for k, v in summary["lrp_study"]["mp_trend"].items()))
     say(f"report: {summary['report']}")
 
 

@@ -40,3 +40,41 @@ def register(app: typer.Typer) -> None:
         for branch, better in s["better_than_none"].items():
             say(f"{branch}: better than no filter: {', '.join(better) if better else 'none'}")
         say(f"tables: {', '.join(s['tables'].values())}")
+
+    @app.command("lrp-study")
+    @guarded
+    def lrp_study_cmd(
+        data: str = typer.Option("digits", "--data", help="Image data: digits (offline 8x8 digits at 28 px), "
+                                 "mnist:DIR, fashion_mnist:DIR or a cell folder."),
+        out: Path = typer.Option(..., "--out", help="Folder for the tables, heatmaps, model and figures."),
+        model: str = typer.Option("smallnet", help="Zoo model (paper 004: smallnet, smallnet140, alexnetlike, alexnetlike140)."),
+        epochs: int = typer.Option(2, help="Epochs of training."),
+        batch_size: int = typer.Option(32, help="Training batch size."),
+        lr: float = typer.Option(1e-3, help="Adam learning rate."),
+        every: int = typer.Option(20, help="Record accuracy and Mean Power every this many iterations (paper: 1000)."),
+        eval_samples: int = typer.Option(240, help="Test samples Mean Power is averaged over (paper: 240)."),
+        heatmap_samples: int = typer.Option(4, help="Test samples shown with every filter (Fig. 3)."),
+        composite: str = typer.Option("epsilon_plus", help="LRP composite."),
+        filters: Optional[str] = typer.Option(None, help="Comma-separated filters (default: the paper's eight)."),
+        seed: int = typer.Option(0, help="Seed of initialisation and shuffling."),
+        device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
+    ) -> None:
+        """Paper 004: Mean Power per layer during training (Fig. 2) and filtered LRP heatmaps (Fig. 3)."""
+        import pandas as pd
+
+        from heatlab.report.lrp_figures import heatmap_grid_figure, mp_figure
+        from heatlab.run.lrp_study import lrp_study
+
+        t0 = time.perf_counter()
+        with progress_bars() as progress:
+            s = lrp_study(data, out, model=model, epochs=epochs, batch_size=batch_size, lr=lr, every=every,
+                          eval_samples=eval_samples, heatmap_samples=heatmap_samples, composite=composite,
+                          filters=filters, seed=seed, device=device, progress=progress)
+        figures = out / "report" / "figures"
+        mp = mp_figure(pd.read_parquet(out / "tables" / "lrp_study.parquet"), figures / "lrp_mp.png", model=model)
+        grid = heatmap_grid_figure(out / "lrp_study" / "heatmaps.safetensors", figures / "lrp_heatmaps.png")
+        say(f"{model}: {s['iterations']} iterations, accuracy {s['final_accuracy']:.3f} on {eval_samples} test "
+            f"samples ({time.perf_counter() - t0:.0f} s)")
+        for layer, t in s["mp_trend"].items():
+            say(f"  Mean Power at {layer}: {t['start']:.3g} -> {t['end']:.3g}")
+        say(f"figures: {mp}, {grid}")

@@ -13,7 +13,7 @@ import os
 import pandas as pd
 
 from heatlab.errors import HeatlabError
-from heatlab.files import ensure_dir
+from heatlab.files import read_json, ensure_dir
 from heatlab.progress import Progress
 from heatlab.report.heatmaps import has_heatmaps
 from heatlab.report.page import ReportContext
@@ -104,7 +104,10 @@ def load_context(run_dir: str | os.PathLike, *, gallery_branch: str | None = Non
         available.add("gax")
     if (run.stage_summary("lrp-filters") or {}).get("complete"):
         available.add("lrp-filters")
-    if not available & {"evaluate", "ax", "gax", "lrp-filters"}:
+    study = run.path / "lrp-study" / "lrp-study.json"
+    if study.is_file() and (read_json(study) or {}).get("complete"):
+        available.add("lrp-study")
+    if not available & {"evaluate", "ax", "gax", "lrp-filters", "lrp-study"}:
         raise HeatlabError(f"Run '{run.path}' has no results to report yet (its training curves are in "
                            f"{run.figures_dir / 'training.png'}); run `heatlab evaluate {run.path}` (or "
                            f"`heatlab ax {run.path}`) first.")

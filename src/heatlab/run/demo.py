@@ -25,8 +25,10 @@ class DemoPlan:
     split: str = "test"
     # AX needs attributions of the held-out split too; the slow sampling methods are left out so the
     # quick demo stays within minutes (`heatlab ax RUN --methods all` runs every method).
-    ax_methods: str = "Saliency,InputXGradient,DeepLift,GuidedBackprop,Deconvolution,GuidedGradCam,LayerGradCam"
+    ax_methods: str = "Saliency,InputXGradient,DeepLift,GuidedBackprop,Deconvolution,GuidedGradCam,LayerGradCam,LRP"
     gax_images: int = 8
+    #: Paper 004 on the offline digits: a short training with Mean Power tracking.
+    lrp_study: dict = field(default_factory=lambda: {"epochs": 1, "every": 15, "eval_samples": 120, "heatmap_samples": 3})
     extras: dict = field(default_factory=dict)
 
 
@@ -34,7 +36,8 @@ def demo_plan(*, full: bool = False, seed: int = 0) -> DemoPlan:
     """The quick plan (a few minutes on 2 cores) or, with ``full``, the paper's split sizes and 5 branches."""
     if full:
         return DemoPlan(size=128, shards={"train": 32, "val": 8, "test": 8}, shard_size=200,
-                        train=TrainConfig(seed=seed, branches=5), ax_methods="all", gax_images=100)
+                        train=TrainConfig(seed=seed, branches=5), ax_methods="all", gax_images=100,
+                        lrp_study={"epochs": 3, "every": 50, "eval_samples": 240, "heatmap_samples": 4})
     return DemoPlan(size=128, shards={"train": 24, "val": 4, "test": 2}, shard_size=100,
                     train=TrainConfig(seed=seed, epochs=8, branches=2))
 
@@ -48,7 +51,8 @@ def run_demo(
     training_figure: Callable[[Path, Path], Path] | None = None,
     report: Callable[..., Path] | None = None,
 ) -> dict:
-    """Run the whole demo into ``run_dir``: data -> train -> training figure -> evaluate -> AX -> GAX -> report.
+    """Run the whole demo into ``run_dir``: data -> train -> training figure -> evaluate -> AX -> GAX -> LRP filter
+    study on the cells and a short LRP study on the digits (paper 004) -> report.
 
     Every step resumes: a second call with the same arguments skips the finished work. ``run/``
     sits left of ``report/`` in the pipeline, so the drawing steps come in as callables: pass
@@ -56,14 +60,16 @@ def run_demo(
     and ``heatlab.report.html.build_report`` (called as ``report(run_dir, progress=progress)``), as
     ``heatlab demo`` does; ``None`` skips that step.
 
-    Returns ``{"run_dir", "data_dir", "plan", "training", "evaluate", "ax", "gax", "training_figure",
-    "report", "seconds"}`` where ``seconds`` holds the wall time of each stage (``data``,
-    ``training`` (with its figure), ``evaluation``, ``ax``, ``gax``, ``report``) and the ``total``.
+    Returns ``{"run_dir", "data_dir", "plan", "training", "evaluate", "ax", "gax", "lrp_filters", "lrp_study",
+    "training_figure", "report", "seconds"}`` where ``seconds`` holds the wall time of each stage
+    (``data``, ``training`` (with its figure), ``evaluation``, ``ax``, ``gax``, ``lrp``, ``report``) and the ``total``.
     """
     from heatlab.data.shards import write_cells
     from heatlab.run.ax import ax_run
     from heatlab.run.evaluate import evaluate_run
     from heatlab.run.gax import gax_run
+    from heatlab.run.lrp_filters import lrp_filters_run
+    from heatlab.run.lrp_study import lrp_study
     from heatlab.run.training import train_run
 
     plan = demo_plan(full=full, seed=seed)
@@ -89,8 +95,11 @@ def run_demo(
     lap("ax")
     gax = gax_run(run_dir, split=plan.split, first_n_correct=plan.gax_images, progress=progress)
     lap("gax")
+    filters = lrp_filters_run(run_dir, split=plan.split, progress=progress)
+    study = lrp_study("digits", run_dir / "lrp-study", seed=seed, progress=progress, **plan.lrp_study)
+    lap("lrp")
     page = report(run_dir, progress=progress) if report else None
     lap("report")
     seconds["total"] = time.perf_counter() - t0
     return {"run_dir": run_dir, "data_dir": data_dir, "plan": plan, "training": training, "evaluate": evaluation,
-            "ax": ax, "gax": gax, "training_figure": figure, "report": page, "seconds": seconds}
+            "ax": ax, "gax": gax, "lrp_filters": filters, "lrp_study": study, "training_figure": figure, "report": page, "seconds": seconds}

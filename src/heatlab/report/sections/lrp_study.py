@@ -1,0 +1,43 @@
+"""Section "LRP during training (paper 004)": Mean Power per layer (Fig. 2) and filtered heatmaps (Fig. 3).
+
+Needs ``<run>/lrp-study/lrp-study.json`` (``heatlab lrp-study --out RUN/lrp-study``; the demo writes it).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from heatlab.files import read_json
+from heatlab.report.lrp_figures import heatmap_grid_figure, mp_figure
+from heatlab.report.page import ReportContext, Section, esc, fmt
+
+STUDY = "lrp-study"
+
+
+def lrp_study_section(ctx: ReportContext) -> str:
+    study = ctx.run_dir / STUDY
+    s = read_json(study / "lrp-study.json")
+    settings = s["settings"]
+    mp = mp_figure(pd.read_parquet(study / "tables" / "lrp_study.parquet"), ctx.figure_path("lrp_mp.png"),
+                   model=settings["model"])
+    grid = heatmap_grid_figure(study / "lrp_study" / "heatmaps.safetensors", ctx.figure_path("lrp_heatmaps.png"))
+    trend = "; ".join(f"{esc(layer)} {fmt(t['start'])} → {fmt(t['end'])}" for layer, t in s["mp_trend"].items())
+    return (
+        f"<p>{esc(settings['model'])} trained on <b>{esc(settings['data'])}</b> for {s['iterations']} iterations "
+        f"(accuracy {fmt(s['final_accuracy'])} on {settings['eval_samples']} test samples). Every "
+        f"{settings['every']} iterations one LRP pass ({esc(settings['composite'])}) recorded the relevance at the "
+        "first four convolutions; its Mean Power (paper 004: the mean of the top 20% of |R| over the mean of the "
+        f"rest, per sign, averaged) went: {trend}. The paper reports MP rising for SmallNet and falling for the "
+        "28 px AlexNet-like net.</p>"
+        + ctx.img(mp, "Mean Power per layer during training",
+                  "Paper 004, Fig. 2: Mean Power per layer against iteration, mean ± one standard deviation over the "
+                  "evaluation samples; dashed: accuracy on them.")
+        + ctx.img(grid, "LRP heatmaps per filter",
+                  f"Paper 004, Fig. 3: LRP heatmaps after training with each filter at "
+                  f"{esc(', '.join(s['filter_layers']))}. With relevance starting at the predicted logit only, a "
+                  "fraction-pass filter at the logits removes that one (maximal) value and so the whole heatmap; "
+                  "the paper's code started from all logits (start='all').")
+    )
+
+
+SECTION = Section("lrp-study", "LRP during training (paper 004)", lrp_study_section, needs=("lrp-study",))

@@ -1,0 +1,134 @@
+"""`heatlab lrp-study`: Mean Power per layer during training and filtered LRP heatmaps (paper 004, Fig. 2/3).
+
+Trains a zoo model (default the paper's SmallNet on the offline 8×8 digits at 28 px) in continuous
+mode and, every ``every`` iterations (and after the last), on a fixed evaluation subset (the first
+``eval_samples`` test samples; the paper draws 240 at random): the accuracy, and one LRP pass
+(``composite``, from the predicted logit) recording the relevance at the first four convolutions,
+whose per-sample Mean Power (:func:`heatlab.score.mean_power.mean_power`) is averaged. After
+training, the LRP heatmaps of the first ``heatmap_samples`` test samples are computed with no
+filter and with each filter (``filters``, the paper's eight by default) at the model's filter
+layers.
+
+Outputs in ``out``: ``tables/lrp_study.parquet`` (iteration, epoch, loss, accuracy, layer,
+mp_mean, mp_std, n), ``lrp_study/heatmaps.safetensors`` (``heatmaps`` F×S×C×H×W float16 in
+filter order, ``inputs``, ``labels``, ``predictions``), ``model/weights.safetensors`` and
+``lrp-study.json`` written last; :mod:`heatlab.report.lrp_figures` draws Fig. 2 and Fig. 3 from them. A
+finished study with the same settings is not run again; an unfinished one starts again from the
+beginning (the same seed gives the same numbers).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+
+from heatlab.data import registry
+from heatlab.errors import HeatlabError
+from heatlab.explain.attribution import attribute
+from heatlab.explain.filters import PAPER_FILTERS, parse_filter
+from heatlab.explain.methods.lrp import COMPOSITES, RelevanceRecorder, filter_layers
+from heatlab.files import atomic_path, ensure_dir, read_json, write_json, write_parquet
+from heatlab.models import zoo
+from heatlab.models.training import TrainConfig, create_model, normalize_spec, predict, train_continuous
+from heatlab.progress import Progress, report
+from heatlab.score.mean_power import mean_power
+
+SUMMARY = "lrp-study.json"
+
+
+def mp_layers(model: torch.nn.Module, n: int = 4) -> list[str]:
+    """Names of the model's first ``n`` convolutions (paper 004, Fig. 2)."""
+    return [name for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)][:n]
+
+
+def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch_size: int = 32, lr: float = 1e-3,
+              every: int = 20, eval_samples: int = 240, heatmap_samples: int = 4, composite: str = "epsilon_plus",
+              filters: Sequence[str] | str | None = None, seed: int = 0, device: str = "cpu",
+              progress: Progress | None = None) -> dict:
+    """Run the study (see the module docstring); returns the summary written to ``lrp-study.json``."""
+    if composite not in COMPOSITES:
+        raise HeatlabError(f"Unknown LRP composite {composite!r}; choose one of {', '.join(COMPOSITES)}.")
+    names = filters.split(",") if isinstance(filters, str) else list(filters or PAPER_FILTERS)
+    names = [n.strip() for n in names if n.strip() and n.strip() != "none"]
+    for n in names:
+        parse_filter(n)
+    for what, value in (("every", every), ("eval_samples", eval_samples), ("heatmap_samples", heatmap_samples)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise HeatlabError(f"{what} must be a whole number >= 1, got {value!r}; pass e.g. {what}=20.")
+    config = TrainConfig(model=model, epochs=epochs, branches=0, batch_size=batch_size, lr=lr, schedule="constant",
+                         seed=seed, device=device)
+    train, test = registry.open_data(data, "train"), registry.open_data(data, "test")
+    if registry.input_kind(test) != "image":
+        raise HeatlabError("The LRP study needs image data; pass e.g. --data digits or a cell folder.")
+    settings = {"data": registry.describe_data(data), "model": model, "epochs": epochs, "batch_size": batch_size,
+                "lr": lr, "every": every, "eval_samples": eval_samples, "heatmap_samples": heatmap_samples,
+                "composite": composite, "filters": ["none", *names], "seed": seed}
+    out = Path(out)
+    if (out / SUMMARY).is_file():
+        done = read_json(out / SUMMARY)
+        if done.get("settings") == json.loads(json.dumps(settings)) and done.get("complete"):
+            return done
+    net = create_model(config, num_classes=len(train.class_names), input_shape=registry.input_shape(train),
+                       normalize=normalize_spec(config, train))
+    layers, f_layers = mp_layers(net), filter_layers(net)
+    x_eval, y_eval = _first(test, eval_samples)
+    rows: list[dict] = []
+    total = epochs * -(-len(train) // batch_size)
+
+    def evaluate(it: int, epoch: int, loss: float) -> None:
+        pred = predict(net, (x_eval, y_eval), 64)[0]
+        rec = RelevanceRecorder(layers)
+        attribute(net, x_eval, "LRP", target=pred, composite=composite, record=rec, batch_size=64)
+        for name, relevance in rec.relevance.items():
+            mp = mean_power(relevance).mp.double()
+            rows.append({"iteration": it, "epoch": epoch, "loss": loss, "accuracy": float((pred == y_eval).double().mean()),
+                         "layer": name, "mp_mean": float(mp.mean()), "mp_std": float(mp.std(unbiased=False)),
+                         "n": len(mp)})
+
+    def on_step(it: int, epoch: int, loss: float) -> None:
+        report(progress, "lrp-study", it, total)
+        if it % every == 0 or it == total:
+            evaluate(it, epoch, loss)
+
+    evaluate(0, 0, float("nan"))
+    train_continuous(net, train, config, on_step=on_step)
+    x_map, y_map = _first(test, heatmap_samples)
+    p_map = predict(net, (x_map, y_map), 64)[0]
+    maps = [attribute(net, x_map, "LRP", target=p_map, composite=composite,
+                      filters=None if f == "none" else {layer: f for layer in f_layers}).cpu()
+            for f in settings["filters"]]
+    table = pd.DataFrame(rows)
+    ensure_dir(out / "lrp_study")
+    write_parquet(out / "tables" / "lrp_study.parquet", table)
+    with atomic_path(out / "lrp_study" / "heatmaps.safetensors") as tmp:
+        save_file({"heatmaps": torch.stack(maps).half().contiguous(), "inputs": x_map.half().contiguous(),
+                   "labels": y_map.long(), "predictions": p_map.long()}, str(tmp),
+                  metadata={"filters": json.dumps(settings["filters"])})
+    ensure_dir(out / "model")
+    zoo.save_weights(net, out / "model" / "weights.safetensors")
+    last = table[table["iteration"] == table["iteration"].max()]
+    first = table[table["iteration"] == 0]
+    trend = {layer: {"start": float(first.loc[first["layer"] == layer, "mp_mean"].iloc[0]),
+                     "end": float(last.loc[last["layer"] == layer, "mp_mean"].iloc[0])} for layer in layers}
+    summary = {"settings": settings, "mp_layers": layers, "filter_layers": f_layers, "iterations": total,
+               "final_accuracy": float(last["accuracy"].iloc[0]), "mp_trend": trend,
+               "complete": True}
+    write_json(out / SUMMARY, summary)
+    return summary
+
+
+def _first(split, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys, have = [], [], 0
+    for k in range(split.num_shards):
+        shard = split.load_shard(k)
+        xs.append(shard["images"][: n - have])
+        ys.append(shard["labels"][: n - have])
+        have += len(ys[-1])
+        if have >= n:
+            break
+    return torch.cat(xs), torch.cat(ys)

@@ -1,0 +1,76 @@
+"""`heatlab lrp-study`: Mean Power rows that equal a fresh LRP pass, stored heatmaps, figures, determinism."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from heatlab.errors import HeatlabError
+from heatlab.explain import attribute
+from heatlab.explain.methods.lrp import RelevanceRecorder
+from heatlab.models import zoo
+from heatlab.models.training import predict
+from heatlab.run.lrp_study import _first, lrp_study
+from heatlab.data import registry
+from heatlab.score.mean_power import mean_power
+
+KW = dict(epochs=1, batch_size=64, every=10, eval_samples=24, heatmap_samples=2, filters="c0.2,p0.5", seed=1)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study") / "s"
+    return out, lrp_study("digits", out, **KW)
+
+
+def test_last_mean_power_rows_equal_a_fresh_lrp_pass_of_the_saved_model(study):
+    out, s = study
+    table = pd.read_parquet(out / "tables" / "lrp_study.parquet")
+    evals = sorted(table["iteration"].unique())
+    assert evals[0] == 0 and evals[-1] == s["iterations"] and len(table) == 4 * len(evals)
+    model = zoo.create("smallnet", num_classes=10, in_channels=1)
+    zoo.load_weights(model, out / "model" / "weights.safetensors")
+    model.eval()
+    x, y = _first(registry.open_data("digits", "test"), KW["eval_samples"])
+    pred = predict(model, (x, y), 64)[0]
+    rec = RelevanceRecorder(s["mp_layers"])
+    attribute(model, x, "LRP", target=pred, record=rec)
+    last = table[table["iteration"] == s["iterations"]].set_index("layer")
+    for layer, r in rec.relevance.items():
+        assert last.loc[layer, "mp_mean"] == pytest.approx(float(mean_power(r).mp.double().mean()), rel=1e-4)
+    assert last["accuracy"].iloc[0] == pytest.approx(float((pred == y).double().mean()))
+    maps = load_file(str(out / "lrp_study" / "heatmaps.safetensors"))
+    assert maps["heatmaps"].shape == (3, 2, 1, 28, 28)  # none, c0.2, p0.5
+    want = attribute(model, x[:2], "LRP", target=pred[:2])
+    torch.testing.assert_close(maps["heatmaps"][0].float(), want.half().float())
+
+
+def test_same_seed_same_table_and_a_finished_study_is_not_rerun(study, tmp_path):
+    out, s = study
+    again = lrp_study("digits", out, **KW)  # finished with the same settings: returned as stored
+    assert again == s
+    other = lrp_study("digits", tmp_path / "t", **KW)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "tables" / "lrp_study.parquet"),
+                                  pd.read_parquet(tmp_path / "t" / "tables" / "lrp_study.parquet"))
+    assert other["mp_trend"] == s["mp_trend"]
+
+
+def test_figures_are_drawn_from_the_stored_study(study, tmp_path):
+    from heatlab.report.lrp_figures import heatmap_grid_figure, mp_figure
+
+    out, _ = study
+    a = mp_figure(pd.read_parquet(out / "tables" / "lrp_study.parquet"), tmp_path / "mp.png")
+    b = heatmap_grid_figure(out / "lrp_study" / "heatmaps.safetensors", tmp_path / "grid.png")
+    assert a.stat().st_size > 10_000 and b.stat().st_size > 10_000
+
+
+def test_bad_input(tmp_path):
+    with pytest.raises(HeatlabError, match="Unknown LRP composite"):
+        lrp_study("digits", tmp_path / "x", composite="nope")
+    with pytest.raises(HeatlabError, match="every must be a whole number"):
+        lrp_study("digits", tmp_path / "x", every=0)
+    with pytest.raises(HeatlabError, match="image data"):
+        lrp_study("wine", tmp_path / "x")
+    assert not (tmp_path / "x").exists()
