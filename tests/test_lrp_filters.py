@@ -39,10 +39,19 @@ def test_rows_are_the_scores_of_lrp_with_the_filter_at_the_default_layers(studie
         want = five[five["variant"] == "standard"].sort_values("index")
         got = table.query(f"filter == '{filt}' and shard == 1 and variant == 'standard'").sort_values("index")
         np.testing.assert_allclose(got["recall_best"].to_numpy(), want["recall_best"].to_numpy(), atol=1e-6)
+        loc = pd.read_parquet(run / "tables" / "lrp_filters_localisation.parquet")
+        mae = loc.query(f"filter == '{filt}' and shard == 1").sort_values("index")["mae"].to_numpy()
+        # eq. (5) of paper 004 against the truth, by hand: mean over pixels of |h/max|h| summed - truth|
+        h = attr.sum(1) / attr.abs().amax((1, 2, 3), keepdim=True).squeeze(1).clamp_min(1e-30)
+        h = h / h.abs().amax((1, 2), keepdim=True).clamp_min(1e-30)
+        np.testing.assert_allclose(mae, (h - shard["truth"].float()).abs().mean((1, 2)).numpy(), atol=1e-5)
     # the verdict is what the table's means say
     std = table[table["variant"] == "standard"].groupby("filter")[["precision_best", "recall_best"]].mean()
     better = [f for f in ("c0.2", "p0.5") if (std.loc[f] > std.loc["none"]).all()]
     assert summary["better_than_none"]["branch-00"] == better
+    loc = pd.read_parquet(run / "tables" / "lrp_filters_localisation.parquet")
+    assert summary["means"]["branch-00/none"]["mae (lower is better)"] == pytest.approx(
+        loc[loc["filter"] == "none"]["mae"].mean(), abs=1e-5)
 
 
 def test_report_section_states_the_verdict(studied, tmp_path):

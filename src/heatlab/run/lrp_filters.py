@@ -8,7 +8,8 @@ filter layers (:func:`heatlab.explain.methods.lrp.filter_layers`), and scores th
 
 A stage on :mod:`heatlab.run.runner`; one unit per (branch, filter, shard), resumable. Outputs:
 ``tables/lrp_filters.parquet`` (five-band rows, with ``filter`` in the method column's place),
-``tables/lrp_filters_localisation.parquet`` and ``lrp-filters.json`` with the per-filter means
+``tables/lrp_filters_localisation.parquet`` (with ``mae``: paper 004's eq. (5) against the truth,
+the mean |adjusted heatmap − truth|) and ``lrp-filters.json`` with the per-filter means
 and, per branch, which filters beat ``none`` on both mean best precision and mean best recall.
 """
 
@@ -21,6 +22,7 @@ import pandas as pd
 from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import attribute
 from heatlab.explain.filters import PAPER_FILTERS, parse_filter
+from heatlab.explain.postprocess import channel_adjust
 from heatlab.explain.methods.lrp import COMPOSITES, filter_layers
 from heatlab.files import write_json, write_parquet
 from heatlab.progress import Progress
@@ -73,6 +75,8 @@ class LRPFilters(Stage):
                          composite=self.composite, filters=filters).detach().cpu()
         five, _, loc = score_attributions(attr, shard["labels"], shard["truth"], self.truth_kind,
                                           predictions=preds, shard=unit.shard)
+        # Paper 004's eq. (5) with the truth as reference: mean |h − truth| of the adjusted heatmap.
+        loc["mae"] = (channel_adjust(attr) - shard["truth"].float()).abs().mean((1, 2)).double().numpy()
         return {"localisation": loc, **({"five_band": five} if five is not None else {})}
 
     def join(self, units: Sequence[Unit], parts: dict[str, list[Any]]) -> dict:
@@ -93,12 +97,15 @@ class LRPFilters(Stage):
 
 def verdict(tables: dict[str, pd.DataFrame]) -> dict:
     """Per-filter means (standard five-band variant, or the localisation AUC) and the filters that beat none."""
+    loc = tables["localisation"]
+    keys = ["branch", "filter"]
+    mae = loc.groupby(keys, sort=False)["mae"].mean()
     if "five_band" in tables:
         rows = tables["five_band"][tables["five_band"]["variant"] == "standard"]
         cols = list(SCORES)
     else:
-        rows, cols = tables["localisation"], [c for c in ("auc/feature", "auc/cell") if c in tables["localisation"]]
-    means = rows.groupby(["branch", "filter"], sort=False)[cols].mean()
+        rows, cols = loc, [c for c in ("auc/feature", "auc/cell") if c in loc]
+    means = rows.groupby(keys, sort=False)[cols].mean()
     better = {}
     for branch in means.index.get_level_values(0).unique():
         m = means.loc[branch]
@@ -108,6 +115,7 @@ def verdict(tables: dict[str, pd.DataFrame]) -> dict:
         else:
             wins = m[(m[cols] > base[cols]).all(axis=1)]
         better[str(branch)] = [str(f) for f in wins.index if f != NONE]
+    means["mae (lower is better)"] = mae.reindex(means.index)
     table = {f"{b}/{f}": {k: round(float(v), 5) for k, v in r.items()} for (b, f), r in means.iterrows()}
     return {"means": table, "better_than_none": better}
 
