@@ -167,16 +167,18 @@ def test_demo_runs_the_whole_pipeline_through_run_demo(tmp_path, monkeypatch):
 
     tiny = demo_mod.DemoPlan(size=64, shards={"train": 2, "val": 1, "test": 1}, shard_size=10,
                              train=TrainConfig(epochs=1, branches=1, branch_epochs=1, batch_size=10, eval_every=1, n_l=1),
-                             methods="Saliency", ax_methods="Saliency", gax_images=2)
+                             methods="Saliency", ax_methods="Saliency", gax_images=2, lrp_filters="c0.2",
+                             lrp_study={"epochs": 1, "batch_size": 128, "every": 5, "eval_samples": 8,
+                                        "heatmap_samples": 1, "filters": "c0.2"})
     monkeypatch.setattr(demo_mod, "demo_plan", lambda *, full=False, seed=0: tiny)
     run = tmp_path / "demo[1]"
     code, text = _run("demo", "--out", run)
     assert code == 0, text
     assert f"report: {run / 'report' / 'index.html'}" in text
-    assert "total" in text and "GAX:" in text
+    assert "total" in text and "GAX:" in text and "LRP study (paper 004, digits)" in text
     assert (run / "report" / "figures" / "training.png").is_file()
     summary = demo_mod.run_demo(run)  # resumes: everything is already there
-    assert set(summary["seconds"]) == {"data", "training", "evaluation", "ax", "gax", "report", "total"}
+    assert set(summary["seconds"]) == {"data", "training", "evaluation", "ax", "gax", "lrp", "report", "total"}
     assert summary["report"] is None and summary["training"]["branches"]
 
 

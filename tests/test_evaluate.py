@@ -99,4 +99,4 @@ def test_bad_input_gives_one_clear_sentence(tiny_run, tmp_path):
         evaluate_run(tmp_path, methods="Saliency")
     with pytest.raises(HeatlabError, match="(?i)split .nope. is not"):
         evaluate_run(tiny_run, methods="Saliency", split="nope")
-    assert parse_methods("all")[0] == "Saliency" and len(parse_methods("all")) == 10
+    assert parse_methods("all")[0] == "Saliency" and len(parse_methods("all")) == 11

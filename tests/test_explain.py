@@ -309,7 +309,7 @@ def test_unfixable_reused_relu_raises_heatlab_error():
 
 def test_available_methods():
     assert available_methods() == list(METHODS)
-    assert len(METHODS) == 10 and "LayerGradCam" in METHODS
+    assert len(METHODS) == 11 and "LayerGradCam" in METHODS and "LRP" in METHODS
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

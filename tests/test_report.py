@@ -86,7 +86,13 @@ def _images_exist(page: Path, html: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def full_report(tmp_path_factory, tiny_run):
+    from heatlab.run.lrp_filters import lrp_filters_run
+    from heatlab.run.lrp_study import lrp_study
+
     run = make_run(tmp_path_factory.mktemp("full"), tiny_run)
+    lrp_filters_run(run, filters="c0.2")
+    lrp_study("digits", run / "lrp-study", epochs=1, batch_size=128, every=5, eval_samples=8, heatmap_samples=2,
+              filters="c0.2")
     calls = []
     page = build_report(run, progress=lambda task, done, total: calls.append((task, done, total)))
     return run, page, page.read_text(encoding="utf-8"), calls
@@ -107,7 +113,8 @@ def test_page_has_every_section_and_its_figures(full_report):
     # every section but the bar charts that only tables get
     assert _sections(html) == [s.id for s in DEFAULT_SECTIONS if s.id != "features"]
     srcs = _images_exist(page, html)
-    for name in ("preview.png", "training.png", "recall_precision.png", "roc.png", "ax_co_box_sum.png", "gax_co.png"):
+    for name in ("preview.png", "training.png", "recall_precision.png", "roc.png", "ax_co_box_sum.png", "gax_co.png",
+                 "lrp_mp.png", "lrp_heatmaps.png"):
         assert f"figures/{name}" in srcs
     assert any(s.startswith("figures/gallery-class-") for s in srcs)
     assert "://" not in html  # no external resource of any kind

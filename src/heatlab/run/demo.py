@@ -27,6 +27,8 @@ class DemoPlan:
     # quick demo stays within minutes (`heatlab ax RUN --methods all` runs every method).
     ax_methods: str = "Saliency,InputXGradient,DeepLift,GuidedBackprop,Deconvolution,GuidedGradCam,LayerGradCam,LRP"
     gax_images: int = 8
+    #: Filters of the LRP filter study on the cells (None: the paper's eight).
+    lrp_filters: str | None = None
     #: Paper 004 on the offline digits: a short training with Mean Power tracking.
     lrp_study: dict = field(default_factory=lambda: {"epochs": 1, "every": 15, "eval_samples": 120, "heatmap_samples": 3})
     extras: dict = field(default_factory=dict)
@@ -95,7 +97,7 @@ def run_demo(
     lap("ax")
     gax = gax_run(run_dir, split=plan.split, first_n_correct=plan.gax_images, progress=progress)
     lap("gax")
-    filters = lrp_filters_run(run_dir, split=plan.split, progress=progress)
+    filters = lrp_filters_run(run_dir, filters=plan.lrp_filters, split=plan.split, progress=progress)
     study = lrp_study("digits", run_dir / "lrp-study", seed=seed, progress=progress, **plan.lrp_study)
     lap("lrp")
     page = report(run_dir, progress=progress) if report else None
