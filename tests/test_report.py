@@ -84,15 +84,20 @@ def _images_exist(page: Path, html: str) -> list[str]:
     return srcs
 
 
-@pytest.fixture(scope="module")
-def full_report(tmp_path_factory, tiny_run):
+def add_lrp(run: Path) -> Path:
+    """The LRP filter study on the run and a tiny LRP study in ``run/lrp-study``, by the pipeline."""
     from heatlab.run.lrp_filters import lrp_filters_run
     from heatlab.run.lrp_study import lrp_study
 
-    run = make_run(tmp_path_factory.mktemp("full"), tiny_run)
     lrp_filters_run(run, filters="c0.2")
     lrp_study("digits", run / "lrp-study", epochs=1, batch_size=128, every=5, eval_samples=8, heatmap_samples=2,
               filters="c0.2")
+    return run
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory, tiny_run):
+    run = add_lrp(make_run(tmp_path_factory.mktemp("full"), tiny_run))
     calls = []
     page = build_report(run, progress=lambda task, done, total: calls.append((task, done, total)))
     return run, page, page.read_text(encoding="utf-8"), calls

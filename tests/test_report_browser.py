@@ -8,9 +8,9 @@ from __future__ import annotations
 from heatlab.report.html import DEFAULT_SECTIONS, build_report
 
 try:
-    from test_report import make_run, make_wine_run
+    from test_report import add_lrp, make_run, make_wine_run
 except ImportError:  # tests/ imported as a package
-    from tests.test_report import make_run, make_wine_run
+    from tests.test_report import add_lrp, make_run, make_wine_run
 
 try:
     from browser import needs_chromium, open_page
@@ -21,7 +21,7 @@ pytestmark = needs_chromium
 
 
 def test_report_page_loads_cleanly_in_chromium(tmp_path, tiny_run):
-    page_path = build_report(make_run(tmp_path, tiny_run))
+    page_path = build_report(add_lrp(make_run(tmp_path, tiny_run)))
     with open_page(page_path) as (page, problems):
         images = page.evaluate(
             "Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"

@@ -48,7 +48,7 @@ def heatmap_grid_figure(heatmaps_path: str | os.PathLike, out_png: str | os.Path
         maps, inputs = f.get_tensor("heatmaps").float(), f.get_tensor("inputs").float()
         labels, preds = f.get_tensor("labels"), f.get_tensor("predictions")
     n_f, n_s = maps.shape[0], maps.shape[1]
-    fig = new_figure(1.25 * (n_f + 1) + 0.4, 1.3 * n_s + 0.7)
+    fig = new_figure(max(3.6, 1.25 * (n_f + 1) + 0.4), 1.3 * n_s + 1.0)
     axes = np.atleast_2d(fig.subplots(n_s, n_f + 1, squeeze=False))
     for s in range(n_s):
         img = inputs[s].permute(1, 2, 0).numpy()
@@ -64,6 +64,6 @@ def heatmap_grid_figure(heatmaps_path: str | os.PathLike, out_png: str | os.Path
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle("LRP heatmaps with each relevance filter (red positive, blue negative, each map / max|h|)", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.suptitle("LRP heatmaps per relevance filter\n(red positive, blue negative, each / max|h|)", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / fig.get_figheight()))
     return save_figure(fig, out_png)

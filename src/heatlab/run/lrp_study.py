@@ -11,7 +11,8 @@ layers.
 
 Outputs in ``out``: ``tables/lrp_study.parquet`` (iteration, epoch, loss, accuracy, layer,
 mp_mean, mp_std, n), ``lrp_study/heatmaps.safetensors`` (``heatmaps`` F×S×C×H×W float16 in
-filter order, ``inputs``, ``labels``, ``predictions``), ``model/weights.safetensors`` and
+filter order, each divided by its max |value|, whose value is in ``scale`` F×S float32; ``inputs``,
+``labels``, ``predictions``), ``model/weights.safetensors`` and
 ``lrp-study.json`` written last; :mod:`heatlab.report.lrp_figures` draws Fig. 2 and Fig. 3 from them. A
 finished study with the same settings is not run again; an unfinished one starts again from the
 beginning (the same seed gives the same numbers).
@@ -32,6 +33,7 @@ from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import attribute
 from heatlab.explain.filters import PAPER_FILTERS, parse_filter
 from heatlab.explain.methods.lrp import COMPOSITES, RelevanceRecorder, filter_layers
+from heatlab.explain.postprocess import normalize_max_abs
 from heatlab.files import atomic_path, ensure_dir, read_json, write_json, write_parquet
 from heatlab.models import zoo
 from heatlab.models.training import TrainConfig, create_model, normalize_spec, predict, train_continuous
@@ -106,7 +108,10 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
     ensure_dir(out / "lrp_study")
     write_parquet(out / "tables" / "lrp_study.parquet", table)
     with atomic_path(out / "lrp_study" / "heatmaps.safetensors") as tmp:
-        save_file({"heatmaps": torch.stack(maps).half().contiguous(), "inputs": x_map.half().contiguous(),
+        stacked = torch.stack(maps).float()  # F×S×...; relevance of a weak model underflows float16
+        scale = stacked.flatten(2).abs().amax(2)  # F×S
+        save_file({"heatmaps": normalize_max_abs(stacked.flatten(0, 1)).view_as(stacked).half().contiguous(),
+                   "scale": scale.contiguous(), "inputs": x_map.half().contiguous(),
                    "labels": y_map.long(), "predictions": p_map.long()}, str(tmp),
                   metadata={"filters": json.dumps(settings["filters"])})
     ensure_dir(out / "model")
