@@ -73,6 +73,8 @@ def test_bad_input(tmp_path):
         lrp_study("digits", tmp_path / "x", composite="nope")
     with pytest.raises(HeatlabError, match="every must be a whole number"):
         lrp_study("digits", tmp_path / "x", every=0)
+    with pytest.raises(HeatlabError, match="cannot take inputs of shape \\(1, 28, 28\\)"):
+        lrp_study("digits", tmp_path / "x", model="cellcnn")
     with pytest.raises(HeatlabError, match="image data"):
         lrp_study("wine", tmp_path / "x")
     assert not (tmp_path / "x").exists()
