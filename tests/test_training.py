@@ -308,6 +308,10 @@ def test_bad_inputs_raise_heatlab_errors(data_dir, tmp_path):
     with pytest.raises(HeatlabError):
         train_run(data_dir, tmp_path / "r2", dataclasses.replace(RUN_CFG, model="no-such-model"))
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+    # the 8x8 digits at 28 px are too small for cellcnn's five halvings: one sentence, nothing written
+    with pytest.raises(HeatlabError, match=r"Model 'cellcnn' cannot take inputs of shape \(1, 28, 28\)"):
+        train_run("digits", tmp_path / "r3", dataclasses.replace(RUN_CFG, model="cellcnn"))
+    assert not (tmp_path / "r3").exists()
     with pytest.raises(HeatlabError, match="no trained model"):
         load_branch(tmp_path, 0)
 

@@ -172,6 +172,23 @@ def normalize_spec(config: TrainConfig, train_split: Any) -> Any:
     return "imagenet" if config.normalize == "imagenet" else channel_stats(train_split)
 
 
+def check_takes(model: nn.Module, name: str, sample: torch.Tensor) -> None:
+    """One sentence instead of a deep traceback when ``model`` cannot take inputs like ``sample`` (``1×...``).
+
+    Runs one forward pass in eval mode without gradients; the model's training flags are restored.
+    """
+    flags = [m.training for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model.eval()(sample.to(model_device(model)))
+    except RuntimeError:
+        raise HeatlabError(f"Model '{name}' cannot take inputs of shape {tuple(sample.shape[1:])}; choose a model "
+                           "made for this input size, e.g. model='smallnet' for 28-px digits.") from None
+    finally:
+        for m, flag in zip(model.modules(), flags):
+            m.training = flag
+
+
 def create_model(config: TrainConfig, num_classes: int, input_shape: tuple[int, ...] = (3, 128, 128), *,
                  normalize: Any = None) -> nn.Module:
     """A freshly initialised zoo model (init seeded by ``config.seed``) on ``config.device``.

@@ -36,7 +36,9 @@ from heatlab.explain.methods.lrp import COMPOSITES, RelevanceRecorder, filter_la
 from heatlab.explain.postprocess import normalize_max_abs
 from heatlab.files import atomic_path, ensure_dir, read_json, write_json, write_parquet
 from heatlab.models import zoo
-from heatlab.models.training import TrainConfig, create_model, normalize_spec, predict, train_continuous
+from heatlab.models.training import (
+    TrainConfig, check_takes, create_model, normalize_spec, predict, train_continuous,
+)
 from heatlab.progress import Progress, report
 from heatlab.score.mean_power import mean_power
 
@@ -77,7 +79,7 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
             return done
     net = create_model(config, num_classes=len(train.class_names), input_shape=registry.input_shape(train),
                        normalize=normalize_spec(config, train))
-    _check_takes(net, model, test)
+    check_takes(net, model, test.load_shard(0)["images"][:1])
     layers, f_layers = mp_layers(net), filter_layers(net)
     x_eval, y_eval = _first(test, eval_samples)
     rows: list[dict] = []
@@ -126,19 +128,6 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
                "complete": True}
     write_json(out / SUMMARY, summary)
     return summary
-
-
-def _check_takes(net: torch.nn.Module, name: str, split) -> None:
-    """One sentence instead of a deep traceback when the model cannot take the data's inputs."""
-    x = split.load_shard(0)["images"][:1]
-    try:
-        with torch.no_grad():
-            net.eval()(x.to(next(net.parameters()).device))
-    except RuntimeError:
-        raise HeatlabError(f"Model '{name}' cannot take inputs of shape {tuple(x.shape[1:])}; choose a model for this "
-                           "input size, e.g. model='smallnet' for 28-px digits.") from None
-    finally:
-        net.train()
 
 
 def _first(split, n: int) -> tuple[torch.Tensor, torch.Tensor]:

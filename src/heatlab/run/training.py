@@ -34,6 +34,7 @@ from heatlab.files import ensure_dir, read_json, sha256_file, write_json, write_
 from heatlab.models import zoo
 from heatlab.models.training import (
     TrainConfig,
+    check_takes,
     create_model,
     normalize_spec,
     evaluate_accuracy,
@@ -227,6 +228,7 @@ def train_run(
     # Build the model (unknown names fail here) and check the weights before anything is written.
     model = create_model(config, num_classes=len(names), input_shape=registry.input_shape(splits["train"]),
                          normalize=normalize_spec(config, splits["train"]))
+    check_takes(model, config.model, splits["train"].load_shard(0)["images"][:1])
     weights_path = Path(weights) if weights is not None else None
     if weights_path is not None:
         _load_initial_weights(model, weights_path)
