@@ -58,6 +58,7 @@ def register(app: typer.Typer) -> None:
         filters: Optional[str] = typer.Option(None, help="Comma-separated filters (default: the paper's eight)."),
         seed: int = typer.Option(0, help="Seed of initialisation and shuffling."),
         device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
+        size: Optional[int] = typer.Option(None, help="Side the digits are served at (default 28; 140 for the *140 models)."),
     ) -> None:
         """Paper 004: Mean Power per layer during training (Fig. 2) and filtered LRP heatmaps (Fig. 3)."""
         import pandas as pd
@@ -69,7 +70,7 @@ def register(app: typer.Typer) -> None:
         with progress_bars() as progress:
             s = lrp_study(data, out, model=model, epochs=epochs, batch_size=batch_size, lr=lr, every=every,
                           eval_samples=eval_samples, heatmap_samples=heatmap_samples, composite=composite,
-                          filters=filters, seed=seed, device=device, progress=progress)
+                          filters=filters, seed=seed, device=device, size=size, progress=progress)
         figures = out / "report" / "figures"
         mp = mp_figure(pd.read_parquet(out / "tables" / "lrp_study.parquet"), figures / "lrp_mp.png", model=model)
         grid = heatmap_grid_figure(out / "lrp_study" / "heatmaps.safetensors", figures / "lrp_heatmaps.png")

@@ -52,9 +52,13 @@ def mp_layers(model: torch.nn.Module, n: int = 4) -> list[str]:
 
 def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch_size: int = 32, lr: float = 1e-3,
               every: int = 20, eval_samples: int = 240, heatmap_samples: int = 4, composite: str = "epsilon_plus",
-              filters: Sequence[str] | str | None = None, seed: int = 0, device: str = "cpu",
+              filters: Sequence[str] | str | None = None, seed: int = 0, device: str = "cpu", size: int | None = None,
               progress: Progress | None = None) -> dict:
-    """Run the study (see the module docstring); returns the summary written to ``lrp-study.json``."""
+    """Run the study (see the module docstring); returns the summary written to ``lrp-study.json``.
+
+    ``size``: the side the digit datasets are served at (default 28, and 140 for the paper's
+    ``smallnet140``/``alexnetlike140``, which take the 28-px digits enlarged inside the data pipeline).
+    """
     if composite not in COMPOSITES:
         raise HeatlabError(f"Unknown LRP composite {composite!r}; choose one of {', '.join(COMPOSITES)}.")
     names = filters.split(",") if isinstance(filters, str) else list(filters or PAPER_FILTERS)
@@ -66,12 +70,15 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
             raise HeatlabError(f"{what} must be a whole number >= 1, got {value!r}; pass e.g. {what}=20.")
     config = TrainConfig(model=model, epochs=epochs, branches=0, batch_size=batch_size, lr=lr, schedule="constant",
                          seed=seed, device=device)
-    train, test = registry.open_data(data, "train"), registry.open_data(data, "test")
+    if size is None and model.endswith("140"):
+        size = 140
+    options = {} if size is None else {"size": size}
+    train, test = registry.open_data(data, "train", **options), registry.open_data(data, "test", **options)
     if registry.input_kind(test) != "image":
         raise HeatlabError("The LRP study needs image data; pass e.g. --data digits or a cell folder.")
     settings = {"data": registry.describe_data(data), "model": model, "epochs": epochs, "batch_size": batch_size,
                 "lr": lr, "every": every, "eval_samples": eval_samples, "heatmap_samples": heatmap_samples,
-                "composite": composite, "filters": ["none", *names], "seed": seed}
+                "composite": composite, "filters": ["none", *names], "seed": seed, "size": size}
     out = Path(out)
     if (out / SUMMARY).is_file():
         done = read_json(out / SUMMARY)
