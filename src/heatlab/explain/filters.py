@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -176,6 +177,16 @@ def parse_filter(spec: str | Filter) -> Filter:
     if kind == "f":
         return FractionPass(float(first)) if second is None else FractionPass(float(second), low=float(first))
     return FractionalAmplifier(float(first)) if gain is None else FractionalAmplifier(float(first), gain=float(gain))
+
+
+def parse_filters(spec: str | Sequence[str] | None, default: Sequence[str] = PAPER_FILTERS) -> list[str]:
+    """Filter names from ``"c0.2,p0.5"`` or a list (``None``: ``default``), validated, in order, without
+    duplicates and without ``"none"`` (the unfiltered case callers add themselves)."""
+    names = spec.split(",") if isinstance(spec, str) else list(default if spec is None else spec)
+    names = list(dict.fromkeys(n.strip() for n in names if n.strip() and n.strip() != "none"))
+    for name in names:
+        parse_filter(name)  # an unknown or out-of-range filter fails here, before any work
+    return names
 
 
 def apply_filter(relevance: Tensor, spec: str | Filter) -> Tensor:

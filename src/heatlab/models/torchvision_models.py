@@ -35,10 +35,6 @@ from heatlab.models.normalize import IMAGENET_MEAN, IMAGENET_STD, Normalize, mak
 from heatlab.models.safety import SafeBasicBlock, disable_inplace
 from heatlab.models.zoo import register
 
-def _normalizer(normalize, in_channels: int) -> Normalize | None:
-    return make_normalize(normalize, in_channels)
-
-
 def _check_head(name: str, head: str, allowed: tuple[str, ...]) -> None:
     if head not in allowed:
         raise HeatlabError(f"Model '{name}' has no head {head!r}; choose one of: {', '.join(allowed)}.")
@@ -118,7 +114,7 @@ def build_resnet34(
 ) -> nn.Module:
     """ResNet34 (21.3 M backbone parameters) with the paper002 (1×1 conv) or paper000 (Linear) head."""
     _check_head("resnet34", head, ("paper002", "paper000"))
-    return ResNetClassifier([3, 4, 6, 3], num_classes, in_channels, head, _normalizer(normalize, in_channels))
+    return ResNetClassifier([3, 4, 6, 3], num_classes, in_channels, head, make_normalize(normalize, in_channels))
 
 
 @register("alexnet")
@@ -127,7 +123,7 @@ def build_alexnet(
 ) -> nn.Module:
     """AlexNet with the paper002 (LeakyReLU, new classifier) or paper000 (torchvision classifier) head."""
     _check_head("alexnet", head, ("paper002", "paper000"))
-    norm = _normalizer(normalize, in_channels)
+    norm = make_normalize(normalize, in_channels)
     tv = TorchvisionAlexNet(num_classes=num_classes)
     features, classifier = tv.features, tv.classifier
     features[0] = _with_in_channels(features[0], in_channels)
@@ -147,7 +143,7 @@ def build_vgg16(
 ) -> nn.Module:
     """VGG16 (no BatchNorm) with the paper002 head Dropout → 25088→4096 → LeakyReLU → Dropout → 4096→C."""
     _check_head("vgg16", head, ("paper002",))
-    norm = _normalizer(normalize, in_channels)
+    norm = make_normalize(normalize, in_channels)
     features = tv_vgg.make_layers(tv_vgg.cfgs["D"], batch_norm=False)
     for m in features.modules():
         if isinstance(m, nn.Conv2d):  # torchvision VGG's initialisation (no BatchNorm, so it matters)

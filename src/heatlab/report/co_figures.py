@@ -54,8 +54,12 @@ def variant_label(variant: str) -> str:
 
 # --- loading -----------------------------------------------------------------------------------
 
-GROUPING_LABELS = {"correct_before": "grouped by correct before AX (conference version)",
-                   "correct_after": "grouped by correct after AX (journal version)"}
+def grouping_label(grouping: str, short: bool = False) -> str:
+    """"grouped by correct before AX (conference version, paper 000 v1)", or short "before AX (v1)"."""
+    g = GROUPINGS.get(grouping)
+    if g is None:
+        return grouping
+    return f"{g['when']} ({g['version'].split()[-1]})" if short else f"grouped by correct {g['when']} ({g['version']})"
 
 
 def load_ax_tables(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -144,7 +148,7 @@ def co_boxplot_figure(co: pd.DataFrame, gap: pd.DataFrame, out_png: str | os.Pat
         panel.set_title(f"AX {AX_LABELS[ax]}, {OUTPUT_LABELS[output]}", fontsize=10)
         panel.grid(axis="y", alpha=0.3)
     where = f", {space} space" if space else ""
-    fig.suptitle(f"CO scores of correct and wrong predictions ({branch}{where})\n{GROUPING_LABELS[grouping]}",
+    fig.suptitle(f"CO scores of correct and wrong predictions ({branch}{where})\n{grouping_label(grouping)}",
                  fontsize=10)
     _group_legend(fig, rows, ok, anchor=(0.5, 0.925))  # under the two-line title
     fig.tight_layout(rect=(0, 0, 1, 0.9))

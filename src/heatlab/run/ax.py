@@ -59,9 +59,9 @@ KIND = "co"
 #: CO variants as ``<output>_<ax>``, in table order.
 VARIANTS: tuple[str, ...] = tuple(f"{o}_{a}" for a in AX_VARIANTS for o in OUTPUTS)
 ID_COLUMNS = ["branch", "method", "split", "space", "shard", "index", "label", "prediction", "correct_before"]
-#: Correct/wrong groupings of the gap analysis: (name, which paper version uses it).
-GROUPINGS = {"correct_before": "conference version (paper 000 v1): correct before AX",
-             "correct_after": "journal version (paper 000 v2): correct after AX"}
+#: Correct/wrong groupings of the gap analysis: when "correct" is judged, and which paper version does so.
+GROUPINGS = {"correct_before": {"when": "before AX", "version": "conference version, paper 000 v1"},
+             "correct_after": {"when": "after AX", "version": "journal version, paper 000 v2"}}
 #: The method also run in the other space (Table 2's comparison line), when the run has it.
 COMPARE_METHOD = "Saliency"
 RECORD_COLUMNS = [c for a in AX_VARIANTS for c in (f"co_raw_{a}", f"co_softmax_{a}", f"pred_after_{a}", f"correct_after_{a}")]

@@ -82,7 +82,9 @@ def _ids(labels: torch.Tensor, predictions: torch.Tensor, shard: int) -> dict[st
 def score_attributions(attr, labels, truth, truth_kind: str, *, predictions, shard: int = 0):
     """(five_band, roc, localisation) frames of one shard's attributions ``N×C×H×W``; None where not applicable."""
     base = _ids(labels, predictions, shard)
-    adjusted = {variant: channel_adjust(attr, clamp=clip, clamp_order=order) for variant, (clip, order, _) in VARIANTS.items()}
+    # The clamp variants feed only the five-band score; the localisation metrics use the standard one.
+    wanted = VARIANTS if truth_kind == "levels" else {"standard": VARIANTS["standard"]}
+    adjusted = {variant: channel_adjust(attr, clamp=clip, clamp_order=order) for variant, (clip, order, _) in wanted.items()}
     five = roc = None
     if truth_kind == "levels":
         rows, rocs = [], []

@@ -21,9 +21,9 @@ import pandas as pd
 
 from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import attribute
-from heatlab.explain.filters import PAPER_FILTERS, parse_filter
+from heatlab.explain.filters import parse_filters
+from heatlab.explain.methods.lrp import check_composite, filter_layers
 from heatlab.explain.postprocess import channel_adjust
-from heatlab.explain.methods.lrp import COMPOSITES, filter_layers
 from heatlab.files import write_json, write_parquet
 from heatlab.progress import Progress
 from heatlab.run.evaluate import score_attributions
@@ -42,14 +42,8 @@ class LRPFilters(Stage):
     def __init__(self, run: RunDir, *, filters: Sequence[str] | str | None = None, split: str = "test",
                  composite: str = "epsilon_plus", batch_size: int = 25, device: str = "cpu"):
         super().__init__(run, device=device, batch_size=batch_size)
-        if composite not in COMPOSITES:
-            raise HeatlabError(f"Unknown LRP composite {composite!r}; choose one of {', '.join(COMPOSITES)}.")
-        names = filters.split(",") if isinstance(filters, str) else list(filters or PAPER_FILTERS)
-        names = [n.strip() for n in names if n.strip() and n.strip() != NONE]
-        for n in names:
-            parse_filter(n)  # an unknown or out-of-range filter fails here, before any work
-        self.filters = [NONE, *dict.fromkeys(names)]
-        self.split, self.composite = split, composite
+        self.filters = [NONE, *parse_filters(filters)]
+        self.split, self.composite = split, check_composite(composite)
         self.branches = run.require_branches()
         self.data = run.open_data(split)
         self.truth_kind = getattr(self.data, "truth_kind", None)

@@ -31,13 +31,13 @@ from safetensors.torch import save_file
 from heatlab.data import registry
 from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import attribute
-from heatlab.explain.filters import PAPER_FILTERS, parse_filter
-from heatlab.explain.methods.lrp import COMPOSITES, RelevanceRecorder, filter_layers
+from heatlab.explain.filters import parse_filters
+from heatlab.explain.methods.lrp import RelevanceRecorder, check_composite, filter_layers
 from heatlab.explain.postprocess import normalize_max_abs
 from heatlab.files import atomic_path, ensure_dir, read_json, write_json, write_parquet
 from heatlab.models import zoo
 from heatlab.models.training import (
-    TrainConfig, check_takes, create_model, normalize_spec, predict, train_continuous,
+    TrainConfig, check_takes, create_model, normalize_spec, num_batches, predict, train_continuous,
 )
 from heatlab.progress import Progress, report
 from heatlab.score.mean_power import mean_power
@@ -59,12 +59,8 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
     ``size``: the side the digit datasets are served at (default 28, and 140 for the paper's
     ``smallnet140``/``alexnetlike140``, which take the 28-px digits enlarged inside the data pipeline).
     """
-    if composite not in COMPOSITES:
-        raise HeatlabError(f"Unknown LRP composite {composite!r}; choose one of {', '.join(COMPOSITES)}.")
-    names = filters.split(",") if isinstance(filters, str) else list(filters or PAPER_FILTERS)
-    names = [n.strip() for n in names if n.strip() and n.strip() != "none"]
-    for n in names:
-        parse_filter(n)
+    check_composite(composite)
+    names = parse_filters(filters)
     for what, value in (("every", every), ("eval_samples", eval_samples), ("heatmap_samples", heatmap_samples)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise HeatlabError(f"{what} must be a whole number >= 1, got {value!r}; pass e.g. {what}=20.")
@@ -90,7 +86,7 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
     layers, f_layers = mp_layers(net), filter_layers(net)
     x_eval, y_eval = _first(test, eval_samples)
     rows: list[dict] = []
-    total = epochs * -(-len(train) // batch_size)
+    total = epochs * num_batches(train, batch_size)
 
     def evaluate(it: int, epoch: int, loss: float) -> None:
         pred = predict(net, (x_eval, y_eval), 64)[0]

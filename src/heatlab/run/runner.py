@@ -19,7 +19,6 @@ schedule units elsewhere.
 from __future__ import annotations
 
 import json
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence

@@ -125,9 +125,15 @@ def _composite(options: LRPOptions, low: Tensor, high: Tensor):
     return cls(epsilon=eps, canonizers=canonizers)
 
 
-def _check(options: LRPOptions, model: nn.Module) -> dict[str, Any]:
-    if options.composite not in COMPOSITES:
-        raise HeatlabError(f"Unknown LRP composite {options.composite!r}; choose one of {', '.join(COMPOSITES)}.")
+def check_composite(composite: str) -> str:
+    if composite not in COMPOSITES:
+        raise HeatlabError(f"Unknown LRP composite {composite!r}; choose one of {', '.join(COMPOSITES)}.")
+    return composite
+
+
+def _check(options: LRPOptions, model: nn.Module) -> tuple[dict[str, Any], list[str]]:
+    """The parsed filters by layer, and every layer that gets a hook (filtered or recorded), checked."""
+    check_composite(options.composite)
     if options.start not in STARTS:
         raise HeatlabError(f"Unknown LRP start {options.start!r}; choose 'target' (the target logit) or 'all'.")
     if not isinstance(options.epsilon, (int, float)) or isinstance(options.epsilon, bool) or options.epsilon < 0:
@@ -138,16 +144,18 @@ def _check(options: LRPOptions, model: nn.Module) -> dict[str, Any]:
     missing = sorted(k for k in layers if k not in names or not k)
     if missing:
         raise HeatlabError(f"Layer {missing[0]!r} is not a module of the model; pass names from model.named_modules().")
-    return filters
+    return filters, sorted(layers)
 
 
 def _unfolded_batchnorm(model: nn.Module) -> str | None:
-    """The name of a BatchNorm that does not directly follow a convolution or linear layer (None if none)."""
+    """The name of a BatchNorm that Zennit's merge leaves alone: one whose preceding leaf (in
+    :class:`SequentialMergeBatchNorm`'s order) is not a linear layer. None if there is none."""
     previous = None
     for name, module in model.named_modules():
         if next(module.children(), None) is not None:
             continue
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(previous, (nn.Conv2d, nn.Linear, nn.Conv1d)):
+        if isinstance(module, SequentialMergeBatchNorm.batch_norm_type) and \
+                not isinstance(previous, SequentialMergeBatchNorm.linear_type):
             return name
         previous = module
     return None
@@ -155,7 +163,7 @@ def _unfolded_batchnorm(model: nn.Module) -> str | None:
 
 @contextmanager
 def build(model: nn.Module, options: LRPOptions, inputs: Tensor) -> Iterator[Run]:
-    filters = _check(options, model)
+    filters, hooked = _check(options, model)
     if (bad := _unfolded_batchnorm(model)) is not None:
         raise HeatlabError(f"LRP cannot fold BatchNorm '{bad}' into the layer before it (it does not follow a "
                            "convolution or linear layer); choose another method for this model.")
@@ -167,7 +175,7 @@ def build(model: nn.Module, options: LRPOptions, inputs: Tensor) -> Iterator[Run
         modules = dict(net.named_modules())
         modified = stack.enter_context(composite.context(net))
         # Registered after Zennit's hooks, so they see the output Zennit's rule reads its relevance from.
-        for name in sorted(set(filters) | set(options.record.layers if options.record else ())):
+        for name in hooked:
             handle = modules[name].register_forward_hook(_relevance_hook(name, filters.get(name), options.record))
             stack.callback(handle.remove)
 

@@ -13,12 +13,10 @@ import pandas as pd
 
 from heatlab.errors import HeatlabError
 from heatlab.report.co_figures import (
-    AX_LABELS, GROUPING_LABELS, VARIANTS, accuracy_frame, load_ax_tables, ordered, variant_label, write_ax_figures,
+    AX_LABELS, VARIANTS, accuracy_frame, grouping_label, load_ax_tables, ordered, variant_label, write_ax_figures,
 )
 from heatlab.report.page import ReportContext, Section, attribution_text, esc, fmt, note, table_html
 from heatlab.run.ax import GROUPINGS
-
-SHORT = {"correct_before": "before AX (v1)", "correct_after": "after AX (v2)"}
 
 
 def gap_table_html(gap: pd.DataFrame, variant: str = "raw_sum") -> str:
@@ -26,7 +24,7 @@ def gap_table_html(gap: pd.DataFrame, variant: str = "raw_sum") -> str:
     rows = []
     for _, r in gap[gap["variant"] == variant].iterrows():
         interval = "–" if math.isnan(r["interval_low"]) else f"({fmt(r['interval_low'])}, {fmt(r['interval_high'])})"
-        rows.append([esc(r["method"]), esc(r["branch"]), esc(SHORT.get(r["grouping"], r["grouping"])), fmt(r["auroc"]),
+        rows.append([esc(r["method"]), esc(r["branch"]), esc(grouping_label(r["grouping"], short=True)), fmt(r["auroc"]),
                      fmt(r["median_correct"]), fmt(r["median_wrong"]), interval, fmt(r["threshold"]),
                      fmt(r["flag_precision"]), fmt(r["flag_recall"]), f"{int(r['n_correct'])} / {int(r['n_wrong'])}",
                      esc(r["note"] or "")])
@@ -40,7 +38,7 @@ def auroc_table_html(gap: pd.DataFrame) -> str:
                            dropna=False)
     rows = []
     for (method, branch, grouping), r in wide.iterrows():
-        cells = [esc(method), esc(branch), esc(SHORT.get(grouping, grouping))]
+        cells = [esc(method), esc(branch), esc(grouping_label(grouping, short=True))]
         same = wide.xs(grouping, level="grouping")
         for v in VARIANTS:
             value = r.get(v, math.nan)
@@ -78,7 +76,7 @@ def accuracy_table_html(co: pd.DataFrame, compare: pd.DataFrame | None = None, s
 
 
 def _pair(ctx: ReportContext, paths: dict, key: str, alt: str, caption: str) -> str:
-    figures = [ctx.img(paths[f"{key}_{g}"], f"{alt}, {GROUPING_LABELS[g]}", f"{caption} {GROUPING_LABELS[g].capitalize()}.")
+    figures = [ctx.img(paths[f"{key}_{g}"], f"{alt}, {grouping_label(g)}", f"{caption} {grouping_label(g).capitalize()}.")
                for g in GROUPINGS]
     return f'<div class="pair">{"".join(figures)}</div>'
 
@@ -116,7 +114,7 @@ def ax_section(ctx: ReportContext) -> str:
         main = gap[(gap["variant"] == "raw_sum") & (gap["grouping"] == grouping)]
         means = main.groupby("method", sort=False)["auroc"].mean().dropna()
         if not means.empty:
-            out.append(f"<p class=\"rank\">Largest gap, {esc(GROUPING_LABELS[grouping])} (AUROC of the raw x + h "
+            out.append(f"<p class=\"rank\">Largest gap, {esc(grouping_label(grouping))} (AUROC of the raw x + h "
                        f"score as a detector of correct predictions, mean over branches): <b>{esc(means.idxmax())}</b> "
                        f"{fmt(means.max())}; smallest: <b>{esc(means.idxmin())}</b> {fmt(means.min())}.</p>")
     out.append("<p class=\"muted\">AUROC 1 = every correct sample scores above every wrong one, 0.5 = no "
