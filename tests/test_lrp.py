@@ -198,3 +198,24 @@ def test_bad_lrp_settings_are_one_sentence():
 
     with pytest.raises(HeatlabError, match="cannot fold BatchNorm 'bn'"):
         attribute(LoneBN().eval(), x, "LRP")
+
+
+@pytest.mark.parametrize("block", ["basic", "bottleneck"])
+def test_residual_sums_split_relevance_so_lrp0_conserves_it(block):
+    """On a bias-free ResNet (BatchNorm at its initial identity statistics, no fc bias), LRP-0 must
+    hand the target logit down unchanged; a residual sum treated as a gradient would double it."""
+    from torchvision.models.resnet import ResNet
+
+    from heatlab.models.safety import SafeBasicBlock, SafeBottleneck
+
+    torch.manual_seed(0)
+    net = ResNet(SafeBasicBlock if block == "basic" else SafeBottleneck, [1, 1, 1, 1], num_classes=3)
+    net.relu = nn.ReLU()  # torchvision's stem ReLU is in place
+    nn.init.zeros_(net.fc.bias)
+    net.eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        logits = net(x)
+    target = logits.argmax(1)
+    r = attribute(net, x, "LRP", composite="epsilon", epsilon=1e-12, target=target)
+    torch.testing.assert_close(r.sum((1, 2, 3)), logits.gather(1, target[:, None]).squeeze(1), rtol=2e-3, atol=1e-5)
