@@ -78,3 +78,29 @@ def test_bad_input(tmp_path):
     with pytest.raises(HeatlabError, match="image data"):
         lrp_study("wine", tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_a_killed_study_resumes_from_its_last_epoch_to_the_same_files(tmp_path):
+    kw = {**KW, "epochs": 3, "every": 7}
+    whole = lrp_study("digits", tmp_path / "whole", **kw)
+
+    class Kill(Exception):
+        pass
+
+    def kill_in_third_epoch(task, done, total):
+        if done == 2 * total // 3 + 3:
+            raise Kill
+
+    with pytest.raises(Kill):
+        lrp_study("digits", tmp_path / "cut", progress=kill_in_third_epoch, **kw)
+    cut = tmp_path / "cut"
+    assert (cut / "lrp_study" / "checkpoint.safetensors").is_file() and not (cut / "lrp-study.json").exists()
+    seen = []
+    resumed = lrp_study("digits", cut, progress=lambda task, done, total: seen.append(done), **kw)
+    assert seen[0] == 2 * whole["iterations"] // 3 + 1  # two whole epochs were not trained again
+    assert resumed == whole
+    pd.testing.assert_frame_equal(pd.read_parquet(cut / "tables" / "lrp_study.parquet"),
+                                  pd.read_parquet(tmp_path / "whole" / "tables" / "lrp_study.parquet"))
+    for name in ("model/weights.safetensors", "lrp_study/heatmaps.safetensors"):
+        assert (cut / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+    assert not (cut / "lrp_study" / "checkpoint.safetensors").exists()

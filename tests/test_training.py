@@ -195,6 +195,37 @@ def test_same_seed_same_losses_and_weights():
     assert l1 != l3
 
 
+def test_training_resumed_from_a_stored_epoch_checkpoint_ends_with_the_same_weights(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from heatlab.models.checkpoint import Checkpoint
+
+    torch.manual_seed(0)
+    x, y = torch.randn(40, 6), torch.randint(0, 3, (40,))
+    cfg = _cfg(seed=3, epochs=3, lr=1e-2, batch_size=8, schedule="cosine")
+
+    def fresh():  # dropout: the resumed run also needs the RNG state back
+        torch.manual_seed(1)
+        return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 3))
+
+    whole = fresh()
+    losses = train_continuous(whole, (x, y), cfg)
+    saved = []
+    class Killed(Exception):
+        pass
+
+    def store_and_die(c: Checkpoint) -> None:
+        save_file(c.to_tensors(), str(tmp_path / f"e{c.epochs_done}.st"))
+        raise Killed
+
+    with pytest.raises(Killed):
+        train_continuous(fresh(), (x, y), cfg, on_epoch=store_and_die)
+    resume = Checkpoint.from_tensors(load_file(str(tmp_path / "e1.st")))
+    later = train_continuous(fresh(), (x, y), cfg, resume=resume, on_epoch=saved.append)
+    assert later == losses[5:] and [c.epochs_done for c in saved] == [2, 3]
+    assert all(torch.equal(v, saved[-1].model[k]) for k, v in whole.state_dict().items())
+
+
 def test_config_rejects_bad_values_with_one_sentence():
     for bad in (dict(batch_size=0), dict(r_f=1.0), dict(lr=-1.0), dict(n_l=0), dict(device="gpu0"), dict(epochs=1.5)):
         with pytest.raises(HeatlabError):

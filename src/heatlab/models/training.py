@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import inspect
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -34,6 +35,7 @@ from heatlab.data.shards import derive_seed
 from heatlab.data.split import channel_stats, input_shape as split_input_shape
 from heatlab.errors import HeatlabError
 from heatlab.models import zoo
+from heatlab.models.checkpoint import Checkpoint
 from heatlab.models.state import model_device  # re-exported: heatlab.models.training.model_device
 
 STOP_TARGET = "target reached"
@@ -356,9 +358,13 @@ class EarlyStopping:
 # ------------------------------------------------------------------------------------ training
 def _train_steps(
     model: nn.Module, data: Any, config: TrainConfig, epochs: int, generator: torch.Generator,
-    *, lr: float, schedule: str = "constant",
+    *, lr: float, schedule: str = "constant", resume: Checkpoint | None = None,
+    on_epoch: Callable[[Checkpoint], None] | None = None,
 ) -> Iterator[tuple[int, int, float]]:
-    """Run the training steps, yielding ``(iteration, epoch, loss)`` after each; stop by closing."""
+    """Run the training steps, yielding ``(iteration, epoch, loss)`` after each; stop by closing.
+
+    ``resume`` continues from a checkpoint (model, optimizer and both RNG states); ``on_epoch``
+    receives one after every whole epoch."""
     device = model_device(model)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=config.weight_decay)
     per_epoch = num_batches(data, config.batch_size)
@@ -366,9 +372,20 @@ def _train_steps(
     if schedule == "cosine" and per_epoch:
         total = max(1, epochs * per_epoch - 1)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
+    first, it = 0, 0
+    if resume is not None:
+        model.load_state_dict(resume.model)
+        opt.load_state_dict({"state": resume.optimizer, "param_groups": opt.state_dict()["param_groups"]})
+        generator.set_state(resume.data_rng)
+        _set_rng_state(resume.torch_rng, device)
+        first, it = resume.epochs_done, resume.iteration
+        if sched is not None:  # the schedule is a function of the step count only
+            sched.last_epoch = it - 1
+            with warnings.catch_warnings():  # "step() before optimizer.step()": intended here
+                warnings.simplefilter("ignore", UserWarning)
+                sched.step()
     model.train()
-    it = 0
-    for epoch in range(epochs):
+    for epoch in range(first, epochs):
         for x, y in iter_batches(data, config.batch_size, generator=generator):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             opt.zero_grad(set_to_none=True)
@@ -382,15 +399,34 @@ def _train_steps(
             if not math.isfinite(value):
                 raise HeatlabError(f"The training loss became {value} at iteration {it}; lower the learning rate, e.g. lr=0.0001.")
             yield it, epoch, value
+        if on_epoch is not None:
+            on_epoch(Checkpoint(epoch + 1, it, model.state_dict(), opt.state_dict()["state"], generator.get_state(),
+                                _rng_state(device)))
 
 
-def train_continuous(model: nn.Module, train_data: Any, config: TrainConfig, *, on_step: OnStep | None = None) -> list[float]:
-    """Continuous mode: train ``model`` in place for ``config.epochs`` epochs; return the losses."""
+def _rng_state(device: torch.device) -> torch.Tensor:
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def _set_rng_state(state: torch.Tensor, device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    else:
+        torch.set_rng_state(state)
+
+
+def train_continuous(model: nn.Module, train_data: Any, config: TrainConfig, *, on_step: OnStep | None = None,
+                     resume: Checkpoint | None = None, on_epoch: Callable[[Checkpoint], None] | None = None) -> list[float]:
+    """Continuous mode: train ``model`` in place for ``config.epochs`` epochs; return the losses.
+
+    ``on_epoch(checkpoint)`` is called after each epoch; passing the last one back as ``resume``
+    continues to the same weights as an uninterrupted run (losses of the resumed epochs only)."""
     device = model_device(model)
     generator = torch.Generator().manual_seed(derive_seed(config.seed, "base", "data"))
     losses = []
     with _seeded(derive_seed(config.seed, "base", "torch"), device):
-        steps = _train_steps(model, train_data, config, config.epochs, generator, lr=config.lr, schedule=config.schedule)
+        steps = _train_steps(model, train_data, config, config.epochs, generator, lr=config.lr,
+                             schedule=config.schedule, resume=resume, on_epoch=on_epoch)
         for it, epoch, loss in steps:
             losses.append(loss)
             if on_step is not None:

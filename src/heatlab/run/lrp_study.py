@@ -13,9 +13,14 @@ Outputs in ``out``: ``tables/lrp_study.parquet`` (iteration, epoch, loss, accura
 mp_mean, mp_std, n), ``lrp_study/heatmaps.safetensors`` (``heatmaps`` F×S×C×H×W float16 in
 filter order, each divided by its max |value|, whose value is in ``scale`` F×S float32; ``inputs``,
 ``labels``, ``predictions``), ``model/weights.safetensors`` and
-``lrp-study.json`` written last; :mod:`heatlab.report.lrp_figures` draws Fig. 2 and Fig. 3 from them. A
-finished study with the same settings is not run again; an unfinished one starts again from the
-beginning (the same seed gives the same numbers).
+``lrp-study.json`` written last; :mod:`heatlab.report.lrp_figures` draws Fig. 2 and Fig. 3 from them.
+
+Resumable: after every epoch the rows so far (``lrp_study/rows.parquet``) and a checkpoint
+(``lrp_study/checkpoint.safetensors``: model, Adam state, data-order and dropout RNG states, the
+settings in its metadata) are written, the checkpoint last. A killed study started again with the
+same settings goes on from the last whole epoch and ends with the same table, heatmaps and weights
+as one that never stopped; other settings start afresh. A finished study with the same settings is
+not run again; the checkpoint is removed once the summary is written.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Sequence
 
 import pandas as pd
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from heatlab.data import registry
@@ -36,6 +42,7 @@ from heatlab.explain.methods.lrp import RelevanceRecorder, check_composite, filt
 from heatlab.explain.postprocess import normalize_max_abs
 from heatlab.files import atomic_path, ensure_dir, read_json, write_json, write_parquet
 from heatlab.models import zoo
+from heatlab.models.checkpoint import Checkpoint
 from heatlab.models.training import (
     TrainConfig, check_takes, create_model, normalize_spec, num_batches, predict, train_continuous,
 )
@@ -43,6 +50,7 @@ from heatlab.progress import Progress, report
 from heatlab.score.mean_power import mean_power
 
 SUMMARY = "lrp-study.json"
+CHECKPOINT, ROWS = "lrp_study/checkpoint.safetensors", "lrp_study/rows.parquet"
 
 
 def mp_layers(model: torch.nn.Module, n: int = 4) -> list[str]:
@@ -103,8 +111,18 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
         if it % every == 0 or it == total:
             evaluate(it, epoch, loss)
 
-    evaluate(0, 0, float("nan"))
-    train_continuous(net, train, config, on_step=on_step)
+    def on_epoch(checkpoint: Checkpoint) -> None:
+        write_parquet(out / ROWS, pd.DataFrame(rows))
+        with atomic_path(out / CHECKPOINT) as tmp:
+            save_file(checkpoint.to_tensors(), str(tmp), metadata={"settings": json.dumps(settings, sort_keys=True)})
+
+    resume = _read_checkpoint(out, settings)
+    if resume is None:
+        evaluate(0, 0, float("nan"))
+    else:
+        table = pd.read_parquet(out / ROWS)
+        rows += table[table["iteration"] <= resume.iteration].to_dict("records")
+    train_continuous(net, train, config, on_step=on_step, resume=resume, on_epoch=on_epoch)
     x_map, y_map = _first(test, heatmap_samples)
     p_map = predict(net, (x_map, y_map), 64)[0]
     maps = [attribute(net, x_map, "LRP", target=p_map, composite=composite,
@@ -130,7 +148,20 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
                "final_accuracy": float(last["accuracy"].iloc[0]), "mp_trend": trend,
                "complete": True}
     write_json(out / SUMMARY, summary)
+    for name in (CHECKPOINT, ROWS):
+        (out / name).unlink(missing_ok=True)
     return summary
+
+
+def _read_checkpoint(out: Path, settings: dict) -> Checkpoint | None:
+    """The study's last epoch checkpoint when it was written with ``settings`` (and its rows exist)."""
+    path = out / CHECKPOINT
+    if not (path.is_file() and (out / ROWS).is_file()):
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        if (f.metadata() or {}).get("settings") != json.dumps(settings, sort_keys=True):
+            return None
+        return Checkpoint.from_tensors({k: f.get_tensor(k) for k in f.keys()})
 
 
 def _first(split, n: int) -> tuple[torch.Tensor, torch.Tensor]:
