@@ -219,3 +219,14 @@ def test_residual_sums_split_relevance_so_lrp0_conserves_it(block):
     target = logits.argmax(1)
     r = attribute(net, x, "LRP", composite="epsilon", epsilon=1e-12, target=target)
     torch.testing.assert_close(r.sum((1, 2, 3)), logits.gather(1, target[:, None]).squeeze(1), rtol=2e-3, atol=1e-5)
+
+
+def test_fraction_pass_at_the_logits_empties_a_target_start_but_not_an_all_logits_start():
+    from heatlab.explain.methods.lrp import filter_layers
+
+    model = zoo.create("smallnet", num_classes=10, in_channels=1, seed=0).eval()
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    logits = filter_layers(model)[0]
+    # start=target: the logit layer holds one value per sample, its max, which f0.6 (keep [0, 0.6]) drops
+    assert attribute(model, x, "LRP", filters={logits: "f0.6"}).abs().sum() == 0
+    assert (attribute(model, x, "LRP", start="all", filters={logits: "f0.6"}).flatten(1).abs().amax(1) > 0).all()

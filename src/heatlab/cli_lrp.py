@@ -25,6 +25,8 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option("test", help="Split whose heatmaps are scored."),
         composite: str = typer.Option("epsilon_plus", help="LRP composite: epsilon, epsilon_plus, epsilon_plus_flat, "
                                       "epsilon_gamma_box or epsilon_alpha2_beta1."),
+        start: str = typer.Option("target", help="Relevance starts at the predicted logit (target) or at all logits "
+                                  "(all, as paper 004's code; fraction-pass filters at the logits need it)."),
         batch_size: int = typer.Option(25, help="Samples per LRP call."),
         device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
     ) -> None:
@@ -33,8 +35,8 @@ def register(app: typer.Typer) -> None:
 
         t0 = time.perf_counter()
         with progress_bars() as progress:
-            s = lrp_filters_run(run_dir, filters=filters, split=split, composite=composite, batch_size=batch_size,
-                                device=device, progress=progress)
+            s = lrp_filters_run(run_dir, filters=filters, split=split, composite=composite, start=start,
+                                batch_size=batch_size, device=device, progress=progress)
         say(f"LRP ({composite}) with {len(s['filters'])} filter settings at {', '.join(s['layers'])} on "
             f"{s['samples']} {split} samples x {len(s['branches'])} branches in {time.perf_counter() - t0:.0f} s")
         for branch, better in s["better_than_none"].items():
@@ -55,6 +57,7 @@ def register(app: typer.Typer) -> None:
         eval_samples: int = typer.Option(240, help="Test samples Mean Power is averaged over (paper: 240)."),
         heatmap_samples: int = typer.Option(4, help="Test samples shown with every filter (Fig. 3)."),
         composite: str = typer.Option("epsilon_plus", help="LRP composite."),
+        start: str = typer.Option("target", help="Relevance starts at the predicted logit (target) or all logits (all)."),
         filters: Optional[str] = typer.Option(None, help="Comma-separated filters (default: the paper's eight)."),
         seed: int = typer.Option(0, help="Seed of initialisation and shuffling."),
         device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
@@ -70,7 +73,7 @@ def register(app: typer.Typer) -> None:
         with progress_bars() as progress:
             s = lrp_study(data, out, model=model, epochs=epochs, batch_size=batch_size, lr=lr, every=every,
                           eval_samples=eval_samples, heatmap_samples=heatmap_samples, composite=composite,
-                          filters=filters, seed=seed, device=device, size=size, progress=progress)
+                          start=start, filters=filters, seed=seed, device=device, size=size, progress=progress)
         figures = out / "report" / "figures"
         mp = mp_figure(pd.read_parquet(out / "tables" / "lrp_study.parquet"), figures / "lrp_mp.png", model=model)
         grid = heatmap_grid_figure(out / "lrp_study" / "heatmaps.safetensors", figures / "lrp_heatmaps.png")

@@ -3,8 +3,8 @@
 Trains a zoo model (default the paper's SmallNet on the offline 8×8 digits at 28 px) in continuous
 mode and, every ``every`` iterations (and after the last), on a fixed evaluation subset (the first
 ``eval_samples`` test samples; the paper draws 240 at random): the accuracy, and one LRP pass
-(``composite``, from the predicted logit) recording the relevance at the first four convolutions,
-whose per-sample Mean Power (:func:`heatlab.score.mean_power.mean_power`) is averaged. After
+(``composite``, from the predicted logit, or every logit with ``start="all"``) recording the
+relevance at the first four convolutions, whose per-sample Mean Power (:func:`heatlab.score.mean_power.mean_power`) is averaged. After
 training, the LRP heatmaps of the first ``heatmap_samples`` test samples are computed with no
 filter and with each filter (``filters``, the paper's eight by default) at the model's filter
 layers.
@@ -38,7 +38,7 @@ from heatlab.data import registry
 from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import attribute
 from heatlab.explain.filters import parse_filters
-from heatlab.explain.methods.lrp import RelevanceRecorder, check_composite, filter_layers
+from heatlab.explain.methods.lrp import RelevanceRecorder, check_composite, check_start, filter_layers
 from heatlab.explain.postprocess import normalize_max_abs
 from heatlab.files import atomic_path, ensure_dir, read_json, write_json, write_parquet
 from heatlab.models import zoo
@@ -60,7 +60,7 @@ def mp_layers(model: torch.nn.Module, n: int = 4) -> list[str]:
 
 def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch_size: int = 32, lr: float = 1e-3,
               every: int = 20, eval_samples: int = 240, heatmap_samples: int = 4, composite: str = "epsilon_plus",
-              filters: Sequence[str] | str | None = None, seed: int = 0, device: str = "cpu", size: int | None = None,
+              start: str = "target", filters: Sequence[str] | str | None = None, seed: int = 0, device: str = "cpu", size: int | None = None,
               progress: Progress | None = None) -> dict:
     """Run the study (see the module docstring); returns the summary written to ``lrp-study.json``.
 
@@ -68,6 +68,7 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
     ``smallnet140``/``alexnetlike140``, which take the 28-px digits enlarged inside the data pipeline).
     """
     check_composite(composite)
+    check_start(start)
     names = parse_filters(filters)
     for what, value in (("every", every), ("eval_samples", eval_samples), ("heatmap_samples", heatmap_samples)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -82,7 +83,7 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
         raise HeatlabError("The LRP study needs image data; pass e.g. --data digits or a cell folder.")
     settings = {"data": registry.describe_data(data), "model": model, "epochs": epochs, "batch_size": batch_size,
                 "lr": lr, "every": every, "eval_samples": eval_samples, "heatmap_samples": heatmap_samples,
-                "composite": composite, "filters": ["none", *names], "seed": seed, "size": size}
+                "composite": composite, "start": start, "filters": ["none", *names], "seed": seed, "size": size}
     out = Path(out)
     if (out / SUMMARY).is_file():
         done = read_json(out / SUMMARY)
@@ -99,7 +100,7 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
     def evaluate(it: int, epoch: int, loss: float) -> None:
         pred = predict(net, (x_eval, y_eval), 64)[0]
         rec = RelevanceRecorder(layers)
-        attribute(net, x_eval, "LRP", target=pred, composite=composite, record=rec, batch_size=64)
+        attribute(net, x_eval, "LRP", target=pred, composite=composite, start=start, record=rec, batch_size=64)
         for name, relevance in rec.relevance.items():
             mp = mean_power(relevance).mp.double()
             rows.append({"iteration": it, "epoch": epoch, "loss": loss, "accuracy": float((pred == y_eval).double().mean()),
@@ -125,7 +126,7 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
     train_continuous(net, train, config, on_step=on_step, resume=resume, on_epoch=on_epoch)
     x_map, y_map = _first(test, heatmap_samples)
     p_map = predict(net, (x_map, y_map), 64)[0]
-    maps = [attribute(net, x_map, "LRP", target=p_map, composite=composite,
+    maps = [attribute(net, x_map, "LRP", target=p_map, composite=composite, start=start,
                       filters=None if f == "none" else {layer: f for layer in f_layers}).cpu()
             for f in settings["filters"]]
     table = pd.DataFrame(rows)

@@ -131,11 +131,16 @@ def check_composite(composite: str) -> str:
     return composite
 
 
+def check_start(start: str) -> str:
+    if start not in STARTS:
+        raise HeatlabError(f"Unknown LRP start {start!r}; choose 'target' (the target logit) or 'all'.")
+    return start
+
+
 def _check(options: LRPOptions, model: nn.Module) -> tuple[dict[str, Any], list[str]]:
     """The parsed filters by layer, and every layer that gets a hook (filtered or recorded), checked."""
     check_composite(options.composite)
-    if options.start not in STARTS:
-        raise HeatlabError(f"Unknown LRP start {options.start!r}; choose 'target' (the target logit) or 'all'.")
+    check_start(options.start)
     if not isinstance(options.epsilon, (int, float)) or isinstance(options.epsilon, bool) or options.epsilon < 0:
         raise HeatlabError(f"epsilon must be a number >= 0, got {options.epsilon!r}; pass e.g. epsilon=1e-6.")
     names = dict(model.named_modules())

@@ -21,22 +21,24 @@ def lrp_study_section(ctx: ReportContext) -> str:
     mp = mp_figure(pd.read_parquet(study / "tables" / "lrp_study.parquet"), ctx.figure_path("lrp_mp.png"),
                    model=settings["model"])
     grid = heatmap_grid_figure(study / "lrp_study" / "heatmaps.safetensors", ctx.figure_path("lrp_heatmaps.png"))
+    start_note = ("Relevance started at every logit (start='all'), as in the paper's code." if settings.get("start") == "all"
+                  else "Relevance started at the predicted logit only, so a fraction-pass filter at the logits removes "
+                  "that one (maximal) value and with it the whole heatmap; the paper's code started from all logits "
+                  "(--start all).")
     trend = "; ".join(f"{esc(layer)} {fmt(t['start'])} → {fmt(t['end'])}" for layer, t in s["mp_trend"].items())
     return (
         f"<p>{esc(settings['model'])} trained on <b>{esc(settings['data'])}</b> for {s['iterations']} iterations "
         f"(accuracy {fmt(s['final_accuracy'])} on {settings['eval_samples']} test samples). Every "
         f"{settings['every']} iterations one LRP pass ({esc(settings['composite'])}) recorded the relevance at the "
-        "first four convolutions; its Mean Power (paper 004: the mean of the top 20% of |R| over the mean of the "
-        f"rest, per sign, averaged) went: {trend}. The paper reports MP rising for SmallNet and falling for the "
-        "28 px AlexNet-like net.</p>"
+        f"first four convolutions (start: {esc(settings.get('start', 'target'))}); its Mean Power (paper 004: the mean of the top 20% of |R| over the mean of the "
+        f"rest, per sign, averaged) went: {trend}. The paper reports MP rising for SmallNet at 28 and 140 px (S1, S2), "
+        "rising less for the 28 px AlexNet-like net (AL1) and falling for the 140 px one (AL2).</p>"
         + ctx.img(mp, "Mean Power per layer during training",
                   "Paper 004, Fig. 2: Mean Power per layer against iteration, mean ± one standard deviation over the "
                   "evaluation samples; dashed: accuracy on them.")
         + ctx.img(grid, "LRP heatmaps per filter",
                   f"Paper 004, Fig. 3: LRP heatmaps after training with each filter at "
-                  f"{esc(', '.join(s['filter_layers']))}. With relevance starting at the predicted logit only, a "
-                  "fraction-pass filter at the logits removes that one (maximal) value and so the whole heatmap; "
-                  "the paper's code started from all logits (start='all').")
+                  f"{esc(', '.join(s['filter_layers']))}. " + start_note)
     )
 
 
