@@ -269,7 +269,7 @@ def test_array_split_shards_and_validation():
 
 
 def test_registry_specs_and_errors(bean_files, tmp_path):
-    assert available_datasets() == ["chest_xray", "covid", "folder", "drybean", "creditcard", "wine", "breast_cancer", "cells", "mnist", "fashion_mnist", "digits"]
+    assert available_datasets() == ["chest_xray", "covid", "folder", "drybean", "creditcard", "wine", "breast_cancer", "cells", "mnist", "fashion_mnist", "digits", "cifar10", "stl10"]
     _, csv = bean_files
     assert len(open_dataset(f"drybean:{csv}", "val")) == sum(len(range(1, n, 3)) for n in BEANS.values())
     assert canonical_spec("WINE") == "wine" and canonical_spec(f"drybean:{csv}") == f"drybean:{csv.resolve()}"

@@ -12,6 +12,10 @@ path; a bare folder written by ``heatlab data cells`` works as well as ``cells:D
     drybean:/data/Dry_Bean_Dataset.xlsx   (or .csv), per-class index mod 3 split (paper 000, App. A.4)
     creditcard:/data/creditcard.csv    cross projective augmentation (paper 000, App. A.4)
     wine, breast_cancer                scikit-learn's bundled tables (offline)
+    mnist:/data/mnist, fashion_mnist:DIR   IDX files (plain or .gz), truth = digit pixels (paper 004)
+    digits                             scikit-learn's bundled 8x8 digits at 28 px (offline)
+    cifar10:/data/cifar-10-batches-bin CIFAR-10 binary batches data_batch_1..5.bin, test_batch.bin
+    stl10:/data/stl10_binary           STL-10 binary train_X/y.bin, test_X/y.bin (unlabeled ignored)
 
 Loader modules are imported on first use, so opening a cell dataset never imports scikit-learn.
 """
@@ -89,6 +93,10 @@ _DATASETS = {
                      "Fashion-MNIST IDX files (plain or .gz) in a folder, truth = pixels > 0.5"),
         DatasetEntry("digits", "heatlab.data.digits", "digits", False, False,
                      "scikit-learn's 8x8 digits enlarged to 28 px, truth = digit pixels > 0.5"),
+        DatasetEntry("cifar10", "heatlab.data.natural", "cifar10", True, False,
+                     "CIFAR-10 binary batches (data_batch_1..5.bin, test_batch.bin), 3x32x32, no truth"),
+        DatasetEntry("stl10", "heatlab.data.natural", "stl10", True, False,
+                     "STL-10 binary files (train_X/y.bin, test_X/y.bin), 3x96x96, no truth"),
     )
 }  # fmt: skip
 
