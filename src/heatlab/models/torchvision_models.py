@@ -1,4 +1,4 @@
-"""torchvision ResNet34, AlexNet and VGG16 with the papers' heads, built attribution-safe.
+"""torchvision ResNet18, ResNet34, AlexNet and VGG16 with the papers' heads, built attribution-safe.
 
 Backbones are torchvision's architectures with random weights (never downloaded) and
 torchvision's parameter names, so a torchvision checkpoint you have on disk loads with
@@ -13,12 +13,14 @@ Heads (``head=``):
   Linear 25088→4096 → LeakyReLU → Dropout → Linear 4096→C.
 - ``"paper000"`` (pneumonia): ResNet34 through avgpool → Linear(512, C, bias=False); AlexNet's
   torchvision classifier up to the second 4096 layer (with its ReLU) → Linear(4096, C, bias=False).
+- ``"torchvision"`` (ResNet18's default; natural images): torchvision's own ``fc``, Linear(512, C)
+  with bias, after avgpool; ResNet18 also takes ``"paper002"`` and ``"paper000"`` as above.
 
 ``in_channels != 3`` replaces the first convolution (same kernel, stride, padding).
 ``normalize="imagenet"`` (or ``{"mean": [...], "std": [...]}``, see :mod:`heatlab.models.normalize`)
 applies a :class:`Normalize` first (ImageNet's mean/std is what torchvision checkpoints expect;
 inputs stay in [0, 1] pixel space); it is not in the state dict and is not a layer type Captum's
-LRP knows. Input sizes: ResNet34 ≥ 32 px, AlexNet ≥ 63 px, VGG16 ≥ 32 px
+LRP knows. Input sizes: ResNet18/34 ≥ 32 px, AlexNet ≥ 63 px, VGG16 ≥ 32 px
 (the papers use 224 px for AlexNet/VGG).
 """
 
@@ -56,7 +58,8 @@ def _with_in_channels(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
 class ResNetClassifier(tv_resnet.ResNet):
     """torchvision ResNet with safe blocks and a paper head: (N, C_in, H, W) -> (N, num_classes).
 
-    The head is ``fc``: a 1×1 ``Conv2d`` (paper002) or a bias-free ``Linear`` (paper000).
+    The head is ``fc``: a 1×1 ``Conv2d`` (paper002), a bias-free ``Linear`` (paper000) or
+    torchvision's ``Linear`` with bias (torchvision).
     """
 
     heatlab_head_prefixes = ("fc.",)
@@ -68,7 +71,10 @@ class ResNetClassifier(tv_resnet.ResNet):
         self.conv1 = _with_in_channels(self.conv1, in_channels)
         self.relu = nn.ReLU()  # the stem's activation, out of place
         width = 512 * SafeBasicBlock.expansion
-        self.fc = nn.Conv2d(width, num_classes, 1) if head == "paper002" else nn.Linear(width, num_classes, bias=False)
+        if head == "paper002":
+            self.fc = nn.Conv2d(width, num_classes, 1)
+        else:
+            self.fc = nn.Linear(width, num_classes, bias=head == "torchvision")
         self.normalize = normalize
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,6 +121,15 @@ def build_resnet34(
     """ResNet34 (21.3 M backbone parameters) with the paper002 (1×1 conv) or paper000 (Linear) head."""
     _check_head("resnet34", head, ("paper002", "paper000"))
     return ResNetClassifier([3, 4, 6, 3], num_classes, in_channels, head, make_normalize(normalize, in_channels))
+
+
+@register("resnet18")
+def build_resnet18(
+    *, num_classes: int, in_channels: int, head: str = "torchvision", normalize: str | dict | None = None
+) -> nn.Module:
+    """ResNet18 (11.2 M backbone parameters) with torchvision's head Linear(512, C) (default), paper002 or paper000."""
+    _check_head("resnet18", head, ("torchvision", "paper002", "paper000"))
+    return ResNetClassifier([2, 2, 2, 2], num_classes, in_channels, head, make_normalize(normalize, in_channels))
 
 
 @register("alexnet")
