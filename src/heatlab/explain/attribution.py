@@ -93,8 +93,9 @@ def attribute(
             default zeros, a tensor broadcastable to ``inputs`` or of its shape; DeepLiftShap,
             GradientShap: the ``B×...`` distribution), ``baseline_dist`` (DeepLiftShap, GradientShap:
             ``"normal"`` or ``"uniform"``), ``stdevs`` (GradientShap noise, default 0),
-            ``integration_method`` (Captum's ``method``, default "gausslegendre") and
-            ``internal_batch_size`` (IntegratedGradients), ``relu_attributions``,
+            ``integration_method`` (Captum's ``method``, default "gausslegendre"),
+            ``internal_batch_size`` and ``output_weights`` (``N×K``: attribute ``Σ_k w_k f_k``;
+            IntegratedGradients), ``relu_attributions``,
             ``interpolate_mode`` (LayerGradCam, default "nearest"; also GuidedGradCam),
             ``attribute_to_layer_input`` (CAM methods).
 
