@@ -414,3 +414,21 @@ def test_save_weights_is_byte_deterministic(tmp_path):
         zoo.save_weights(model, path)
         digests.add(path.read_bytes())
     assert len(digests) == 1
+
+
+def test_mlp_takes_the_data_shape_and_reloads_from_its_spec(tmp_path):
+    """Paper 003's FC classifier: heatlab train records input_shape, so the run's model rebuilds and reloads."""
+    import torch
+
+    from heatlab.models.training import TrainConfig
+    from heatlab.run.rundir import RunDir
+    from heatlab.run.training import train_run
+
+    train_run("wine", tmp_path / "run", TrainConfig(model="mlp", epochs=1, branches=1, batch_size=16, seed=1))
+    run = RunDir(tmp_path / "run")
+    model = run.load_model(0)
+    assert model.heatlab_spec["input_shape"] == [13] and model.heatlab_spec["widths"] == [128, 64]
+    x = run.open_data("test").load_shard(0)["images"]
+    assert model(x).shape == (len(x), 3)
+    with pytest.raises(HeatlabError, match="input_shape"):
+        model(torch.zeros(2, 12))

@@ -196,12 +196,18 @@ def create_model(config: TrainConfig, num_classes: int, input_shape: tuple[int, 
     """A freshly initialised zoo model (init seeded by ``config.seed``) on ``config.device``.
 
     ``input_shape`` is one sample's shape: C×H×W for images, (F,) for a table of F features,
-    which builds a tabular model with ``num_features=F``. ``normalize``: the model's ``normalize=``
+    which builds a tabular model with ``num_features=F``; a builder that takes ``input_shape`` (mlp)
+    gets the shape itself. ``normalize``: the model's ``normalize=``
     argument (see :func:`normalize_spec`), recorded in its spec.
     """
     device = resolve_device(config.device)
     seed = derive_seed(config.seed, "init")
-    if len(input_shape) == 1:
+    if "input_shape" in inspect.signature(zoo.builder(config.model)).parameters:  # e.g. mlp: any input shape
+        extra = {} if normalize is None else {"normalize": normalize}
+        in_channels = input_shape[0] if len(input_shape) == 3 else 1
+        model = zoo.create(config.model, num_classes=num_classes, in_channels=in_channels,
+                           input_shape=list(input_shape), seed=seed, **extra)
+    elif len(input_shape) == 1:
         if config.model not in TABULAR_MODELS:
             raise HeatlabError(f"Model '{config.model}' takes images but the data are tables of {input_shape[0]} features; "
                                f"choose a tabular model ({', '.join(TABULAR_MODELS)}).")

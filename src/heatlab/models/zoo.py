@@ -31,7 +31,8 @@ from heatlab.files import atomic_path
 
 DEFAULT_MODEL = "cellcnn"
 
-_FAMILY_MODULES = ("heatlab.models.cellcnn", "heatlab.models.torchvision_models", "heatlab.models.attention", "heatlab.models.mnist_nets")
+_FAMILY_MODULES = ("heatlab.models.cellcnn", "heatlab.models.torchvision_models", "heatlab.models.attention", "heatlab.models.mnist_nets",
+                  "heatlab.models.mlp")
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 
