@@ -438,7 +438,8 @@ def test_method_options_declare_the_extra_arguments():
     assert REGISTRY["GradientShap"].kwargs == {"baselines", "stdevs", "baseline_dist"}
     assert REGISTRY["DeepLiftShap"].kwargs == {"baselines", "baseline_dist"}
     assert REGISTRY["DeepLift"].per_sample_kwargs == {"baselines"}
-    assert REGISTRY["IntegratedGradients"].kwargs == {"baselines", "integration_method", "internal_batch_size"}
+    assert REGISTRY["IntegratedGradients"].kwargs == {"baselines", "integration_method", "internal_batch_size", "output_weights"}
+    assert REGISTRY["IntegratedGradients"].per_sample_kwargs == {"baselines", "output_weights"}
     assert REGISTRY["LayerGradCam"].kwargs == {"interpolate_mode", "relu_attributions", "attribute_to_layer_input"}
     assert REGISTRY["GuidedGradCam"].needs_layer and REGISTRY["DeepLiftShap"].hooks_activations
 
