@@ -85,6 +85,16 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
+def bare(axes, edge: str | None = None) -> None:
+    """No ticks on image axes (and the frame in ``edge`` colour when given)."""
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if edge is not None:
+            for spine in ax.spines.values():
+                spine.set_edgecolor(edge)
+
+
 def save_figure(fig: Figure, out_png: str | os.PathLike) -> Path:
     out = Path(out_png)
     ensure_dir(out.parent)

@@ -30,7 +30,7 @@ from matplotlib.patches import Patch
 from heatlab.explain.postprocess import channel_adjust
 from heatlab.errors import HeatlabError
 from heatlab.progress import Progress, report
-from heatlab.report.figures import save_figure
+from heatlab.report.figures import bare, save_figure
 from heatlab.report.heatmaps import StoredHeatmaps, load_heatmaps
 from heatlab.report.page import class_name_of
 
@@ -309,11 +309,7 @@ def inputs_figure(stored: StoredHeatmaps, class_names: Sequence[str], out_png: s
             axt = fig.add_subplot(grid[1, k])
             axt.imshow(_rgb("truth", truth), interpolation="nearest")
             axes.append(axt)
-        for a in axes:
-            a.set_xticks([])
-            a.set_yticks([])
-            for spine in a.spines.values():
-                spine.set_edgecolor("#999999")
+        bare(axes, edge="#999999")
     if with_truth:
         labels = ("0 irrelevant", "0.4 localisation", "0.9 discriminative") if stored.truth_kind == "levels" else \
             ("outside the mask", "", "inside the mask")

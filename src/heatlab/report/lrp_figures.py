@@ -13,7 +13,7 @@ import pandas as pd
 from safetensors import safe_open
 
 from heatlab.explain.postprocess import channel_adjust
-from heatlab.report.figures import new_figure, save_figure
+from heatlab.report.figures import bare, new_figure, save_figure
 
 
 def mp_figure(table: pd.DataFrame, out_png: str | os.PathLike, *, model: str = "") -> Path:
@@ -61,9 +61,7 @@ def heatmap_grid_figure(heatmaps_path: str | os.PathLike, out_png: str | os.Path
                 axes[s, j + 1].set_title(filters[j] if j < len(filters) else str(j), fontsize=8)
         if s == 0:
             axes[s, 0].set_title("input", fontsize=8)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
+    bare(axes.flat)
     fig.suptitle("LRP heatmaps per relevance filter\n(red positive, blue negative, each / max|h|)", fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / fig.get_figheight()))
     return save_figure(fig, out_png)

@@ -18,6 +18,7 @@ from matplotlib.patches import Patch
 
 from heatlab.data import cells
 from heatlab.data.shards import CellSplit, derive_seed, split_names
+from heatlab.report.figures import bare
 from heatlab.errors import HeatlabError
 from heatlab.files import atomic_path, ensure_dir
 
@@ -80,11 +81,7 @@ def preview_figure(root: str | os.PathLike, out_png: str | os.PathLike, *, split
             ax_img.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
             ax_gt = fig.add_subplot(grid[n_bg + 1 + b, c])
             ax_gt.imshow(truth.numpy(), cmap=cmap, norm=norm, interpolation="nearest")
-            for ax in (ax_img, ax_gt):
-                ax.set_xticks([])
-                ax.set_yticks([])
-                for spine in ax.spines.values():
-                    spine.set_edgecolor("#999999")
+            bare((ax_img, ax_gt), edge="#999999")
             if (c, b) in generated:
                 ax_img.set_title("(generated)", fontsize=7, color="#555555", pad=2)
             if b == 0:  # column header sits above the room kept for a "(generated)" title
