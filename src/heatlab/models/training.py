@@ -138,8 +138,14 @@ class TrainConfig:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``torch.device(name)``, or a HeatlabError when it names a CUDA device that is not there."""
-    device = torch.device(name)
+    """``torch.device(name)``, or a HeatlabError when it is no device, holds no data (meta) or names a
+    CUDA device that is not there."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise HeatlabError(f"Device '{name}' is not a torch device; pass e.g. device='cpu' or device='cuda'.") from None
+    if device.type == "meta":
+        raise HeatlabError("Device 'meta' holds no data, so nothing can be computed there; pass device='cpu' or device='cuda'.")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise HeatlabError(f"Device '{name}' was asked for but CUDA is not available; pass device='cpu'.")
     return device
