@@ -19,7 +19,7 @@ def _run(*args):
 
 
 @pytest.mark.parametrize("cmd", [[], ["data"], ["data", "cells"], ["data", "verify"], ["data", "preview"],
-                                 ["train"], ["evaluate"], ["report"], ["demo"]])
+                                 ["train"], ["evaluate"], ["report"], ["demo"], ["mixer"]])
 def test_every_command_has_help(cmd):
     code, text = _run(*cmd, "--help")
     assert code == 0 and "Usage" in text
@@ -116,9 +116,9 @@ def test_cli_modules_import_no_circle():
     import ast
     import inspect
 
-    from heatlab import cli_ax, cli_common, cli_gax, cli_toy2d
+    from heatlab import cli_ax, cli_common, cli_gax, cli_lrp, cli_mixer, cli_toy2d
 
-    for module in (cli_common, cli_ax, cli_gax, cli_toy2d):
+    for module in (cli_common, cli_ax, cli_gax, cli_lrp, cli_mixer, cli_toy2d):
         tree = ast.parse(inspect.getsource(module))
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
@@ -169,16 +169,18 @@ def test_demo_runs_the_whole_pipeline_through_run_demo(tmp_path, monkeypatch):
                              train=TrainConfig(epochs=1, branches=1, branch_epochs=1, batch_size=10, eval_every=1, n_l=1),
                              methods="Saliency", ax_methods="Saliency", gax_images=2, lrp_filters="c0.2",
                              lrp_study={"epochs": 1, "batch_size": 128, "every": 5, "eval_samples": 8,
-                                        "heatmap_samples": 1, "filters": "c0.2"})
+                                        "heatmap_samples": 1, "filters": "c0.2"},
+                             mixer={"seeds": 1, "n_steps": 2, "train_samples": 8, "epochs": 1, "patience": 1})
     monkeypatch.setattr(demo_mod, "demo_plan", lambda *, full=False, seed=0: tiny)
     run = tmp_path / "demo[1]"
     code, text = _run("demo", "--out", run)
     assert code == 0, text
     assert f"report: {run / 'report' / 'index.html'}" in text
-    assert "total" in text and "GAX:" in text and "LRP study (paper 004, digits)" in text
+    assert "total" in text and "GAX:" in text and "LRP study (paper 004, digits)" in text and "Mixer (paper 003)" in text
     assert (run / "report" / "figures" / "training.png").is_file()
     summary = demo_mod.run_demo(run)  # resumes: everything is already there
-    assert set(summary["seconds"]) == {"data", "training", "evaluation", "ax", "gax", "lrp", "report", "total"}
+    assert set(summary["seconds"]) == {"data", "training", "evaluation", "ax", "gax", "lrp", "mixer", "report",
+                                          "total"}
     assert summary["report"] is None and summary["training"]["branches"]
 
 

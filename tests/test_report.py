@@ -85,13 +85,16 @@ def _images_exist(page: Path, html: str) -> list[str]:
 
 
 def add_lrp(run: Path) -> Path:
-    """The LRP filter study on the run and a tiny LRP study in ``run/lrp-study``, by the pipeline."""
+    """The LRP filter study on the run, a tiny LRP study in ``run/lrp-study`` and a tiny Mixer run, by the pipeline."""
+    from heatlab.improve.mixer import MixerConfig
     from heatlab.run.lrp_filters import lrp_filters_run
     from heatlab.run.lrp_study import lrp_study
+    from heatlab.run.mixer import mixer_run
 
     lrp_filters_run(run, filters="c0.2")
     lrp_study("digits", run / "lrp-study", epochs=1, batch_size=128, every=5, eval_samples=8, heatmap_samples=2,
               filters="c0.2")
+    mixer_run(run, seeds=2, n_steps=2, train_samples=12, config=MixerConfig(epochs=1, patience=1, batch_size=8))
     return run
 
 
@@ -119,7 +122,7 @@ def test_page_has_every_section_and_its_figures(full_report):
     assert _sections(html) == [s.id for s in DEFAULT_SECTIONS if s.id != "features"]
     srcs = _images_exist(page, html)
     for name in ("preview.png", "training.png", "recall_precision.png", "roc.png", "ax_co_box_sum.png", "gax_co.png",
-                 "lrp_mp.png", "lrp_heatmaps.png"):
+                 "lrp_mp.png", "lrp_heatmaps.png", "mixer_accuracy.png", "mixer_gallery.png"):
         assert f"figures/{name}" in srcs
     assert any(s.startswith("figures/gallery-class-") for s in srcs)
     assert "://" not in html  # no external resource of any kind

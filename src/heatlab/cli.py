@@ -205,7 +205,8 @@ def demo(
     _print_training(summary["training"])
     sec = summary["seconds"]
     say(f"data {sec['data']:.0f} s, training {sec['training']:.0f} s, evaluation {sec['evaluation']:.0f} s, "
-        f"AX {sec['ax']:.0f} s, GAX {sec['gax']:.0f} s, LRP {sec['lrp']:.0f} s, report {sec['report']:.0f} s; "
+        f"AX {sec['ax']:.0f} s, GAX {sec['gax']:.0f} s, LRP {sec['lrp']:.0f} s, Mixer {sec['mixer']:.0f} s, "
+        f"report {sec['report']:.0f} s; "
         f"total {sec['total']:.0f} s")
     ax, gax = summary["ax"], summary["gax"]
     if ax.get("largest_gap"):
@@ -219,14 +220,16 @@ def demo(
         + "; ".join(f"{b}: {', '.join(f) or 'none'}" for b, f in better.items()))
     say(f"LRP study (paper 004, digits): accuracy {summary['lrp_study']['final_accuracy']:.3f}; Mean Power "
         + ", ".join(f"{k} {v['start']:.3g}->{v['end']:.3g}" for k, v in summary["lrp_study"]["mp_trend"].items()))
+    say("Mixer (paper 003), C(x) -> C(x*M): " + ", ".join(
+        f"{k} {v['accuracy_plain']:.3f} -> {v['accuracy_masked']:.3f}" for k, v in summary["mixer"]["settings"].items()))
     say(f"report: {summary['report']}")
 
 
 def _register_commands() -> None:
     """Commands of later pipeline stages live in their own modules (heatlab.cli_*)."""
-    from heatlab import cli_ax, cli_gax, cli_lrp, cli_toy2d
+    from heatlab import cli_ax, cli_gax, cli_lrp, cli_mixer, cli_toy2d
 
-    for module in (cli_ax, cli_gax, cli_lrp, cli_toy2d):
+    for module in (cli_ax, cli_gax, cli_lrp, cli_mixer, cli_toy2d):
         module.register(app)
 
 

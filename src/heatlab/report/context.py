@@ -104,10 +104,12 @@ def load_context(run_dir: str | os.PathLike, *, gallery_branch: str | None = Non
         available.add("gax")
     if (run.stage_summary("lrp-filters") or {}).get("complete"):
         available.add("lrp-filters")
+    if (run.stage_summary("mixer") or {}).get("complete"):
+        available.add("mixer")
     study = run.path / "lrp-study" / "lrp-study.json"
     if study.is_file() and (read_json(study) or {}).get("complete"):
         available.add("lrp-study")
-    if not available & {"evaluate", "ax", "gax", "lrp-filters", "lrp-study"}:
+    if not available & {"evaluate", "ax", "gax", "lrp-filters", "lrp-study", "mixer"}:
         raise HeatlabError(f"Run '{run.path}' has no results to report yet (its training curves are in "
                            f"{run.figures_dir / 'training.png'}); run `heatlab evaluate {run.path}` (or "
                            f"`heatlab ax {run.path}`) first.")

@@ -22,7 +22,8 @@ from heatlab.progress import Progress, report
 from heatlab.report.context import load_context
 from heatlab.report.page import CSS, ReportContext, Section, esc, fmt, note, render_page, table_html
 from heatlab.report.sections import (
-    ax, data, features, gallery, gax, localisation, lrp_filters, lrp_study, overview, recall_precision, roc, summary, training,
+    ax, data, features, gallery, gax, localisation, lrp_filters, lrp_study, mixer, overview, recall_precision, roc, summary,
+    training,
 )
 from heatlab.report.sections.gallery import gallery_section
 from heatlab.report.sections.summary import rank_methods
@@ -39,6 +40,7 @@ DEFAULT_SECTIONS: tuple[Section, ...] = (
     localisation.SECTION,
     lrp_filters.SECTION,
     lrp_study.SECTION,
+    mixer.SECTION,
     ax.SECTION,
     gax.SECTION,
 )

@@ -31,6 +31,9 @@ class DemoPlan:
     lrp_filters: str | None = None
     #: Paper 004 on the offline digits: a short training with Mean Power tracking.
     lrp_study: dict = field(default_factory=lambda: {"epochs": 1, "every": 15, "eval_samples": 120, "heatmap_samples": 3})
+    #: Paper 003's Mixer on the cell model, all three attribution settings, sized for 2 cores.
+    mixer: dict = field(default_factory=lambda: {"seeds": 2, "n_steps": 6, "train_samples": 200, "epochs": 5,
+                                                 "patience": 3, "lr": 0.01})
     extras: dict = field(default_factory=dict)
 
 
@@ -39,7 +42,8 @@ def demo_plan(*, full: bool = False, seed: int = 0) -> DemoPlan:
     if full:
         return DemoPlan(size=128, shards={"train": 32, "val": 8, "test": 8}, shard_size=200,
                         train=TrainConfig(seed=seed, branches=5), ax_methods="all", gax_images=100,
-                        lrp_study={"epochs": 3, "every": 50, "eval_samples": 240, "heatmap_samples": 4})
+                        lrp_study={"epochs": 3, "every": 50, "eval_samples": 240, "heatmap_samples": 4},
+                        mixer={"seeds": 3, "n_steps": 32, "train_samples": None, "epochs": 30, "patience": 5})
     return DemoPlan(size=128, shards={"train": 24, "val": 4, "test": 2}, shard_size=100,
                     train=TrainConfig(seed=seed, epochs=8, branches=2))
 
@@ -54,7 +58,7 @@ def run_demo(
     report: Callable[..., Path] | None = None,
 ) -> dict:
     """Run the whole demo into ``run_dir``: data -> train -> training figure -> evaluate -> AX -> GAX -> LRP filter
-    study on the cells and a short LRP study on the digits (paper 004) -> report.
+    study on the cells and a short LRP study on the digits (paper 004) -> the Mixer (paper 003) -> report.
 
     Every step resumes: a second call with the same arguments skips the finished work. ``run/``
     sits left of ``report/`` in the pipeline, so the drawing steps come in as callables: pass
@@ -63,8 +67,9 @@ def run_demo(
     ``heatlab demo`` does; ``None`` skips that step.
 
     Returns ``{"run_dir", "data_dir", "plan", "training", "evaluate", "ax", "gax", "lrp_filters", "lrp_study",
-    "training_figure", "report", "seconds"}`` where ``seconds`` holds the wall time of each stage
-    (``data``, ``training`` (with its figure), ``evaluation``, ``ax``, ``gax``, ``lrp``, ``report``) and the ``total``.
+    "mixer", "training_figure", "report", "seconds"}`` where ``seconds`` holds the wall time of each stage
+    (``data``, ``training`` (with its figure), ``evaluation``, ``ax``, ``gax``, ``lrp``, ``mixer``, ``report``) and
+    the ``total``.
     """
     from heatlab.data.shards import write_cells
     from heatlab.run.ax import ax_run
@@ -72,6 +77,8 @@ def run_demo(
     from heatlab.run.gax import gax_run
     from heatlab.run.lrp_filters import lrp_filters_run
     from heatlab.run.lrp_study import lrp_study
+    from heatlab.improve.mixer import MixerConfig
+    from heatlab.run.mixer import mixer_run
     from heatlab.run.training import train_run
 
     plan = demo_plan(full=full, seed=seed)
@@ -100,8 +107,12 @@ def run_demo(
     filters = lrp_filters_run(run_dir, filters=plan.lrp_filters, split=plan.split, progress=progress)
     study = lrp_study("digits", run_dir / "lrp-study", seed=seed, progress=progress, **plan.lrp_study)
     lap("lrp")
+    m = dict(plan.mixer)
+    mixer = mixer_run(run_dir, seeds=m.pop("seeds"), n_steps=m.pop("n_steps"), train_samples=m.pop("train_samples"),
+                      config=MixerConfig(**m, seed=seed), progress=progress)
+    lap("mixer")
     page = report(run_dir, progress=progress) if report else None
     lap("report")
     seconds["total"] = time.perf_counter() - t0
     return {"run_dir": run_dir, "data_dir": data_dir, "plan": plan, "training": training, "evaluate": evaluation,
-            "ax": ax, "gax": gax, "lrp_filters": filters, "lrp_study": study, "training_figure": figure, "report": page, "seconds": seconds}
+            "ax": ax, "gax": gax, "lrp_filters": filters, "lrp_study": study, "mixer": mixer, "training_figure": figure, "report": page, "seconds": seconds}
