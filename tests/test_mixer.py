@@ -148,6 +148,7 @@ def test_only_the_true_class_attribution_recovers_a_label_the_input_does_not_hol
 
 def test_settings_and_config_refuse_bad_values():
     assert parse_settings("expected, true-class") == ["true-class", "expected"]
+    assert parse_settings(None) == ["true-class", "predicted", "expected", "none"]
     for bad in ("bogus", ""):
         with pytest.raises(HeatlabError, match="setting"):
             parse_settings(bad)
@@ -184,8 +185,8 @@ def mixer_runs(tiny_run, tmp_path_factory):
 def test_mixer_stage_writes_one_row_per_setting_and_seed(mixer_runs):
     run, summary = mixer_runs[0]
     rows = pd.read_parquet(run / "tables" / "mixer.parquet")
-    assert sorted(zip(rows["setting"], rows["seed"])) == sorted((s, k) for s in ("true-class", "predicted", "expected")
-                                                               for k in range(2))
+    assert sorted(zip(rows["setting"], rows["seed"])) == sorted((s, k) for s in ("true-class", "predicted", "expected",
+                                                                                   "none") for k in range(2))
     assert rows["accuracy_plain"].nunique() == 1 and rows["test_samples"].iloc[0] == 20
     for setting, r in summary["settings"].items():
         assert r["ci_low"] <= r["accuracy_masked"] <= r["ci_high"]
@@ -203,11 +204,11 @@ def test_a_stopped_mixer_run_redoes_only_the_missing_unit(mixer_runs):
     run, _ = mixer_runs[1]
     before = pd.read_parquet(run / "tables" / "mixer.parquet")
     markers = sorted((run / "tables" / "parts" / "mixer-test").rglob("*.done.json"))
-    assert len(markers) == 6
+    assert len(markers) == 8
     markers[2].unlink()
     seen = []
     mixer_run(run, **SMALL, progress=lambda task, done, total: seen.append((task, done, total)))
-    assert ("mixer", 5, 6) in seen and ("mixer", 6, 6) in seen and ("mixer-ig", 0, 0) not in seen
+    assert ("mixer", 7, 8) in seen and ("mixer", 8, 8) in seen and ("mixer-ig", 4, 4) in seen  # IG all reused
     pd.testing.assert_frame_equal(before, pd.read_parquet(run / "tables" / "mixer.parquet"))
 
 

@@ -21,7 +21,8 @@ def register(app: typer.Typer) -> None:
     def mixer_cmd(
         run_dir: Path = typer.Argument(..., help="A run folder written by `heatlab train` (its model is C)."),
         settings: Optional[str] = typer.Option(None, help="Comma-separated attribution settings (default all): "
-                                               "true-class (the paper's; uses the test label), predicted, expected."),
+                                               "true-class (the paper's; uses the test label), predicted, expected, "
+                                               "none (control: no attribution)."),
         seeds: int = typer.Option(3, help="Mixers trained per setting (seeds 0..N-1); the table gives mean and 95% interval."),
         branch: str = typer.Option("0", help="Branch model used as C: an index such as 0, or 'base'."),
         architecture: str = typer.Option("auto", help="Mixer: conv (images), fc (paper 003's Table 1, flattened "

@@ -20,7 +20,8 @@ Architectures (:func:`build_mixer`):
 The attribution settings (:data:`SETTINGS`, :func:`mixer_attributions`) are what A(x, C) is taken
 for: ``"true-class"`` IG for the label (the paper's setting; it needs the label at test time),
 ``"predicted"`` IG for C's predicted class, ``"expected"`` IG of the logits weighted by C's
-predicted probabilities. FA reads A divided by its per-sample max |A| (IG magnitudes span orders
+predicted probabilities; ``"none"`` (a control) gives FA zeros, so its gain is
+what the extra network alone buys. FA reads A divided by its per-sample max |A| (IG magnitudes span orders
 of magnitude between samples). The Mixer's last layer starts at M ≈ 0.95 everywhere (bias 3), so
 training starts close to C's own behaviour.
 """
@@ -43,7 +44,7 @@ from heatlab.explain.postprocess import normalize_max_abs
 from heatlab.models.state import eval_mode, model_device
 from heatlab.progress import Progress, report
 
-SETTINGS = ("true-class", "predicted", "expected")
+SETTINGS = ("true-class", "predicted", "expected", "none")
 ARCHITECTURES = ("auto", "fc", "conv")
 #: Paper 003's grid: batch sizes and learning rates (its "[0.001, 0.01] with step 0.02" has one
 #: point inside the range; heatlab takes both ends and the middle).
@@ -62,7 +63,8 @@ def check_setting(setting: str) -> str:
 
 
 def parse_settings(settings: str | Sequence[str] | None) -> list[str]:
-    """``None`` (all three), a comma-separated string or a list -> checked settings in :data:`SETTINGS` order."""
+    """``None`` (all of :data:`SETTINGS`), a comma-separated string or a list -> checked settings in
+    :data:`SETTINGS` order."""
     if settings is None:
         return list(SETTINGS)
     items = [s.strip() for s in settings.split(",")] if isinstance(settings, str) else list(settings)
@@ -109,6 +111,8 @@ def all_mixer_attributions(
         out["predicted"] = a
     if "expected" in settings:
         out["expected"] = attribute(model, x, "IntegratedGradients", output_weights=probs, **kw).to(x.device)
+    if "none" in settings:
+        out["none"] = torch.zeros_like(x)
     return out
 
 

@@ -19,8 +19,8 @@ from heatlab.run.rundir import RunDir
 
 #: How each setting is named in figures: what A(x, C) is taken for and whether it needs the label.
 SETTING_LABELS = {"true-class": "true class\n(needs the test label)", "predicted": "predicted class",
-                  "expected": "probability-weighted"}
-COLORS = {"true-class": "#D55E00", "predicted": "#0072B2", "expected": "#009E73"}
+                  "expected": "probability-weighted", "none": "no attribution\n(control)"}
+COLORS = {"true-class": "#D55E00", "predicted": "#0072B2", "expected": "#009E73", "none": "#999999"}
 
 
 def _summary(run_dir: str | os.PathLike) -> dict:

@@ -31,7 +31,7 @@ class DemoPlan:
     lrp_filters: str | None = None
     #: Paper 004 on the offline digits: a short training with Mean Power tracking.
     lrp_study: dict = field(default_factory=lambda: {"epochs": 1, "every": 15, "eval_samples": 120, "heatmap_samples": 3})
-    #: Paper 003's Mixer on the cell model, all three attribution settings, sized for 2 cores.
+    #: Paper 003's Mixer on the cell model, the three attribution settings and the control, sized for 2 cores.
     mixer: dict = field(default_factory=lambda: {"seeds": 2, "n_steps": 6, "train_samples": 200, "epochs": 5,
                                                  "patience": 3, "lr": 0.01})
     extras: dict = field(default_factory=dict)

@@ -1,4 +1,4 @@
-"""`heatlab mixer RUN`: paper 003's IG soft mask on a trained run, for three attribution settings.
+"""`heatlab mixer RUN`: paper 003's IG soft mask on a trained run, for three attribution settings and a control.
 
 Two stages on :mod:`heatlab.run.runner`, both resumable:
 
@@ -244,10 +244,14 @@ def mixer_run(
                            f"{math.prod(shape) * 512 * 3 // 10**6} M weights; pass architecture='conv' for images this large.")
     model = run.load_model(name, device=device)
     data["test"]["plain"] = predict(model, (data["test"]["x"], data["test"]["y"]), batch_size)[0]
-    ig = MixerIG(run, name, chosen, splits={s: d.pop("shards") for s, d in data.items()}, n_steps=n_steps,
-                 batch_size=batch_size, device=device)
-    attributions = run_stage(ig, progress=progress)
-    attributions = {k: v[: len(data[k[0]]["y"])] for k, v in attributions.items()}
+    shards = {s: d.pop("shards") for s, d in data.items()}
+    with_ig = [s for s in chosen if s != "none"]  # the control needs no IG (and must not redo the cache)
+    attributions = {}
+    if with_ig:
+        ig = MixerIG(run, name, with_ig, splits=shards, n_steps=n_steps, batch_size=batch_size, device=device)
+        attributions = {k: v[: len(data[k[0]]["y"])] for k, v in run_stage(ig, progress=progress).items()}
+    if "none" in chosen:
+        attributions.update({(split, "none"): torch.zeros_like(d["x"]) for split, d in data.items()})
     stage = MixerStage(run, name, chosen, seeds, config, data=data, attributions=attributions, n_steps=n_steps,
                        batch_size=batch_size, device=device, progress=progress)
     per_setting = run_stage(stage, progress=progress)

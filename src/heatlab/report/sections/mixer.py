@@ -14,7 +14,7 @@ from heatlab.run.rundir import RunDir
 def label_share(settings: dict) -> str:
     """One sentence: how much of the true-class gain a deployed system (no test label) keeps."""
     true = settings.get("true-class")
-    usable = {k: v for k, v in settings.items() if k != "true-class"}
+    usable = {k: v for k, v in settings.items() if k not in ("true-class", "none")}
     if true is None or not usable:
         return ""
     best_name, best = max(usable.items(), key=lambda kv: kv[1]["gain"])
@@ -26,7 +26,9 @@ def label_share(settings: dict) -> str:
     return (f"With the true-class attribution (the paper's setting) C(x⊙M) gains <b>{fmt(100 * gain)} points</b>; "
             f"without the test label the best setting ({esc(best_name)}) gains {fmt(100 * kept)}. So "
             f"<b>{100 * share:.0f}% of the paper's gain needs the test-time label</b>: a true-class attribution "
-            "carries the label into the mask.")
+            "carries the label into the mask."
+            + (f" A Mixer given no attribution at all gains {fmt(100 * settings['none']['gain'])} points: that much "
+               "comes from the extra network, not from the explanation." if "none" in settings else ""))
 
 
 def mixer_section(ctx: ReportContext) -> str:
