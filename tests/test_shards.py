@@ -12,6 +12,7 @@ from PIL import Image
 from heatlab.data import cells, shards
 from heatlab.data.shards import CellSplit, derive_seed, open_split, parse_shards, verify, write_cells
 from heatlab.errors import HeatlabError
+from safetensors.torch import load_file
 
 SIZE = max(48, cells.MIN_SIZE)
 SHARD_SIZE = 20
@@ -207,8 +208,8 @@ def test_sampler_visits_each_index_once_shard_by_shard(dataset):
 
 def test_dataloader_with_sampler_decodes_each_shard_once(dataset, monkeypatch):
     loads = []
-    real = shards.load_file
-    monkeypatch.setattr(shards, "load_file", lambda path: loads.append(path) or real(path))
+    real = shards.load
+    monkeypatch.setattr(shards, "load", lambda data: loads.append(len(data)) or real(data))
     ds = open_split(dataset, "train")
     loader = torch.utils.data.DataLoader(ds, batch_size=8, sampler=ds.shard_order_sampler(seed=0))
     seen = 0
@@ -233,18 +234,29 @@ def test_cellsplit_bad_folders(tmp_path, copy):
         CellSplit(tmp_path / "novel", "val")
 
 
+def _rehash(root: Path, split: str, k: int) -> None:
+    """Record the shard's current sha256 in the manifest (a consistent but wrong shard)."""
+    manifest = shards.read_json(root / "manifest.json")
+    manifest["splits"][split]["shards"][k]["sha256"] = shards.sha256_file(root / split / shards.shard_file(k))
+    shards.write_json(root / "manifest.json", manifest)
+
+
 def test_cellsplit_detects_damaged_shards(copy):
     (copy / "train" / "shard-00000.safetensors").write_bytes(b"\x00" * 40)
     (copy / "train" / "shard-00002.safetensors").unlink()
     shutil.copy(copy / "test" / "shard-00000.safetensors", copy / "train" / "shard-00001.safetensors")
     ds = open_split(copy, "train")
-    with pytest.raises(HeatlabError, match="shard-00000.*unreadable"):
+    with pytest.raises(HeatlabError, match="shard-00000.*does not match the sha256"):
         ds[0]
+    _rehash(copy, "train", 0)
+    with pytest.raises(HeatlabError, match="shard-00000.*unreadable"):
+        open_split(copy, "train")[0]
     with pytest.raises(HeatlabError, match="shard-00002.*missing"):
         ds.load_shard(2)
-    raw = shards.load_file(copy / "train" / "shard-00001.safetensors")
+    raw = load_file(copy / "train" / "shard-00001.safetensors")
     raw["truth"][0, 0, 0] = 7
     shards.save_file(raw, copy / "train" / "shard-00001.safetensors")
+    _rehash(copy, "train", 1)
     with pytest.raises(HeatlabError, match="shard-00001.*codes other than"):
         open_split(copy, "train")[SHARD_SIZE]
     manifest = shards.read_json(copy / "manifest.json")
@@ -254,6 +266,35 @@ def test_cellsplit_detects_damaged_shards(copy):
         open_split(copy, "train").load_shard(1)
     with pytest.raises(HeatlabError):
         ds.load_shard(3)
+
+
+def test_a_changed_shard_is_never_trained_on(copy, tmp_path):
+    """One pixel byte changed, the file still valid safetensors: training stops with the sha256 sentence."""
+    from heatlab.models.training import TrainConfig
+    from heatlab.run.training import train_run
+
+    path = copy / "train" / "shard-00001.safetensors"
+    raw = load_file(path)
+    raw["images"][0, 0, 0, 0] ^= 1
+    shards.save_file(raw, path)
+    with pytest.raises(HeatlabError, match=r"shard-00001.safetensors' does not match the sha256 in its manifest"):
+        train_run(copy, tmp_path / "run", TrainConfig(epochs=1, branches=0, batch_size=10))
+
+
+@pytest.mark.parametrize("damage", [
+    lambda m: m.pop("settings"),
+    lambda m: m.pop("splits"),
+    lambda m: m["settings"].pop("class_names"),
+    lambda m: m["splits"]["train"]["shards"][0].pop("sha256"),
+    lambda m: m["splits"]["train"]["shards"][0].update(count="ten"),
+    lambda m: m["splits"].update({"../../x": m["splits"]["train"]}),
+])
+def test_a_damaged_manifest_is_one_sentence(copy, damage):
+    manifest = shards.read_json(copy / "manifest.json")
+    damage(manifest)
+    shards.write_json(copy / "manifest.json", manifest)
+    with pytest.raises(HeatlabError, match="manifest.json' is damaged"):
+        open_split(copy, "train")
 
 
 def test_preview_figure(dataset, tmp_path):

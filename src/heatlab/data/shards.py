@@ -25,7 +25,7 @@ from typing import Iterator, Mapping, Sequence
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 from torch.utils.data import Dataset, Sampler
 
 import heatlab
@@ -247,7 +247,35 @@ def _read_manifest(root: str | os.PathLike) -> tuple[Path, dict]:
         raise HeatlabError(
             f"'{root / MANIFEST}' is not a cell-shard manifest of format {FORMAT_VERSION}; write the dataset again."
         )
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise HeatlabError(f"'{root / MANIFEST}' is damaged ({problem}); write the dataset again with "
+                           "`heatlab data cells` into a new folder.")
     return root, manifest
+
+
+def _manifest_problem(manifest: dict) -> str:
+    """What is wrong with a manifest's fields ("" when nothing): every field the readers use is checked."""
+    settings, splits = manifest.get("settings"), manifest.get("splits")
+    if not isinstance(settings, dict):
+        return "no settings"
+    for key, kind in (("size", int), ("class_names", list), ("background_names", list)):
+        if not isinstance(settings.get(key), kind) or isinstance(settings.get(key), bool):
+            return f"settings.{key} is missing or not a {kind.__name__}"
+    if not isinstance(splits, dict) or not splits:
+        return "no splits"
+    for split, info in splits.items():
+        if split not in DEFAULT_SHARDS:
+            return f"split name {split!r} is not one of {', '.join(DEFAULT_SHARDS)}"
+        shards = info.get("shards") if isinstance(info, dict) else None
+        if not isinstance(shards, list):
+            return f"split {split} lists no shards"
+        for i, e in enumerate(shards):
+            ok = (isinstance(e, dict) and e.get("file") == shard_file(i) and isinstance(e.get("sha256"), str)
+                  and isinstance(e.get("count"), int) and not isinstance(e.get("count"), bool) and e["count"] >= 1)
+            if not ok:
+                return f"shard {i} of split {split} lacks a valid file, count or sha256"
+    return ""
 
 
 def split_names(root: str | os.PathLike) -> list[str]:
@@ -363,7 +391,14 @@ class CellSplit(Dataset):
         if not path.is_file():
             raise HeatlabError(f"Shard '{path}' is missing; {fix}.")
         try:
-            raw = load_file(path)
+            data = path.read_bytes()
+        except OSError:
+            raise HeatlabError(f"Shard '{path}' is unreadable; {fix}.") from None
+        # Checked on the bytes that are decoded (one read): a changed shard is never trained on.
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise HeatlabError(f"Shard '{path}' does not match the sha256 in its manifest (changed or corrupt); {fix}.")
+        try:
+            raw = load(data)
         except (SafetensorError, OSError, ValueError, RuntimeError):
             raise HeatlabError(f"Shard '{path}' is unreadable or corrupt; {fix}.") from None
         _check_raw(raw, path, entry["count"], self.size, fix)
