@@ -157,6 +157,23 @@ def test_killed_run_restarted_gives_identical_tables(axed, tmp_path):
     assert not list(run.rglob("*.tmp"))
 
 
+def test_a_subset_of_methods_adds_to_the_tables_and_replace_starts_over(axed, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(axed[0], run)
+    before = _tables(run)
+    seen = []
+    summary = ax_run(run, methods="InputXGradient", batch_size=7, progress=lambda task, done, total: seen.append(done))
+    assert seen == [6] and summary["methods"] == ["Saliency", "InputXGradient"]  # nothing redone, nothing lost
+    for k, table in _tables(run).items():
+        pd.testing.assert_frame_equal(table, before[k], check_exact=True)
+    # Another space is another table: the earlier methods are not mixed in.
+    assert ax_run(run, methods="InputXGradient", batch_size=7, space="pixel")["methods"] == ["InputXGradient"]
+    ax_run(run, methods="Saliency", batch_size=7, space="pixel")
+    assert set(_tables(run)["co"]["method"]) == {"Saliency", "InputXGradient"}
+    assert ax_run(run, methods="Saliency", batch_size=7, space="pixel", replace=True)["methods"] == ["Saliency"]
+    assert set(_tables(run)["co_gap"]["method"]) == {"Saliency"}
+
+
 def test_bad_input_gives_one_clear_sentence(tiny_run, tmp_path):
     with pytest.raises(HeatlabError, match="Unknown method"):
         ax_run(tiny_run, methods="Saliency,Magic")

@@ -92,6 +92,27 @@ def test_killed_run_restarted_gives_identical_tables(evaluated, tmp_path):
     assert not list(run.rglob("*.tmp"))
 
 
+def test_a_subset_of_methods_adds_to_the_tables_and_replace_starts_over(evaluated, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(evaluated, run)
+    before = _tables(run)
+    seen = []
+    evaluate_run(run, methods="InputXGradient", batch_size=7, progress=lambda task, done, total: seen.append((done, total)))
+    assert seen[0] == (4, 6) and seen[-1] == (6, 6)  # the 4 earlier units are read, not redone
+    after = _tables(run)
+    for k, table in after.items():
+        assert set(table["method"]) == {"Saliency", "InputXGradient", "GradientShap"}
+        old = table[table["method"] != "InputXGradient"].reset_index(drop=True)
+        pd.testing.assert_frame_equal(old, before[k].reset_index(drop=True), check_exact=True)
+    assert (run / "heatmaps" / "test" / "branch-00" / "InputXGradient.safetensors").is_file()
+    # Another preset is other numbers: the earlier methods are not mixed in.
+    evaluate_run(run, methods="Saliency", batch_size=7, preset="uniform")
+    assert set(_tables(run)["five_band"]["method"]) == {"Saliency"}
+    evaluate_run(run, methods="Saliency,InputXGradient", batch_size=7)
+    evaluate_run(run, methods="InputXGradient", batch_size=7, replace=True)
+    assert set(_tables(run)["five_band"]["method"]) == {"InputXGradient"}
+
+
 def test_bad_input_gives_one_clear_sentence(tiny_run, tmp_path):
     with pytest.raises(HeatlabError, match="Unknown method"):
         parse_methods("Saliency,Magic")

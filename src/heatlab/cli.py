@@ -155,6 +155,8 @@ def evaluate(
     batch_size: int = typer.Option(25, help="Samples per attribution call."),
     preset: Optional[str] = typer.Option(None, help="Attribution settings: paper002 (default: Saliency |gradient|, "
                                          "SHAP baselines randn*0.001), paper000 or uniform."),
+    replace: bool = typer.Option(False, "--replace", help="Write the tables with --methods alone (default: keep "
+                                 "the methods of an earlier evaluation of the same split and preset)."),
     device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
 ) -> None:
     """Explain every sample with every method for every branch and score it against the ground truth."""
@@ -163,7 +165,7 @@ def evaluate(
     t0 = time.perf_counter()
     with progress_bars() as progress:
         summary = evaluate_run(run_dir, methods=methods, split=split, batch_size=batch_size, preset=preset,
-                               device=device, progress=progress)
+                               replace=replace, device=device, progress=progress)
     for sentence in summary["skipped"]:
         say(f"skipped: {sentence}")
     tables = ", ".join(summary["tables"]) or "none (heatmaps only)"

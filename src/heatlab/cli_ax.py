@@ -29,6 +29,8 @@ def register(app: typer.Typer) -> None:
                                             "Normalize, the papers' convention; default) or pixel."),
         preset: Optional[str] = typer.Option(None, help="Attribution settings: paper000 (default: signed Saliency, "
                                              "SHAP baselines randn*0.001), paper002 or uniform."),
+        replace: bool = typer.Option(False, "--replace", help="Write the tables with --methods alone (default: keep "
+                                     "the methods of an earlier AX run with the same splits, space and preset)."),
         device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
     ) -> None:
         """Feed x + h and x * h to each branch model and write the CO scores, their correct/wrong gap and figures."""
@@ -38,7 +40,8 @@ def register(app: typer.Typer) -> None:
         t0 = time.perf_counter()
         with progress_bars() as progress:
             summary = ax_run(run_dir, methods=methods, split=split, holdout_split=holdout_split,
-                             batch_size=batch_size, space=space, preset=preset, device=device, progress=progress)
+                             batch_size=batch_size, space=space, preset=preset, replace=replace, device=device,
+                             progress=progress)
         co, gap, info = load_ax_tables(run_dir)
         figures = write_ax_figures(co, gap, Path(run_dir) / "report" / "figures", branch=summary["branches"][0],
                                    space=info["space"])

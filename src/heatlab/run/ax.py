@@ -49,9 +49,9 @@ from heatlab.models.input_space import SPACES, check_space, input_space, model_n
 from heatlab.models.state import model_device
 from heatlab.models.training import takes_normalize
 from heatlab.progress import Progress
-from heatlab.run.evaluate import parse_methods
+from heatlab.run.evaluate import keep_methods, parse_methods
 from heatlab.run.rundir import RunDir
-from heatlab.run.runner import PARQUET, Stage, Unit, Work, run_stage
+from heatlab.run.runner import PARQUET, Stage, Unit, Work, earlier_methods, run_stage
 from heatlab.score.co import AX_VARIANTS, OUTPUTS, co_records, prepare_heatmaps
 from heatlab.score.gap import gap_analysis
 
@@ -89,7 +89,7 @@ class AX(Stage):
 
     def __init__(self, run: RunDir, *, methods="all", split: str = "test", holdout_split: str | None = "val",
                  batch_size: int = 25, device: str = "cpu", space: str | None = None,
-                 preset: str | Preset | None = None):
+                 preset: str | Preset | None = None, replace: bool = False):
         super().__init__(run, device=device, batch_size=batch_size)
         self.preset = get_preset(preset, self.name)
         self.seed = run.seed()
@@ -105,6 +105,9 @@ class AX(Stage):
                                    "threshold on the analysed split.") from None
         self.methods = parse_methods(methods, self.data[split].input_kind)
         self.space = resolve_space(run, self.branches, space, self.data[split].input_kind)
+        if not replace:
+            same = {"split": split, "holdout_split": self.holdout, "space": self.space["space"], "preset": self.preset.name}
+            self.methods = keep_methods(self.methods, earlier_methods(run, self.name, same), self.data[split].input_kind)
         compare = COMPARE_METHOD if COMPARE_METHOD in self.methods else self.methods[0]
         self.compare = compare if self.space["normalized"] else None
 
@@ -154,16 +157,19 @@ class AX(Stage):
 
 def ax_run(run_dir, *, methods="all", split: str = "test", holdout_split: str | None = "val", batch_size: int = 25,
            device: str = "cpu", space: str | None = None, preset: str | Preset | None = None,
-           progress: Progress | None = None) -> dict:
+           replace: bool = False, progress: Progress | None = None) -> dict:
     """Run AX on every (branch, method, shard) of ``split`` and ``holdout_split``; write both tables.
 
     ``holdout_split`` ``None`` (or equal to ``split``) chooses the flag threshold in-sample.
     ``space``: ``"input"`` (default) or ``"pixel"`` (see :func:`resolve_space`); ``preset``: the
     attribution settings (default ``"paper000"``). Returns a summary with the table paths and the
-    method with the largest gap (mean AUROC over branches of the raw ``x + h`` score).
+    method with the largest gap (mean AUROC over branches of the raw ``x + h`` score). The tables
+    keep the methods of an earlier AX run with the same splits, space and preset (so
+    ``methods="Saliency"`` adds Saliency); ``replace=True`` writes them with ``methods`` alone.
     """
     return run_stage(AX(RunDir(run_dir), methods=methods, split=split, holdout_split=holdout_split,
-                        batch_size=batch_size, device=device, space=space, preset=preset), progress=progress)
+                        batch_size=batch_size, device=device, space=space, preset=preset, replace=replace),
+                     progress=progress)
 
 
 def resolve_space(run: RunDir, branches: Sequence[str], space: str | None, input_kind: str) -> dict:

@@ -32,7 +32,7 @@ from heatlab.explain.presets import Preset, get_preset
 from heatlab.files import atomic_path, write_json, write_parquet
 from heatlab.progress import Progress
 from heatlab.run.rundir import RunDir
-from heatlab.run.runner import PARQUET, TENSORS, Stage, Unit, Work, run_stage
+from heatlab.run.runner import PARQUET, TENSORS, Stage, Unit, Work, earlier_methods, run_stage
 from heatlab.score.five_band import METRICS, five_band
 from heatlab.score.metrics import per_sample_scores
 
@@ -72,6 +72,12 @@ def parse_methods(text: str | Sequence[str], input_kind: str = "image") -> list[
     if input_kind != "image" and (bad := [m for m in names if needs_image(m)]):
         raise HeatlabError(f"{', '.join(bad)} need image inputs but this run's data is a table; choose other methods.")
     return [m for m in METHODS if m in names]
+
+
+def keep_methods(asked: list[str], earlier: Sequence[str], input_kind: str) -> list[str]:
+    """``asked`` plus those ``earlier`` methods that still exist and apply, in registry order."""
+    keep = set(asked) | {m for m in earlier if m in METHODS and (input_kind == "image" or not needs_image(m))}
+    return [m for m in METHODS if m in keep]
 
 
 def _ids(labels: torch.Tensor, predictions: torch.Tensor, shard: int) -> dict[str, Any]:
@@ -143,7 +149,7 @@ class Evaluate(Stage):
     name = "evaluate"
 
     def __init__(self, run: RunDir, *, methods="all", split: str = "test", batch_size: int = 25, device: str = "cpu",
-                 preset: str | Preset | None = None):
+                 preset: str | Preset | None = None, replace: bool = False):
         super().__init__(run, device=device, batch_size=batch_size)
         self.preset = get_preset(preset, self.name)
         self.seed, self.spec = run.seed(), run.data_spec()
@@ -156,6 +162,9 @@ class Evaluate(Stage):
         if not self.methods:
             raise HeatlabError("No attribution method applies to this data; choose methods with methods=....")
         self.skipped = self._skipped(methods)
+        if not replace:
+            kept = earlier_methods(run, self.name, {"split": split, "preset": self.preset.name})
+            self.methods = keep_methods(self.methods, kept, self.input_kind)
         kinds = {"heatmaps": TENSORS}
         if self.truth_kind == "levels":
             kinds.update(five_band=PARQUET, roc=PARQUET)
@@ -257,10 +266,12 @@ def _join_roc(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def evaluate_run(run_dir, *, methods="all", split: str = "test", batch_size: int = 25, device: str = "cpu",
-                 preset: str | Preset | None = None, progress: Progress | None = None) -> dict:
+                 preset: str | Preset | None = None, replace: bool = False, progress: Progress | None = None) -> dict:
     """Evaluate every (branch, method, shard) of ``split``; write the tables, heatmaps and evaluate.json.
 
     ``preset``: the attribution settings (:mod:`heatlab.explain.presets`; default ``"paper002"``).
+    The tables keep the methods of an earlier evaluation of the same split and preset (so
+    ``methods="Saliency"`` adds Saliency); ``replace=True`` writes them with ``methods`` alone.
     """
     return run_stage(Evaluate(RunDir(run_dir), methods=methods, split=split, batch_size=batch_size, device=device,
-                              preset=preset), progress=progress)
+                              preset=preset, replace=replace), progress=progress)

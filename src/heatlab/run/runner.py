@@ -124,6 +124,25 @@ class Stage:
         raise NotImplementedError
 
 
+def earlier_methods(run: RunDir, stage: str, same: Mapping[str, Any]) -> list[str]:
+    """Methods in the tables of ``stage``'s last complete run when it agrees with ``same``, else ``[]``.
+
+    ``same`` maps summary keys to the values of the coming run (``"preset"`` is compared with the
+    stored attribution preset). A stage asked for a few methods runs those and keeps the earlier
+    ones (their units are done, so they are only read again), instead of rewriting its tables with
+    the few alone; an earlier run on another split, space or preset is replaced.
+    """
+    path = run.summary_path(stage)
+    try:
+        summary = read_json(path) if path.is_file() else {}
+    except HeatlabError:
+        return []
+    stored = {**summary, "preset": summary.get("attribution", {}).get("preset")}
+    if not summary.get("complete") or any(stored.get(k) != v for k, v in same.items()):
+        return []
+    return [m for m in summary.get("methods", []) if isinstance(m, str)]
+
+
 def piece_path(stage: Stage, unit: Unit, kind: str) -> Path:
     return Path(f"{stage.stem(unit)}.{kind}.{stage.kinds[kind]}")
 
