@@ -162,6 +162,9 @@ def test_different_settings_in_same_folder_raise(copy):
         dict(shard_size=0),
         dict(size=cells.MIN_SIZE - 1),
         dict(shards={"train": -1}),
+        dict(shards={"train": 0}),
+        dict(size=100_000),  # would need 186 GiB for one cell: an allocator error before
+        dict(size=2048, shard_size=200),
         dict(shards={"bogus": 1}),
         dict(shards={}),
         dict(seed="0"),
@@ -174,6 +177,15 @@ def test_bad_arguments_create_nothing(tmp_path, kwargs):
     assert not out.exists()
 
 
+def test_a_shard_too_big_for_memory_names_a_shard_size_that_fits(tmp_path):
+    with pytest.raises(HeatlabError, match=r"200 cells at 2048 px needs about 16 GiB.*pass --shard-size 51\."):
+        write_cells(tmp_path / "big", size=2048, shards={"train": 1}, shard_size=200)
+    assert shards.SHARD_MEMORY_LIMIT // (5 * 2048 * 2048 * 4) == 51  # 51 fit, 52 do not
+    shards._check_memory(2048, 51)
+    with pytest.raises(HeatlabError):
+        shards._check_memory(2048, 52)
+
+
 def test_output_path_that_is_a_file_raises(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(HeatlabError, match="is a file"):
@@ -182,10 +194,11 @@ def test_output_path_that_is_a_file_raises(tmp_path):
 
 def test_parse_shards():
     assert parse_shards("train=32,val=8,test=8") == {"train": 32, "val": 8, "test": 8}
-    assert parse_shards(" train = 2 , test=0") == {"train": 2, "test": 0}
+    assert parse_shards(" train = 2 , test=1") == {"train": 2, "test": 1}
 
 
-@pytest.mark.parametrize("text", ["", "train", "train=", "train=-1", "train=x", "foo=3", "train=1,train=2", "train=1,"])
+@pytest.mark.parametrize("text", ["", "train", "train=", "train=-1", "train=0", "train=x", "foo=3", "train=1,train=2",
+                                  "train=1,"])
 def test_parse_shards_rejects_bad_text(text):
     with pytest.raises(HeatlabError):
         parse_shards(text)
@@ -229,8 +242,11 @@ def test_cellsplit_bad_folders(tmp_path, copy):
         CellSplit(tmp_path / "empty", "train")
     with pytest.raises(HeatlabError, match="'holdout'"):
         CellSplit(copy, "holdout")
-    write_cells(tmp_path / "novel", size=SIZE, shards={"train": 1, "val": 0}, shard_size=10)
-    with pytest.raises(HeatlabError, match="no shards"):
+    with pytest.raises(HeatlabError, match="leave 'val' out of --shards"):
+        write_cells(tmp_path / "zero", size=SIZE, shards={"train": 1, "val": 0}, shard_size=10)
+    assert not (tmp_path / "zero").exists()
+    write_cells(tmp_path / "novel", size=SIZE, shards={"train": 1}, shard_size=10)
+    with pytest.raises(HeatlabError, match="Split 'val' is not in .*; choose one of train"):
         CellSplit(tmp_path / "novel", "val")
 
 

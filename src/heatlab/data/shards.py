@@ -75,8 +75,9 @@ def _check_shards(shards: Mapping[str, int]) -> dict[str, int]:
     for name, count in shards.items():
         if name not in DEFAULT_SHARDS:
             raise HeatlabError(f"Unknown split '{name}'; use only {', '.join(DEFAULT_SHARDS)}.")
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise HeatlabError(f"Shard count for '{name}' must be a whole number >= 0, got {count!r}.")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise HeatlabError(f"Shard count for '{name}' must be a whole number >= 1, got {count!r}; "
+                               f"leave '{name}' out of --shards to write no {name} split.")
     return dict(shards)
 
 
@@ -84,6 +85,20 @@ def _check_int(name: str, value: object, minimum: int, flag: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise HeatlabError(f"{name} must be a whole number >= {minimum}, got {value!r}; pass {flag}.")
     return value
+
+
+#: Memory one shard may take while it is generated (float32 images, truth and intermediates).
+SHARD_MEMORY_LIMIT = 4 << 30
+
+
+def _check_memory(size: int, shard_size: int) -> None:
+    """One sentence instead of an allocator error when a shard of ``shard_size`` cells at ``size`` px cannot fit."""
+    need = shard_size * 5 * size * size * 4  # 3 image channels, truth and one working copy, float32
+    if need > SHARD_MEMORY_LIMIT:
+        fit = max(1, SHARD_MEMORY_LIMIT // (5 * size * size * 4))
+        fix = f"--shard-size {fit}" if fit >= 8 else "a smaller --size (the paper's is 512)"
+        raise HeatlabError(f"A shard of {shard_size} cells at {size} px needs about {need / 2**30:.0f} GiB while it is "
+                           f"generated (at most {SHARD_MEMORY_LIMIT >> 30} GiB); pass {fix}.")
 
 
 def _settings(size: int, seed: int, shard_size: int) -> dict:
@@ -197,6 +212,7 @@ def write_cells(
     shards = _check_shards(shards)
     _check_int("Shard size", shard_size, 1, "--shard-size 200")
     _check_int("Image size", size, cells.MIN_SIZE, f"--size {max(128, cells.MIN_SIZE)}")
+    _check_memory(size, shard_size)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise HeatlabError(f"Seed must be a whole number, got {seed!r}; pass --seed 0.")
     out = ensure_dir(out)
