@@ -353,3 +353,49 @@ def test_training_figure_is_written(full_run, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     with pytest.raises(HeatlabError, match="no training tables"):
         training_figure(tmp_path, tmp_path / "x.png")
+
+
+def test_a_label_without_a_class_name_is_one_sentence():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    x, y = torch.randn(8, 4), torch.tensor([0, 1, 2, 3, 0, 1, 2, 0])
+    with pytest.raises(HeatlabError, match="Label 3 has no class: the model has 3 outputs"):
+        train_continuous(model, (x, y), TrainConfig(epochs=1, batch_size=4))
+    with pytest.raises(HeatlabError, match="Label -1 has no class"):
+        train_continuous(model, (x, y.clamp(max=2) - 1), TrainConfig(epochs=1, batch_size=4))
+
+
+def test_bad_input_found_while_training_leaves_no_run_behind(data_dir, tmp_path, monkeypatch):
+    import heatlab.run.training as run_training
+
+    def fails(*args, **kwargs):
+        raise HeatlabError("Label 12 has no class.")
+
+    monkeypatch.setattr(run_training, "_train_base", fails)
+    with pytest.raises(HeatlabError, match="Label 12"):
+        train_run(data_dir, tmp_path / "run", RUN_CFG)
+    assert not (tmp_path / "run").exists()  # config.json was written before training started
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(HeatlabError, match="Label 12"):
+        train_run(data_dir, tmp_path / "mine", RUN_CFG)
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+
+
+def test_leftover_temporary_files_of_dead_writers_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    from heatlab.files import atomic_path, remove_stale_tmp
+
+    # A writer killed mid-write leaves its temporary file; this one exits before renaming it.
+    code = ("import os, sys\nfrom heatlab.files import atomic_path\n"
+            "cm = atomic_path(sys.argv[1]); tmp = cm.__enter__(); tmp.write_text('half'); os._exit(0)")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "sub" / "co.parquet")], check=True)
+    left = list(tmp_path.rglob("*.tmp"))
+    assert len(left) == 1 and left[0].name.startswith(".co.parquet.")
+    with atomic_path(tmp_path / "live.json") as mine:  # a live writer's file stays
+        mine.write_text("{}")
+        (tmp_path / ".other.json.elsewhere~1.abc.tmp").write_text("x")  # another host's writer
+        assert remove_stale_tmp(tmp_path) == 1
+        assert mine.exists() and (tmp_path / ".other.json.elsewhere~1.abc.tmp").exists()
+    assert not list((tmp_path / "sub").iterdir()) and (tmp_path / "live.json").read_text() == "{}"

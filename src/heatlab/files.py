@@ -10,6 +10,8 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,6 +27,59 @@ def _file_mode() -> int:
 
 
 _FILE_MODE = _file_mode()
+_HOST = socket.gethostname().replace(".", "_").replace("~", "_") or "host"
+_OWNER = f"{_HOST}~{os.getpid()}"  # temporary names say who writes them, so leftovers can be told apart
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_tmp(root: str | os.PathLike) -> int:
+    """Delete temporary files below ``root`` left by a killed write of this host; returns how many.
+
+    A temporary name holds the host and process id of its writer (see :func:`atomic_path`); a file
+    whose writer is no longer running on this host can never be renamed into place. Files of live
+    processes and of other hosts are left alone.
+    """
+    removed = 0
+    root = Path(root)
+    if not root.is_dir():
+        return 0
+    for path in root.rglob(".*.tmp"):
+        owner = path.name[:-len(".tmp")].rsplit(".", 2)
+        host, _, pid = owner[-2].rpartition("~") if len(owner) == 3 else ("", "", "")
+        if host == _HOST and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+@contextlib.contextmanager
+def undo_on_error(folder: str | os.PathLike) -> Iterator[None]:
+    """Remove what the block added to ``folder`` (the folder too, if it is new) when bad input stops it.
+
+    Only :class:`HeatlabError` undoes: an interrupted run keeps its files so it can resume.
+    """
+    folder = Path(folder)
+    existed = folder.is_dir()
+    before = set(os.listdir(folder)) if existed else set()
+    try:
+        yield
+    except HeatlabError:
+        if not existed:
+            shutil.rmtree(folder, ignore_errors=True)
+        elif folder.is_dir():
+            for name in set(os.listdir(folder)) - before:
+                path = folder / name
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+        raise
 
 
 def ensure_dir(path: str | os.PathLike) -> Path:
@@ -46,7 +101,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it to ``path``, else delete it."""
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.{_OWNER}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -340,6 +340,14 @@ def evaluate_accuracy(model: nn.Module, data: Any, batch_size: int = 32) -> floa
     return float((preds == labels).double().mean())
 
 
+def _check_labels(y: torch.Tensor, num_classes: int) -> None:
+    """One sentence instead of cross-entropy's IndexError when a label has no class (``y`` B int64)."""
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        bad = int(y.max()) if int(y.max()) >= num_classes else int(y.min())
+        raise HeatlabError(f"Label {bad} has no class: the model has {num_classes} outputs, one per class name; "
+                           "give the data one class name for every label 0, 1, ... it uses.")
+
+
 # ------------------------------------------------------------------------------ early stopping
 class EarlyStopping:
     """The regular-evaluation stopping rule of paper 002 §III-B, one validation accuracy at a time.
@@ -401,7 +409,9 @@ def _train_steps(
         for x, y in iter_batches(data, config.batch_size, generator=generator):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x), y)
+            logits = model(x)
+            _check_labels(y, logits.shape[-1])
+            loss = F.cross_entropy(logits, y)
             loss.backward()
             opt.step()
             if sched is not None:

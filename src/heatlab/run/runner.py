@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from heatlab.data.split import Split
 from heatlab.errors import HeatlabError
-from heatlab.files import atomic_path, read_json, write_json, write_parquet
+from heatlab.files import atomic_path, read_json, remove_stale_tmp, write_json, write_parquet
 from heatlab.models.training import predict
 from heatlab.progress import Progress, report
 from heatlab.run.rundir import RunDir
@@ -198,6 +198,7 @@ def execution_order(units: Sequence[Unit]) -> list[Unit]:
 
 def run_stage(stage: Stage, *, progress: Progress | None = None) -> Any:
     """Run every unfinished unit of ``stage``, then join all pieces; returns what ``join`` returns."""
+    remove_stale_tmp(stage.run.path)
     units = stage.units()
     todo = [u for u in units if not is_done(stage, u)]
     done = len(units) - len(todo)
