@@ -465,3 +465,23 @@ def test_eval_mode_restores_each_flag_also_after_an_error_and_model_device():
     assert [m.training for m in model.modules()] == flags
     assert reexported is model_device
     assert model_device(model) == torch.device("cpu") and model_device(nn.ReLU()) == torch.device("cpu")
+
+
+@pytest.mark.parametrize("method", ["Saliency", "IntegratedGradients", "LayerGradCam"])
+def test_an_input_the_model_cannot_take_is_one_sentence(method):
+    model = _cnn()
+    with pytest.raises(HeatlabError, match=r"cannot take inputs of shape \(5, 16, 16\) \(.*channels.*\); pass inputs"):
+        attribute(model, torch.rand(2, 5, 16, 16), method, target=0)
+    with pytest.raises(HeatlabError, match=r"cannot take inputs of shape \(5, 16, 16\)"):
+        attribute(model, torch.rand(2, 5, 16, 16), method)  # the predicted-class pass fails first
+    with pytest.raises(RuntimeError, match="boom"):  # a model that fails inside attribution only keeps its error
+        attribute(_cnn(cls=ExplodingCNN), _images(), method, target=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_inputs_of_another_float_dtype_are_attributed_in_the_models_dtype(dtype):
+    model, x = _cnn(), _images()
+    got = attribute(model, x.to(dtype), "Saliency", target=1)
+    want = attribute(model, x.to(dtype).float(), "Saliency", target=1)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=0, atol=0)

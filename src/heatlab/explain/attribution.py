@@ -117,7 +117,7 @@ def attribute(
     _check_kwargs(spec, kwargs)
     _check_counts(n_baselines=n_baselines, n_samples=n_samples, n_steps=n_steps, batch_size=batch_size)
     device = model_device(model)
-    x = _check_inputs(inputs, spec).detach().to(device)
+    x = _check_inputs(inputs, spec).detach().to(device, _model_dtype(model))
     n, step = x.shape[0], batch_size or x.shape[0]
     call_args = {
         "abs": abs, "n_baselines": n_baselines, "n_samples": n_samples, "n_steps": n_steps, "seed": seed,
@@ -126,11 +126,31 @@ def attribute(
     opts = spec.make_options(call_args, {k: v.to(device) if isinstance(v, Tensor) else v for k, v in kwargs.items()})
     t = None if target is None else _check_target(target, n, device)
     work = make_attribution_safe(model) if spec.hooks_activations and _has_inplace(model) else model
-    if t is None:
-        with _attribution_mode(work):
-            t = _predict(work, x, step)
-    out = _attribute_safely(spec, model, work, x, t, opts, step, check_target=target is not None)
+    try:
+        if t is None:
+            with _attribution_mode(work):
+                t = _predict(work, x, step)
+        out = _attribute_safely(spec, model, work, x, t, opts, step, check_target=target is not None)
+    except RuntimeError as err:
+        _raise_if_untakeable(work, x, err)
+        raise
     return (out, t) if return_target else out
+
+
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype of the model's parameters (inputs are cast to it; float32 without any)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def _raise_if_untakeable(model: nn.Module, x: Tensor, err: RuntimeError) -> None:
+    """A HeatlabError naming the input shape when the model cannot even run forward on one sample."""
+    try:
+        with torch.no_grad(), _attribution_mode(model):
+            model(x[:1])
+    except RuntimeError as plain:
+        reason = str(plain).strip().splitlines()[0].rstrip(".") if str(plain).strip() else type(plain).__name__
+        raise HeatlabError(f"The model cannot take inputs of shape {tuple(x.shape[1:])} ({reason}); pass inputs "
+                           "shaped like the data it was built for.") from err
 
 
 class _ModuleReused(Exception):
