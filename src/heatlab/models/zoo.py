@@ -18,6 +18,7 @@ import inspect
 import json
 import os
 import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable, Iterator
@@ -151,7 +152,9 @@ def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 f"'{p}' is not a valid safetensors file ({exc}); save it again with save_weights."
             ) from None
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing them
+            warnings.simplefilter("ignore")
+            obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types for files that are not checkpoints
         if isinstance(exc, pickle.UnpicklingError) and "Unsupported global" in str(exc):
             raise HeatlabError(
