@@ -42,11 +42,11 @@ def _page(run) -> str:
     return (run / "report" / "index.html").read_text(encoding="utf-8")
 
 
-def _cell_folder(root, *, binary: bool, n: int = 48, size: int = 64, seed: int = 0):
+def _cell_folder(root, *, binary: bool, n: int = 48, size: int = 64, seed: int = 0, names=("ccell", "rcell")):
     """Cells of two classes (CCell, RCell) as PNG image folders, with their truth as mask PNGs."""
     batch = cells.generate(n * 6, size=size, seed=seed)
     keep = [i for i, label in enumerate(batch.labels.tolist()) if label in (0, 3)][:n]
-    names = {0: "ccell", 3: "rcell"}
+    names = dict(zip((0, 3), names))
     for j, i in enumerate(keep):
         split = ("train", "train", "val", "test")[j % 4]
         cls = names[int(batch.labels[i])]
@@ -102,7 +102,8 @@ def test_wine_goes_through_every_stage(tmp_path):
 
 @pytest.mark.parametrize("binary", [False, True], ids=["level-masks", "binary-masks"])
 def test_image_folder_with_masks_goes_through_every_stage(tmp_path, binary):
-    root = _cell_folder(tmp_path / "pets", binary=binary)
+    # Class names with '$' (matplotlib read "true c$\\qq, predicted r$\\qq" as mathtext: a parse error).
+    root = _cell_folder(tmp_path / "pets", binary=binary, names=("c$\\qq", "r$\\qq") if binary else ("ccell", "rcell"))
     run = tmp_path / "run"
     outputs = _pipeline(f"folder:{root}", run, model="cellcnn", methods="Saliency,LayerGradCam",
                         train_args=("--epochs", 2, "--branch-epochs", 1, "--batch-size", 8, "--eval-every", 2))
@@ -115,6 +116,8 @@ def test_image_folder_with_masks_goes_through_every_stage(tmp_path, binary):
         assert "binary" in outputs["evaluate"]
     assert (run / "heatmaps" / "test" / "branch-00" / "LayerGradCam.safetensors").is_file()
     assert "Augmentative eXplanation" in _page(run)
+    if binary:
+        assert "c$\\qq" in _page(run)
 
 
 def test_bad_dataset_specs_get_one_sentence(tmp_path):

@@ -79,6 +79,11 @@ def branch_points(five_band: pd.DataFrame, variant: str, stat: str) -> pd.DataFr
     return out.reset_index()
 
 
+def literal(text: object) -> str:
+    """``text`` as a figure shows it verbatim (matplotlib would read ``$...$`` in a class name as math)."""
+    return str(text).replace("$", r"\$")
+
+
 def new_figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
@@ -243,7 +248,7 @@ def feature_relevance_figure(relevance: dict[str, "torch.Tensor"], feature_names
     for i, method in enumerate(methods):
         attr = relevance[method].double()
         signed, magnitude = attr.mean(0).numpy(), attr.abs().mean(0).numpy()
-        labels = list(feature_names) if len(feature_names) == len(signed) else [f"f{j}" for j in range(len(signed))]
+        labels = [literal(n) for n in feature_names] if len(feature_names) == len(signed) else [f"f{j}" for j in range(len(signed))]
         ax = fig.add_subplot(len(methods), 1, i + 1)
         x = range(len(signed))
         ax.bar(x, magnitude, color="none", edgecolor="#57606a", linewidth=0.8, label="mean |relevance|")

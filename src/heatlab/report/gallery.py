@@ -30,7 +30,7 @@ from matplotlib.patches import Patch
 from heatlab.explain.postprocess import channel_adjust
 from heatlab.errors import HeatlabError
 from heatlab.progress import Progress, report
-from heatlab.report.figures import bare, save_figure
+from heatlab.report.figures import bare, literal, save_figure
 from heatlab.report.heatmaps import StoredHeatmaps, load_heatmaps
 from heatlab.report.page import class_name_of
 
@@ -219,8 +219,8 @@ def gallery_figure(
             text(left - 8, y + 1 + (i + 0.5) * (bh - 2 + GUTTER) / len(methods) - GUTTER / 2, method,
                  ha="right", va="center", fontsize=9)
         verdict = "correct" if sample.correct else "wrong"
-        text(left, y - 36, f"{verdict} prediction: true {class_name_of(class_names, sample.label)}, predicted "
-                           f"{class_name_of(class_names, sample.prediction)} (shard {sample.shard}, index {sample.index})",
+        text(left, y - 36, f"{verdict} prediction: true {literal(class_name_of(class_names, sample.label))}, predicted "
+                           f"{literal(class_name_of(class_names, sample.prediction))} (shard {sample.shard}, index {sample.index})",
              ha="left", va="bottom", fontsize=10, fontweight="bold", color="#1a7f37" if sample.correct else "#b42318")
         y += bh + gap
     if maps.banded:
@@ -282,7 +282,7 @@ def build_gallery(
         rows = list(range(start, start + len(samples)))
         start += len(samples)
         out_png = Path(out_dir) / f"gallery-class-{label:02d}.png"
-        path = gallery_figure(f"{label} {name}", samples, rows, maps, class_names, out_png, branch=branch)
+        path = gallery_figure(f"{label} {literal(name)}", samples, rows, maps, class_names, out_png, branch=branch)
         written.append((label, path, samples))
         report(progress, "report/gallery", k + 1, len(picked))
     return written
@@ -300,7 +300,7 @@ def inputs_figure(stored: StoredHeatmaps, class_names: Sequence[str], out_png: s
     for k, (label, j) in enumerate(picks.items()):
         ax = fig.add_subplot(grid[0, k])
         ax.imshow(_rgb("rgb", stored.inputs[j].permute(1, 2, 0).numpy()), interpolation="nearest")
-        ax.set_title(f"{label} {class_name_of(class_names, label)}", fontsize=8)
+        ax.set_title(f"{label} {literal(class_name_of(class_names, label))}", fontsize=8)
         axes = [ax]
         if with_truth:
             truth = stored.truth[j].numpy()

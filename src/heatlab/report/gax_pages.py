@@ -32,7 +32,7 @@ from matplotlib.lines import Line2D
 
 from heatlab.errors import HeatlabError
 from heatlab.files import ensure_dir, write_text
-from heatlab.report.figures import new_figure, save_figure
+from heatlab.report.figures import literal, new_figure, save_figure
 from heatlab.report.page import CSS, class_name_of, esc, fmt, table_html
 from heatlab.run.gax import GaxRunResult, load_gax_result
 from heatlab.run.rundir import RunDir
@@ -330,7 +330,7 @@ def gax_feature_figure(finals: np.ndarray, feature_names: list[str], out_png: st
     ax.bar(x, signed, color=["#b42318" if v >= 0 else "#2166ac" for v in signed], width=0.6, label="mean h")
     ax.axhline(0, color="#999999", linewidth=0.6)
     ax.set_xticks(list(x))
-    ax.set_xticklabels(feature_names, rotation=60, ha="right", fontsize=7)
+    ax.set_xticklabels([literal(n) for n in feature_names], rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("final h")
     ax.legend(fontsize=7, loc="upper right", frameon=False)
     fig.tight_layout()

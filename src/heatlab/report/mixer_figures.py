@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from heatlab.errors import HeatlabError
 from heatlab.explain.postprocess import channel_adjust
 from heatlab.improve.mixer import SETTINGS
-from heatlab.report.figures import bare, new_figure, save_figure
+from heatlab.report.figures import bare, literal, new_figure, save_figure
 from heatlab.run.rundir import RunDir
 
 #: How each setting is named in figures: what A(x, C) is taken for and whether it needs the label.
@@ -76,7 +76,7 @@ def mixer_gallery_figure(run_dir: str | os.PathLike, out_png: str | os.PathLike,
     cols = 1 + 3 * len(settings)
     fig = new_figure(1.25 * cols + 0.6, 1.35 * n + 1.1)
     axes = np.atleast_2d(fig.subplots(n, cols, squeeze=False))
-    label = lambda k: names[k] if k < len(names) else str(k)  # noqa: E731
+    label = lambda k: literal(names[k]) if k < len(names) else str(k)  # noqa: E731
     for i in range(n):
         x = g["x"][i]
         axes[i, 0].imshow(_image(x), cmap="gray", aspect="auto" if x.dim() == 1 else "equal")

@@ -18,7 +18,7 @@ from matplotlib.patches import Patch
 
 from heatlab.data import cells
 from heatlab.data.shards import CellSplit, derive_seed, split_names
-from heatlab.report.figures import bare
+from heatlab.report.figures import bare, literal
 from heatlab.errors import HeatlabError
 from heatlab.files import atomic_path, ensure_dir
 
@@ -54,6 +54,8 @@ def preview_figure(root: str | os.PathLike, out_png: str | os.PathLike, *, split
         raise HeatlabError(f"The dataset in '{root}' has no shards; write it with at least one shard.")
     splits = [CellSplit(root, s) for s in names]
     out = Path(out_png)
+    if out.is_dir():
+        raise HeatlabError(f"'{out}' is a folder; pass a file name, e.g. out_png='{out / 'preview.png'}'.")
     ensure_dir(out.parent)
     ds = splits[0]
     classes, backgrounds = ds.class_names, ds.background_names
@@ -85,7 +87,7 @@ def preview_figure(root: str | os.PathLike, out_png: str | os.PathLike, *, split
             if (c, b) in generated:
                 ax_img.set_title("(generated)", fontsize=7, color="#555555", pad=2)
             if b == 0:  # column header sits above the room kept for a "(generated)" title
-                ax_img.annotate(f"{c} {classes[c]}", xy=(0.5, 1), xycoords="axes fraction", xytext=(0, 12),
+                ax_img.annotate(f"{c} {literal(classes[c])}", xy=(0.5, 1), xycoords="axes fraction", xytext=(0, 12),
                                 textcoords="offset points", ha="center", va="bottom", fontsize=9)
             if c == 0:
                 ax_img.set_ylabel(f"bg {b}\n{backgrounds[b]}", fontsize=8)
