@@ -160,6 +160,17 @@ def test_paths_are_printed_literally(tmp_path):
     _assert_one_clear_error(code, text, str(bad))
 
 
+def test_control_characters_in_paths_are_shown_not_sent_to_the_terminal(tmp_path):
+    bad = tmp_path / "R\x1b[31mred\x07"
+    code, text = _run("evaluate", bad)
+    _assert_one_clear_error(code, text, "R\\x1b[31mred\\x07")
+    assert "\x1b" not in text and "\x07" not in text
+    target = tmp_path / "C\x1b]0;title\x07"
+    code, text = _run("data", "cells", "--out", target, "--size", 64, "--shards", "test=1", "--shard-size", 2)
+    assert code == 0 and (target / "manifest.json").is_file()  # the folder itself is named as asked
+    assert "\x1b" not in text and "C\\x1b]0;title\\x07" in text
+
+
 def test_demo_runs_the_whole_pipeline_through_run_demo(tmp_path, monkeypatch):
     """`heatlab demo` only calls heatlab.run.demo.run_demo (here with a tiny plan) and prints."""
     from heatlab.models.training import TrainConfig

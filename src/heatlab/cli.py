@@ -83,12 +83,12 @@ def data_verify(data_dir: Path = typer.Argument(..., help="A folder written by `
 @guarded
 def data_preview(
     data_dir: Path = typer.Argument(..., help="A folder written by `heatlab data cells`."),
-    png: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default DATA_DIR/preview.png)."),
+    out_png: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default DATA_DIR/preview.png)."),
 ) -> None:
     """Write a PNG grid: every class on every background, with its ground truth below."""
     from heatlab.report.preview import preview_figure
 
-    target = preview_figure(data_dir, png or Path(data_dir) / "preview.png")
+    target = preview_figure(data_dir, out_png or Path(data_dir) / "preview.png")
     say(f"preview: {target}")
 
 

@@ -25,15 +25,26 @@ console = Console(stderr=True)
 out = Console()
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def visible(text: object) -> object:
+    r"""``text`` with terminal control characters shown as ``\xNN`` (a file name holding an escape
+    sequence must not recolour or rewrite the terminal); other objects (rich tables) as they are."""
+    if not isinstance(text, str):
+        return text
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def say(message: object) -> None:
     """Print one line of user-facing text on stdout literally: no rich markup, no highlighting,
     no wrapping (so a path such as ``D[test]`` appears exactly as given and can be copied)."""
-    out.print(message, markup=False, highlight=False, soft_wrap=True)
+    out.print(visible(message), markup=False, highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
     """Print ``error: <message>`` on stderr (the message literally) and exit with ``code``."""
-    console.print(Text.assemble(("error:", "bold red"), " ", str(message)), highlight=False, soft_wrap=True)
+    console.print(Text.assemble(("error:", "bold red"), " ", visible(str(message))), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -77,7 +88,12 @@ def flag_words(message: str, flags: dict[str, tuple[str, bool]]) -> str:
             return match.group(0)  # False or anything else: no single flag says it
         return f"{flag} {value}"
 
-    return pattern.sub(swap, message)
+    message = pattern.sub(swap, message)
+    # A sentence that starts with a Python argument name ("first_n_correct must be ...") names the flag.
+    lead = re.match(rf"({names}) ", message)
+    if lead and lead.group(1)[0].islower():
+        message = flags[lead.group(1)][0] + message[lead.end() - 1:]
+    return message
 
 
 def guarded(fn):
