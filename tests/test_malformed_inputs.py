@@ -1,0 +1,147 @@
+"""Malformed input at the `heatlab` command: each case exits non-zero with one sentence on stderr,
+no traceback, and leaves every folder it was given exactly as it was (nothing half-written).
+
+The run and data folders are made by the pipeline (the session's tiny run); the broken variants
+are copies with one thing damaged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from heatlab.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def places(tiny_run, tmp_path_factory):
+    """Paths the cases refer to by name ({run}, {cells}, ...), all made once for the module."""
+    root = tmp_path_factory.mktemp("malformed")
+    run = root / "run"
+    shutil.copytree(tiny_run, run)
+    cells = Path(json.loads((run / "config.json").read_text())["data_root"])
+    p = {"run": run, "cells": cells, "root": root, "new": root / "new", "missing": root / "missing"}
+    p["file"] = root / "notes.txt"
+    p["file"].write_text("not a model\n")
+    p["pickle"] = root / "weights.pt"
+    p["pickle"].write_bytes(pickle.dumps({"conv.weight": [1.0, 2.0]}))
+    p["folder"] = root / "a-folder"
+    p["folder"].mkdir()
+    # A config without data_root (an old or hand-edited run).
+    p["nodata"] = root / "nodata"
+    shutil.copytree(run, p["nodata"])
+    config = json.loads((p["nodata"] / "config.json").read_text())
+    del config["data_root"]
+    (p["nodata"] / "config.json").write_text(json.dumps(config))
+    # Cells whose manifest lost its splits, and cells with one changed shard.
+    p["nosplits"] = root / "nosplits"
+    shutil.copytree(cells, p["nosplits"])
+    manifest = json.loads((p["nosplits"] / "manifest.json").read_text())
+    del manifest["splits"]
+    (p["nosplits"] / "manifest.json").write_text(json.dumps(manifest))
+    p["changed"] = root / "changed"
+    shutil.copytree(cells, p["changed"])
+    shard = p["changed"] / "train" / "shard-00000.safetensors"
+    blob = bytearray(shard.read_bytes())
+    blob[-1] ^= 0x01
+    shard.write_bytes(bytes(blob))
+    return p
+
+
+# (id, command line with {name} placeholders); every case must fail cleanly.
+CASES = [
+    ("cells-size-too-small", "data cells --out {new} --size 8"),
+    ("cells-size-too-big", "data cells --out {new} --size 100000 --shards train=1 --shard-size 1"),
+    ("cells-shard-too-big", "data cells --out {new} --size 2048 --shards train=1"),
+    ("cells-shard-size-0", "data cells --out {new} --shard-size 0"),
+    ("cells-shards-text", "data cells --out {new} --shards train=x"),
+    ("cells-shards-zero", "data cells --out {new} --size 64 --shards train=0 --shard-size 2"),
+    ("cells-shards-unknown-split", "data cells --out {new} --shards holdout=1"),
+    ("cells-out-is-a-file", "data cells --out {file} --size 64 --shards test=1 --shard-size 2"),
+    ("verify-missing", "data verify {missing}"),
+    ("verify-no-splits", "data verify {nosplits}"),
+    ("verify-changed-shard", "data verify {changed}"),
+    ("preview-out-is-a-folder", "data preview {cells} --out {folder}"),
+    ("preview-missing", "data preview {missing}"),
+    ("train-data-missing", "train --data {missing} --out {new}"),
+    ("train-data-unknown-spec", "train --data nosuchset:x --out {new}"),
+    ("train-data-no-splits", "train --data {nosplits} --out {new}"),
+    ("train-data-changed-shard", "train --data {changed} --out {new} --epochs 1 --branches 0"),
+    ("train-model-unknown", "train --data {cells} --out {new} --model nosuchnet"),
+    ("train-epochs-negative", "train --data {cells} --out {new} --epochs -1"),
+    ("train-batch-size-0", "train --data {cells} --out {new} --batch-size 0"),
+    ("train-lr-negative", "train --data {cells} --out {new} --lr -1"),
+    ("train-r-f-too-big", "train --data {cells} --out {new} --r-f 1.5"),
+    ("train-schedule-unknown", "train --data {cells} --out {new} --schedule sometimes"),
+    ("train-normalize-unknown", "train --data {cells} --out {new} --normalize maybe"),
+    ("train-device-meta", "train --data {cells} --out {new} --device meta"),
+    ("train-device-unknown", "train --data {cells} --out {new} --device gpu0"),
+    ("train-weights-pickle", "train --data {cells} --out {new} --weights {pickle}"),
+    ("train-weights-text", "train --data {cells} --out {new} --weights {file}"),
+    ("train-weights-missing", "train --data {cells} --out {new} --weights {missing}"),
+    ("train-image-model-on-table", "train --data wine --out {new} --model cellcnn"),
+    ("train-out-is-a-file", "train --data {cells} --out {file}"),
+    ("evaluate-not-a-run", "evaluate {folder}"),
+    ("evaluate-method-unknown", "evaluate {run} --methods Magic"),
+    ("evaluate-split-unknown", "evaluate {run} --split holdout"),
+    ("evaluate-split-escapes", "evaluate {run} --split ../../x"),
+    ("evaluate-batch-size-0", "evaluate {run} --batch-size 0"),
+    ("evaluate-preset-unknown", "evaluate {run} --preset paper999"),
+    ("evaluate-device-meta", "evaluate {run} --device meta"),
+    ("evaluate-config-without-data", "evaluate {nodata}"),
+    ("report-not-evaluated", "report {run}"),
+    ("report-missing", "report {missing}"),
+    ("ax-method-unknown", "ax {run} --methods Magic"),
+    ("ax-space-unknown", "ax {run} --ax-space nowhere"),
+    ("ax-holdout-unknown", "ax {run} --holdout-split later"),
+    ("gax-first-n-0", "gax {run} --first-n-correct 0"),
+    ("gax-branch-missing", "gax {run} --branch 7"),
+    ("gax-max-steps-0", "gax {run} --max-steps 0"),
+    ("lrp-filters-filter-unknown", "lrp-filters {run} --filters z9"),
+    ("lrp-filters-composite-unknown", "lrp-filters {run} --composite nope"),
+    ("lrp-study-model-unknown", "lrp-study --data digits --out {new} --model nosuchnet"),
+    ("lrp-study-table-data", "lrp-study --data wine --out {new}"),
+    ("mixer-setting-unknown", "mixer {run} --settings magic"),
+    ("mixer-seeds-0", "mixer {run} --seeds 0"),
+    ("mixer-holdout-too-big", "mixer {run} --holdout 1.5"),
+    ("mixer-branch-missing", "mixer {run} --branch branch-09"),
+]
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """Every file below ``root`` (relative name -> sha256 of its bytes)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_there_are_at_least_forty_cases():
+    assert len(CASES) >= 40 and len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("line", [c[1] for c in CASES], ids=[c[0] for c in CASES])
+def test_malformed_input_is_one_sentence_and_changes_nothing(places, line):
+    args = [part.format(**{k: str(v) for k, v in places.items()}) for part in line.split()]
+    before = {k: _snapshot(places[k]) for k in ("root", "cells")}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = runner.invoke(app, args)
+    assert not caught, f"a warning came before the sentence: {caught[0].message}"
+    err = result.stderr.strip()
+    assert result.exit_code != 0, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output and "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and lines[0].endswith("."), err
+    message = lines[0][len("error: "):]
+    assert message[:1].isupper() or message[:1].isdigit() or message.startswith(("'", "--")), message  # a sentence
+    assert {k: _snapshot(places[k]) for k in before} == before, "the command changed files it was given"
+    assert not places["new"].exists(), "the command left an output folder behind"
