@@ -211,6 +211,52 @@ def test_folder_spec_reads_split_folders(tmp_path):
     assert all(Path(f).parent.parent.name == s for s, v in splits.items() for f in v.files)
 
 
+def _flat_root(root: Path, counts: dict[str, int], masks: bool = False) -> Path:
+    value = 1
+    for cls, n in counts.items():
+        for i in range(n):
+            _png(root / cls / f"img{i}.png", value)
+            if masks:
+                _mask_png(root / "masks" / cls / f"img{i}.png", np.where(np.arange(64).reshape(8, 8) < value, 255, 0))
+            value += 1
+    return root
+
+
+def test_a_flat_class_folder_is_split_by_a_seeded_draw_per_class(tmp_path):
+    root = _flat_root(tmp_path / "flat", {"cat": 20, "dog": 7, "owl": 3})
+    splits = open_splits(f"folder:{root}", size=4, channels=1)
+    names = lambda fs: {f"{Path(f).parent.name}/{Path(f).name}" for f in fs}  # noqa: E731
+    files = {s: names(v.files) for s, v in splits.items()}
+    assert all(v.class_names == ["cat", "dog", "owl"] for v in splits.values())
+    per = {s: {c: sum(Path(f).parent.name == c for f in v.files) for c in ("cat", "dog", "owl")} for s, v in splits.items()}
+    # 15% rounded half up, at least one: cat 20 -> 3/3/14, dog 7 -> 1/1/5, owl 3 -> 1/1/1
+    assert per == {"val": {"cat": 3, "dog": 1, "owl": 1}, "test": {"cat": 3, "dog": 1, "owl": 1},
+                   "train": {"cat": 14, "dog": 5, "owl": 1}}
+    assert set.union(*files.values()) == {f"{c}/img{i}.png" for c, n in (("cat", 20), ("dog", 7), ("owl", 3)) for i in range(n)}
+    assert sum(map(len, files.values())) == 30  # disjoint
+    for s, v in splits.items():  # each decoded pixel is its file's own value, with its class's label
+        got = _all(v)
+        for path, x, y in zip(v.files, got["images"], got["labels"]):
+            assert v.class_names[int(y)] == Path(path).parent.name
+            assert round(float(x[0, 0, 0]) * 255) == int(np.asarray(Image.open(path))[0, 0])
+    again = open_splits(f"folder:{root}", size=4, channels=1)
+    assert {s: v.files for s, v in again.items()} == {s: v.files for s, v in splits.items()}
+    other = open_splits(f"folder:{root}", size=4, channels=1, seed=1)
+    assert names(other["test"].files) != files["test"]
+    wider = open_splits(f"folder:{root}", size=4, channels=1, val_fraction=0.3, test_fraction=0.3)
+    assert sum(Path(f).parent.name == "cat" for f in wider["val"].files) == 6
+
+
+def test_a_flat_folder_reads_its_masks_and_refuses_too_few_images(tmp_path):
+    root = _flat_root(tmp_path / "flat", {"a": 8, "b": 8}, masks=True)
+    test = open_dataset(f"folder:{root}", "test", size=8)
+    assert test.truth_kind == "mask" and test.class_names == ["a", "b"]  # masks/ is no class
+    with pytest.raises(HeatlabError, match=r"holds 2 images, too few to split into train, val and test"):
+        open_dataset(f"folder:{_flat_root(tmp_path / 'few', {'a': 5, 'b': 2})}", "train", size=8)
+    with pytest.raises(HeatlabError, match=r"val_fraction \+ test_fraction must leave images for training"):
+        open_dataset(f"folder:{root}", "train", size=8, val_fraction=0.5, test_fraction=0.5)
+
+
 # ------------------------------------------------------------------------------------------ errors
 def test_broken_folders_are_rejected(tmp_path, chest_root):
     root = tmp_path / "bad"

@@ -15,6 +15,9 @@ Split rules (paper 000):
   first ``round(val_fraction · n)`` (halves rounded up) go to val, the rest to train. The paper
   drew 266/1349 healthy and 790/3883 pneumonia images (19.7%, 20.3%) for val, consistent with a
   random 20% draw, hence ``val_fraction=0.2``. The test folder is used untouched.
+* **A flat folder** (``folder:DIR`` with ``DIR/<class>/*`` and no train/val/test subfolder): per
+  class a seeded draw gives 15% to val, 15% to test and the rest to train (:func:`flat_partition`;
+  masks, if any, in ``DIR/masks/<class>/``).
 * **COVID-19 radiography** (``<class>/images/*``, Appendix A.4): within each class the i-th
   file (natural order, i = 0, 1, ...) goes to train if ``i mod 3 == 0``, to val if 1 and to test
   if 2. A class folder without an ``images`` subfolder is read directly (the older release).
@@ -68,6 +71,8 @@ Partition = tuple[list[str], dict[str, dict[str, list[Path]]]]
 _PIL_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 #: Default mask folder of ``folder:DIR``: ``DIR/masks/<split>/<class>/``.
 MASK_FOLDER = "masks"
+#: Shares of each class a flat ``<class>/*`` folder gives to val and test (the rest is train).
+FLAT_FRACTIONS = {"val": 0.15, "test": 0.15}
 #: 8-bit mask values read as each ground-truth level: 0 -> 0, 101..103 -> 0.4, 228..231 -> 0.9.
 LEVEL_VALUES = {TRUTH_LEVELS[0]: (0, 0), TRUTH_LEVELS[1]: (101, 103), TRUTH_LEVELS[2]: (228, 231)}
 _LEVEL_OF_VALUE = np.full(256, np.nan, dtype=np.float32)
@@ -429,15 +434,22 @@ def split_folder(
     seed: int = 0,
     shard_size: int = DEFAULT_SHARD_SIZE,
     masks: str | os.PathLike | bool | None = True,
+    val_fraction: float = FLAT_FRACTIONS["val"],
+    test_fraction: float = FLAT_FRACTIONS["test"],
 ) -> ImageSplit:
     """Split ``split`` of ``root/<split>/<class>/*``; the classes are those of ``root/train``.
 
     ``masks``: True (default) reads masks from ``root/masks/<split>/<class>/`` when that folder
     exists, a path reads them from ``PATH/<split>/<class>/``, False or None ignores masks (module
-    docstring: file names, sizes, values and ``truth_kind``).
+    docstring: file names, sizes, values and ``truth_kind``). A flat ``root/<class>/*`` folder
+    (no train, val or test subfolder) is split per class with a seeded draw of ``val_fraction``
+    and ``test_fraction`` (:func:`flat_partition`); its masks are in ``root/masks/<class>/``.
     """
     check_split(split)
     root = Path(root).expanduser()
+    if root.is_dir() and not any((root / s).is_dir() for s in SPLITS):
+        return _flat_split(root, split, size=size, channels=channels, seed=seed, shard_size=shard_size, masks=masks,
+                           val_fraction=val_fraction, test_fraction=test_fraction)
     classes = class_folders(root / "train")
     mask_root = _mask_split_folder(root, split, masks)
     if mask_root is None:
@@ -446,6 +458,59 @@ def split_folder(
     per_class = _class_files(root / split, classes)
     mask_files = _match_masks(per_class, mask_root)
     return _make_split(per_class, classes, ("folder",), seed=seed, masks=mask_files, size=size, channels=channels,
+                       shard_size=shard_size)
+
+
+def flat_partition(root: str | os.PathLike, *, val_fraction: float = FLAT_FRACTIONS["val"],
+                   test_fraction: float = FLAT_FRACTIONS["test"], seed: int = 0) -> Partition:
+    """(class names, {split: {class: files}}) of a flat ``root/<class>/*`` folder.
+
+    Per class, the files (natural order) are permuted with a generator seeded by ``(seed, class)``;
+    the first ``round(val_fraction · n)`` go to val, the next ``round(test_fraction · n)`` to test
+    (at least one each), the rest to train. The same seed always gives the same split.
+    """
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise HeatlabError(f"{name} must be a share between 0 and 1, got {value!r}; pass e.g. {name}=0.15.")
+    if val_fraction + test_fraction >= 1:
+        raise HeatlabError(f"val_fraction + test_fraction must leave images for training, got {val_fraction} + "
+                           f"{test_fraction}; pass e.g. val_fraction=0.15, test_fraction=0.15.")
+    root = Path(root).expanduser()
+    classes = [c for c in class_folders(root) if c != MASK_FOLDER]
+    _two_classes(classes, root)
+    found = _class_files(root, classes)
+    parts: dict[str, dict[str, list[Path]]] = {s: {} for s in SPLITS}
+    for c in classes:
+        files = found[c]
+        n_val = max(1, math.floor(val_fraction * len(files) + 0.5))
+        n_test = max(1, math.floor(test_fraction * len(files) + 0.5))
+        if len(files) < n_val + n_test + 1:
+            raise HeatlabError(f"Class folder '{root / c}' holds {len(files)} images, too few to split into train, val "
+                               f"and test; add images (at least {n_val + n_test + 1}) or lay the folder out as "
+                               "train/val/test/<class>/.")
+        g = torch.Generator().manual_seed(derive_seed(seed, "flat", c))
+        perm = torch.randperm(len(files), generator=g).tolist()
+        parts["val"][c] = [files[i] for i in perm[:n_val]]
+        parts["test"][c] = [files[i] for i in perm[n_val : n_val + n_test]]
+        parts["train"][c] = [files[i] for i in perm[n_val + n_test :]]
+    return classes, parts
+
+
+def _flat_split(root: Path, split: str, *, size: int, channels: int, seed: int, shard_size: int, masks: object,
+                val_fraction: float, test_fraction: float) -> ImageSplit:
+    classes, parts = flat_partition(root, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    per_class = {c: sorted(files, key=lambda p: natural_key(p.name)) for c, files in parts[split].items()}
+    mask_files = None
+    if masks is True and (root / MASK_FOLDER).is_dir():
+        mask_files = _match_masks(per_class, root / MASK_FOLDER)
+    elif isinstance(masks, (str, os.PathLike)) and str(masks).strip():
+        if not Path(masks).expanduser().is_dir():
+            raise HeatlabError(f"Mask folder '{masks}' does not exist; pass masks= a folder laid out as <class>/ like "
+                               "the images, or masks=False to ignore masks.")
+        mask_files = _match_masks(per_class, Path(masks).expanduser())
+    elif masks not in (True, False, None):
+        raise HeatlabError(f"masks must be True, False or a folder path, got {masks!r}; pass e.g. masks=False.")
+    return _make_split(per_class, classes, ("flat", split), seed=seed, masks=mask_files, size=size, channels=channels,
                        shard_size=shard_size)
 
 

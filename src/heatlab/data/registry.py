@@ -8,7 +8,7 @@ path; a bare folder written by ``heatlab data cells`` works as well as ``cells:D
     cells:/data/cells                  synthetic cells with ground truth (paper 002)
     chest_xray:/data/chest_xray        folders train/val/test/{NORMAL,PNEUMONIA} (paper 000)
     covid:/data/COVID-19_Radiography   <class>/images/*.png, index mod 3 split (paper 000, App. A.4)
-    folder:/data/pets                  generic <split>/<class>/* image folders
+    folder:/data/pets                  generic <split>/<class>/* image folders, or flat <class>/* (seeded split)
     drybean:/data/Dry_Bean_Dataset.xlsx   (or .csv), per-class index mod 3 split (paper 000, App. A.4)
     creditcard:/data/creditcard.csv    cross projective augmentation (paper 000, App. A.4)
     wine, breast_cancer                scikit-learn's bundled tables (offline)
@@ -77,7 +77,8 @@ _DATASETS = {
         DatasetEntry("covid", "heatlab.data.images", "covid_radiography", True, True,
                      "COVID-19 radiography folders <class>/images/*.png"),
         DatasetEntry("folder", "heatlab.data.images", "split_folder", True, True,
-                     "image folders <split>/<class>/*, masks optional in masks/<split>/<class>/"),
+                     "image folders <split>/<class>/* or <class>/* (split 70/15/15, seeded), masks optional "
+                     "in masks/[<split>/]<class>/"),
         DatasetEntry("drybean", "heatlab.data.tabular", "drybean", True, False,
                      "dry bean table (.xlsx or .csv)"),
         DatasetEntry("creditcard", "heatlab.data.tabular", "creditcard", True, False,
