@@ -93,7 +93,12 @@ def test_train_on_a_table_file_and_refuse_an_image_model(tmp_path):
                       "--epochs", 1, "--branches", 1, "--batch-size", 16)
     assert code == 0, text
     assert (tmp_path / "r" / "model" / "branch-00" / "model.json").exists()
-    _assert_one_clear_error(*_run("train", "--data", f"drybean:{csv}", "--out", tmp_path / "r2"), "tabular model")
+    _assert_one_clear_error(*_run("train", "--data", f"drybean:{csv}", "--model", "cellcnn", "--out", tmp_path / "r2"),
+                            "tabular model")
+    assert not (tmp_path / "r2").exists()
+    code, text = _run("train", "--data", f"drybean:{csv}", "--out", tmp_path / "r3", "--epochs", 1, "--branches", 0)
+    assert code == 0, text  # no --model: a table gets the table default
+    assert json.loads((tmp_path / "r3" / "config.json").read_text())["training"]["model"] == "mlp"
     code, text = _run("evaluate", tmp_path / "r")  # no ground truth: heatmaps only, and it says so
     assert code == 0 and "ground truth" in text, text
 
@@ -169,6 +174,18 @@ def test_control_characters_in_paths_are_shown_not_sent_to_the_terminal(tmp_path
     code, text = _run("data", "cells", "--out", target, "--size", 64, "--shards", "test=1", "--shard-size", 2)
     assert code == 0 and (target / "manifest.json").is_file()  # the folder itself is named as asked
     assert "\x1b" not in text and "C\\x1b]0;title\\x07" in text
+
+
+def test_help_does_not_load_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom heatlab.cli import app\n"
+            "for cmd in ([], ['train'], ['evaluate'], ['mixer'], ['data', 'cells']):\n"
+            "    assert CliRunner().invoke(app, [*cmd, '--help']).exit_code == 0\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_demo_runs_the_whole_pipeline_through_run_demo(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -399,3 +400,42 @@ def test_leftover_temporary_files_of_dead_writers_are_removed(tmp_path):
         assert remove_stale_tmp(tmp_path) == 1
         assert mine.exists() and (tmp_path / ".other.json.elsewhere~1.abc.tmp").exists()
     assert not list((tmp_path / "sub").iterdir()) and (tmp_path / "live.json").read_text() == "{}"
+
+
+def test_tables_get_the_table_defaults_and_a_model_near_chance_is_flagged(tmp_path):
+    import json
+
+    from heatlab.models.training import TABLE_DEFAULTS
+
+    for data in ("wine", "breast_cancer"):
+        summary = train_run(data, tmp_path / data, {"branches": 1})
+        training = json.loads((tmp_path / data / "config.json").read_text())["training"]
+        assert {k: training[k] for k in TABLE_DEFAULTS} == TABLE_DEFAULTS
+        assert summary["test_acc_mean"] >= 0.95 and summary["warning"] is None, (data, summary)
+    # Untrained (a learning rate of 1e-12): every model guesses, and the summary says so.
+    summary = train_run("wine", tmp_path / "still", {"branches": 1, "lr": 1e-12, "branch_lr": 1e-12, "epochs": 1})
+    assert summary["chance_acc"] == pytest.approx(23 / 58)  # wine's largest test class
+    assert summary["test_acc_mean"] <= summary["chance_acc"] + 0.05
+    assert summary["warning"].startswith("Every model is near chance") and "--epochs" in summary["warning"]
+    # Settings given win over the table defaults, and a TrainConfig is taken as it is.
+    train_run("wine", tmp_path / "given", {"branches": 0, "epochs": 2, "model": "drybeanfpa"})
+    training = json.loads((tmp_path / "given" / "config.json").read_text())["training"]
+    assert (training["model"], training["epochs"], training["lr"]) == ("drybeanfpa", 2, TABLE_DEFAULTS["lr"])
+
+
+def test_data_options_are_recorded_and_every_stage_opens_the_data_with_them(tmp_path):
+    from PIL import Image
+
+    from heatlab.run.rundir import RunDir
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        for i in range(10):
+            (tmp_path / "pics" / c).mkdir(parents=True, exist_ok=True)
+            Image.fromarray((rng.random((20, 30, 3)) * 255).astype(np.uint8)).save(tmp_path / "pics" / c / f"{i}.png")
+    train_run(f"folder:{tmp_path / 'pics'}", tmp_path / "run", {"branches": 0, "epochs": 1, "model": "mlp"},
+              data_options={"size": 12})
+    assert RunDir(tmp_path / "run").open_data("test").load_shard(0)["images"].shape[1:] == (3, 12, 12)
+    with pytest.raises(HeatlabError, match="different settings"):
+        train_run(f"folder:{tmp_path / 'pics'}", tmp_path / "run", {"branches": 0, "epochs": 1, "model": "mlp"},
+                  data_options={"size": 16})

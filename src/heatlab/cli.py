@@ -11,8 +11,8 @@ from typing import Optional
 import typer
 
 import heatlab
-from heatlab.cli_common import _fail, console, guarded, out, progress_bars, say
-from heatlab.models.training import TrainConfig
+from heatlab.cli_common import _fail, console, guarded, out, progress_bars, say, warn
+from heatlab.models.config import TABLE_DEFAULTS as TABLE, TrainConfig
 
 __all__ = ["app", "main", "console", "out", "guarded", "progress_bars", "say"]
 
@@ -99,13 +99,17 @@ def train(
     data: str = typer.Option(..., "--data", help="A cell folder written by `heatlab data cells`, or a dataset spec: "
                              "wine, breast_cancer, drybean:FILE.xlsx, creditcard:FILE.csv, chest_xray:DIR, covid:DIR, folder:DIR."),
     run_dir: Path = typer.Option(..., "--out", help="Run folder to write models, tables and figures into."),
-    model: str = typer.Option(TRAIN.model, "--model", help="Zoo model name (cellcnn, resnet34, alexnet, vgg16, ...)."),
+    model: Optional[str] = typer.Option(None, "--model", help=f"Zoo model name (cellcnn, resnet34, alexnet, vgg16, "
+                                        f"mlp, ...); default {TRAIN.model} for images, {TABLE['model']} for tables."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Start from these weights (.safetensors or a state dict)."),
-    epochs: int = typer.Option(TRAIN.epochs, help="Epochs of continuous training (the base model)."),
+    epochs: Optional[int] = typer.Option(None, help=f"Epochs of continuous training (the base model); default "
+                                         f"{TRAIN.epochs} for images, {TABLE['epochs']} for tables."),
     branch_epochs: int = typer.Option(TRAIN.branch_epochs, help="Maximum epochs per branch in regular-evaluation mode."),
     branches: int = typer.Option(TRAIN.branches, help="Branch models trained from the base model (paper: 5)."),
-    batch_size: int = typer.Option(TRAIN.batch_size, help="Training batch size."),
-    lr: float = typer.Option(TRAIN.lr, help="Adam learning rate of continuous mode."),
+    batch_size: Optional[int] = typer.Option(None, help=f"Training batch size; default {TRAIN.batch_size} for images, "
+                                             f"{TABLE['batch_size']} for tables."),
+    lr: Optional[float] = typer.Option(None, help=f"Adam learning rate of continuous mode; default {TRAIN.lr:g} for "
+                                       f"images, {TABLE['lr']:g} for tables."),
     branch_lr: float = typer.Option(TRAIN.branch_lr, help="Adam learning rate of the branches (the paper uses --lr)."),
     schedule: str = typer.Option(TRAIN.schedule, help="Continuous-mode rate: cosine (decays to 1%) or constant (paper)."),
     weight_decay: float = typer.Option(TRAIN.weight_decay, help="Adam weight decay."),
@@ -117,20 +121,27 @@ def train(
     device: str = typer.Option(TRAIN.device, help="Torch device, e.g. cpu or cuda."),
     normalize: str = typer.Option(TRAIN.normalize, help="Input standardisation the model carries: data (the training "
                                   "split's per-channel mean/std), imagenet or none. AX adds heatmaps after it."),
+    size: Optional[int] = typer.Option(None, "--size", help="Side in pixels image folders and digits are served at "
+                                       "(default: the dataset's own, 256 for image folders); recorded for every stage."),
 ) -> None:
     """Train a base model, then branch models in regular-evaluation mode (paper 002, §III-B)."""
     from heatlab.report.training_figures import training_figure
     from heatlab.run.training import train_run
 
-    config = TrainConfig(model=model, epochs=epochs, branch_epochs=branch_epochs, branches=branches, batch_size=batch_size,
-                         lr=lr, branch_lr=branch_lr, schedule=schedule, weight_decay=weight_decay, eval_every=eval_every,
-                         target_acc=target_acc, n_l=n_l, r_f=r_f, seed=seed, device=device, normalize=normalize)
+    given = dict(model=model, epochs=epochs, batch_size=batch_size, lr=lr)  # unset: the data kind's default
+    settings = {k: v for k, v in given.items() if v is not None}
+    settings.update(branch_epochs=branch_epochs, branches=branches, branch_lr=branch_lr, schedule=schedule,
+                    weight_decay=weight_decay, eval_every=eval_every, target_acc=target_acc, n_l=n_l, r_f=r_f, seed=seed,
+                    device=device, normalize=normalize)
     t0 = time.perf_counter()
     with progress_bars() as progress:
-        summary = train_run(data, run_dir, config, weights=weights, progress=progress)
+        summary = train_run(data, run_dir, settings, weights=weights, progress=progress,
+                            data_options=None if size is None else {"size": size})
     figure = training_figure(run_dir, Path(run_dir) / "report" / "figures" / "training.png")
     _print_training(summary)
     say(f"trained in {time.perf_counter() - t0:.0f} s; loss curves: {figure}")
+    if summary["warning"]:
+        warn(summary["warning"])
 
 
 def _print_training(summary: dict) -> None:

@@ -42,6 +42,11 @@ def say(message: object) -> None:
     out.print(visible(message), markup=False, highlight=False, soft_wrap=True)
 
 
+def warn(message: str) -> None:
+    """Print ``warning: <message>`` on stderr (literally): the work is done but its result needs a look."""
+    console.print(Text.assemble(("warning:", "bold yellow"), " ", visible(str(message))), highlight=False, soft_wrap=True)
+
+
 def _fail(message: str, code: int = 2) -> None:
     """Print ``error: <message>`` on stderr (the message literally) and exit with ``code``."""
     console.print(Text.assemble(("error:", "bold red"), " ", visible(str(message))), highlight=False, soft_wrap=True)

@@ -30,7 +30,7 @@ from torch import nn
 from heatlab.errors import HeatlabError
 from heatlab.files import atomic_path
 
-DEFAULT_MODEL = "cellcnn"
+from heatlab.models.config import DEFAULT_MODEL  # noqa: E402,F401  (re-exported)
 
 _FAMILY_MODULES = ("heatlab.models.cellcnn", "heatlab.models.torchvision_models", "heatlab.models.attention", "heatlab.models.mnist_nets",
                   "heatlab.models.mlp")

@@ -101,7 +101,8 @@ def load_branch(run_dir: str | os.PathLike, branch: int | str = 0, *, device: st
 def identity(record: dict) -> dict:
     """What must match for a run folder to be resumed: settings, data and initial weights."""
     training = {k: v for k, v in record.get("training", {}).items() if k not in _MUTABLE}
-    return {**training, "data_root": record.get("data_root"), "weights_sha256": record.get("weights_sha256")}
+    return {**training, "data_root": record.get("data_root"), "data_options": record.get("data_options") or {},
+            "weights_sha256": record.get("weights_sha256")}
 
 
 class RunDir:
@@ -184,7 +185,10 @@ class RunDir:
 
     def open_data(self, split: str) -> Split:
         """Split ``split`` of the run's dataset, through the one data interface."""
-        data = registry.open_data(self.data_spec(), registry.check_split(split))
+        options = self.config().get("data_options") or {}
+        if not isinstance(options, dict):
+            raise HeatlabError(f"'{self.config_path}' has data_options that are not a mapping; train the run again.")
+        data = registry.open_data(self.data_spec(), registry.check_split(split), **options)
         if len(data) == 0:
             raise HeatlabError(f"Split '{split}' of '{self.data_spec()}' has no samples; choose another split.")
         return data

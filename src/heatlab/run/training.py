@@ -20,6 +20,7 @@ import importlib.metadata
 import json
 import os
 from pathlib import Path
+from typing import Any, Mapping
 
 import pandas as pd
 import torch
@@ -34,7 +35,9 @@ from heatlab.files import ensure_dir, read_json, remove_stale_tmp, sha256_file, 
 from heatlab.models import zoo
 from heatlab.models.training import (
     TrainConfig,
+    chance_accuracy,
     check_takes,
+    config_for,
     create_model,
     normalize_spec,
     evaluate_accuracy,
@@ -188,39 +191,70 @@ def _train_one_branch(run_dir: Path, splits: dict[str, Split], config: TrainConf
     return _save_stage(run_dir, b, model, info, steps, vals)
 
 
-def _summary(run_dir: Path, base: dict, branches: list[dict], skipped: list[str]) -> dict:
+def _summary(run_dir: Path, base: dict, branches: list[dict], skipped: list[str], chance: float) -> dict:
     keys = ("branch", "stop_reason", "iterations", "best_shard_acc", "val_acc", "test_acc")
     rows = [{k: info.get(k) for k in keys} for info in branches]
     mean = lambda key: sum(r[key] for r in rows) / len(rows) if rows else None  # noqa: E731
+    best = max([r["test_acc"] for r in rows] + [base.get("test_acc") or 0.0])
+    warning = None
+    if best <= chance + CHANCE_MARGIN:
+        warning = (f"Every model is near chance (best test accuracy {best:.3f}; always guessing the most frequent "
+                   f"class gives {chance:.3f}), so its heatmaps explain little; train longer (--epochs), with "
+                   "another --lr or another --model.")
     return {
         "run_dir": str(run_dir),
         "base": {k: base.get(k) for k in ("iterations", "val_acc", "test_acc")},
         "branches": rows,
         "val_acc_mean": mean("val_acc"),
         "test_acc_mean": mean("test_acc"),
+        "chance_acc": chance,
+        "warning": warning,
         "skipped": skipped,
     }
+
+
+#: A model whose test accuracy is at most this far above always guessing the most frequent class is "near chance".
+CHANCE_MARGIN = 0.05
+
+
+def _labels(split: Split) -> "torch.Tensor":
+    labels = getattr(split, "labels", None)
+    if isinstance(labels, torch.Tensor):
+        return labels
+    return torch.cat([split.load_shard(k)["labels"] for k in range(split.num_shards)])
 
 
 def train_run(
     data_root: str | os.PathLike,
     run_dir: str | os.PathLike,
-    config: TrainConfig,
+    config: TrainConfig | Mapping[str, Any],
     *,
     weights: str | os.PathLike | None = None,
+    data_options: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> dict:
     """Train the base model and ``config.branches`` branches into ``run_dir``, resuming if possible.
 
-    ``weights`` (safetensors) initialise the base model before continuous training. ``progress``
-    is called as ``progress(task, done, total)`` with tasks "train/base", "train/branch-00", ...
-    Returns a summary: base and per-branch stop reason, iterations, val and test accuracy, means,
-    and the stages skipped because they were already complete.
+    ``config``: a TrainConfig, or a mapping of the settings to change, the rest taking the
+    defaults of the data's kind (:func:`heatlab.models.training.config_for`: tables get
+    :data:`~heatlab.models.training.TABLE_DEFAULTS`). ``data_options`` are passed to the dataset's
+    loader (e.g. ``{"size": 64}`` for an image folder) and recorded, so every later stage opens
+    the data the same way. ``weights`` (safetensors) initialise the base model before continuous
+    training. ``progress`` is called as ``progress(task, done, total)`` with tasks "train/base",
+    "train/branch-00", ... Returns a summary: base and per-branch stop reason, iterations, val and
+    test accuracy, means, the accuracy of always guessing the most frequent test class with a
+    ``warning`` sentence when every model is near it, and the stages skipped because they were
+    already complete.
     """
-    if not isinstance(config, TrainConfig):
+    if not isinstance(config, (TrainConfig, Mapping)):
         raise HeatlabError(f"config must be a TrainConfig, got {type(config).__name__}; build one with TrainConfig(...).")
+    if data_options is not None and not isinstance(data_options, Mapping):
+        raise HeatlabError(f"data_options must be a mapping, got {type(data_options).__name__}; pass e.g. data_options={{'size': 64}}.")
+    data_options = dict(data_options or {})
+    splits = registry.open_all(data_root, **data_options)
+    if not isinstance(config, TrainConfig):
+        config = config_for(registry.input_kind(splits["train"]), config)
     resolve_device(config.device)
-    splits = registry.open_all(data_root)
     names = splits["train"].class_names
     for name in ("val", "test"):
         if splits[name].class_names != names:
@@ -243,6 +277,8 @@ def train_run(
             "seed": config.seed,
             "versions": _versions(),
         }
+        if data_options:
+            record["data_options"] = data_options
         RunDir(run_dir).write_config(record)
 
         skipped = []
@@ -270,4 +306,4 @@ def train_run(
             branches.append(info)
         if not (run_dir / "tables" / "training.parquet").is_file():
             _collect_tables(run_dir)
-        return _summary(run_dir, base, branches, skipped)
+        return _summary(run_dir, base, branches, skipped, chance_accuracy(_labels(splits["test"])))
