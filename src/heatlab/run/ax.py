@@ -157,7 +157,7 @@ class AX(Stage):
 
 def ax_run(run_dir, *, methods="all", split: str = "test", holdout_split: str | None = "val", batch_size: int = 25,
            device: str = "cpu", space: str | None = None, preset: str | Preset | None = None,
-           replace: bool = False, progress: Progress | None = None) -> dict:
+           replace: bool = False, progress: Progress | None = None, backend=None) -> dict:
     """Run AX on every (branch, method, shard) of ``split`` and ``holdout_split``; write both tables.
 
     ``holdout_split`` ``None`` (or equal to ``split``) chooses the flag threshold in-sample.
@@ -166,10 +166,11 @@ def ax_run(run_dir, *, methods="all", split: str = "test", holdout_split: str | 
     method with the largest gap (mean AUROC over branches of the raw ``x + h`` score). The tables
     keep the methods of an earlier AX run with the same splits, space and preset (so
     ``methods="Saliency"`` adds Saliency); ``replace=True`` writes them with ``methods`` alone.
+    ``backend``: where the units run (:func:`heatlab.run.runner.make_backend`; default this process).
     """
     return run_stage(AX(RunDir(run_dir), methods=methods, split=split, holdout_split=holdout_split,
                         batch_size=batch_size, device=device, space=space, preset=preset, replace=replace),
-                     progress=progress)
+                     progress=progress, backend=backend)
 
 
 def resolve_space(run: RunDir, branches: Sequence[str], space: str | None, input_kind: str) -> dict:

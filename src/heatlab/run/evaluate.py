@@ -266,12 +266,14 @@ def _join_roc(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def evaluate_run(run_dir, *, methods="all", split: str = "test", batch_size: int = 25, device: str = "cpu",
-                 preset: str | Preset | None = None, replace: bool = False, progress: Progress | None = None) -> dict:
+                 preset: str | Preset | None = None, replace: bool = False, progress: Progress | None = None,
+                 backend: Any = None) -> dict:
     """Evaluate every (branch, method, shard) of ``split``; write the tables, heatmaps and evaluate.json.
 
     ``preset``: the attribution settings (:mod:`heatlab.explain.presets`; default ``"paper002"``).
     The tables keep the methods of an earlier evaluation of the same split and preset (so
     ``methods="Saliency"`` adds Saliency); ``replace=True`` writes them with ``methods`` alone.
+    ``backend``: where the units run (:func:`heatlab.run.runner.make_backend`; default this process).
     """
     return run_stage(Evaluate(RunDir(run_dir), methods=methods, split=split, batch_size=batch_size, device=device,
-                              preset=preset, replace=replace), progress=progress)
+                              preset=preset, replace=replace), progress=progress, backend=backend)

@@ -245,8 +245,12 @@ def gax_run(
     snapshot_every: int = 5,
     device: str = "cpu",
     progress: Progress | None = None,
+    backend=None,
 ) -> dict:
-    """Run GAX for the first ``first_n_correct`` correct samples of ``split``; returns the summary."""
+    """Run GAX for the first ``first_n_correct`` correct samples of ``split``; returns the summary.
+
+    ``backend``: where the batches run (:func:`heatlab.run.runner.make_backend`; default this process).
+    """
     stage = GAX(RunDir(run_dir), split=split, first_n_correct=first_n_correct, target_co=target_co, branch=branch,
                 max_steps=max_steps, batch_size=batch_size, snapshot_every=snapshot_every, device=device,
                 progress=progress)
@@ -254,7 +258,7 @@ def gax_run(
     if done is not None:
         return done
     stage.selection = stage.select(Work(stage.run, device=device, batch_size=batch_size))
-    return run_stage(stage, progress=_batches(progress))
+    return run_stage(stage, progress=_batches(progress), backend=backend)
 
 
 def _batches(progress: Progress | None) -> Progress | None:

@@ -116,7 +116,10 @@ def verdict(tables: dict[str, pd.DataFrame]) -> dict:
 
 def lrp_filters_run(run_dir, *, filters=None, split: str = "test", composite: str = "epsilon_plus",
                     start: str = "target", batch_size: int = 25, device: str = "cpu",
-                    progress: Progress | None = None) -> dict:
-    """Score LRP heatmaps per filter setting against the ground truth of ``split``; returns the summary."""
+                    progress: Progress | None = None, backend=None) -> dict:
+    """Score LRP heatmaps per filter setting against the ground truth of ``split``; returns the summary.
+
+    ``backend``: where the units run (:func:`heatlab.run.runner.make_backend`; default this process).
+    """
     return run_stage(LRPFilters(RunDir(run_dir), filters=filters, split=split, composite=composite, start=start,
-                                batch_size=batch_size, device=device), progress=progress)
+                                batch_size=batch_size, device=device), progress=progress, backend=backend)

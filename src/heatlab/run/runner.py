@@ -18,10 +18,11 @@ schedule units elsewhere.
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -196,17 +197,58 @@ def execution_order(units: Sequence[Unit]) -> list[Unit]:
     return sorted(units, key=lambda u: (branches[u.branch], u.split, u.shard))
 
 
-def run_stage(stage: Stage, *, progress: Progress | None = None) -> Any:
-    """Run every unfinished unit of ``stage``, then join all pieces; returns what ``join`` returns."""
+Deliver = Callable[[Unit, Mapping[str, Any]], None]
+
+
+class LocalBackend:
+    """Runs units in this process, one after another, in :func:`execution_order` (the default)."""
+
+    name = "local"
+
+    def run(self, stage: Stage, units: Sequence[Unit], deliver: Deliver) -> None:
+        work = Work(stage.run, device=stage.device, batch_size=stage.batch_size)
+        for unit in execution_order(units):
+            deliver(unit, stage.run_unit(work, unit))
+
+    def summary(self) -> dict:
+        return {"backend": self.name}
+
+
+#: Backend names -> "module:class" (imported on first use, so Ray loads only when asked for).
+BACKENDS = {"local": "heatlab.run.runner:LocalBackend", "ray": "heatlab.run.ray_backend:RayBackend"}
+
+
+def make_backend(name: str = "local", **options: Any) -> Any:
+    """The backend ``name`` (``"local"`` or ``"ray"``) built with ``options`` (Ray: address, workers,
+    gpus_per_worker, max_retries). A backend has ``run(stage, units, deliver)``: it runs each unit
+    somewhere and calls ``deliver(unit, pieces)`` in the driver, which alone writes."""
+    if name not in BACKENDS:
+        raise HeatlabError(f"Unknown backend {name!r}; pass backend='local' or backend='ray'.")
+    module, _, cls = BACKENDS[name].partition(":")
+    if name == "local" and any(v not in (None, 0) for v in options.values()):
+        given = [k for k, v in options.items() if v not in (None, 0)]
+        what = f"{given[0]} is a Ray option" if len(given) == 1 else f"{', '.join(given)} are Ray options"
+        raise HeatlabError(f"{what}; pass backend='ray' or drop {'it' if len(given) == 1 else 'them'}.")
+    return getattr(importlib.import_module(module), cls)(**({} if name == "local" else options))
+
+
+def run_stage(stage: Stage, *, progress: Progress | None = None, backend: Any = None) -> Any:
+    """Run every unfinished unit of ``stage`` on ``backend`` (default local), then join all pieces;
+    returns what ``join`` returns. Whatever the backend, the driver writes every piece and marker."""
+    backend = backend if backend is not None else LocalBackend()
     remove_stale_tmp(stage.run.path)
     units = stage.units()
     todo = [u for u in units if not is_done(stage, u)]
     done = len(units) - len(todo)
     report(progress, stage.name, done, len(units))
-    work = Work(stage.run, device=stage.device, batch_size=stage.batch_size)
-    for unit in execution_order(todo):
-        write_unit(stage, unit, stage.run_unit(work, unit))
+
+    def deliver(unit: Unit, pieces: Mapping[str, Any]) -> None:
+        nonlocal done
+        write_unit(stage, unit, pieces)
         done += 1
         report(progress, stage.name, done, len(units))
+
+    if todo:
+        backend.run(stage, todo, deliver)
     parts = {kind: [read_piece(stage, u, kind) for u in units] for kind in stage.kinds}
     return stage.join(units, parts)

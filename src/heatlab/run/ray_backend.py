@@ -1,0 +1,216 @@
+"""The Ray backend of the resumable-stage runner: the same units, run by actors across a cluster.
+
+One actor per worker holds a :class:`~heatlab.run.runner.Work` (so each branch model is loaded
+once per actor and kept while that actor's units use it), reads shards from the run folder, and
+returns a unit's pieces to the driver; the driver alone writes them (pieces, then the marker), so
+the files are those a local run writes, and a driver killed and started again resumes from them.
+Units are handed out in :func:`~heatlab.run.runner.execution_order`, one at a time to whichever
+actor is free.
+
+Failures: a unit whose code raises on a worker is tried again up to ``max_retries`` times, then
+the run stops with one sentence naming the unit; a worker that dies (its process or node lost)
+is replaced and its unit handed out again, without counting as a try. Nothing of a lost unit was
+written, so no row is lost or doubled.
+
+Ray is an optional extra (``pip install 'heatlab[ray]'``); this module imports it only when a
+backend is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import socket
+import sys
+import time
+from collections import deque
+from typing import Any, Iterator, Sequence
+
+from heatlab.errors import HeatlabError
+from heatlab.run.runner import Deliver, Stage, Unit, Work, execution_order
+
+_CONNECT_TIMEOUT = 5.0  # seconds to wait for a cluster address to answer
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise HeatlabError("The Ray backend needs Ray, which is not installed; run pip install 'heatlab[ray]'.") from None
+    return ray
+
+
+def _check_address(address: str) -> None:
+    """One sentence within seconds (instead of Ray's long wait) when ``host:port`` does not answer."""
+    if address in ("auto", "local"):
+        return
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise HeatlabError(f"Ray address {address!r} is not host:port; pass e.g. address='10.0.0.1:6379' or 'auto'.")
+    try:
+        with socket.create_connection((host, int(port)), timeout=_CONNECT_TIMEOUT):
+            pass
+    except OSError:
+        raise HeatlabError(f"No Ray cluster answers at {address!r} within {_CONNECT_TIMEOUT:.0f} s; start one there with "
+                           "`ray start --head` or pass the right address.") from None
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (Ray's C++ core logs each connection retry there; Python errors still raise)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class _Worker:
+    """The actor: one Work per worker, kept across units (model and shard caches)."""
+
+    def __init__(self, stage: Stage):
+        self.stage = stage
+        self.work = Work(stage.run, device=stage.device, batch_size=stage.batch_size)
+
+    def ready(self) -> tuple[str, bool]:
+        config = self.stage.run.config_path
+        return socket.gethostname(), os.access(config, os.R_OK)
+
+    def run(self, unit: Unit) -> tuple[dict, float]:
+        t0 = time.perf_counter()
+        pieces = self.stage.run_unit(self.work, unit)
+        return pieces, time.perf_counter() - t0
+
+
+class RayBackend:
+    """Schedule a stage's units on Ray actors (``workers`` of them, default: one per CPU Ray offers).
+
+    ``address``: a running cluster (``host:port``, ``ray://host:port`` or ``"auto"``); ``None``
+    joins the cluster this process already started, or starts a local one. ``gpus_per_worker``
+    reserves GPUs per actor (the stage's ``device`` decides where models run). After :meth:`run`,
+    :meth:`summary` tells units done, tries repeated, workers replaced, time per unit (on the worker)
+    and the seconds the workers took to start (importing heatlab and torch in each).
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, workers: int | None = None, gpus_per_worker: float | None = None,
+                 max_retries: int | None = None):
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise HeatlabError(f"workers must be a whole number of at least 1, got {workers!r}; pass e.g. workers=2.")
+        gpus = 0.0 if gpus_per_worker is None else gpus_per_worker
+        if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or gpus < 0:
+            raise HeatlabError(f"gpus_per_worker must be a number >= 0, got {gpus_per_worker!r}; pass e.g. gpus_per_worker=1.")
+        retries = 2 if max_retries is None else max_retries
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise HeatlabError(f"max_retries must be a whole number >= 0, got {max_retries!r}; pass e.g. max_retries=2.")
+        self.address, self.workers, self.gpus, self.max_retries = address, workers, float(gpus), retries
+        self.stats: dict[str, Any] = {"backend": self.name, "units": 0, "retried": 0, "workers_replaced": 0,
+                                      "seconds_per_unit": None, "workers": 0,
+                                      "startup_seconds": None}
+        if address is not None:  # a remote cluster is joined now, before any work: a wrong address fails fast
+            _check_address(str(address))
+            self._connect(_import_ray())
+
+    def _connect(self, ray) -> None:
+        if ray.is_initialized():
+            return
+        # Ray retries a silent address for about 20 s and logs every retry; heatlab says so in seconds.
+        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", str(int(_CONNECT_TIMEOUT)))
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
+        options = {} if self.address is not None or self.workers is None else {"num_cpus": self.workers}
+        try:
+            with _quiet_stderr():
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.WARNING, **options)
+        except ConnectionError:
+            raise HeatlabError(f"No Ray cluster answers at {self.address!r}; start one there with `ray start --head` "
+                               "or pass the right address.") from None
+
+    def _actors(self, ray, cls, blob, n: int, run_path: str) -> list:
+        actors = [cls.remote(blob) for _ in range(n)]
+        self._pool.extend(actors)
+        try:
+            answers = ray.get([a.ready.remote() for a in actors])
+        except ray.exceptions.RayError as exc:
+            raise HeatlabError(f"Ray workers could not set up the stage ({type(exc).__name__}); check that heatlab is "
+                               "installed on every node.") from None
+        for host, readable in answers:
+            if not readable:
+                raise HeatlabError(f"Ray workers on {host} cannot read the run folder '{run_path}'; put the run "
+                                   "on storage every node can read (e.g. NFS) and pass that path.")
+        return actors
+
+    def run(self, stage: Stage, units: Sequence[Unit], deliver: Deliver) -> None:
+        ray = _import_ray()
+        self._connect(ray)
+        shipped = copy.copy(stage)
+        if hasattr(shipped, "progress"):
+            shipped.progress = None  # per-step bars stay in the driver
+        blob = ray.put(shipped)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        n = max(1, min(self.workers or cpus, len(units)))
+        cls = ray.remote(num_cpus=1, num_gpus=self.gpus)(_Worker)
+        self._pool: list = []
+        path = str(stage.run.path)
+        try:
+            self._schedule(ray, stage, units, deliver, cls, blob, n, path)
+        finally:
+            for actor in self._pool:
+                ray.kill(actor, no_restart=True)
+
+    def _schedule(self, ray, stage: Stage, units: Sequence[Unit], deliver: Deliver, cls, blob, n: int, path: str) -> None:
+        t0 = time.perf_counter()
+        idle = self._actors(ray, cls, blob, n, path)
+        self.stats["workers"], self.stats["startup_seconds"] = n, time.perf_counter() - t0
+        queue: deque[tuple[Unit, int]] = deque((u, 0) for u in execution_order(units))
+        running: dict[Any, tuple[Any, Unit, int]] = {}
+        times: list[float] = []
+        while queue or running:
+            while queue and idle:
+                unit, tries = queue.popleft()
+                actor = idle.pop(0)
+                running[actor.run.remote(unit)] = (actor, unit, tries)
+            ready, _ = ray.wait(list(running), num_returns=1)
+            actor, unit, tries = running.pop(ready[0])
+            try:
+                pieces, seconds = ray.get(ready[0])
+            except ray.exceptions.RayActorError:  # the worker died: replace it, hand the unit out again
+                self.stats["workers_replaced"] += 1
+                idle.extend(self._actors(ray, cls, blob, 1, path))
+                queue.appendleft((unit, tries))
+                continue
+            except ray.exceptions.RayTaskError as exc:
+                idle.append(actor)
+                if tries < self.max_retries:
+                    self.stats["retried"] += 1
+                    queue.appendleft((unit, tries + 1))
+                    continue
+                raise _unit_failed(stage, unit, tries + 1, exc) from None
+            idle.append(actor)
+            times.append(seconds)
+            deliver(unit, pieces)
+            self.stats["units"] += 1
+        self.stats["seconds_per_unit"] = sum(times) / len(times) if times else None
+
+    def summary(self) -> dict:
+        return dict(self.stats)
+
+
+def _unit_failed(stage: Stage, unit: Unit, tries: int, exc: Exception) -> HeatlabError:
+    """The sentence for a unit that failed on every try (a HeatlabError from the unit itself is kept)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, HeatlabError):
+        return cause
+    cause = cause if isinstance(cause, BaseException) else exc
+    first = str(cause).strip().splitlines()[0].rstrip(".") if str(cause).strip() else "no message"
+    return HeatlabError(f"Unit {unit.method} of {unit.branch}, {unit.split} shard {unit.shard} ({stage.name}) failed "
+                        f"{tries} times on Ray workers ({type(cause).__name__}: {first}); fix the cause and run the same "
+                        "command again to resume.")
