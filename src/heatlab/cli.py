@@ -11,7 +11,9 @@ from typing import Optional
 import typer
 
 import heatlab
-from heatlab.cli_common import _fail, console, guarded, out, progress_bars, say, warn
+from heatlab.cli_common import (
+    BACKEND_HELP, _fail, backend_line, backend_options, console, guarded, out, progress_bars, say, warn,
+)
 from heatlab.models.config import TABLE_DEFAULTS as TABLE, TrainConfig
 
 __all__ = ["app", "main", "console", "out", "guarded", "progress_bars", "say"]
@@ -169,19 +171,26 @@ def evaluate(
     replace: bool = typer.Option(False, "--replace", help="Write the tables with --methods alone (default: keep "
                                  "the methods of an earlier evaluation of the same split and preset)."),
     device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
+    backend: str = typer.Option("local", "--backend", help=BACKEND_HELP["backend"]),
+    address: Optional[str] = typer.Option(None, "--address", help=BACKEND_HELP["address"]),
+    workers: Optional[int] = typer.Option(None, "--workers", help=BACKEND_HELP["workers"]),
+    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help=BACKEND_HELP["gpus_per_worker"]),
 ) -> None:
     """Explain every sample with every method for every branch and score it against the ground truth."""
     from heatlab.run.evaluate import evaluate_run
 
+    runner = backend_options(backend, address, workers, gpus_per_worker)
     t0 = time.perf_counter()
     with progress_bars() as progress:
         summary = evaluate_run(run_dir, methods=methods, split=split, batch_size=batch_size, preset=preset,
-                               replace=replace, device=device, progress=progress)
+                               replace=replace, device=device, progress=progress, backend=runner)
     for sentence in summary["skipped"]:
         say(f"skipped: {sentence}")
     tables = ", ".join(summary["tables"]) or "none (heatmaps only)"
     say(f"evaluated {summary['samples']} samples x {len(summary['methods'])} methods x {len(summary['branches'])} branches "
         f"in {time.perf_counter() - t0:.0f} s; tables: {tables}; heatmaps in {Path(run_dir) / 'heatmaps'}")
+    if (line := backend_line(runner)) is not None:
+        say(line)
 
 
 # ------------------------------------------------------------------------------------- report

@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from heatlab.cli_common import guarded, progress_bars, say
+from heatlab.cli_common import BACKEND_HELP, backend_line, backend_options, guarded, progress_bars, say
 
 
 def register(app: typer.Typer) -> None:
@@ -32,16 +32,21 @@ def register(app: typer.Typer) -> None:
         replace: bool = typer.Option(False, "--replace", help="Write the tables with --methods alone (default: keep "
                                      "the methods of an earlier AX run with the same splits, space and preset)."),
         device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
+        backend: str = typer.Option("local", "--backend", help=BACKEND_HELP["backend"]),
+        address: Optional[str] = typer.Option(None, "--address", help=BACKEND_HELP["address"]),
+        workers: Optional[int] = typer.Option(None, "--workers", help=BACKEND_HELP["workers"]),
+        gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help=BACKEND_HELP["gpus_per_worker"]),
     ) -> None:
         """Feed x + h and x * h to each branch model and write the CO scores, their correct/wrong gap and figures."""
         from heatlab.report.ax_figures import load_ax_tables, write_ax_figures
         from heatlab.run.ax import ax_run
 
+        runner = backend_options(backend, address, workers, gpus_per_worker)
         t0 = time.perf_counter()
         with progress_bars() as progress:
             summary = ax_run(run_dir, methods=methods, split=split, holdout_split=holdout_split,
                              batch_size=batch_size, space=space, preset=preset, replace=replace, device=device,
-                             progress=progress)
+                             progress=progress, backend=runner)
         co, gap, info = load_ax_tables(run_dir)
         figures = write_ax_figures(co, gap, Path(run_dir) / "report" / "figures", branch=summary["branches"][0],
                                    space=info["space"])
@@ -54,4 +59,6 @@ def register(app: typer.Typer) -> None:
         else:
             say("largest gap: none (no split has both correct and wrong predictions)")
         say(f"tables: {summary['tables']['co']}, {summary['tables']['co_gap']}")
+        if (line := backend_line(runner)) is not None:
+            say(line)
         say(f"figures: {Path(next(iter(figures.values()))).parent}")

@@ -42,6 +42,33 @@ def say(message: object) -> None:
     out.print(visible(message), markup=False, highlight=False, soft_wrap=True)
 
 
+# ------------------------------------------------------------------ where a stage's units run
+BACKEND_HELP = {
+    "backend": "Where the work units run: local (this process) or ray (a Ray cluster; pip install 'heatlab[ray]').",
+    "address": "Ray only: the cluster to join (host:port or auto); default a local Ray instance.",
+    "workers": "Ray only: worker actors (default one per CPU the cluster offers).",
+    "gpus_per_worker": "Ray only: GPUs reserved per worker (use with --device cuda).",
+}
+
+
+def backend_options(backend: str, address: str | None, workers: int | None, gpus_per_worker: float | None):
+    """The backend the flags ask for (:func:`heatlab.run.runner.make_backend`)."""
+    from heatlab.run.runner import make_backend
+
+    return make_backend(backend, address=address, workers=workers, gpus_per_worker=gpus_per_worker)
+
+
+def backend_line(backend) -> str | None:
+    """One line about a Ray run (units, retries, replaced workers, time per unit); None for local."""
+    s = backend.summary()
+    if s.get("backend") != "ray" or not s.get("units"):
+        return None
+    per = f"{s['seconds_per_unit']:.2f} s per unit" if s.get("seconds_per_unit") is not None else ""
+    n = lambda k, word: f"{k} {word}{'' if k == 1 else 's'}"  # noqa: E731
+    return (f"ray: {n(s['units'], 'unit')} on {n(s['workers'], 'worker')}, {s['retried']} retried, "
+            f"{n(s['workers_replaced'], 'worker')} replaced, {per}")
+
+
 def warn(message: str) -> None:
     """Print ``warning: <message>`` on stderr (literally): the work is done but its result needs a look."""
     console.print(Text.assemble(("warning:", "bold yellow"), " ", visible(str(message))), highlight=False, soft_wrap=True)

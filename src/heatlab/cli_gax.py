@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Optional
 
 import typer
 
-from heatlab.cli_common import guarded, progress_bars, say
+from heatlab.cli_common import BACKEND_HELP, backend_line, backend_options, guarded, progress_bars, say
 
 
 def register(app: typer.Typer) -> None:
@@ -28,17 +29,22 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(32, "--batch-size", help="Samples optimised together."),
         snapshot_every: int = typer.Option(5, "--snapshot-every", help="Store the heatmap every this many steps (and the final one)."),
         device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
+        backend: str = typer.Option("local", "--backend", help=BACKEND_HELP["backend"]),
+        address: Optional[str] = typer.Option(None, "--address", help=BACKEND_HELP["address"]),
+        workers: Optional[int] = typer.Option(None, "--workers", help=BACKEND_HELP["workers"]),
+        gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help=BACKEND_HELP["gpus_per_worker"]),
     ) -> None:
         """Generative AX (papers 000/001): heatmaps h = tanh(w*x + b) that raise the CO score of x + h."""
         from heatlab.report.gax_viewer import build_gax_viewer, gax_figure
         from heatlab.run.gax import gax_run
 
+        runner = backend_options(backend, address, workers, gpus_per_worker)
         t0 = time.perf_counter()
         with progress_bars() as progress:
             summary = gax_run(run_dir, split=split, first_n_correct=first_n_correct, target_co=target_co,
                               branch=branch, max_steps=max_steps,
                               batch_size=batch_size, snapshot_every=snapshot_every, device=device,
-                              progress=progress)
+                              progress=progress, backend=runner)
         figure = gax_figure(run_dir, Path(run_dir) / "report" / "figures" / "gax_co.png")
         viewer = build_gax_viewer(run_dir)
         n, k = summary["samples"], summary["reached"]
@@ -46,5 +52,7 @@ def register(app: typer.Typer) -> None:
         say(f"GAX: {k} of {n} samples ({k / n:.0%}) reached CO >= {target_co:g} within {max_steps} steps"
             + (f", median {median:g} steps" if median is not None else "")
             + f" (pixel space, {time.perf_counter() - t0:.0f} s)")
+        if (line := backend_line(runner)) is not None:
+            say(line)
         say(f"figure: {figure}")
         say(f"viewer: {viewer}")

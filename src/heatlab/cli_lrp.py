@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from heatlab.cli_common import guarded, progress_bars, say
+from heatlab.cli_common import BACKEND_HELP, backend_line, backend_options, guarded, progress_bars, say
 
 
 def register(app: typer.Typer) -> None:
@@ -29,19 +29,26 @@ def register(app: typer.Typer) -> None:
                                   "(all, as paper 004's code; fraction-pass filters at the logits need it)."),
         batch_size: int = typer.Option(25, help="Samples per LRP call."),
         device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
+        backend: str = typer.Option("local", "--backend", help=BACKEND_HELP["backend"]),
+        address: Optional[str] = typer.Option(None, "--address", help=BACKEND_HELP["address"]),
+        workers: Optional[int] = typer.Option(None, "--workers", help=BACKEND_HELP["workers"]),
+        gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help=BACKEND_HELP["gpus_per_worker"]),
     ) -> None:
         """Score LRP heatmaps with each relevance filter against the ground truth: do the filters help?"""
         from heatlab.run.lrp_filters import lrp_filters_run
 
+        runner = backend_options(backend, address, workers, gpus_per_worker)
         t0 = time.perf_counter()
         with progress_bars() as progress:
             s = lrp_filters_run(run_dir, filters=filters, split=split, composite=composite, start=start,
-                                batch_size=batch_size, device=device, progress=progress)
+                                batch_size=batch_size, device=device, progress=progress, backend=runner)
         say(f"LRP ({composite}) with {len(s['filters'])} filter settings at {', '.join(s['layers'])} on "
             f"{s['samples']} {split} samples x {len(s['branches'])} branches in {time.perf_counter() - t0:.0f} s")
         for branch, better in s["better_than_none"].items():
             say(f"{branch}: better than no filter: {', '.join(better) if better else 'none'}")
         say(f"tables: {', '.join(s['tables'].values())}")
+        if (line := backend_line(runner)) is not None:
+            say(line)
 
     @app.command("lrp-study")
     @guarded
