@@ -49,7 +49,7 @@ from heatlab.models.input_space import SPACES, check_space, input_space, model_n
 from heatlab.models.state import model_device
 from heatlab.models.training import takes_normalize
 from heatlab.progress import Progress
-from heatlab.run.evaluate import parse_methods
+from heatlab.run.evaluate import cam_layer_of, parse_methods
 from heatlab.run.rundir import RunDir
 from heatlab.run.runner import PARQUET, Stage, Unit, Work, run_stage
 from heatlab.score.co import AX_VARIANTS, OUTPUTS, co_records, prepare_heatmaps
@@ -104,6 +104,7 @@ class AX(Stage):
                 raise HeatlabError(f"{str(exc).rstrip('.')}; or pass holdout_split='none' to choose the flag "
                                    "threshold on the analysed split.") from None
         self.methods = parse_methods(methods, self.data[split].input_kind)
+        self.cam_layer = cam_layer_of(run, self.branches[0], self.methods)
         self.space = resolve_space(run, self.branches, space, self.data[split].input_kind)
         compare = COMPARE_METHOD if COMPARE_METHOD in self.methods else self.methods[0]
         self.compare = compare if self.space["normalized"] else None
@@ -146,6 +147,7 @@ class AX(Stage):
         summary = {"split": self.split, "holdout_split": self.holdout, "methods": self.methods,
                    "branches": self.branches, "samples": len(self.data[self.split]),
                    "largest_gap": largest_gap(gap), **self.space, "compare_method": self.compare,
+                   "cam_layer": self.cam_layer,
                    "attribution": self.preset.record(self.methods), "groupings": GROUPINGS, "complete": True}
         self.run.record_attribution(self.name, {**summary["attribution"], "space": self.space["space"]})
         write_json(self.run.summary_path(self.name), summary)
