@@ -242,8 +242,8 @@ def test_cam_layer_default_is_first_conv_and_bad_name_raises():
 
 def test_bad_input_raises_heatlab_error():
     model, x = _cnn(), _images(2)
-    with pytest.raises(HeatlabError, match="Saliency, InputXGradient"):
-        attribute(model, x, "Occlusion")
+    with pytest.raises(HeatlabError, match="Saliency, InputXGradient.*opt-in NoiseTunnel, Occlusion"):
+        attribute(model, x, "Magic")  # (Occlusion itself is an opt-in method now)
     bad = x.clone()
     bad[1, 0, 3, 3] = float("nan")
     with pytest.raises(HeatlabError, match="NaN"):

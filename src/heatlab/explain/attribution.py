@@ -36,7 +36,7 @@ from heatlab.models.state import eval_mode, model_device
 #: stages run for 'all'. :data:`OPT_IN_METHODS` are accepted too but run only when named.
 METHODS: tuple[str, ...] = DEFAULT_METHODS
 #: Methods that support ``create_graph=True``.
-CREATE_GRAPH_METHODS: tuple[str, ...] = tuple(name for name, s in REGISTRY.items() if s.create_graph)
+CREATE_GRAPH_METHODS: tuple[str, ...] = tuple(name for name, s in REGISTRY.items() if s.create_graph and not s.wraps)
 
 # Captum warns on every call that it sets (and later removes) hooks and that it made the inputs
 # require gradients; both are routine here.
