@@ -242,8 +242,8 @@ def test_cam_layer_default_is_first_conv_and_bad_name_raises():
 
 def test_bad_input_raises_heatlab_error():
     model, x = _cnn(), _images(2)
-    with pytest.raises(HeatlabError, match="Saliency, InputXGradient"):
-        attribute(model, x, "Occlusion")
+    with pytest.raises(HeatlabError, match="Saliency, InputXGradient.*opt-in NoiseTunnel, Occlusion"):
+        attribute(model, x, "Magic")  # (Occlusion itself is an opt-in method now)
     bad = x.clone()
     bad[1, 0, 3, 3] = float("nan")
     with pytest.raises(HeatlabError, match="NaN"):
@@ -308,7 +308,7 @@ def test_unfixable_reused_relu_raises_heatlab_error():
 
 
 def test_available_methods():
-    assert available_methods() == list(METHODS)
+    assert available_methods()[: len(METHODS)] == list(METHODS)  # the default set first, then the opt-in names
     assert len(METHODS) == 11 and "LayerGradCam" in METHODS and "LRP" in METHODS
 
 
@@ -433,7 +433,7 @@ def test_build_teardown_runs_after_an_error_mid_attribution(monkeypatch):
 def test_method_options_declare_the_extra_arguments():
     from heatlab.explain.methods import REGISTRY
 
-    assert list(REGISTRY) == list(METHODS)
+    assert [name for name, spec in REGISTRY.items() if spec.default] == list(METHODS)
     assert REGISTRY["Saliency"].kwargs == frozenset()
     assert REGISTRY["GradientShap"].kwargs == {"baselines", "stdevs", "baseline_dist"}
     assert REGISTRY["DeepLiftShap"].kwargs == {"baselines", "baseline_dist"}

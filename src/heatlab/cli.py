@@ -12,7 +12,8 @@ import typer
 
 import heatlab
 from heatlab.cli_common import (
-    BACKEND_HELP, _fail, backend_line, backend_options, console, guarded, out, progress_bars, say, warn,
+    BACKEND_HELP, METHODS_HELP, _fail, backend_line, backend_options, console, guarded, out, progress_bars, say,
+    say_cam_layer, warn,
 )
 from heatlab.models.config import TABLE_DEFAULTS as TABLE, TrainConfig
 
@@ -163,7 +164,7 @@ def _print_training(summary: dict) -> None:
 @guarded
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A run folder written by `heatlab train`."),
-    methods: str = typer.Option("all", help="'all' or comma-separated Captum method names."),
+    methods: str = typer.Option("all", help=METHODS_HELP),
     split: str = typer.Option("test", help="Data split to explain."),
     batch_size: int = typer.Option(25, help="Samples per attribution call."),
     preset: Optional[str] = typer.Option(None, help="Attribution settings: paper002 (default: Saliency |gradient|, "
@@ -186,6 +187,7 @@ def evaluate(
                                replace=replace, device=device, progress=progress, backend=runner)
     for sentence in summary["skipped"]:
         say(f"skipped: {sentence}")
+    say_cam_layer(summary)
     tables = ", ".join(summary["tables"]) or "none (heatmaps only)"
     say(f"evaluated {summary['samples']} samples x {len(summary['methods'])} methods x {len(summary['branches'])} branches "
         f"in {time.perf_counter() - t0:.0f} s; tables: {tables}; heatmaps in {Path(run_dir) / 'heatmaps'}")
@@ -225,6 +227,7 @@ def demo(
         summary = run_demo(run_dir, full=full, seed=seed, progress=progress,
                            training_figure=training_figure, report=build_report)
     _print_training(summary["training"])
+    say_cam_layer(summary["evaluate"])
     sec = summary["seconds"]
     say(f"data {sec['data']:.0f} s, training {sec['training']:.0f} s, evaluation {sec['evaluation']:.0f} s, "
         f"AX {sec['ax']:.0f} s, GAX {sec['gax']:.0f} s, LRP {sec['lrp']:.0f} s, Mixer {sec['mixer']:.0f} s, "

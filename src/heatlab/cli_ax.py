@@ -12,7 +12,9 @@ from typing import Optional
 
 import typer
 
-from heatlab.cli_common import BACKEND_HELP, backend_line, backend_options, guarded, progress_bars, say
+from heatlab.cli_common import (
+    BACKEND_HELP, METHODS_HELP, backend_line, backend_options, guarded, progress_bars, say, say_cam_layer,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +23,7 @@ def register(app: typer.Typer) -> None:
     @guarded
     def ax(
         run_dir: Path = typer.Argument(..., help="A run folder written by `heatlab train`."),
-        methods: str = typer.Option("all", help="'all' or comma-separated Captum method names."),
+        methods: str = typer.Option("all", help=METHODS_HELP),
         split: str = typer.Option("test", help="Split whose CO scores are analysed (gap, AUROC, flag precision/recall)."),
         holdout_split: str = typer.Option("val", help="Split that chooses the error-flag threshold; 'none' to choose it on --split."),
         batch_size: int = typer.Option(25, help="Samples per attribution and forward call."),
@@ -54,6 +56,7 @@ def register(app: typer.Typer) -> None:
         say(f"AX on {summary['samples']} {split} samples x {len(summary['methods'])} methods x "
             f"{len(summary['branches'])} branches in {time.perf_counter() - t0:.0f} s")
         say(f"{summary['space']} space: {summary['space_note']}; attribution preset {summary['attribution']['preset']}")
+        say_cam_layer(summary)
         if best:
             say(f"largest gap: {best['method']} (AUROC {best['auroc']:.3f}, raw logits, x + h)")
         else:

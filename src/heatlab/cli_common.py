@@ -24,6 +24,18 @@ from heatlab.errors import HeatlabError
 console = Console(stderr=True)
 out = Console()
 
+#: ``--methods`` help of the stages (kept literal so ``--help`` does not import torch; a test
+#: checks it names every opt-in method of heatlab.explain.methods).
+METHODS_HELP = ("'all' (the papers' eleven methods) or comma-separated method names; opt-in, run only when named: "
+                "NoiseTunnel, Occlusion, FeatureAblation, KernelShap, Lime, SmoothGrad, SmoothGradSq, VarGrad "
+                "(or e.g. SmoothGrad-IntegratedGradients).")
+
+
+def say_cam_layer(summary: dict) -> None:
+    """One line naming the layer the CAM methods used, when the stage ran one."""
+    if summary.get("cam_layer"):
+        say(f"CAM layer: {summary['cam_layer']} (the model's first nn.Conv2d; LayerGradCam and GuidedGradCam use it)")
+
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 

@@ -1,6 +1,8 @@
 """One call for every attribution method: ``attribute(model, inputs, method, ...)``.
 
-Built on Captum; method names are Captum's class names (see :data:`METHODS`). The result always
+Built on Captum; method names are Captum's class names (see :data:`METHODS` for the default set,
+:data:`OPT_IN_METHODS` for the opt-in ones and :func:`heatlab.explain.methods.lookup` for NoiseTunnel's
+short names). The result always
 has the shape of ``inputs``. The call leaves the model as it found it: it runs in eval mode and
 restores every module's training flag afterwards, removes every hook (also after an exception),
 and never changes parameters; methods that rewrite activation gradients run on an
@@ -22,13 +24,19 @@ import torch
 from torch import Tensor, nn
 
 from heatlab.errors import HeatlabError
-from heatlab.explain.methods import REGISTRY, MethodSpec, Options
+from heatlab.explain.methods import (
+    DEFAULT_METHODS, NOISE_TUNNEL_NAMES, OPT_IN_METHODS, REGISTRY, MethodSpec, Options, check_base,
+    lookup,
+)
 from heatlab.explain.postprocess import all_finite
 from heatlab.models.safety import make_attribution_safe
 from heatlab.models.state import eval_mode, model_device
 
-#: Supported method names (Captum class names), in registry order.
-METHODS: tuple[str, ...] = tuple(REGISTRY)
+#: The default method set (the papers' eleven, Captum class names) in registry order: what the
+#: stages run for 'all'. :data:`OPT_IN_METHODS` are accepted too but run only when named.
+METHODS: tuple[str, ...] = DEFAULT_METHODS
+#: Methods that support ``create_graph=True``.
+CREATE_GRAPH_METHODS: tuple[str, ...] = tuple(name for name, s in REGISTRY.items() if s.create_graph and not s.wraps)
 
 # Captum warns on every call that it sets (and later removes) hooks and that it made the inputs
 # require gradients; both are routine here.
@@ -45,8 +53,15 @@ _INPLACE_HINTS = ("used more than once", "inplace", "in-place")
 
 
 def available_methods() -> list[str]:
-    """Names accepted by :func:`attribute`."""
-    return list(METHODS)
+    """Names accepted by :func:`attribute`: the registry's and NoiseTunnel's short names (each of
+    which also takes ``-<base>``, see :func:`heatlab.explain.methods.lookup`)."""
+    return [*REGISTRY, *NOISE_TUNNEL_NAMES]
+
+
+def cam_layer(model: nn.Module, layer: str | nn.Module | None = None) -> str:
+    """The dotted name of the layer the CAM methods (LayerGradCam, GuidedGradCam) use on ``model``:
+    ``layer``'s name, or by default the model's first ``nn.Conv2d`` (the papers' ``conv1``)."""
+    return _layer_name(model, layer)
 
 
 def attribute(
@@ -58,10 +73,11 @@ def attribute(
     layer: str | nn.Module | None = None,
     abs: bool = True,
     n_baselines: int = 8,
-    n_samples: int = 8,
+    n_samples: int | None = None,
     n_steps: int = 32,
     seed: int = 0,
     batch_size: int | None = None,
+    create_graph: bool = False,
     return_target: bool = False,
     **kwargs,
 ) -> Tensor | tuple[Tensor, Tensor]:
@@ -72,22 +88,29 @@ def attribute(
             and the result lives there.
         inputs: ``N×C×H×W`` images (any ``N×...`` with at least 2 dims for the non-CAM methods),
             floating point and finite.
-        method: one of :data:`METHODS`.
+        method: one of :data:`METHODS` or :data:`OPT_IN_METHODS` (NoiseTunnel's short names also
+            as ``SmoothGrad-<base>`` etc.; see the README's "Opt-in methods").
         target: class per sample: an int, a LongTensor of ``N``, or ``None`` for the predicted
             class (argmax of one eval-mode forward pass, computed once).
         layer: CAM methods only: a module name as in ``model.named_modules()`` (or the module
-            itself); default the model's first ``nn.Conv2d``.
+            itself); default the model's first ``nn.Conv2d`` (:func:`cam_layer` names it).
         abs: Saliency only: ``True`` gives ``|gradient|`` (Captum's default, paper 002),
             ``False`` the signed gradient.
         n_baselines: DeepLiftShap/GradientShap: size of the baseline distribution, drawn from
             ``seed``: ``randn · 0.001`` as in the papers' code, or uniform in [0, 1] with
             ``baseline_dist="uniform"`` (see ``heatlab.explain.methods.shap_baselines``).
-        n_samples: GradientShap: number of (baseline, alpha, noise) draws, shared by all samples.
+        n_samples: GradientShap: number of (baseline, alpha, noise) draws, shared by all samples
+            (default 8); KernelShap, Lime: perturbations per sample (default 128).
         n_steps: IntegratedGradients: steps of the path integral.
-        seed: seeds all randomness of the SHAP methods (the global RNGs are neither used nor
-            changed); the same seed gives the same result for any batch size or chunking.
+        seed: seeds all randomness (SHAP baselines, NoiseTunnel's noise, KernelShap's and Lime's
+            perturbations; the global RNGs are left as they were); the same seed gives the same
+            result for any batch size or chunking.
         batch_size: attribute in chunks of this many samples (default: all at once); the result
             does not depend on it.
+        create_graph: keep the autograd graph, so the result is differentiable w.r.t. ``inputs``
+            (when they require grad) and the model's parameters (Saliency, InputXGradient,
+            IntegratedGradients, GradientShap, and NoiseTunnel over one of them: the values equal
+            Captum's); the result is then not detached.
         return_target: also return the targets used (LongTensor ``N`` on the model's device).
         **kwargs: method-specific Captum arguments: ``baselines`` (DeepLift, IntegratedGradients:
             default zeros, a tensor broadcastable to ``inputs`` or of its shape; DeepLiftShap,
@@ -97,7 +120,11 @@ def attribute(
             ``internal_batch_size`` and ``output_weights`` (``N×K``: attribute ``Σ_k w_k f_k``;
             IntegratedGradients), ``relu_attributions``,
             ``interpolate_mode`` (LayerGradCam, default "nearest"; also GuidedGradCam),
-            ``attribute_to_layer_input`` (CAM methods).
+            ``attribute_to_layer_input`` (CAM methods); NoiseTunnel: ``base``, ``nt_type``,
+            ``nt_samples``, ``stdevs``, ``nt_samples_batch_size`` and the base's own arguments;
+            Occlusion: ``patch_size``, ``sliding_window_shapes``, ``strides``, ``baselines``,
+            ``perturbations_per_eval``; FeatureAblation, KernelShap, Lime: ``patch_size``,
+            ``feature_mask``, ``baselines``, ``perturbations_per_eval``.
 
     LayerGradCam's ``N×1×h×w`` map is upsampled to ``H×W`` with Captum's
     ``LayerAttribution.interpolate`` and repeated over the ``C`` channels; GuidedGradCam is already
@@ -113,17 +140,28 @@ def attribute(
             empty, NaN/Inf), target out of range, unknown layer, or a model whose activations
             cannot be hooked even after ``make_attribution_safe``.
     """
-    spec = _spec(method)
-    _check_kwargs(spec, kwargs)
+    spec, kwargs = _spec(method, kwargs)
+    base = check_base(kwargs.pop("base", "Saliency")) if spec.wraps else None
+    if base is not None:  # a wrapper hooks (and needs a safe model) as its base does
+        spec = replace(spec, hooks_activations=base.hooks_activations)
+    _check_kwargs(spec, kwargs, base)
     _check_counts(n_baselines=n_baselines, n_samples=n_samples, n_steps=n_steps, batch_size=batch_size)
+    _check_create_graph(spec, base, create_graph)
     device = model_device(model)
-    x = _check_inputs(inputs, spec).detach().to(device, _model_dtype(model))
+    x = _check_inputs(inputs, spec).to(device, _model_dtype(model) or inputs.dtype)
+    x = x if create_graph else x.detach()
     n, step = x.shape[0], batch_size or x.shape[0]
     call_args = {
         "abs": abs, "n_baselines": n_baselines, "n_samples": n_samples, "n_steps": n_steps, "seed": seed,
-        "layer_name": _layer_name(model, layer) if spec.needs_layer else "",
+        "create_graph": create_graph, "layer_name": _layer_name(model, layer) if spec.needs_layer else "",
     }
-    opts = spec.make_options(call_args, {k: v.to(device) if isinstance(v, Tensor) else v for k, v in kwargs.items()})
+    kwargs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in kwargs.items()}
+    if base is not None:
+        own = {k: v for k, v in kwargs.items() if k in spec.kwargs}
+        base_opts = base.make_options(call_args, {k: v for k, v in kwargs.items() if k not in own})
+        opts = spec.make_options({**call_args, "base_spec": base, "base_options": base_opts}, own)
+    else:
+        opts = spec.make_options(call_args, kwargs)
     t = None if target is None else _check_target(target, n, device)
     work = make_attribution_safe(model) if spec.hooks_activations and _has_inplace(model) else model
     try:
@@ -132,14 +170,15 @@ def attribute(
                 t = _predict(work, x, step)
         out = _attribute_safely(spec, model, work, x, t, opts, step, check_target=target is not None)
     except RuntimeError as err:
-        _raise_if_untakeable(work, x, err)
+        _raise_if_untakeable(work, x.detach(), err)
         raise
+    out = out if create_graph else out.detach()
     return (out, t) if return_target else out
 
 
-def _model_dtype(model: nn.Module) -> torch.dtype:
-    """The floating dtype of the model's parameters (inputs are cast to it; float32 without any)."""
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+def _model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The floating dtype of the model's parameters or buffers (inputs are cast to it); None without any."""
+    return next((t.dtype for t in chain(model.parameters(), model.buffers()) if t.is_floating_point()), None)
 
 
 def _raise_if_untakeable(model: nn.Module, x: Tensor, err: RuntimeError) -> None:
@@ -207,26 +246,40 @@ def _run(
                     "`x.relu_()` in forward) or reuses a module; write those operations out of place."
                 ) from err
             raise
-    # Captum computes some results from inputs that required grad: hand back plain tensors.
-    return (parts[0] if len(parts) == 1 else torch.cat(parts)).detach()
+    # Captum computes some results from inputs that required grad: attribute hands back plain
+    # tensors unless create_graph asks for the graph.
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 # --- validation ----------------------------------------------------------------------------
 
 
-def _spec(method: str) -> MethodSpec:
-    if method not in REGISTRY:
-        raise HeatlabError(f"Unknown attribution method {method!r}; choose one of {', '.join(METHODS)}.")
-    return REGISTRY[method]
+def _spec(method: str, kwargs: dict) -> tuple[MethodSpec, dict]:
+    """The spec of ``method`` and the call's kwargs with the options its name sets."""
+    spec, fixed = lookup(method)
+    if clash := sorted(set(fixed) & set(kwargs)):
+        raise HeatlabError(f"{method} already sets {', '.join(clash)}; drop them, or call 'NoiseTunnel' with "
+                           f"{', '.join(f'{k}=' for k in clash)}.")
+    return spec, {**fixed, **kwargs}
 
 
-def _check_kwargs(spec: MethodSpec, kwargs: dict) -> None:
-    bad = sorted(set(kwargs) - spec.kwargs)
+def _check_kwargs(spec: MethodSpec, kwargs: dict, base: MethodSpec | None = None) -> None:
+    allowed = spec.kwargs | (base.kwargs if base is not None else frozenset())
+    bad = sorted(set(kwargs) - allowed)
     if bad:
-        accepted = ", ".join(sorted(spec.kwargs)) or "none"
+        accepted = ", ".join(sorted(allowed)) or "none"
         raise HeatlabError(
             f"{spec.name} does not take the argument(s) {', '.join(bad)}; its extra arguments are: {accepted}."
         )
+
+
+def _check_create_graph(spec: MethodSpec, base: MethodSpec | None, create_graph) -> None:
+    if not isinstance(create_graph, bool):
+        raise HeatlabError(f"create_graph must be True or False, got {create_graph!r}.")
+    if create_graph and not (spec.create_graph and (base is None or base.create_graph)):
+        name = spec.name if base is None else f"NoiseTunnel over {base.name}"
+        raise HeatlabError(f"{name} does not support create_graph=True; use one of {', '.join(CREATE_GRAPH_METHODS)} "
+                           "(or NoiseTunnel over one of them).")
 
 
 def _check_counts(**counts: int | None) -> None:
@@ -312,6 +365,10 @@ def _module(model: nn.Module, name: str) -> nn.Module | None:
 def _chunk_options(spec: MethodSpec, opts: Options, n: int, start: int, step: int) -> Options:
     """The options for samples ``start:start+step``: per-sample tensors (``N×...``) are sliced."""
     sliced = {k: v[start : start + step] for k in spec.per_sample_kwargs if _per_sample(v := getattr(opts, k), n)}
+    if spec.wraps:  # the base method's per-sample options too
+        base_opts = _chunk_options(opts.base_spec, opts.base_options, n, start, step)
+        if base_opts is not opts.base_options:
+            sliced["base_options"] = base_opts
     return replace(opts, **sliced) if sliced else opts
 
 

@@ -49,7 +49,7 @@ from heatlab.models.input_space import SPACES, check_space, input_space, model_n
 from heatlab.models.state import model_device
 from heatlab.models.training import takes_normalize
 from heatlab.progress import Progress
-from heatlab.run.evaluate import keep_methods, parse_methods
+from heatlab.run.evaluate import cam_layer_of, keep_methods, parse_methods
 from heatlab.run.rundir import RunDir
 from heatlab.run.runner import PARQUET, Stage, Unit, Work, earlier_methods, run_stage
 from heatlab.score.co import AX_VARIANTS, OUTPUTS, co_records, prepare_heatmaps
@@ -108,6 +108,7 @@ class AX(Stage):
         if not replace:
             same = {"split": split, "holdout_split": self.holdout, "space": self.space["space"], "preset": self.preset.name}
             self.methods = keep_methods(self.methods, earlier_methods(run, self.name, same), self.data[split].input_kind)
+        self.cam_layer = cam_layer_of(run, self.branches[0], self.methods)
         compare = COMPARE_METHOD if COMPARE_METHOD in self.methods else self.methods[0]
         self.compare = compare if self.space["normalized"] else None
 
@@ -149,6 +150,7 @@ class AX(Stage):
         summary = {"split": self.split, "holdout_split": self.holdout, "methods": self.methods,
                    "branches": self.branches, "samples": len(self.data[self.split]),
                    "largest_gap": largest_gap(gap), **self.space, "compare_method": self.compare,
+                   "cam_layer": self.cam_layer,
                    "attribution": self.preset.record(self.methods), "groupings": GROUPINGS, "complete": True}
         self.run.record_attribution(self.name, {**summary["attribution"], "space": self.space["space"]})
         write_json(self.run.summary_path(self.name), summary)

@@ -25,8 +25,8 @@ import torch
 
 from heatlab.data.split import feature_names
 from heatlab.errors import HeatlabError
-from heatlab.explain.attribution import METHODS, attribute
-from heatlab.explain.methods import REGISTRY
+from heatlab.explain.attribution import METHODS, attribute, cam_layer
+from heatlab.explain.methods import NOISE_TUNNEL_NAMES, OPT_IN_TEXT, REGISTRY, is_method, lookup
 from heatlab.explain.postprocess import channel_adjust, normalize_max_abs
 from heatlab.explain.presets import Preset, get_preset
 from heatlab.files import atomic_path, write_json, write_parquet
@@ -55,29 +55,42 @@ HEATMAP_FORMAT = (
 
 def needs_image(method: str) -> bool:
     """True for methods that only work on N×C×H×W images (the CAM methods)."""
-    return bool(getattr(REGISTRY[method], "needs_layer", False))
+    return bool(getattr(lookup(method)[0], "needs_layer", False))
 
 
 def parse_methods(text: str | Sequence[str], input_kind: str = "image") -> list[str]:
-    """``"all"`` or a comma-separated list of Captum class names -> validated list (registry order).
+    """``"all"`` (the default set, :data:`METHODS`) or a comma-separated list of method names ->
+    validated list: registry order, then opt-in names (NoiseTunnel's short names) in the order given.
 
-    For table data ``"all"`` leaves out the methods that need images; naming one is an error.
+    The opt-in methods (:data:`heatlab.explain.methods.OPT_IN_METHODS`) run only when named. For
+    table data ``"all"`` leaves out the methods that need images; naming one is an error.
     """
     names = [m.strip() for m in text.split(",")] if isinstance(text, str) else list(text)
     if names == ["all"]:
         return [m for m in METHODS if input_kind == "image" or not needs_image(m)]
-    unknown = [m for m in names if m not in METHODS]
+    for m in names:  # a NoiseTunnel name over a base it cannot smooth says so
+        if isinstance(m, str) and m.partition("-")[0] in NOISE_TUNNEL_NAMES and "-" in m:
+            lookup(m)
+    unknown = [m for m in names if not is_method(m)]
     if unknown or not names:
-        raise HeatlabError(f"Unknown method {', '.join(unknown) or '(none)'}; choose from {', '.join(METHODS)} or 'all'.")
+        raise HeatlabError(f"Unknown method {', '.join(unknown) or '(none)'}; choose from {', '.join(METHODS)} or "
+                           f"'all', or the opt-in {OPT_IN_TEXT}.")
     if input_kind != "image" and (bad := [m for m in names if needs_image(m)]):
         raise HeatlabError(f"{', '.join(bad)} need image inputs but this run's data is a table; choose other methods.")
-    return [m for m in METHODS if m in names]
+    return [m for m in REGISTRY if m in names] + list(dict.fromkeys(m for m in names if m not in REGISTRY))
+
+
+def cam_layer_of(run: RunDir, branch: str, methods: Sequence[str]) -> str | None:
+    """The layer the CAM methods among ``methods`` use on ``branch``'s model (None without one)."""
+    if not any(needs_image(m) for m in methods):
+        return None
+    return cam_layer(run.load_model(branch))
 
 
 def keep_methods(asked: list[str], earlier: Sequence[str], input_kind: str) -> list[str]:
-    """``asked`` plus those ``earlier`` methods that still exist and apply, in registry order."""
-    keep = set(asked) | {m for m in earlier if m in METHODS and (input_kind == "image" or not needs_image(m))}
-    return [m for m in METHODS if m in keep]
+    """``asked`` plus those ``earlier`` methods that still exist and apply, in :func:`parse_methods` order."""
+    kept = [m for m in earlier if is_method(m) and (input_kind == "image" or not needs_image(m))]
+    return parse_methods(list(dict.fromkeys([*asked, *kept])), input_kind)
 
 
 def _ids(labels: torch.Tensor, predictions: torch.Tensor, shard: int) -> dict[str, Any]:
@@ -165,6 +178,7 @@ class Evaluate(Stage):
         if not replace:
             kept = earlier_methods(run, self.name, {"split": split, "preset": self.preset.name})
             self.methods = keep_methods(self.methods, kept, self.input_kind)
+        self.cam_layer = cam_layer_of(run, self.branches[0], self.methods)
         kinds = {"heatmaps": TENSORS}
         if self.truth_kind == "levels":
             kinds.update(five_band=PARQUET, roc=PARQUET)
@@ -226,7 +240,7 @@ class Evaluate(Stage):
             "split": self.split, "methods": self.methods, "branches": self.branches, "samples": len(self.data),
             "input_kind": self.input_kind, "truth_kind": self.truth_kind, "skipped": self.skipped,
             "tables": sorted(tables), "feature_names": feature_names(self.data),
-            "attribution": self.preset.record(self.methods), "complete": True,
+            "attribution": self.preset.record(self.methods), "cam_layer": self.cam_layer, "complete": True,
         }
         self.run.record_attribution(self.name, summary["attribution"])
         write_json(self.run.summary_path(self.name), summary)

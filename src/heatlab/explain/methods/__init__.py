@@ -5,6 +5,12 @@ dataclass, a context-manager ``build(model, options, inputs)`` that sets up, yie
 ``run(x, target, options)`` and always tears down, and ``SPEC = MethodSpec(...)``. Adding a method
 is one such module plus one line in ``_SPECS``. ``attribute`` enters ``build`` with ``with``, so a
 method's hooks or model rewrites are undone also when attribution fails midway.
+
+The stages' default set (``'all'``) is the papers' eleven (``MethodSpec.default``); NoiseTunnel,
+Occlusion, FeatureAblation, KernelShap and Lime are opt-in by name. NoiseTunnel settings also have
+names of their own (:func:`lookup`), so a stage's ``--methods`` list reaches them: ``SmoothGrad``,
+``SmoothGradSq`` and ``VarGrad`` smooth Saliency, and ``SmoothGrad-IntegratedGradients`` (any
+``<name>-<base>`` with a gradient method as base) another method.
 """
 
 from __future__ import annotations
@@ -16,16 +22,22 @@ from heatlab.explain.methods import (
     deconvolution,
     deep_lift,
     deep_lift_shap,
+    feature_ablation,
     gradient_shap,
     guided_backprop,
     guided_grad_cam,
     input_x_gradient,
     integrated_gradients,
+    kernel_shap,
     layer_grad_cam,
+    lime,
     lrp,
+    noise_tunnel,
+    occlusion,
     saliency,
 )
 from heatlab.explain.methods._shap import gradient_shap_draws, shap_baselines
+from heatlab.errors import HeatlabError
 from heatlab.explain.methods.common import CALL_ARGS, LayerOptions, MethodSpec, Options, Run, per_sample
 
 _SPECS: tuple[MethodSpec, ...] = (  # registry order = METHODS order
@@ -40,14 +52,67 @@ _SPECS: tuple[MethodSpec, ...] = (  # registry order = METHODS order
     layer_grad_cam.SPEC,
     integrated_gradients.SPEC,
     lrp.SPEC,
+    # opt-in (not in the stages' default set)
+    noise_tunnel.SPEC,
+    occlusion.SPEC,
+    feature_ablation.SPEC,
+    kernel_shap.SPEC,
+    lime.SPEC,
 )
 
 _BY_NAME: dict[str, MethodSpec] = {s.name: s for s in _SPECS}
 
 #: Method name -> spec (read-only).
 REGISTRY: Mapping[str, MethodSpec] = MappingProxyType(_BY_NAME)
+#: The stages' default set ('all'), in registry order: the papers' eleven.
+DEFAULT_METHODS: tuple[str, ...] = tuple(s.name for s in _SPECS if s.default)
+#: Short names of NoiseTunnel settings -> ``nt_type``; alone they smooth Saliency.
+NOISE_TUNNEL_NAMES: Mapping[str, str] = MappingProxyType(
+    {"SmoothGrad": "smoothgrad", "SmoothGradSq": "smoothgrad_sq", "VarGrad": "vargrad"})
+#: Registry methods NoiseTunnel can smooth (``MethodSpec.gradient``).
+GRADIENT_METHODS: tuple[str, ...] = tuple(s.name for s in _SPECS if s.gradient)
+#: Names accepted beyond the default set: the opt-in methods and NoiseTunnel's short names.
+OPT_IN_METHODS: tuple[str, ...] = (*(s.name for s in _SPECS if not s.default), *NOISE_TUNNEL_NAMES)
+#: How the opt-in names read in a message or help text.
+OPT_IN_TEXT = (f"{', '.join(OPT_IN_METHODS)} (or <{'|'.join(NOISE_TUNNEL_NAMES)}>-<base> with a gradient "
+               "method as base, e.g. SmoothGrad-IntegratedGradients)")
+
+
+def lookup(name: str) -> tuple[MethodSpec, dict[str, str]]:
+    """The spec of a method name and the options the name sets (NoiseTunnel's ``base``, ``nt_type``).
+
+    ``name`` is a registry name, a short name of :data:`NOISE_TUNNEL_NAMES` (over Saliency) or
+    ``<short name>-<base>``; raises HeatlabError for any other.
+    """
+    if name in _BY_NAME:
+        return _BY_NAME[name], {}
+    short, sep, base = name.partition("-") if isinstance(name, str) else ("", "", "")
+    if short in NOISE_TUNNEL_NAMES and sep:
+        check_base(base)
+    if short in NOISE_TUNNEL_NAMES:
+        return noise_tunnel.SPEC, {"base": base or "Saliency", "nt_type": NOISE_TUNNEL_NAMES[short]}
+    raise HeatlabError(f"Unknown attribution method {name!r}; choose one of {', '.join(DEFAULT_METHODS)}, "
+                       f"or the opt-in {OPT_IN_TEXT}.")
+
+
+def check_base(base) -> MethodSpec:
+    """The spec of NoiseTunnel's ``base``; raises HeatlabError unless it is a gradient method."""
+    if base not in GRADIENT_METHODS:
+        raise HeatlabError(f"NoiseTunnel cannot smooth {base!r}, which is not a gradient method of the registry; "
+                           f"choose a base from {', '.join(GRADIENT_METHODS)}.")
+    return _BY_NAME[base]
+
+
+def is_method(name: str) -> bool:
+    """``name`` is accepted by :func:`lookup`."""
+    try:
+        lookup(name)
+    except HeatlabError:
+        return False
+    return True
 
 __all__ = [
-    "CALL_ARGS", "LayerOptions", "MethodSpec", "Options", "REGISTRY", "Run", "gradient_shap_draws", "per_sample",
-    "shap_baselines",
+    "CALL_ARGS", "DEFAULT_METHODS", "GRADIENT_METHODS", "LayerOptions", "MethodSpec", "NOISE_TUNNEL_NAMES",
+    "OPT_IN_METHODS", "OPT_IN_TEXT", "Options", "REGISTRY", "Run", "check_base", "gradient_shap_draws", "is_method", "lookup",
+    "per_sample", "shap_baselines",
 ]

@@ -14,6 +14,10 @@ A method is one module defining three things:
 - ``SPEC = MethodSpec(name, build, options_class, ...)``, listed by one line in
   ``heatlab.explain.methods``.
 
+A method supports ``attribute(..., create_graph=True)`` (heatmaps differentiable w.r.t. the
+inputs and the model's parameters) when its options declare a ``create_graph`` field; its ``run``
+then keeps the autograd graph (see :func:`input_gradients`).
+
 ``run(x, target, options)`` is applied to each chunk of the batch: ``x`` is ``n×...``, ``target``
 a LongTensor of ``n`` and ``options`` the call's options with per-sample fields sliced to the
 chunk; it returns attributions of the shape of ``x``.
@@ -28,13 +32,16 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from heatlab.errors import HeatlabError
 
 #: ``attribute``'s own settings that an options class may declare as fields (``layer`` and
-#: ``layer_name`` are the resolved CAM layer module and its dotted name).
-CALL_ARGS = frozenset({"abs", "n_baselines", "n_samples", "n_steps", "seed", "layer", "layer_name"})
+#: ``layer_name`` are the resolved CAM layer module and its dotted name; ``base_spec`` and
+#: ``base_options`` the resolved base method of a wrapping method such as NoiseTunnel).
+CALL_ARGS = frozenset({"abs", "n_baselines", "n_samples", "n_steps", "seed", "layer", "layer_name", "create_graph",
+                       "base_spec", "base_options"})
 
 _PER_SAMPLE = "per_sample"
 
@@ -67,7 +74,10 @@ class MethodSpec:
     ``build``: the set-up/tear-down context manager (see the module docstring); ``options``: its
     options class; ``hooks_activations``: the method hooks activation modules (needs an
     attribution-safe model: no in-place or reused activations); ``needs_layer``: a CAM method
-    (4-D inputs only).
+    (4-D inputs only); ``default``: in the stages' default set (``'all'``: the papers' eleven; the
+    others are opt-in by name); ``gradient``: backpropagates to the inputs without a layer, so
+    NoiseTunnel can smooth it; ``wraps``: runs the method named by its ``base`` option (whose
+    spec and options ``attribute`` resolves into ``base_spec`` and ``base_options``).
     """
 
     name: str
@@ -75,6 +85,9 @@ class MethodSpec:
     options: type[Options] = Options
     hooks_activations: bool = False
     needs_layer: bool = False
+    default: bool = False
+    gradient: bool = False
+    wraps: bool = False
 
     @cached_property
     def kwargs(self) -> frozenset[str]:
@@ -82,14 +95,20 @@ class MethodSpec:
         return frozenset(f.name for f in dataclasses.fields(self.options)) - CALL_ARGS
 
     @cached_property
+    def create_graph(self) -> bool:
+        """Supports ``create_graph=True`` (its options declare the field)."""
+        return any(f.name == "create_graph" for f in dataclasses.fields(self.options))
+
+    @cached_property
     def per_sample_kwargs(self) -> frozenset[str]:
         """Those of :attr:`kwargs` that may hold one row per input sample."""
         return frozenset(f.name for f in dataclasses.fields(self.options) if f.metadata.get(_PER_SAMPLE))
 
     def make_options(self, call_args: Mapping[str, Any], extra: Mapping[str, Any]) -> Options:
-        """The options of one call: the declared ``call_args`` plus the (checked) ``extra`` kwargs."""
+        """The options of one call: the declared ``call_args`` (``None``: the method's default) plus
+        the (checked) ``extra`` kwargs."""
         names = {f.name for f in dataclasses.fields(self.options)}
-        return self.options(**{k: v for k, v in call_args.items() if k in names}, **extra)
+        return self.options(**{k: v for k, v in call_args.items() if k in names and v is not None}, **extra)
 
 
 def plain(cls) -> Build:
@@ -111,3 +130,18 @@ def check_layer_output(a: Tensor, name: str, ndim: int) -> None:
         raise HeatlabError(
             f"Layer '{name}' does not output an N×C×h×w feature map; pass layer= the name of a convolutional layer."
         )
+
+
+def input_gradients(model: nn.Module, x: Tensor, target: Tensor, *, create_graph: bool = False) -> Tensor:
+    """``∂ f_target(x) / ∂ x`` per sample (``n×...``), computed as Captum's ``Saliency`` does.
+
+    With ``create_graph`` the graph of the gradient is kept (``torch.autograd.grad(...,
+    create_graph=True)``, which Captum does not expose), so the result can be differentiated
+    again w.r.t. ``x`` (when it requires grad) and the model's parameters.
+    """
+    with torch.enable_grad():
+        if not x.requires_grad:
+            x = x.detach().requires_grad_()
+        # Captum selects the target logits with gather and differentiates their unbound rows.
+        logits = model(x).gather(1, target.reshape(-1, 1))
+        return torch.autograd.grad(torch.unbind(logits), x, create_graph=create_graph)[0]

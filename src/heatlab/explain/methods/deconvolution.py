@@ -4,4 +4,4 @@ from captum.attr import Deconvolution
 
 from heatlab.explain.methods.common import MethodSpec, plain
 
-SPEC = MethodSpec("Deconvolution", plain(Deconvolution), hooks_activations=True)
+SPEC = MethodSpec("Deconvolution", plain(Deconvolution), hooks_activations=True, default=True, gradient=True)

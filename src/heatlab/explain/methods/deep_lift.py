@@ -25,4 +25,4 @@ def build(model: nn.Module, options: DeepLiftOptions, inputs: Tensor) -> Iterato
     yield lambda x, target, o: dl.attribute(x, baselines=o.baselines, target=target)
 
 
-SPEC = MethodSpec("DeepLift", build, DeepLiftOptions, hooks_activations=True)
+SPEC = MethodSpec("DeepLift", build, DeepLiftOptions, hooks_activations=True, default=True, gradient=True)

@@ -36,4 +36,4 @@ def build(model: nn.Module, options: DeepLiftShapOptions, inputs: Tensor) -> Ite
     yield lambda x, target, _: dls.attribute(x, baselines=baselines, target=target)
 
 
-SPEC = MethodSpec("DeepLiftShap", build, DeepLiftShapOptions, hooks_activations=True)
+SPEC = MethodSpec("DeepLiftShap", build, DeepLiftShapOptions, hooks_activations=True, default=True, gradient=True)

@@ -4,4 +4,4 @@ from captum.attr import GuidedBackprop
 
 from heatlab.explain.methods.common import MethodSpec, plain
 
-SPEC = MethodSpec("GuidedBackprop", plain(GuidedBackprop), hooks_activations=True)
+SPEC = MethodSpec("GuidedBackprop", plain(GuidedBackprop), hooks_activations=True, default=True, gradient=True)

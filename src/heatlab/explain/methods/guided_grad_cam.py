@@ -34,4 +34,5 @@ def build(model: nn.Module, options: GuidedGradCamOptions, inputs: Tensor) -> It
     yield run
 
 
-SPEC = MethodSpec("GuidedGradCam", build, GuidedGradCamOptions, hooks_activations=True, needs_layer=True)
+SPEC = MethodSpec("GuidedGradCam", build, GuidedGradCamOptions,
+                  hooks_activations=True, needs_layer=True, default=True)

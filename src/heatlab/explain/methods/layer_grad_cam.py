@@ -41,4 +41,4 @@ def build(model: nn.Module, options: LayerGradCamOptions, inputs: Tensor) -> Ite
     yield run
 
 
-SPEC = MethodSpec("LayerGradCam", build, LayerGradCamOptions, needs_layer=True)
+SPEC = MethodSpec("LayerGradCam", build, LayerGradCamOptions, needs_layer=True, default=True)

@@ -213,4 +213,4 @@ def _relevance_hook(name: str, filt, recorder: RelevanceRecorder | None):
     return hook
 
 
-SPEC = MethodSpec("LRP", build, LRPOptions, hooks_activations=True)
+SPEC = MethodSpec("LRP", build, LRPOptions, hooks_activations=True, default=True)
