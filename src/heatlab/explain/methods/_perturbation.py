@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from heatlab.errors import HeatlabError
+from heatlab.explain.methods.common import Options, per_sample
 
 #: An image of side S is cut into a grid of about this many patches per side by default.
 GRID = 8
@@ -90,6 +92,21 @@ def seeded_per_sample(fn: Callable[[Tensor, Tensor, int], Tensor], x: Tensor, ta
 def check_count(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise HeatlabError(f"{name} must be a positive integer, got {value!r}; pass e.g. {name}=16.")
+
+
+@dataclass(frozen=True)
+class SurrogateOptions(Options):
+    """Options of the surrogate-model methods (KernelShap, Lime): ``feature_mask`` (integer ids,
+    ``1×...`` or ``N×...``; default patches of side ``patch_size`` on images, one per element
+    otherwise); ``baselines`` of absent features (default 0); ``n_samples`` perturbations
+    (``attribute``'s argument; default 128); ``perturbations_per_eval`` per forward pass; ``seed``."""
+
+    patch_size: int | None = None
+    feature_mask: Tensor | None = per_sample()
+    baselines: Tensor | float | None = per_sample()
+    n_samples: int = 128
+    perturbations_per_eval: int = 16
+    seed: int = 0
 
 
 def surrogate_build(make):

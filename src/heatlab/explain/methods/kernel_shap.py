@@ -7,28 +7,12 @@ sample with ``seed``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from captum.attr import KernelShap
-from torch import Tensor
 
-from heatlab.explain.methods._perturbation import surrogate_build
-from heatlab.explain.methods.common import MethodSpec, Options, per_sample
+from heatlab.explain.methods._perturbation import SurrogateOptions, surrogate_build
+from heatlab.explain.methods.common import MethodSpec
 
-
-@dataclass(frozen=True)
-class KernelShapOptions(Options):
-    """``feature_mask`` (integer ids, ``1×...`` or ``N×...``; default patches of side ``patch_size``
-    on images, one per element otherwise); ``baselines`` of absent features (default 0);
-    ``n_samples`` perturbations (``attribute``'s argument; default 128); ``perturbations_per_eval``
-    per forward pass; ``seed``."""
-
-    patch_size: int | None = None
-    feature_mask: Tensor | None = per_sample()
-    baselines: Tensor | float | None = per_sample()
-    n_samples: int = 128
-    perturbations_per_eval: int = 16
-    seed: int = 0
-
+#: KernelShap's options are the surrogate methods' own (:class:`SurrogateOptions`).
+KernelShapOptions = SurrogateOptions
 
 SPEC = MethodSpec("KernelShap", surrogate_build(lambda model, _: KernelShap(model)), KernelShapOptions)

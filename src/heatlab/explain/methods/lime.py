@@ -13,26 +13,21 @@ from dataclasses import dataclass
 
 from captum._utils.models.linear_model import SkLearnLasso
 from captum.attr import Lime
-from torch import Tensor
 
-from heatlab.explain.methods._perturbation import surrogate_build
-from heatlab.explain.methods.common import MethodSpec, Options, per_sample
+from heatlab.explain.methods._perturbation import SurrogateOptions, surrogate_build
+from heatlab.explain.methods.common import MethodSpec
 
 
 @dataclass(frozen=True)
-class LimeOptions(Options):
-    """``feature_mask`` (integer ids, ``1×...`` or ``N×...``; default patches of side ``patch_size``
-    on images, one per element otherwise); ``baselines`` of absent features (default 0);
-    ``n_samples`` perturbations (``attribute``'s argument; default 128); ``perturbations_per_eval``
-    per forward pass; ``seed``; ``lasso_alpha`` of the surrogate (Captum's default 0.01)."""
+class LimeOptions(SurrogateOptions):
+    """The surrogate methods' options (:class:`SurrogateOptions`) and ``lasso_alpha`` of the
+    surrogate (Captum's default 0.01)."""
 
-    patch_size: int | None = None
-    feature_mask: Tensor | None = per_sample()
-    baselines: Tensor | float | None = per_sample()
-    n_samples: int = 128
-    perturbations_per_eval: int = 16
-    seed: int = 0
     lasso_alpha: float = 0.01
 
 
-SPEC = MethodSpec("Lime", surrogate_build(lambda model, o: Lime(model, interpretable_model=SkLearnLasso(alpha=o.lasso_alpha))), LimeOptions)
+def _lime(model, options: LimeOptions) -> Lime:
+    return Lime(model, interpretable_model=SkLearnLasso(alpha=options.lasso_alpha))
+
+
+SPEC = MethodSpec("Lime", surrogate_build(_lime), LimeOptions)
