@@ -9,6 +9,7 @@ a difference.
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -77,6 +78,16 @@ def _sections(html: str) -> list[str]:
     return re.findall(r'<section id="([^"]+)">', html)
 
 
+def _rows(fragment: str) -> list[list[str]]:
+    """The body rows of the first table in ``fragment``, as lists of cell HTML."""
+    body = fragment.split("<tbody>")[1].split("</tbody>")[0]
+    return [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", body)]
+
+
+def _row_cells(fragment: str, first: str) -> list[str]:
+    return next(r for r in _rows(fragment) if r[0] == first)
+
+
 def _images_exist(page: Path, html: str) -> list[str]:
     srcs = re.findall(r'<img src="([^"]+)"', html)
     for src in srcs:
@@ -104,6 +115,51 @@ def full_report(tmp_path_factory, tiny_run):
     calls = []
     page = build_report(run, progress=lambda task, done, total: calls.append((task, done, total)))
     return run, page, page.read_text(encoding="utf-8"), calls
+
+
+class FigureRecorder:
+    """Records every text and each axes' limits of the figures saved while it is active."""
+
+    def __init__(self):
+        self.texts: list[str] = []
+        self.axes: list[dict] = []
+
+    def __enter__(self):
+        from matplotlib.figure import Figure
+        from matplotlib.text import Text
+
+        original = Figure.savefig
+        recorder = self
+
+        def savefig(fig, *args, **kwargs):
+            recorder.texts += [t.get_text() for t in fig.findobj(Text)]
+            recorder.axes += [{"xlabel": a.get_xlabel(), "xlim": a.get_xlim(), "ylim": a.get_ylim(),
+                               "xdata": a.dataLim.intervalx.copy()} for a in fig.axes]
+            return original(fig, *args, **kwargs)
+
+        self._patch = pytest.MonkeyPatch()
+        self._patch.setattr(Figure, "savefig", savefig)
+        return self
+
+    def __exit__(self, *exc):
+        self._patch.undo()
+
+
+@pytest.fixture(scope="module")
+def good_report(tmp_path_factory):
+    """A good classifier by the pipeline: breast cancer (2 classes), two branches with one validation each
+    (at iteration 12), AX with two methods; the figures' texts and axes are recorded while the page is built."""
+    from heatlab.models.training import TrainConfig
+    from heatlab.run.ax import ax_run
+    from heatlab.run.training import train_run
+
+    run = tmp_path_factory.mktemp("good") / "run"
+    train_run("breast_cancer", run, TrainConfig(model="ccffpa", epochs=3, branches=2, branch_epochs=1, batch_size=16,
+                                                eval_every=12, seed=3))
+    ax_run(run, methods="Saliency,InputXGradient", split="test")
+    with FigureRecorder() as figures:
+        page = build_report(run)
+    return run, page, page.read_text(encoding="utf-8"), figures
 
 
 @pytest.fixture(scope="module")
@@ -206,9 +262,15 @@ def test_training_and_localisation_tables(full_report):
     training = _text(_section(html, "training"))
     assert f"branch-00 {info['stop_reason']} {info['iterations']} {info['val_acc']:.3f} {info['test_acc']:.3f}" in training
     loc = pd.read_parquet(RunDir(run).table("localisation"))
-    section = _text(_section(html, "localisation"))
-    values = loc.loc[loc["method"] == "Saliency", "auc/feature"]
-    assert f"{values.mean():.3f} ({values.notna().sum()})" in section
+    section = _section(html, "localisation")
+    feature = section.split("<h3>feature mask</h3>")[1].split("<h3>")[0]
+    metrics = [c for c in loc.columns if c.endswith("/feature")]
+    for method in METHODS:
+        cells = [re.sub(r"</?b>", "", c) for c in _row_cells(feature, method)]
+        values = loc[loc["method"] == method]
+        expected = [f"{f(values[c]):.3f}" for c in metrics for f in (pd.Series.mean, pd.Series.median)]
+        assert cells[1:] == expected + [str(values["auc/feature"].notna().sum())]
+    section = _text(section)
     assert "Zhang et al. 2018" in section and "Arras et al. 2022" in section and "Fawcett 2006" in section
 
 
@@ -251,7 +313,7 @@ def test_a_run_with_only_training_and_ax_has_a_page(tmp_path, tiny_run):
     run = make_run(tmp_path, tiny_run, evaluate=False, gax=False)
     page = build_report(run)
     html = page.read_text(encoding="utf-8")
-    assert _sections(html) == ["overview", "training", "ax"]
+    assert _sections(html) == ["headline", "overview", "training", "ax"]
     assert f"heatlab evaluate {run}" in _text(_section(html, "overview"))
     assert f"heatlab gax {run}" in _text(_section(html, "overview"))
     srcs = _images_exist(page, html)
@@ -265,14 +327,14 @@ def test_a_run_with_only_training_and_ax_has_a_page(tmp_path, tiny_run):
 def test_a_run_with_only_gax_has_a_page(tmp_path, tiny_run):
     run = make_run(tmp_path, tiny_run, evaluate=False, ax=False)
     html = build_report(run).read_text(encoding="utf-8")
-    assert _sections(html) == ["overview", "training", "gax"]
+    assert _sections(html) == ["headline", "overview", "training", "gax"]
     assert "Not in this run yet" in html and 'href="gax.html"' in html
 
 
 def test_a_run_evaluated_without_ax_has_no_ax_sections(tmp_path, tiny_run):
     run = make_run(tmp_path, tiny_run, methods=("Saliency",), ax=False, gax=False)
     html = build_report(run).read_text(encoding="utf-8")
-    assert _sections(html) == ["overview", "summary", "data", "training", "recall-precision", "roc", "gallery",
+    assert _sections(html) == ["headline", "overview", "summary", "data", "training", "recall-precision", "roc", "gallery",
                                "localisation"]
 
 
@@ -280,7 +342,7 @@ def test_a_run_evaluated_without_ax_has_no_ax_sections(tmp_path, tiny_run):
 
 def test_a_table_run_gets_feature_charts_instead_of_scores(wine_report):
     run, page, html = wine_report
-    assert _sections(html) == ["overview", "training", "features", "ax", "gax"]
+    assert _sections(html) == ["headline", "overview", "training", "features", "ax", "gax"]
     ev = RunDir(run).stage_summary("evaluate")
     for sentence in ev["skipped"]:  # what evaluate skipped, and why
         assert sentence.replace("'", "&#x27;") in html
@@ -383,3 +445,247 @@ def test_first_per_class_is_first_correct_then_first_wrong_in_shard_index_order(
     )
     # class 4: correct at (0, 2) row 2, wrong at (0, 4) row 4 (before (0, 5)); class 2: correct only
     assert stored.first_per_class() == {2: [5], 4: [2, 4]}
+
+
+# --- the headline -------------------------------------------------------------------------------
+
+def _headline(html: str) -> dict[str, list[str]]:
+    """Headline rows by score text: [family, score, answer, intervals, kind] as visible text."""
+    def clean(cell: str) -> str:
+        return re.sub(r"\s+([,;:)\]])", r"\1", _text(cell)).strip()
+
+    return {clean(r[1]): [clean(c) for c in r] for r in _rows(_section(html, "headline"))}
+
+
+def _t_reference(values: np.ndarray) -> tuple[float, float]:
+    """scipy's 95% t interval of the mean, clipped to [0, 1] (the headline's rule for one branch)."""
+    from scipy import stats
+
+    lo, hi = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
+    return max(lo, 0.0), min(hi, 1.0)
+
+
+def _expected_answer(intervals: dict[str, tuple[float, float, float]]) -> str:
+    """The tie rule written out: the top mean wins unless another interval overlaps its interval."""
+    ranked = sorted(intervals, key=lambda m: -intervals[m][0])
+    _, lo, hi = intervals[ranked[0]]
+    tied = [m for m in ranked[1:] if intervals[m][1] <= hi and lo <= intervals[m][2]]
+    return "tied: " + ", ".join([ranked[0], *tied]) if tied else ranked[0]
+
+
+def test_headline_names_the_best_stored_mean_or_says_tied(full_report):
+    run, _, html, _ = full_report
+    assert _sections(html)[0] == "headline"
+    rows = _headline(html)
+    five = pd.read_parquet(RunDir(run).table("five_band"))
+    loc = pd.read_parquet(RunDir(run).table("localisation"))
+    checks = {"recall, best over thresholds (standard variant)": (five[five["variant"] == "standard"], "recall_best"),
+              "precision, best over thresholds (standard variant)": (five[five["variant"] == "standard"], "precision_best"),
+              "AUC against the feature mask": (loc, "auc/feature")}
+    answers = []
+    for score, (table, column) in checks.items():
+        intervals = {}
+        for m in METHODS:  # one branch: the mean over its samples and scipy's t interval
+            values = table.loc[table["method"] == m, column].dropna().to_numpy()
+            intervals[m] = (values.mean(), *_t_reference(values))
+        answer = _expected_answer(intervals)
+        assert rows[score][2] == answer, (score, intervals)
+        assert rows[score][2].removeprefix("tied: ").startswith(max(intervals, key=lambda m: intervals[m][0]))
+        assert rows[score][4] == f"t over {len(values)} samples, 1 branch"
+        for m, (mean, lo, hi) in intervals.items():
+            assert f"{m} {mean:.3f} [{lo:.3f}, {hi:.3f}]" in rows[score][3]
+        answers.append(answer)
+    # the run has both kinds of answer, so both branches of the rule are exercised
+    assert any(a.startswith("tied: ") for a in answers) and any(not a.startswith("tied") for a in answers)
+    co = rows[next(k for k in rows if k.startswith("AUROC of the CO score"))]
+    assert co[0] == "CO/AX detection" and co[2] == "Saliency (only method)" and "bootstrap over" in co[4]
+    # mass accuracy with signed relevance leaves [0, 1]: it is not ranked, and the page says why
+    if not loc["relevance_mass_accuracy/feature"].between(0, 1).all():
+        assert not any("relevance mass accuracy" in k for k in rows)
+        assert "values outside [0, 1]" in _text(_section(html, "headline"))
+
+
+def test_headline_over_two_branches_uses_the_stored_aurocs(good_report):
+    from scipy import stats
+
+    run, _, html, _ = good_report
+    rows = _headline(html)
+    assert list(rows) == [k for k in rows if k.startswith("AUROC of the CO score")]  # the only family this run has
+    row = next(iter(rows.values()))
+    gap = pd.read_parquet(RunDir(run).table("co_gap"))
+    gap = gap[(gap["variant"] == "raw_sum") & (gap["grouping"] == "correct_before")]
+    intervals = {}
+    for m, g in gap.groupby("method", sort=False):
+        v = g["auroc"].to_numpy()
+        assert len(v) == 2
+        half = stats.t.ppf(0.975, 1) * v.std(ddof=1) / np.sqrt(2)
+        intervals[m] = (v.mean(), max(v.mean() - half, 0.0), min(v.mean() + half, 1.0))
+        assert f"{m} {v.mean():.3f} [{intervals[m][1]:.3f}, {intervals[m][2]:.3f}]" in row[3]
+    assert row[2] == _expected_answer(intervals) and row[4] == "t over 2 branches"
+    text = _text(_section(html, "headline"))
+    assert "Not in this run: five-band" in text and "localisation" in text
+
+
+def test_accuracy_warning_for_a_near_chance_model_only(full_report, good_report):
+    from heatlab.score.intervals import near_chance
+
+    for run, html, k in ((full_report[0], full_report[2], 10), (good_report[0], good_report[2], 2)):
+        accs = {b: RunDir(run).model_info(b)["test_acc"] for b in RunDir(run).branches()}
+        text = _text(_section(html, "headline"))
+        for b, a in accs.items():
+            assert f"{b} {a:.3f}" in text
+        assert f"chance 1/{k} = {1 / k:.3f}" in text
+        low = any(a < 1 / k + 0.1 for a in accs.values())
+        assert ('class="note warn"' in _section(html, "headline")) == low
+        assert low == any(near_chance(a, k) for a in accs.values())
+    assert 'class="note warn"' in full_report[2] and "below 1/K + 0.1 = 0.200" in _text(full_report[2])  # 0.15 of 10
+    assert 'class="note warn"' not in good_report[2]  # 0.84 of 2
+
+
+BRANCHISH = re.compile(r"\b(?:b|br|branch[-_ ]?)\d+\b")
+
+
+def test_branches_have_one_name_on_the_page_and_in_the_figures(full_report, good_report):
+    for run, html in ((full_report[0], full_report[2]), (good_report[0], good_report[2])):
+        names = set(RunDir(run).branches())
+        pages = [html] + [p.read_text(encoding="utf-8") for p in (run / "report").glob("*.html")]
+        visible = [_text(re.sub(r"<(script|style)\b.*?</\1>", " ", p, flags=re.S)) for p in pages]
+        assert {t for v in visible for t in BRANCHISH.findall(v)} == names
+    figure_names = {t for text in good_report[3].texts for t in BRANCHISH.findall(text)}
+    assert figure_names == {"branch-00", "branch-01"}
+
+
+def test_a_single_validation_is_not_zoomed_to_a_sliver(good_report):
+    """Both branches validated once (iteration 12): the axis holds 11-13, not matplotlib's 11.4-12.6."""
+    val = [a for a in good_report[3].axes if a["xlabel"] == "branch iteration"]
+    assert len(val) == 1 and tuple(val[0]["xdata"]) == (12.0, 12.0)
+    assert val[0]["xlim"] == (11.0, 13.0)
+
+
+def test_auroc_below_half_is_explained(full_report, good_report):
+    for run, html in ((full_report[0], full_report[2]), (good_report[0], good_report[2])):
+        gap = pd.read_parquet(RunDir(run).table("co_gap"))
+        means = gap.groupby(["method", "variant", "grouping"])["auroc"].mean()
+        low = means[means < 0.5]
+        section = _text(_section(html, "ax"))
+        assert not low.empty  # both runs have one (x · h for the cells, InputXGradient for breast cancer)
+        sentence = section.split("AUROC below 0.5 (")[1].split("). ")[0]
+        assert sentence.count(":") == len(low)
+        for (m, v, g), a in low.items():
+            assert f"{a:.3f}" in sentence and m in sentence
+        assert "ranks wrong predictions above correct ones" in section
+
+
+def test_localisation_marks_no_meaningless_mean_as_best(full_report):
+    run, _, html, _ = full_report
+    loc = pd.read_parquet(RunDir(run).table("localisation"))
+    feature = _section(html, "localisation").split("<h3>feature mask</h3>")[1].split("<h3>")[0]
+    metrics = [c for c in loc.columns if c.endswith("/feature")]
+    rows = {r[0]: r for r in _rows(feature)}
+    for j, c in enumerate(metrics):
+        means = loc.groupby("method")[c].mean()
+        bold = [m for m in METHODS if rows[m][1 + 2 * j].startswith("<b>")]
+        if loc[c].dropna().between(0, 1).all():
+            assert bold == [means.idxmax()], c
+        else:
+            assert bold == [] and c in _text(feature)
+
+
+# --- intervals, the choosing rule, near chance, flat axes (pure) -----------------------------------
+
+def test_mean_interval_is_a_t_interval_over_branch_means_or_samples():
+    from scipy import stats
+
+    from heatlab.score.intervals import mean_interval
+
+    rng = np.random.default_rng(1)
+    one = rng.random(12)
+    iv = mean_interval([np.r_[one, np.nan]])
+    lo, hi = stats.t.interval(0.95, 11, loc=one.mean(), scale=stats.sem(one))
+    assert (iv.estimate, iv.low, iv.high, iv.kind, iv.samples) == (pytest.approx(one.mean()), pytest.approx(lo),
+                                                                  pytest.approx(hi), "t over samples", 12)
+    groups = [rng.random(5), rng.random(9), rng.random(7)]
+    means = np.array([g.mean() for g in groups])
+    iv = mean_interval(groups)
+    lo, hi = stats.t.interval(0.95, 2, loc=means.mean(), scale=stats.sem(means))
+    assert (iv.estimate, iv.low, iv.high, iv.kind, iv.branches) == (pytest.approx(means.mean()), pytest.approx(lo),
+                                                                   pytest.approx(hi), "t over branches", 3)
+    pair = mean_interval(groups[:2])  # two branches: t(0.975, 1) = 12.7 times the standard error of two means
+    half = stats.t.ppf(0.975, 1) * np.std(means[:2], ddof=1) / np.sqrt(2)
+    assert (pair.low, pair.high, pair.kind) == (pytest.approx(means[:2].mean() - half),
+                                                pytest.approx(means[:2].mean() + half), "t over branches")
+    clipped = mean_interval([np.array([0.0, 1.0, 1.0])], bounds=(0.0, 1.0))
+    assert clipped.high == 1.0 and clipped.low >= 0.0
+    assert not mean_interval([np.array([0.5])]).defined
+    with pytest.raises(HeatlabError, match="no value"):
+        mean_interval([np.array([np.nan])])
+
+
+def test_auroc_interval_bootstraps_one_branch_and_t_over_several():
+    from scipy import stats
+
+    from heatlab.score.gap import auroc
+    from heatlab.score.intervals import auroc_interval
+
+    rng = np.random.default_rng(2)
+    pos, neg = rng.normal(1, 1, 15), rng.normal(0, 1, 9)
+    iv = auroc_interval([pos], [neg], resamples=300, seed=4)
+    draw = np.random.default_rng(4)  # slow reference: the same draws, one resample at a time
+    p_idx, q_idx = draw.integers(0, 15, (300, 15)), draw.integers(0, 9, (300, 9))
+    boot = [auroc(pos[a], neg[b]) for a, b in zip(p_idx, q_idx)]
+    assert iv.estimate == auroc(pos, neg) and iv.kind == "bootstrap over samples"
+    assert (iv.low, iv.high) == pytest.approx(tuple(np.quantile(boot, [0.025, 0.975])))
+    two = auroc_interval([pos, pos[:8]], [neg, neg[:5]])
+    a = np.array([auroc(pos, neg), auroc(pos[:8], neg[:5])])
+    lo, hi = stats.t.interval(0.95, 1, loc=a.mean(), scale=stats.sem(a))
+    assert (two.estimate, two.low, two.high) == (pytest.approx(a.mean()), pytest.approx(max(lo, 0)), pytest.approx(min(hi, 1)))
+    assert math.isnan(auroc_interval([pos], [neg[:0]]).estimate)
+
+
+def test_pick_best_names_a_clear_winner_and_ties_overlaps():
+    from heatlab.score.intervals import Interval, pick_best
+
+    def iv(est, lo, hi):
+        return Interval(est, lo, hi, "t over branches", 3, 30)
+
+    clear = pick_best({"a": iv(0.5, 0.4, 0.6), "b": iv(0.8, 0.7, 0.9), "c": iv(0.2, 0.1, 0.3)})
+    assert (clear.best, clear.tied, clear.leader) == ("b", (), "b")
+    tied = pick_best({"a": iv(0.5, 0.4, 0.72), "b": iv(0.8, 0.7, 0.9), "c": iv(0.75, 0.6, 0.71), "d": iv(0.1, 0, 0.2)})
+    assert (tied.best, tied.tied) == (None, ("b", "c", "a"))
+    touching = pick_best({"a": iv(0.5, 0.4, 0.7), "b": iv(0.8, 0.7, 0.9)})
+    assert touching.tied == ("b", "a")  # sharing an end point counts as overlapping
+    lower = pick_best({"a": iv(0.5, 0.4, 0.6), "b": iv(0.8, 0.7, 0.9)}, higher_is_better=False)
+    assert lower.best == "a"
+    undefined = pick_best({"a": iv(0.9, math.nan, math.nan), "b": iv(0.1, 0.0, 0.2)})
+    assert undefined.best is None and undefined.tied == ("a", "b")  # no interval: it cannot beat anyone
+    assert pick_best({"a": iv(0.3, 0.1, 0.5)}).best == "a"
+    assert pick_best({"a": iv(math.nan, math.nan, math.nan)}) == pick_best({})
+
+
+def test_near_chance_is_below_one_over_k_plus_a_tenth():
+    from heatlab.score.intervals import near_chance
+
+    assert near_chance(0.15, 10) and not near_chance(0.25, 10)
+    assert near_chance(0.59, 2) and not near_chance(0.61, 2)
+    assert near_chance(0.333, 3) and near_chance(0.43, 3) and not near_chance(0.44, 3)
+    with pytest.raises(HeatlabError, match="at least 2 classes"):
+        near_chance(0.5, 1)
+
+
+def test_hold_flat_axes_fixes_a_single_value_and_leaves_spread_alone():
+    from heatlab.report.figures import hold_flat_axes, new_figure
+
+    ax = new_figure(3, 2).add_subplot(1, 1, 1)
+    ax.plot([4], [2.5], marker="o")
+    hold_flat_axes(ax, integer="x")
+    assert ax.get_xlim() == (3.0, 5.0) and ax.get_ylim() == (1.25, 3.75)
+    spread = new_figure(3, 2).add_subplot(1, 1, 1)
+    spread.plot([1, 5], [0.0, 0.0])
+    spread.set_ylim(-1, 1)  # set by the caller: kept
+    before = spread.get_xlim()
+    hold_flat_axes(spread, integer="x")
+    assert spread.get_xlim() == before and spread.get_ylim() == (-1.0, 1.0)
+    zero = new_figure(3, 2).add_subplot(1, 1, 1)
+    zero.plot([0], [0.0])
+    hold_flat_axes(zero, integer="x")
+    assert zero.get_xlim() == (0.0, 1.0) and zero.get_ylim() == (-0.5, 0.5)

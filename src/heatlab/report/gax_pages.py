@@ -32,7 +32,7 @@ from matplotlib.lines import Line2D
 
 from heatlab.errors import HeatlabError
 from heatlab.files import ensure_dir, write_text
-from heatlab.report.figures import literal, new_figure, save_figure
+from heatlab.report.figures import hold_flat_axes, literal, new_figure, save_figure
 from heatlab.report.page import CSS, class_name_of, esc, fmt, table_html
 from heatlab.run.gax import GaxRunResult, load_gax_result
 from heatlab.run.rundir import RunDir
@@ -58,7 +58,7 @@ def gax_figure(run_dir: str | os.PathLike, out_png: str | os.PathLike) -> Path:
     alpha = 0.9 if len(reached) <= 20 else 0.5
     for i in range(len(reached)):
         f = _final_step(res, i)
-        ax.plot(np.arange(f + 1), res.co[: f + 1, i].numpy(), lw=1.0, alpha=alpha,
+        ax.plot(np.arange(f + 1), res.co[: f + 1, i].numpy(), lw=1.0, alpha=alpha, marker="o" if f == 0 else None,
                 color=REACHED_COLOR if reached[i] else MISSED_COLOR)
     ax.axhline(s["target_co"], color="black", ls="--", lw=1.0)
     ax.set_xlabel("optimisation step")
@@ -66,6 +66,7 @@ def gax_figure(run_dir: str | os.PathLike, out_png: str | os.PathLike) -> Path:
     ax.set_title(f"GAX, {s['branch']}, {len(reached)} correctly predicted {s['split']} images: "
                  f"{int(reached.sum())} reached the target", fontsize=10)
     ax.grid(alpha=0.3)
+    hold_flat_axes(ax, integer="x")
     ax.legend(handles=[Line2D([], [], color=REACHED_COLOR, label="reached the target"),
                        Line2D([], [], color=MISSED_COLOR, label=f"not within {s['max_steps']} steps"),
                        Line2D([], [], color="black", ls="--", label=f"target CO = {s['target_co']:g}")],

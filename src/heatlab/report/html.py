@@ -22,13 +22,14 @@ from heatlab.progress import Progress, report
 from heatlab.report.context import load_context
 from heatlab.report.page import CSS, ReportContext, Section, esc, fmt, note, render_page, table_html
 from heatlab.report.sections import (
-    ax, data, features, gallery, gax, localisation, lrp_filters, lrp_study, mixer, overview, recall_precision, roc, summary,
+    ax, data, features, gallery, gax, headline, localisation, lrp_filters, lrp_study, mixer, overview, recall_precision, roc, summary,
     training,
 )
 from heatlab.report.sections.gallery import gallery_section
 from heatlab.report.sections.summary import rank_methods
 
 DEFAULT_SECTIONS: tuple[Section, ...] = (
+    headline.SECTION,
     overview.SECTION,
     summary.SECTION,
     data.SECTION,

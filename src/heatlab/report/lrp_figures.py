@@ -13,7 +13,7 @@ import pandas as pd
 from safetensors import safe_open
 
 from heatlab.explain.postprocess import channel_adjust
-from heatlab.report.figures import bare, new_figure, save_figure
+from heatlab.report.figures import bare, hold_flat_axes, new_figure, save_figure
 
 
 def mp_figure(table: pd.DataFrame, out_png: str | os.PathLike, *, model: str = "") -> Path:
@@ -35,6 +35,7 @@ def mp_figure(table: pd.DataFrame, out_png: str | os.PathLike, *, model: str = "
         twin.set_ylim(0, 1.02)
         twin.set_ylabel("accuracy", fontsize=8, color="#D55E00")
         twin.tick_params(labelsize=7)
+        hold_flat_axes(ax, integer="x")
     fig.suptitle(f"Mean Power of the relevance per layer during training{f' ({model})' if model else ''}: "
                  "mean ± std over the evaluation samples; dashed: accuracy", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.94))

@@ -36,7 +36,9 @@ figcaption{font-size:.88em;color:#57606a;max-width:900px}
 table{border-collapse:collapse;font-size:.88em;margin:8px 0}
 th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:right}td{white-space:nowrap}
 th{background:#f6f8fa}td:first-child,th:first-child{text-align:left}
+table.wrap td,table.wrap th{white-space:normal;text-align:left}.nw{white-space:nowrap}
 .note{color:#9a6700;background:#fff8c5;border:1px solid #eac54f;padding:6px 10px;border-radius:4px}
+.note.warn{color:#82071e;background:#ffebe9;border-color:#ff8182;font-weight:600}
 .rank{margin:6px 0}.muted{color:#57606a;font-size:.88em}
 .pair{display:flex;flex-wrap:wrap;gap:12px}.pair figure{flex:1 1 420px;min-width:0}
 """
@@ -63,11 +65,15 @@ def note(message: str) -> str:
     return f'<p class="note">{esc(message)}</p>'
 
 
-def table_html(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A table from already-escaped cells."""
+def table_html(header: Sequence[str], rows: Sequence[Sequence[str]], *, wrap: bool = False) -> str:
+    """A table from already-escaped cells, inside a box that scrolls if the table is still too wide.
+
+    Cells keep numbers on one line; ``wrap=True`` lets the cells' text wrap (for sentences and lists).
+    """
     head = "".join(f"<th>{h}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    cls = ' class="wrap"' if wrap else ""
+    return f'<div class="scroll"><table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def class_name_of(class_names: Sequence[str], label: int) -> str:

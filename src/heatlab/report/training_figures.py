@@ -13,6 +13,7 @@ from matplotlib.ticker import MaxNLocator
 
 from heatlab.errors import HeatlabError
 from heatlab.files import atomic_path, ensure_dir, read_json
+from heatlab.report.figures import hold_flat_axes
 from heatlab.run.training import BASE, CONFIG, branch_info, list_branches, stage_name
 
 BASE_COLOR = "#444444"
@@ -61,7 +62,8 @@ def training_figure(run_dir: str | os.PathLike, out_png: str | os.PathLike) -> P
             continue
         x, y = part["iteration"].to_numpy() + shift, part["loss"].to_numpy()
         ax_loss.plot(x, y, color=color, alpha=0.2, lw=0.7)
-        ax_loss.plot(x, _smooth(y), color=color, lw=1.8, label=label)
+        # a single iteration is a point, which a line without a marker would not draw
+        ax_loss.plot(x, _smooth(y), color=color, lw=1.8, label=label, marker="o" if len(x) == 1 else None)
     if offset:
         ax_loss.axvline(offset + 0.5, color="#999999", ls=":", lw=1)
     ax_loss.set_xlabel("iteration (branches continue from the end of the base model)")
@@ -79,6 +81,9 @@ def training_figure(run_dir: str | os.PathLike, out_png: str | os.PathLike) -> P
         ax_val.plot(x, acc, color=colors[b], lw=1, alpha=0.7, label=f"{stage_name(b)} ({reason})")
         ax_val.scatter(x[saved], acc[saved], color=colors[b], s=22, zorder=3)
         ax_val.scatter(x[~saved], acc[~saved], facecolors="none", edgecolors=colors[b], s=14, zorder=3)
+        if len(x) == 1:  # one validation: label the point, its axis is held around it (hold_flat_axes)
+            ax_val.annotate(f"{acc[0]:.3f}", (x[0], acc[0]), xytext=(6, 4), textcoords="offset points", fontsize=7,
+                            color=colors[b])
     if target is not None and target <= 1:
         ax_val.axhline(target, color="#c0392b", ls="--", lw=1, label=f"target {target:g}")
     ax_val.set_xlabel("branch iteration")
@@ -87,6 +92,7 @@ def training_figure(run_dir: str | os.PathLike, out_png: str | os.PathLike) -> P
     ax_val.set_ylim(-0.02, 1.02)
     for ax in (ax_loss, ax_val):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        hold_flat_axes(ax, integer="x")
     ax_val.grid(alpha=0.3)
     if ax_val.get_legend_handles_labels()[0]:
         ax_val.legend(fontsize=8, loc="lower right", frameon=False)
@@ -98,7 +104,8 @@ def training_figure(run_dir: str | os.PathLike, out_png: str | os.PathLike) -> P
         heights = [float(info.get(key) or 0.0) for info in infos]
         bars = ax_bar.bar(pos + (i - 0.5) * 0.38, heights, width=0.38, color=color, label=label)
         ax_bar.bar_label(bars, fmt="%.3f", fontsize=6, rotation=90, padding=2)
-    ax_bar.set_xticks(pos, ["base" if s == BASE else f"b{s}" for s in stages], fontsize=8)
+    ax_bar.set_xticks(pos, [stage_name(s) for s in stages], fontsize=8,
+                      rotation=30 if len(stages) > 3 else 0)
     ax_bar.set_ylim(0, 1.15)
     ax_bar.set_ylabel("accuracy (whole split)")
     ax_bar.set_title("Final accuracy", fontsize=10)

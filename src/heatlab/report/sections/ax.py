@@ -75,6 +75,20 @@ def accuracy_table_html(co: pd.DataFrame, compare: pd.DataFrame | None = None, s
     return table_html(header, rows)
 
 
+def below_half_html(gap: pd.DataFrame) -> str:
+    """One sentence naming every (method, variant, grouping) whose mean AUROC over branches is below 0.5."""
+    means = gap.groupby(["method", "variant", "grouping"], sort=False)["auroc"].mean().dropna()
+    low = [(m, v, g, a) for (m, v, g), a in means.items() if a < 0.5]
+    if not low:
+        return ""
+    items = "; ".join(f"<b>{esc(m)}</b> with {esc(variant_label(v))}, {esc(grouping_label(g, short=True))}: "
+                      f"{fmt(a)}" for m, v, g, a in low)
+    return (f'<p class="note caveat">AUROC below 0.5 ({items}). There the CO score ranks wrong predictions above correct '
+            "ones: as a detector of correct predictions it works backwards, so a high score points to a likely "
+            "error, not a likely success, and its flag threshold (CO below it = likely error) flags the wrong "
+            "side. The heatmap added this way helps the wrongly predicted class more than the true one.</p>")
+
+
 def _pair(ctx: ReportContext, paths: dict, key: str, alt: str, caption: str) -> str:
     figures = [ctx.img(paths[f"{key}_{g}"], f"{alt}, {grouping_label(g)}", f"{caption} {grouping_label(g).capitalize()}.")
                for g in GROUPINGS]
@@ -119,6 +133,7 @@ def ax_section(ctx: ReportContext) -> str:
                        f"{fmt(means.max())}; smallest: <b>{esc(means.idxmin())}</b> {fmt(means.min())}.</p>")
     out.append("<p class=\"muted\">AUROC 1 = every correct sample scores above every wrong one, 0.5 = no "
                "information, below 0.5 = wrong predictions score higher.</p>")
+    out.append(below_half_html(gap))
     out.append(_pair(ctx, paths, "box_sum", "CO boxplots for x + h",
                      f"Paper Fig. 2/3: CO scores with AX x + h on raw logits (top) and softmax (bottom) for "
                      f"{esc(branch)}, correct predictions in blue, wrong ones in orange; boxes span the quartiles, "

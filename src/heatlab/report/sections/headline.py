@@ -1,0 +1,185 @@
+"""Section "Headline": which method is best for this model by each family of metrics, with
+intervals over samples and branches, and the classifier's test accuracy with a warning when it is
+near chance.
+
+Families (each only when the run stored its table; the others get one short note):
+five-band (``tables/five_band.parquet``, standard variant: best recall, best precision),
+localisation (``tables/localisation.parquet``: AUC and relevance mass accuracy against the feature
+mask) and CO/AX detection (``tables/co.parquet``: AUROC of the raw x + h CO score as a detector of
+correct predictions, grouped by correct before AX). Intervals, the tie rule and the chance rule
+are :mod:`heatlab.score.intervals`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from heatlab.errors import HeatlabError
+from heatlab.report.co_figures import load_ax_tables
+from heatlab.report.page import ReportContext, Section, esc, fmt, table_html
+from heatlab.report.sections.localisation import in_range
+from heatlab.score.intervals import CHANCE_MARGIN, LEVEL, Interval, Pick, auroc_interval, chance_level, mean_interval, near_chance, pick_best
+
+#: (family, table, column, what the score is) of the per-sample rows.
+PER_SAMPLE_SCORES = (
+    ("five-band", "five_band", "recall_best", "recall, best over thresholds (standard variant)"),
+    ("five-band", "five_band", "precision_best", "precision, best over thresholds (standard variant)"),
+    ("localisation", "localisation", "auc/feature", "AUC against the feature mask"),
+    ("localisation", "localisation", "relevance_mass_accuracy/feature", "relevance mass accuracy, feature mask"),
+)
+CO_SCORE = "AUROC of the CO score (raw logits, x + h) as a detector of correct predictions (correct before AX)"
+FAMILIES = {"five-band": "five_band", "localisation": "localisation", "CO/AX detection": "co"}
+MISSING = {"five-band": "needs ground truth with levels (heatlab evaluate)",
+           "localisation": "needs ground-truth masks (heatlab evaluate)",
+           "CO/AX detection": "needs heatlab ax"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the headline: the score, each method's interval and the verdict."""
+
+    family: str
+    score: str
+    intervals: dict[str, Interval]
+    pick: Pick
+    details: dict[str, str] | None = None  # per method, e.g. the group sizes behind an AUROC
+
+
+def per_sample_row(table: pd.DataFrame, column: str, methods: list[str], family: str, what: str) -> Row:
+    """The intervals of ``column``'s mean per method over the branches and samples of ``table``."""
+    intervals = {}
+    for m in methods:
+        rows = table[table["method"] == m]
+        groups = [g[column].to_numpy() for _, g in rows.groupby("branch", sort=False)]
+        try:
+            intervals[m] = mean_interval(groups, bounds=(0.0, 1.0))
+        except HeatlabError:  # no value in any branch (e.g. only empty masks)
+            continue
+    return Row(family, what, intervals, pick_best(intervals))
+
+
+def co_row(co: pd.DataFrame) -> Row:
+    """AUROC intervals of the raw x + h CO score per method (positive = correct before AX)."""
+    intervals, details = {}, {}
+    for m in dict.fromkeys(co["method"]):
+        rows = co[co["method"] == m]
+        branches = [g for _, g in rows.groupby("branch", sort=False)]
+        ok = [g["correct_before"].astype(bool).to_numpy() for g in branches]
+        iv = auroc_interval([g["co_raw_sum"].to_numpy()[k] for g, k in zip(branches, ok)],
+                            [g["co_raw_sum"].to_numpy()[~k] for g, k in zip(branches, ok)])
+        if not math.isnan(iv.estimate):
+            intervals[m] = iv
+            n_ok = sum(int(k.sum()) for k in ok)
+            details[m] = f"{n_ok} correct, {sum(len(k) for k in ok) - n_ok} wrong"
+    return Row("CO/AX detection", CO_SCORE, intervals, pick_best(intervals), details)
+
+
+def headline_rows(ctx: ReportContext) -> tuple[list[Row], list[str]]:
+    """The headline's rows and one sentence per family or score the run lacks or cannot rank."""
+    rows, notes = [], []
+    for family, table_name, column, what in PER_SAMPLE_SCORES:
+        table = getattr(ctx, table_name)
+        if table.empty or column not in table:
+            continue
+        if table_name == "five_band":
+            table = table[table["variant"] == "standard"]
+        if not in_range(table[column]):
+            notes.append(f"{what}: values outside [0, 1] (signed relevance), so its mean ranks nothing; see the "
+                         "medians in the localisation table.")
+            continue
+        row = per_sample_row(table, column, ctx.methods, family, what)
+        if row.intervals:
+            rows.append(row)
+    if ctx.has("co"):
+        try:
+            co, _, _ = load_ax_tables(ctx.run_dir)
+        except HeatlabError as exc:
+            notes.append(f"CO/AX detection: {exc}")
+        else:
+            row = co_row(co)
+            if row.intervals:
+                rows.append(row)
+            else:
+                notes.append("CO/AX detection: no branch had both correct and wrong predictions, so no AUROC.")
+    have = {r.family for r in rows}
+    lacking = [f"{f} ({'the data has no ground truth for it' if ctx.has('evaluate') and t != 'co' else MISSING[f]})"
+               for f, t in FAMILIES.items() if f not in have and not ctx.has(t)]
+    if lacking:
+        notes.append("Not in this run: " + "; ".join(lacking) + ".")
+    return rows, notes
+
+
+def interval_text(iv: Interval) -> str:
+    if not iv.defined:
+        return f"{fmt(iv.estimate)} [–]"
+    return f"{fmt(iv.estimate)} [{fmt(iv.low)}, {fmt(iv.high)}]"
+
+
+def methods_html(row: Row) -> str:
+    """Each method's estimate and interval, best first, one per line."""
+    ranked = sorted(row.intervals.items(), key=lambda kv: -kv[1].estimate)
+    extra = row.details or {}
+    return "<br>".join(f'<span class="nw">{esc(m)} {interval_text(iv)}'
+                       + (f' <span class="muted">({esc(extra[m])})</span>' if m in extra else "") + "</span>"
+                       for m, iv in ranked)
+
+
+def kind_text(iv: Interval) -> str:
+    if iv.kind == "t over branches":
+        return f"t over {iv.branches} branches"
+    return f"{iv.kind.split()[0]} over {iv.samples} samples, 1 branch"
+
+
+def answer_html(pick: Pick, n: int) -> str:
+    if pick.best is not None:
+        return f"<b>{esc(pick.best)}</b>" + (" (only method)" if n == 1 else "")
+    return "tied: " + ", ".join(f"<b>{esc(m)}</b>" for m in pick.tied)
+
+
+def accuracy_html(ctx: ReportContext) -> str:
+    """The classifier's test accuracy per branch (model.json) and a warning when it is near chance."""
+    k = len(ctx.class_names) or int(next(iter(ctx.models.values()), {}).get("spec", {}).get("num_classes", 0) or 0)
+    accs = [(b, ctx.models.get(b, {}).get("test_acc")) for b in ctx.branches]
+    accs = [(b, float(a)) for b, a in accs if a is not None]
+    if not accs:
+        return '<p class="muted">Classifier test accuracy: not recorded in model.json.</p>'
+    shown = ", ".join(f"{esc(b)} <b>{fmt(a)}</b>" for b, a in accs)
+    chance = f"; {k} classes, chance 1/{k} = {fmt(chance_level(k))}" if k >= 2 else ""
+    out = f'<p class="accuracy">Classifier test accuracy (heatlab train, test split): {shown}{chance}.</p>'
+    low = [(b, a) for b, a in accs if k >= 2 and near_chance(a, k)]
+    if low:
+        which = ", ".join(f"{esc(b)} {fmt(a)}" for b, a in low)
+        out += (f'<p class="note warn">Warning: near chance ({which}; the rule: test accuracy below 1/K + '
+                f'{CHANCE_MARGIN:g} = {fmt(chance_level(k) + CHANCE_MARGIN)}). The heatmaps explain a model that '
+                "has barely learned the task, so the answers below say little about the methods; train longer or "
+                "with other settings first.</p>")
+    return out
+
+
+def headline_section(ctx: ReportContext) -> str:
+    rows, notes = headline_rows(ctx)
+    out = [accuracy_html(ctx)]
+    if rows:
+        cells = []
+        for r in rows:
+            kinds = sorted({kind_text(iv) for iv in r.intervals.values()})
+            cells.append([esc(r.family), esc(r.score), answer_html(r.pick, len(r.intervals)), methods_html(r),
+                          esc("; ".join(kinds))])
+        out.append(table_html(["family", "score (higher is better)", "best method", f"mean [{100 * LEVEL:.0f}% interval]",
+                               "interval"], cells, wrap=True))
+        out.append(
+            f"<p class=\"muted\">Intervals ({100 * LEVEL:.0f}%): with two or more branches, a t interval over the "
+            "branches' values (each branch's mean over its samples, or its AUROC; t with B − 1 degrees of freedom), "
+            "which carries both the samples' and the branches' spread; with one branch, a t interval over its samples "
+            "(for AUROC a seeded bootstrap over the samples, correct and wrong resampled separately), which cannot "
+            "show how another branch would differ; every interval is clipped to [0, 1]. A bootstrap interval from few "
+            "correct or wrong samples is too narrow (their counts are shown). A method is named best only when its interval overlaps no other "
+            "method's; otherwise the overlapping methods are <i>tied</i>.</p>")
+    out += [f'<p class="muted">{esc(n)}</p>' for n in notes]
+    return "\n".join(out)
+
+
+SECTION = Section("headline", "Headline", headline_section)

@@ -1,0 +1,192 @@
+"""Intervals over samples and branches, the rule that names a best method, and "near chance".
+
+A run trains B branch models (1-5 in practice) and scores each on the same split, so a method's
+score has two sources of spread: the samples and the branches. The intervals here are chosen to be
+honest at those sizes:
+
+* :func:`mean_interval` (a per-sample score such as five-band recall): with B >= 2, the 95% t
+  interval over the B branches' means (each branch's mean over its samples), t with B - 1
+  degrees of freedom. A branch mean already carries its samples' noise, so this one interval covers
+  both sources; with 2 branches its multiplier is t(0.975, 1) = 12.7, as wide as two values allow.
+  With B = 1 it is the 95% t interval of the mean over that branch's samples (n - 1 degrees of
+  freedom), which cannot include branch-to-branch spread (``Interval.kind`` says which).
+* :func:`auroc_interval` (one AUROC per branch, e.g. CO as a detector of correct predictions):
+  with B >= 2 the same t interval over the branches' AUROCs; with B = 1 a seeded, stratified
+  bootstrap over the samples (correct and wrong resampled separately, 2,000 resamples, percentile
+  interval).
+
+A t interval of a bounded score is clipped to the score's range when the caller passes ``bounds``.
+
+:func:`pick_best` names the method with the best estimate, unless another method's interval
+overlaps its interval: then those methods are *tied* (overlap is a conservative rule, not a test).
+:func:`near_chance` flags a classifier whose accuracy is below 1/K + 0.1 for K classes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+
+from heatlab.errors import HeatlabError
+from heatlab.score.gap import auroc
+
+LEVEL = 0.95
+BOOTSTRAP_RESAMPLES = 2000
+#: A classifier is near chance when its accuracy is below 1/K + this.
+CHANCE_MARGIN = 0.1
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An estimate with its interval; ``low``/``high`` are NaN when too few values define one.
+
+    kind: ``"t over branches"``, ``"t over samples"`` or ``"bootstrap over samples"``;
+    branches, samples: how many branches and (non-NaN) samples went in.
+    """
+
+    estimate: float
+    low: float
+    high: float
+    kind: str
+    branches: int
+    samples: int
+
+    @property
+    def defined(self) -> bool:
+        return not (math.isnan(self.low) or math.isnan(self.high))
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The verdict of :func:`pick_best`: ``best`` (None when tied or nothing to compare) and
+    ``tied``, the methods whose intervals overlap the leader's (the leader first; empty if not tied)."""
+
+    leader: str | None
+    best: str | None
+    tied: tuple[str, ...]
+
+
+def _t_interval(values: np.ndarray, level: float) -> tuple[float, float, float]:
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + level / 2, len(values) - 1)) * float(values.std(ddof=1)) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def _groups(groups: Sequence, name: str) -> list[np.ndarray]:
+    out = [np.asarray(g, dtype=np.float64).ravel() for g in groups]
+    out = [g[~np.isnan(g)] for g in out]
+    out = [g for g in out if len(g)]
+    if not out:
+        raise HeatlabError(f"{name} has no value in any branch; pass at least one non-NaN value.")
+    return out
+
+
+def _clip(iv: Interval, bounds: tuple[float, float] | None) -> Interval:
+    if bounds is None or not iv.defined:
+        return iv
+    return Interval(iv.estimate, max(iv.low, bounds[0]), min(iv.high, bounds[1]), iv.kind, iv.branches, iv.samples)
+
+
+def mean_interval(groups: Sequence, *, level: float = LEVEL, bounds: tuple[float, float] | None = None) -> Interval:
+    """The mean of a per-sample score over branches and its interval (see the module docstring).
+
+    groups: one 1-D array of per-sample values per branch (NaN ignored; branches without a value
+    are left out). The estimate is the mean of the branches' means (each branch counts once).
+    bounds: the score's range (e.g. (0, 1)); the interval is clipped to it.
+    """
+    gs = _groups(groups, "mean_interval(groups)")
+    n = sum(len(g) for g in gs)
+    if len(gs) >= 2:
+        est, lo, hi = _t_interval(np.array([g.mean() for g in gs]), level)
+        return _clip(Interval(est, lo, hi, "t over branches", len(gs), n), bounds)
+    est, lo, hi = _t_interval(gs[0], level)
+    return _clip(Interval(est, lo, hi, "t over samples", 1, n), bounds)
+
+
+def auroc_interval(positive: Sequence, negative: Sequence, *, level: float = LEVEL,
+                   resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> Interval:
+    """AUROC (P(positive score > negative score), ties 1/2) over branches and its interval.
+
+    positive, negative: per branch, the scores of the positive (e.g. correctly predicted) and the
+    negative samples. Branches where a side is empty have no AUROC and are left out. The estimate
+    is the mean of the branches' AUROCs; the interval is clipped to [0, 1]. With few samples on a
+    side (say under 10) a bootstrap interval is too narrow: perfect separation of 3 against 17
+    gives [1, 1]; the report shows the group sizes next to it.
+    """
+    if len(positive) != len(negative):
+        raise HeatlabError(f"auroc_interval got {len(positive)} positive and {len(negative)} negative groups; "
+                           "pass one of each per branch.")
+    pairs = [(np.asarray(p, dtype=np.float64).ravel(), np.asarray(q, dtype=np.float64).ravel())
+             for p, q in zip(positive, negative)]
+    pairs = [(p[~np.isnan(p)], q[~np.isnan(q)]) for p, q in pairs]
+    pairs = [(p, q) for p, q in pairs if len(p) and len(q)]
+    if not pairs:
+        return Interval(math.nan, math.nan, math.nan, "none", 0, 0)
+    n = sum(len(p) + len(q) for p, q in pairs)
+    values = np.array([auroc(p, q) for p, q in pairs])
+    if len(pairs) >= 2:
+        est, lo, hi = _t_interval(values, level)
+        return _clip(Interval(est, lo, hi, "t over branches", len(pairs), n), (0.0, 1.0))
+    p, q = pairs[0]
+    boot = _bootstrap_auroc(p, q, resamples, seed)
+    lo, hi = np.quantile(boot, [0.5 - level / 2, 0.5 + level / 2])
+    return Interval(float(values[0]), float(lo), float(hi), "bootstrap over samples", 1, n)
+
+
+def _bootstrap_auroc(p: np.ndarray, q: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """AUROC of ``resamples`` stratified resamples (float64 R), ranked in chunks of resamples."""
+    rng = np.random.default_rng(seed)
+    out = []
+    chunk = max(1, 2_000_000 // (len(p) + len(q)))  # keeps each rank matrix near 16 MB
+    for start in range(0, resamples, chunk):
+        r = min(chunk, resamples - start)
+        both = np.concatenate([p[rng.integers(0, len(p), (r, len(p)))], q[rng.integers(0, len(q), (r, len(q)))]], axis=1)
+        ranks = stats.rankdata(both, axis=1)  # average ranks: ties count one half
+        u = ranks[:, : len(p)].sum(axis=1) - len(p) * (len(p) + 1) / 2
+        out.append(u / (len(p) * len(q)))
+    return np.concatenate(out)
+
+
+def overlap(a: Interval, b: Interval) -> bool:
+    """Whether two intervals share a point; an undefined interval overlaps everything."""
+    if not (a.defined and b.defined):
+        return True
+    return a.low <= b.high and b.low <= a.high
+
+
+def pick_best(intervals: Mapping[str, Interval], *, higher_is_better: bool = True) -> Pick:
+    """The method with the best estimate, or the methods tied with it.
+
+    The leader has the highest estimate (lowest when ``higher_is_better`` is False; equal
+    estimates keep the mapping's order). It is named ``best`` when it is the only method or when no
+    other method's interval overlaps its interval; otherwise ``best`` is None and ``tied`` lists the
+    leader and every method overlapping it, in order of estimate. NaN estimates take no part.
+    """
+    valid = [(m, iv) for m, iv in intervals.items() if not math.isnan(iv.estimate)]
+    if not valid:
+        return Pick(None, None, ())
+    sign = 1.0 if higher_is_better else -1.0
+    ranked = sorted(valid, key=lambda kv: -sign * kv[1].estimate)  # stable: ties keep the given order
+    leader, top = ranked[0]
+    tied = [m for m, iv in ranked[1:] if overlap(top, iv)]
+    if tied:
+        return Pick(leader, None, (leader, *tied))
+    return Pick(leader, leader, ())
+
+
+def chance_level(n_classes: int) -> float:
+    """1/K: the accuracy of always guessing one class of K balanced ones."""
+    if n_classes < 2:
+        raise HeatlabError(f"A classifier needs at least 2 classes, got {n_classes}; pass the number of classes.")
+    return 1.0 / n_classes
+
+
+def near_chance(accuracy: float, n_classes: int, *, margin: float = CHANCE_MARGIN) -> bool:
+    """Whether ``accuracy`` is below 1/K + ``margin`` (0.1 by default: 0.2 for 10 classes, 0.6 for 2)."""
+    return bool(accuracy < chance_level(n_classes) + margin)
