@@ -415,7 +415,7 @@ def test_tables_get_the_table_defaults_and_a_model_near_chance_is_flagged(tmp_pa
     # Untrained (a learning rate of 1e-12): every model guesses, and the summary says so.
     summary = train_run("wine", tmp_path / "still", {"branches": 1, "lr": 1e-12, "branch_lr": 1e-12, "epochs": 1})
     assert summary["chance_acc"] == pytest.approx(23 / 58)  # wine's largest test class
-    assert summary["test_acc_mean"] <= summary["chance_acc"] + 0.05
+    assert summary["test_acc_mean"] < summary["chance_acc"] + 0.1
     assert summary["warning"].startswith("Every model is near chance") and "--epochs" in summary["warning"]
     # Settings given win over the table defaults, and a TrainConfig is taken as it is.
     train_run("wine", tmp_path / "given", {"branches": 0, "epochs": 2, "model": "drybeanfpa"})

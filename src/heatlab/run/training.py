@@ -47,6 +47,7 @@ from heatlab.models.training import (
     train_continuous,
 )
 from heatlab.progress import Progress, report
+from heatlab.score.intervals import near_chance
 from heatlab.run.rundir import (  # noqa: F401  (re-exported: the names training has always offered)
     BASE,
     CONFIG,
@@ -191,13 +192,13 @@ def _train_one_branch(run_dir: Path, splits: dict[str, Split], config: TrainConf
     return _save_stage(run_dir, b, model, info, steps, vals)
 
 
-def _summary(run_dir: Path, base: dict, branches: list[dict], skipped: list[str], chance: float) -> dict:
+def _summary(run_dir: Path, base: dict, branches: list[dict], skipped: list[str], chance: float, n_classes: int) -> dict:
     keys = ("branch", "stop_reason", "iterations", "best_shard_acc", "val_acc", "test_acc")
     rows = [{k: info.get(k) for k in keys} for info in branches]
     mean = lambda key: sum(r[key] for r in rows) / len(rows) if rows else None  # noqa: E731
     best = max([r["test_acc"] for r in rows] + [base.get("test_acc") or 0.0])
     warning = None
-    if best <= chance + CHANCE_MARGIN:
+    if near_chance(best, n_classes, chance=chance):
         warning = (f"Every model is near chance (best test accuracy {best:.3f}; always guessing the most frequent "
                    f"class gives {chance:.3f}), so its heatmaps explain little; train longer (--epochs), with "
                    "another --lr or another --model.")
@@ -211,10 +212,6 @@ def _summary(run_dir: Path, base: dict, branches: list[dict], skipped: list[str]
         "warning": warning,
         "skipped": skipped,
     }
-
-
-#: A model whose test accuracy is at most this far above always guessing the most frequent class is "near chance".
-CHANCE_MARGIN = 0.05
 
 
 def _labels(split: Split) -> "torch.Tensor":
@@ -306,4 +303,4 @@ def train_run(
             branches.append(info)
         if not (run_dir / "tables" / "training.parquet").is_file():
             _collect_tables(run_dir)
-        return _summary(run_dir, base, branches, skipped, chance_accuracy(_labels(splits["test"])))
+        return _summary(run_dir, base, branches, skipped, chance_accuracy(_labels(splits["test"])), len(names))

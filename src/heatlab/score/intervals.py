@@ -187,6 +187,9 @@ def chance_level(n_classes: int) -> float:
     return 1.0 / n_classes
 
 
-def near_chance(accuracy: float, n_classes: int, *, margin: float = CHANCE_MARGIN) -> bool:
-    """Whether ``accuracy`` is below 1/K + ``margin`` (0.1 by default: 0.2 for 10 classes, 0.6 for 2)."""
-    return bool(accuracy < chance_level(n_classes) + margin)
+def near_chance(accuracy: float, n_classes: int, *, margin: float = CHANCE_MARGIN, chance: float | None = None) -> bool:
+    """Whether ``accuracy`` is below chance + ``margin`` (0.1 by default: 0.2 for 10 balanced classes,
+    0.6 for 2). Chance is 1/K, or ``chance`` when the caller knows better (the share of the most
+    frequent class, for unbalanced data)."""
+    base = chance_level(n_classes) if chance is None else max(chance, chance_level(n_classes))
+    return bool(accuracy < base + margin)
