@@ -176,6 +176,10 @@ def attribute(
     return (out, t) if return_target else out
 
 
+# Words of torch's errors when a layer gets an input of the wrong shape or dtype.
+_SHAPE_HINTS = ("shape", "size", "channel", "dtype", "mat1", "dimension", "expected input", "must match")
+
+
 def _model_dtype(model: nn.Module) -> torch.dtype | None:
     """The floating dtype of the model's parameters or buffers (inputs are cast to it); None without any."""
     return next((t.dtype for t in chain(model.parameters(), model.buffers()) if t.is_floating_point()), None)
@@ -188,6 +192,8 @@ def _raise_if_untakeable(model: nn.Module, x: Tensor, err: RuntimeError) -> None
             model(x[:1])
     except RuntimeError as plain:
         reason = str(plain).strip().splitlines()[0].rstrip(".") if str(plain).strip() else type(plain).__name__
+        if not any(h in reason.lower() for h in _SHAPE_HINTS):
+            return  # the model fails for another reason: its own error is the clearer one
         raise HeatlabError(f"The model cannot take inputs of shape {tuple(x.shape[1:])} ({reason}); pass inputs "
                            "shaped like the data it was built for.") from err
 
