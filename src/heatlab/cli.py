@@ -99,7 +99,10 @@ def train(
     data: str = typer.Option(..., "--data", help="A cell folder written by `heatlab data cells`, or a dataset spec: "
                              "wine, breast_cancer, drybean:FILE.xlsx, creditcard:FILE.csv, chest_xray:DIR, covid:DIR, folder:DIR."),
     run_dir: Path = typer.Option(..., "--out", help="Run folder to write models, tables and figures into."),
-    model: str = typer.Option(TRAIN.model, "--model", help="Zoo model name (cellcnn, resnet34, alexnet, vgg16, ...)."),
+    model: str = typer.Option(TRAIN.model, "--model", help="Zoo model name (cellcnn, resnet34, alexnet, vgg16, ...), "
+                       "torchvision:NAME (any torchvision classifier, random or --weights), path/to/file.py:fn or "
+                       "package.module:fn (your builder fn(*, num_classes, in_channels) -> nn.Module), or a name a "
+                       "package registers in the heatlab.models entry-point group."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Start from these weights (.safetensors or a state dict)."),
     epochs: int = typer.Option(TRAIN.epochs, help="Epochs of continuous training (the base model)."),
     branch_epochs: int = typer.Option(TRAIN.branch_epochs, help="Maximum epochs per branch in regular-evaluation mode."),
