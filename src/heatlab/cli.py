@@ -232,9 +232,9 @@ def demo(
 
 def _register_commands() -> None:
     """Commands of later pipeline stages live in their own modules (heatlab.cli_*)."""
-    from heatlab import cli_ax, cli_gax, cli_lrp, cli_mixer, cli_toy2d
+    from heatlab import cli_ax, cli_explain, cli_gax, cli_lrp, cli_mixer, cli_toy2d
 
-    for module in (cli_ax, cli_gax, cli_lrp, cli_mixer, cli_toy2d):
+    for module in (cli_ax, cli_gax, cli_lrp, cli_mixer, cli_toy2d, cli_explain):
         module.register(app)
 
 
