@@ -101,7 +101,8 @@ def test_index_lists_every_image_and_method_with_prediction_and_target(images, c
     assert page.count("target: 2") == 2 and torch.equal(t["targets"], torch.tensor([2, 2]))
     for pred in t["predictions"].tolist():
         assert f"predicted: {pred}" in page
-    assert sorted(p.name for p in out.iterdir()) == ["attributions.safetensors", "index.html", "overlays"]
+    assert sorted(p.name for p in out.iterdir()) == ["attributions.safetensors", "index.html", "inputs", "overlays"]
+    assert all((out / "inputs" / f"{i}.png").is_file() for i in record["ids"])
 
 
 def test_a_runs_branch_on_its_dataset_names_classes(tiny_run, tmp_path):

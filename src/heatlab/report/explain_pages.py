@@ -1,7 +1,7 @@
 """What ``heatlab explain`` shows: an overlay PNG per image and method, and ``index.html``.
 
 Drawn only from ``<out>/attributions.safetensors`` (:func:`heatlab.run.explain.load_explanations`):
-``<out>/overlays/<id>__<method>.png`` (the heatmap over the image, with its colour bar; a
+``<out>/inputs/<id>.png`` (the image as the model saw it), ``<out>/overlays/<id>__<method>.png`` (the heatmap over the image, with its colour bar; a
 diverging map centred at 0 for signed methods, a sequential one for ``|h|``) and ``<out>/index.html``,
 a grid with a row per image (its source, target and predicted class) and a column per method.
 """
@@ -11,7 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from heatlab.files import write_text
+import numpy as np
+from PIL import Image
+
+from heatlab.files import atomic_path, ensure_dir, write_text
 from heatlab.progress import Progress, report
 from heatlab.report.figures import literal, new_figure, save_figure
 from heatlab.report.overlay import overlay
@@ -19,6 +22,7 @@ from heatlab.report.page import class_name_of, esc
 from heatlab.run.explain import load_explanations
 
 OVERLAYS = "overlays"
+INPUTS = "inputs"
 
 
 def overlay_name(sample_id: str, method: str) -> str:
@@ -35,7 +39,9 @@ def explanation_pages(out: str | os.PathLike, *, progress: Progress | None = Non
     record, t = load_explanations(out)
     ids, methods, names = record["ids"], record["methods"], record.get("class_names")
     total = len(ids) * len(methods)
+    ensure_dir(out / INPUTS)
     for r, sample_id in enumerate(ids):
+        _save_input(t["inputs"][r], out / INPUTS / f"{sample_id}.png")
         for c, method in enumerate(methods):
             fig = new_figure(4.2, 3.4)
             ax = fig.add_subplot(1, 1, 1)
@@ -48,6 +54,13 @@ def explanation_pages(out: str | os.PathLike, *, progress: Progress | None = Non
     return out / "index.html"
 
 
+def _save_input(image, path: Path) -> None:
+    """The image as the model saw it (C×H×W in [0, 1]) as an 8-bit PNG."""
+    arr = np.rint(image.clamp(0, 1).numpy() * 255).astype(np.uint8).transpose(1, 2, 0)
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(tmp, format="PNG")
+
+
 def _page(record: dict, t: dict) -> str:
     names = record.get("class_names")
     head = "".join(f"<th>{esc(m)}<br><span class=muted>{esc(record['signs'][m])}</span></th>" for m in record["methods"])
@@ -58,20 +71,21 @@ def _page(record: dict, t: dict) -> str:
         cells = "".join(
             f'<td><img src="{OVERLAYS}/{esc(overlay_name(sample_id, m))}" alt="{esc(m)} for {esc(sample_id)}"></td>'
             for m in record["methods"])
+        plain = f'<td><img class=input src="{INPUTS}/{esc(sample_id)}.png" alt="{esc(sample_id)}"></td>'
         rows.append(f"<tr><th class=src>{esc(source)}<br>predicted: {esc(_class(names, pred))}<br>"
-                    f"target: {esc(_class(names, target))}{label}</th>{cells}</tr>")
+                    f"target: {esc(_class(names, target))}{label}</th>{plain}{cells}</tr>")
     model = record.get("model") or {}
     where = f"run {record['run']}, {record['branch']}" if record.get("run") else f"model {model.get('name', '?')}"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>heatlab explain</title>
 <style>body{{font-family:system-ui,sans-serif;margin:16px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #d0d7de;padding:4px;vertical-align:top}}th.src{{text-align:left;font-weight:normal;
-max-width:220px;word-break:break-all}}img{{width:320px}}.muted{{color:#57606a;font-size:.85em}}</style></head>
+min-width:140px;max-width:220px;overflow-wrap:anywhere}}img{{width:320px}}img.input{{width:200px;image-rendering:pixelated}}.muted{{color:#57606a;font-size:.85em}}</style></head>
 <body><h1>Explanations</h1>
 <p>{len(record['ids'])} images × {len(record['methods'])} methods; {esc(where)}; target class: {esc(record['target'])}.
 Signed methods ("all") use a diverging map centred at 0 (red positive, blue negative); "absolute" shows |h|.
 Colour weight grows with |h|/max|h| per image, so a pixel with h = 0 shows the image unchanged.</p>
-<table><tr><th>image</th>{head}</tr>
+<table><tr><th>image</th><th>input</th>{head}</tr>
 {''.join(rows)}
 </table></body></html>
 """

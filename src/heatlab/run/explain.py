@@ -49,8 +49,8 @@ def parse_methods(methods: str | Sequence[str] | None) -> list[str]:
     names = [str(m).strip() for m in names if str(m).strip()]
     unknown = [m for m in names if m not in METHODS]
     if unknown or not names:
-        raise HeatlabError(f"Unknown method {', '.join(map(repr, unknown)) or '(none given)'}; pass methods= a "
-                           f"comma-separated list of {', '.join(METHODS)}.")
+        raise HeatlabError(f"Unknown method {', '.join(map(repr, unknown)) or '(none given)'}; pass e.g. "
+                           f"methods=Saliency,IntegratedGradients, any of {', '.join(METHODS)}.")
     return list(dict.fromkeys(names))
 
 
@@ -136,20 +136,25 @@ def build_model(*, run: str | os.PathLike | None, branch: str, model: str | None
     dev = resolve_device(device)
     if run is not None:
         if model is not None or weights is not None:
-            raise HeatlabError("Pass either run= (with branch=) or model= / weights=, not both.")
+            raise HeatlabError("A run folder and a model were both given; pass either run=RUN or model=NAME, not both.")
         info = branch_info(run, branch)
         return load_branch(run, branch, device=dev), list(info.get("class_names") or []) or None
     spec = _weights_spec(Path(weights)) if weights is not None else None
+    if model is None and weights is not None:
+        if not Path(weights).is_file():
+            raise HeatlabError(f"Weights file '{weights}' does not exist; check the path.")
+        if spec is None:
+            raise HeatlabError(f"'{weights}' does not record its model (only heatlab's .safetensors do); pass e.g. "
+                               "model=torchvision:resnet18 and num_classes=1000 with it.")
     if model is None and spec is None:
-        raise HeatlabError("No model given; pass run= (a run folder), or model= (a zoo name, torchvision:NAME or "
-                           "file.py:fn) with weights=, or weights= a heatlab .safetensors file.")
+        raise HeatlabError("No model given; pass e.g. run=runs/r1, model=torchvision:resnet18 (with num_classes), "
+                           "or weights=model.safetensors written by heatlab.")
     if spec is not None and (model is None or model == spec["name"]):
         spec = dict(spec)
         net = zoo.create(spec.pop("name"), **spec)
     else:
         if num_classes is None:
-            raise HeatlabError(f"Model '{model}' needs its class count; pass num_classes= (e.g. num_classes=1000 for "
-                               "ImageNet weights).")
+            raise HeatlabError(f"Model '{model}' needs its class count; pass e.g. num_classes=1000 (ImageNet weights).")
         net = zoo.create(model, num_classes=num_classes, in_channels=in_channels or 3, seed=0)
     if weights is not None:
         zoo.load_weights(net, weights)
@@ -166,9 +171,9 @@ def _target_of(target: str | int | None, class_names: list[str] | None, k: int) 
         t = class_names.index(text)
     else:
         known = f" or one of {', '.join(class_names)}" if class_names else ""
-        raise HeatlabError(f"Target {text!r} is no class; pass target='predicted', a class index 0..{k - 1}{known}.")
+        raise HeatlabError(f"Target {text!r} is no class; pass target=predicted, a class index 0..{k - 1}{known}.")
     if not 0 <= t < k:
-        raise HeatlabError(f"Target {t} is out of range for a {k}-class model; pass target= a class index 0..{k - 1}.")
+        raise HeatlabError(f"Target {t} is out of range for a {k}-class model; pass e.g. target=0 (a class index 0..{k - 1}).")
     return t
 
 
@@ -225,8 +230,8 @@ def explain_run(
             logits = torch.cat([net(x[i:i + batch_size].to(dev)).cpu() for i in range(0, len(x), batch_size)])
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise HeatlabError(f"The model cannot take images of shape {tuple(x.shape[1:])} ({reason}); pass size= the "
-                           "size it was trained at.") from None
+        raise HeatlabError(f"The model cannot take images of shape {tuple(x.shape[1:])} ({reason}); pass e.g. "
+                           "size=224, the size it was trained at.") from None
     if logits.dim() != 2:
         raise HeatlabError(f"The model returns {tuple(logits.shape)} for {len(x)} images, not N×classes logits; "
                            "pass a classifier.")
