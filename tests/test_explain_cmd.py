@@ -47,7 +47,7 @@ def images(tmp_path):
     (folder / "more").mkdir(parents=True)
     rng = np.random.default_rng(0)
     arrays = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(3)]
-    paths = [folder / "a1.png", folder / "a10.png", folder / "more" / "b.png"]
+    paths = [folder / "a2.png", folder / "a10.png", folder / "more" / "b.png"]
     for path, arr in zip(paths, arrays):
         Image.fromarray(arr).save(path)
     pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
@@ -71,7 +71,7 @@ def test_stored_attributions_equal_attribute_called_directly(images, cell_weight
                          "--batch-size", 2, "--out", out)
     assert code == 0, text
     record, t = load_explanations(out)
-    assert record["sources"] == [str(p) for p in paths]  # natural order: a1 before a10, subfolders searched
+    assert record["sources"] == [str(p) for p in paths]  # natural order: a2 before a10, subfolders searched
     assert record["methods"] == ["Saliency", "InputXGradient"] and record["model"]["name"] == "cellcnn"
     with torch.no_grad():
         predicted = model(pixels).argmax(1)
@@ -99,6 +99,8 @@ def test_index_lists_every_image_and_method_with_prediction_and_target(images, c
             name = f"overlays/{sample_id}__{method}.png"
             assert name in shown and (out / name).is_file()
     assert page.count("target: 2") == 2 and torch.equal(t["targets"], torch.tensor([2, 2]))
+    reference = attribute(cell_weights[1], images[2][[0, 2]], "Saliency", target=2)
+    assert torch.allclose(t["Saliency"], reference.half().float(), rtol=2e-3, atol=1e-7)
     for pred in t["predictions"].tolist():
         assert f"predicted: {pred}" in page
     assert sorted(p.name for p in out.iterdir()) == ["attributions.safetensors", "index.html", "inputs", "overlays"]

@@ -30,6 +30,9 @@ def not_a_model(*, num_classes):
 
 def raises(*, num_classes):
     raise ValueError("width must be even")
+
+def table(*, num_classes, num_features):
+    return nn.Linear(num_features, num_classes)
 """
 
 
@@ -91,6 +94,14 @@ def test_a_changed_or_moved_file_says_so_on_rebuild(model_file):
     model_file.rename(model_file.with_name("elsewhere.py"))
     with pytest.raises(HeatlabError, match="does not exist"):
         _rebuild(model)
+
+
+def test_training_gives_your_builder_the_data_shape_it_asks_for(model_file):
+    from heatlab.models.training import TrainConfig, create_model
+
+    net = create_model(TrainConfig(model=f"{model_file}:table"), 3, (13,))
+    assert net.heatlab_spec["num_features"] == 13 and net(torch.rand(2, 13)).shape == (2, 3)
+    assert _same_outputs(net, _rebuild(net), (2, 13))
 
 
 def test_bad_builders_are_one_sentence(model_file):
@@ -167,3 +178,27 @@ def test_cli_trains_and_evaluates_a_file_model_and_refuses_it_changed(tiny_cells
     result = runner.invoke(app, ["evaluate", str(tmp_path / "run"), "--methods", "Saliency", "--split", "val"])
     assert result.exit_code != 0 and "changed since the model was built" in result.output
     assert "Traceback" not in result.output
+
+
+class _DropoutBetweenReusedReLU(torch.nn.Module):
+    """Reuses one ReLU and reads self.training in forward (fx would bake the flag into its graph)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.act = torch.nn.Linear(6, 6), torch.nn.ReLU()
+
+    def forward(self, x):
+        return self.act(torch.nn.functional.dropout(self.act(self.lin(x)), 0.5, self.training))
+
+
+def test_fx_rewrites_never_bake_the_training_flag():
+    from heatlab.models.external import out_of_place
+    from heatlab.models.safety import make_attribution_safe
+
+    torch.manual_seed(0)
+    model = _DropoutBetweenReusedReLU().train()
+    x = torch.rand(4, 6)
+    for safe in (make_attribution_safe(model), out_of_place(model)):
+        with torch.no_grad():
+            assert torch.equal(safe.eval()(x), model.eval()(x))  # dropout off in eval mode
+        model.train()
