@@ -202,3 +202,32 @@ def test_fx_rewrites_never_bake_the_training_flag():
         with torch.no_grad():
             assert torch.equal(safe.eval()(x), model.eval()(x))  # dropout off in eval mode
         model.train()
+
+
+@pytest.mark.parametrize("traced", [True, False])
+def test_torchvision_normalize_is_part_of_forward_and_switches_off(traced, monkeypatch):
+    from heatlab.explain import attribute
+    from heatlab.models import external
+    from heatlab.models.input_space import input_space
+    from heatlab.models.normalize import IMAGENET_MEAN, IMAGENET_STD, Normalize
+
+    if not traced:  # the path for models torch.fx cannot trace: a subclass of the model's class
+        monkeypatch.setattr(external, "out_of_place", lambda model: model)
+    model = zoo.create("torchvision:resnet18", num_classes=3, normalize="imagenet", seed=0).eval()
+    assert isinstance(model, torch.fx.GraphModule) == traced
+    reference = tvm.get_model("resnet18", weights=None, num_classes=3).eval()
+    reference.load_state_dict(model.state_dict())
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    standardised = Normalize(IMAGENET_MEAN, IMAGENET_STD)(x)
+    with torch.no_grad():
+        assert torch.allclose(model(x), reference(standardised), atol=1e-5)
+        with input_space(model) as (net, to_input):
+            assert torch.allclose(net(to_input(x)), reference(standardised), atol=1e-5)
+            assert torch.allclose(net(x), reference(x), atol=1e-5)  # switched off inside the block
+        assert torch.allclose(model(x), reference(standardised), atol=1e-5)
+    # DeepLift hooks the model itself (a forward pre-hook for Normalize broke it): the same attributions
+    # as torchvision's model behind a Normalize layer (attribute() makes its attribution-safe copy).
+    attr = attribute(model, x, "DeepLift", target=1)
+    expected = attribute(torch.nn.Sequential(Normalize(IMAGENET_MEAN, IMAGENET_STD), reference).eval(), x, "DeepLift",
+                         target=1)
+    assert torch.allclose(attr, expected, rtol=1e-4, atol=1e-7)

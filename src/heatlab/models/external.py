@@ -9,7 +9,7 @@
   in residual blocks, reused parameter-free modules split, and in-place tensor operations of
   ``forward`` rewritten with ``torch.fx`` where it can trace the model, see :func:`out_of_place`). ``in_channels`` other than 3 replaces
   the first 3-channel convolution; ``normalize`` adds heatlab's :class:`Normalize` in front
-  (applied by a forward pre-hook, so the state dict keeps torchvision's names).
+  (outside the state dict, so it keeps torchvision's names).
 - ``path/to/file.py:fn`` or ``package.module:fn``: a builder ``fn(*, num_classes, in_channels,
   **kw) -> nn.Module``; it gets only the keywords it accepts. A file is recorded by its absolute
   path and sha256 (``file_sha256`` in the spec), so a run rebuilt after the file changed or moved
@@ -80,10 +80,35 @@ def _head_prefix(model: nn.Module, num_classes: int) -> tuple[str, ...]:
     return (heads[-1] + ".",) if heads else ()
 
 
-def _normalize_first(module: nn.Module, args: tuple) -> tuple | None:
-    """Forward pre-hook: the model's own ``normalize`` (None when switched off, see input_space) first."""
-    norm = getattr(module, "normalize", None)
-    return None if norm is None else (norm(args[0]), *args[1:])
+def _apply_normalize(norm: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+    """``norm(x)``, or ``x`` while the model's Normalize is switched off (see :mod:`heatlab.models.input_space`)."""
+    return x if norm is None else norm(x)
+
+
+def _attach_normalize(model: nn.Module, norm: nn.Module) -> nn.Module:
+    """``model`` applying ``norm`` (its ``normalize`` attribute, outside the state dict) to its input first.
+
+    Part of ``forward`` itself, not a hook, so Captum's own model hooks (DeepLift) see the model as a
+    whole: a node after the input of an fx graph, else a subclass of the model's class.
+    """
+    model.normalize = norm
+    if isinstance(model, fx.GraphModule):
+        graph = model.graph
+        first = next(n for n in graph.nodes if n.op == "placeholder")
+        with graph.inserting_after(first):
+            attr = graph.get_attr("normalize")
+        with graph.inserting_after(attr):
+            normed = graph.call_function(_apply_normalize, (attr, first))
+        first.replace_all_uses_with(normed, delete_user_cb=lambda user: user is not normed)
+        model.recompile()
+        return model
+    cls = type(model)
+
+    def forward(self, x, *args, **kwargs):
+        return cls.forward(self, _apply_normalize(self.normalize, x), *args, **kwargs)
+
+    model.__class__ = type(cls.__name__, (cls,), {"forward": forward, "__module__": cls.__module__})
+    return model
 
 
 _INPLACE_FUNCTIONS = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
@@ -138,10 +163,7 @@ def _torchvision_builder(arch: str) -> Callable[..., nn.Module]:
         heads = _head_prefix(model, num_classes)
         model = out_of_place(make_attribution_safe(model))
         model.heatlab_head_prefixes = heads
-        if norm is not None:
-            model.normalize = norm
-            model.register_forward_pre_hook(_normalize_first)
-        return model
+        return model if norm is None else _attach_normalize(model, norm)
 
     build.__qualname__ = build.__name__ = f"torchvision_{arch}"
     return build
