@@ -194,3 +194,10 @@ def test_overlay_draws_on_axes_with_a_colour_bar():
     assert len(fig.axes) == 2  # the image and its colour bar
     np.testing.assert_array_equal(ax.images[0].get_array(), rgb)
     assert fig.axes[1].get_ylim() == (-1.0, 1.0)
+
+
+def test_explain_has_help_naming_its_options():
+    code, text = _invoke("explain", "--help")
+    assert code == 0 and "Usage" in text
+    for flag in ("--run", "--branch", "--model", "--weights", "--methods", "--target", "--limit", "--device", "--out"):
+        assert flag in text
