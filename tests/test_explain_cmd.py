@@ -201,3 +201,16 @@ def test_explain_has_help_naming_its_options():
     assert code == 0 and "Usage" in text
     for flag in ("--run", "--branch", "--model", "--weights", "--methods", "--target", "--limit", "--device", "--out"):
         assert flag in text
+
+
+def test_one_extreme_pixel_does_not_fade_the_rest():
+    image = torch.full((3, 10, 10), 0.5)
+    heat = torch.ones(10, 10)
+    heat[0, 0] = 1000.0
+    default = overlay(image, heat)  # scale: the 99th percentile of |h|, values clipped
+    np.testing.assert_allclose(default[5, 5], default[0, 0])
+    by_max = overlay(image, heat, outlier_perc=0)  # scale max|h|: the rest is nearly the image
+    np.testing.assert_allclose(by_max[5, 5], [0.5, 0.5, 0.5], atol=2e-3)
+    assert by_max[0, 0][0] > 0.7
+    with pytest.raises(HeatlabError, match="outlier_perc"):
+        overlay(image, heat, outlier_perc=100)

@@ -84,7 +84,7 @@ min-width:140px;max-width:220px;overflow-wrap:anywhere}}img{{width:320px}}img.in
 <body><h1>Explanations</h1>
 <p>{len(record['ids'])} images × {len(record['methods'])} methods; {esc(where)}; target class: {esc(record['target'])}.
 Signed methods ("all") use a diverging map centred at 0 (red positive, blue negative); "absolute" shows |h|.
-Colour weight grows with |h|/max|h| per image, so a pixel with h = 0 shows the image unchanged.</p>
+Colour weight grows with |h| (full colour for the top 1% of each heatmap), so a pixel with h = 0 shows the image unchanged.</p>
 <table><tr><th>image</th><th>input</th>{head}</tr>
 {''.join(rows)}
 </table></body></html>

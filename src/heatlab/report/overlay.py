@@ -1,8 +1,10 @@
 """A heatmap drawn over its image: :func:`overlay` (like grad-cam's ``show_cam_on_image`` or
 Captum's ``visualize_image_attr`` blended mode, with heatlab's conventions).
 
-The heatmap is scaled by its largest magnitude ``m = max|h|`` (after the ``sign`` rule), so every
-value lies in [-1, 1] (``sign="all"``) or [0, 1]. Each pixel then blends the colormap's colour of
+The heatmap is scaled by ``m``, the ``100 - outlier_perc`` percentile of ``|h|`` (after the ``sign``
+rule; the largest magnitude when ``outlier_perc=0`` or when that percentile is 0), and clipped, so
+every value lies in [-1, 1] (``sign="all"``) or [0, 1]; like Captum's ``outlier_perc``, this keeps a
+few extreme pixels from fading all others. Each pixel then blends the colormap's colour of
 its value over the image with weight ``alpha · |h|/m``::
 
     out = (1 - alpha·|v|) · image + alpha·|v| · cmap(v),   v = h/m
@@ -50,19 +52,23 @@ def _hwc(arr: np.ndarray, what: str) -> np.ndarray:
     raise HeatlabError(f"{what} has shape {arr.shape}; pass H×W, C×H×W or H×W×C with 1 or 3 channels.")
 
 
-def scaled_heatmap(heatmap: Any, sign: str = "all") -> tuple[np.ndarray, float]:
+def scaled_heatmap(heatmap: Any, sign: str = "all", outlier_perc: float = 1.0) -> tuple[np.ndarray, float]:
     """(H×W values in [-1, 1] or [0, 1], the scale m they were divided by) for ``heatmap``
     (H×W, C×H×W or H×W×C, channels summed); an all-zero heatmap gives zeros and m = 0."""
     if sign not in SIGNS:
         raise HeatlabError(f"Unknown sign {sign!r}; pass sign='all', 'positive' or 'absolute'.")
+    if isinstance(outlier_perc, bool) or not isinstance(outlier_perc, (int, float)) or not 0 <= outlier_perc < 100:
+        raise HeatlabError(f"outlier_perc must be a number in [0, 100), got {outlier_perc!r}; pass e.g. outlier_perc=1.")
     h = _hwc(_array(heatmap, "heatmap"), "heatmap").sum(axis=2)
     h = np.abs(h) if sign == "absolute" else np.clip(h, 0, None) if sign == "positive" else h
-    m = float(np.abs(h).max(initial=0.0))
-    return (h / m if m > 0 else np.zeros_like(h)), m
+    magnitude = np.abs(h)
+    m = float(np.percentile(magnitude, 100 - outlier_perc, method="lower")) if outlier_perc > 0 and h.size else 0.0
+    m = m if m > 0 else float(magnitude.max(initial=0.0))
+    return (np.clip(h / m, -1.0, 1.0) if m > 0 else np.zeros_like(h)), m
 
 
-def overlay(image: Any, heatmap: Any, *, sign: str = "all", alpha: float = 0.6, cmap: str | None = None,
-            ax: Any = None, colorbar: bool = True) -> np.ndarray:
+def overlay(image: Any, heatmap: Any, *, sign: str = "all", alpha: float = 0.6, outlier_perc: float = 1.0,
+            cmap: str | None = None, ax: Any = None, colorbar: bool = True) -> np.ndarray:
     """The heatmap blended over the image: float RGB array H×W×3 in [0, 1] (see the module docstring).
 
     Args:
@@ -71,6 +77,8 @@ def overlay(image: Any, heatmap: Any, *, sign: str = "all", alpha: float = 0.6, 
         heatmap: H×W, or C×H×W / H×W×C like the image (summed over channels), same H×W.
         sign: "all" (signed, diverging colormap centred at 0), "positive" or "absolute".
         alpha: colour weight of the strongest pixel, in [0, 1].
+        outlier_perc: percent of the largest ``|h|`` drawn at full colour (the scale is the
+            ``100 - outlier_perc`` percentile; 0 scales by max|h|).
         cmap: a matplotlib colormap name instead of the default for ``sign``.
         ax: a matplotlib Axes to draw the result on (with a colour bar of h/max|h| when
             ``colorbar``); nothing is drawn without it.
@@ -82,7 +90,7 @@ def overlay(image: Any, heatmap: Any, *, sign: str = "all", alpha: float = 0.6, 
     img = np.clip(img / 255.0 if uint8 else img, 0.0, 1.0)
     if img.shape[2] == 1:
         img = np.repeat(img, 3, axis=2)
-    v, m = scaled_heatmap(heatmap, sign)
+    v, m = scaled_heatmap(heatmap, sign, outlier_perc)
     if v.shape != img.shape[:2]:
         raise HeatlabError(f"The heatmap is {v.shape[0]}×{v.shape[1]} pixels but the image is {img.shape[0]}×"
                            f"{img.shape[1]}; pass a heatmap of the image's size.")
@@ -102,5 +110,6 @@ def overlay(image: Any, heatmap: Any, *, sign: str = "all", alpha: float = 0.6, 
         if colorbar:
             mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap=colormap)
             bar = ax.figure.colorbar(mappable, ax=ax, fraction=0.046, pad=0.04)
-            bar.set_label(f"h / max|h|  (max|h| = {m:.3g})" if sign != "absolute" else f"|h| / max|h|  (max = {m:.3g})")
+            top = f"{100 - outlier_perc:g}th percentile of |h|" if outlier_perc else "max|h|"
+            bar.set_label(f"{'|h|' if sign == 'absolute' else 'h'} / s,  s = {top} = {m:.3g}")
     return out
