@@ -36,7 +36,7 @@ import torch
 from torch import fx, nn
 
 from heatlab.errors import HeatlabError
-from heatlab.models.safety import trace_leaves
+from heatlab.models.safety import make_attribution_safe, trace_leaves
 
 TORCHVISION = "torchvision:"
 ENTRY_POINT_GROUP = "heatlab.models"
@@ -146,7 +146,6 @@ def _torchvision_builder(arch: str) -> Callable[..., nn.Module]:
         import torchvision.models as tvm
 
         from heatlab.models.normalize import make_normalize
-        from heatlab.models.safety import make_attribution_safe
 
         norm = make_normalize(normalize, in_channels)
         model = tvm.get_model(arch, weights=None, num_classes=num_classes, **_TORCHVISION_EXTRA.get(arch, {}))
@@ -245,11 +244,6 @@ def _entry_point_builder(name: str) -> Resolved | None:
 
 
 # ------------------------------------------------------------------------------------ resolving
-def is_external(name: str) -> bool:
-    """True for the ``torchvision:NAME`` and ``module:fn`` / ``file.py:fn`` forms."""
-    return ":" in name
-
-
 def resolve(name: str) -> Resolved | None:
     """The builder of a name outside the zoo, or None when ``name`` is none of the forms above."""
     if name.startswith(TORCHVISION):

@@ -33,7 +33,6 @@ from torch import nn
 
 from heatlab.errors import HeatlabError
 from heatlab.files import atomic_path
-from heatlab.models import external
 
 DEFAULT_MODEL = "cellcnn"
 
@@ -92,8 +91,11 @@ def _seeded(seed: int | None) -> Iterator[None]:
         yield
 
 
-def _resolve(name: str) -> external.Resolved:
-    """The builder of a registered name or of one of the forms of :mod:`heatlab.models.external`."""
+def _resolve(name: str):
+    """The :class:`heatlab.models.external.Resolved` builder of a registered name or of one of the forms
+    of :mod:`heatlab.models.external` (imported on first use: it imports torchvision)."""
+    from heatlab.models import external
+
     builders = _registry()
     if isinstance(name, str) and name in builders:
         return external.Resolved(builders[name], name, lenient=False)
@@ -134,14 +136,18 @@ def create(
     found = _resolve(name)
     build = found.build
     if recorded_sha is not None:
-        external.check_file(found.spec_name, recorded_sha)
+        from heatlab.models.external import check_file
+
+        check_file(found.spec_name, recorded_sha)
     _check_count("num_classes", num_classes)
     _check_count("in_channels", in_channels)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise HeatlabError(f"seed must be an integer, got {seed!r}; pass e.g. seed=0.")
     arguments = {"num_classes": num_classes, "in_channels": in_channels, **kwargs}
     if found.lenient:
-        arguments = external.accepted(build, arguments)
+        from heatlab.models.external import accepted
+
+        arguments = accepted(build, arguments)
     try:
         bound = inspect.signature(build).bind(**arguments)
     except TypeError:
