@@ -102,8 +102,11 @@ def train(
     data: str = typer.Option(..., "--data", help="A cell folder written by `heatlab data cells`, or a dataset spec: "
                              "wine, breast_cancer, drybean:FILE.xlsx, creditcard:FILE.csv, chest_xray:DIR, covid:DIR, folder:DIR."),
     run_dir: Path = typer.Option(..., "--out", help="Run folder to write models, tables and figures into."),
-    model: Optional[str] = typer.Option(None, "--model", help=f"Zoo model name (cellcnn, resnet34, alexnet, vgg16, "
-                                        f"mlp, ...); default {TRAIN.model} for images, {TABLE['model']} for tables."),
+    model: Optional[str] = typer.Option(None, "--model", help="Zoo model name (cellcnn, resnet34, alexnet, vgg16, "
+                                        "mlp, ...), torchvision:NAME (any torchvision classifier, random or --weights), "
+                                        "path/to/file.py:fn or package.module:fn (your builder fn(*, num_classes, "
+                                        "in_channels) -> nn.Module), or a name a package registers in the heatlab.models "
+                                        f"entry-point group; default {TRAIN.model} for images, {TABLE['model']} for tables."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Start from these weights (.safetensors or a state dict)."),
     epochs: Optional[int] = typer.Option(None, help=f"Epochs of continuous training (the base model); default "
                                          f"{TRAIN.epochs} for images, {TABLE['epochs']} for tables."),
@@ -252,9 +255,9 @@ def demo(
 
 def _register_commands() -> None:
     """Commands of later pipeline stages live in their own modules (heatlab.cli_*)."""
-    from heatlab import cli_ax, cli_gax, cli_lrp, cli_mixer, cli_toy2d
+    from heatlab import cli_ax, cli_explain, cli_gax, cli_lrp, cli_mixer, cli_toy2d
 
-    for module in (cli_ax, cli_gax, cli_lrp, cli_mixer, cli_toy2d):
+    for module in (cli_ax, cli_gax, cli_lrp, cli_mixer, cli_toy2d, cli_explain):
         module.register(app)
 
 

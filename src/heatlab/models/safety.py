@@ -218,15 +218,36 @@ class _LeafTracer(fx.Tracer):
         return next(m.children(), None) is None
 
 
+def trace_leaves(model: nn.Module) -> fx.Graph | None:
+    """The ``torch.fx`` graph of ``model`` with every childless module a leaf, or None when it cannot be
+    traced, when the trace depends on the training flag (fx bakes ``self.training`` into the graph,
+    e.g. torchvision's stochastic depth in a block's forward) or when it would change the state dict."""
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        graphs = []
+        for mode in (True, False):
+            model.train(mode)
+            graphs.append(_LeafTracer().trace(model))
+    except Exception:  # any tracing failure: leave the model as it is
+        return None
+    finally:
+        for m, flag in flags:
+            m.training = flag
+    if graphs[0].python_code("self").src != graphs[1].python_code("self").src:
+        return None
+    if set(fx.GraphModule(model, graphs[0]).state_dict()) != set(model.state_dict()):  # e.g. buffers made constants
+        return None
+    return graphs[0]
+
+
 def _split_reused_modules(model: nn.Module) -> nn.Module:
     """Give each extra call of a reused parameter- and buffer-free leaf module its own copy.
 
-    Returns ``model`` unchanged when nothing is reused or ``torch.fx`` cannot trace it, otherwise
-    an ``fx.GraphModule`` over the same submodules (same state dict).
+    Returns ``model`` unchanged when nothing is reused or :func:`trace_leaves` cannot trace it,
+    otherwise an ``fx.GraphModule`` over the same submodules (same state dict).
     """
-    try:
-        graph = _LeafTracer().trace(model)
-    except Exception:  # any tracing failure: leave the model as it is, the check reports the reuse
+    graph = trace_leaves(model)
+    if graph is None:
         return model
     nodes = [n for n in graph.nodes if n.op == "call_module"]
     counts = Counter(n.target for n in nodes)

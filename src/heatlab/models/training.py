@@ -103,21 +103,26 @@ def normalize_spec(config: TrainConfig, train_split: Any) -> Any:
     return "imagenet" if config.normalize == "imagenet" else channel_stats(train_split)
 
 
-def check_takes(model: nn.Module, name: str, sample: torch.Tensor) -> None:
-    """One sentence instead of a deep traceback when ``model`` cannot take inputs like ``sample`` (``1×...``).
+def check_takes(model: nn.Module, name: str, sample: torch.Tensor, num_classes: int | None = None) -> None:
+    """One sentence instead of a deep traceback when ``model`` cannot take inputs like ``sample`` (``1×...``),
+    or (``num_classes`` given) does not return ``1×num_classes`` logits for it.
 
     Runs one forward pass in eval mode without gradients; the model's training flags are restored.
     """
     flags = [m.training for m in model.modules()]
     try:
         with torch.no_grad():
-            model.eval()(sample.to(model_device(model)))
+            out = model.eval()(sample.to(model_device(model)))
     except RuntimeError:
         raise HeatlabError(f"Model '{name}' cannot take inputs of shape {tuple(sample.shape[1:])}; choose a model "
                            "made for this input size, e.g. model='smallnet' for 28-px digits.") from None
     finally:
         for m, flag in zip(model.modules(), flags):
             m.training = flag
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if num_classes is not None and shape != (sample.shape[0], num_classes):
+        raise HeatlabError(f"Model '{name}' returns {shape} for one sample but the data has {num_classes} classes; "
+                           f"make it return N×{num_classes} logits (build it with num_classes).")
 
 
 def create_model(config: TrainConfig, num_classes: int, input_shape: tuple[int, ...] = (3, 128, 128), *,
@@ -131,7 +136,13 @@ def create_model(config: TrainConfig, num_classes: int, input_shape: tuple[int, 
     """
     device = resolve_device(config.device)
     seed = derive_seed(config.seed, "init")
-    if "input_shape" in inspect.signature(zoo.builder(config.model)).parameters:  # e.g. mlp: any input shape
+    if not zoo.is_registered(config.model):  # your own builder gets the keywords it accepts of these
+        extra = {"input_shape": list(input_shape)} | ({} if normalize is None else {"normalize": normalize})
+        if len(input_shape) == 1:
+            extra["num_features"] = input_shape[0]
+        model = zoo.create(config.model, num_classes=num_classes, in_channels=input_shape[0] if len(input_shape) == 3 else 1,
+                           seed=seed, **extra)
+    elif "input_shape" in inspect.signature(zoo.builder(config.model)).parameters:  # e.g. mlp: any input shape
         extra = {} if normalize is None else {"normalize": normalize}
         in_channels = input_shape[0] if len(input_shape) == 3 else 1
         model = zoo.create(config.model, num_classes=num_classes, in_channels=in_channels,

@@ -5,6 +5,10 @@ A model family is one module that decorates its builders with :func:`register`; 
 and its models appear in :func:`available` (families are imported on first use, so they may
 import this module without a cycle).
 
+Names outside the registry are resolved by :mod:`heatlab.models.external`: ``torchvision:NAME``,
+``path/to/file.py:fn``, ``package.module:fn`` and the ``heatlab.models`` entry-point group (those
+builders get only the keyword arguments they accept).
+
 Every model from :func:`create` carries ``model.heatlab_spec``, a JSON-serialisable dict
 ``{"name", "num_classes", "in_channels", **builder keyword arguments with defaults filled in}``;
 ``create(**spec)`` rebuilds the architecture. Weights are stored as safetensors.
@@ -61,8 +65,13 @@ def _registry() -> dict[str, Callable[..., nn.Module]]:
 
 
 def available() -> list[str]:
-    """Sorted names of all registered models."""
+    """Sorted names of all registered models (not the forms of :mod:`heatlab.models.external`)."""
     return sorted(_registry())
+
+
+def is_registered(name: str) -> bool:
+    """True when ``name`` is a zoo model (registered with :func:`register`)."""
+    return isinstance(name, str) and name in _registry()
 
 
 def _check_count(what: str, value: object) -> int:
@@ -82,12 +91,28 @@ def _seeded(seed: int | None) -> Iterator[None]:
         yield
 
 
-def builder(name: str) -> Callable[..., nn.Module]:
-    """The registered builder of model ``name`` (a HeatlabError naming the choices otherwise)."""
+def _resolve(name: str):
+    """The :class:`heatlab.models.external.Resolved` builder of a registered name or of one of the forms
+    of :mod:`heatlab.models.external` (imported on first use: it imports torchvision)."""
+    from heatlab.models import external
+
     builders = _registry()
-    if not isinstance(name, str) or name not in builders:
-        raise HeatlabError(f"Unknown model '{name}'; choose one of: {', '.join(sorted(builders))}.")
-    return builders[name]
+    if isinstance(name, str) and name in builders:
+        return external.Resolved(builders[name], name, lenient=False)
+    found = external.resolve(name) if isinstance(name, str) and name else None
+    if found is None:
+        plugins = external.entry_point_names()
+        raise HeatlabError(
+            f"Unknown model '{name}'; choose one of: {', '.join(sorted(builders) + plugins)}, or torchvision:NAME, "
+            "path/to/file.py:function or package.module:function."
+        )
+    return found
+
+
+def builder(name: str) -> Callable[..., nn.Module]:
+    """The builder of model ``name``: registered, ``torchvision:NAME``, ``file.py:fn``, ``module:fn`` or an
+    entry point of the ``heatlab.models`` group (a HeatlabError naming the choices otherwise)."""
+    return _resolve(name).build
 
 
 def create(
@@ -107,31 +132,63 @@ def create(
     have): every parameter outside the model's new head is loaded from it; nothing is downloaded.
     Neither is recorded in ``heatlab_spec``: they only set the starting weights.
     """
-    build = builder(name)
+    recorded_sha = kwargs.pop("file_sha256", None)
+    found = _resolve(name)
+    build = found.build
+    if recorded_sha is not None:
+        from heatlab.models.external import check_file
+
+        check_file(found.spec_name, recorded_sha)
     _check_count("num_classes", num_classes)
     _check_count("in_channels", in_channels)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise HeatlabError(f"seed must be an integer, got {seed!r}; pass e.g. seed=0.")
+    arguments = {"num_classes": num_classes, "in_channels": in_channels, **kwargs}
+    if found.lenient:
+        from heatlab.models.external import accepted
+
+        arguments = accepted(build, arguments)
     try:
-        bound = inspect.signature(build).bind(num_classes=num_classes, in_channels=in_channels, **kwargs)
+        bound = inspect.signature(build).bind(**arguments)
     except TypeError:
         params = [p for p in inspect.signature(build).parameters if p not in ("num_classes", "in_channels")]
         raise HeatlabError(
             f"Model '{name}' does not accept the arguments {sorted(kwargs)}; it accepts: {', '.join(params) or 'none'}."
         ) from None
     bound.apply_defaults()
+    params = inspect.signature(build).parameters
+    call_args: dict = {}
+    for key, value in bound.arguments.items():  # keyword arguments by name, **kw flattened
+        call_args.update(value if params[key].kind is inspect.Parameter.VAR_KEYWORD else {key: value})
     try:
-        spec = json.loads(json.dumps({"name": name, **bound.kwargs}))
+        spec = json.loads(json.dumps({"name": found.spec_name, **found.extra, **call_args}))
     except (TypeError, ValueError):
         raise HeatlabError(
             f"Arguments for model '{name}' must be JSON values (numbers, strings, lists), got {kwargs!r}."
         ) from None
     with _seeded(seed):
-        model = build(**bound.kwargs)
+        if found.lenient:
+            model = _call_external(name, build, call_args)
+        else:
+            model = build(**call_args)
+    if not isinstance(model, nn.Module):
+        raise HeatlabError(f"The builder of model '{name}' returned {type(model).__name__}, not a torch.nn.Module; "
+                           "make it return the model.")
     if backbone_weights is not None:
         load_backbone(model, backbone_weights)
     model.heatlab_spec = spec
     return model
+
+
+def _call_external(name: str, build: Callable[..., nn.Module], kwargs: dict) -> object:
+    """Call a builder from outside heatlab; anything it raises becomes one sentence naming the model."""
+    try:
+        return build(**kwargs)
+    except HeatlabError:
+        raise
+    except Exception as exc:  # the user's code may raise anything
+        raise HeatlabError(f"The builder of model '{name}' raised {type(exc).__name__}: {exc}; fix the builder "
+                           f"(it was called with {', '.join(sorted(kwargs)) or 'no arguments'}).") from None
 
 
 def _check_module(model: object) -> None:

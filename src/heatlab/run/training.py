@@ -259,7 +259,7 @@ def train_run(
     # Build the model (unknown names fail here) and check the weights before anything is written.
     model = create_model(config, num_classes=len(names), input_shape=registry.input_shape(splits["train"]),
                          normalize=normalize_spec(config, splits["train"]))
-    check_takes(model, config.model, splits["train"].load_shard(0)["images"][:1])
+    check_takes(model, config.model, splits["train"].load_shard(0)["images"][:1], len(names))
     weights_path = Path(weights) if weights is not None else None
     if weights_path is not None:
         _load_initial_weights(model, weights_path)

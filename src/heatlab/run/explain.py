@@ -1,0 +1,293 @@
+"""``heatlab explain``: attributions of a few images with one model and several methods, stored.
+
+Inputs (:func:`gather_images`): image files, folders of images (searched recursively, natural
+order), or a dataset spec / cell folder as ``--data`` takes (one split). The model is a run's branch
+(``run=``, ``branch=``) or any model name of :func:`heatlab.models.zoo.create` with optional
+``weights`` (a heatlab safetensors file carries its spec, so ``model`` may then be left out).
+
+Writes ``<out>/attributions.safetensors``: one float16 tensor N×C×H×W per method (raw values, as
+``heatlab.explain.attribute`` returns them), ``inputs`` (float16, the images as the model saw
+them), ``targets``, ``predictions`` and, for datasets, ``labels`` (int64); its metadata key
+"heatlab" holds JSON with ``ids``, ``sources`` (file paths or ``split/shard/index``), ``methods``,
+``signs`` (how to draw each), ``class_names`` and ``model`` (the spec). Everything is computed
+before anything is written, so bad input leaves ``out`` as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import safetensors.torch
+import torch
+from safetensors import safe_open
+
+from heatlab.data import registry
+from heatlab.data.images import IMAGE_SUFFIXES, _check_header, decode_image, natural_key
+from heatlab.errors import HeatlabError
+from heatlab.explain.attribution import attribute
+from heatlab.files import atomic_path, ensure_dir, undo_on_error
+from heatlab.models import zoo
+from heatlab.models.state import eval_mode, model_device
+from heatlab.models.training import resolve_device
+from heatlab.progress import Progress, report
+from heatlab.run.evaluate import parse_methods as stage_methods
+from heatlab.run.rundir import RunDir, branch_info, branch_name, load_branch
+
+ATTRIBUTIONS = "attributions.safetensors"
+DEFAULT_METHODS = ("Saliency", "IntegratedGradients")
+#: Methods whose heatmap is |.| by heatlab's default (drawn with a sequential colormap).
+ABSOLUTE_METHODS = ("Saliency",)
+
+
+def parse_methods(methods: str | Sequence[str] | None) -> list[str]:
+    """Method names from ``"Saliency,IntegratedGradients"`` or a list (default :data:`DEFAULT_METHODS`),
+    checked like every stage's ``--methods`` (opt-in names included); HeatlabError naming the choices."""
+    names = DEFAULT_METHODS if methods is None else methods.split(",") if isinstance(methods, str) else methods
+    return stage_methods([str(m).strip() for m in names if str(m).strip()])
+
+
+# ------------------------------------------------------------------------------------- images
+def _image_files(folder: Path) -> list[Path]:
+    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    return sorted(files, key=lambda p: natural_key(str(p.relative_to(folder))))
+
+
+def gather_images(sources: Sequence[str | os.PathLike], *, split: str = "test",
+                  limit: int | None = None) -> tuple[list[str], list[Any], Any]:
+    """``(source names, items, dataset split or None)``: items are image file paths, or for one
+    dataset spec the ``(shard, index)`` of each sample of ``split``. HeatlabError when nothing is found."""
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    files: list[Path] = []
+    for src in sources:
+        path = Path(src).expanduser()
+        if path.is_file():
+            files.append(path)
+        elif path.is_dir() and not registry.is_cell_folder(path):
+            found = _image_files(path)
+            if not found:
+                raise HeatlabError(f"Folder '{path}' holds no images ({', '.join(IMAGE_SUFFIXES)}); pass a folder of "
+                                   "images, image files or a dataset spec.")
+            files.extend(found)
+        elif len(sources) == 1:
+            data = registry.open_data(str(src), registry.check_split(split))
+            if data.input_kind != "image":
+                raise HeatlabError(f"Dataset '{src}' holds tables, not images; pass images or an image dataset.")
+            items = []
+            for k in range(data.num_shards):
+                if limit is not None and len(items) >= limit:
+                    break
+                items += [(k, i) for i in range(len(data.load_shard(k)["labels"]))]
+            if not items:
+                raise HeatlabError(f"Split '{split}' of '{src}' holds no samples; pass another split.")
+            return [f"{split}/{k}/{i}" for k, i in items], items, data
+        else:
+            raise HeatlabError(f"'{src}' is no image file or folder; pass existing image files or folders "
+                               "(or a single dataset spec).")
+    files = files[:limit]
+    for f in files:
+        _check_header(f)
+    return [str(f) for f in files], files, None
+
+
+def _load_items(items: list, data: Any, size: int | None, channels: int) -> torch.Tensor:
+    """Images N×C×H×W float32 in [0, 1]."""
+    if data is not None:
+        shards: dict[int, torch.Tensor] = {}
+        for k, _ in items:
+            if k not in shards:
+                shards[k] = data.load_shard(k)["images"]
+        return torch.stack([shards[k][i] for k, i in items])
+    arrays = [decode_image(Path(f), size, channels) for f in items]
+    return torch.from_numpy(np.stack(arrays)).to(torch.float32).div_(255)
+
+
+def _ids(sources: list[str]) -> list[str]:
+    """File-name-safe unique ids: ``0003-cat`` for ``.../cat.jpg`` (number first, so they sort)."""
+    width = max(4, len(str(len(sources))))
+    return [f"{n:0{width}d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', Path(s).stem)[:40]}" for n, s in enumerate(sources)]
+
+
+# -------------------------------------------------------------------------------------- model
+def _weights_spec(path: Path) -> dict | None:
+    """The spec a heatlab safetensors file carries in its metadata, else None."""
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return json.loads(meta["heatlab_spec"]) if "heatlab_spec" in meta else None
+    except Exception:  # not a valid file: load_weights says so in its own sentence
+        return None
+
+
+def build_model(*, run: str | os.PathLike | None, branch: str, model: str | None, weights: str | os.PathLike | None,
+                num_classes: int | None, in_channels: int | None, device: str) -> tuple[torch.nn.Module, list[str] | None]:
+    """(model in eval mode on ``device``, class names or None)."""
+    dev = resolve_device(device)
+    if run is not None:
+        if model is not None or weights is not None:
+            raise HeatlabError("A run folder and a model were both given; pass either run=RUN or model=NAME, not both.")
+        info = branch_info(run, branch)
+        return load_branch(run, branch, device=dev), list(info.get("class_names") or []) or None
+    spec = _weights_spec(Path(weights)) if weights is not None else None
+    if model is None and weights is not None:
+        if not Path(weights).is_file():
+            raise HeatlabError(f"Weights file '{weights}' does not exist; check the path.")
+        if spec is None:
+            raise HeatlabError(f"'{weights}' does not record its model (only heatlab's .safetensors do); pass e.g. "
+                               "model=torchvision:resnet18 and num_classes=1000 with it.")
+    if model is None and spec is None:
+        raise HeatlabError("No model given; pass e.g. run=runs/r1, model=torchvision:resnet18 (with num_classes), "
+                           "or weights=model.safetensors written by heatlab.")
+    if spec is not None and (model is None or model == spec["name"]):
+        spec = dict(spec)
+        net = zoo.create(spec.pop("name"), **spec)
+    else:
+        if num_classes is None:
+            raise HeatlabError(f"Model '{model}' needs its class count; pass e.g. num_classes=1000 (ImageNet weights).")
+        net = zoo.create(model, num_classes=num_classes, in_channels=in_channels or 3, seed=0)
+    if weights is not None:
+        zoo.load_weights(net, weights)
+    return net.to(dev).eval(), None
+
+
+def _target_of(target: str | int | None, class_names: list[str] | None, k: int) -> int | None:
+    if target is None or str(target).strip().lower() in ("", "predicted"):
+        return None
+    text = str(target).strip()
+    if text.lstrip("-").isdigit():
+        t = int(text)
+    elif class_names and text in class_names:
+        t = class_names.index(text)
+    else:
+        known = f" or one of {', '.join(class_names)}" if class_names else ""
+        raise HeatlabError(f"Target {text!r} is no class; pass target=predicted, a class index 0..{k - 1}{known}.")
+    if not 0 <= t < k:
+        raise HeatlabError(f"Target {t} is out of range for a {k}-class model; pass e.g. target=0 (a class index 0..{k - 1}).")
+    return t
+
+
+# -------------------------------------------------------------------------------------- stage
+def explain_run(
+    sources: Sequence[str | os.PathLike] | str,
+    out: str | os.PathLike,
+    *,
+    methods: str | Sequence[str] | None = None,
+    run: str | os.PathLike | None = None,
+    branch: str = "branch-00",
+    model: str | None = None,
+    weights: str | os.PathLike | None = None,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    target: str | int | None = None,
+    limit: int | None = None,
+    size: int | None = None,
+    split: str = "test",
+    batch_size: int = 8,
+    device: str = "cpu",
+    progress: Progress | None = None,
+) -> dict:
+    """Attribute the images of ``sources`` with every method and write ``out/attributions.safetensors``.
+
+    Returns ``{"path", "ids", "sources", "methods", "signs", "class_names", "targets", "predictions"}``.
+    """
+    names = parse_methods(methods)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise HeatlabError(f"limit must be a whole number >= 1, got {limit!r}; pass e.g. limit=16.")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 4096):
+        raise HeatlabError(f"size must be a whole number in [8, 4096], got {size!r}; pass e.g. size=224.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise HeatlabError(f"batch_size must be a whole number >= 1, got {batch_size!r}; pass e.g. batch_size=8.")
+    if run is not None:
+        branch = branch_name(branch)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise HeatlabError(f"'{out}' is a file, not a folder; choose another output path.")
+    found, items, data = gather_images(sources, split=split, limit=limit)
+    found, items = found[:limit], items[:limit]
+    net, class_names = build_model(run=run, branch=branch, model=model, weights=weights, num_classes=num_classes,
+                                   in_channels=in_channels, device=device)
+    spec = dict(getattr(net, "heatlab_spec", {}))
+    channels = int(spec.get("in_channels", 3))
+    if data is None and size is None:
+        size = _default_size(run, items[0])
+    x = _load_items(items, data, size, channels)
+    if data is not None and x.shape[1] != channels:
+        raise HeatlabError(f"The images have {x.shape[1]} channels but the model takes {channels}; pass other data.")
+    dev = model_device(net)
+    try:
+        with torch.no_grad(), eval_mode(net):
+            logits = torch.cat([net(x[i:i + batch_size].to(dev)).cpu() for i in range(0, len(x), batch_size)])
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HeatlabError(f"The model cannot take images of shape {tuple(x.shape[1:])} ({reason}); pass e.g. "
+                           "size=224, the size it was trained at.") from None
+    if logits.dim() != 2:
+        raise HeatlabError(f"The model returns {tuple(logits.shape)} for {len(x)} images, not N×classes logits; "
+                           "pass a classifier.")
+    k = logits.shape[1]
+    if class_names is not None and len(class_names) != k:
+        class_names = None
+    predictions = logits.argmax(1)
+    fixed = _target_of(target, class_names, k)
+    targets = predictions.clone() if fixed is None else torch.full_like(predictions, fixed)
+    tensors: dict[str, torch.Tensor] = {}
+    for m, method in enumerate(names):
+        parts = []
+        for i in range(0, len(x), batch_size):
+            report(progress, f"explain/{method}", i, len(x))
+            parts.append(attribute(net, x[i:i + batch_size], method, target=targets[i:i + batch_size].to(dev)).cpu())
+        report(progress, f"explain/{method}", len(x), len(x))
+        tensors[method] = torch.cat(parts).to(torch.float16).contiguous()
+    tensors.update(inputs=x.to(torch.float16).contiguous(), targets=targets.contiguous(),
+                   predictions=predictions.contiguous())
+    if data is not None:
+        shards = {}
+        for kk, _ in items:
+            shards.setdefault(kk, data.load_shard(kk)["labels"])
+        tensors["labels"] = torch.stack([shards[kk][i] for kk, i in items]).to(torch.int64)
+        class_names = class_names or list(getattr(data, "class_names", []) or []) or None
+    ids = _ids(found)
+    signs = {m: "absolute" if m in ABSOLUTE_METHODS else "all" for m in names}
+    record = {"ids": ids, "sources": found, "methods": names, "signs": signs, "class_names": class_names,
+              "model": spec, "run": str(Path(run).resolve()) if run is not None else None,
+              "branch": branch if run is not None else None, "target": "predicted" if fixed is None else fixed}
+    with undo_on_error(out):
+        ensure_dir(out)
+        path = out / ATTRIBUTIONS
+        with atomic_path(path) as tmp:
+            safetensors.torch.save_file(tensors, str(tmp), metadata={"heatlab": json.dumps(record, sort_keys=True)})
+    return {**record, "path": str(path), "targets": targets.tolist(), "predictions": predictions.tolist()}
+
+
+def _default_size(run: str | os.PathLike | None, first: Path) -> int:
+    """The run's image size (from its data), else the first image's height."""
+    if run is not None:
+        try:
+            shape = registry.input_shape(RunDir(run).open_data("test"))
+            if len(shape) == 3:
+                return int(shape[-1])
+        except HeatlabError:
+            pass
+    from PIL import Image
+
+    with Image.open(first) as im:
+        return int(im.size[1])
+
+
+def load_explanations(out: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(record, tensors as float32/int64 on the CPU) of ``out/attributions.safetensors``."""
+    path = Path(out) / ATTRIBUTIONS
+    if not path.is_file():
+        raise HeatlabError(f"'{path}' does not exist; run `heatlab explain` with --out {out} first.")
+    with safe_open(str(path), framework="pt") as f:
+        record = json.loads((f.metadata() or {})["heatlab"])
+    tensors = safetensors.torch.load_file(str(path))
+    return record, {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
