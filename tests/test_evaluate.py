@@ -121,3 +121,25 @@ def test_bad_input_gives_one_clear_sentence(tiny_run, tmp_path):
     with pytest.raises(HeatlabError, match="(?i)split .nope. is not"):
         evaluate_run(tiny_run, methods="Saliency", split="nope")
     assert parse_methods("all")[0] == "Saliency" and len(parse_methods("all")) == 11
+
+
+def test_stored_mass_accuracy_is_positive_part_in_unit_interval(evaluated):
+    """Stored relevance mass/rank accuracy use positive relevance (CLEVR-XAI): recompute by hand."""
+    config = pd.read_json(evaluated / "config.json", typ="series")
+    shard = open_split(config["data_root"], "test").load_shard(1)
+    model = load_branch(evaluated, 0)
+    with torch.no_grad():
+        pred = model(shard["images"]).argmax(1)
+    attr = attribute(model, shard["images"], "GradientShap", target=pred, seed=int(config["seed"]))
+    h = channel_adjust(attr).double().numpy()
+    cell = shard["truth"].numpy() > 0.2
+    want = []
+    for x, m in zip(h, cell):
+        pos = np.maximum(x, 0)
+        want.append(pos[m].sum() / pos.sum() if m.any() and pos.sum() > 0 else np.nan)
+    loc = _tables(evaluated)["localisation"]
+    rows = loc.query("method == 'GradientShap' and shard == 1 and branch == @loc.branch.min()").sort_values("index")
+    got = rows["relevance_mass_accuracy/cell"].to_numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    values = loc[[c for c in loc.columns if c.startswith("relevance_")]].to_numpy(dtype=float)
+    assert np.all((values[~np.isnan(values)] >= 0) & (values[~np.isnan(values)] <= 1))

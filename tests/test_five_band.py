@@ -229,7 +229,8 @@ def _bad_cases():
         "negative truth": (ok, neg_truth, "0, 0.4 and 0.9"),
         "nan truth": (ok, nan_truth, "0, 0.4 and 0.9"),
         "integer heatmap": (ok.long(), ok, "floating-point"),
-        "numpy": (ok.numpy(), ok, "floating-point"),
+        # NumPy heatmaps are accepted now; arrays of non-numbers are not
+        "numpy strings": (np.array([["a"]]), ok, "NumPy dtype"),
     }
 
 

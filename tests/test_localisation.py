@@ -37,14 +37,29 @@ def ref_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return roc_auc_score(labels, scores)
 
 
+def ref_rank(pos: np.ndarray, m: np.ndarray) -> float:
+    """Expected share of mask pixels among the top K of ``pos`` when ties are broken at random."""
+    k = int(m.sum())
+    kth = np.sort(pos)[::-1][k - 1]
+    above, tied = int((pos > kth).sum()), int((pos == kth).sum())
+    hits = 0.0
+    for v, inside in zip(pos, m):  # chance that this pixel is one of the top K
+        if inside:
+            hits += 1.0 if v > kth else (k - above) / tied if v == kth else 0.0
+    return hits / k
+
+
 def ref_all(h: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-sample loops for heatmaps without ties (argmax and argsort are then unambiguous)."""
+    """Per-sample loops for heatmaps without ties in h (argmax is then unambiguous).
+
+    Mass and rank accuracy use the positive part max(h, 0) (Arras et al.), whose zeros tie.
+    """
     out = {k: [] for k in FUNCS}
     for x, m in zip(h.reshape(len(h), -1).astype(np.float64), mask.reshape(len(mask), -1)):
-        k = int(m.sum())
+        pos = np.maximum(x, 0)
         out["pointing_game"].append(float(m[np.argmax(x)]))
-        out["relevance_mass_accuracy"].append(x[m].sum() / x.sum())
-        out["relevance_rank_accuracy"].append(m[np.argsort(-x)[:k]].sum() / k)
+        out["relevance_mass_accuracy"].append(sum(v for v, i in zip(pos, m) if i) / sum(pos))
+        out["relevance_rank_accuracy"].append(ref_rank(pos, m))
         out["auc"].append(ref_auc(x, m))
     return {k: np.array(v) for k, v in out.items()}
 
@@ -65,7 +80,8 @@ def test_hand_case_ramp():
     mask[:2, :2] = True  # values 0, 0.1, 0.4, 0.5
     s = scores(h, mask)
     assert s["pointing_game"] == 0.0  # the maximum 1.0 is outside
-    assert s["relevance_mass_accuracy"] == pytest.approx(1.0 / 4.0)  # inside 1.0, total 4.0
+    # positive part: inside 0.1 + 0.4 + 0.5 = 1.0, total 0.1 + ... + 1.0 = 5.5 (negatives dropped)
+    assert s["relevance_mass_accuracy"] == pytest.approx(1.0 / 5.5)
     assert s["relevance_rank_accuracy"] == 0.0  # top 4 are 1.0, 0.9, 0.8, 0.7
     assert s["auc"] == pytest.approx(24 / 48)  # pairs won: 5 + 5 + 7 + 7 of 4·12
 
@@ -201,7 +217,7 @@ def test_bad_input_raises(h, mask, words):
 
 
 def test_bad_truth_raises():
-    with pytest.raises(HeatlabError, match="0, 0.4 and 0.9"):
+    with pytest.raises(HeatlabError, match="or a binary mask.*threshold"):
         localisation_metrics(torch.zeros(1, 2, 2), torch.full((1, 2, 2), 0.5))
-    with pytest.raises(HeatlabError, match="differ"):
+    with pytest.raises(HeatlabError, match="has shape"):
         localisation_metrics(torch.zeros(1, 2, 2), torch.zeros(1, 2, 3))

@@ -1,7 +1,8 @@
 """Explain: attribution methods behind one registry, and heatmap post-processing."""
 
 from heatlab.explain.attribution import METHODS, OPT_IN_METHODS, attribute, available_methods, cam_layer
+from heatlab.explain.for_quantus import explain_func
 from heatlab.explain.postprocess import channel_adjust, clamp, normalize_max_abs
 
-__all__ = ["METHODS", "OPT_IN_METHODS", "attribute", "available_methods", "cam_layer", "channel_adjust", "clamp",
+__all__ = ["METHODS", "OPT_IN_METHODS", "attribute", "available_methods", "cam_layer", "channel_adjust", "clamp", "explain_func",
            "normalize_max_abs"]

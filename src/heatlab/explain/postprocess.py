@@ -2,6 +2,7 @@
 
 * :func:`normalize_max_abs`: ``h / max|h|`` per sample, into [-1, 1].
 * :func:`clamp`: clip values into ``[lo, hi]``.
+* :data:`CHANNEL_RULES`: named channel reductions (``"sum"``, heatlab's rule, ``"mean"``, ...).
 * :func:`channel_adjust`: paper 002's channel adjustment ``h/max|h| -> (clip) -> sum over channels
   -> h/max|h|``, ``N×C×H×W -> N×H×W``, with the clip after normalising (the paper's text) or on
   the raw attribution (the paper's original code).
@@ -10,6 +11,8 @@ A heatmap that is zero everywhere stays zero (never NaN). NaN/Inf in a heatmap i
 """
 
 from __future__ import annotations
+
+from types import MappingProxyType
 
 from torch import Tensor
 
@@ -71,6 +74,17 @@ def channel_adjust(
     if h.ndim == 4:
         h = h.sum(1)
     return _normalize(h, None)
+
+
+#: Named reductions over the channel axis (dim 1) of ``N×C×H×W`` heatmaps -> ``N×H×W``. ``"sum"``
+#: is heatlab's own rule (:func:`channel_adjust` sums the channels); used by the localisation
+#: metrics' ``channels=`` and by ``explain_func(..., channels=)``.
+CHANNEL_RULES = MappingProxyType({
+    "sum": lambda h: h.sum(dim=1),
+    "mean": lambda h: h.mean(dim=1),
+    "abs_sum": lambda h: h.abs().sum(dim=1),
+    "max": lambda h: h.amax(dim=1),
+})
 
 
 def _normalize(h: Tensor, dims: int | tuple[int, ...] | None) -> Tensor:

@@ -4,7 +4,7 @@ Submodules are attributes of the package under their own names (``heatlab.score.
 module; its function is ``heatlab.score.five_band.five_band``).
 """
 
-from heatlab.score import five_band, metrics
+from heatlab.score import five_band, metrics, quantus
 from heatlab.score.co import co_records, co_score, prepare_heatmaps
 from heatlab.score.five_band import FiveBandResult, soft_thresholds, stratify
 from heatlab.score.gap import GapResult, gap_analysis
@@ -15,5 +15,5 @@ __all__ = [
     "co_records", "co_score", "prepare_heatmaps", "GapResult", "gap_analysis",
     "FiveBandResult", "five_band", "soft_thresholds", "stratify",
     "auc", "localisation_metrics", "pointing_game", "relevance_mass_accuracy", "relevance_rank_accuracy",
-    "METRICS", "Metric", "available_metrics", "metrics", "per_sample_scores", "register",
+    "METRICS", "Metric", "available_metrics", "metrics", "per_sample_scores", "quantus", "register",
 ]

@@ -14,6 +14,14 @@ open middle intervals leave the ties undefined, so heatlab closes every band on 
 A heatmap value equal to a threshold therefore goes to the lower band. Thresholds are rounded to
 the heatmap's dtype before comparing, so "equal" means equal as numbers of that dtype.
 
+Binary masks: ground truth may also be a mask (bool, or only the values 0 and 1). It is read as
+**mask 1 → level 0.9 (band 2, discriminative feature), 0 → 0**: a binary mask of "what the class
+depends on" (e.g. the flower dataset's masks "for discriminating features", which paper 002 §II
+sets its own truth beside) marks the feature level; the 0.4 localisation level has no counterpart
+in a mask. So a binary-mask score equals the three-level score of ``0.9 * mask`` (the same rule as
+the metric registry's "feature" mask, truth >= 0.65). Inputs may be NumPy arrays, and heatmaps or
+truth may carry a size-1 channel axis (N×1×H×W).
+
 Speed: bands are monotone in ``h``, so all counts for all thresholds come from one histogram per
 sample and truth class over the (sorted, unique) threshold values; no N×T×H×W tensor is built and
 no Python loop runs over samples or thresholds (only over chunks that keep intermediates small).
@@ -24,6 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -42,6 +51,9 @@ _RANGE_TOL = 1e-4  # how far outside [-1, 1] a heatmap may stray (rounding after
 _TRUTH_TOL = 1e-3  # truth values stored as float16 are off by up to ~1e-4
 _CHUNK_ELEMENTS = 1 << 19  # pixels per chunk: intermediates of a few MiB stay in the allocator's heap
 _MAX_TABLE_CELLS = 1 << 16  # lookup-table size above which counting falls back to bucketize
+
+_TRUTH_VALUES_MSG = ("Ground truth must hold only the levels 0, 0.4 and 0.9 or be a binary mask (bool or 0/1); "
+                     "threshold other maps into a mask first, e.g. truth > 0.5.")
 
 METRICS = ("accuracy", "precision", "recall", "fpr")
 
@@ -130,7 +142,7 @@ class FiveBandResult:
         return self.fpr.mean(dim=0), self.recall.mean(dim=0)
 
 
-def five_band(attributions: Tensor, truth: Tensor, *, variant: str = "standard") -> FiveBandResult:
+def five_band(attributions, truth, *, variant: str = "standard") -> FiveBandResult:
     """Five-band score of channel-adjusted heatmaps against ground truth (paper 002 §III-C).
 
     attributions: float N×H×W in [-1, 1] (run ``heatlab.explain.postprocess.channel_adjust``
@@ -139,9 +151,11 @@ def five_band(attributions: Tensor, truth: Tensor, *, variant: str = "standard")
     FP = heatmap band ≠ 0 where the truth is 0, plus heatmap band ≠ 0 but ≠ a non-zero truth band;
     FN = heatmap band 0 where the truth is not; TN = both 0. P = TP/(TP+FP+1e-6),
     R = TP/(TP+FN+1e-6), FPR = FP/(FP+TN+1e-6), accuracy = fraction of pixels with equal bands;
-    metrics are computed in float64 from the exact counts. Works on any device.
+    metrics are computed in float64 from the exact counts. Works on any device. ``truth`` may be a
+    binary mask (bool or 0/1; read as 1 → 0.9, 0 → 0, see the module docstring); either input may
+    be a NumPy array or N×1×H×W.
     """
-    _check_pair(attributions, truth)
+    attributions, truth = as_pair(attributions, truth)
     thresholds = soft_thresholds(variant).to(attributions.device)
     n, pixels = attributions.shape[0], attributions.shape[1] * attributions.shape[2]
     t_rounded = _round_to(thresholds, attributions.dtype, _work_dtype(attributions.dtype))
@@ -219,21 +233,51 @@ def _truth_bands(truth: Tensor) -> Tensor:
     g = _widen(truth if truth.is_floating_point() else truth.double())
     lo, hi = (float(v) for v in torch.aminmax(g)) if g.numel() else (0.0, 0.0)
     if not (-_TRUTH_TOL <= lo and hi <= TRUTH_VALUES[-1] + _TRUTH_TOL):  # also catches NaN
-        raise HeatlabError("Ground truth must contain only the values 0, 0.4 and 0.9; pass the cells' truth maps.")
+        raise HeatlabError(_TRUTH_VALUES_MSG)
     t = _round_to(torch.tensor(TRUTH_THRESHOLDS, dtype=torch.float64, device=g.device), g.dtype, g.dtype)
     bands = _count_below(g, t).sub_(2)  # in 0..2 given the range check
     levels = torch.tensor(TRUTH_VALUES, dtype=g.dtype, device=g.device)
     if not bool(((g - levels.index_select(0, bands.flatten()).view(g.shape)).abs_() <= _TRUTH_TOL).all()):
-        raise HeatlabError("Ground truth must contain only the values 0, 0.4 and 0.9; pass the cells' truth maps.")
+        raise HeatlabError(_TRUTH_VALUES_MSG)
     return bands
 
 
 # ----------------------------------------------------------------------------- validation
 
 
+def as_pair(h, truth) -> tuple[Tensor, Tensor]:
+    """(heatmaps N×H×W, truth levels N×H×W) from torch/NumPy input, N×1×H×W squeezed, masks mapped.
+
+    A binary truth (bool, or only 0 and 1) becomes ``0.9 * mask`` in ``h``'s float dtype.
+    """
+    from_numpy = isinstance(truth, np.ndarray)
+    h, truth = _to_tensor(h, "Heatmaps"), _to_tensor(truth, "Ground truth")
+    if from_numpy and isinstance(h, Tensor):
+        truth = truth.to(h.device)
+    if isinstance(h, Tensor) and h.ndim == 4 and h.shape[1] == 1:
+        h = h[:, 0]
+    if isinstance(truth, Tensor) and truth.ndim == 4 and truth.shape[1] == 1:
+        truth = truth[:, 0]
+    if isinstance(truth, Tensor) and not truth.is_complex() and truth.numel():
+        if truth.dtype == torch.bool or bool(((truth == 0) | (truth == 1)).all()):
+            dtype = h.dtype if isinstance(h, Tensor) and h.is_floating_point() else torch.float32
+            truth = truth.to(dtype) * TRUTH_VALUES[-1]
+    _check_pair(h, truth)
+    return h, truth
+
+
+def _to_tensor(x, what: str):
+    if isinstance(x, np.ndarray):
+        if x.dtype == object or x.dtype.kind not in "biuf":
+            raise HeatlabError(f"{what} must hold bool or real numbers, got NumPy dtype {x.dtype}.")
+        return torch.from_numpy(np.ascontiguousarray(x))
+    return x
+
+
 def _check_truth_type(truth) -> None:
     if not isinstance(truth, Tensor) or truth.dtype == torch.bool or truth.is_complex():
-        raise HeatlabError("Ground truth must be a real-valued torch tensor with values 0, 0.4 and 0.9.")
+        raise HeatlabError("Ground truth must be a real-valued torch tensor with values 0, 0.4 and 0.9 "
+                           "(five_band also takes a bool or 0/1 mask).")
 
 
 def _check_pair(h: Tensor, truth: Tensor) -> None:
@@ -241,7 +285,8 @@ def _check_pair(h: Tensor, truth: Tensor) -> None:
         raise HeatlabError("Heatmaps must be a floating-point torch tensor N×H×W; convert them with .float().")
     if h.ndim != 3:
         raise HeatlabError(
-            f"Heatmaps must be N×H×W, got shape {tuple(h.shape)}; run channel_adjust to sum the channels first."
+            f"Heatmaps must be N×H×W or N×1×H×W, got shape {tuple(h.shape)}; run "
+            "heatlab.explain.channel_adjust first (it sums the channels and rescales to [-1, 1])."
         )
     _check_truth_type(truth)
     if truth.shape != h.shape:

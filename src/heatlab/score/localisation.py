@@ -1,12 +1,19 @@
 """Localisation metrics of heatmaps against binary masks, as Quantus defines them.
 
-Every metric takes heatmaps ``h`` (N×..., e.g. N×H×W) and a mask of the same shape (bool, or
-0/1 numbers), treats each sample as a flat vector of P pixels and returns a float64 tensor of N
-scores. **Higher is better for all four.** A sample whose mask is empty scores NaN (documented
-here, no warning is emitted). Heatmaps are used as given (raw, signed): pass ``h.abs()`` or
-``h.clamp(min=0)`` yourself for the abs or positive-only variants. Quantus's defaults
-(``abs=False``, ``normalise=True`` = divide by max|h|) give the same numbers, because none of
-the four changes when ``h`` is multiplied by a positive number (up to float rounding).
+Every metric takes heatmaps ``h`` and a mask, treats each sample as a flat vector of P pixels and
+returns a float64 tensor of N scores. **Higher is better for all four.** A sample whose mask is
+empty scores NaN (documented here, no warning is emitted).
+
+Accepted inputs (:func:`as_heatmaps`, :func:`as_mask`): heatmaps as a torch tensor or NumPy array
+of shape N×H×W, N×1×H×W or N×C×H×W; a 4-D heatmap is reduced over its channel axis by the rule
+``channels=`` (default ``"sum"``, the rule of heatlab's own ``channel_adjust``; ``"mean"``,
+``"abs_sum"`` or ``"max"`` on request). Masks: bool or 0/1 numbers, N×H×W or N×1×H×W.
+
+Pointing game and AUC use the heatmap as given (signed). Relevance mass and rank accuracy use its
+**positive part** ``max(h, 0)``, as Arras et al. (CLEVR-XAI) define them, so mass accuracy lies
+in [0, 1]. None of the four changes when ``h`` is multiplied by a positive number, so Quantus's
+``normalise=True`` (divide by max|h|) gives the same numbers; Quantus's mass/rank accuracy equal
+heatlab's when given ``max(h, 0)`` (Quantus itself uses the signed values).
 
 - :func:`pointing_game` (Zhang et al. 2018, "Top-down neural attention by excitation backprop").
 - :func:`relevance_mass_accuracy` and :func:`relevance_rank_accuracy` (Arras et al. 2022,
@@ -32,10 +39,12 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from heatlab.errors import HeatlabError
+from heatlab.explain.postprocess import CHANNEL_RULES
 from heatlab.score.five_band import truth_bands
 
 _CHUNK_ELEMENTS = 1 << 18  # pixels per chunk (int64 intermediates of 2 MiB)
@@ -92,41 +101,39 @@ def rows_of(h: Tensor) -> _Rows:
     return hit[1]
 
 
-def pointing_game(h: Tensor, mask: Tensor) -> Tensor:
+def pointing_game(h, mask, *, channels: str = "sum") -> Tensor:
     """1.0 if the maximum of ``h`` lies inside ``mask``, else 0.0; float64 N (Zhang et al. 2018).
 
     Higher is better. Like Quantus's ``PointingGame``, a tie for the maximum counts as a hit when
     any of the tied pixels is in the mask (so an all-zero heatmap hits every non-empty mask). NaN
     for an empty mask (Quantus 0.6.0 returns 1.0 there, because it writes NaN into a bool array).
     """
-    return _per_mask(h, mask, _pointing_game)
+    return _per_mask(h, mask, _pointing_game, channels)
 
 
-def relevance_mass_accuracy(h: Tensor, mask: Tensor) -> Tensor:
-    """Σ_{mask} h / Σ h per sample, float64 N (Arras et al. 2022, "CLEVR-XAI").
+def relevance_mass_accuracy(h, mask, *, channels: str = "sum") -> Tensor:
+    """Σ_{mask} h⁺ / Σ h⁺ per sample with h⁺ = max(h, 0); float64 N in [0, 1] (Arras et al. 2022).
 
-    Higher is better (1 when all relevance is in the mask). Same definition as Quantus's
-    ``RelevanceMassAccuracy`` code: signed sums of the raw heatmap, so negative relevance can push
-    the ratio outside [0, 1] and a total of 0 gives NaN or ±Inf. Arras et al. use positive
-    relevance only: pass ``h.clamp(min=0)`` for that. Sums are taken in float64. NaN for an empty
-    mask.
+    Higher is better (1 when all positive relevance is in the mask). Positive relevance only, as
+    CLEVR-XAI defines it (signed sums, as Quantus's code takes them, can leave [0, 1]). Sums are
+    taken in float64. NaN for an empty mask or a heatmap without positive values (0 / 0).
     """
-    return _per_mask(h, mask, _relevance_mass_accuracy)
+    return _per_mask(h, mask, _relevance_mass_accuracy, channels)
 
 
-def relevance_rank_accuracy(h: Tensor, mask: Tensor) -> Tensor:
-    """Fraction of the K highest-ranked pixels that lie in the mask, K = mask size; float64 N.
+def relevance_rank_accuracy(h, mask, *, channels: str = "sum") -> Tensor:
+    """Fraction of the K highest-ranked pixels of h⁺ = max(h, 0) in the mask, K = mask size; float64 N.
 
-    Higher is better (Arras et al. 2022, "CLEVR-XAI"; Quantus ``RelevanceRankAccuracy``). Ties
-    at the K-th value are shared: the free top-K places are split evenly over the tied pixels,
-    i.e. the expected score under random tie-breaking. Without such ties this equals Quantus
-    exactly; with ties Quantus's answer depends on NumPy's unstable argsort order. NaN for an
-    empty mask.
+    Higher is better (Arras et al. 2022, "CLEVR-XAI": ranks of positive relevance; Quantus
+    ``RelevanceRankAccuracy`` on ``max(h, 0)``). Ties at the K-th value (e.g. the zeros of h⁺) are
+    shared: the free top-K places are split evenly over the tied pixels, i.e. the expected score
+    under random tie-breaking. Without such ties this equals Quantus exactly; with ties Quantus's
+    answer depends on NumPy's unstable argsort order. NaN for an empty mask.
     """
-    return _per_mask(h, mask, _relevance_rank_accuracy)
+    return _per_mask(h, mask, _relevance_rank_accuracy, channels)
 
 
-def auc(h: Tensor, mask: Tensor) -> Tensor:
+def auc(h, mask, *, channels: str = "sum") -> Tensor:
     """ROC-AUC of ``h`` as a score for mask membership, per sample; float64 N (Fawcett 2006).
 
     Higher is better (1 = every mask pixel outranks every other pixel, 0.5 = chance). Ties count
@@ -134,31 +141,31 @@ def auc(h: Tensor, mask: Tensor) -> Tensor:
     + trapezoidal ``auc``); computed exactly from average ranks (Mann-Whitney U). NaN when the
     mask is empty or covers every pixel (AUC is undefined without both classes).
     """
-    return _per_mask(h, mask, _auc)
+    return _per_mask(h, mask, _auc, channels)
 
 
-def localisation_metrics(h: Tensor, truth: Tensor) -> dict[str, Tensor]:
-    """All four metrics against the cells' two masks; float64 N tensors keyed ``"metric/mask"``.
+def localisation_metrics(h, truth, *, channels: str = "sum") -> dict[str, Tensor]:
+    """All four metrics against two masks; float64 N tensors keyed ``"metric/mask"``.
 
-    h: float N×H×W heatmaps; truth: N×H×W with values 0, 0.4, 0.9. Masks: ``"feature"`` =
-    truth 0.9 (discriminative feature), ``"cell"`` = truth > 0 (the whole cell). Keys are e.g.
-    ``"pointing_game/feature"``, ``"auc/cell"``. Class 'empty' (no cell) has empty masks, so its
-    samples score NaN. Higher is better for every entry.
+    h: heatmaps as for :func:`as_heatmaps`; truth: N×H×W or N×1×H×W, either the cells' three
+    levels 0, 0.4, 0.9 (masks ``"feature"`` = truth 0.9, the discriminative feature, and
+    ``"cell"`` = truth > 0, the whole cell; the levels are why two masks exist) or a binary mask
+    (bool or 0/1), which is then both masks. Keys are e.g. ``"pointing_game/feature"``,
+    ``"auc/cell"``. Class 'empty' (no cell) has empty masks, so its samples score NaN.
     """
-    _check_heatmaps(h)
-    if not isinstance(truth, Tensor) or truth.shape != h.shape:
-        shape = tuple(truth.shape) if isinstance(truth, Tensor) else type(truth).__name__
-        raise HeatlabError(
-            f"Heatmaps {tuple(h.shape)} and ground truth {shape} differ; pass one truth map per heatmap."
-        )
-    if truth.device != h.device:
-        raise HeatlabError(
-            f"Heatmaps are on {h.device} but ground truth is on {truth.device}; move both to one device."
-        )
+    h = as_heatmaps(h, channels=channels)
+    truth = _as_tensor(truth, "ground truth", h.device)
+    truth = _squeeze_channel(truth, h, "ground truth")
+    binary = truth.dtype == torch.bool or bool(((truth == 0) | (truth == 1)).all())
     parts: list[dict[str, Tensor]] = []
     for hc, tc in _row_chunks(h, truth):
-        rows, bands = _Rows(hc), truth_bands(tc).reshape(hc.shape[0], -1)
-        masks = {"feature": bands == 2, "cell": bands > 0}
+        rows = _Rows(hc)
+        if binary:
+            m = tc.reshape(hc.shape[0], -1).bool()
+            masks = {"feature": m, "cell": m}
+        else:
+            bands = _truth_bands_or_raise(tc).reshape(hc.shape[0], -1)
+            masks = {"feature": bands == 2, "cell": bands > 0}
         parts.append({f"{name}/{m}": fn(rows, masks[m]) for m in MASKS for name, fn in _METRICS.items()})
     keys = [f"{name}/{m}" for m in MASKS for name in _METRICS]
     return {k: torch.cat([p[k] for p in parts]) if parts else _empty(h) for k in keys}
@@ -173,18 +180,27 @@ def _pointing_game(rows: _Rows, m: Tensor) -> Tensor:
 
 
 def _relevance_mass_accuracy(rows: _Rows, m: Tensor) -> Tensor:
-    inside = (rows.x * m).sum(dim=1, dtype=torch.float64)
-    return _nan_if_empty(inside / rows.x.sum(dim=1, dtype=torch.float64), m)
+    pos = rows.x.clamp(min=0)
+    inside = (pos * m).sum(dim=1, dtype=torch.float64)
+    return _nan_if_empty(inside / pos.sum(dim=1, dtype=torch.float64), m)
 
 
 def _relevance_rank_accuracy(rows: _Rows, m: Tensor) -> Tensor:
     values, _, lo, hi = rows.ranked
+    # Ranks of max(h, 0): every value <= 0 becomes one tie at 0. Clamping the sorted values keeps
+    # them sorted; the tie group of the zeros starts at 0 and ends where the negatives+zeros end.
+    nonpos = values <= 0
+    values = values.clamp(min=0)
+    n_nonpos = nonpos.sum(dim=1, keepdim=True)
+    lo = torch.where(nonpos, 0, lo)
+    hi = torch.where(nonpos, n_nonpos, hi)
+    x = rows.x.clamp(min=0)
     p = values.shape[1]
     k = m.sum(dim=1, keepdim=True)
     q = (p - k).clamp(max=p - 1)  # ascending position of the K-th largest value
     kth, below, upto = values.gather(1, q), lo.gather(1, q), hi.gather(1, q)
-    above_in_mask = (m & (rows.x > kth)).sum(dim=1, keepdim=True)
-    tied_in_mask = (m & (rows.x == kth)).sum(dim=1, keepdim=True)
+    above_in_mask = (m & (x > kth)).sum(dim=1, keepdim=True)
+    tied_in_mask = (m & (x == kth)).sum(dim=1, keepdim=True)
     free_places = k - (p - upto)  # top-K places left for the pixels tied at the K-th value
     hits = above_in_mask + tied_in_mask * free_places.double() / (upto - below)
     return _nan_if_empty((hits / k).squeeze(1), m)
@@ -212,6 +228,71 @@ _METRICS: dict[str, Callable[[_Rows, Tensor], Tensor]] = {
 ROW_METRICS: Mapping[str, Callable[[_Rows, Tensor], Tensor]] = MappingProxyType(_METRICS)
 
 
+# ----------------------------------------------------------------------------- input forms
+
+def as_heatmaps(h, *, channels: str = "sum") -> Tensor:
+    """Heatmaps as a floating-point tensor ``N×...`` (``N×H×W`` for 3-D and 4-D input).
+
+    ``h``: torch tensor or NumPy array, N×H×W, N×1×H×W or N×C×H×W (any other N×... is used as
+    N rows of pixels). A 4-D input loses its channel axis by ``CHANNEL_RULES[channels]``
+    (``"sum"``, the default, as heatlab's ``channel_adjust``). NumPy arrays become CPU tensors.
+    """
+    if channels not in CHANNEL_RULES:
+        raise HeatlabError(f"Unknown channel rule channels={channels!r}; pass one of {sorted(CHANNEL_RULES)}.")
+    h = _as_tensor(h, "heatmaps", None)
+    if not h.is_floating_point():
+        raise HeatlabError("Heatmaps must hold floating-point values; convert them with .float() or .astype(float).")
+    if h.ndim == 4:
+        h = CHANNEL_RULES[channels](h)
+    _check_heatmaps(h)
+    return h
+
+
+def as_mask(mask, h: Tensor) -> Tensor:
+    """A mask (bool or 0/1, N×H×W or N×1×H×W, torch or NumPy) as a bool tensor of ``h``'s shape and device."""
+    mask = _squeeze_channel(_as_tensor(mask, "mask", h.device), h, "mask")
+    _check_mask(mask, h)
+    return mask.bool()
+
+
+def _as_tensor(x, what: str, device) -> Tensor:
+    if not isinstance(x, Tensor):
+        if not isinstance(x, np.ndarray):
+            raise HeatlabError(f"The {what} must be a torch tensor or NumPy array, got {type(x).__name__}.")
+        if x.dtype == object or x.dtype.kind not in "biuf":
+            raise HeatlabError(f"The {what} must hold bool or real numbers, got NumPy dtype {x.dtype}.")
+        x = torch.from_numpy(np.ascontiguousarray(x))
+        if device is not None:
+            x = x.to(device)
+    return x
+
+
+def _squeeze_channel(x: Tensor, h: Tensor, what: str) -> Tensor:
+    """Drop a size-1 channel axis of ``x`` (N×1×H×W -> N×H×W) when ``h`` is N×H×W."""
+    if x.ndim == h.ndim + 1 and x.ndim == 4 and x.shape[1] == 1:
+        x = x[:, 0]
+    if x.shape != h.shape:
+        hint = ("give it one channel (N×1×H×W or N×H×W)" if x.ndim == 4
+                else "pass one map of the heatmaps' height and width per heatmap")
+        raise HeatlabError(
+            f"The {what} has shape {tuple(x.shape)} but the heatmaps (after channel reduction) have "
+            f"{tuple(h.shape)}; {hint}."
+        )
+    if x.device != h.device:
+        raise HeatlabError(f"Heatmaps are on {h.device} but the {what} is on {x.device}; move both to one device.")
+    return x
+
+
+def _truth_bands_or_raise(truth: Tensor) -> Tensor:
+    try:
+        return truth_bands(truth)
+    except HeatlabError:
+        raise HeatlabError(
+            "Ground truth must be the cells' levels 0/0.4/0.9 or a binary mask (bool or 0/1); "
+            "threshold other maps into a mask, e.g. truth > 0.5."
+        ) from None
+
+
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -227,8 +308,9 @@ def _nan_if_empty(score: Tensor, m: Tensor) -> Tensor:
     return torch.where(m.any(dim=1), score, math.nan)
 
 
-def _per_mask(h: Tensor, mask: Tensor, metric: Callable[[_Rows, Tensor], Tensor]) -> Tensor:
-    _check_heatmaps(h)
+def _per_mask(h, mask, metric: Callable[[_Rows, Tensor], Tensor], channels: str) -> Tensor:
+    h = as_heatmaps(h, channels=channels)
+    mask = _squeeze_channel(_as_tensor(mask, "mask", h.device), h, "mask")
     _check_mask(mask, h)
     parts = [metric(_Rows(hc), mc.reshape(hc.shape[0], -1).bool()) for hc, mc in _row_chunks(h, mask)]
     return torch.cat(parts) if parts else _empty(h)
@@ -247,7 +329,7 @@ def _empty(h: Tensor) -> Tensor:
 
 def _check_heatmaps(h: Tensor) -> None:
     if not isinstance(h, Tensor) or not h.is_floating_point():
-        raise HeatlabError("Heatmaps must be a floating-point torch tensor N×H×W; convert them with .float().")
+        raise HeatlabError("Heatmaps must hold floating-point values; convert them with .float() or .astype(float).")
     if h.ndim < 2 or math.prod(h.shape[1:]) == 0:
         raise HeatlabError(f"Heatmaps must be N×H×W with at least one pixel, got shape {tuple(h.shape)}.")
     lo, hi = torch.aminmax(h) if h.numel() else (torch.zeros(()), torch.zeros(()))
@@ -259,9 +341,9 @@ def _check_mask(mask: Tensor, h: Tensor) -> None:
     if not isinstance(mask, Tensor) or mask.shape != h.shape:
         shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
         raise HeatlabError(
-            f"Mask {shape} must be a tensor of the heatmaps' shape {tuple(h.shape)}; pass one mask per heatmap."
+            f"Mask {shape} must have the heatmaps' shape {tuple(h.shape)} (or N×1×H×W); pass one mask per heatmap."
         )
     if mask.device != h.device:
         raise HeatlabError(f"Heatmaps are on {h.device} but the mask is on {mask.device}; move both to one device.")
     if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
-        raise HeatlabError("Mask values must be 0/1 or bool; pass e.g. truth == 0.9 or truth > 0.")
+        raise HeatlabError("Mask values must be 0/1 or bool; threshold the map into a mask first, e.g. mask > 0.5.")
