@@ -42,14 +42,19 @@ def test_tables_have_one_row_per_sample_and_threshold(evaluated):
     assert (t["roc"]["n"] == n).all()
 
 
-def test_rows_equal_the_metrics_computed_directly(evaluated):
-    """Recompute branch-00 / GradientShap on test shard 1 by hand and compare with the table rows."""
-    config = pd.read_json(evaluated / "config.json", typ="series")
-    shard = open_split(config["data_root"], "test").load_shard(1)
-    model = load_branch(evaluated, 0)
+def _shard_and_attribution(run, k: int = 1):
+    """Test shard ``k``, its predictions by branch-00, and GradientShap computed directly for them."""
+    config = pd.read_json(run / "config.json", typ="series")
+    shard = open_split(config["data_root"], "test").load_shard(k)
+    model = load_branch(run, 0)
     with torch.no_grad():
         pred = model(shard["images"]).argmax(1)
-    attr = attribute(model, shard["images"], "GradientShap", target=pred, seed=int(config["seed"]))
+    return shard, pred, attribute(model, shard["images"], "GradientShap", target=pred, seed=int(config["seed"]))
+
+
+def test_rows_equal_the_metrics_computed_directly(evaluated):
+    """Recompute branch-00 / GradientShap on test shard 1 by hand and compare with the table rows."""
+    shard, pred, attr = _shard_and_attribution(evaluated)
     res = five_band(channel_adjust(attr, clamp=(-0.1, 0.1)), shard["truth"], variant="clamp")
     rows = _tables(evaluated)["five_band"].query("method == 'GradientShap' and variant == 'clamp' and shard == 1")
     rows = rows.sort_values("index")
@@ -62,6 +67,7 @@ def test_rows_equal_the_metrics_computed_directly(evaluated):
     np.testing.assert_allclose(rows.sort_values("index")["recall_best"].to_numpy(), res.best["recall"].numpy(),
                                rtol=0, atol=1e-12)
     # the preset in force (paper002) is recorded in config.json and evaluate.json
+    config = pd.read_json(evaluated / "config.json", typ="series")
     assert config["attribution"]["evaluate"]["preset"] == "paper002"
     assert config["attribution"]["evaluate"]["options"]["GradientShap"] == {"baseline_dist": "normal"}
 
@@ -125,12 +131,7 @@ def test_bad_input_gives_one_clear_sentence(tiny_run, tmp_path):
 
 def test_stored_mass_accuracy_is_positive_part_in_unit_interval(evaluated):
     """Stored relevance mass/rank accuracy use positive relevance (CLEVR-XAI): recompute by hand."""
-    config = pd.read_json(evaluated / "config.json", typ="series")
-    shard = open_split(config["data_root"], "test").load_shard(1)
-    model = load_branch(evaluated, 0)
-    with torch.no_grad():
-        pred = model(shard["images"]).argmax(1)
-    attr = attribute(model, shard["images"], "GradientShap", target=pred, seed=int(config["seed"]))
+    shard, pred, attr = _shard_and_attribution(evaluated)
     h = channel_adjust(attr).double().numpy()
     cell = shard["truth"].numpy() > 0.2
     want = []
