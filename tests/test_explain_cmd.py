@@ -83,6 +83,19 @@ def test_stored_attributions_equal_attribute_called_directly(images, cell_weight
     assert torch.allclose(t["inputs"], pixels, atol=1e-3)
 
 
+def test_maps_without_negative_values_are_drawn_on_a_sequential_scale(images, cell_weights, tmp_path):
+    folder, _, _ = images
+    weights, _ = cell_weights
+    out = tmp_path / "out"
+    code, text = _invoke("explain", folder, "--weights", weights, "--methods", "Saliency,SmoothGrad,VarGrad,InputXGradient",
+                         "--limit", 2, "--out", out)
+    assert code == 0, text
+    record, t = load_explanations(out)
+    assert record["signs"] == {"Saliency": "absolute", "SmoothGrad": "absolute", "VarGrad": "absolute",
+                               "InputXGradient": "all"}
+    assert (t["InputXGradient"] < 0).any() and all((t[m] >= 0).all() for m in ("Saliency", "SmoothGrad", "VarGrad"))
+
+
 def test_index_lists_every_image_and_method_with_prediction_and_target(images, cell_weights, tmp_path):
     folder, paths, _ = images
     out = tmp_path / "D[test][bold]x"  # rich markup in a path is printed literally

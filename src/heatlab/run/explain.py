@@ -41,7 +41,6 @@ from heatlab.run.rundir import RunDir, branch_info, branch_name, load_branch
 ATTRIBUTIONS = "attributions.safetensors"
 DEFAULT_METHODS = ("Saliency", "IntegratedGradients")
 #: Methods whose heatmap is |.| by heatlab's default (drawn with a sequential colormap).
-ABSOLUTE_METHODS = ("Saliency",)
 
 
 def parse_methods(methods: str | Sequence[str] | None) -> list[str]:
@@ -255,7 +254,9 @@ def explain_run(
         tensors["labels"] = torch.stack([shards[kk][i] for kk, i in items]).to(torch.int64)
         class_names = class_names or list(getattr(data, "class_names", []) or []) or None
     ids = _ids(found)
-    signs = {m: "absolute" if m in ABSOLUTE_METHODS else "all" for m in names}
+    # A map without negative values (Saliency's |gradient|, SmoothGrad over it, VarGrad) is drawn on a
+    # sequential scale; any other on a diverging one centred at 0.
+    signs = {m: "absolute" if bool((tensors[m] >= 0).all()) else "all" for m in names}
     record = {"ids": ids, "sources": found, "methods": names, "signs": signs, "class_names": class_names,
               "model": spec, "run": str(Path(run).resolve()) if run is not None else None,
               "branch": branch if run is not None else None, "target": "predicted" if fixed is None else fixed}
