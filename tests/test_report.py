@@ -535,10 +535,14 @@ def test_accuracy_warning_for_a_near_chance_model_only(full_report, good_report)
         text = _text(_section(html, "headline"))
         for b, a in accs.items():
             assert f"{b} {a:.3f}" in text
-        assert f"chance 1/{k} = {1 / k:.3f}" in text
-        low = any(a < 1 / k + 0.1 for a in accs.values())
+        share = max(RunDir(run).model_info(b)["chance_acc"] for b in accs)  # the most frequent test class
+        if share > 1 / k + 1e-9:  # unbalanced (breast cancer): chance is that share, not 1/K
+            assert f"chance (always the most frequent class) = {share:.3f}" in text
+        else:
+            assert f"chance 1/{k} = {1 / k:.3f}" in text
+        low = any(a < max(share, 1 / k) + 0.1 for a in accs.values())
         assert ('class="note warn"' in _section(html, "headline")) == low
-        assert low == any(near_chance(a, k) for a in accs.values())
+        assert low == any(near_chance(a, k, chance=share) for a in accs.values())
     assert 'class="note warn"' in full_report[2] and "below 1/K + 0.1 = 0.200" in _text(full_report[2])  # 0.15 of 10
     assert 'class="note warn"' not in good_report[2]  # 0.84 of 2
 
@@ -668,6 +672,8 @@ def test_near_chance_is_below_one_over_k_plus_a_tenth():
 
     assert near_chance(0.15, 10) and not near_chance(0.25, 10)
     assert near_chance(0.59, 2) and not near_chance(0.61, 2)
+    assert near_chance(0.70, 2, chance=0.65) and not near_chance(0.70, 2)  # unbalanced: the largest class's share
+    assert near_chance(0.55, 2, chance=0.3) == near_chance(0.55, 2)  # never below 1/K
     assert near_chance(0.333, 3) and near_chance(0.43, 3) and not near_chance(0.44, 3)
     with pytest.raises(HeatlabError, match="at least 2 classes"):
         near_chance(0.5, 1)

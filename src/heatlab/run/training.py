@@ -41,6 +41,7 @@ from heatlab.models.training import (
     create_model,
     normalize_spec,
     evaluate_accuracy,
+    predict,
     num_batches,
     resolve_device,
     train_branch,
@@ -166,7 +167,7 @@ def _train_base(run_dir: Path, splits: dict[str, Split], config: TrainConfig, mo
     info = {
         "stage": BASE, "branch": None, "seed": config.seed, "stop_reason": None, "iterations": len(steps),
         "epochs": config.epochs, "best_shard_acc": None, "val_acc": evaluate_accuracy(model, val),
-        "test_acc": evaluate_accuracy(model, test), "class_names": list(train.class_names),
+        **_test_scores(model, test), "class_names": list(train.class_names),
         "initial_weights": str(weights) if weights is not None else None,
     }  # fmt: skip
     return _save_stage(run_dir, BASE, model, info, steps, None)
@@ -186,7 +187,7 @@ def _train_one_branch(run_dir: Path, splits: dict[str, Split], config: TrainConf
         "stage": phase, "branch": b, "seed": config.seed, "stop_reason": result.stop_reason,
         "iterations": result.iterations, "best_iteration": result.best_iteration,
         "best_shard_acc": result.best_shard_acc, "validations": len(result.validations),
-        "val_acc": evaluate_accuracy(model, val), "test_acc": evaluate_accuracy(model, test),
+        "val_acc": evaluate_accuracy(model, val), **_test_scores(model, test),
         "class_names": list(train.class_names),
     }  # fmt: skip
     return _save_stage(run_dir, b, model, info, steps, vals)
@@ -214,11 +215,10 @@ def _summary(run_dir: Path, base: dict, branches: list[dict], skipped: list[str]
     }
 
 
-def _labels(split: Split) -> "torch.Tensor":
-    labels = getattr(split, "labels", None)
-    if isinstance(labels, torch.Tensor):
-        return labels
-    return torch.cat([split.load_shard(k)["labels"] for k in range(split.num_shards)])
+def _test_scores(model: nn.Module, test: Split) -> dict:
+    """``test_acc`` and ``chance_acc`` (always guessing the test split's most frequent class)."""
+    preds, labels = predict(model, test)
+    return {"test_acc": float((preds == labels).double().mean()), "chance_acc": chance_accuracy(labels)}
 
 
 def train_run(
@@ -303,4 +303,8 @@ def train_run(
             branches.append(info)
         if not (run_dir / "tables" / "training.parquet").is_file():
             _collect_tables(run_dir)
-        return _summary(run_dir, base, branches, skipped, chance_accuracy(_labels(splits["test"])), len(names))
+        chance = base.get("chance_acc")
+        if chance is None:  # a base model trained before model.json recorded it
+            test = splits["test"]
+            chance = chance_accuracy(torch.cat([test.load_shard(k)["labels"] for k in range(test.num_shards)]))
+        return _summary(run_dir, base, branches, skipped, chance, len(names))

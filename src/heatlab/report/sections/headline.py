@@ -147,15 +147,23 @@ def accuracy_html(ctx: ReportContext) -> str:
     if not accs:
         return '<p class="muted">Classifier test accuracy: not recorded in model.json.</p>'
     shown = ", ".join(f"{esc(b)} <b>{fmt(a)}</b>" for b, a in accs)
-    chance = f"; {k} classes, chance 1/{k} = {fmt(chance_level(k))}" if k >= 2 else ""
+    # train records the share of the test split's most frequent class (chance on unbalanced data).
+    stored = [ctx.models.get(b, {}).get("chance_acc") for b in ctx.branches]
+    share = max((float(c) for c in stored if c is not None), default=None)
+    base = max(share, chance_level(k)) if share is not None and k >= 2 else (chance_level(k) if k >= 2 else None)
+    if k >= 2 and share is not None and share > chance_level(k) + 1e-9:
+        chance = f"; {k} classes, chance (always the most frequent class) = {fmt(base)}"
+        rule = f"chance {fmt(base)} + {CHANCE_MARGIN:g} = {fmt(base + CHANCE_MARGIN)}"
+    else:
+        chance = f"; {k} classes, chance 1/{k} = {fmt(chance_level(k))}" if k >= 2 else ""
+        rule = f"1/K + {CHANCE_MARGIN:g} = {fmt(chance_level(k) + CHANCE_MARGIN)}" if k >= 2 else ""
     out = f'<p class="accuracy">Classifier test accuracy (heatlab train, test split): {shown}{chance}.</p>'
-    low = [(b, a) for b, a in accs if k >= 2 and near_chance(a, k)]
+    low = [(b, a) for b, a in accs if k >= 2 and near_chance(a, k, chance=share)]
     if low:
         which = ", ".join(f"{esc(b)} {fmt(a)}" for b, a in low)
-        out += (f'<p class="note warn">Warning: near chance ({which}; the rule: test accuracy below 1/K + '
-                f'{CHANCE_MARGIN:g} = {fmt(chance_level(k) + CHANCE_MARGIN)}). The heatmaps explain a model that '
-                "has barely learned the task, so the answers below say little about the methods; train longer or "
-                "with other settings first.</p>")
+        out += (f'<p class="note warn">Warning: near chance ({which}; the rule: test accuracy below {rule}). The '
+                "heatmaps explain a model that has barely learned the task, so the answers below say little about "
+                "the methods; train longer or with other settings first.</p>")
     return out
 
 
