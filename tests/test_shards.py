@@ -334,3 +334,29 @@ def test_preview_generates_missing_combinations(tmp_path, monkeypatch):
     png = preview.preview_figure(root, tmp_path / "p.png", split="val")
     assert png.is_file() and 20 <= len(calls) <= 30
     assert all(len(k["classes"]) == 1 and len(k["backgrounds"]) == 1 and k["size"] == SIZE for k in calls)
+
+
+def test_a_shard_is_hashed_once_per_file_state_and_a_later_change_is_still_caught(copy, monkeypatch):
+    import hashlib
+
+    hashed = []
+
+    class Counting:
+        @staticmethod
+        def sha256(data):
+            hashed.append(len(data))
+            return hashlib.sha256(data)
+
+    monkeypatch.setattr(shards, "hashlib", Counting)
+    ds = CellSplit(copy, "train")
+    for _ in range(3):
+        ds._cache.clear()
+        ds.load_shard(0)
+    assert len(hashed) == 1  # unchanged file: verified once, read three times
+    path = copy / "train" / "shard-00000.safetensors"
+    raw = load_file(path)
+    raw["images"][0, 0, 0, 0] ^= 1
+    shards.save_file(raw, path)  # a new file state (mtime), same manifest
+    ds._cache.clear()
+    with pytest.raises(HeatlabError, match="does not match the sha256 in its manifest"):
+        ds.load_shard(0)

@@ -385,6 +385,7 @@ class CellSplit(Dataset):
             self._ends.append(self._ends[-1] + e["count"])
         self._cache_size = max(1, cache_size)
         self._cache: OrderedDict[int, dict[str, torch.Tensor]] = OrderedDict()
+        self._verified: dict[int, tuple[int, int]] = {}  # shard -> (size, mtime_ns) its sha256 was checked at
 
     def __len__(self) -> int:
         return self._ends[-1]
@@ -407,12 +408,17 @@ class CellSplit(Dataset):
         if not path.is_file():
             raise HeatlabError(f"Shard '{path}' is missing; {fix}.")
         try:
+            stat = path.stat()
             data = path.read_bytes()
         except OSError:
             raise HeatlabError(f"Shard '{path}' is unreadable; {fix}.") from None
-        # Checked on the bytes that are decoded (one read): a changed shard is never trained on.
-        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            raise HeatlabError(f"Shard '{path}' does not match the sha256 in its manifest (changed or corrupt); {fix}.")
+        # Checked on the bytes that are decoded (one read), so a changed shard is never trained on;
+        # once per file state: later reads of an unchanged file (same size and mtime) skip the hash.
+        seen = (stat.st_size, stat.st_mtime_ns)
+        if self._verified.get(k) != seen or len(data) != stat.st_size:
+            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                raise HeatlabError(f"Shard '{path}' does not match the sha256 in its manifest (changed or corrupt); {fix}.")
+            self._verified[k] = seen
         try:
             raw = load(data)
         except (SafetensorError, OSError, ValueError, RuntimeError):
