@@ -8,7 +8,7 @@ Units are handed out in :func:`~heatlab.run.runner.execution_order`, one at a ti
 actor is free.
 
 Failures: a unit whose code raises on a worker is tried again up to ``max_retries`` times, then
-the run stops with one sentence naming the unit; a worker that dies (its process or node lost)
+the run stops with one sentence naming the unit (a HeatlabError, i.e. bad input, stops it at once); a worker that dies (its process or node lost)
 is replaced and its unit handed out again, without counting as a try. Nothing of a lost unit was
 written, so no row is lost or doubled.
 
@@ -19,7 +19,6 @@ backend is built.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import os
 import socket
@@ -151,10 +150,7 @@ class RayBackend:
     def run(self, stage: Stage, units: Sequence[Unit], deliver: Deliver) -> None:
         ray = _import_ray()
         self._connect(ray)
-        shipped = copy.copy(stage)
-        if hasattr(shipped, "progress"):
-            shipped.progress = None  # per-step bars stay in the driver
-        blob = ray.put(shipped)
+        blob = ray.put(stage)  # Stage.__getstate__ leaves the progress callable here
         cpus = int(ray.cluster_resources().get("CPU", 1))
         n = max(1, min(self.workers or cpus, len(units)))
         cls = ray.remote(num_cpus=1, num_gpus=self.gpus)(_Worker)
@@ -189,7 +185,7 @@ class RayBackend:
                 continue
             except ray.exceptions.RayTaskError as exc:
                 idle.append(actor)
-                if tries < self.max_retries:
+                if tries < self.max_retries and not isinstance(exc.cause, HeatlabError):  # bad input: no retry
                     self.stats["retried"] += 1
                     queue.appendleft((unit, tries + 1))
                     continue

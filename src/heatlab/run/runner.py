@@ -104,6 +104,11 @@ class Stage:
             raise HeatlabError(f"Batch size must be a whole number >= 1, got {batch_size!r}; pass e.g. batch_size=25.")
         self.run, self.device, self.batch_size = run, device, batch_size
 
+    def __getstate__(self) -> dict:
+        # A stage sent to another process (a Ray worker) leaves its progress callable behind: bars
+        # are drawn by the driver, which reports each unit as it is delivered.
+        return {**self.__dict__, "progress": None} if "progress" in self.__dict__ else dict(self.__dict__)
+
     def parts_dir(self, unit: Unit) -> Path:
         return self.run.parts(self.name, unit.split)
 
