@@ -82,7 +82,7 @@ def gather_images(sources: Sequence[str | os.PathLike], *, split: str = "test",
             for k in range(data.num_shards):
                 if limit is not None and len(items) >= limit:
                     break
-                items += [(k, i) for i in range(len(data.load_shard(k)["labels"]))]
+                items += [(k, i) for i in range(len(data.load_shard(k)["labels"]))]  # kept in the split's cache
             if not items:
                 raise HeatlabError(f"Split '{split}' of '{src}' holds no samples; pass another split.")
             return [f"{split}/{k}/{i}" for k, i in items], items, data
@@ -95,16 +95,17 @@ def gather_images(sources: Sequence[str | os.PathLike], *, split: str = "test",
     return [str(f) for f in files], files, None
 
 
-def _load_items(items: list, data: Any, size: int | None, channels: int) -> torch.Tensor:
-    """Images N×C×H×W float32 in [0, 1]."""
+def _load_items(items: list, data: Any, size: int | None, channels: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Images N×C×H×W float32 in [0, 1], and for a dataset its labels N int64 (each shard read once)."""
     if data is not None:
-        shards: dict[int, torch.Tensor] = {}
+        shards: dict[int, dict[str, torch.Tensor]] = {}
         for k, _ in items:
             if k not in shards:
-                shards[k] = data.load_shard(k)["images"]
-        return torch.stack([shards[k][i] for k, i in items])
+                shards[k] = data.load_shard(k)
+        images = torch.stack([shards[k]["images"][i] for k, i in items])
+        return images, torch.stack([shards[k]["labels"][i] for k, i in items]).to(torch.int64)
     arrays = [decode_image(Path(f), size, channels) for f in items]
-    return torch.from_numpy(np.stack(arrays)).to(torch.float32).div_(255)
+    return torch.from_numpy(np.stack(arrays)).to(torch.float32).div_(255), None
 
 
 def _ids(sources: list[str]) -> list[str]:
@@ -217,7 +218,7 @@ def explain_run(
     channels = int(spec.get("in_channels", 3))
     if data is None and size is None:
         size = _default_size(run, items[0])
-    x = _load_items(items, data, size, channels)
+    x, labels = _load_items(items, data, size, channels)
     if data is not None and x.shape[1] != channels:
         raise HeatlabError(f"The images have {x.shape[1]} channels but the model takes {channels}; pass other data.")
     dev = model_device(net)
@@ -248,10 +249,7 @@ def explain_run(
     tensors.update(inputs=x.to(torch.float16).contiguous(), targets=targets.contiguous(),
                    predictions=predictions.contiguous())
     if data is not None:
-        shards = {}
-        for kk, _ in items:
-            shards.setdefault(kk, data.load_shard(kk)["labels"])
-        tensors["labels"] = torch.stack([shards[kk][i] for kk, i in items]).to(torch.int64)
+        tensors["labels"] = labels
         class_names = class_names or list(getattr(data, "class_names", []) or []) or None
     ids = _ids(found)
     # A map without negative values (Saliency's |gradient|, SmoothGrad over it, VarGrad) is drawn on a
