@@ -253,13 +253,15 @@ def _damage(run: Path, how: str) -> None:
         "unknown-key": {**info, "spec": {**spec, "backbone_weights": "/etc/passwd"}},
         "widths-text": {**info, "spec": {**spec, "widths": "wide"}},
         "widths-huge": {**info, "spec": {**spec, "widths": [10**9, 10**9]}},
+        "widths-product": {**info, "spec": {**spec, "widths": [65_536] * 5}},  # each in range, 1.5e11 numbers
     }[how]
     for stage in STAGES:
         (run / stage / "model.json").write_text(json.dumps(damaged))
 
 
 @pytest.mark.parametrize("how", ["list", "spec-string", "no-name", "name-number", "classes-1e10", "classes-huge-int",
-                                 "classes-abc", "channels-0", "unknown-key", "widths-text", "widths-huge"])
+                                 "classes-abc", "channels-0", "unknown-key", "widths-text", "widths-huge",
+                                 "widths-product"])
 def test_damaged_model_json_is_one_sentence_naming_the_file(run, tmp_path, how):
     _damage(run, how)
     result = runner.invoke(app, ["evaluate", str(run), "--methods", "Saliency"])

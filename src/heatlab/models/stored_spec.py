@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
+from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors import safe_open
 from torch import nn
 
 from heatlab.errors import HeatlabError
@@ -141,13 +145,44 @@ def check_spec(spec: object, source: str) -> dict:
     return out
 
 
+def _held(weights: Path) -> int | None:
+    """Numbers a .safetensors file holds (read from its header), None when that cannot be told."""
+    if weights.suffix != ".safetensors" or not weights.is_file():
+        return None
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    except Exception:  # not a valid file: load_weights says so in its own sentence
+        return None
+
+
+def _check_size(name: str, spec: dict, weights: Path, source: str) -> None:
+    """Refuse, before anything is allocated, a built-in spec describing more numbers than ``weights``
+    holds (ranges alone cannot bound a product of widths); the probe is built on the meta device."""
+    held = _held(weights)
+    if held is None:
+        return
+    try:
+        with torch.device("meta"):
+            probe = zoo.create(name, **spec)
+    except HeatlabError:
+        raise
+    except Exception:  # a builder the meta device cannot run: the real build will tell
+        return
+    wanted = sum(t.numel() for t in probe.state_dict().values())
+    if wanted > held:
+        raise _damaged(source, f"it describes a model of {wanted:,} numbers but '{weights}' holds {held:,}")
+
+
 def rebuild(spec: object, *, source: str, trust_model_code: bool = False, model: str | None = None,
-            **create_options: Any) -> nn.Module:
+            weights: str | os.PathLike | None = None, **create_options: Any) -> nn.Module:
     """The model a stored ``spec`` describes (random weights), after :func:`check_spec`.
 
     A spec naming code is built only when ``trust_model_code`` is True or ``model`` (what the
     caller's user named themselves) is the same code; otherwise one sentence says what ``source``
-    names and how to allow it. ``create_options`` go to :func:`heatlab.models.zoo.create` (e.g. seed).
+    names and how to allow it. ``weights``: the .safetensors file the model is for; a built-in spec
+    describing more numbers than it holds is refused before it is built. ``create_options`` go to
+    :func:`heatlab.models.zoo.create` (e.g. seed).
     """
     if not isinstance(trust_model_code, bool):
         raise HeatlabError(f"trust_model_code must be True or False, got {trust_model_code!r}.")
@@ -159,4 +194,6 @@ def rebuild(spec: object, *, source: str, trust_model_code: bool = False, model:
         if model is None or spec_name(model) != name:
             raise HeatlabError(f"{source} names model code '{name}'; rerun with trust_model_code=True "
                                "if you trust that code.")
+    elif weights is not None and not names_code(name):
+        _check_size(name, spec, Path(weights), source)
     return zoo.create(name, **spec, **create_options)

@@ -157,7 +157,7 @@ def build_model(*, run: str | os.PathLike | None, branch: str, model: str | None
     if spec is not None and (model is None or model == stored_name
                              or (isinstance(stored_name, str) and spec_name(model) == stored_name)):
         net = stored_spec.rebuild(spec, source=f"The heatlab_spec metadata of '{weights}'",
-                                  trust_model_code=trust_model_code, model=model)
+                                  trust_model_code=trust_model_code, model=model, weights=weights)
     else:
         if num_classes is None:
             raise HeatlabError(f"Model '{model}' needs its class count; pass e.g. num_classes=1000 (ImageNet weights).")

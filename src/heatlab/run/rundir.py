@@ -110,8 +110,10 @@ def load_branch(run_dir: str | os.PathLike, branch: int | str = 0, *, device: st
     """
     info = branch_info(run_dir, branch)
     source = f"'{stage_dir(run_dir, branch) / MODEL_JSON}'"
-    net = stored_spec.rebuild(info["spec"], source=source, trust_model_code=trust_model_code, model=model)
-    zoo.load_weights(net, stage_dir(run_dir, branch) / WEIGHTS)
+    weights = stage_dir(run_dir, branch) / WEIGHTS
+    net = stored_spec.rebuild(info["spec"], source=source, trust_model_code=trust_model_code, model=model,
+                              weights=weights)
+    zoo.load_weights(net, weights)
     return net.to(resolve_device(str(device))).eval()
 
 
