@@ -13,7 +13,7 @@ import typer
 import heatlab
 from heatlab.cli_common import (
     BACKEND_HELP, METHODS_HELP, _fail, backend_line, backend_options, console, guarded, out, progress_bars, say,
-    say_cam_layer, warn,
+    say_cam_layer, trust_model_code_option, warn,
 )
 from heatlab.models.config import TABLE_DEFAULTS as TABLE, TrainConfig
 
@@ -179,6 +179,7 @@ def evaluate(
     address: Optional[str] = typer.Option(None, "--address", help=BACKEND_HELP["address"]),
     workers: Optional[int] = typer.Option(None, "--workers", help=BACKEND_HELP["workers"]),
     gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help=BACKEND_HELP["gpus_per_worker"]),
+    trust_model_code: bool = trust_model_code_option(),
 ) -> None:
     """Explain every sample with every method for every branch and score it against the ground truth."""
     from heatlab.run.evaluate import evaluate_run
@@ -187,7 +188,8 @@ def evaluate(
     t0 = time.perf_counter()
     with progress_bars() as progress:
         summary = evaluate_run(run_dir, methods=methods, split=split, batch_size=batch_size, preset=preset,
-                               replace=replace, device=device, progress=progress, backend=runner)
+                               replace=replace, device=device, progress=progress, backend=runner,
+                               trust_model_code=trust_model_code)
     for sentence in summary["skipped"]:
         say(f"skipped: {sentence}")
     say_cam_layer(summary)

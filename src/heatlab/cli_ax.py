@@ -14,6 +14,7 @@ import typer
 
 from heatlab.cli_common import (
     BACKEND_HELP, METHODS_HELP, backend_line, backend_options, guarded, progress_bars, say, say_cam_layer,
+    trust_model_code_option,
 )
 
 
@@ -38,6 +39,7 @@ def register(app: typer.Typer) -> None:
         address: Optional[str] = typer.Option(None, "--address", help=BACKEND_HELP["address"]),
         workers: Optional[int] = typer.Option(None, "--workers", help=BACKEND_HELP["workers"]),
         gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help=BACKEND_HELP["gpus_per_worker"]),
+        trust_model_code: bool = trust_model_code_option(),
     ) -> None:
         """Feed x + h and x * h to each branch model and write the CO scores, their correct/wrong gap and figures."""
         from heatlab.report.ax_figures import load_ax_tables, write_ax_figures
@@ -48,7 +50,7 @@ def register(app: typer.Typer) -> None:
         with progress_bars() as progress:
             summary = ax_run(run_dir, methods=methods, split=split, holdout_split=holdout_split,
                              batch_size=batch_size, space=space, preset=preset, replace=replace, device=device,
-                             progress=progress, backend=runner)
+                             progress=progress, backend=runner, trust_model_code=trust_model_code)
         co, gap, info = load_ax_tables(run_dir)
         figures = write_ax_figures(co, gap, Path(run_dir) / "report" / "figures", branch=summary["branches"][0],
                                    space=info["space"])

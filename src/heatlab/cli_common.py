@@ -54,6 +54,14 @@ def say(message: object) -> None:
     out.print(visible(message), markup=False, highlight=False, soft_wrap=True)
 
 
+def trust_model_code_option():
+    """``--trust-model-code``, the one consent flag of every command that rebuilds a model from a run
+    folder's model.json or a weights file's metadata (which may name code: file.py:fn, module:fn)."""
+    return typer.Option(False, "--trust-model-code",
+                        help="Rebuild a model whose run folder or weights file names Python code (path/file.py:fn, "
+                             "package.module:fn, an entry point); that code runs, so only for code you trust.")
+
+
 # ------------------------------------------------------------------ where a stage's units run
 BACKEND_HELP = {
     "backend": "Where the work units run: local (this process) or ray (a Ray cluster; pip install 'heatlab[ray]').",

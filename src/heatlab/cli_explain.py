@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from heatlab.cli_common import guarded, progress_bars, say
+from heatlab.cli_common import guarded, progress_bars, say, trust_model_code_option
 
 
 def register(app: typer.Typer) -> None:
@@ -37,6 +37,7 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option("test", help="Split of a dataset spec."),
         batch_size: int = typer.Option(8, help="Images per attribution call."),
         device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
+        trust_model_code: bool = trust_model_code_option(),
     ) -> None:
         """Explain images with a model and one or more methods: float16 attributions, overlay PNGs, index.html."""
         from heatlab.report.explain_pages import explanation_pages
@@ -45,7 +46,8 @@ def register(app: typer.Typer) -> None:
         with progress_bars() as progress:
             s = explain_run(sources, out, methods=methods, run=run, branch=branch, model=model, weights=weights,
                             num_classes=num_classes, in_channels=in_channels, target=target, limit=limit, size=size,
-                            split=split, batch_size=batch_size, device=device, progress=progress)
+                            split=split, batch_size=batch_size, device=device, progress=progress,
+                            trust_model_code=trust_model_code)
             page = explanation_pages(out, progress=progress)
         say(f"explained {len(s['ids'])} images with {', '.join(s['methods'])}; attributions: {s['path']}")
         say(f"index: {page}")

@@ -12,7 +12,9 @@ from typing import Optional
 
 import typer
 
-from heatlab.cli_common import BACKEND_HELP, backend_line, backend_options, guarded, progress_bars, say
+from heatlab.cli_common import (
+    BACKEND_HELP, backend_line, backend_options, guarded, progress_bars, say, trust_model_code_option,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -33,6 +35,7 @@ def register(app: typer.Typer) -> None:
         address: Optional[str] = typer.Option(None, "--address", help=BACKEND_HELP["address"]),
         workers: Optional[int] = typer.Option(None, "--workers", help=BACKEND_HELP["workers"]),
         gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help=BACKEND_HELP["gpus_per_worker"]),
+        trust_model_code: bool = trust_model_code_option(),
     ) -> None:
         """Generative AX (papers 000/001): heatmaps h = tanh(w*x + b) that raise the CO score of x + h."""
         from heatlab.report.gax_viewer import build_gax_viewer, gax_figure
@@ -44,7 +47,7 @@ def register(app: typer.Typer) -> None:
             summary = gax_run(run_dir, split=split, first_n_correct=first_n_correct, target_co=target_co,
                               branch=branch, max_steps=max_steps,
                               batch_size=batch_size, snapshot_every=snapshot_every, device=device,
-                              progress=progress, backend=runner)
+                              progress=progress, backend=runner, trust_model_code=trust_model_code)
         figure = gax_figure(run_dir, Path(run_dir) / "report" / "figures" / "gax_co.png")
         viewer = build_gax_viewer(run_dir)
         n, k = summary["samples"], summary["reached"]

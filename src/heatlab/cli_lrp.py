@@ -11,7 +11,9 @@ from typing import Optional
 
 import typer
 
-from heatlab.cli_common import BACKEND_HELP, backend_line, backend_options, guarded, progress_bars, say
+from heatlab.cli_common import (
+    BACKEND_HELP, backend_line, backend_options, guarded, progress_bars, say, trust_model_code_option,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -33,6 +35,7 @@ def register(app: typer.Typer) -> None:
         address: Optional[str] = typer.Option(None, "--address", help=BACKEND_HELP["address"]),
         workers: Optional[int] = typer.Option(None, "--workers", help=BACKEND_HELP["workers"]),
         gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help=BACKEND_HELP["gpus_per_worker"]),
+        trust_model_code: bool = trust_model_code_option(),
     ) -> None:
         """Score LRP heatmaps with each relevance filter against the ground truth: do the filters help?"""
         from heatlab.run.lrp_filters import lrp_filters_run
@@ -41,7 +44,8 @@ def register(app: typer.Typer) -> None:
         t0 = time.perf_counter()
         with progress_bars() as progress:
             s = lrp_filters_run(run_dir, filters=filters, split=split, composite=composite, start=start,
-                                batch_size=batch_size, device=device, progress=progress, backend=runner)
+                                batch_size=batch_size, device=device, progress=progress, backend=runner,
+                                trust_model_code=trust_model_code)
         say(f"LRP ({composite}) with {len(s['filters'])} filter settings at {', '.join(s['layers'])} on "
             f"{s['samples']} {split} samples x {len(s['branches'])} branches in {time.perf_counter() - t0:.0f} s")
         for branch, better in s["better_than_none"].items():

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from heatlab.cli_common import guarded, progress_bars, say
+from heatlab.cli_common import guarded, progress_bars, say, trust_model_code_option
 
 
 def register(app: typer.Typer) -> None:
@@ -41,6 +41,7 @@ def register(app: typer.Typer) -> None:
         test_samples: Optional[int] = typer.Option(None, help="Score only the first N test samples (default all)."),
         ig_batch_size: int = typer.Option(25, help="Samples per Integrated-Gradients call."),
         device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
+        trust_model_code: bool = trust_model_code_option(),
     ) -> None:
         """Paper 003: C(x) against C(x*M), M from x and its IG attribution, for each attribution setting."""
         from heatlab.improve.mixer import MixerConfig
@@ -53,7 +54,7 @@ def register(app: typer.Typer) -> None:
         with progress_bars() as progress:
             s = mixer_run(run_dir, settings=settings, seeds=seeds, branch=branch, config=config, n_steps=n_steps,
                           train_samples=train_samples, test_samples=test_samples, batch_size=ig_batch_size,
-                          device=device, progress=progress)
+                          device=device, progress=progress, trust_model_code=trust_model_code)
         bars = mixer_bars_figure(run_dir, Path(run_dir) / "report" / "figures" / "mixer_accuracy.png")
         gallery = mixer_gallery_figure(run_dir, Path(run_dir) / "report" / "figures" / "mixer_gallery.png")
         say(f"Mixer ({s['architecture']}) for {s['branch']}: {s['train_samples']} training and {s['test_samples']} "

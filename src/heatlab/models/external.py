@@ -13,7 +13,8 @@
 - ``path/to/file.py:fn`` or ``package.module:fn``: a builder ``fn(*, num_classes, in_channels,
   **kw) -> nn.Module``; it gets only the keywords it accepts. A file is recorded by its absolute
   path and sha256 (``file_sha256`` in the spec), so a run rebuilt after the file changed or moved
-  says so.
+  says so (before the file runs). Specs read back from a run or a weights file name such code only
+  with the user's consent (:mod:`heatlab.models.stored_spec`).
 - a name a distribution registers in the ``heatlab.models`` entry-point group
   (``[project.entry-points."heatlab.models"] mynet = "mypkg.models:build_mynet"``), loaded on
   first use.
@@ -53,10 +54,6 @@ class Resolved:
     spec_name: str
     extra: dict[str, Any] = field(default_factory=dict)
     lenient: bool = True  # pass only the keywords the builder accepts
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------- torchvision
@@ -176,21 +173,35 @@ def _builder_from(obj: object, where: str) -> Callable[..., nn.Module]:
     return obj
 
 
-def _file_builder(path_text: str, fn: str) -> Resolved:
-    path = Path(path_text).expanduser().resolve()
+def file_path(target: str) -> Path:
+    """The absolute path a ``path/to/file.py`` model target stands for (how a spec records it)."""
+    return Path(target).expanduser().resolve()
+
+
+def _file_builder(path_text: str, fn: str, expected_sha256: str | None = None) -> Resolved:
+    """Run the model file once (cached by its sha256) and return its ``fn``.
+
+    The file is read once: its sha256 is checked against ``expected_sha256`` (a run's record) on
+    those bytes, and those very bytes are compiled and executed, so a file swapped between the
+    check and the import cannot run.
+    """
+    path = file_path(path_text)
     if not path.is_file():
         raise HeatlabError(f"Model file '{path}' does not exist (a run records the file's absolute path, so a moved "
                            "file is not found); put the file there or pass the path of an existing .py file.")
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    module_name = f"heatlab_user_model_{digest[:16]}"
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise HeatlabError(f"Model file '{path}' changed since the model was built (sha256 {str(expected_sha256)[:12]}… "
+                           f"then, {digest[:12]}… now); restore that version of the file to rebuild this model.")
+    module_name = f"heatlab_user_model_{digest}"
     module = sys.modules.get(module_name)
     if module is None:
         spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
         try:
-            spec.loader.exec_module(module)
+            exec(compile(data, str(path), "exec"), module.__dict__)  # noqa: S102  (the user's own, checked bytes)
         except Exception as exc:  # the user's code may raise anything
             del sys.modules[module_name]
             raise HeatlabError(f"Model file '{path}' failed to run ({type(exc).__name__}: {exc}); fix the file.") from None
@@ -211,14 +222,6 @@ def _module_builder(module_name: str, fn: str) -> Resolved:
     if not hasattr(module, fn):
         raise HeatlabError(f"Module '{module_name}' has no '{fn}'; name a function of that module after the colon.")
     return Resolved(_builder_from(getattr(module, fn), f"'{module_name}:{fn}'"), f"{module_name}:{fn}")
-
-
-def check_file(spec_name: str, recorded: str | None) -> None:
-    """HeatlabError when the file of a ``file.py:fn`` model no longer has the sha256 ``recorded``."""
-    path = Path(spec_name.rpartition(":")[0])
-    if recorded is not None and _sha256(path) != recorded:
-        raise HeatlabError(f"Model file '{path}' changed since the model was built (sha256 {recorded[:12]}… then, "
-                           f"{_sha256(path)[:12]}… now); restore that version of the file to rebuild this model.")
 
 
 # --------------------------------------------------------------------------------- entry points
@@ -244,17 +247,35 @@ def _entry_point_builder(name: str) -> Resolved | None:
 
 
 # ------------------------------------------------------------------------------------ resolving
-def resolve(name: str) -> Resolved | None:
-    """The builder of a name outside the zoo, or None when ``name`` is none of the forms above."""
+def _split(name: str) -> tuple[str, str, bool] | None:
+    """``(target, fn, is a file)`` of a ``file.py:fn`` / ``module:fn`` name, None for other names."""
+    if name.startswith(TORCHVISION) or ":" not in name:
+        return None
+    target, _, fn = name.rpartition(":")
+    if not target or not fn.isidentifier():
+        raise HeatlabError(f"Model '{name}' must be written path/to/file.py:function or package.module:function.")
+    return target, fn, target.endswith(".py") or "/" in target or "\\" in target
+
+
+def spec_name(name: str) -> str:
+    """The name a spec records for ``name`` (a file's absolute path), without importing anything."""
+    parts = _split(name)
+    if parts is None or not parts[2]:
+        return name
+    return f"{file_path(parts[0])}:{parts[1]}"
+
+
+def resolve(name: str, *, file_sha256: str | None = None) -> Resolved | None:
+    """The builder of a name outside the zoo, or None when ``name`` is none of the forms above.
+
+    ``file_sha256``: the sha256 a ``file.py:fn`` model must have (checked before the file runs).
+    """
     if name.startswith(TORCHVISION):
         return Resolved(_torchvision_builder(name[len(TORCHVISION):]), name)
-    if ":" in name:
-        target, _, fn = name.rpartition(":")
-        if not target or not fn.isidentifier():
-            raise HeatlabError(f"Model '{name}' must be written path/to/file.py:function or package.module:function.")
-        if target.endswith(".py") or "/" in target or "\\" in target:
-            return _file_builder(target, fn)
-        return _module_builder(target, fn)
+    parts = _split(name)
+    if parts is not None:
+        target, fn, is_file = parts
+        return _file_builder(target, fn, file_sha256) if is_file else _module_builder(target, fn)
     return _entry_point_builder(name)
 
 

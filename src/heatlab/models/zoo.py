@@ -91,15 +91,16 @@ def _seeded(seed: int | None) -> Iterator[None]:
         yield
 
 
-def _resolve(name: str):
+def _resolve(name: str, file_sha256: str | None = None):
     """The :class:`heatlab.models.external.Resolved` builder of a registered name or of one of the forms
-    of :mod:`heatlab.models.external` (imported on first use: it imports torchvision)."""
+    of :mod:`heatlab.models.external` (imported on first use: it imports torchvision); ``file_sha256``
+    is the sha256 a ``file.py:fn`` model must have, checked before the file runs."""
     from heatlab.models import external
 
     builders = _registry()
     if isinstance(name, str) and name in builders:
         return external.Resolved(builders[name], name, lenient=False)
-    found = external.resolve(name) if isinstance(name, str) and name else None
+    found = external.resolve(name, file_sha256=file_sha256) if isinstance(name, str) and name else None
     if found is None:
         plugins = external.entry_point_names()
         raise HeatlabError(
@@ -133,12 +134,10 @@ def create(
     Neither is recorded in ``heatlab_spec``: they only set the starting weights.
     """
     recorded_sha = kwargs.pop("file_sha256", None)
-    found = _resolve(name)
+    if recorded_sha is not None and not isinstance(recorded_sha, str):
+        raise HeatlabError(f"file_sha256 must be a hex string, got {recorded_sha!r}; build the model again from its file.")
+    found = _resolve(name, recorded_sha)
     build = found.build
-    if recorded_sha is not None:
-        from heatlab.models.external import check_file
-
-        check_file(found.spec_name, recorded_sha)
     _check_count("num_classes", num_classes)
     _check_count("in_channels", in_channels)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):

@@ -159,7 +159,7 @@ class AX(Stage):
 
 def ax_run(run_dir, *, methods="all", split: str = "test", holdout_split: str | None = "val", batch_size: int = 25,
            device: str = "cpu", space: str | None = None, preset: str | Preset | None = None,
-           replace: bool = False, progress: Progress | None = None, backend=None) -> dict:
+           replace: bool = False, progress: Progress | None = None, backend=None, trust_model_code: bool = False) -> dict:
     """Run AX on every (branch, method, shard) of ``split`` and ``holdout_split``; write both tables.
 
     ``holdout_split`` ``None`` (or equal to ``split``) chooses the flag threshold in-sample.
@@ -169,8 +169,10 @@ def ax_run(run_dir, *, methods="all", split: str = "test", holdout_split: str | 
     keep the methods of an earlier AX run with the same splits, space and preset (so
     ``methods="Saliency"`` adds Saliency); ``replace=True`` writes them with ``methods`` alone.
     ``backend``: where the units run (:func:`heatlab.run.runner.make_backend`; default this process).
+    ``trust_model_code``: rebuild branch models whose model.json names code from outside heatlab
+    (``file.py:fn``, ``module:fn``); without it such a run is refused in one sentence.
     """
-    return run_stage(AX(RunDir(run_dir), methods=methods, split=split, holdout_split=holdout_split,
+    return run_stage(AX(RunDir(run_dir, trust_model_code=trust_model_code), methods=methods, split=split, holdout_split=holdout_split,
                         batch_size=batch_size, device=device, space=space, preset=preset, replace=replace),
                      progress=progress, backend=backend)
 

@@ -281,13 +281,15 @@ def _join_roc(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 def evaluate_run(run_dir, *, methods="all", split: str = "test", batch_size: int = 25, device: str = "cpu",
                  preset: str | Preset | None = None, replace: bool = False, progress: Progress | None = None,
-                 backend: Any = None) -> dict:
+                 backend: Any = None, trust_model_code: bool = False) -> dict:
     """Evaluate every (branch, method, shard) of ``split``; write the tables, heatmaps and evaluate.json.
 
     ``preset``: the attribution settings (:mod:`heatlab.explain.presets`; default ``"paper002"``).
     The tables keep the methods of an earlier evaluation of the same split and preset (so
     ``methods="Saliency"`` adds Saliency); ``replace=True`` writes them with ``methods`` alone.
     ``backend``: where the units run (:func:`heatlab.run.runner.make_backend`; default this process).
+    ``trust_model_code``: rebuild branch models whose model.json names code from outside heatlab
+    (``file.py:fn``, ``module:fn``); without it such a run is refused in one sentence.
     """
-    return run_stage(Evaluate(RunDir(run_dir), methods=methods, split=split, batch_size=batch_size, device=device,
+    return run_stage(Evaluate(RunDir(run_dir, trust_model_code=trust_model_code), methods=methods, split=split, batch_size=batch_size, device=device,
                               preset=preset, replace=replace), progress=progress, backend=backend)

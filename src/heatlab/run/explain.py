@@ -31,7 +31,8 @@ from heatlab.data.images import IMAGE_SUFFIXES, _check_header, decode_image, nat
 from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import attribute
 from heatlab.files import atomic_path, ensure_dir, undo_on_error
-from heatlab.models import zoo
+from heatlab.models import stored_spec, zoo
+from heatlab.models.external import spec_name
 from heatlab.models.state import eval_mode, model_device
 from heatlab.models.training import resolve_device
 from heatlab.progress import Progress, report
@@ -115,8 +116,8 @@ def _ids(sources: list[str]) -> list[str]:
 
 
 # -------------------------------------------------------------------------------------- model
-def _weights_spec(path: Path) -> dict | None:
-    """The spec a heatlab safetensors file carries in its metadata, else None."""
+def _weights_spec(path: Path) -> object | None:
+    """The spec a heatlab safetensors file carries in its metadata (as stored: checked when built), else None."""
     if path.suffix != ".safetensors" or not path.is_file():
         return None
     try:
@@ -128,14 +129,20 @@ def _weights_spec(path: Path) -> dict | None:
 
 
 def build_model(*, run: str | os.PathLike | None, branch: str, model: str | None, weights: str | os.PathLike | None,
-                num_classes: int | None, in_channels: int | None, device: str) -> tuple[torch.nn.Module, list[str] | None]:
-    """(model in eval mode on ``device``, class names or None)."""
+                num_classes: int | None, in_channels: int | None, device: str,
+                trust_model_code: bool = False) -> tuple[torch.nn.Module, list[str] | None]:
+    """(model in eval mode on ``device``, class names or None).
+
+    A spec read from the run or from the weights' metadata that names code from outside heatlab is
+    rebuilt only with ``trust_model_code=True`` or when ``model`` names the same code.
+    """
     dev = resolve_device(device)
     if run is not None:
         if model is not None or weights is not None:
             raise HeatlabError("A run folder and a model were both given; pass either run=RUN or model=NAME, not both.")
         info = branch_info(run, branch)
-        return load_branch(run, branch, device=dev), list(info.get("class_names") or []) or None
+        net = load_branch(run, branch, device=dev, trust_model_code=trust_model_code)
+        return net, list(info.get("class_names") or []) or None
     spec = _weights_spec(Path(weights)) if weights is not None else None
     if model is None and weights is not None:
         if not Path(weights).is_file():
@@ -146,9 +153,11 @@ def build_model(*, run: str | os.PathLike | None, branch: str, model: str | None
     if model is None and spec is None:
         raise HeatlabError("No model given; pass e.g. run=runs/r1, model=torchvision:resnet18 (with num_classes), "
                            "or weights=model.safetensors written by heatlab.")
-    if spec is not None and (model is None or model == spec["name"]):
-        spec = dict(spec)
-        net = zoo.create(spec.pop("name"), **spec)
+    stored_name = spec.get("name") if isinstance(spec, dict) else None
+    if spec is not None and (model is None or model == stored_name
+                             or (isinstance(stored_name, str) and spec_name(model) == stored_name)):
+        net = stored_spec.rebuild(spec, source=f"The heatlab_spec metadata of '{weights}'",
+                                  trust_model_code=trust_model_code, model=model, weights=weights)
     else:
         if num_classes is None:
             raise HeatlabError(f"Model '{model}' needs its class count; pass e.g. num_classes=1000 (ImageNet weights).")
@@ -193,8 +202,12 @@ def explain_run(
     batch_size: int = 8,
     device: str = "cpu",
     progress: Progress | None = None,
+    trust_model_code: bool = False,
 ) -> dict:
     """Attribute the images of ``sources`` with every method and write ``out/attributions.safetensors``.
+
+    ``trust_model_code``: rebuild a model whose stored spec (the run's model.json, the weights'
+    metadata) names code from outside heatlab; passing that code again as ``model`` does the same.
 
     Returns ``{"path", "ids", "sources", "methods", "signs", "class_names", "targets", "predictions"}``.
     """
@@ -213,7 +226,7 @@ def explain_run(
     found, items, data = gather_images(sources, split=split, limit=limit)
     found, items = found[:limit], items[:limit]
     net, class_names = build_model(run=run, branch=branch, model=model, weights=weights, num_classes=num_classes,
-                                   in_channels=in_channels, device=device)
+                                   in_channels=in_channels, device=device, trust_model_code=trust_model_code)
     spec = dict(getattr(net, "heatlab_spec", {}))
     channels = int(spec.get("in_channels", 3))
     if data is None and size is None:

@@ -246,12 +246,15 @@ def gax_run(
     device: str = "cpu",
     progress: Progress | None = None,
     backend=None,
+    trust_model_code: bool = False,
 ) -> dict:
     """Run GAX for the first ``first_n_correct`` correct samples of ``split``; returns the summary.
 
     ``backend``: where the batches run (:func:`heatlab.run.runner.make_backend`; default this process).
+    ``trust_model_code``: rebuild branch models whose model.json names code from outside heatlab
+    (``file.py:fn``, ``module:fn``); without it such a run is refused in one sentence.
     """
-    stage = GAX(RunDir(run_dir), split=split, first_n_correct=first_n_correct, target_co=target_co, branch=branch,
+    stage = GAX(RunDir(run_dir, trust_model_code=trust_model_code), split=split, first_n_correct=first_n_correct, target_co=target_co, branch=branch,
                 max_steps=max_steps, batch_size=batch_size, snapshot_every=snapshot_every, device=device,
                 progress=progress)
     done = stage.complete()

@@ -116,10 +116,12 @@ def verdict(tables: dict[str, pd.DataFrame]) -> dict:
 
 def lrp_filters_run(run_dir, *, filters=None, split: str = "test", composite: str = "epsilon_plus",
                     start: str = "target", batch_size: int = 25, device: str = "cpu",
-                    progress: Progress | None = None, backend=None) -> dict:
+                    progress: Progress | None = None, backend=None, trust_model_code: bool = False) -> dict:
     """Score LRP heatmaps per filter setting against the ground truth of ``split``; returns the summary.
 
     ``backend``: where the units run (:func:`heatlab.run.runner.make_backend`; default this process).
+    ``trust_model_code``: rebuild branch models whose model.json names code from outside heatlab
+    (``file.py:fn``, ``module:fn``); without it such a run is refused in one sentence.
     """
-    return run_stage(LRPFilters(RunDir(run_dir), filters=filters, split=split, composite=composite, start=start,
+    return run_stage(LRPFilters(RunDir(run_dir, trust_model_code=trust_model_code), filters=filters, split=split, composite=composite, start=start,
                                 batch_size=batch_size, device=device), progress=progress, backend=backend)

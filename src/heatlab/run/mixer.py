@@ -219,14 +219,17 @@ def mixer_run(
     run_dir, *, settings: str | Sequence[str] | None = None, seeds: int = 3, branch: int | str | None = None,
     config: MixerConfig | None = None, n_steps: int = 32, train_samples: int | None = None,
     test_samples: int | None = None, batch_size: int = 25, device: str = "cpu", progress: Progress | None = None,
+    trust_model_code: bool = False,
 ) -> dict:
     """Train and score the Mixer of ``branch`` (default: the first) for each setting and seed; returns
     ``{"branch", "settings": {setting: summary}, "table", "config", ...}`` (also written to ``mixer.json``).
 
     ``train_samples`` / ``test_samples`` cap how many samples of each split are used (the first
     ones in stored order; default all). Everything before a finished unit is reused on a rerun.
+    ``trust_model_code``: rebuild branch models whose model.json names code from outside heatlab
+    (``file.py:fn``, ``module:fn``); without it such a run is refused in one sentence.
     """
-    run = RunDir(run_dir)
+    run = RunDir(run_dir, trust_model_code=trust_model_code)
     resolve_device(device)
     config = config or MixerConfig()
     chosen = parse_settings(settings)

@@ -27,7 +27,7 @@ from heatlab.data import registry
 from heatlab.data.split import Split
 from heatlab.errors import HeatlabError
 from heatlab.files import read_json, write_json
-from heatlab.models import zoo
+from heatlab.models import stored_spec, zoo
 from heatlab.models.training import resolve_device
 
 CONFIG = "config.json"
@@ -55,13 +55,24 @@ def stage_dir(run_dir: str | os.PathLike, branch: int | str) -> Path:
     return Path(run_dir) / "model" / branch_name(branch)
 
 
-def stage_info(run_dir: str | os.PathLike, branch: int | str) -> dict | None:
-    """The stage's model.json when the stage is complete (model.json and weights present), else None."""
+def _model_json(run_dir: str | os.PathLike, branch: int | str) -> dict | None:
+    """The stage's model.json when the stage is complete (model.json and weights present), None when
+    it is not; a HeatlabError naming the file when model.json is no record with a spec object."""
     d = stage_dir(run_dir, branch)
     if not (d / MODEL_JSON).is_file() or not (d / WEIGHTS).is_file():
         return None
+    info = read_json(d / MODEL_JSON)
+    if not isinstance(info, dict) or not isinstance(info.get("spec"), dict):
+        what = "its spec is not an object" if isinstance(info, dict) else f"it holds a {type(info).__name__}, not an object"
+        raise HeatlabError(f"'{d / MODEL_JSON}' is not a heatlab model record ({what}); train the model again "
+                           "or restore the file.")
+    return info
+
+
+def stage_info(run_dir: str | os.PathLike, branch: int | str) -> dict | None:
+    """The stage's model.json when the stage is complete (model.json and weights present), else None."""
     try:
-        return read_json(d / MODEL_JSON)
+        return _model_json(run_dir, branch)
     except HeatlabError:
         return None  # a broken model.json means the stage is redone
 
@@ -80,7 +91,7 @@ def list_branches(run_dir: str | os.PathLike) -> list[int]:
 
 def branch_info(run_dir: str | os.PathLike, branch: int | str) -> dict:
     """model.json of a completed stage (``branch`` an index, a name or "base"), or a HeatlabError."""
-    info = stage_info(run_dir, branch)
+    info = _model_json(run_dir, branch)
     if info is None:
         if stage_info(run_dir, BASE) is None and not list_branches(run_dir):
             raise HeatlabError(f"'{run_dir}' has no trained model; train one there first (heatlab train --out {run_dir}).")
@@ -89,13 +100,21 @@ def branch_info(run_dir: str | os.PathLike, branch: int | str) -> dict:
     return info
 
 
-def load_branch(run_dir: str | os.PathLike, branch: int | str = 0, *, device: str | torch.device = "cpu") -> nn.Module:
-    """The trained model of ``branch`` (index, name or "base") in eval mode on ``device``."""
+def load_branch(run_dir: str | os.PathLike, branch: int | str = 0, *, device: str | torch.device = "cpu",
+                trust_model_code: bool = False, model: str | None = None) -> nn.Module:
+    """The trained model of ``branch`` (index, name or "base") in eval mode on ``device``.
+
+    A model.json naming code from outside heatlab (``file.py:fn``, ``module:fn``, an entry point) is
+    rebuilt only with ``trust_model_code=True`` or when ``model`` (the caller's own model name, e.g.
+    train's) names the same code (:func:`heatlab.models.stored_spec.rebuild`).
+    """
     info = branch_info(run_dir, branch)
-    spec = dict(info["spec"])
-    model = zoo.create(spec.pop("name"), **spec)
-    zoo.load_weights(model, stage_dir(run_dir, branch) / WEIGHTS)
-    return model.to(resolve_device(str(device))).eval()
+    source = f"'{stage_dir(run_dir, branch) / MODEL_JSON}'"
+    weights = stage_dir(run_dir, branch) / WEIGHTS
+    net = stored_spec.rebuild(info["spec"], source=source, trust_model_code=trust_model_code, model=model,
+                              weights=weights)
+    zoo.load_weights(net, weights)
+    return net.to(resolve_device(str(device))).eval()
 
 
 def identity(record: dict) -> dict:
@@ -106,10 +125,17 @@ def identity(record: dict) -> dict:
 
 
 class RunDir:
-    """A run folder: ``RunDir(path)``; nothing is read or written until a method asks."""
+    """A run folder: ``RunDir(path)``; nothing is read or written until a method asks.
 
-    def __init__(self, path: str | os.PathLike):
+    ``trust_model_code=True`` lets :meth:`load_model` rebuild models whose model.json names code from
+    outside heatlab (see :func:`load_branch`); it travels with the RunDir (to Ray workers too).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, trust_model_code: bool = False):
+        if not isinstance(trust_model_code, bool):
+            raise HeatlabError(f"trust_model_code must be True or False, got {trust_model_code!r}.")
         self.path = Path(path)
+        self.trust_model_code = trust_model_code
 
     def __repr__(self) -> str:
         return f"RunDir('{self.path}')"
@@ -227,6 +253,9 @@ class RunDir:
 
     def require_branches(self) -> list[str]:
         names = self.branches()
+        for d in sorted((self.path / "model").glob("branch-*")):  # a damaged model.json is named, not skipped
+            if d.name.removeprefix("branch-").isdigit():
+                _model_json(self.path, d.name)
         if not names:
             raise HeatlabError(f"'{self.path}' has no trained branch model; run `heatlab train --out {self.path}` first.")
         return names
@@ -235,7 +264,7 @@ class RunDir:
         return branch_info(self.path, branch)
 
     def load_model(self, branch: int | str, *, device: str | torch.device = "cpu") -> nn.Module:
-        return load_branch(self.path, branch, device=device)
+        return load_branch(self.path, branch, device=device, trust_model_code=self.trust_model_code)
 
     def class_names(self) -> list[str]:
         """Class names recorded with the first trained stage ([] when none are recorded)."""

@@ -175,7 +175,8 @@ def _train_base(run_dir: Path, splits: dict[str, Split], config: TrainConfig, mo
 
 def _train_one_branch(run_dir: Path, splits: dict[str, Split], config: TrainConfig, b: int, progress) -> dict:
     train, val, test = splits["train"], splits["val"], splits["test"]
-    model = load_branch(run_dir, BASE, device=config.device).train()  # from disk: same start when resumed
+    # from disk: same start when resumed; the base spec may name the code train was given (config.model)
+    model = load_branch(run_dir, BASE, device=config.device, model=config.model).train()
     phase = stage_name(b)
     total = config.branch_epochs * num_batches(train, config.batch_size)
     report(progress, f"train/{phase}", 0, total)
