@@ -12,28 +12,24 @@ of a few MiB, and every pixel is computed on its own with element-wise IEEE oper
 or thread counts. The one transcendental over pixels (the rings' sine) runs in float64 before
 rounding to float32, where a last-bit difference between vectorised and scalar code paths is lost.
 
-Tails follow the original's geometry: each is a band of the tail thickness along its direction, from
-0.8·(vertical stretch)·radius from the centre (inside the cell) to 1.5·(vertical stretch)·radius plus
-the border thickness, the same reach in every direction, painted over border and body in
-0.75 × the border colour; the whole tail is the 0.9 region. The single tail of CCellT1 points straight
-down the cell's own vertical axis and then turns with the whole cell, so in the image it points
-downwards rotated by the cell's rotation U(-60°, 60°), as in the original. Ring backgrounds take the
-original's centre distribution: U(1/4, 3/4) of the canvas *from the canvas centre* in each axis (the
-original's lattice is centred), so the centre lies below right of the image, often outside it, and the
-rings appear as fingerprint-like arcs.
+Tails follow the original (DESIGN §4.1): tail i of k points at 360°·i/k from straight down the cell's
+own vertical axis, in the cell frame, so the cell's rotation U(-60°, 60°) turns all of them; each is a
+band of the tail thickness along its direction, from 0.8·(vertical stretch)·radius from the centre
+(inside the cell) to 1.5·(vertical stretch)·radius plus the border thickness, painted over border
+and body in 0.75 × the border colour; the whole tail is the 0.9 region. Like the original, which
+draws the cell centred on its 512 canvas, rotates that canvas and then shifts it, a tail loses what
+falls off the centred canvas as well as what the shift moves off the image; only one-tailed cells
+whose in-frame tail covers under 0.3% of the image are redrawn (three and eight tails never are).
+The original thresholds the bilinearly rotated tail at a coverage of about 0.16 (its colour rule),
+which widens each tail by 0.5 − coverage canvas pixels on every side; heatlab widens the band by the
+same amount (:func:`_tail_widening`). Measured at 512 px, 1,000 cells per class: 0.9-areas T1 0.699%,
+T3 1.884%, T8 5.029% of the image, against the original's 0.675%, 1.921% and 5.171% (200 cells per
+class, 95% intervals ±5%). Ring backgrounds take the original's centre distribution: U(1/4, 3/4) of
+the canvas *from the canvas centre* in each axis (the original's lattice is centred), so the centre
+lies below right of the image, often outside it, and the rings appear as fingerprint-like arcs.
 
-Differences from the original, on purpose:
-
-- Masks are analytic and binary at the pixel centres. The original rotates and shifts rendered arrays
-  with interpolation and thresholds the result, which widens every part by a fraction of a pixel
-  (a few per cent of a tail's area at 512 px) and clips the unshifted canvas before the shift.
-- Every tail is visible: a tailed cell whose tails cover under 0.3% of the image, or with any one
-  tail under 0.3%/k of it, is redrawn (checked at 128 px whatever ``size`` is). The original redraws
-  only CCellT1, on the whole tail; the per-tail rule for three and eight tails is heatlab's.
-- Three and eight tails start at a drawn phase U(0°, 360°) in the cell frame; the original fixes
-  them (one down the vertical axis, the rest at 120° / 45° steps) before the cell rotation. The
-  tails' directions in the image are uniform either way (nearly so for eight in the original).
-  ``params["tail_phase_deg"]`` is the first tail's direction in the cell frame (90 for one tail).
+The one difference from the original, on purpose: masks are analytic at the pixel centres (the
+widened band above stands in for the interpolated one), so ``size`` changes only the sampling.
 
 Ground truth is 0.9 on the discriminative part, 0.4 on the rest of the cell, 0 elsewhere. Parts are
 drawn binary with colours whose (1/3)·‖RGB‖₂ is at least 0.11 (see :data:`_SHAPE_SPEC`), so the
@@ -67,7 +63,9 @@ MIN_SIZE: int = 64
 # Bumped whenever the same seed gives other pictures; data/shards.py stores it in the manifest so a
 # resumed dataset never mixes shards of two generator versions. 2: tails as the original (from inside
 # the cell, same reach every way, one tail pointing down the cell's axis), off-centre rings.
-GENERATOR_VERSION: int = 2
+# 3: every tail count at fixed directions in the cell frame, tails clipped to the centred canvas and
+# widened as the original's threshold does, only one-tailed cells redrawn.
+GENERATOR_VERSION: int = 3
 
 _CANVAS = 512.0
 _TAILS = {6: 1, 7: 3, 8: 8}  # class -> number of tails
@@ -79,7 +77,8 @@ _RING_NODES = 16  # 512 / 32
 _PARAM_BLOCK = 256  # samples drawn together; a constant, so the stream is the same at every size
 _CHUNK_PIXELS = 1 << 19  # samples x pixels per render chunk: 2 MiB per float channel, 12 MiB at most
 _CHECK_SIZE = 128  # resolution of the tail-area check (fixed, so redraws do not depend on size)
-_MIN_TAIL_FRACTION = 0.003  # redraw a tailed cell whose tails cover less of the image
+_MIN_TAIL_FRACTION = 0.003  # redraw a one-tailed cell whose in-frame tail covers less of the image
+_REDRAWN = (6,)  # as the original: only CCellT1 is redrawn; three and eight tails are kept as drawn
 _TAIL_START = 0.8  # tails run from 0.8 to 1.5 x stretch x radius (+ border thickness) from the centre
 _TAIL_REACH = 1.5
 _MAX_REDRAWS = 100
@@ -99,7 +98,6 @@ _SHAPE_SPEC = (
     ("bar", 10.0, 30.0, 1),
     ("pole", 5.0, 40.0, 1),
     ("tail", 10.0, 30.0, 1),
-    ("tail_phase", 0.0, 360.0, 1),
     ("sides", 100.0, 200.0, 2),
     ("rect_main", 0.6, 0.9, 1),
     ("rect_other", 0.0, 0.2, 2),
@@ -232,18 +230,17 @@ def _take(d: dict[str, Tensor], idx: Tensor) -> dict[str, Tensor]:
 
 
 def _redraw_short_tails(shape: dict[str, Tensor], labels: Tensor, gen: torch.Generator) -> Tensor:
-    """Redraw (in place) tailed cells whose visible tails are too small; -> redraws per sample (m)."""
+    """Redraw (in place, position included) cells of :data:`_REDRAWN` whose in-frame tails cover under
+    :data:`_MIN_TAIL_FRACTION` of the image; -> redraws per sample (m)."""
     redraws = torch.zeros(len(labels), dtype=torch.int64)
-    todo = torch.isin(labels, torch.tensor(list(_TAILS))).nonzero().flatten()
+    todo = torch.isin(labels, torch.tensor(_REDRAWN)).nonzero().flatten()
     for _ in range(_MAX_REDRAWS):
         if len(todo) == 0:
             break
         short = torch.zeros(len(todo), dtype=torch.bool)
-        for cls, k in _TAILS.items():
-            sel = (labels[todo] == cls).nonzero().flatten()
-            for part in _chunks(sel, _CHECK_SIZE):
-                frac = _tail_fractions(_take(shape, todo[part]), k, _CHECK_SIZE)
-                short[part] = (frac.sum(1) < _MIN_TAIL_FRACTION) | (frac.min(1).values < _MIN_TAIL_FRACTION / k)
+        for cls in _REDRAWN:
+            for part in _chunks((labels[todo] == cls).nonzero().flatten(), _CHECK_SIZE):
+                short[part] = _tail_area(_take(shape, todo[part]), _TAILS[cls], _CHECK_SIZE) < _MIN_TAIL_FRACTION
         todo = todo[short]
         if len(todo):
             for key, value in _draw_shapes(len(todo), gen).items():
@@ -280,16 +277,34 @@ def _bilinear(grid: Tensor, fx: Tensor, fy: Tensor) -> Tensor:
     return F.grid_sample(grid, coords, mode="bilinear", padding_mode="border", align_corners=True)
 
 
+def _unshifted(shape: dict[str, Tensor], size: int) -> tuple[Tensor, Tensor]:
+    """Pixel centres relative to the cell centre (m×1×S and m×S×1, canvas px): the shift undone."""
+    p = _pixel_centres(size)
+    return (p.view(1, 1, -1) - _col(shape["offset"][:, 0] + _CANVAS / 2),
+            p.view(1, -1, 1) - _col(shape["offset"][:, 1] + _CANVAS / 2))
+
+
+def _unrotated(shape: dict[str, Tensor], px: Tensor, py: Tensor) -> tuple[Tensor, Tensor]:
+    """``px, py`` with the cell's rotation undone: cell-frame coordinates u, v (m×S×S)."""
+    cos, sin = (_col(t) for t in _cos_sin(shape["rotation"]))
+    return cos * px + sin * py, cos * py - sin * px
+
+
+def _on_centred_canvas(shape: dict[str, Tensor], size: int) -> Tensor:
+    """Pixels the original can show, m×S×S bool: it draws the cell centred and unrotated on the
+    512 canvas, rotates that canvas and then shifts it, so a pixel is lost when it lies off the
+    canvas before the shift or before the rotation (only tails reach that far)."""
+    px, py = _unshifted(shape, size)
+    u, v = _unrotated(shape, px, py)
+    half = _CANVAS / 2
+    return (px.abs() <= half) & (py.abs() <= half) & (u.abs() <= half) & (v.abs() <= half)
+
+
 def _local_frame(shape: dict[str, Tensor], size: int, channels: slice) -> tuple[Tensor, Tensor, Tensor]:
     """Cell-frame coordinates u, v of every pixel (m×S×S, canvas px: the cell's shift and rotation
     undone) and the wobble noise fields ``channels`` there (m×c×S×S, canvas px), so the noise
     moves and turns with the cell as in the original."""
-    p = _pixel_centres(size)
-    cos, sin = (_col(t) for t in _cos_sin(shape["rotation"]))
-    px = p.view(1, 1, -1) - _col(shape["offset"][:, 0] + _CANVAS / 2)
-    py = p.view(1, -1, 1) - _col(shape["offset"][:, 1] + _CANVAS / 2)
-    u = cos * px + sin * py
-    v = cos * py - sin * px
+    u, v = _unrotated(shape, *_unshifted(shape, size))
     nodes = _col(torch.floor(_CANVAS / shape["noise_cell"]))
     last = nodes - 1
 
@@ -316,35 +331,41 @@ def _skeleton(shape: dict[str, Tensor], u: Tensor, v: Tensor, pole: bool) -> Ten
     return mask
 
 
-def _tail_phases(shape: dict[str, Tensor], k: int) -> Tensor:
-    """Direction of the first tail in the cell frame (degrees from +u toward +v, v down), m.
-    One tail points straight down the cell's vertical axis (90°), as in the original, so the cell's
-    rotation U(-60°, 60°) turns it; three and eight tails start at the drawn phase."""
-    return torch.full_like(shape["tail_phase"], 90.0) if k == 1 else shape["tail_phase"]
+def _tail_widening(shape: dict[str, Tensor]) -> Tensor:
+    """How far each tail reaches beyond its band on every side (canvas px, m), as in the original.
+
+    The original rotates the painted canvas with bilinear interpolation and counts a pixel as tail
+    where (1/3)·‖RGB‖₂ > 0.05, i.e. where the tail's coverage c exceeds 0.05·3 / ‖0.75·border RGB‖₂
+    (about 0.16). Across an edge the interpolated coverage falls linearly over one canvas pixel from
+    the band's last pixel centre, so the counted edge lies 0.5 − c past the band's own edge.
+    """
+    coverage = 0.15 / (0.75 * shape["border_rgb"].norm(dim=1))
+    return (0.5 - coverage).clamp(min=0)
 
 
-def _tail_masks(shape: dict[str, Tensor], u: Tensor, v: Tensor, k: int) -> list[Tensor]:
-    """k tails at 360/k° spacing from :func:`_tail_phases`, m×S×S bool each. As the original, each is
-    a band of the tail thickness along its direction from 0.8·stretch·radius (inside the cell) to
-    1.5·stretch·radius plus the border thickness, the same reach in every direction."""
+def _tail_masks(shape: dict[str, Tensor], u: Tensor, v: Tensor, k: int, canvas: Tensor) -> list[Tensor]:
+    """k tails, m×S×S bool each, on the pixels of ``canvas`` (:func:`_on_centred_canvas`). As the
+    original, tail i points at 90° + 360°·i/k in the cell frame (90° = down the cell's vertical axis,
+    so the cell's rotation turns them) and is a band of the tail thickness along its direction from
+    0.8·stretch·radius (inside the cell) to 1.5·stretch·radius plus the border thickness, widened
+    by :func:`_tail_widening`."""
     masks = []
-    half = _col(shape["tail"]) / 2
+    grow = _tail_widening(shape)
+    half = _col(shape["tail"] / 2 + grow)
     sr = shape["stretch"] * shape["radius"]
-    start, reach = _col(_TAIL_START * sr), _col(_TAIL_REACH * sr + shape["thickness"])
-    phase = _tail_phases(shape, k)
+    start, reach = _col(_TAIL_START * sr - grow), _col(_TAIL_REACH * sr + shape["thickness"] + grow)
     for i in range(k):
-        cos, sin = (_col(t) for t in _cos_sin(phase + 360.0 * i / k))
+        cos, sin = (_col(t) for t in _cos_sin(torch.full_like(sr, 90.0 + 360.0 * i / k)))
         along, across = cos * u + sin * v, cos * v - sin * u
-        masks.append((along >= start) & (along <= reach) & (across.abs() <= half))
+        masks.append((along >= start) & (along <= reach) & (across.abs() <= half) & canvas)
     return masks
 
 
-def _tail_fractions(shape: dict[str, Tensor], k: int, size: int) -> Tensor:
-    """Fraction of the image each (whole, painted) tail covers, m×k."""
+def _tail_area(shape: dict[str, Tensor], k: int, size: int) -> Tensor:
+    """Fraction of the image the k tails (whole, painted, in frame) cover together, m."""
     u, v, wobble = _local_frame(shape, size, slice(1, 3))
-    up, vp = u + wobble[:, 0], v + wobble[:, 1]
-    counts = [t.sum((1, 2)) for t in _tail_masks(shape, up, vp, k)]
-    return torch.stack(counts, 1).float() / (size * size)
+    tails = _tail_masks(shape, u + wobble[:, 0], v + wobble[:, 1], k, _on_centred_canvas(shape, size))
+    return functools.reduce(operator.or_, tails).sum((1, 2)).float() / (size * size)
 
 
 # ----------------------------------------------------------------------------- painting
@@ -381,7 +402,7 @@ def _draw_cells(shape: dict[str, Tensor], cls: int, size: int) -> tuple[Tensor, 
         return image, _truth(cell, cell & ~inner)
     u, v = u + wobble[:, 1], v + wobble[:, 2]
     if cls in _TAILS:
-        tails = _tail_masks(shape, u, v, _TAILS[cls])
+        tails = _tail_masks(shape, u, v, _TAILS[cls], _on_centred_canvas(shape, size))
         disc = functools.reduce(operator.or_, tails)
         return _paint(image, disc, 0.75 * border_rgb), _truth(cell, disc)
     disc = _skeleton(shape, u, v, pole=cls == 2)
@@ -460,8 +481,7 @@ def _describe(shape: dict[str, Tensor], labels: Tensor, bgs: Tensor, redraws: Te
         if cls == 2:
             p["pole_thickness"] = s["pole"][i]
         if cls in _TAILS:
-            phase = 90.0 if cls == 6 else s["tail_phase"][i]  # first tail, cell frame (see _tail_phases)
-            p.update(tails=_TAILS[cls], tail_thickness=s["tail"][i], tail_phase_deg=phase,
+            p.update(tails=_TAILS[cls], tail_thickness=s["tail"][i], tail_phase_deg=90.0,
                      redraws=int(redraws[i]))
         out.append(p)
     return out
