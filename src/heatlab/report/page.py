@@ -22,29 +22,10 @@ import pandas as pd
 from markupsafe import Markup, escape
 
 from heatlab.progress import Progress
-from heatlab.report.templates import number, render
+from heatlab.report.templates import number, render, template_text
 
-CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1f2328;background:#fff;line-height:1.45}
-header{background:#24292f;color:#fff;padding:14px 28px}header h1{margin:0;font-size:1.35em}
-header p{margin:4px 0 0;color:#c9d1d9;font-size:.9em;word-break:break-all}
-nav{padding:8px 28px;background:#f6f8fa;border-bottom:1px solid #d0d7de;font-size:.9em}
-nav a{margin-right:14px;color:#0969da;text-decoration:none}
-main{padding:0 28px 40px;max-width:1200px}
-section{border-bottom:1px solid #eaeef2;padding:10px 0 18px}
-h2{font-size:1.2em;margin:18px 0 8px}
-figure{margin:10px 0}figure img{max-width:100%;height:auto;border:1px solid #eaeef2}
-figcaption{font-size:.88em;color:#57606a;max-width:900px}
-.scroll{overflow-x:auto;max-width:100%}
-table{border-collapse:collapse;font-size:.88em;margin:8px 0}
-th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:right}td{white-space:nowrap}
-th{background:#f6f8fa}td:first-child,th:first-child{text-align:left}
-table.wrap td,table.wrap th{white-space:normal;text-align:left}.nw{white-space:nowrap}
-.note{color:#9a6700;background:#fff8c5;border:1px solid #eac54f;padding:6px 10px;border-radius:4px}
-.note.warn{color:#82071e;background:#ffebe9;border-color:#ff8182;font-weight:600}
-.rank{margin:6px 0}.muted{color:#57606a;font-size:.88em}
-.pair{display:flex;flex-wrap:wrap;gap:12px}.pair figure{flex:1 1 420px;min-width:0}
-"""
+#: The report's style sheet (templates/report.css), for pages that embed it.
+CSS = template_text("report.css")
 
 
 def esc(value: object) -> str:
@@ -153,7 +134,7 @@ class Section:
 
 def render_page(ctx: ReportContext, fragments: Sequence[tuple[Section, str]]) -> str:
     """The whole HTML document from (section, fragment) pairs; a fragment is the HTML its builder made."""
-    return str(render("page.html", css=Markup(CSS), run_name=ctx.run_dir.name, run_path=ctx.run_dir.resolve(),
+    return str(render("page.html", run_name=ctx.run_dir.name, run_path=ctx.run_dir.resolve(),
                       fragments=[(s, Markup(fragment)) for s, fragment in fragments]))
 
 

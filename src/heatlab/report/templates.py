@@ -6,7 +6,7 @@ the page as text, never as markup.
   ``"page.html"``) or a template source string (a section's fragment) and returns
   :class:`markupsafe.Markup`. Only what this function returns is passed on as ready HTML; every other
   value given to a template is escaped.
-- Number formats are filters: ``num`` (3 decimals, NaN/None as an en dash), ``g`` (Python's ``:g``)
+- Number formats are filters: ``num`` (3 decimals, NaN/None as an en dash), ``g`` (Python's ``:g``, or ``g(".3g")``)
   and ``pct`` (a fraction as a whole percentage); a value that is not a number passes as its text
   (and is then escaped like any other).
 - ``templates/macros.html`` holds the shared pieces: ``note``, ``figure`` (its caption is the call
@@ -45,10 +45,11 @@ def number(value: object) -> str:
     return "–" if math.isnan(x) else f"{x:.3f}"
 
 
-def general(value: object) -> str:
-    """A real number in Python's ``:g`` format; anything else as its text (unescaped)."""
+def general(value: object, spec: str = "g") -> str:
+    """A real number in Python's format ``spec`` (``:g`` by default, e.g. ".3g"); anything else as its
+    text (unescaped)."""
     x = _real(value)
-    return str(value) if x is None else f"{x:g}"
+    return str(value) if x is None else format(x, spec)
 
 
 def percent(value: object) -> str:
@@ -66,6 +67,12 @@ ENV = Environment(
     keep_trailing_newline=True,
 )
 ENV.filters.update(num=number, g=general, pct=percent)
+ENV.policies["json.dumps_kwargs"] = {"separators": (",", ":")}  # |tojson: compact (it writes <, >, &, ' as JSON escapes)
+
+
+def template_text(name: str) -> str:
+    """The text of file ``name`` under ``templates/`` as it is (a style sheet, a script)."""
+    return ENV.loader.get_source(ENV, name)[0]
 
 
 @functools.lru_cache(maxsize=None)
