@@ -345,7 +345,7 @@ def test_a_table_run_gets_feature_charts_instead_of_scores(wine_report):
     assert _sections(html) == ["headline", "overview", "training", "features", "ax", "gax"]
     ev = RunDir(run).stage_summary("evaluate")
     for sentence in ev["skipped"]:  # what evaluate skipped, and why
-        assert sentence.replace("'", "&#x27;") in html
+        assert sentence.replace("'", "&#39;") in html
     srcs = _images_exist(page, html)
     assert "figures/feature_relevance.png" in srcs and "figures/gax_co.png" in srcs
 

@@ -18,7 +18,8 @@ from heatlab.files import atomic_path, ensure_dir, write_text
 from heatlab.progress import Progress, report
 from heatlab.report.figures import literal, new_figure, save_figure
 from heatlab.report.overlay import overlay
-from heatlab.report.page import class_name_of, esc
+from heatlab.report.page import class_name_of
+from heatlab.report.templates import render
 from heatlab.run.explain import load_explanations
 
 OVERLAYS = "overlays"
@@ -50,7 +51,7 @@ def explanation_pages(out: str | os.PathLike, *, progress: Progress | None = Non
             fig.tight_layout()
             save_figure(fig, out / OVERLAYS / overlay_name(sample_id, method))
             report(progress, "explain/overlays", r * len(methods) + c + 1, total)
-    write_text(out / "index.html", _page(record, t))
+    write_text(out / "index.html", str(_page(record, t)))
     return out / "index.html"
 
 
@@ -61,31 +62,16 @@ def _save_input(image, path: Path) -> None:
         Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(tmp, format="PNG")
 
 
-def _page(record: dict, t: dict) -> str:
+def _page(record: dict, t: dict):
     names = record.get("class_names")
-    head = "".join(f"<th>{esc(m)}<br><span class=muted>{esc(record['signs'][m])}</span></th>" for m in record["methods"])
     rows = []
     for r, (sample_id, source) in enumerate(zip(record["ids"], record["sources"])):
-        pred, target = int(t["predictions"][r]), int(t["targets"][r])
-        label = f"<br>label: {esc(_class(names, int(t['labels'][r])))}" if "labels" in t else ""
-        cells = "".join(
-            f'<td><img src="{OVERLAYS}/{esc(overlay_name(sample_id, m))}" alt="{esc(m)} for {esc(sample_id)}"></td>'
-            for m in record["methods"])
-        plain = f'<td><img class=input src="{INPUTS}/{esc(sample_id)}.png" alt="{esc(sample_id)}"></td>'
-        rows.append(f"<tr><th class=src>{esc(source)}<br>predicted: {esc(_class(names, pred))}<br>"
-                    f"target: {esc(_class(names, target))}{label}</th>{plain}{cells}</tr>")
+        rows.append({
+            "id": sample_id, "source": source, "predicted": _class(names, int(t["predictions"][r])),
+            "target": _class(names, int(t["targets"][r])),
+            "label": _class(names, int(t["labels"][r])) if "labels" in t else None,
+            "overlays": [(m, f"{OVERLAYS}/{overlay_name(sample_id, m)}") for m in record["methods"]],
+        })
     model = record.get("model") or {}
     where = f"run {record['run']}, {record['branch']}" if record.get("run") else f"model {model.get('name', '?')}"
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>heatlab explain</title>
-<style>body{{font-family:system-ui,sans-serif;margin:16px}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #d0d7de;padding:4px;vertical-align:top}}th.src{{text-align:left;font-weight:normal;
-min-width:140px;max-width:220px;overflow-wrap:anywhere}}img{{width:320px}}img.input{{width:200px;image-rendering:pixelated}}.muted{{color:#57606a;font-size:.85em}}</style></head>
-<body><h1>Explanations</h1>
-<p>{len(record['ids'])} images × {len(record['methods'])} methods; {esc(where)}; target class: {esc(record['target'])}.
-Signed methods ("all") use a diverging map centred at 0 (red positive, blue negative); "absolute" shows |h|.
-Colour weight grows with |h| (full colour for the top 1% of each heatmap), so a pixel with h = 0 shows the image unchanged.</p>
-<table><tr><th>image</th><th>input</th>{head}</tr>
-{''.join(rows)}
-</table></body></html>
-"""
+    return render("explain.html", record=record, rows=rows, where=where, inputs=INPUTS)

@@ -11,7 +11,18 @@ from __future__ import annotations
 from heatlab.errors import HeatlabError
 from heatlab.report.gallery import inputs_figure
 from heatlab.report.heatmaps import load_heatmaps
-from heatlab.report.page import ReportContext, Section, esc, note
+from heatlab.report.page import ReportContext, Section, note
+from heatlab.report.templates import render
+
+
+TRUTH = {"levels": " Ground truth below: white = irrelevant (0), light red = localisation (0.4), dark red = "
+                    "discriminative feature (0.9).",
+          "mask": " Ground-truth mask below (dark red inside)."}
+
+TEMPLATE = """\
+{% from "macros.html" import figure %}
+{% call figure(src, "dataset preview") %}The first sample of each class (columns) in the <b>{{ split }}</b> split, as the model received it, from the inputs stored with the heatmaps.{{ truth }} Data: {{ data }}.{% endcall %}
+"""
 
 
 def preview_section(ctx: ReportContext) -> str:
@@ -20,13 +31,8 @@ def preview_section(ctx: ReportContext) -> str:
         path = inputs_figure(stored, ctx.class_names, ctx.figure_path("preview.png"))
     except HeatlabError as exc:
         return note(f"No dataset preview: {exc}")
-    truth = {"levels": " Ground truth below: white = irrelevant (0), light red = localisation (0.4), dark red = "
-                       "discriminative feature (0.9).",
-             "mask": " Ground-truth mask below (dark red inside)."}.get(stored.truth_kind or "", "")
-    return ctx.img(path, "dataset preview",
-                   f"The first sample of each class (columns) in the <b>{esc(ctx.split)}</b> split, as the model "
-                   f"received it, from the inputs stored with the heatmaps.{truth} Data: "
-                   f"{esc(ctx.config.get('data_root', '–'))}.")
+    return render(TEMPLATE, src=ctx.src(path), split=ctx.split, truth=TRUTH.get(stored.truth_kind or "", ""),
+                  data=ctx.config.get("data_root", "–"))
 
 
 SECTION = Section("data", "Dataset preview", preview_section, needs=("image_heatmaps",))

@@ -12,7 +12,8 @@ import torch
 from heatlab.errors import HeatlabError
 from heatlab.report.figures import feature_relevance_figure
 from heatlab.report.heatmaps import load_heatmaps
-from heatlab.report.page import ReportContext, Section, esc, fmt, note, table_html
+from heatlab.report.page import ReportContext, Section, note
+from heatlab.report.templates import render
 
 #: Features listed per method in the ranking table.
 TOP = 5
@@ -29,6 +30,15 @@ def top_features(relevance: torch.Tensor, names: list[str], k: int = TOP) -> lis
     order = sorted(range(len(magnitude)), key=lambda j: -magnitude[j])  # stable
     return [(names[j], magnitude[j]) for j in order[:k]]
 
+CELL = '{{ name }} <span class="muted">{{ value|num }}</span>'
+TEMPLATE = """\
+{% from "macros.html" import figure, table %}
+<p>Branch <b>{{ branch }}</b>, all {{ n }} samples of the <b>{{ split }}</b> split (classifier accuracy {{ accuracy|num }}), each attributed to its predicted class by heatlab evaluate. The data is a table, so a heatmap is one relevance value per feature; there is no ground truth to score it against.</p>
+{% call figure(src, "relevance per feature") %}One panel per method: per feature the mean over samples of the attribution divided by its largest magnitude per sample (filled bars: signed mean, red positive, blue negative; outlined bars: mean magnitude).{% endcall %}
+<h3>The {{ top }} most relevant features per method (mean |relevance|)</h3>
+{{ table(header, rows) }}
+"""
+
 
 def features_section(ctx: ReportContext) -> str:
     try:
@@ -39,20 +49,11 @@ def features_section(ctx: ReportContext) -> str:
     first = next(iter(stored.values()))
     names = feature_names(ctx, relevance[ctx.heatmaps[0]].shape[1])
     path = feature_relevance_figure(relevance, names, ctx.figure_path("feature_relevance.png"))
-    rows = [[esc(m), *(f"{esc(n)} <span class=\"muted\">{fmt(v)}</span>" for n, v in top_features(r, names))]
-            for m, r in relevance.items()]
+    rows = [[m, *(render(CELL, name=n, value=v) for n, v in top_features(r, names))] for m, r in relevance.items()]
     accuracy = float((first.labels == first.predictions).double().mean()) if len(first) else float("nan")
-    return (
-        f"<p>Branch <b>{esc(ctx.gallery_branch)}</b>, all {len(first)} samples of the <b>{esc(ctx.split)}</b> split "
-        f"(classifier accuracy {fmt(accuracy)}), each attributed to its predicted class by heatlab evaluate. The data "
-        "is a table, so a heatmap is one relevance value per feature; there is no ground truth to score it against.</p>"
-        + ctx.img(path, "relevance per feature",
-                  "One panel per method: per feature the mean over samples of the attribution divided by its largest "
-                  "magnitude per sample (filled bars: signed mean, red positive, blue negative; outlined bars: mean "
-                  "magnitude).")
-        + f"<h3>The {TOP} most relevant features per method (mean |relevance|)</h3>"
-        + table_html(["method", *(f"#{k + 1}" for k in range(min(TOP, len(names))))], rows)
-    )
+    return render(TEMPLATE, branch=ctx.gallery_branch, n=len(first), split=ctx.split, accuracy=accuracy,
+                  src=ctx.src(path), top=TOP, header=["method", *(f"#{k + 1}" for k in range(min(TOP, len(names))))],
+                  rows=rows)
 
 
 SECTION = Section("features", "Relevance per feature", features_section, needs=("table_heatmaps",))

@@ -8,7 +8,8 @@ import math
 import pandas as pd
 
 from heatlab.report.context import ID_COLUMNS
-from heatlab.report.page import ReportContext, Section, esc, fmt, note, table_html
+from heatlab.report.page import ReportContext, Section, note
+from heatlab.report.templates import number, render
 
 METRIC_SOURCES = {
     "pointing_game": "Zhang et al. 2018, “Top-down neural attention by excitation backprop”, IJCV",
@@ -28,6 +29,25 @@ def in_range(values: pd.Series, low: float = 0.0, high: float = 1.0) -> bool:
 def _mask_of(column: str) -> str:
     return column.rsplit("/", 1)[1] if "/" in column else ""
 
+BOLD = "<b>{{ value|num }}</b>"
+#: A metric's column head; a line may break after each underscore of its name.
+HEAD = '{% for part in name.split("_") %}{{ part }}{% if not loop.last %}_<wbr>{% endif %}{% endfor %} {{ what }}'
+MASK_TABLE = """\
+{% from "macros.html" import table %}
+{{ table(header, rows) }}
+{% if off %}
+<p class="note caveat">{{ off|join(", ") }}: some values lie outside [0, 1] (signed relevance can make the ratio exceed 1 or go negative), so no mean is marked best there; the medians are the robust summary.</p>
+{% endif %}
+"""
+TEMPLATE = """\
+<p>Mean and median over all branches and samples of each localisation metric of the channel-adjusted (standard) heatmap; “samples” counts those with a value (a metric is undefined where its mask is empty, e.g. for the empty class). {{ masks }}. Higher is better for every column; the best mean is bold.</p>
+{% for mask, table in tables %}
+{% if mask %}<h3>{{ mask }} mask</h3>{% endif %}
+{{ table }}
+{% endfor %}
+<p class="muted">Definitions: {% for k, v in sources.items() %}{{ k }}: {{ v }}{% if not loop.last %}; {% endif %}{% endfor %}.</p>
+"""
+
 
 def mask_table(loc: pd.DataFrame, metrics: list[str], methods: list[str]) -> str:
     """Per method, each metric's mean and median over branches and samples, and the samples counted.
@@ -42,22 +62,16 @@ def mask_table(loc: pd.DataFrame, metrics: list[str], methods: list[str]) -> str
     rows = []
     for m in methods:
         counts = sorted({int(stats[m][c].notna().sum()) for c in metrics})
-        cells = [esc(m)]
+        cells = [m]
         for c in metrics:
             mean, median = stats[m][c].mean(), stats[m][c].median()
-            cells.append(f"<b>{fmt(mean)}</b>" if ranked[c] and mean == best[c] else fmt(mean))
-            cells.append(fmt(median))
+            cells.append(render(BOLD, value=mean) if ranked[c] and mean == best[c] else number(mean))
+            cells.append(number(median))
         cells.append(str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}")
         rows.append(cells)
-    names = [c.rsplit("/", 1)[0] for c in metrics]
-    head = ["method", *(f"{esc(n).replace('_', '_<wbr>')} {w}" for n in names for w in ("mean", "median")), "samples"]
-    out = table_html(head, rows)
-    off = [c for c in metrics if not ranked[c]]
-    if off:
-        out += (f'<p class="note caveat">{esc(", ".join(off))}: some values lie outside [0, 1] (signed relevance can '
-                "make the ratio exceed 1 or go negative), so no mean is marked best there; the medians are the robust "
-                "summary.</p>")
-    return out
+    header = ["method", *(render(HEAD, name=c.rsplit("/", 1)[0], what=w) for c in metrics for w in ("mean", "median")),
+              "samples"]
+    return render(MASK_TABLE, header=header, rows=rows, off=[c for c in metrics if not ranked[c]])
 
 
 def localisation_section(ctx: ReportContext) -> str:
@@ -66,19 +80,11 @@ def localisation_section(ctx: ReportContext) -> str:
     if not metrics:
         return note(f"The localisation table has no metric columns; run `heatlab evaluate {ctx.run_dir}` again.")
     groups = {k: [c for c in metrics if _mask_of(c) == k] for k in dict.fromkeys(_mask_of(c) for c in metrics)}
-    sources = "; ".join(f"{esc(k)}: {esc(v)}" for k, v in METRIC_SOURCES.items())
-    masks = ("“/feature” uses the discriminative-feature mask (truth 0.9), “/cell” the whole cell (truth &gt; 0)"
+    masks = ("“/feature” uses the discriminative-feature mask (truth 0.9), “/cell” the whole cell (truth > 0)"
              if ctx.evaluation.get("truth_kind", "levels") == "levels"
              else "the data's masks are binary, so “/feature” and “/cell” both use the mask")
-    tables = "".join((f"<h3>{esc(k)} mask</h3>" if k else "") + mask_table(loc, cols, ctx.methods)
-                     for k, cols in groups.items())
-    return (
-        "<p>Mean and median over all branches and samples of each localisation metric of the channel-adjusted "
-        "(standard) heatmap; “samples” counts those with a value (a metric is undefined where its mask is empty, "
-        f"e.g. for the empty class). {masks}. Higher is better for every column; the best mean is bold.</p>"
-        + tables
-        + f'<p class="muted">Definitions: {sources}.</p>'
-    )
+    return render(TEMPLATE, masks=masks, sources=METRIC_SOURCES,
+                  tables=[(k, mask_table(loc, cols, ctx.methods)) for k, cols in groups.items()])
 
 
 SECTION = Section("localisation", "Localisation metrics", localisation_section, needs=("localisation",))

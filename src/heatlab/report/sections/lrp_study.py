@@ -27,9 +27,9 @@ def lrp_study_section(ctx: ReportContext) -> str:
                   "(--start all).")
     trend = "; ".join(f"{esc(layer)} {fmt(t['start'])} → {fmt(t['end'])}" for layer, t in s["mp_trend"].items())
     return (
-        f"<p>{esc(settings['model'])} trained on <b>{esc(settings['data'])}</b> for {s['iterations']} iterations "
-        f"(accuracy {fmt(s['final_accuracy'])} on {settings['eval_samples']} test samples). Every "
-        f"{settings['every']} iterations one LRP pass ({esc(settings['composite'])}) recorded the relevance at the "
+        f"<p>{esc(settings['model'])} trained on <b>{esc(settings['data'])}</b> for {esc(s['iterations'])} iterations "
+        f"(accuracy {fmt(s['final_accuracy'])} on {esc(settings['eval_samples'])} test samples). Every "
+        f"{esc(settings['every'])} iterations one LRP pass ({esc(settings['composite'])}) recorded the relevance at the "
         f"first four convolutions (start: {esc(settings.get('start', 'target'))}); its Mean Power (paper 004: the mean of the top 20% of |R| over the mean of the "
         f"rest, per sign, averaged) went: {trend}. The paper reports MP rising for SmallNet at 28 and 140 px (S1, S2), "
         "rising less for the 28 px AlexNet-like net (AL1) and falling for the 140 px one (AL2).</p>"

@@ -47,10 +47,10 @@ def mixer_section(ctx: ReportContext) -> str:
     gallery = mixer_gallery_figure(ctx.run_dir, ctx.figure_path("mixer_gallery.png"))
     return (
         f"<p>Paper 003 feeds a frozen classifier C with x⊙M, where a Mixer ({esc(s.get('architecture'))}) builds the "
-        f"mask M from x and its Integrated-Gradients attribution A(x, C) ({s.get('n_steps')} steps, zero baseline). "
-        f"C is {esc(s.get('branch'))}; the Mixer trained on {s.get('train_samples')} training samples "
+        f"mask M from x and its Integrated-Gradients attribution A(x, C) ({esc(s.get('n_steps'))} steps, zero baseline). "
+        f"C is {esc(s.get('branch'))}; the Mixer trained on {esc(s.get('train_samples'))} training samples "
         f"({fmt(100 * config.get('holdout', 0.3))}% held out for early stopping) and was scored on "
-        f"{s.get('test_samples')} test samples, {s.get('seeds')} seed(s) per setting (mean and 95% t-interval).</p>"
+        f"{esc(s.get('test_samples'))} test samples, {esc(s.get('seeds'))} seed(s) per setting (mean and 95% t-interval).</p>"
         f"<p class=\"rank\">{label_share(settings)}</p>"
         + "<div class=\"scroll\">" + table_html(
             ["setting", "A(x, C) is IG for", "C(x)", "C(x⊙M)", "95% interval", "gain (points)", "mean M"], rows) + "</div>"

@@ -11,7 +11,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from heatlab.report.page import ReportContext, Section, attribution_text, esc, fmt
+from heatlab.report.page import ReportContext, Section, attribution_text
+from heatlab.report.templates import render
 
 
 def rank_methods(df: pd.DataFrame, column: str, methods: Sequence[str]) -> list[tuple[str, float, int]]:
@@ -36,9 +37,25 @@ def branch_accuracy(table: pd.DataFrame) -> list[tuple[str, float, int]]:
     return out
 
 
-def ranking_sentence(what: str, ranked: list[tuple[str, float, int]]) -> str:
-    parts = [f"<b>{esc(m)}</b> {fmt(v)}" for m, v, _ in ranked]
-    return f'<p class="rank">{what}: ' + " &gt; ".join(parts) + ".</p>"
+TEMPLATE = """\
+{% macro ranking(what, ranked) %}<p class="rank">{{ what }}: {% for m, v, _ in ranked %}<b>{{ m }}</b> {{ v|num }}{% if not loop.last %} &gt; {% endif %}{% endfor %}.</p>{% endmacro %}
+<p>{{ methods|length }} attribution method(s) were scored on the <b>{{ split }}</b> split for {{ n_branches }} branch model(s), {{ n_samples }} (branch, sample) pairs in all. {{ scores }}; for every score below, higher is better.</p>
+<p class="muted">Heatmaps: {{ attribution }}.</p>
+{% if recall is not none %}
+{{ ranking("Ranked by mean best recall (standard variant, all branches and samples)", recall) }}
+{% if recall %}
+<p>{{ recall[0][0] }} finds the largest share of the truth's localisation and feature pixels with the right band; {{ recall[-1][0] }} the smallest.</p>
+{% endif %}
+{{ ranking("Ranked by mean best precision (standard variant, all branches and samples)", precision) }}
+{% if precision %}
+<p>The pixels {{ precision[0][0] }} marks are most often in the truth's band; those of {{ precision[-1][0] }} least often.</p>
+{% endif %}
+{% endif %}
+{% if auc is not none %}
+{{ ranking("Ranked by mean AUC of the adjusted heatmap against the feature mask (localisation table, samples with an empty mask left out)", auc) }}
+{% endif %}
+<p>Classifier accuracy on the {{ split }} split, per branch: {% for b, a, n, test_acc in accuracy %}{{ b }} {{ a|num }} ({{ n }} samples; test_acc {{ test_acc|num }} at training){% if not loop.last %}, {% endif %}{% endfor %}.</p>
+"""
 
 
 def summary_section(ctx: ReportContext) -> str:
@@ -46,37 +63,18 @@ def summary_section(ctx: ReportContext) -> str:
     per_sample = fb if not fb.empty else loc
     if per_sample.empty:
         return ""
-    n_samples = len(per_sample.drop_duplicates(["branch", "shard", "index"]))
-    scores = ("Scores compare each heatmap, after channel adjustment and five-band stratification, with the ground truth"
-              if not fb.empty else "Scores compare each channel-adjusted heatmap with the ground-truth mask")
-    out = [
-        f"<p>{len(ctx.methods)} attribution method(s) were scored on the <b>{esc(ctx.split)}</b> split for "
-        f"{len(per_sample['branch'].unique())} branch model(s), {n_samples} (branch, sample) pairs in all. "
-        f"{scores}; for every score below, higher is better.</p>",
-        f"<p class=\"muted\">Heatmaps: {attribution_text(ctx.evaluation.get('attribution'))}.</p>",
-    ]
-    if not fb.empty:
-        standard = fb[fb["variant"] == "standard"]
-        recall = rank_methods(standard, "recall_best", ctx.methods)
-        precision = rank_methods(standard, "precision_best", ctx.methods)
-        out.append(ranking_sentence("Ranked by mean best recall (standard variant, all branches and samples)", recall))
-        if recall:
-            out.append(f"<p>{esc(recall[0][0])} finds the largest share of the truth's localisation and feature pixels "
-                       f"with the right band; {esc(recall[-1][0])} the smallest.</p>")
-        out.append(ranking_sentence("Ranked by mean best precision (standard variant, all branches and samples)", precision))
-        if precision:
-            out.append(f"<p>The pixels {esc(precision[0][0])} marks are most often in the truth's band; "
-                       f"those of {esc(precision[-1][0])} least often.</p>")
-    if "auc/feature" in loc:
-        out.append(ranking_sentence("Ranked by mean AUC of the adjusted heatmap against the feature mask "
-                                    "(localisation table, samples with an empty mask left out)",
-                                    rank_methods(loc, "auc/feature", ctx.methods)))
-    acc_text = ", ".join(
-        f"{esc(b)} {fmt(a)} ({n} samples; test_acc {fmt(ctx.models.get(b, {}).get('test_acc'))} at training)"
-        for b, a, n in branch_accuracy(per_sample)
+    standard = fb[fb["variant"] == "standard"] if not fb.empty else None
+    return render(
+        TEMPLATE, methods=ctx.methods, split=ctx.split, n_branches=len(per_sample["branch"].unique()),
+        n_samples=len(per_sample.drop_duplicates(["branch", "shard", "index"])),
+        scores=("Scores compare each heatmap, after channel adjustment and five-band stratification, with the ground "
+                "truth" if not fb.empty else "Scores compare each channel-adjusted heatmap with the ground-truth mask"),
+        attribution=attribution_text(ctx.evaluation.get("attribution")),
+        recall=None if standard is None else rank_methods(standard, "recall_best", ctx.methods),
+        precision=None if standard is None else rank_methods(standard, "precision_best", ctx.methods),
+        auc=rank_methods(loc, "auc/feature", ctx.methods) if "auc/feature" in loc else None,
+        accuracy=[(b, a, n, ctx.models.get(b, {}).get("test_acc")) for b, a, n in branch_accuracy(per_sample)],
     )
-    out.append(f"<p>Classifier accuracy on the {esc(ctx.split)} split, per branch: {acc_text}.</p>")
-    return "\n".join(out)
 
 
 SECTION = Section("summary", "Summary", summary_section, needs=("evaluate",))
