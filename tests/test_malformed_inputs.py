@@ -117,6 +117,25 @@ CASES = [
     ("mixer-seeds-0", "mixer {run} --seeds 0"),
     ("mixer-holdout-too-big", "mixer {run} --holdout 1.5"),
     ("mixer-branch-missing", "mixer {run} --branch branch-09"),
+    # --device checked against what this torch build has here (none of these is on a CPU-only build)
+    ("train-device-xpu", "train --data {cells} --out {new} --device xpu"),
+    ("train-device-mps", "train --data {cells} --out {new} --device mps"),
+    ("train-device-cuda-99", "train --data {cells} --out {new} --device cuda:99"),
+    ("evaluate-device-xpu", "evaluate {run} --device xpu"),
+    ("evaluate-device-mps", "evaluate {run} --device mps"),
+    ("evaluate-device-cuda-99", "evaluate {run} --device cuda:99"),
+    ("evaluate-device-unknown-type", "evaluate {run} --device hpu"),
+    ("ax-device-xpu", "ax {run} --device xpu"),
+    ("gax-device-mps", "gax {run} --device mps"),
+    ("lrp-filters-device-xpu", "lrp-filters {run} --device xpu"),
+    ("mixer-device-xpu", "mixer {run} --device xpu"),
+    ("explain-device-xpu", "explain {cells} --run {run} --out {new} --device xpu"),
+    ("lrp-study-device-mps", "lrp-study --data digits --out {new} --device mps"),
+    # Ray flags
+    ("evaluate-gpus-per-worker-nan", "evaluate {run} --backend ray --gpus-per-worker nan"),
+    ("evaluate-gpus-per-worker-inf", "evaluate {run} --backend ray --gpus-per-worker inf"),
+    ("evaluate-gpus-per-worker-negative", "evaluate {run} --backend ray --gpus-per-worker -1"),
+    ("evaluate-gpus-per-worker-1.5", "evaluate {run} --backend ray --gpus-per-worker 1.5"),
 ]
 
 

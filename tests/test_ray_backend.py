@@ -6,8 +6,16 @@ One local cluster (2 CPUs) serves the module. Stages defined here travel to the 
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
+import socket
+import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -156,3 +164,108 @@ def test_bad_backend_options_are_one_sentence(monkeypatch):
 
     with pytest.raises(HeatlabError, match=r"run pip install 'heatlab\[ray\]'"):
         _import_ray()
+
+
+def test_a_real_cluster_passes_the_address_check_and_a_plain_socket_does_not(cluster):
+    """Ray's GCS answers the HTTP/2 preface (it speaks gRPC); a server that accepts and stays silent
+    is one sentence after the stated time-out, not a hang (in a subprocess, guarded by a timeout)."""
+    from heatlab.run.ray_backend import _check_address
+
+    _check_address(ray.get_runtime_context().gcs_address)  # no error: it is Ray
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        done = subprocess.run([sys.executable, "-m", "heatlab", "evaluate", "no-such-run", "--backend", "ray",
+                               "--address", address], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (f"error: Something answers at '{address}' but not as a Ray cluster (no gRPC answer "
+                                   "within 5 s); pass the address of the cluster's head (its GCS port, 6379 by default, "
+                                   "or ray://host:10001) or 'auto'.")
+
+
+def _alive(record: dict) -> list[int]:
+    """The processes a driver record names (pid and start time) that still run, and any process
+    whose command line names the record's session folder."""
+    import psutil  # Ray's copy is on the path once ray is imported
+
+    alive = []
+    for proc in psutil.process_iter(["cmdline", "status", "create_time"]):
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        named = [proc.pid, proc.info["create_time"]] in record["processes"]
+        if named or any(record["session"] in part for part in proc.info["cmdline"] or ()):
+            alive.append(proc.pid)
+    return alive
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the machine has a GPU: the request is met")
+def test_a_killed_driver_leaves_no_ray_process_after_the_next_run_which_refuses_a_gpu_it_lacks(tiny_run, tmp_path):
+    """Driver A starts a local Ray and is killed with SIGKILL (Ray's agents outlive it); driver B,
+    asking for a GPU on a machine without one, ends A's leftovers when it starts its own instance,
+    then refuses before starting any worker and stops its instance. Both run in subprocesses
+    guarded by timeouts (the old code hung on B)."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    tmp = tempfile.mkdtemp(prefix="hl-", dir="/tmp")  # short: Ray's socket paths live below it
+    root = Path(tmp) / f"heatlab-ray-{os.getuid()}"
+    env = {**os.environ, "TMPDIR": tmp}
+    try:
+        a = subprocess.Popen([sys.executable, "-m", "heatlab", "evaluate", str(run), "--backend", "ray", "--workers", "1"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        path = root / "drivers" / f"{a.pid}.json"
+        for _ in range(1200):  # at most 2 minutes for A to start its instance
+            if path.is_file() or a.poll() is not None:
+                break
+            time.sleep(0.1)
+        a.kill()
+        a.wait(timeout=30)
+        assert path.is_file(), "driver A recorded no local instance"
+        record = json.loads(path.read_text())
+        assert record["session"].startswith(str(root / "session_")) and record["processes"]
+        b = subprocess.run([sys.executable, "-m", "heatlab", "evaluate", str(run), "--backend", "ray", "--gpus-per-worker", "1"],
+                           env=env, capture_output=True, text=True, timeout=300)
+        assert b.returncode == 2, b.stderr
+        assert re.fullmatch(r"error: --gpus-per-worker 1 asks for GPUs but the Ray cluster has none \(\d+ CPUs and 0 GPUs "
+                            r"on 1 node\); pass --gpus-per-worker 0 with --device cpu, or join a cluster with GPUs\.",
+                            b.stderr.strip().splitlines()[-1]), b.stderr  # (after the bar: another item of issue 19)
+        assert _alive(record) == [] and not path.exists() and not Path(record["session"]).exists()
+        assert list(root.glob("session_*")) == [] and list(root.glob("drivers/*")) == []  # B stopped its own too
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _Nodes:
+    """A stand-in for the ``ray`` module's ``nodes()``: live nodes with the given resources."""
+
+    def __init__(self, *resources):
+        self.resources = resources
+
+    def nodes(self):
+        return [{"Alive": True, "Resources": r} for r in self.resources] + [{"Alive": False, "Resources": {"GPU": 8}}]
+
+
+def test_worker_requests_are_checked_against_the_nodes_before_any_actor(tiny_run):
+    from heatlab.run.ray_backend import RayBackend
+
+    stage = Evaluate(RunDir(tiny_run), methods="Saliency", batch_size=7)
+    cpu_only, two_gpus = _Nodes({"CPU": 2.0}), _Nodes({"CPU": 8.0, "GPU": 1.0}, {"CPU": 2.0, "GPU": 1.0})
+    assert RayBackend()._fit(cpu_only, stage, 4) == 2  # default: as many workers as slots, at most one per unit
+    assert RayBackend(workers=1)._fit(cpu_only, stage, 4) == 1
+    assert RayBackend(gpus_per_worker=0.5)._fit(two_gpus, stage, 9) == 4  # 2 per GPU, 1 CPU each
+    with pytest.raises(HeatlabError, match=r"^gpus_per_worker=1 asks for GPUs but the Ray cluster has none \(2 CPUs and 0 GPUs on 1 node\)"):
+        RayBackend(gpus_per_worker=1)._fit(cpu_only, stage, 4)
+    with pytest.raises(HeatlabError, match=r"^gpus_per_worker=2 is more than any node .*; pass gpus_per_worker=1 or less\.$"):
+        RayBackend(gpus_per_worker=2)._fit(two_gpus, stage, 4)
+    with pytest.raises(HeatlabError, match=r"can hold 2 workers of 1 CPU each \(2 CPUs and 0 GPUs on 1 node\), not 3; pass workers=2"):
+        RayBackend(workers=3)._fit(cpu_only, stage, 4)  # the third actor would wait forever
+    stage.device = "cuda"
+    with pytest.raises(HeatlabError, match=r"device='cuda' on Ray workers needs GPUs reserved for them; pass gpus_per_worker=1"):
+        RayBackend()._fit(cpu_only, stage, 4)
+
+
+@pytest.mark.parametrize("gpus", [float("nan"), float("inf"), -1.0, 1.5])
+def test_gpus_per_worker_must_be_a_share_ray_can_reserve(gpus):
+    with pytest.raises(HeatlabError, match=r"^gpus_per_worker must be a finite number >= 0"):
+        make_backend("ray", gpus_per_worker=gpus)
+    assert make_backend("ray", gpus_per_worker=0.25).gpus == 0.25 and make_backend("ray", gpus_per_worker=2).gpus == 2

@@ -75,7 +75,8 @@ def backend_options(backend: str, address: str | None, workers: int | None, gpus
     """The backend the flags ask for (:func:`heatlab.run.runner.make_backend`)."""
     from heatlab.run.runner import make_backend
 
-    return make_backend(backend, address=address, workers=workers, gpus_per_worker=gpus_per_worker)
+    options = {"note": say} if backend == "ray" else {}  # says where a local instance keeps its files
+    return make_backend(backend, address=address, workers=workers, gpus_per_worker=gpus_per_worker, **options)
 
 
 def backend_line(backend) -> str | None:

@@ -60,18 +60,38 @@ def chance_accuracy(labels: torch.Tensor) -> float:
     return float(torch.bincount(labels.long()).max()) / len(labels) if len(labels) else 0.0
 
 
+def available_devices() -> list[str]:
+    """The devices this torch build can compute on, on this machine: ``cpu``, then ``cuda:k``,
+    ``mps`` and ``xpu:k`` for each one present (e.g. ``["cpu", "cuda:0"]``)."""
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += [f"cuda:{k}" for k in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    xpu = getattr(torch, "xpu", None)
+    if xpu is not None and xpu.is_available():
+        names += [f"xpu:{k}" for k in range(xpu.device_count())]
+    return names
+
+
 def resolve_device(name: str) -> torch.device:
-    """``torch.device(name)``, or a HeatlabError when it is no device, holds no data (meta) or names a
-    CUDA device that is not there."""
+    """``torch.device(name)`` when this torch build has it here (see :func:`available_devices`;
+    ``cuda``/``xpu`` without an index mean device 0), else a HeatlabError naming what it has.
+    ``meta`` (no data) and every other device type are refused."""
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
         raise HeatlabError(f"Device '{name}' is not a torch device; pass e.g. device='cpu' or device='cuda'.") from None
     if device.type == "meta":
         raise HeatlabError("Device 'meta' holds no data, so nothing can be computed there; pass device='cpu' or device='cuda'.")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise HeatlabError(f"Device '{name}' was asked for but CUDA is not available; pass device='cpu'.")
-    return device
+    have = available_devices()
+    index = 0 if device.index is None else device.index
+    if (f"{device.type}:{index}" in have) or (device.type in ("cpu", "mps") and index == 0 and device.type in have):
+        return device
+    same = [h for h in have if h.split(":")[0] == device.type]
+    raise HeatlabError(f"Device '{name}' is not available in this torch build on this machine (it has: {', '.join(have)}); "
+                       f"pass device='{(same or have)[0]}'.")
 
 
 @contextlib.contextmanager

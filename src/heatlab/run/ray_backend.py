@@ -20,14 +20,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import socket
 import sys
 import time
 from collections import deque
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
 
 from heatlab.errors import HeatlabError
+from heatlab.run.ray_local import LocalRay
 from heatlab.run.runner import Deliver, Stage, Unit, Work, execution_order
 
 _CONNECT_TIMEOUT = 5.0  # seconds to wait for a cluster address to answer
@@ -41,20 +45,41 @@ def _import_ray():
     return ray
 
 
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + empty SETTINGS
+
+
 def _check_address(address: str) -> None:
-    """One sentence within seconds (instead of Ray's long wait) when ``host:port`` does not answer."""
+    """One sentence within :data:`_CONNECT_TIMEOUT` s (instead of Ray's endless wait) when ``host:port``
+    does not answer, or answers but does not speak Ray's protocol: Ray's GCS and client server speak
+    gRPC, so they answer an HTTP/2 connection preface with a SETTINGS frame."""
     if address in ("auto", "local"):
         return
     target = address.split("://", 1)[-1]
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
         raise HeatlabError(f"Ray address {address!r} is not host:port; pass e.g. address='10.0.0.1:6379' or 'auto'.")
+    deadline = time.monotonic() + _CONNECT_TIMEOUT
     try:
-        with socket.create_connection((host, int(port)), timeout=_CONNECT_TIMEOUT):
-            pass
-    except OSError:
+        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=_CONNECT_TIMEOUT)
+    except (OSError, OverflowError):
         raise HeatlabError(f"No Ray cluster answers at {address!r} within {_CONNECT_TIMEOUT:.0f} s; start one there with "
                            "`ray start --head` or pass the right address.") from None
+    with sock:
+        try:
+            sock.sendall(_HTTP2_PREFACE)
+            head = b""
+            while len(head) < 9:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = sock.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+        except OSError:  # timed out or reset
+            pass
+    if len(head) < 9 or head[3] != 4:  # frame type 4: SETTINGS
+        raise HeatlabError(f"Something answers at {address!r} but not as a Ray cluster (no gRPC answer within "
+                           f"{_CONNECT_TIMEOUT:.0f} s); pass the address of the cluster's head (its GCS port, 6379 by "
+                           "default, or ray://host:10001) or 'auto'.")
 
 
 @contextlib.contextmanager
@@ -91,9 +116,11 @@ class _Worker:
 class RayBackend:
     """Schedule a stage's units on Ray actors (``workers`` of them, default: one per CPU Ray offers).
 
-    ``address``: a running cluster (``host:port``, ``ray://host:port`` or ``"auto"``); ``None``
-    joins the cluster this process already started, or starts a local one. ``gpus_per_worker``
-    reserves GPUs per actor (the stage's ``device`` decides where models run). After :meth:`run`,
+    ``address``: a running cluster (``host:port``, ``ray://host:port`` or ``"auto"``), checked within
+    5 s; ``None`` joins the cluster this process already started, or starts a local one for each
+    :meth:`run` (see :mod:`heatlab.run.ray_local`; ``note`` is told where its files are).
+    ``gpus_per_worker`` reserves GPUs per actor (the stage's ``device`` decides where models run);
+    a request the cluster's nodes cannot meet is refused before any actor starts. After :meth:`run`,
     :meth:`summary` tells units done, tries repeated, workers replaced, time per unit (on the worker)
     and the seconds the workers took to start (importing heatlab and torch in each).
     """
@@ -101,16 +128,19 @@ class RayBackend:
     name = "ray"
 
     def __init__(self, address: str | None = None, workers: int | None = None, gpus_per_worker: float | None = None,
-                 max_retries: int | None = None):
+                 max_retries: int | None = None, note: Callable[[str], None] | None = None):
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise HeatlabError(f"workers must be a whole number of at least 1, got {workers!r}; pass e.g. workers=2.")
         gpus = 0.0 if gpus_per_worker is None else gpus_per_worker
-        if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or gpus < 0:
-            raise HeatlabError(f"gpus_per_worker must be a number >= 0, got {gpus_per_worker!r}; pass e.g. gpus_per_worker=1.")
+        if (isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not math.isfinite(gpus) or gpus < 0
+                or (gpus > 1 and gpus != int(gpus))):
+            raise HeatlabError(f"gpus_per_worker must be a finite number >= 0, a fraction up to 1 or a whole number (as "
+                               f"Ray shares GPUs), got {gpus_per_worker!r}; pass e.g. gpus_per_worker=1 or 0.5.")
         retries = 2 if max_retries is None else max_retries
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise HeatlabError(f"max_retries must be a whole number >= 0, got {max_retries!r}; pass e.g. max_retries=2.")
         self.address, self.workers, self.gpus, self.max_retries = address, workers, float(gpus), retries
+        self.note, self._local = note, None
         self.stats: dict[str, Any] = {"backend": self.name, "units": 0, "retried": 0, "workers_replaced": 0,
                                       "seconds_per_unit": None, "workers": 0,
                                       "startup_seconds": None}
@@ -118,20 +148,52 @@ class RayBackend:
             _check_address(str(address))
             self._connect(_import_ray())
 
-    def _connect(self, ray) -> None:
+    def _connect(self, ray, num_cpus: int | None = None) -> None:
+        """Join ``self.address``, or start a local instance (:class:`~heatlab.run.ray_local.LocalRay`,
+        ``num_cpus`` CPUs, default all) when none is given and this process has not started one."""
         if ray.is_initialized():
             return
         # Ray retries a silent address for about 20 s and logs every retry; heatlab says so in seconds.
         os.environ.setdefault("RAY_gcs_server_port_wait_time_s", str(int(_CONNECT_TIMEOUT)))
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
-        options = {} if self.address is not None or self.workers is None else {"num_cpus": self.workers}
+        options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
         try:
             with _quiet_stderr():
-                ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.WARNING, **options)
+                if self.address is None:
+                    self._local = LocalRay(ray)
+                    self._local.start(**options, **({} if num_cpus is None else {"num_cpus": num_cpus}))
+                else:
+                    ray.init(address=self.address, **options)
         except ConnectionError:
             raise HeatlabError(f"No Ray cluster answers at {self.address!r}; start one there with `ray start --head` "
                                "or pass the right address.") from None
+
+    def _fit(self, ray, stage: Stage, count: int) -> int:
+        """How many workers to start for ``count`` units, checked against what the cluster's live
+        nodes offer (1 CPU and ``gpus`` GPUs per worker), so a request no node can meet is one
+        sentence now instead of actors that wait forever."""
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        cpus, gpus = sum(r.get("CPU", 0) for r in nodes), sum(r.get("GPU", 0) for r in nodes)
+        have = f"{cpus:g} CPUs and {gpus:g} GPUs on {len(nodes)} node{'' if len(nodes) == 1 else 's'}"
+        if self.gpus > 0 and gpus == 0:
+            raise HeatlabError(f"gpus_per_worker={self.gpus:g} asks for GPUs but the Ray cluster has none ({have}); pass "
+                               "gpus_per_worker=0 with device='cpu', or join a cluster with GPUs.")
+        most = max((r.get("GPU", 0) for r in nodes), default=0)
+        if self.gpus > most:
+            raise HeatlabError(f"gpus_per_worker={self.gpus:g} is more than any node of the Ray cluster has ({have}); "
+                               f"pass gpus_per_worker={most:g} or less.")
+        with contextlib.suppress(RuntimeError, TypeError):  # a bad device name is the worker's sentence
+            if torch.device(stage.device).type == "cuda" and self.gpus == 0:
+                raise HeatlabError(f"device={stage.device!r} on Ray workers needs GPUs reserved for them; pass "
+                                   "gpus_per_worker=1 (or device='cpu').")
+        slots = sum(int(r.get("CPU", 0)) if self.gpus == 0 else min(int(r.get("CPU", 0)), int(r.get("GPU", 0) / self.gpus + 1e-9))
+                    for r in nodes)
+        n = min(self.workers or slots, count)
+        if n < 1 or n > slots:
+            what = "1 CPU" + (f" and {self.gpus:g} GPUs" if self.gpus else "")
+            raise HeatlabError(f"The Ray cluster can hold {slots} worker{'' if slots == 1 else 's'} of {what} each "
+                               f"({have}), not {max(n, 1)}; pass workers={max(slots, 1)} or add nodes.")
+        return n
 
     def _actors(self, ray, cls, blob, n: int, run_path: str) -> list:
         actors = [cls.remote(blob) for _ in range(n)]
@@ -149,22 +211,28 @@ class RayBackend:
 
     def run(self, stage: Stage, units: Sequence[Unit], deliver: Deliver) -> None:
         ray = _import_ray()
-        self._connect(ray)
-        blob = ray.put(stage)  # Stage.__getstate__ leaves the progress callable here
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        n = max(1, min(self.workers or cpus, len(units)))
-        cls = ray.remote(num_cpus=1, num_gpus=self.gpus)(_Worker)
         self._pool: list = []
-        path = str(stage.run.path)
         try:
-            self._schedule(ray, stage, units, deliver, cls, blob, n, path)
+            self._connect(ray, None if self.workers is None else min(self.workers, len(units)))
+            n = self._fit(ray, stage, len(units))
+            if self._local is not None and self.note is not None:
+                self.note(f"ray: started a local Ray instance for this command; its session files are in "
+                          f"{self._local.session} until it stops")
+            blob = ray.put(stage)  # Stage.__getstate__ leaves the progress callable here
+            cls = ray.remote(num_cpus=1, num_gpus=self.gpus)(_Worker)
+            self._schedule(ray, stage, units, deliver, cls, blob, n, str(stage.run.path))
         finally:
             for actor in self._pool:
                 ray.kill(actor, no_restart=True)
+            if self._local is not None:  # the instance this run started ends with it
+                self._local.stop()
+                self._local = None
 
     def _schedule(self, ray, stage: Stage, units: Sequence[Unit], deliver: Deliver, cls, blob, n: int, path: str) -> None:
         t0 = time.perf_counter()
         idle = self._actors(ray, cls, blob, n, path)
+        if self._local is not None:
+            self._local.record()  # the workers now exist: a killed driver's next run ends them too
         self.stats["workers"], self.stats["startup_seconds"] = n, time.perf_counter() - t0
         queue: deque[tuple[Unit, int]] = deque((u, 0) for u in execution_order(units))
         running: dict[Any, tuple[Any, Unit, int]] = {}

@@ -225,7 +225,7 @@ BACKENDS = {"local": "heatlab.run.runner:LocalBackend", "ray": "heatlab.run.ray_
 
 def make_backend(name: str = "local", **options: Any) -> Any:
     """The backend ``name`` (``"local"`` or ``"ray"``) built with ``options`` (Ray: address, workers,
-    gpus_per_worker, max_retries). A backend has ``run(stage, units, deliver)``: it runs each unit
+    gpus_per_worker, max_retries, note). A backend has ``run(stage, units, deliver)``: it runs each unit
     somewhere and calls ``deliver(unit, pieces)`` in the driver, which alone writes."""
     if name not in BACKENDS:
         raise HeatlabError(f"Unknown backend {name!r}; pass backend='local' or backend='ray'.")
