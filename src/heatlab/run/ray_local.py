@@ -32,11 +32,8 @@ def temp_dir() -> Path:
 
 
 def _psutil():
-    try:
-        import psutil
-    except ImportError:  # Ray ships its own copy, on the path once ray is imported
-        import ray  # noqa: F401
-        import psutil
+    import psutil  # the ray extra installs it (Ray's own copy is private to Ray)
+
     return psutil
 
 
