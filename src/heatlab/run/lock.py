@@ -102,8 +102,9 @@ def _acquire(path: Path, command: str, notify: Callable[[str], None]) -> int:
             continue
         since = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
         record = {"pid": os.getpid(), "host": HOST, "command": command, "argv": sys.argv, "since": since}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(record) + "\n").encode("utf-8"), 0)
+        text = (json.dumps(record) + "\n").encode("utf-8")
+        os.pwrite(fd, text, 0)
+        os.ftruncate(fd, len(text))  # after the write: ext4 flushes on close a file truncated to 0
         return fd
 
 
