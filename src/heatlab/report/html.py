@@ -27,6 +27,7 @@ from heatlab.report.sections import (
 )
 from heatlab.report.sections.gallery import gallery_section
 from heatlab.report.sections.summary import rank_methods
+from heatlab.run.rundir import RunDir
 
 DEFAULT_SECTIONS: tuple[Section, ...] = (
     headline.SECTION,
@@ -64,14 +65,15 @@ def build_report(
     charts show (default: the first evaluated); ``progress(task, done, total)`` is called after
     every section.
     """
-    ctx = load_context(run_dir, gallery_branch=gallery_branch, progress=progress)
-    fragments = []
-    for i, section in enumerate(sections):
-        if section.applies(ctx):
-            fragment = section.build(ctx)
-            if fragment:
-                fragments.append((section, fragment))
-        report(progress, "report", i + 1, len(sections))
-    page = ctx.out_dir / "index.html"
-    write_text(page, render_page(ctx, fragments))
+    with RunDir(run_dir).writing("report"):  # reads the tables no stage is halfway through writing
+        ctx = load_context(run_dir, gallery_branch=gallery_branch, progress=progress)
+        fragments = []
+        for i, section in enumerate(sections):
+            if section.applies(ctx):
+                fragment = section.build(ctx)
+                if fragment:
+                    fragments.append((section, fragment))
+            report(progress, "report", i + 1, len(sections))
+        page = ctx.out_dir / "index.html"
+        write_text(page, render_page(ctx, fragments))
     return page

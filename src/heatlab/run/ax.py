@@ -105,12 +105,24 @@ class AX(Stage):
                                    "threshold on the analysed split.") from None
         self.methods = parse_methods(methods, self.data[split].input_kind)
         self.space = resolve_space(run, self.branches, space, self.data[split].input_kind)
-        if not replace:
-            same = {"split": split, "holdout_split": self.holdout, "space": self.space["space"], "preset": self.preset.name}
-            self.methods = keep_methods(self.methods, earlier_methods(run, self.name, same), self.data[split].input_kind)
-        self.cam_layer = cam_layer_of(run, self.branches[0], self.methods)
+        self.replace = replace
+        self._resolve()
+
+    def _resolve(self) -> None:
+        self.cam_layer = cam_layer_of(self.run, self.branches[0], self.methods)
         compare = COMPARE_METHOD if COMPARE_METHOD in self.methods else self.methods[0]
         self.compare = compare if self.space["normalized"] else None
+
+    def begin(self) -> None:
+        """Keep the methods of the last complete AX run with the same splits, space and preset (under the lock)."""
+        if not self.replace:
+            same = {"split": self.split, "holdout_split": self.holdout, "space": self.space["space"],
+                    "preset": self.preset.name}
+            kind = self.data[self.split].input_kind
+            merged = keep_methods(self.methods, earlier_methods(self.run, self.name, same), kind)
+            if merged != self.methods:
+                self.methods = merged
+                self._resolve()
 
     def units(self) -> list[Unit]:
         return [Unit(s, b, m, k) for s in self.data for b in self.branches for m in self.methods

@@ -175,9 +175,7 @@ class Evaluate(Stage):
         if not self.methods:
             raise HeatlabError("No attribution method applies to this data; choose methods with methods=....")
         self.skipped = self._skipped(methods)
-        if not replace:
-            kept = earlier_methods(run, self.name, {"split": split, "preset": self.preset.name})
-            self.methods = keep_methods(self.methods, kept, self.input_kind)
+        self.replace = replace
         self.cam_layer = cam_layer_of(run, self.branches[0], self.methods)
         kinds = {"heatmaps": TENSORS}
         if self.truth_kind == "levels":
@@ -199,6 +197,14 @@ class Evaluate(Stage):
             if left:
                 out.append(f"{', '.join(left)} need image inputs; they were left out for this table data.")
         return out
+
+    def begin(self) -> None:
+        """Keep the methods of the last complete evaluation of this split and preset (read under the lock)."""
+        if not self.replace:
+            kept = earlier_methods(self.run, self.name, {"split": self.split, "preset": self.preset.name})
+            merged = keep_methods(self.methods, kept, self.input_kind)
+            if merged != self.methods:
+                self.methods, self.cam_layer = merged, cam_layer_of(self.run, self.branches[0], merged)
 
     def units(self) -> list[Unit]:
         return [Unit(self.split, b, m, k) for b in self.branches for m in self.methods for k in range(self.data.num_shards)]

@@ -37,7 +37,7 @@ from torch import nn
 from safetensors.torch import load_file, save_file
 
 from heatlab.errors import HeatlabError
-from heatlab.files import atomic_path, ensure_dir, read_json, sha256_file, write_json, write_parquet
+from heatlab.files import atomic_path, ensure_dir, read_json, write_json, write_parquet
 from heatlab.improve.gax import BIAS, EPS, LR, SIMILARITY_FACTOR, GaxResult, check_options, gax
 from heatlab.progress import Progress
 from heatlab.models.training import model_device, predict
@@ -96,7 +96,7 @@ def _settings(run: RunDir, branch, split, first_n_correct, target_co, max_steps,
     return {
         "branch": branch_name(branch), "split": split, "first_n_correct": first_n_correct, "target_co": float(target_co),
         "max_steps": max_steps, "batch_size": batch_size, "snapshot_every": snapshot_every, "space": "pixel",
-        "weights_sha256": sha256_file(run.weights(branch)),
+        "weights_sha256": run.weights_sha256(branch),
         "lr": LR, "similarity_factor": SIMILARITY_FACTOR, "bias": BIAS, "eps": EPS, "ax": "sum",
     }
 
@@ -254,14 +254,16 @@ def gax_run(
     ``trust_model_code``: rebuild branch models whose model.json names code from outside heatlab
     (``file.py:fn``, ``module:fn``); without it such a run is refused in one sentence.
     """
-    stage = GAX(RunDir(run_dir, trust_model_code=trust_model_code), split=split, first_n_correct=first_n_correct, target_co=target_co, branch=branch,
-                max_steps=max_steps, batch_size=batch_size, snapshot_every=snapshot_every, device=device,
-                progress=progress)
-    done = stage.complete()
-    if done is not None:
-        return done
-    stage.selection = stage.select(Work(stage.run, device=device, batch_size=batch_size))
-    return run_stage(stage, progress=_batches(progress), backend=backend)
+    run = RunDir(run_dir, trust_model_code=trust_model_code)
+    with run.writing("gax"):
+        stage = GAX(run, split=split, first_n_correct=first_n_correct, target_co=target_co, branch=branch,
+                    max_steps=max_steps, batch_size=batch_size, snapshot_every=snapshot_every, device=device,
+                    progress=progress)
+        done = stage.complete()
+        if done is not None:
+            return done
+        stage.selection = stage.select(Work(stage.run, device=device, batch_size=batch_size))
+        return run_stage(stage, progress=_batches(progress), backend=backend)
 
 
 def _batches(progress: Progress | None) -> Progress | None:

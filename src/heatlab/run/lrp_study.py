@@ -47,6 +47,7 @@ from heatlab.models.training import (
     TrainConfig, check_takes, create_model, normalize_spec, num_batches, predict, train_continuous,
 )
 from heatlab.progress import Progress, report
+from heatlab.run.rundir import RunDir
 from heatlab.score.mean_power import mean_power
 
 SUMMARY = "lrp-study.json"
@@ -85,73 +86,77 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
                 "lr": lr, "every": every, "eval_samples": eval_samples, "heatmap_samples": heatmap_samples,
                 "composite": composite, "start": start, "filters": ["none", *names], "seed": seed, "size": size}
     out = Path(out)
-    if (out / SUMMARY).is_file():
-        done = read_json(out / SUMMARY)
-        if done.get("settings") == json.loads(json.dumps(settings)) and done.get("complete"):
-            return done
     net = create_model(config, num_classes=len(train.class_names), input_shape=registry.input_shape(train),
                        normalize=normalize_spec(config, train))
     check_takes(net, model, test.load_shard(0)["images"][:1])
-    layers, f_layers = mp_layers(net), filter_layers(net)
-    x_eval, y_eval = _first(test, eval_samples)
-    rows: list[dict] = []
-    total = epochs * num_batches(train, batch_size)
+    ensure_dir(out)
+    # One writer: the run's lock when the study is written inside a run folder, else the study's own.
+    host = RunDir(out.parent) if RunDir(out.parent).has_config() else RunDir(out)
+    with host.writing("lrp-study"):
+        if (out / SUMMARY).is_file():
+            done = read_json(out / SUMMARY)
+            if done.get("settings") == json.loads(json.dumps(settings)) and done.get("complete"):
+                return done
+        layers, f_layers = mp_layers(net), filter_layers(net)
+        x_eval, y_eval = _first(test, eval_samples)
+        rows: list[dict] = []
+        total = epochs * num_batches(train, batch_size)
 
-    def evaluate(it: int, epoch: int, loss: float) -> None:
-        pred = predict(net, (x_eval, y_eval), 64)[0]
-        rec = RelevanceRecorder(layers)
-        attribute(net, x_eval, "LRP", target=pred, composite=composite, start=start, record=rec, batch_size=64)
-        for name, relevance in rec.relevance.items():
-            mp = mean_power(relevance).mp.double()
-            rows.append({"iteration": it, "epoch": epoch, "loss": loss, "accuracy": float((pred == y_eval).double().mean()),
-                         "layer": name, "mp_mean": float(mp.mean()), "mp_std": float(mp.std(unbiased=False)),
-                         "n": len(mp)})
+        def evaluate(it: int, epoch: int, loss: float) -> None:
+            pred = predict(net, (x_eval, y_eval), 64)[0]
+            rec = RelevanceRecorder(layers)
+            attribute(net, x_eval, "LRP", target=pred, composite=composite, start=start, record=rec, batch_size=64)
+            for name, relevance in rec.relevance.items():
+                mp = mean_power(relevance).mp.double()
+                rows.append({"iteration": it, "epoch": epoch, "loss": loss, "accuracy": float((pred == y_eval).double().mean()),
+                             "layer": name, "mp_mean": float(mp.mean()), "mp_std": float(mp.std(unbiased=False)),
+                             "n": len(mp)})
 
-    def on_step(it: int, epoch: int, loss: float) -> None:
-        report(progress, "lrp-study", it, total)
-        if it % every == 0 or it == total:
-            evaluate(it, epoch, loss)
+        def on_step(it: int, epoch: int, loss: float) -> None:
+            report(progress, "lrp-study", it, total)
+            if it % every == 0 or it == total:
+                evaluate(it, epoch, loss)
 
-    def on_epoch(checkpoint: Checkpoint) -> None:
-        write_parquet(out / ROWS, pd.DataFrame(rows))
-        with atomic_path(out / CHECKPOINT) as tmp:
-            save_file(checkpoint.to_tensors(), str(tmp), metadata={"settings": json.dumps(settings, sort_keys=True)})
+        def on_epoch(checkpoint: Checkpoint) -> None:
+            write_parquet(out / ROWS, pd.DataFrame(rows))
+            with atomic_path(out / CHECKPOINT) as tmp:
+                save_file(checkpoint.to_tensors(), str(tmp), metadata={"settings": json.dumps(settings, sort_keys=True)})
 
-    resume = _read_checkpoint(out, settings)
-    if resume is None:
-        evaluate(0, 0, float("nan"))
-    else:
-        table = pd.read_parquet(out / ROWS)
-        rows += table[table["iteration"] <= resume.iteration].to_dict("records")
-    train_continuous(net, train, config, on_step=on_step, resume=resume, on_epoch=on_epoch)
-    x_map, y_map = _first(test, heatmap_samples)
-    p_map = predict(net, (x_map, y_map), 64)[0]
-    maps = [attribute(net, x_map, "LRP", target=p_map, composite=composite, start=start,
-                      filters=None if f == "none" else {layer: f for layer in f_layers}).cpu()
-            for f in settings["filters"]]
-    table = pd.DataFrame(rows)
-    ensure_dir(out / "lrp_study")
-    write_parquet(out / "tables" / "lrp_study.parquet", table)
-    with atomic_path(out / "lrp_study" / "heatmaps.safetensors") as tmp:
-        stacked = torch.stack(maps).float()  # F×S×...; relevance of a weak model underflows float16
-        scale = stacked.flatten(2).abs().amax(2)  # F×S
-        save_file({"heatmaps": normalize_max_abs(stacked.flatten(0, 1)).view_as(stacked).half().contiguous(),
-                   "scale": scale.contiguous(), "inputs": x_map.half().contiguous(),
-                   "labels": y_map.long(), "predictions": p_map.long()}, str(tmp),
-                  metadata={"filters": json.dumps(settings["filters"])})
-    ensure_dir(out / "model")
-    zoo.save_weights(net, out / "model" / "weights.safetensors")
-    last = table[table["iteration"] == table["iteration"].max()]
-    first = table[table["iteration"] == 0]
-    trend = {layer: {"start": float(first.loc[first["layer"] == layer, "mp_mean"].iloc[0]),
-                     "end": float(last.loc[last["layer"] == layer, "mp_mean"].iloc[0])} for layer in layers}
-    summary = {"settings": settings, "mp_layers": layers, "filter_layers": f_layers, "iterations": total,
-               "final_accuracy": float(last["accuracy"].iloc[0]), "mp_trend": trend,
-               "complete": True}
-    write_json(out / SUMMARY, summary)
-    for name in (CHECKPOINT, ROWS):
-        (out / name).unlink(missing_ok=True)
-    return summary
+        resume = _read_checkpoint(out, settings)
+        if resume is None:
+            evaluate(0, 0, float("nan"))
+        else:
+            table = pd.read_parquet(out / ROWS)
+            rows += table[table["iteration"] <= resume.iteration].to_dict("records")
+        train_continuous(net, train, config, on_step=on_step, resume=resume, on_epoch=on_epoch)
+        x_map, y_map = _first(test, heatmap_samples)
+        p_map = predict(net, (x_map, y_map), 64)[0]
+        maps = [attribute(net, x_map, "LRP", target=p_map, composite=composite, start=start,
+                          filters=None if f == "none" else {layer: f for layer in f_layers}).cpu()
+                for f in settings["filters"]]
+        table = pd.DataFrame(rows)
+        ensure_dir(out / "lrp_study")
+        write_parquet(out / "tables" / "lrp_study.parquet", table)
+        with atomic_path(out / "lrp_study" / "heatmaps.safetensors") as tmp:
+            stacked = torch.stack(maps).float()  # F×S×...; relevance of a weak model underflows float16
+            scale = stacked.flatten(2).abs().amax(2)  # F×S
+            save_file({"heatmaps": normalize_max_abs(stacked.flatten(0, 1)).view_as(stacked).half().contiguous(),
+                       "scale": scale.contiguous(), "inputs": x_map.half().contiguous(),
+                       "labels": y_map.long(), "predictions": p_map.long()}, str(tmp),
+                      metadata={"filters": json.dumps(settings["filters"])})
+        ensure_dir(out / "model")
+        zoo.save_weights(net, out / "model" / "weights.safetensors")
+        last = table[table["iteration"] == table["iteration"].max()]
+        first = table[table["iteration"] == 0]
+        trend = {layer: {"start": float(first.loc[first["layer"] == layer, "mp_mean"].iloc[0]),
+                         "end": float(last.loc[last["layer"] == layer, "mp_mean"].iloc[0])} for layer in layers}
+        summary = {"settings": settings, "mp_layers": layers, "filter_layers": f_layers, "iterations": total,
+                   "final_accuracy": float(last["accuracy"].iloc[0]), "mp_trend": trend,
+                   "complete": True}
+        write_json(out / SUMMARY, summary)
+        for name in (CHECKPOINT, ROWS):
+            (out / name).unlink(missing_ok=True)
+        return summary
 
 
 def _read_checkpoint(out: Path, settings: dict) -> Checkpoint | None:

@@ -238,29 +238,30 @@ def mixer_run(
     for name, value in (("train_samples", train_samples), ("test_samples", test_samples)):
         if value is not None:
             _check_count(name, value, 4 if name == "train_samples" else 1)
-    name = _branch(run, branch)
-    data = {"train": _load(run, "train", train_samples), "test": _load(run, "test", test_samples)}
-    shape = tuple(data["train"]["x"].shape[1:])
-    resolve_architecture(shape, config.architecture)
-    if config.architecture == "fc" and math.prod(shape) > 50_000:
-        raise HeatlabError(f"The fully connected Mixer on {math.prod(shape)} inputs would hold over "
-                           f"{math.prod(shape) * 512 * 3 // 10**6} M weights; pass architecture='conv' for images this large.")
-    model = run.load_model(name, device=device)
-    data["test"]["plain"] = predict(model, (data["test"]["x"], data["test"]["y"]), batch_size)[0]
-    shards = {s: d.pop("shards") for s, d in data.items()}
-    with_ig = [s for s in chosen if s != "none"]  # the control needs no IG (and must not redo the cache)
-    attributions = {}
-    if with_ig:
-        ig = MixerIG(run, name, with_ig, splits=shards, n_steps=n_steps, batch_size=batch_size, device=device)
-        attributions = {k: v[: len(data[k[0]]["y"])] for k, v in run_stage(ig, progress=progress).items()}
-    if "none" in chosen:
-        attributions.update({(split, "none"): torch.zeros_like(d["x"]) for split, d in data.items()})
-    stage = MixerStage(run, name, chosen, seeds, config, data=data, attributions=attributions, n_steps=n_steps,
-                       batch_size=batch_size, device=device, progress=progress)
-    per_setting = run_stage(stage, progress=progress)
-    summary = {"branch": name, "settings": per_setting, "seeds": seeds, "n_steps": n_steps,
-               "config": config.to_dict(), "architecture": resolve_architecture(shape, config.architecture),
-               "train_samples": len(data["train"]["y"]), "test_samples": len(data["test"]["y"]),
-               "input_shape": list(shape), "confidence": CONFIDENCE, "complete": True}
-    write_json(run.summary_path(STAGE), summary)
-    return {**summary, "table": str(run.table("mixer"))}
+    with run.writing(STAGE):
+        name = _branch(run, branch)
+        data = {"train": _load(run, "train", train_samples), "test": _load(run, "test", test_samples)}
+        shape = tuple(data["train"]["x"].shape[1:])
+        resolve_architecture(shape, config.architecture)
+        if config.architecture == "fc" and math.prod(shape) > 50_000:
+            raise HeatlabError(f"The fully connected Mixer on {math.prod(shape)} inputs would hold over "
+                               f"{math.prod(shape) * 512 * 3 // 10**6} M weights; pass architecture='conv' for images this large.")
+        model = run.load_model(name, device=device)
+        data["test"]["plain"] = predict(model, (data["test"]["x"], data["test"]["y"]), batch_size)[0]
+        shards = {s: d.pop("shards") for s, d in data.items()}
+        with_ig = [s for s in chosen if s != "none"]  # the control needs no IG (and must not redo the cache)
+        attributions = {}
+        if with_ig:
+            ig = MixerIG(run, name, with_ig, splits=shards, n_steps=n_steps, batch_size=batch_size, device=device)
+            attributions = {k: v[: len(data[k[0]]["y"])] for k, v in run_stage(ig, progress=progress).items()}
+        if "none" in chosen:
+            attributions.update({(split, "none"): torch.zeros_like(d["x"]) for split, d in data.items()})
+        stage = MixerStage(run, name, chosen, seeds, config, data=data, attributions=attributions, n_steps=n_steps,
+                           batch_size=batch_size, device=device, progress=progress)
+        per_setting = run_stage(stage, progress=progress)
+        summary = {"branch": name, "settings": per_setting, "seeds": seeds, "n_steps": n_steps,
+                   "config": config.to_dict(), "architecture": resolve_architecture(shape, config.architecture),
+                   "train_samples": len(data["train"]["y"]), "test_samples": len(data["test"]["y"]),
+                   "input_shape": list(shape), "confidence": CONFIDENCE, "complete": True}
+        write_json(run.summary_path(STAGE), summary)
+        return {**summary, "table": str(run.table("mixer"))}

@@ -9,6 +9,7 @@ Layout (DESIGN §3)::
     <run>/heatmaps/<split>/<branch>/<method>.safetensors   float16 heatmaps stored by evaluate
     <run>/gax/                                GAX results
     <run>/report/index.html + figures/        the report
+    <run>/.heatlab.lock                       present while a stage writes (heatlab.run.lock)
 
 Branches have one name everywhere: ``"base"`` or ``"branch-00"`` (:func:`branch_name`). Stages and
 the report use :class:`RunDir` instead of literal file names.
@@ -26,13 +27,15 @@ from torch import nn
 from heatlab.data import registry
 from heatlab.data.split import Split
 from heatlab.errors import HeatlabError
-from heatlab.files import read_json, write_json
+from heatlab.files import read_json, sha256_file, write_json
 from heatlab.models import stored_spec, zoo
 from heatlab.models.training import resolve_device
+from heatlab.run import lock
 
 CONFIG = "config.json"
 MODEL_JSON = "model.json"
 WEIGHTS = "weights.safetensors"
+LOCK = ".heatlab.lock"
 BASE = "base"
 # Settings that may change between runs in one folder (asking for more branches extends the run).
 _MUTABLE = ("branches",)
@@ -136,6 +139,7 @@ class RunDir:
             raise HeatlabError(f"trust_model_code must be True or False, got {trust_model_code!r}.")
         self.path = Path(path)
         self.trust_model_code = trust_model_code
+        self._weights_seen: dict[str, tuple[tuple[int, int], str]] = {}  # branch -> ((size, mtime_ns), sha256)
 
     def __repr__(self) -> str:
         return f"RunDir('{self.path}')"
@@ -181,6 +185,18 @@ class RunDir:
     @property
     def figures_dir(self) -> Path:
         return self.report_dir / "figures"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / LOCK
+
+    def writing(self, stage: str):
+        """Context manager: hold the run's lock (one writer per run folder) while ``stage`` runs.
+
+        Every stage that writes into the run, and ``report``, which reads it, runs inside it; a
+        second process waits for the first (see :mod:`heatlab.run.lock`). Re-entrant.
+        """
+        return lock.holding(self.lock_path, f"heatlab {stage}")
 
     def summary_path(self, stage: str) -> Path:
         """``<run>/<stage>.json``: what a finished stage did (written last)."""
@@ -265,6 +281,32 @@ class RunDir:
 
     def load_model(self, branch: int | str, *, device: str | torch.device = "cpu") -> nn.Module:
         return load_branch(self.path, branch, device=device, trust_model_code=self.trust_model_code)
+
+    def weights_sha256(self, branch: int | str) -> str:
+        """sha256 of ``branch``'s weights file, checked against the one its model.json recorded.
+
+        Hashed once per file state (size, mtime) of this RunDir, like the data shards. Stage
+        completion markers store it, so units of a replaced model are computed again; weights
+        that no longer match their model.json are one sentence, never silently reused.
+        """
+        name = branch_name(branch)
+        recorded = self.model_info(name).get("weights_sha256")
+        path = self.weights(name)
+        fix = (f"train {name} again (delete '{self.model_dir(name)}' and run `heatlab train --out {self.path}` with "
+               "the run's settings) or restore the file")
+        try:
+            stat = path.stat()
+            seen = (stat.st_size, stat.st_mtime_ns)
+            if name in self._weights_seen and self._weights_seen[name][0] == seen:
+                return self._weights_seen[name][1]
+            sha = sha256_file(path)
+        except OSError as exc:
+            raise HeatlabError(f"Weights '{path}' are unreadable ({exc.strerror}); {fix}.") from None
+        if isinstance(recorded, str) and sha != recorded:
+            raise HeatlabError(f"Weights '{path}' do not match the sha256 recorded in its model.json (changed or "
+                               f"damaged); {fix}.")
+        self._weights_seen[name] = (seen, sha)
+        return sha
 
     def class_names(self) -> list[str]:
         """Class names recorded with the first trained stage ([] when none are recorded)."""

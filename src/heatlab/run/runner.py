@@ -116,9 +116,13 @@ class Stage:
         return unit.stem(self.parts_dir(unit))
 
     def settings(self, unit: Unit) -> dict:
-        """What ``unit``'s result depends on beyond the unit itself (JSON values); stored in its
-        marker, and a unit whose marker holds other settings is run again."""
+        """What ``unit``'s result depends on beyond the unit itself and its branch's weights (JSON
+        values); stored in its marker, and a unit whose marker holds other settings is run again."""
         return {}
+
+    def begin(self) -> None:
+        """Called by :func:`run_stage` holding the run's lock, before ``units()``: read what earlier
+        runs left (e.g. :func:`earlier_methods`) here, so concurrent runs merge instead of overwrite."""
 
     def units(self) -> list[Unit]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -158,12 +162,14 @@ def marker_path(stage: Stage, unit: Unit) -> Path:
 
 
 def is_done(stage: Stage, unit: Unit) -> bool:
-    """True when the unit's marker (with the stage's current settings) and every piece exist."""
+    """True when the unit's marker (with the stage's current settings and the sha256 of the
+    branch's weights) and every piece exist. Weights that fail their check raise a HeatlabError."""
+    settings = _settings(stage, unit)
     marker = marker_path(stage, unit)
     if not marker.is_file() or not all(piece_path(stage, unit, k).is_file() for k in stage.kinds):
         return False
     try:
-        return read_json(marker).get("settings", {}) == _settings(stage, unit)
+        return read_json(marker).get("settings", {}) == settings
     except (HeatlabError, AttributeError):  # unreadable or not a marker: redo the unit
         return False
 
@@ -184,7 +190,9 @@ def write_unit(stage: Stage, unit: Unit, pieces: Mapping[str, Any]) -> None:
 
 
 def _settings(stage: Stage, unit: Unit) -> dict:
-    return json.loads(json.dumps(stage.settings(unit)))  # as stored: tuples become lists
+    """The unit's settings as stored (tuples become lists), with the model they were computed by."""
+    settings = {**stage.settings(unit), "weights_sha256": stage.run.weights_sha256(unit.branch)}
+    return json.loads(json.dumps(settings))
 
 
 def read_piece(stage: Stage, unit: Unit, kind: str) -> Any:
@@ -239,9 +247,16 @@ def make_backend(name: str = "local", **options: Any) -> Any:
 
 def run_stage(stage: Stage, *, progress: Progress | None = None, backend: Any = None) -> Any:
     """Run every unfinished unit of ``stage`` on ``backend`` (default local), then join all pieces;
-    returns what ``join`` returns. Whatever the backend, the driver writes every piece and marker."""
+    returns what ``join`` returns. Whatever the backend, the driver writes every piece and marker,
+    holding the run's lock (:meth:`RunDir.writing`) from ``stage.begin()`` to the joined tables."""
     backend = backend if backend is not None else LocalBackend()
+    with stage.run.writing(stage.name):
+        return _run_locked(stage, progress, backend)
+
+
+def _run_locked(stage: Stage, progress: Progress | None, backend: Any) -> Any:
     remove_stale_tmp(stage.run.path)
+    stage.begin()
     units = stage.units()
     todo = [u for u in units if not is_done(stage, u)]
     done = len(units) - len(todo)

@@ -266,46 +266,47 @@ def train_run(
         _load_initial_weights(model, weights_path)
     with undo_on_error(run_dir):  # bad input found while training leaves no half-made run behind
         run_dir = ensure_dir(run_dir)
-        remove_stale_tmp(run_dir)
-        record = {
-            "training": config.to_dict(),
-            "data_root": registry.describe_data(data_root),
-            "weights": str(weights_path.resolve()) if weights_path is not None else None,
-            "weights_sha256": sha256_file(weights_path) if weights_path is not None else None,
-            "seed": config.seed,
-            "versions": _versions(),
-        }
-        if data_options:
-            record["data_options"] = data_options
-        RunDir(run_dir).write_config(record)
+        with RunDir(run_dir).writing("train"):  # one writer per run folder
+            remove_stale_tmp(run_dir)
+            record = {
+                "training": config.to_dict(),
+                "data_root": registry.describe_data(data_root),
+                "weights": str(weights_path.resolve()) if weights_path is not None else None,
+                "weights_sha256": sha256_file(weights_path) if weights_path is not None else None,
+                "seed": config.seed,
+                "versions": _versions(),
+            }
+            if data_options:
+                record["data_options"] = data_options
+            RunDir(run_dir).write_config(record)
 
-        skipped = []
-        base = stage_info(run_dir, BASE)
-        if base is None:
-            base = _train_base(run_dir, splits, config, model, weights_path, progress)
-            _collect_tables(run_dir)
-        else:
-            if len(base.get("class_names", [])) != len(names):
-                raise HeatlabError(
-                    f"The base model in '{run_dir}' has {len(base.get('class_names', []))} classes but the data has "
-                    f"{len(names)}; choose another --out."
-                )
-            skipped.append(BASE)
-            report(progress, "train/base", 1, 1)
-        branches = []
-        for b in range(config.branches):
-            info = stage_info(run_dir, b)
-            if info is None:
-                info = _train_one_branch(run_dir, splits, config, b, progress)
+            skipped = []
+            base = stage_info(run_dir, BASE)
+            if base is None:
+                base = _train_base(run_dir, splits, config, model, weights_path, progress)
                 _collect_tables(run_dir)
             else:
-                skipped.append(stage_name(b))
-                report(progress, f"train/{stage_name(b)}", 1, 1)
-            branches.append(info)
-        if not (run_dir / "tables" / "training.parquet").is_file():
-            _collect_tables(run_dir)
-        chance = base.get("chance_acc")
-        if chance is None:  # a base model trained before model.json recorded it
-            test = splits["test"]
-            chance = chance_accuracy(torch.cat([test.load_shard(k)["labels"] for k in range(test.num_shards)]))
-        return _summary(run_dir, base, branches, skipped, chance, len(names))
+                if len(base.get("class_names", [])) != len(names):
+                    raise HeatlabError(
+                        f"The base model in '{run_dir}' has {len(base.get('class_names', []))} classes but the data has "
+                        f"{len(names)}; choose another --out."
+                    )
+                skipped.append(BASE)
+                report(progress, "train/base", 1, 1)
+            branches = []
+            for b in range(config.branches):
+                info = stage_info(run_dir, b)
+                if info is None:
+                    info = _train_one_branch(run_dir, splits, config, b, progress)
+                    _collect_tables(run_dir)
+                else:
+                    skipped.append(stage_name(b))
+                    report(progress, f"train/{stage_name(b)}", 1, 1)
+                branches.append(info)
+            if not (run_dir / "tables" / "training.parquet").is_file():
+                _collect_tables(run_dir)
+            chance = base.get("chance_acc")
+            if chance is None:  # a base model trained before model.json recorded it
+                test = splits["test"]
+                chance = chance_accuracy(torch.cat([test.load_shard(k)["labels"] for k in range(test.num_shards)]))
+            return _summary(run_dir, base, branches, skipped, chance, len(names))
