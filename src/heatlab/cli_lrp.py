@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help=BACKEND_HELP["gpus_per_worker"]),
     ) -> None:
         """Score LRP heatmaps with each relevance filter against the ground truth: do the filters help?"""
-        from heatlab.run.lrp_filters import lrp_filters_run
+        from heatlab.run.lrp_filters import design_line, lrp_filters_run, verdict_lines
 
         runner = backend_options(backend, address, workers, gpus_per_worker)
         t0 = time.perf_counter()
@@ -44,8 +44,9 @@ def register(app: typer.Typer) -> None:
                                 batch_size=batch_size, device=device, progress=progress, backend=runner)
         say(f"LRP ({composite}) with {len(s['filters'])} filter settings at {', '.join(s['layers'])} on "
             f"{s['samples']} {split} samples x {len(s['branches'])} branches in {time.perf_counter() - t0:.0f} s")
-        for branch, better in s["better_than_none"].items():
-            say(f"{branch}: better than no filter: {', '.join(better) if better else 'none'}")
+        say(design_line(s))
+        for line in verdict_lines(s):
+            say(line)
         say(f"tables: {', '.join(s['tables'].values())}")
         if (line := backend_line(runner)) is not None:
             say(line)
