@@ -46,8 +46,8 @@ METRICS = (
     ("five_band", "recall_best", "best recall", True),
     ("five_band", "fpr_avg", "FPR (mean over thresholds)", False),
     ("localisation", "mae", "MAE of eq. (5)", False),
-    ("localisation", "auc/feature", "AUC, feature mask", True),
-    ("localisation", "auc/cell", "AUC, cell mask", True),
+    ("localisation", "auc/feature", "AUC (feature mask)", True),
+    ("localisation", "auc/cell", "AUC (cell mask)", True),
 )
 CELL_KEYS = ["shard", "index"]
 
@@ -191,11 +191,9 @@ def verdict_lines(summary: dict) -> list[str]:
     lines = []
     for f, v in summary.get("verdicts", {}).items():
         e = summary["effects"][f]
-
-        def said(kind: str) -> str:
-            return ", ".join(f"{m} {e[m]['difference']:+.3f} [{e[m]['low']:+.3f}, {e[m]['high']:+.3f}]"
-                             for m in v[kind]) or "-"
-        lines.append(f"{f} vs none: better {said('better')}; worse {said('worse')}; tied {', '.join(v['tied']) or '-'}")
+        said = {kind: ", ".join(f"{m} {e[m]['difference']:+.3f} [{e[m]['low']:+.3f}, {e[m]['high']:+.3f}]"
+                                for m in v[kind]) or "-" for kind in ("better", "worse")}
+        lines.append(f"{f} vs none: better {said['better']}; worse {said['worse']}; tied {', '.join(v['tied']) or '-'}")
     return lines
 
 

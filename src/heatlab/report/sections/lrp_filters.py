@@ -14,6 +14,16 @@ from heatlab.run.rundir import RunDir
 WHAT = {column: (what, higher) for _, column, what, higher in METRICS}
 
 
+def _in_order(s: dict) -> list[str]:
+    """The filters with effects, in the order they were asked for (the JSON's keys come back sorted)."""
+    effects = s.get("effects", {})
+    return [f for f in s.get("filters", []) if f in effects] + [f for f in effects if f not in s.get("filters", [])]
+
+
+def _metrics(e: dict) -> list[str]:
+    return [m for m in WHAT if m in e] + [m for m in e if m not in WHAT]
+
+
 def _signed(x: float) -> str:
     return ("+" if x > 0 else "") + fmt(x)
 
@@ -22,16 +32,18 @@ def _effect(e: dict) -> str:
     return f"{_signed(e['difference'])} [{_signed(e['low'])}, {_signed(e['high'])}]"
 
 
+def _listed(e: dict, metrics: list[str]) -> str:
+    return ", ".join(f"{esc(WHAT.get(m, (m,))[0])} {_effect(e[m])}" for m in metrics)
+
+
 def verdict_html(s: dict) -> str:
     """One sentence per filter: the metrics on which its interval says better, worse or tied."""
     parts = []
-    for f, v in s.get("verdicts", {}).items():
-        e = s["effects"][f]
-
-        def listed(kind: str) -> str:
-            return ", ".join(f"{esc(WHAT.get(m, (m,))[0])} {_effect(e[m])}" for m in v[kind])
-        said = [f"better on {listed('better')}" if v["better"] else "",
-                f"worse on {listed('worse')}" if v["worse"] else "",
+    for f in _in_order(s):
+        e, v = s["effects"][f], s["verdicts"][f]
+        v = {kind: [m for m in _metrics(e) if m in v.get(kind, [])] for kind in ("better", "worse", "tied")}
+        said = [f"better on {_listed(e, v['better'])}" if v["better"] else "",
+                f"worse on {_listed(e, v['worse'])}" if v["worse"] else "",
                 f"tied on {esc(', '.join(WHAT.get(m, (m,))[0] for m in v['tied']))}" if v["tied"] else ""]
         parts.append(f"<b>{esc(f)}</b>: " + "; ".join(p for p in said if p))
     return "<br>".join(parts)
@@ -39,8 +51,9 @@ def verdict_html(s: dict) -> str:
 
 def effects_table_html(s: dict) -> str:
     rows = []
-    for f, metrics in s.get("effects", {}).items():
-        for m, e in metrics.items():
+    for f in _in_order(s):
+        for m in _metrics(s["effects"][f]):
+            e = s["effects"][f][m]
             what, higher = WHAT.get(m, (m, e.get("higher_is_better", True)))
             rows.append([esc(f), esc(what), "higher" if higher else "lower", _effect(e), esc(e["verdict"])])
     return table_html(["filter", "metric", "better is", "filter − none [interval]", "verdict"], rows)
