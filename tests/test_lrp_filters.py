@@ -104,6 +104,25 @@ def test_effects_pair_rows_by_branch_and_cell_and_read_each_metrics_direction():
     assert (got["cells"].unique().tolist(), got["branches"].unique().tolist(), got["n"].unique().tolist()) == ([8], [2], [16])
 
 
+def test_cli_states_n_and_the_verdicts_from_the_intervals(studied, tmp_path):
+    from typer.testing import CliRunner
+
+    from heatlab.cli import app
+
+    run = tmp_path / "run"
+    shutil.copytree(studied[0], run)  # the units are done, so the command only joins them again
+    result = CliRunner().invoke(app, ["lrp-filters", str(run), "--filters", "c0.2,p0.5", "--batch-size", "8"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "over 20 samples x 1 branches (n = 20, 20 distinct samples)" in text and "bootstrap over cells" in text
+    effects = pd.read_parquet(RunDir(run).table("lrp_filters_effects"))
+    for f, g in effects.groupby("filter"):
+        better = ", ".join(f"{r.metric} {r.difference:+.3f} [{r.low:+.3f}, {r.high:+.3f}]"
+                           for r in g.itertuples() if r.verdict == "better") or "-"
+        assert f"{f} vs none: better {better};" in text
+    assert "better than no filter" not in text
+
+
 def test_report_section_states_the_verdict_from_the_intervals(studied, tmp_path):
     from heatlab.report.html import build_report
 
