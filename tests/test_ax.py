@@ -252,6 +252,29 @@ def test_section_shows_figures_and_numbers_and_escapes_text(axed, tmp_path):
     assert "<script>" not in html and "&lt;script&gt;x&lt;/script&gt;" in html
 
 
+def test_section_uses_before_ax_for_the_error_numbers_and_calls_after_ax_a_reproduction(axed, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(axed[0], run)
+    html = ax_section(_context(run))
+    gap = _tables(run)["co_gap"]
+    raw = gap[gap["variant"] == "raw_sum"]
+    error, journal = html.split("<h3>The gap in numbers")[1].split("<h3>The journal version")
+    # the error-detector table: one row per (method, branch) of the before-AX grouping, with the flag threshold
+    for r in raw[raw["grouping"] == "correct_before"].itertuples():
+        cells = [r.method, r.branch, f"{r.auroc:.3f}", f"{r.median_correct:.3f}", f"{r.median_wrong:.3f}"]
+        assert "<td>" + "</td><td>".join(cells) + "</td>" in error
+        assert f"<td>{r.threshold:.3f}</td>" in error
+    assert error.count("<tr>") == 1 + len(raw[raw["grouping"] == "correct_before"])
+    assert "flag threshold" in error and "flag threshold</th>" not in journal
+    for r in raw[raw["grouping"] == "correct_after"].itertuples():
+        assert f"<td>{r.method}</td><td>{r.branch}</td><td>{r.auroc:.3f}</td>" in journal
+    assert "not an error test" in journal and "not an error test" in html.split("<h3>")[0]
+    # this run's inflation, before -> after, from the table's means
+    means = raw.groupby(["method", "grouping"])["auroc"].mean()
+    for m in raw["method"].unique():
+        assert f"{m} {means[m, 'correct_before']:.3f} → {means[m, 'correct_after']:.3f}" in html
+
+
 def test_section_without_ax_tables_is_a_note(tiny_run, tmp_path):
     run = tmp_path / "run"
     run.mkdir()

@@ -205,6 +205,7 @@ def test_demo_runs_the_whole_pipeline_through_run_demo(tmp_path, monkeypatch):
     assert code == 0, text
     assert f"report: {run / 'report' / 'index.html'}" in text
     assert "total" in text and "GAX:" in text and "LRP study (paper 004, digits)" in text and "Mixer (paper 003)" in text
+    assert "LRP filters against none" in text and "c0.2: better on" in text  # the verdicts of the paired intervals
     assert (run / "report" / "figures" / "training.png").is_file()
     summary = demo_mod.run_demo(run)  # resumes: everything is already there
     assert set(summary["seconds"]) == {"data", "training", "evaluation", "ax", "gax", "lrp", "mixer", "report",

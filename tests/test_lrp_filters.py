@@ -45,23 +45,99 @@ def test_rows_are_the_scores_of_lrp_with_the_filter_at_the_default_layers(studie
         h = attr.sum(1) / attr.abs().amax((1, 2, 3), keepdim=True).squeeze(1).clamp_min(1e-30)
         h = h / h.abs().amax((1, 2), keepdim=True).clamp_min(1e-30)
         np.testing.assert_allclose(mae, (h - shard["truth"].float()).abs().mean((1, 2)).numpy(), atol=1e-5)
-    # the verdict is what the table's means say
-    std = table[table["variant"] == "standard"].groupby("filter")[["precision_best", "recall_best"]].mean()
-    better = [f for f in ("c0.2", "p0.5") if (std.loc[f] > std.loc["none"]).all()]
-    assert summary["better_than_none"]["branch-00"] == better
     loc = pd.read_parquet(run / "tables" / "lrp_filters_localisation.parquet")
     assert summary["means"]["branch-00/none"]["mae (lower is better)"] == pytest.approx(
         loc[loc["filter"] == "none"]["mae"].mean(), abs=1e-5)
 
 
-def test_report_section_states_the_verdict(studied, tmp_path):
+def test_effects_are_the_paired_differences_of_the_stored_rows(studied):
+    run, summary = studied
+    effects = pd.read_parquet(RunDir(run).table("lrp_filters_effects"))
+    five = pd.read_parquet(RunDir(run).table("lrp_filters"))
+    five = five[five["variant"] == "standard"]
+    loc = pd.read_parquet(RunDir(run).table("lrp_filters_localisation"))
+    tables = {"precision_best": five, "recall_best": five, "fpr_avg": five, "mae": loc, "auc/feature": loc}
+    assert set(tables) <= set(effects["metric"]) and set(effects["filter"]) == {"c0.2", "p0.5"}
+    for r in effects.itertuples():
+        t = tables.get(r.metric, loc)
+        keys = ["branch", "shard", "index"]
+        pair = t[t["filter"] == r.filter].merge(t[t["filter"] == "none"], on=keys, suffixes=("", "_none"))
+        d = (pair[r.metric] - pair[f"{r.metric}_none"]).dropna()
+        assert r.difference == pytest.approx(d.mean(), abs=1e-12)
+        assert (r.cells, r.branches, r.n) == (len(d), 1, len(d))  # one branch: n is the distinct cells
+        assert r.low <= r.difference <= r.high and r.interval == "bootstrap over cells"
+        up = r.low > 0 if r.higher_is_better else r.high < 0
+        down = r.high < 0 if r.higher_is_better else r.low > 0
+        assert r.verdict == ("better" if up else "worse" if down else "tied")
+        stored = summary["effects"][r.filter][r.metric]
+        assert (stored["difference"], stored["verdict"]) == (round(r.difference, 5), r.verdict)
+        assert r.metric in summary["verdicts"][r.filter][r.verdict]
+    assert dict(effects.groupby("metric")["higher_is_better"].first()) == {
+        **{m: True for m in ("precision_best", "recall_best", "auc/feature")}, "fpr_avg": False, "mae": False,
+        **({"auc/cell": True} if "auc/cell" in set(effects["metric"]) else {})}
+    assert summary["design"] == {"cells": 20, "branches": 1, "n": 20, "interval": "bootstrap over cells", "level": 0.95}
+
+
+def test_effects_pair_rows_by_branch_and_cell_and_read_each_metrics_direction():
+    from heatlab.run.lrp_filters import effects
+
+    rng = np.random.default_rng(0)
+    cells = [(s, i) for s in (0, 1) for i in range(4)]  # 8 cells shared by both branches
+    rows = []
+    for branch in ("branch-00", "branch-01"):
+        for shard, index in cells:
+            p, fpr, mae = rng.random(3)
+            rows.append({"branch": branch, "filter": "none", "variant": "standard", "shard": shard, "index": index,
+                         "precision_best": p, "recall_best": 0.5, "fpr_avg": fpr, "mae": mae})
+            rows.append({"branch": branch, "filter": "p0.5", "variant": "standard", "shard": shard, "index": index,
+                         "precision_best": p + 0.1, "recall_best": 0.5, "fpr_avg": fpr - 0.02, "mae": mae + 0.03})
+    table = pd.DataFrame(rows).sample(frac=1.0, random_state=1)  # row order carries no pairing
+    five = table.drop(columns="mae")
+    loc = table.drop(columns=["variant", "precision_best", "recall_best", "fpr_avg"])
+    got = effects({"five_band": five, "localisation": loc}, ["none", "p0.5"], ["branch-00", "branch-01"]).set_index("metric")
+    want = {"precision_best": (0.1, "better"), "recall_best": (0.0, "tied"), "fpr_avg": (-0.02, "better"),
+            "mae": (0.03, "worse")}
+    for metric, (diff, verdict) in want.items():
+        assert got.loc[metric, "difference"] == pytest.approx(diff, abs=1e-12)
+        assert (got.loc[metric, "low"], got.loc[metric, "high"]) == pytest.approx((diff, diff), abs=1e-12)
+        assert got.loc[metric, "verdict"] == verdict
+    assert (got["cells"].unique().tolist(), got["branches"].unique().tolist(), got["n"].unique().tolist()) == ([8], [2], [16])
+
+
+def test_cli_states_n_and_the_verdicts_from_the_intervals(studied, tmp_path):
+    from typer.testing import CliRunner
+
+    from heatlab.cli import app
+
+    run = tmp_path / "run"
+    shutil.copytree(studied[0], run)  # the units are done, so the command only joins them again
+    result = CliRunner().invoke(app, ["lrp-filters", str(run), "--filters", "c0.2,p0.5", "--batch-size", "8"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "over 20 samples x 1 branches (n = 20, 20 distinct samples)" in text and "bootstrap over cells" in text
+    effects = pd.read_parquet(RunDir(run).table("lrp_filters_effects"))
+    for f, g in effects.groupby("filter"):
+        better = ", ".join(f"{r.metric} {r.difference:+.3f} [{r.low:+.3f}, {r.high:+.3f}]"
+                           for r in g.itertuples() if r.verdict == "better") or "-"
+        assert f"{f} vs none: better {better};" in text
+    assert "better than no filter" not in text
+
+
+def test_report_section_states_the_verdict_from_the_intervals(studied, tmp_path):
     from heatlab.report.html import build_report
 
     run = tmp_path / "run"
     shutil.copytree(studied[0], run)
     build_report(run)
     page = (run / "report" / "index.html").read_text()
-    assert 'id="lrp-filters"' in page and "beat no filter" in page and "c0.2" in page
+    section = page[page.index('id="lrp-filters"'):]
+    assert "beat no filter" not in section and "20 samples × 1 branches (n = 20 pairs" in section
+    effects = pd.read_parquet(RunDir(run).table("lrp_filters_effects"))
+    r = effects[(effects["filter"] == "p0.5") & (effects["metric"] == "recall_best")].iloc[0]
+    sign = lambda x: ("+" if x > 0 else "") + f"{x:.3f}"  # noqa: E731
+    assert f"{sign(r.difference)} [{sign(r.low)}, {sign(r.high)}]" in section
+    if r.verdict != "tied":
+        assert f"{r.verdict} on" in section
 
 
 def test_bad_input(tiny_run, tiny_wine_run):

@@ -527,6 +527,34 @@ def test_headline_over_two_branches_uses_the_stored_aurocs(good_report):
     assert "Not in this run: five-band" in text and "localisation" in text
 
 
+def _pairwise_auroc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(a positive score > a negative one), ties one half, by comparing every pair."""
+    diff = pos[:, None] - neg[None, :]
+    return float(((diff > 0) + 0.5 * (diff == 0)).mean())
+
+
+def test_headline_auroc_is_the_before_ax_auroc_computed_by_hand(full_report, good_report):
+    differ = 0
+    for run, _, html, _ in (full_report, good_report):
+        row = next(v for k, v in _headline(html).items() if k.startswith("AUROC of the CO score"))
+        assert "correct before AX" in row[1]
+        info = RunDir(run).stage_summary("ax")
+        co = pd.read_parquet(RunDir(run).table("co"))
+        co = co[(co["split"] == info["split"]) & (co["space"] == info["space"])]
+        for m, g in co.groupby("method", sort=False):
+            by = {}
+            for column in ("correct_before", "correct_after_sum"):  # the headline's grouping, and the circular one
+                values = [_pairwise_auroc(b.loc[b[column], "co_raw_sum"].to_numpy(),
+                                          b.loc[~b[column], "co_raw_sum"].to_numpy())
+                          for _, b in g.groupby("branch", sort=False) if 0 < b[column].sum() < len(b)]
+                by[column] = f"{m} {np.mean(values):.3f} [" if values else None
+            assert by["correct_before"] is not None and by["correct_before"] in row[3]
+            if by["correct_after_sum"] not in (None, by["correct_before"]):
+                differ += 1
+                assert by["correct_after_sum"] not in row[3]
+    assert differ  # the two groupings give different AUROCs here, so the test tells them apart
+
+
 def test_accuracy_warning_for_a_near_chance_model_only(full_report, good_report):
     from heatlab.score.intervals import near_chance
 

@@ -245,9 +245,10 @@ def demo(
             f"{ax['space']} space, grouped by {gap['grouping'].replace('_', ' ')})")
     say(f"GAX: {gax['reached']} of {gax['samples']} correctly predicted images reached the target CO "
         f"(median {gax['median_steps_to_target']} steps); viewer: {Path(run_dir) / 'report' / 'gax.html'}")
-    better = summary["lrp_filters"]["better_than_none"]
-    say("LRP filters better than none against the cells' truth: "
-        + "; ".join(f"{b}: {', '.join(f) or 'none'}" for b, f in better.items()))
+    verdicts = summary["lrp_filters"]["verdicts"]
+    say("LRP filters against none on the cells' truth (paired 95% intervals): "
+        + "; ".join(f"{f}: better on {', '.join(v['better']) or 'nothing'}, worse on {', '.join(v['worse']) or 'nothing'}"
+                    for f, v in verdicts.items()))
     say(f"LRP study (paper 004, digits): accuracy {summary['lrp_study']['final_accuracy']:.3f}; Mean Power "
         + ", ".join(f"{k} {v['start']:.3g}->{v['end']:.3g}" for k, v in summary["lrp_study"]["mp_trend"].items()))
     say("Mixer (paper 003), C(x) -> C(x*M): " + ", ".join(

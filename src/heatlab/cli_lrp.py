@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         trust_model_code: bool = trust_model_code_option(),
     ) -> None:
         """Score LRP heatmaps with each relevance filter against the ground truth: do the filters help?"""
-        from heatlab.run.lrp_filters import lrp_filters_run
+        from heatlab.run.lrp_filters import design_line, lrp_filters_run, verdict_lines
 
         runner = backend_options(backend, address, workers, gpus_per_worker)
         t0 = time.perf_counter()
@@ -48,8 +48,9 @@ def register(app: typer.Typer) -> None:
                                 trust_model_code=trust_model_code)
         say(f"LRP ({composite}) with {len(s['filters'])} filter settings at {', '.join(s['layers'])} on "
             f"{s['samples']} {split} samples x {len(s['branches'])} branches in {time.perf_counter() - t0:.0f} s")
-        for branch, better in s["better_than_none"].items():
-            say(f"{branch}: better than no filter: {', '.join(better) if better else 'none'}")
+        say(design_line(s))
+        for line in verdict_lines(s):
+            say(line)
         say(f"tables: {', '.join(s['tables'].values())}")
         if (line := backend_line(runner)) is not None:
             say(line)

@@ -32,7 +32,7 @@ from matplotlib.ticker import MaxNLocator
 
 from heatlab.errors import HeatlabError
 from heatlab.report.figures import new_figure, save_figure
-from heatlab.run.ax import GROUPINGS, grouping_column
+from heatlab.run.ax import ERROR_GROUPING, GROUPINGS, grouping_column
 from heatlab.run.rundir import RunDir
 
 CORRECT_COLOR, WRONG_COLOR = "#0072B2", "#D55E00"
@@ -54,12 +54,15 @@ def variant_label(variant: str) -> str:
 
 # --- loading -----------------------------------------------------------------------------------
 
-def grouping_label(grouping: str, short: bool = False) -> str:
-    """"grouped by correct before AX (conference version, paper 000 v1)", or short "before AX (v1)"."""
+def grouping_label(grouping: str, short: bool = False, role: bool = True) -> str:
+    """"grouped by correct before AX (conference version, paper 000 v1; the error test)" (without
+    "; the error test" when ``role`` is False), or short "before AX (v1)"."""
     g = GROUPINGS.get(grouping)
     if g is None:
         return grouping
-    return f"{g['when']} ({g['version'].split()[-1]})" if short else f"grouped by correct {g['when']} ({g['version']})"
+    if short:
+        return f"{g['when']} ({g['version'].split()[-1]})"
+    return f"grouped by correct {g['when']} ({g['version']}" + (f"; {g['role']})" if role else ")")
 
 
 def load_ax_tables(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -148,7 +151,8 @@ def co_boxplot_figure(co: pd.DataFrame, gap: pd.DataFrame, out_png: str | os.Pat
         panel.set_title(f"AX {AX_LABELS[ax]}, {OUTPUT_LABELS[output]}", fontsize=10)
         panel.grid(axis="y", alpha=0.3)
     where = f", {space} space" if space else ""
-    fig.suptitle(f"CO scores of correct and wrong predictions ({branch}{where})\n{grouping_label(grouping)}",
+    fig.suptitle(f"CO scores of correct and wrong predictions ({branch}{where})\n{grouping_label(grouping, role=False)}"
+                 + ("" if grouping == ERROR_GROUPING else ", not an error test"),
                  fontsize=10)
     _group_legend(fig, rows, ok, anchor=(0.5, 0.925))  # under the two-line title
     fig.tight_layout(rect=(0, 0, 1, 0.9))

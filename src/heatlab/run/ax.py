@@ -26,8 +26,9 @@ space, shard, index, label, prediction`` (before AX), ``correct_before`` and, fo
 ``tables/co_gap.parquet``, one row per (branch, method, variant, grouping) with ``variant`` in
 ``raw_sum, softmax_sum, raw_mult, softmax_mult`` and ``grouping`` in :data:`GROUPINGS`: the
 :class:`heatlab.score.gap.GapResult` fields of the CO scores of ``split`` (main space) grouped by
-whether the prediction was correct *before* AX (the conference version, paper 000 v1) or *after*
-AX with that variant's ``x + h`` / ``x · h`` (the journal version, v2). The flag threshold is **chosen on
+whether the prediction was correct *before* AX (the conference version, paper 000 v1: the error
+test) or *after* AX with that variant's ``x + h`` / ``x · h`` (the journal version, v2: reproduced,
+but circular as an error test, since the post-AX logits decide both the group and the score). The flag threshold is **chosen on
 ``holdout_split``** (default ``val``) and its precision and recall are **measured on ``split``**
 (default ``test``), so the reported flag numbers come from samples the threshold never saw; with
 no holdout split the threshold is chosen on ``split`` itself (``threshold_source = "in-sample"``).
@@ -59,9 +60,15 @@ KIND = "co"
 #: CO variants as ``<output>_<ax>``, in table order.
 VARIANTS: tuple[str, ...] = tuple(f"{o}_{a}" for a in AX_VARIANTS for o in OUTPUTS)
 ID_COLUMNS = ["branch", "method", "split", "space", "shard", "index", "label", "prediction", "correct_before"]
-#: Correct/wrong groupings of the gap analysis: when "correct" is judged, and which paper version does so.
-GROUPINGS = {"correct_before": {"when": "before AX", "version": "conference version, paper 000 v1"},
-             "correct_after": {"when": "after AX", "version": "journal version, paper 000 v2"}}
+#: Correct/wrong groupings of the gap analysis: when "correct" is judged, which paper version does so,
+#: and what it is good for. Only the before-AX grouping tests whether CO detects errors: after AX the
+#: same post-AX logits decide both the group and the CO score, which inflates the AUROC (DESIGN §4.4).
+GROUPINGS = {"correct_before": {"when": "before AX", "version": "conference version, paper 000 v1",
+                                "role": "the error test"},
+             "correct_after": {"when": "after AX", "version": "journal version, paper 000 v2",
+                               "role": "the journal version's reproduction, not an error test"}}
+#: The grouping of every error-detector number (headline, largest gap, flag threshold).
+ERROR_GROUPING = "correct_before"
 #: The method also run in the other space (Table 2's comparison line), when the run has it.
 COMPARE_METHOD = "Saliency"
 RECORD_COLUMNS = [c for a in AX_VARIANTS for c in (f"co_raw_{a}", f"co_softmax_{a}", f"pred_after_{a}", f"correct_after_{a}")]
@@ -246,7 +253,7 @@ def gap_table(co: pd.DataFrame, *, split: str, holdout_split: str | None) -> pd.
     return pd.DataFrame(rows)
 
 
-def largest_gap(gap: pd.DataFrame, variant: str = MAIN_VARIANT, grouping: str = "correct_before") -> dict | None:
+def largest_gap(gap: pd.DataFrame, variant: str = MAIN_VARIANT, grouping: str = ERROR_GROUPING) -> dict | None:
     """``{"method", "auroc", "variant", "grouping"}`` with the highest mean AUROC over branches (None if all NaN)."""
     rows = gap[(gap["variant"] == variant) & (gap["grouping"] == grouping)]
     means = rows.groupby("method", sort=False)["auroc"].mean().dropna()

@@ -9,8 +9,15 @@ filter layers (:func:`heatlab.explain.methods.lrp.filter_layers`), and scores th
 A stage on :mod:`heatlab.run.runner`; one unit per (branch, filter, shard), resumable. Outputs:
 ``tables/lrp_filters.parquet`` (five-band rows, with ``filter`` in the method column's place),
 ``tables/lrp_filters_localisation.parquet`` (with ``mae``: paper 004's eq. (5) against the truth,
-the mean |adjusted heatmap − truth|) and ``lrp-filters.json`` with the per-filter means
-and, per branch, which filters beat ``none`` on both mean best precision and mean best recall.
+the mean |adjusted heatmap − truth|), ``tables/lrp_filters_effects.parquet`` and ``lrp-filters.json``
+with the per-(branch, filter) means and the effects.
+
+**Effects** (:func:`effects`): every branch scores the same cells with and without each filter, so
+per filter and metric (:data:`METRICS`) the effect is the *paired* difference filter − none, averaged
+over cells × branches, with a 95% seeded bootstrap interval that resamples the cells jointly across
+branches (and the branches too when there are >= 3; :func:`heatlab.score.intervals.paired_difference`).
+The verdict per metric is better / worse / tied from that interval in the metric's direction (lower
+FPR and MAE are better). n is cells × branches; the distinct cells are stated next to it.
 """
 
 from __future__ import annotations
@@ -29,9 +36,20 @@ from heatlab.progress import Progress
 from heatlab.run.evaluate import score_attributions
 from heatlab.run.rundir import RunDir
 from heatlab.run.runner import PARQUET, Stage, Unit, Work, run_stage
+from heatlab.score.intervals import LEVEL, difference_verdict, paired_difference
 
 NONE = "none"
 SCORES = ("precision_best", "recall_best", "fpr_avg", "accuracy_best")
+#: (table, column, what it is, higher is better) of the effects, each where the run has the column.
+METRICS = (
+    ("five_band", "precision_best", "best precision", True),
+    ("five_band", "recall_best", "best recall", True),
+    ("five_band", "fpr_avg", "FPR (mean over thresholds)", False),
+    ("localisation", "mae", "MAE of eq. (5)", False),
+    ("localisation", "auc/feature", "AUC (feature mask)", True),
+    ("localisation", "auc/cell", "AUC (cell mask)", True),
+)
+CELL_KEYS = ["shard", "index"]
 
 
 class LRPFilters(Stage):
@@ -83,35 +101,109 @@ class LRPFilters(Stage):
                 tables[kind] = df[first + [c for c in df.columns if c not in first]]
                 paths[name] = self.run.table(name)
                 write_parquet(paths[name], tables[kind])
+        table = effects(tables, self.filters, self.branches, seed=self.run.seed())
+        paths["lrp_filters_effects"] = self.run.table("lrp_filters_effects")
+        write_parquet(paths["lrp_filters_effects"], table)
         summary = {"split": self.split, "composite": self.composite, "start": self.start, "layers": self.layers, "filters": self.filters,
-                   "branches": self.branches, "samples": len(self.data), **verdict(tables), "complete": True}
+                   "branches": self.branches, "samples": len(self.data), **verdict(tables), **effects_summary(table),
+                   "complete": True}
         write_json(self.run.summary_path(self.name), summary)
         return {**summary, "tables": {k: str(v) for k, v in paths.items()}}
 
 
 def verdict(tables: dict[str, pd.DataFrame]) -> dict:
-    """Per-filter means (standard five-band variant, or the localisation AUC) and the filters that beat none."""
+    """Per-(branch, filter) means (standard five-band variant, or the localisation AUC, and the MAE); descriptive only."""
     loc = tables["localisation"]
     keys = ["branch", "filter"]
-    mae = loc.groupby(keys, sort=False)["mae"].mean()
     if "five_band" in tables:
-        rows = tables["five_band"][tables["five_band"]["variant"] == "standard"]
-        cols = list(SCORES)
+        rows, cols = _standard(tables["five_band"]), list(SCORES)
     else:
         rows, cols = loc, [c for c in ("auc/feature", "auc/cell") if c in loc]
     means = rows.groupby(keys, sort=False)[cols].mean()
-    better = {}
-    for branch in means.index.get_level_values(0).unique():
-        m = means.loc[branch]
-        base = m.loc[NONE]
-        if "five_band" in tables:
-            wins = m[(m["precision_best"] > base["precision_best"]) & (m["recall_best"] > base["recall_best"])]
-        else:
-            wins = m[(m[cols] > base[cols]).all(axis=1)]
-        better[str(branch)] = [str(f) for f in wins.index if f != NONE]
-    means["mae (lower is better)"] = mae.reindex(means.index)
+    means["mae (lower is better)"] = loc.groupby(keys, sort=False)["mae"].mean().reindex(means.index)
     table = {f"{b}/{f}": {k: round(float(v), 5) for k, v in r.items()} for (b, f), r in means.iterrows()}
-    return {"means": table, "better_than_none": better}
+    return {"means": table}
+
+
+def _standard(five: pd.DataFrame) -> pd.DataFrame:
+    return five[five["variant"] == "standard"]
+
+
+def _matrix(rows: pd.DataFrame, column: str, branches: Sequence[str], cells: pd.Index | None) -> pd.DataFrame:
+    """``B×N`` scores of ``column`` (branches × cells (shard, index), in the order of ``cells`` when given;
+    NaN where missing)."""
+    wide = rows.set_index(["branch", *CELL_KEYS])[column].unstack(CELL_KEYS)
+    return wide.reindex(index=list(branches), columns=cells)
+
+
+def effects(tables: dict[str, pd.DataFrame], filters: Sequence[str], branches: Sequence[str], *,
+            seed: int = 0) -> pd.DataFrame:
+    """One row per (filter ≠ none, metric): the paired difference filter − none and its verdict.
+
+    Columns: ``filter, metric, what, higher_is_better, mean_none, mean_filter, difference, low, high,
+    level, interval, verdict, branches, cells, n`` (n = cells × branches paired differences; ``cells``
+    the distinct cells). See :func:`heatlab.score.intervals.paired_difference`.
+    """
+    rows = []
+    for name, column, what, higher in METRICS:
+        if name not in tables or column not in tables[name]:
+            continue
+        table = _standard(tables[name]) if name == "five_band" else tables[name]
+        by_filter = dict(tuple(table.groupby("filter", sort=False)))
+        if NONE not in by_filter:
+            continue
+        base = _matrix(by_filter[NONE], column, branches, None)
+        for f in filters:
+            if f == NONE or f not in by_filter:
+                continue
+            treated = _matrix(by_filter[f], column, branches, base.columns)
+            iv = paired_difference(treated.to_numpy(), base.to_numpy(), seed=seed)
+            paired = ~(treated.isna() | base.isna()).any(axis=0)
+            rows.append({"filter": f, "metric": column, "what": what, "higher_is_better": higher,
+                         "mean_none": float(base.loc[:, paired].to_numpy().mean()) if paired.any() else float("nan"),
+                         "mean_filter": float(treated.loc[:, paired].to_numpy().mean()) if paired.any() else float("nan"),
+                         "difference": iv.estimate, "low": iv.low, "high": iv.high, "level": LEVEL,
+                         "interval": iv.kind, "verdict": difference_verdict(iv, higher_is_better=higher),
+                         "branches": iv.branches, "cells": iv.samples, "n": iv.branches * iv.samples})
+    return pd.DataFrame(rows, columns=["filter", "metric", "what", "higher_is_better", "mean_none", "mean_filter",
+                                       "difference", "low", "high", "level", "interval", "verdict", "branches",
+                                       "cells", "n"])
+
+
+def effects_summary(table: pd.DataFrame) -> dict:
+    """``{"effects": {filter: {metric: {...}}}, "verdicts": {filter: {"better"|"worse"|"tied": [metrics]}}, "design"}``."""
+    out, verdicts = {}, {}
+    for f, g in table.groupby("filter", sort=False):
+        out[str(f)] = {str(r.metric): {"difference": round(float(r.difference), 5), "low": round(float(r.low), 5),
+                                       "high": round(float(r.high), 5), "verdict": r.verdict,
+                                       "higher_is_better": bool(r.higher_is_better)} for r in g.itertuples()}
+        verdicts[str(f)] = {v: [str(m) for m in g.loc[g["verdict"] == v, "metric"]] for v in ("better", "worse", "tied")}
+    design = {}
+    if len(table):
+        first = table.iloc[0]
+        design = {"cells": int(table["cells"].max()), "branches": int(first["branches"]),
+                  "n": int(table["n"].max()), "interval": str(first["interval"]), "level": float(first["level"])}
+    return {"effects": out, "verdicts": verdicts, "design": design}
+
+
+def verdict_lines(summary: dict) -> list[str]:
+    """One line per filter for the CLI: the metrics it improves, worsens and ties, from the intervals."""
+    lines = []
+    for f, v in summary.get("verdicts", {}).items():
+        e = summary["effects"][f]
+        said = {kind: ", ".join(f"{m} {e[m]['difference']:+.3f} [{e[m]['low']:+.3f}, {e[m]['high']:+.3f}]"
+                                for m in v[kind]) or "-" for kind in ("better", "worse")}
+        lines.append(f"{f} vs none: better {said['better']}; worse {said['worse']}; tied {', '.join(v['tied']) or '-'}")
+    return lines
+
+
+def design_line(summary: dict) -> str:
+    """How many paired differences each effect rests on, and what the interval resamples."""
+    d = summary.get("design") or {}
+    if not d:
+        return "no effects (no filter besides none)"
+    return (f"effects: paired differences filter - none over {d['cells']} samples x {d['branches']} branches "
+            f"(n = {d['n']}, {d['cells']} distinct samples); {100 * d['level']:.0f}% interval: {d['interval']}")
 
 
 def lrp_filters_run(run_dir, *, filters=None, split: str = "test", composite: str = "epsilon_plus",

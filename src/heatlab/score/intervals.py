@@ -15,6 +15,13 @@ honest at those sizes:
   bootstrap over the samples (correct and wrong resampled separately, 2,000 resamples, percentile
   interval).
 
+* :func:`paired_difference` (a filter or setting against a baseline, scored on the *same* cells by
+  every branch): the mean per-cell difference and a seeded percentile bootstrap that resamples the
+  cells jointly across branches (the branches share them) and, with B >= 3, the branches too (a
+  crossed, "pigeonhole" bootstrap). Pairing removes the cells' own spread; resampling the shared
+  cells once per resample keeps B identical branches from looking like B times the evidence.
+  :func:`difference_verdict` reads it as better / worse / tied in the metric's direction.
+
 A t interval of a bounded score is clipped to the score's range when the caller passes ``bounds``.
 
 :func:`pick_best` names the method with the best estimate, unless another method's interval
@@ -44,7 +51,8 @@ CHANCE_MARGIN = 0.1
 class Interval:
     """An estimate with its interval; ``low``/``high`` are NaN when too few values define one.
 
-    kind: ``"t over branches"``, ``"t over samples"`` or ``"bootstrap over samples"``;
+    kind: ``"t over branches"``, ``"t over samples"``, ``"bootstrap over samples"`` or one of
+    :func:`paired_difference`'s bootstrap kinds;
     branches, samples: how many branches and (non-NaN) samples went in.
     """
 
@@ -151,6 +159,62 @@ def _bootstrap_auroc(p: np.ndarray, q: np.ndarray, resamples: int, seed: int) ->
         u = ranks[:, : len(p)].sum(axis=1) - len(p) * (len(p) + 1) / 2
         out.append(u / (len(p) * len(q)))
     return np.concatenate(out)
+
+
+#: :func:`paired_difference`'s kinds, by whether branches are resampled too.
+CELLS_ONLY, BRANCHES_AND_CELLS = "bootstrap over cells", "bootstrap over branches and cells"
+#: Fewest branches whose spread the paired bootstrap resamples (fewer say little about a branch's spread).
+MIN_RESAMPLED_BRANCHES = 3
+
+
+def paired_difference(treated, base, *, level: float = LEVEL, resamples: int = BOOTSTRAP_RESAMPLES,
+                      seed: int = 0) -> Interval:
+    """Mean of ``treated − base`` over branches and cells, with a seeded percentile bootstrap interval.
+
+    treated, base: ``B×N`` (branches × cells; a 1-D ``N`` is one branch): branch b scored cell c
+    both ways, and every branch scored the same N cells in the same order. Cells with NaN on
+    either side in any branch are dropped (complete pairs only). The estimate is the mean of the
+    ``B×N`` differences. Each resample draws N cells with replacement, the same cells for every
+    branch (they share them), and with B >= :data:`MIN_RESAMPLED_BRANCHES` also B branches with
+    replacement; resamples are weighted counts, so no Python loop runs per resample.
+    ``Interval.samples`` is the number of cells N; ``branches`` is B.
+    """
+    t, b = (np.atleast_2d(np.asarray(v, dtype=np.float64)) for v in (treated, base))
+    if t.shape != b.shape or t.ndim != 2:
+        raise HeatlabError(f"paired_difference needs treated and base of one shape (branches × cells), got "
+                           f"{np.shape(treated)} and {np.shape(base)}; pass the same cells for both.")
+    d = t - b
+    d = d[:, ~np.isnan(d).any(axis=0)]
+    n_b, n_c = d.shape
+    if n_c == 0:
+        return Interval(math.nan, math.nan, math.nan, CELLS_ONLY, n_b, 0)
+    estimate = float(d.mean())
+    if n_c < 2:
+        return Interval(estimate, math.nan, math.nan, CELLS_ONLY, n_b, n_c)
+    rng = np.random.default_rng(seed)
+    crossed = n_b >= MIN_RESAMPLED_BRANCHES
+    out = []
+    chunk = max(1, 4_000_000 // (n_b * n_c + n_c))  # keeps each weight matrix near 32 MB
+    for start in range(0, resamples, chunk):
+        r = min(chunk, resamples - start)
+        cells = rng.multinomial(n_c, np.full(n_c, 1.0 / n_c), size=r)  # r×N: how often each cell is drawn
+        if crossed:
+            branches = rng.multinomial(n_b, np.full(n_b, 1.0 / n_b), size=r)  # r×B
+            out.append(((branches @ d) * cells).sum(axis=1) / (n_b * n_c))
+        else:
+            out.append(cells @ d.mean(axis=0) / n_c)
+    boot = np.concatenate(out)
+    lo, hi = np.quantile(boot, [0.5 - level / 2, 0.5 + level / 2])
+    return Interval(estimate, float(lo), float(hi), BRANCHES_AND_CELLS if crossed else CELLS_ONLY, n_b, n_c)
+
+
+def difference_verdict(iv: Interval, *, higher_is_better: bool = True) -> str:
+    """``"better"`` / ``"worse"`` when the difference's interval excludes 0 (in the metric's direction),
+    else ``"tied"`` (also when no interval is defined)."""
+    if not iv.defined or iv.low <= 0.0 <= iv.high:
+        return "tied"
+    up = iv.low > 0.0
+    return "better" if up == higher_is_better else "worse"
 
 
 def overlap(a: Interval, b: Interval) -> bool:

@@ -1,13 +1,77 @@
 """Section "Do LRP filters improve heatmaps?": the filter study against ground truth (paper 004's open question).
 
-Needs ``lrp-filters.json`` (written by ``heatlab lrp-filters``): per (branch, filter) the mean
-scores and which filters beat no filter.
+Needs ``lrp-filters.json`` (written by ``heatlab lrp-filters``): per filter and metric the paired
+difference against no filter with its interval and verdict (the sentence and the effects table
+follow those), and the per-(branch, filter) means (descriptive).
 """
 
 from __future__ import annotations
 
 from heatlab.report.page import ReportContext, Section, esc, fmt, table_html
+from heatlab.run.lrp_filters import METRICS
 from heatlab.run.rundir import RunDir
+
+WHAT = {column: (what, higher) for _, column, what, higher in METRICS}
+
+
+def _in_order(s: dict) -> list[str]:
+    """The filters with effects, in the order they were asked for (the JSON's keys come back sorted)."""
+    effects = s.get("effects", {})
+    return [f for f in s.get("filters", []) if f in effects] + [f for f in effects if f not in s.get("filters", [])]
+
+
+def _metrics(e: dict) -> list[str]:
+    return [m for m in WHAT if m in e] + [m for m in e if m not in WHAT]
+
+
+def _signed(x: float) -> str:
+    return ("+" if x > 0 else "") + fmt(x)
+
+
+def _effect(e: dict) -> str:
+    return f"{_signed(e['difference'])} [{_signed(e['low'])}, {_signed(e['high'])}]"
+
+
+def _listed(e: dict, metrics: list[str]) -> str:
+    return ", ".join(f"{esc(WHAT.get(m, (m,))[0])} {_effect(e[m])}" for m in metrics)
+
+
+def verdict_html(s: dict) -> str:
+    """One sentence per filter: the metrics on which its interval says better, worse or tied."""
+    parts = []
+    for f in _in_order(s):
+        e, v = s["effects"][f], s["verdicts"][f]
+        v = {kind: [m for m in _metrics(e) if m in v.get(kind, [])] for kind in ("better", "worse", "tied")}
+        said = [f"better on {_listed(e, v['better'])}" if v["better"] else "",
+                f"worse on {_listed(e, v['worse'])}" if v["worse"] else "",
+                f"tied on {esc(', '.join(WHAT.get(m, (m,))[0] for m in v['tied']))}" if v["tied"] else ""]
+        parts.append(f"<b>{esc(f)}</b>: " + "; ".join(p for p in said if p))
+    return "<br>".join(parts)
+
+
+def effects_table_html(s: dict) -> str:
+    rows = []
+    for f in _in_order(s):
+        for m in _metrics(s["effects"][f]):
+            e = s["effects"][f][m]
+            what, higher = WHAT.get(m, (m, e.get("higher_is_better", True)))
+            rows.append([esc(f), esc(what), "higher" if higher else "lower", _effect(e), esc(e["verdict"])])
+    return table_html(["filter", "metric", "better is", "filter − none [interval]", "verdict"], rows)
+
+
+def design_text(s: dict) -> str:
+    d = s.get("design") or {}
+    if not d:
+        return ""
+    resampled = ("the branches and the samples (the same samples for every branch)" if "branches" in d["interval"]
+                 else "the samples, the same samples for every branch (with fewer than 3 branches the branches are "
+                      "not resampled, so the interval shows the samples' spread only)")
+    level = esc(f"{100 * d['level']:.0f}")
+    return (f"Every effect is the paired difference filter − none on the same sample and branch, averaged over "
+            f"{esc(d['cells'])} samples × {esc(d['branches'])} branches (n = {esc(d['n'])} pairs; {esc(d['cells'])} "
+            f"distinct samples, since the branches score the same samples), with a {level}% seeded bootstrap interval "
+            f"that resamples {resampled}. A filter is <i>better</i> or <i>worse</i> on a metric when the interval "
+            "excludes 0 (lower FPR and MAE are better), else <i>tied</i>.")
 
 
 def lrp_filters_section(ctx: ReportContext) -> str:
@@ -21,18 +85,20 @@ def lrp_filters_section(ctx: ReportContext) -> str:
     for key in sorted(means, key=lambda k: (k.split("/", 1)[0], order.get(k.split("/", 1)[1], len(order)))):
         branch, filt = key.split("/", 1)
         rows.append([esc(branch), esc(filt), *(fmt(means[key][c]) for c in cols)])
-    verdicts = []
-    for branch, better in s.get("better_than_none", {}).items():
-        what = ", ".join(esc(f) for f in better) if better else "none of the filters"
-        verdicts.append(f"<b>{esc(branch)}</b>: {what}")
-    criterion = ("higher mean best precision <i>and</i> higher mean best recall (standard five-band variant)"
-                 if "precision_best" in cols else "a higher mean AUC against every mask")
+    if s.get("effects"):
+        verdict = (f"<p>{design_text(s)}</p><p class=\"rank\">Against no filter: {verdict_html(s)}.</p>"
+                   + effects_table_html(s))
+    else:
+        verdict = ("<p class=\"muted\">This run's lrp-filters.json has no paired effects (an older heatlab); run "
+                   "<code>heatlab lrp-filters</code> again for them. The means below are descriptive.</p>")
     return (
         f"<p>Paper 004 filters relevance between layers during LRP but had no ground truth to say whether that "
         f"makes heatmaps better. Here the LRP heatmaps ({esc(s.get('composite'))}, relevance from {'every logit' if s.get('start') == 'all' else 'the predicted logit'}) of the <b>{esc(s.get('split'))}"
-        f"</b> split ({esc(s.get('samples'))} samples) were computed with each filter applied at "
+        f"</b> split ({esc(s.get('samples'))} samples, scored by each of {esc(len(s.get('branches', [])))} branches) were computed with each filter applied at "
         f"{esc(', '.join(s.get('layers', [])))} and scored against the ground truth like every other method.</p>"
-        f"<p class=\"rank\">Filters that beat no filter on {criterion}: {'; '.join(verdicts)}.</p>"
+        + verdict
+        + "<p class=\"muted\">Means per branch and filter (descriptive; the verdicts above come from the paired "
+        "intervals, not from these means):</p>"
         + "<div class=\"scroll\">" + table_html(["branch", "filter", *(esc(c) for c in cols)], rows) + "</div>"
     )
 
