@@ -117,6 +117,14 @@ CASES = [
     ("mixer-seeds-0", "mixer {run} --seeds 0"),
     ("mixer-holdout-too-big", "mixer {run} --holdout 1.5"),
     ("mixer-branch-missing", "mixer {run} --branch branch-09"),
+    # Typer's parse errors: one sentence like every other error, not a usage box.
+    ("parse-size-not-a-number", "train --data {cells} --out {new} --size abc"),
+    ("parse-lr-not-a-number", "train --data {cells} --out {new} --lr fast"),
+    ("parse-unknown-option", "evaluate {run} --bogus 3"),
+    ("parse-missing-argument", "evaluate"),
+    ("parse-missing-option", "train --data {cells}"),
+    ("parse-option-without-value", "evaluate {run} --batch-size"),
+    ("parse-unknown-command", "nosuchcommand {run}"),
 ]
 
 
@@ -148,3 +156,66 @@ def test_malformed_input_is_one_sentence_and_changes_nothing(places, line):
     assert message[:1].isupper() or message[:1].isdigit() or message.startswith(("'", "--")), message  # a sentence
     assert {k: _snapshot(places[k]) for k in before} == before, "the command changed files it was given"
     assert not places["new"].exists(), "the command left an output folder behind"
+
+
+def test_parse_error_names_the_flag_and_the_fix(places):
+    result = runner.invoke(app, ["data", "cells", "--out", str(places["new"]), "--size", "abc"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --size expects a whole number, got 'abc'; pass e.g. --size 128."
+    result = runner.invoke(app, ["evaluate", str(places["run"]), "--bogus"])
+    assert result.stderr.strip().startswith("error: No such option --bogus; ")
+    assert runner.invoke(app, ["--help"]).exit_code == 0 and runner.invoke(app, ["evaluate", "--help"]).exit_code == 0
+
+
+def _screen(raw: str) -> list[str]:
+    """The lines a terminal shows after ``raw``: handles the carriage returns, erase-line and
+    cursor-up sequences rich's live display writes; other escape sequences are dropped."""
+    import re
+
+    lines, row, col = [""], 0, 0
+    for token in re.findall(r"\x1b\[[0-9;?]*[A-Za-z]|\r|\n|[^\x1b\r\n]+", raw):
+        if token == "\n":
+            row, col = row + 1, 0
+            lines += [""] * (row + 1 - len(lines))
+        elif token == "\r":
+            col = 0
+        elif token == "\x1b[2K":
+            lines[row] = ""
+        elif token.startswith("\x1b[") and token.endswith("A"):
+            row = max(0, row - int(token[2:-1] or 1))
+        elif not token.startswith("\x1b"):
+            lines[row] = lines[row][:col] + token + lines[row][col + len(token):]
+            col += len(token)
+    return [line for line in lines if line.strip()]
+
+
+def test_an_error_after_a_progress_bar_is_the_last_thing_on_a_terminal(monkeypatch):
+    """In a terminal a bar that started is erased before the error sentence (pytest disables bars
+    otherwise, so the console is forced to be a terminal here)."""
+    import io
+
+    import typer
+    from rich.console import Console
+
+    from heatlab import cli_common
+    from heatlab.errors import HeatlabError
+
+    stream = io.StringIO()
+    monkeypatch.setattr(cli_common, "console", Console(file=stream, force_terminal=True, width=80))
+
+    @cli_common.guarded
+    def stage() -> None:
+        with cli_common.progress_bars() as progress:
+            progress("evaluate", 2, 4)
+            raise HeatlabError("Shard 3 is damaged; run it again.")
+
+    with pytest.raises(typer.Exit):
+        stage()
+    screen = _screen(stream.getvalue())
+    assert "evaluate" in stream.getvalue()  # the bar was drawn ...
+    assert screen == ["error: Shard 3 is damaged; run it again."]  # ... and is gone before the sentence
+    # A stage that ends well keeps its finished bar.
+    stream.truncate(0), stream.seek(0)
+    with cli_common.progress_bars() as progress:
+        progress("evaluate", 4, 4)
+    assert [line.split()[0] for line in _screen(stream.getvalue())] == ["evaluate"]
