@@ -23,7 +23,7 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def places(tiny_run, tmp_path_factory):
+def places(tiny_run, tmp_path_factory, png_claiming):
     """Paths the cases refer to by name ({run}, {cells}, ...), all made once for the module."""
     root = tmp_path_factory.mktemp("malformed")
     run = root / "run"
@@ -54,6 +54,8 @@ def places(tiny_run, tmp_path_factory):
     blob = bytearray(shard.read_bytes())
     blob[-1] ^= 0x01
     shard.write_bytes(bytes(blob))
+    # An image whose header claims 10,000 × 10,000 pixels (100 megapixels; Pillow would warn).
+    p["huge"] = png_claiming(root / "huge.png", 10_000, 10_000)
     return p
 
 
@@ -117,6 +119,7 @@ CASES = [
     ("mixer-seeds-0", "mixer {run} --seeds 0"),
     ("mixer-holdout-too-big", "mixer {run} --holdout 1.5"),
     ("mixer-branch-missing", "mixer {run} --branch branch-09"),
+    ("explain-image-over-pixel-limit", "explain {huge} --run {run} --out {new}"),
     # Typer's parse errors: one sentence like every other error, not a usage box.
     ("parse-size-not-a-number", "train --data {cells} --out {new} --size abc"),
     ("parse-lr-not-a-number", "train --data {cells} --out {new} --lr fast"),
