@@ -54,6 +54,13 @@ def places(tiny_run, tmp_path_factory, png_claiming):
     blob = bytearray(shard.read_bytes())
     blob[-1] ^= 0x01
     shard.write_bytes(bytes(blob))
+    # MNIST IDX files whose images have 0×0 pixels (header and lengths otherwise consistent).
+    p["mnist0"] = root / "mnist0"
+    p["mnist0"].mkdir()
+    for name, header in (("train-images-idx3-ubyte", (2051, 3, 0, 0)), ("t10k-images-idx3-ubyte", (2051, 2, 0, 0)),
+                         ("train-labels-idx1-ubyte", (2049, 3)), ("t10k-labels-idx1-ubyte", (2049, 2))):
+        body = bytes(header[1]) if header[0] == 2049 else b""
+        (p["mnist0"] / name).write_bytes(b"".join(v.to_bytes(4, "big") for v in header) + body)
     # An image whose header claims 10,000 × 10,000 pixels (100 megapixels; Pillow would warn).
     p["huge"] = png_claiming(root / "huge.png", 10_000, 10_000)
     return p
@@ -119,6 +126,7 @@ CASES = [
     ("mixer-seeds-0", "mixer {run} --seeds 0"),
     ("mixer-holdout-too-big", "mixer {run} --holdout 1.5"),
     ("mixer-branch-missing", "mixer {run} --branch branch-09"),
+    ("train-mnist-zero-pixel-images", "train --data mnist:{mnist0} --out {new} --epochs 1 --branches 0"),
     ("explain-image-over-pixel-limit", "explain {huge} --run {run} --out {new}"),
     # Typer's parse errors: one sentence like every other error, not a usage box.
     ("parse-size-not-a-number", "train --data {cells} --out {new} --size abc"),

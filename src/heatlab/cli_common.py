@@ -230,7 +230,7 @@ class HeatlabGroup(typer.core.TyperGroup):
         except _parse.ClickException as exc:
             exc.show()
             sys.exit(exc.exit_code)
-        except _parse.Abort:
+        except typer.Abort:
             console.print("Aborted!", highlight=False)
             sys.exit(1)
         # Without standalone mode Typer returns an Exit's code, or the command's return value (None).
