@@ -126,6 +126,10 @@ CASES = [
     ("mixer-seeds-0", "mixer {run} --seeds 0"),
     ("mixer-holdout-too-big", "mixer {run} --holdout 1.5"),
     ("mixer-branch-missing", "mixer {run} --branch branch-09"),
+    ("mixer-holdout-leaves-too-few", "mixer {run} --holdout 0.99"),
+    ("mixer-settings-twice", "mixer {run} --settings predicted,none,predicted"),
+    ("mixer-ig-batch-size-0", "mixer {run} --ig-batch-size 0"),
+    ("lrp-study-out-is-a-file", "lrp-study --data digits --out {file}"),
     ("train-mnist-zero-pixel-images", "train --data mnist:{mnist0} --out {new} --epochs 1 --branches 0"),
     ("explain-image-over-pixel-limit", "explain {huge} --run {run} --out {new}"),
     # Typer's parse errors: one sentence like every other error, not a usage box.
@@ -167,6 +171,14 @@ def test_malformed_input_is_one_sentence_and_changes_nothing(places, line):
     assert message[:1].isupper() or message[:1].isdigit() or message.startswith(("'", "--")), message  # a sentence
     assert {k: _snapshot(places[k]) for k in before} == before, "the command changed files it was given"
     assert not places["new"].exists(), "the command left an output folder behind"
+
+
+def test_mixer_errors_name_the_flag_given(places):
+    """The IG batch size is --ig-batch-size (the library's ig_batch_size), not the Mixer's --batch-size."""
+    result = runner.invoke(app, ["mixer", str(places["run"]), "--ig-batch-size", "0"])
+    assert result.stderr.startswith("error: --ig-batch-size must be") and "--ig-batch-size 3" in result.stderr
+    result = runner.invoke(app, ["mixer", str(places["run"]), "--holdout", "0.99"])
+    assert "--holdout must be a share in (0, 0.5]" in result.stderr and "got 0.99" in result.stderr
 
 
 def test_parse_error_names_the_flag_and_the_fix(places):
