@@ -18,6 +18,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
+from typer._click import exceptions as _parse  # Typer vendors click: its parse errors are these, not click's
+from typer.core import TyperGroup
 
 from heatlab.errors import HeatlabError
 
@@ -169,9 +171,6 @@ def guarded(fn):
 
 
 # ------------------------------------------------------------------------------ parse errors
-# Typer vendors click; its parse errors are these classes, not the `click` package's.
-from typer._click import exceptions as _parse  # noqa: E402
-
 _KINDS = {"int_parsing": ("a whole number", "1"), "float_parsing": ("a number", "0.5"),
           "bool_parsing": ("true or false", "true")}
 
@@ -211,7 +210,7 @@ def parse_error_sentence(exc: Exception) -> str:
     return f"{message.strip().rstrip('.')}; see {where}."
 
 
-class HeatlabGroup(typer.core.TyperGroup):
+class HeatlabGroup(TyperGroup):
     """The ``heatlab`` command group: parse errors print one ``error:`` sentence (exit 2) instead
     of Typer's usage box; ``--help``, a bare command (its help) and normal exits work as before."""
 
