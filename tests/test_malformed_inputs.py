@@ -242,3 +242,25 @@ def test_an_error_after_a_progress_bar_is_the_last_thing_on_a_terminal(monkeypat
     with cli_common.progress_bars() as progress:
         progress("evaluate", 4, 4)
     assert [line.split()[0] for line in _screen(stream.getvalue())] == ["evaluate"]
+
+
+def test_the_heatlab_group_keeps_exit_codes_and_other_errors():
+    """Only parse errors become sentences: a command's own exit code and a programming error pass through."""
+    import typer
+
+    from heatlab.cli_common import HeatlabGroup
+
+    toy = typer.Typer(cls=HeatlabGroup)
+
+    @toy.command()
+    def stop() -> None:
+        raise typer.Exit(3)
+
+    @toy.command()
+    def crash() -> None:
+        raise RuntimeError("a bug")
+
+    assert runner.invoke(toy, ["stop"]).exit_code == 3
+    assert isinstance(runner.invoke(toy, ["crash"]).exception, RuntimeError)
+    result = runner.invoke(toy, ["stop", "--nope"])
+    assert result.exit_code == 2 and result.stderr.startswith("error: No such option --nope; ")
