@@ -28,3 +28,25 @@ def tiny_wine_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("wine") / "run"
     train_run("wine", run, TrainConfig(model="drybeanfpa", epochs=2, branches=1, branch_epochs=1, batch_size=16, seed=3))
     return run
+
+
+@pytest.fixture(scope="session")
+def png_claiming():
+    """``claiming(path, width, height)``: write a PNG whose header claims ``width × height`` pixels
+    (its pixel data is one bit, so nothing big is made) and return ``path``."""
+    import io
+    import zlib
+
+    from PIL import Image
+
+    def claiming(path, width: int, height: int):
+        """A PNG whose header claims ``width × height`` pixels (its pixel data is one bit: nothing big is made)."""
+        buf = io.BytesIO()
+        Image.new("1", (1, 1)).save(buf, format="PNG")
+        data = bytearray(buf.getvalue())
+        data[16:20], data[20:24] = width.to_bytes(4, "big"), height.to_bytes(4, "big")  # IHDR width, height
+        data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+        path.write_bytes(bytes(data))
+        return path
+
+    return claiming

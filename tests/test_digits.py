@@ -85,6 +85,48 @@ def test_read_idx_damaged_gzip_and_missing(tmp_path):
         read_idx(tmp_path / "nope", "images")
 
 
+def _peak_bytes(fn) -> int:
+    """Peak Python-heap bytes (tracemalloc; numpy and zlib buffers are traced) while ``fn`` runs."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    except HeatlabError:
+        pass
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def test_a_gzip_bomb_is_refused_without_inflating_it(tmp_path):
+    """A header announcing 24 bytes followed by 64 MiB of zeros (64 KiB compressed), and a header
+    announcing 3.6 GB in a file of a few dozen bytes: both refused, memory staying under 1 MiB."""
+    small = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    bomb = tmp_path / "bomb-idx3-ubyte.gz"
+    with gzip.open(bomb, "wb") as fh:
+        fh.write(_idx_bytes(small, 2051))
+        for _ in range(64):
+            fh.write(bytes(1 << 20))
+    with pytest.raises(HeatlabError, match="bomb-idx3-ubyte.gz' holds more than 40 bytes .* too long"):
+        read_idx(bomb, "images")
+    assert _peak_bytes(lambda: read_idx(bomb, "images")) < 1 << 20
+    claims = tmp_path / "claims-idx3-ubyte.gz"
+    claims.write_bytes(gzip.compress(_idx_bytes(np.zeros((0, 0, 0), np.uint8), 2051)[:4]
+                                     + b"".join(d.to_bytes(4, "big") for d in (1, 60_000, 60_000)) + bytes(100)))
+    with pytest.raises(HeatlabError, match=r"announces \(1, 60000, 60000\) .* more than its \d+ compressed bytes can hold"):
+        read_idx(claims, "images")
+    assert _peak_bytes(lambda: read_idx(claims, "images")) < 1 << 20
+
+
+def test_idx_images_of_zero_pixels_are_refused(tmp_path):
+    arrays = _write_set(tmp_path / "m", gz=False)
+    for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"):
+        (tmp_path / "m" / name).write_bytes(_idx_bytes(np.zeros((len(arrays[name]), 0, 0), np.uint8), 2051))
+    with pytest.raises(HeatlabError, match="train-images-idx3-ubyte' holds images of 0×0 pixels"):
+        mnist(tmp_path / "m")
+
+
 @pytest.mark.parametrize("gz", [False, True])
 def test_mnist_splits(tmp_path, gz):
     arrays = _write_set(tmp_path / "mnist", gz=gz)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import numpy as np
@@ -153,6 +154,104 @@ def test_bad_input_is_one_sentence_and_writes_nothing(images, cell_weights, tmp_
     _assert_refused(*_invoke("explain", folder, "--weights", weights, "--target", "9", "--out", out), out, "0..2")
     code, text = _invoke("explain", folder, "--model", f"{model_file}:flat32", "--num-classes", 2, "--out", out)
     assert code == 0, text  # the same model at its own size works
+
+
+ODD_MODELS = """
+import torch
+from torch import nn
+
+class _Net(nn.Module):
+    def __init__(self, num_classes, in_channels, mode):
+        super().__init__()
+        self.fc, self.mode = nn.Linear(in_channels * 32 * 32, num_classes), mode
+
+    def forward(self, x):
+        if self.mode == "raise":
+            raise ValueError("this model refuses every input")
+        y = self.fc(x.flatten(1))
+        return (y, y) if self.mode == "tuple" else y
+
+def pair(*, num_classes, in_channels):   # returns (logits, logits)
+    return _Net(num_classes, in_channels, "tuple")
+
+def angry(*, num_classes, in_channels):  # raises its own error
+    return _Net(num_classes, in_channels, "raise")
+
+def plain(*, num_classes, in_channels):
+    return _Net(num_classes, in_channels, "plain")
+"""
+
+
+def test_a_models_own_error_or_tuple_output_is_one_sentence(images, tmp_path):
+    folder = images[0]
+    out = tmp_path / "out"
+    model_file = tmp_path / "odd.py"
+    model_file.write_text(ODD_MODELS)
+    _assert_refused(*_invoke("explain", folder, "--model", f"{model_file}:pair", "--num-classes", 2, "--out", out),
+                    out, f"Model '{model_file}:pair' returns a tuple, not one tensor of logits")
+    _assert_refused(*_invoke("explain", folder, "--model", f"{model_file}:angry", "--num-classes", 2, "--out", out),
+                    out, f"Model '{model_file}:angry' failed", "ValueError: this model refuses every input")
+
+
+def test_sizes_and_channels_are_checked_before_anything_runs(images, cell_weights, tmp_path):
+    folder, weights = images[0], cell_weights[0]
+    out = tmp_path / "out"
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tiny / "t.png")
+    _assert_refused(*_invoke("explain", tiny, "--weights", weights, "--out", out), out, "is 4 px high", "--size 224")
+    model_file = tmp_path / "odd.py"
+    model_file.write_text(ODD_MODELS)
+    _assert_refused(*_invoke("explain", folder, "--model", f"{model_file}:plain", "--num-classes", 2,
+                             "--in-channels", 0, "--out", out), out, "--in-channels", "got 0")
+    code, text = _invoke("explain", tiny, "--weights", weights, "--size", 32, "--out", out)
+    assert code == 0, text  # the same tiny image resized to a size the model takes
+
+
+def test_rerun_into_an_output_folder_inside_the_sources_reads_only_the_sources(images, cell_weights, tmp_path):
+    folder, paths, _ = images
+    out = folder / "explained"
+    for _ in range(2):
+        code, text = _invoke("explain", folder, "--weights", cell_weights[0], "--out", out)
+        assert code == 0, text
+        record, t = load_explanations(out)
+        assert record["sources"] == [str(p) for p in paths] and len(t["inputs"]) == 3  # not its own overlays
+    overlay_png = next((out / "overlays").iterdir())
+    _assert_refused(*_invoke("explain", overlay_png, "--weights", cell_weights[0], "--out", out),
+                    tmp_path / "never", "lies inside the output folder")
+
+
+def test_a_non_utf8_file_name_is_shown_escaped(images, cell_weights, tmp_path):
+    folder = images[0]
+    odd = os.fsdecode(folder / os.fsdecode(b"caf\xe9.png"))
+    try:
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(odd)
+    except (OSError, UnicodeError):
+        pytest.skip("this file system refuses non-UTF-8 names")
+    out = tmp_path / "out"
+    code, text = _invoke("explain", folder, "--weights", cell_weights[0], "--out", out)
+    assert code == 0 and "Traceback" not in text, text
+    record, _ = load_explanations(out)
+    assert str(folder / "caf\\xe9.png") in record["sources"]
+    assert "caf\\xe9.png" in (out / "index.html").read_text(encoding="utf-8")
+
+
+def test_temporary_files_of_a_killed_run_are_removed(images, cell_weights, tmp_path):
+    import subprocess
+    import sys
+
+    from heatlab import files
+
+    out = tmp_path / "out"
+    assert _invoke("explain", images[0], "--weights", cell_weights[0], "--out", out)[0] == 0
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = out / "overlays" / f".0000-a2__Saliency.png.{files._HOST}~{dead.pid}.x1y2.tmp"
+    stale.write_bytes(b"half an overlay")
+    mine = out / f".note.{files._HOST}~{os.getpid()}.abcd.tmp"  # a live writer's file stays
+    mine.write_bytes(b"")
+    assert _invoke("explain", images[0], "--weights", cell_weights[0], "--out", out)[0] == 0
+    assert not stale.exists() and mine.exists()
 
 
 # -------------------------------------------------------------------------------------- overlay

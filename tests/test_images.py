@@ -549,3 +549,35 @@ def test_mask_file_modes_decode_to_the_drawn_mask(tmp_path):
     assert split.truth_kind == "mask"
     truth = split.load_shard(0)["truth"]
     assert all(torch.equal(t, torch.from_numpy(drawn).float()) for t in truth)
+
+
+@pytest.mark.parametrize("side", [7_000, 10_000, 20_000])  # 49 MP; 100 MP (Pillow warns); 400 MP (Pillow refuses)
+def test_an_image_over_the_pixel_limit_is_refused_from_its_header(tmp_path, side, png_claiming):
+    path = png_claiming(tmp_path / "huge.png", side, side)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for call in (lambda: images._check_header(path), lambda: images.decode_image(path, 8, 3)):
+            with pytest.raises(HeatlabError, match="huge.png' has .* pixels, more than the 40 megapixels heatlab decodes"):
+                call()
+    assert images.MAX_PIXELS == 40_000_000
+    small = png_claiming(tmp_path / "ok.png", 6_000, 6_000)  # 36 MP: under the limit, so its header passes
+    assert images._check_header(small) == (6_000, 6_000)
+
+
+def test_a_palette_png_with_transparency_decodes_without_a_warning(tmp_path):
+    import warnings
+
+    index = np.array([[0, 1], [2, 1]], dtype=np.uint8)
+    im = Image.fromarray(index, mode="P")
+    im.putpalette([10, 20, 30, 200, 100, 0, 0, 0, 255] + [0] * (253 * 3))
+    im.save(tmp_path / "p.png", transparency=b"\xff\x00\x80")  # alpha per palette entry (tRNS bytes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rgb = images.decode_image(tmp_path / "p.png", 2, 3)
+        grey = images.decode_image(tmp_path / "p.png", 2, 1)
+    palette = np.array([[10, 20, 30], [200, 100, 0], [0, 0, 255]], dtype=np.uint8)
+    assert np.array_equal(rgb, palette[index].transpose(2, 0, 1))  # the colours, the alpha dropped
+    luma = (palette[index] @ np.array([299, 587, 114]) + 500) // 1000  # ITU-R 601-2, as Pillow rounds it
+    assert np.abs(grey[0].astype(int) - luma).max() <= 1

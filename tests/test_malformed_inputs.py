@@ -23,7 +23,7 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def places(tiny_run, tmp_path_factory):
+def places(tiny_run, tmp_path_factory, png_claiming):
     """Paths the cases refer to by name ({run}, {cells}, ...), all made once for the module."""
     root = tmp_path_factory.mktemp("malformed")
     run = root / "run"
@@ -54,6 +54,15 @@ def places(tiny_run, tmp_path_factory):
     blob = bytearray(shard.read_bytes())
     blob[-1] ^= 0x01
     shard.write_bytes(bytes(blob))
+    # MNIST IDX files whose images have 0×0 pixels (header and lengths otherwise consistent).
+    p["mnist0"] = root / "mnist0"
+    p["mnist0"].mkdir()
+    for name, header in (("train-images-idx3-ubyte", (2051, 3, 0, 0)), ("t10k-images-idx3-ubyte", (2051, 2, 0, 0)),
+                         ("train-labels-idx1-ubyte", (2049, 3)), ("t10k-labels-idx1-ubyte", (2049, 2))):
+        body = bytes(header[1]) if header[0] == 2049 else b""
+        (p["mnist0"] / name).write_bytes(b"".join(v.to_bytes(4, "big") for v in header) + body)
+    # An image whose header claims 10,000 × 10,000 pixels (100 megapixels; Pillow would warn).
+    p["huge"] = png_claiming(root / "huge.png", 10_000, 10_000)
     return p
 
 
@@ -136,6 +145,20 @@ CASES = [
     ("evaluate-gpus-per-worker-inf", "evaluate {run} --backend ray --gpus-per-worker inf"),
     ("evaluate-gpus-per-worker-negative", "evaluate {run} --backend ray --gpus-per-worker -1"),
     ("evaluate-gpus-per-worker-1.5", "evaluate {run} --backend ray --gpus-per-worker 1.5"),
+    ("mixer-holdout-leaves-too-few", "mixer {run} --holdout 0.99"),
+    ("mixer-settings-twice", "mixer {run} --settings predicted,none,predicted"),
+    ("mixer-ig-batch-size-0", "mixer {run} --ig-batch-size 0"),
+    ("lrp-study-out-is-a-file", "lrp-study --data digits --out {file}"),
+    ("train-mnist-zero-pixel-images", "train --data mnist:{mnist0} --out {new} --epochs 1 --branches 0"),
+    ("explain-image-over-pixel-limit", "explain {huge} --run {run} --out {new}"),
+    # Typer's parse errors: one sentence like every other error, not a usage box.
+    ("parse-size-not-a-number", "train --data {cells} --out {new} --size abc"),
+    ("parse-lr-not-a-number", "train --data {cells} --out {new} --lr fast"),
+    ("parse-unknown-option", "evaluate {run} --bogus 3"),
+    ("parse-missing-argument", "evaluate"),
+    ("parse-missing-option", "train --data {cells}"),
+    ("parse-option-without-value", "evaluate {run} --batch-size"),
+    ("parse-unknown-command", "nosuchcommand {run}"),
 ]
 
 
@@ -167,3 +190,96 @@ def test_malformed_input_is_one_sentence_and_changes_nothing(places, line):
     assert message[:1].isupper() or message[:1].isdigit() or message.startswith(("'", "--")), message  # a sentence
     assert {k: _snapshot(places[k]) for k in before} == before, "the command changed files it was given"
     assert not places["new"].exists(), "the command left an output folder behind"
+
+
+def test_mixer_errors_name_the_flag_given(places):
+    """The IG batch size is --ig-batch-size (the library's ig_batch_size), not the Mixer's --batch-size."""
+    result = runner.invoke(app, ["mixer", str(places["run"]), "--ig-batch-size", "0"])
+    assert result.stderr.startswith("error: --ig-batch-size must be") and "--ig-batch-size 3" in result.stderr
+    result = runner.invoke(app, ["mixer", str(places["run"]), "--holdout", "0.99"])
+    assert "--holdout must be a share in (0, 0.5]" in result.stderr and "got 0.99" in result.stderr
+
+
+def test_parse_error_names_the_flag_and_the_fix(places):
+    result = runner.invoke(app, ["data", "cells", "--out", str(places["new"]), "--size", "abc"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --size expects a whole number, got 'abc'; pass e.g. --size 128."
+    result = runner.invoke(app, ["evaluate", str(places["run"]), "--bogus"])
+    assert result.stderr.strip().startswith("error: No such option --bogus; ")
+    assert runner.invoke(app, ["--help"]).exit_code == 0 and runner.invoke(app, ["evaluate", "--help"]).exit_code == 0
+
+
+def _screen(raw: str) -> list[str]:
+    """The lines a terminal shows after ``raw``: handles the carriage returns, erase-line and
+    cursor-up sequences rich's live display writes; other escape sequences are dropped."""
+    import re
+
+    lines, row, col = [""], 0, 0
+    for token in re.findall(r"\x1b\[[0-9;?]*[A-Za-z]|\r|\n|[^\x1b\r\n]+", raw):
+        if token == "\n":
+            row, col = row + 1, 0
+            lines += [""] * (row + 1 - len(lines))
+        elif token == "\r":
+            col = 0
+        elif token == "\x1b[2K":
+            lines[row] = ""
+        elif token.startswith("\x1b[") and token.endswith("A"):
+            row = max(0, row - int(token[2:-1] or 1))
+        elif not token.startswith("\x1b"):
+            lines[row] = lines[row][:col] + token + lines[row][col + len(token):]
+            col += len(token)
+    return [line for line in lines if line.strip()]
+
+
+def test_an_error_after_a_progress_bar_is_the_last_thing_on_a_terminal(monkeypatch):
+    """In a terminal a bar that started is erased before the error sentence (pytest disables bars
+    otherwise, so the console is forced to be a terminal here)."""
+    import io
+
+    import typer
+    from rich.console import Console
+
+    from heatlab import cli_common
+    from heatlab.errors import HeatlabError
+
+    stream = io.StringIO()
+    monkeypatch.setattr(cli_common, "console", Console(file=stream, force_terminal=True, width=80))
+
+    @cli_common.guarded
+    def stage() -> None:
+        with cli_common.progress_bars() as progress:
+            progress("evaluate", 2, 4)
+            raise HeatlabError("Shard 3 is damaged; run it again.")
+
+    with pytest.raises(typer.Exit):
+        stage()
+    screen = _screen(stream.getvalue())
+    assert "evaluate" in stream.getvalue()  # the bar was drawn ...
+    assert screen == ["error: Shard 3 is damaged; run it again."]  # ... and is gone before the sentence
+    # A stage that ends well keeps its finished bar.
+    stream.truncate(0), stream.seek(0)
+    with cli_common.progress_bars() as progress:
+        progress("evaluate", 4, 4)
+    assert [line.split()[0] for line in _screen(stream.getvalue())] == ["evaluate"]
+
+
+def test_the_heatlab_group_keeps_exit_codes_and_other_errors():
+    """Only parse errors become sentences: a command's own exit code and a programming error pass through."""
+    import typer
+
+    from heatlab.cli_common import HeatlabGroup
+
+    toy = typer.Typer(cls=HeatlabGroup)
+
+    @toy.command()
+    def stop() -> None:
+        raise typer.Exit(3)
+
+    @toy.command()
+    def crash() -> None:
+        raise RuntimeError("a bug")
+
+    assert runner.invoke(toy, ["stop"]).exit_code == 3
+    assert isinstance(runner.invoke(toy, ["crash"]).exception, RuntimeError)
+    result = runner.invoke(toy, ["stop", "--nope"])
+    assert result.exit_code == 2 and result.stderr.startswith("error: No such option --nope; ")

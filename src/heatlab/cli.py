@@ -12,8 +12,8 @@ import typer
 
 import heatlab
 from heatlab.cli_common import (
-    BACKEND_HELP, METHODS_HELP, _fail, backend_line, backend_options, console, guarded, out, progress_bars, say,
-    say_cam_layer, trust_model_code_option, warn,
+    BACKEND_HELP, METHODS_HELP, HeatlabGroup, _fail, backend_line, backend_options, console, guarded, out, progress_bars,
+    say, say_cam_layer, trust_model_code_option, warn,
 )
 from heatlab.models.config import TABLE_DEFAULTS as TABLE, TrainConfig
 
@@ -23,6 +23,7 @@ TRAIN = TrainConfig()  # the defaults shown by `heatlab train --help`
 
 app = typer.Typer(
     name="heatlab",
+    cls=HeatlabGroup,
     help="Compute, score, rectify and use heatmap explanations of PyTorch classifiers.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

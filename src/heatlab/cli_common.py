@@ -18,6 +18,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
+from typer._click import exceptions as _parse  # Typer vendors click: its parse errors are these, not click's
+from typer.core import TyperGroup
 
 from heatlab.errors import HeatlabError
 
@@ -37,15 +39,23 @@ def say_cam_layer(summary: dict) -> None:
         say(f"CAM layer: {summary['cam_layer']} (the model's first nn.Conv2d; LayerGradCam and GuidedGradCam use it)")
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _shown(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte of a non-UTF-8 file name (surrogateescape): the byte itself
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\u{code:04x}" if code > 0xFF else f"\\x{code:02x}"
 
 
 def visible(text: object) -> object:
     r"""``text`` with terminal control characters shown as ``\xNN`` (a file name holding an escape
-    sequence must not recolour or rewrite the terminal); other objects (rich tables) as they are."""
+    sequence must not recolour or rewrite the terminal) and the undecodable bytes of a non-UTF-8
+    file name as ``\xNN`` too (they cannot be printed as they are); other objects (rich tables) as they are."""
     if not isinstance(text, str):
         return text
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return _CONTROL.sub(lambda m: _shown(m.group()), text)
 
 
 def say(message: object) -> None:
@@ -169,9 +179,78 @@ def guarded(fn):
     return wrapper
 
 
+# ------------------------------------------------------------------------------ parse errors
+_KINDS = {"int_parsing": ("a whole number", "1"), "float_parsing": ("a number", "0.5"),
+          "bool_parsing": ("true or false", "true")}
+
+
+def _flag_of(param) -> str:
+    """``--out`` for an option, ``SOURCES`` for an argument."""
+    longs = [o for o in getattr(param, "opts", None) or () if o.startswith("--")]
+    return max(longs, key=len) if longs else str(param.name).upper()
+
+
+def parse_error_sentence(exc: Exception) -> str:
+    """One sentence for a parse error of the command line (a wrong value, an unknown option, a
+    missing argument), naming the flag and the fix, as every other heatlab error does."""
+    ctx = getattr(exc, "ctx", None)
+    where = f"`{ctx.command_path} --help`" if ctx is not None else "`heatlab --help`"
+    param = getattr(exc, "param", None)
+    if isinstance(exc, _parse.MissingParameter) and param is not None:
+        kind = "argument" if getattr(param, "param_type_name", "") == "argument" else "option"
+        return f"Missing {kind} {_flag_of(param)}; pass it (see {where})."
+    if isinstance(exc, _parse.BadParameter) and param is not None:
+        flag = _flag_of(param)
+        errors = getattr(exc.__cause__, "errors", None)
+        error = errors()[0] if callable(errors) and errors() else {}
+        if error.get("type") in _KINDS and "input" in error:
+            what, fallback = _KINDS[error["type"]]
+            default = getattr(param, "default", None)
+            example = default if isinstance(default, (int, float)) and not isinstance(default, bool) else fallback
+            return f"{flag} expects {what}, got {error['input']!r}; pass e.g. {flag} {example}."
+        return f"{flag}: {exc.message.rstrip('.')}; see {where}."
+    if isinstance(exc, _parse.NoSuchOption):
+        near = sorted(exc.possibilities or ())
+        hint = f"did you mean {' or '.join(near)}? See {where}" if near else f"see {where} for its options"
+        return f"No such option {exc.option_name}; {hint}."
+    if isinstance(exc, _parse.BadOptionUsage) and str(exc.option_name).startswith("-") and "requires" in exc.message:
+        return f"{exc.option_name} needs a value after it; see {where}."
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    return f"{message.strip().rstrip('.')}; see {where}."
+
+
+class HeatlabGroup(TyperGroup):
+    """The ``heatlab`` command group: parse errors print one ``error:`` sentence (exit 2) instead
+    of Typer's usage box; ``--help``, a bare command (its help) and normal exits work as before."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _parse.NoArgsIsHelpError as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except _parse.UsageError as exc:
+            console.print(Text.assemble(("error:", "bold red"), " ", visible(parse_error_sentence(exc))),
+                          highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except _parse.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            console.print("Aborted!", highlight=False)
+            sys.exit(1)
+        # Without standalone mode Typer returns an Exit's code, or the command's return value (None).
+        sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
+
+
 @contextlib.contextmanager
 def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
-    """Yield a ``progress(task, done, total)`` callable backed by rich progress bars with an ETA."""
+    """Yield a ``progress(task, done, total)`` callable backed by rich progress bars with an ETA.
+
+    The finished bars stay on screen; when the block raises (bad input, Ctrl-C) they are erased
+    first, so the error sentence that follows is all that remains of the stage."""
     bars = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -190,5 +269,11 @@ def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
             ids[task] = bars.add_task(task, total=total)
         bars.update(ids[task], completed=done, total=total)
 
-    with bars:
+    bars.start()
+    try:
         yield update
+    except BaseException:
+        bars.live.transient = True  # an error clears the partial bars, so its sentence is the last thing shown
+        raise
+    finally:
+        bars.stop()

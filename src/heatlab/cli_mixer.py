@@ -33,7 +33,8 @@ def register(app: typer.Typer) -> None:
         patience: int = typer.Option(5, help="Stop after this many epochs without a lower hold-out loss."),
         batch_size: int = typer.Option(64, help="Mixer training batch size."),
         lr: float = typer.Option(1e-3, help="Adam learning rate."),
-        holdout: float = typer.Option(0.3, help="Share of the training samples held out for early stopping (paper: 0.3)."),
+        holdout: float = typer.Option(0.3, help="Share of the training samples held out for early stopping "
+                                "(paper: 0.3; at most 0.5)."),
         grid: bool = typer.Option(False, "--grid", help="Paper 003's grid: batch sizes 64,128,256 x learning rates "
                                   "0.001,0.0055,0.01, chosen on the hold-out (9x the training time)."),
         n_steps: int = typer.Option(32, help="Integrated-Gradients steps."),
@@ -53,7 +54,7 @@ def register(app: typer.Typer) -> None:
         t0 = time.perf_counter()
         with progress_bars() as progress:
             s = mixer_run(run_dir, settings=settings, seeds=seeds, branch=branch, config=config, n_steps=n_steps,
-                          train_samples=train_samples, test_samples=test_samples, batch_size=ig_batch_size,
+                          train_samples=train_samples, test_samples=test_samples, ig_batch_size=ig_batch_size,
                           device=device, progress=progress, trust_model_code=trust_model_code)
         bars = mixer_bars_figure(run_dir, Path(run_dir) / "report" / "figures" / "mixer_accuracy.png")
         gallery = mixer_gallery_figure(run_dir, Path(run_dir) / "report" / "figures" / "mixer_gallery.png")

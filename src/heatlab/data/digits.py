@@ -140,28 +140,42 @@ def _check_fraction(what: str, value: object) -> float:
 
 
 # --------------------------------------------------------------------------------------------- IDX
+#: Deflate inflates at most about 1032 : 1, so a gzip file whose IDX header announces more data
+#: than that from its compressed size is damaged (or a decompression bomb): refused unread.
+_MAX_INFLATE_RATIO = 1032
+
+
 def read_idx(path: str | os.PathLike, kind: str | None = None) -> np.ndarray:
     """The array of an IDX file of unsigned bytes (plain, or gzip when the name ends in ``.gz``).
 
     ``kind`` ``"images"`` requires magic 2051 (N×rows×cols), ``"labels"`` magic 2049 (N); ``None``
     accepts either. The header's big-endian sizes must match the file's length exactly; otherwise
-    (or for a wrong magic number, or a damaged gzip stream) a HeatlabError names the file.
+    (or for a wrong magic number, or a damaged gzip stream) a HeatlabError names the file. The
+    header is read first and at most the bytes it announces (plus one) are read or inflated, so a
+    gzip bomb is refused without inflating it and memory stays at the announced array's size.
     """
     p = Path(path)
     try:
+        stored = p.stat().st_size
         if p.suffix == ".gz":
             with gzip.open(p, "rb") as fh:
-                raw = fh.read()
-        else:
-            raw = p.read_bytes()
+                return _read_idx_stream(fh, p, kind, None, stored * _MAX_INFLATE_RATIO)
+        with open(p, "rb") as fh:
+            return _read_idx_stream(fh, p, kind, stored, stored)
     except FileNotFoundError:
         raise HeatlabError(f"IDX file '{p}' does not exist; check the path.") from None
     except (OSError, EOFError, zlib.error) as exc:
         raise HeatlabError(f"Cannot read IDX file '{p}' ({exc}); download it again.") from None
+
+
+def _read_idx_stream(fh, p: Path, kind: str | None, length: int | None, most: int) -> np.ndarray:
+    """Read an IDX array from the binary stream ``fh``: ``length`` is the plain file's size (None
+    for gzip), ``most`` the most bytes the stream can honestly hold."""
     wanted = (_IDX_MAGIC[kind],) if kind is not None else tuple(_IDX_MAGIC.values())
-    if len(raw) < 4:
-        raise HeatlabError(f"'{p}' is too short to be an IDX file ({len(raw)} bytes); download it again.")
-    magic = int.from_bytes(raw[:4], "big")
+    head = fh.read(4)
+    if len(head) < 4:
+        raise HeatlabError(f"'{p}' is too short to be an IDX file ({len(head)} bytes); download it again.")
+    magic = int.from_bytes(head, "big")
     if magic not in wanted:
         expected = " or ".join(str(m) for m in wanted)
         raise HeatlabError(
@@ -170,16 +184,31 @@ def read_idx(path: str | os.PathLike, kind: str | None = None) -> np.ndarray:
         )
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise HeatlabError(f"'{p}' ends inside its IDX header ({len(raw)} bytes); the file is truncated, download it again.")
-    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    sizes = fh.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
+        raise HeatlabError(f"'{p}' ends inside its IDX header ({4 + len(sizes)} bytes); the file is truncated, download it again.")
+    dims = tuple(int(d) for d in np.frombuffer(sizes, dtype=">u4"))
     expected_len = header + math.prod(dims)
-    if len(raw) != expected_len:
-        raise HeatlabError(
-            f"'{p}' holds {len(raw)} bytes but its IDX header {dims} needs {expected_len}; "
-            f"the file is {'truncated' if len(raw) < expected_len else 'too long'}, download it again."
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
+
+    def wrong(held: str, truncated: bool) -> HeatlabError:
+        return HeatlabError(f"'{p}' holds {held} bytes but its IDX header {dims} needs {expected_len}; "
+                            f"the file is {'truncated' if truncated else 'too long'}, download it again.")
+
+    if length is not None and length != expected_len:
+        raise wrong(str(length), length < expected_len)
+    if expected_len > most:
+        raise HeatlabError(f"'{p}' announces {dims} in its IDX header ({expected_len} bytes), more than its "
+                           f"{most // _MAX_INFLATE_RATIO} compressed bytes can hold; the file is damaged, download it again.")
+    out = np.empty(math.prod(dims), dtype=np.uint8)
+    view, done = memoryview(out), 0
+    while done < len(out):
+        n = fh.readinto(view[done:])
+        if not n:
+            raise wrong(str(header + done), True)
+        done += n
+    if fh.read(1):
+        raise wrong(f"more than {expected_len}", False)
+    return out.reshape(dims)
 
 
 def _find(folder: Path, stem: str) -> Path:
@@ -203,6 +232,9 @@ def _read_pair(folder: Path, images_stem: str, labels_stem: str, n_classes: int)
         raise HeatlabError(f"'{labels_path}' has label {int(labels.max())}, outside 0..{n_classes - 1}; use the original file.")
     if len(images) == 0:
         raise HeatlabError(f"'{images_path}' holds no images; download it again.")
+    if 0 in images.shape[1:]:
+        raise HeatlabError(f"'{images_path}' holds images of {images.shape[1]}×{images.shape[2]} pixels; "
+                           "download the original file again.")
     return images[:, None], labels.astype(np.int64)
 
 

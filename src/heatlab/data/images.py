@@ -51,6 +51,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
@@ -69,6 +70,9 @@ DEFAULT_SHARD_SIZE = 64  # 64 RGB images of 256² are 50 MB in float32
 #: (class names, {split: {class: files}})
 Partition = tuple[list[str], dict[str, dict[str, list[Path]]]]
 _PIL_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+#: The most pixels (width × height) heatlab decodes from one file, checked from its header before
+#: decoding: 40 megapixels (e.g. 6,000 × 6,000 px, about 120 MB as RGB); larger files are refused.
+MAX_PIXELS = 40_000_000
 #: Default mask folder of ``folder:DIR``: ``DIR/masks/<split>/<class>/``.
 MASK_FOLDER = "masks"
 #: Shares of each class a flat ``<class>/*`` folder gives to val and test (the rest is train).
@@ -120,20 +124,44 @@ def _class_files(root: Path, classes: Sequence[str], subfolder: str = "") -> dic
     return found
 
 
-def _check_header(path: Path, what: str = "Image") -> tuple[int, int]:
-    """Pixel size (width, height) of ``path``; HeatlabError unless Pillow recognises it (header only, no decoding)."""
+def _open(path: Path, what: str = "Image") -> Image.Image:
+    """``path`` opened by Pillow (header read, nothing decoded); HeatlabError unless Pillow recognises
+    it and it has at most :data:`MAX_PIXELS` pixels (so no decompression-bomb warning is printed)."""
+    too_big = (f"{what} '{path}' has {{}} pixels, more than the {MAX_PIXELS // 1_000_000} megapixels heatlab decodes; "
+               "shrink it first (e.g. to 4096×4096).")
     try:
-        with Image.open(path) as im:
-            return im.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except Image.DecompressionBombError:
+        raise HeatlabError(too_big.format(f"over {2 * (Image.MAX_IMAGE_PIXELS or 0) // 1_000_000} million")) from None
     except _PIL_ERRORS as exc:
         raise HeatlabError(f"{what} '{path}' is unreadable or not an image ({type(exc).__name__}); remove or replace it.") from None
+    width, height = im.size
+    if width * height > MAX_PIXELS:
+        im.close()
+        raise HeatlabError(too_big.format(f"{width}×{height}"))
+    return im
+
+
+def _without_palette(im: Image.Image) -> Image.Image:
+    """A palette image with a transparent colour as RGBA (Pillow warns when it is converted directly)."""
+    return im.convert("RGBA") if im.mode in ("P", "PA") and "transparency" in im.info else im
+
+
+def _check_header(path: Path, what: str = "Image") -> tuple[int, int]:
+    """Pixel size (width, height) of ``path``; HeatlabError unless Pillow recognises it and it has at
+    most :data:`MAX_PIXELS` pixels (header only, no decoding)."""
+    with _open(path, what) as im:
+        return im.size
 
 
 def decode_image(path: Path, size: int, channels: int) -> np.ndarray:
     """One file -> uint8 array C×size×size (see the module docstring for the conversion)."""
     try:
-        with Image.open(path) as im:
+        with _open(path) as im:
             im.load()
+            im = _without_palette(im)
             if im.mode == "I" or im.mode.startswith("I;16"):
                 scaled = np.asarray(im, dtype=np.float64) * (255 / 65535)
                 im = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
@@ -141,6 +169,8 @@ def decode_image(path: Path, size: int, channels: int) -> np.ndarray:
             if im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
+    except HeatlabError:
+        raise
     except _PIL_ERRORS as exc:
         raise HeatlabError(f"Image '{path}' is unreadable or corrupt ({type(exc).__name__}); remove or replace it.") from None
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
@@ -149,8 +179,9 @@ def decode_image(path: Path, size: int, channels: int) -> np.ndarray:
 def read_mask(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
     """One mask file -> (uint8 size×size resized NEAREST, sorted distinct 8-bit values at full resolution)."""
     try:
-        with Image.open(path) as im:
+        with _open(path, "Mask") as im:
             im.load()
+            im = _without_palette(im)
             if im.mode in ("I", "F") or im.mode.startswith("I;16"):
                 raw = np.asarray(im, dtype=np.float64)
                 top = float(raw.max(initial=0))
@@ -161,6 +192,8 @@ def read_mask(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
             if im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.NEAREST)
             arr = np.asarray(im, dtype=np.uint8)
+    except HeatlabError:
+        raise
     except _PIL_ERRORS as exc:
         raise HeatlabError(f"Mask '{path}' is unreadable or corrupt ({type(exc).__name__}); remove or replace it.") from None
     return arr, values

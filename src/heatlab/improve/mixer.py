@@ -68,7 +68,12 @@ def parse_settings(settings: str | Sequence[str] | None) -> list[str]:
     if settings is None:
         return list(SETTINGS)
     items = [s.strip() for s in settings.split(",")] if isinstance(settings, str) else list(settings)
-    chosen = {check_setting(s) for s in items if s}
+    named = [check_setting(s) for s in items if s]
+    twice = sorted({s for s in named if named.count(s) > 1})
+    if twice:
+        raise HeatlabError(f"Setting {', '.join(repr(s) for s in twice)} is named more than once; name each setting "
+                           f"once, e.g. settings={','.join(dict.fromkeys(named))}.")
+    chosen = set(named)
     if not chosen:
         raise HeatlabError(f"No attribution setting given; pass one or more of {', '.join(SETTINGS)}.")
     return [s for s in SETTINGS if s in chosen]
@@ -228,7 +233,7 @@ class MaskedClassifier(nn.Module):
 @dataclass(frozen=True)
 class MixerConfig:
     """Training settings. ``holdout``: share of the training samples held out for early stopping
-    (paper: 0.3); training stops after ``patience`` epochs without a lower hold-out loss, or after
+    (paper: 0.3; at most 0.5); training stops after ``patience`` epochs without a lower hold-out loss, or after
     ``epochs``; the epoch of the lowest hold-out loss is kept. ``grid`` tries :data:`GRID_BATCH_SIZES`
     × :data:`GRID_LRS` and keeps the pair with the best hold-out accuracy (ties: lower loss)."""
 
@@ -250,8 +255,9 @@ class MixerConfig:
                 raise HeatlabError(f"{name} must be a whole number of at least {low}, got {v!r}; pass e.g. {name}={max(low, 3)}.")
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr <= 1:
             raise HeatlabError(f"lr must be a learning rate in (0, 1], got {self.lr!r}; pass e.g. lr=0.001.")
-        if isinstance(self.holdout, bool) or not isinstance(self.holdout, (int, float)) or not 0 < self.holdout < 1:
-            raise HeatlabError(f"holdout must be a share between 0 and 1, got {self.holdout!r}; pass e.g. holdout=0.3.")
+        if isinstance(self.holdout, bool) or not isinstance(self.holdout, (int, float)) or not 0 < self.holdout <= 0.5:
+            raise HeatlabError(f"holdout must be a share in (0, 0.5], so the Mixer is fit on at least as many samples "
+                               f"as it holds out, got {self.holdout!r}; pass e.g. holdout=0.3.")
         if self.architecture not in ARCHITECTURES:
             raise HeatlabError(f"Unknown Mixer architecture {self.architecture!r}; pass architecture= one of "
                                f"{', '.join(ARCHITECTURES)}.")

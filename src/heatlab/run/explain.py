@@ -30,7 +30,7 @@ from heatlab.data import registry
 from heatlab.data.images import IMAGE_SUFFIXES, _check_header, decode_image, natural_key
 from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import attribute
-from heatlab.files import atomic_path, ensure_dir, undo_on_error
+from heatlab.files import atomic_path, ensure_dir, remove_stale_tmp, undo_on_error
 from heatlab.models import stored_spec, zoo
 from heatlab.models.external import spec_name
 from heatlab.models.state import eval_mode, model_device
@@ -52,27 +52,44 @@ def parse_methods(methods: str | Sequence[str] | None) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------- images
-def _image_files(folder: Path) -> list[Path]:
+def _inside(path: Path, folder: Path | None) -> bool:
+    return folder is not None and path.resolve().is_relative_to(folder)
+
+
+def _image_files(folder: Path, skip: Path | None = None) -> list[Path]:
     files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+             and not any(part.startswith(".") for part in p.relative_to(folder).parts) and not _inside(p, skip)]
     return sorted(files, key=lambda p: natural_key(str(p.relative_to(folder))))
 
 
-def gather_images(sources: Sequence[str | os.PathLike], *, split: str = "test",
-                  limit: int | None = None) -> tuple[list[str], list[Any], Any]:
+def shown(path: str | os.PathLike) -> str:
+    r"""``path`` as text that any page, JSON or terminal can hold: the bytes of a non-UTF-8 name
+    (kept by Python as lone surrogates) become ``\xNN``; other names stay as they are."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def gather_images(sources: Sequence[str | os.PathLike], *, split: str = "test", limit: int | None = None,
+                  skip: str | os.PathLike | None = None) -> tuple[list[str], list[Any], Any]:
     """``(source names, items, dataset split or None)``: items are image file paths, or for one
-    dataset spec the ``(shard, index)`` of each sample of ``split``. HeatlabError when nothing is found."""
+    dataset spec the ``(shard, index)`` of each sample of ``split``. HeatlabError when nothing is found.
+
+    Nothing inside the folder ``skip`` (the stage's own output) is read: folders are searched
+    without it, and a file or folder inside it is refused."""
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
+    skip = Path(skip).expanduser().resolve() if skip is not None else None
     files: list[Path] = []
     for src in sources:
         path = Path(src).expanduser()
+        if path.exists() and _inside(path, skip):
+            raise HeatlabError(f"'{shown(path)}' lies inside the output folder '{shown(skip)}', which explain never "
+                               "reads; pass inputs outside it or choose another output folder.")
         if path.is_file():
             files.append(path)
         elif path.is_dir() and not registry.is_cell_folder(path):
-            found = _image_files(path)
+            found = _image_files(path, skip)
             if not found:
-                raise HeatlabError(f"Folder '{path}' holds no images ({', '.join(IMAGE_SUFFIXES)}); pass a folder of "
+                raise HeatlabError(f"Folder '{shown(path)}' holds no images ({', '.join(IMAGE_SUFFIXES)}); pass a folder of "
                                    "images, image files or a dataset spec.")
             files.extend(found)
         elif len(sources) == 1:
@@ -88,12 +105,12 @@ def gather_images(sources: Sequence[str | os.PathLike], *, split: str = "test",
                 raise HeatlabError(f"Split '{split}' of '{src}' holds no samples; pass another split.")
             return [f"{split}/{k}/{i}" for k, i in items], items, data
         else:
-            raise HeatlabError(f"'{src}' is no image file or folder; pass existing image files or folders "
+            raise HeatlabError(f"'{shown(src)}' is no image file or folder; pass existing image files or folders "
                                "(or a single dataset spec).")
     files = files[:limit]
     for f in files:
         _check_header(f)
-    return [str(f) for f in files], files, None
+    return [shown(f) for f in files], files, None
 
 
 def _load_items(items: list, data: Any, size: int | None, channels: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -161,7 +178,7 @@ def build_model(*, run: str | os.PathLike | None, branch: str, model: str | None
     else:
         if num_classes is None:
             raise HeatlabError(f"Model '{model}' needs its class count; pass e.g. num_classes=1000 (ImageNet weights).")
-        net = zoo.create(model, num_classes=num_classes, in_channels=in_channels or 3, seed=0)
+        net = zoo.create(model, num_classes=num_classes, in_channels=3 if in_channels is None else in_channels, seed=0)
     if weights is not None:
         zoo.load_weights(net, weights)
     return net.to(dev).eval(), None
@@ -214,34 +231,31 @@ def explain_run(
     names = parse_methods(methods)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise HeatlabError(f"limit must be a whole number >= 1, got {limit!r}; pass e.g. limit=16.")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 4096):
-        raise HeatlabError(f"size must be a whole number in [8, 4096], got {size!r}; pass e.g. size=224.")
+    if size is not None:
+        _check_size(size)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise HeatlabError(f"batch_size must be a whole number >= 1, got {batch_size!r}; pass e.g. batch_size=8.")
     if run is not None:
         branch = branch_name(branch)
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise HeatlabError(f"'{out}' is a file, not a folder; choose another output path.")
-    found, items, data = gather_images(sources, split=split, limit=limit)
+        raise HeatlabError(f"'{shown(out)}' is a file, not a folder; choose another output path.")
+    remove_stale_tmp(out)  # overlays and files half-written by a killed run
+    found, items, data = gather_images(sources, split=split, limit=limit, skip=out)
     found, items = found[:limit], items[:limit]
     net, class_names = build_model(run=run, branch=branch, model=model, weights=weights, num_classes=num_classes,
                                    in_channels=in_channels, device=device, trust_model_code=trust_model_code)
     spec = dict(getattr(net, "heatlab_spec", {}))
     channels = int(spec.get("in_channels", 3))
     if data is None and size is None:
-        size = _default_size(run, items[0])
+        size = _check_size(_default_size(run, items[0]), first=found[0])
     x, labels = _load_items(items, data, size, channels)
     if data is not None and x.shape[1] != channels:
         raise HeatlabError(f"The images have {x.shape[1]} channels but the model takes {channels}; pass other data.")
+    name = spec.get("name") or (f"{branch} of {shown(run)}" if run is not None else type(net).__name__)
     dev = model_device(net)
-    try:
-        with torch.no_grad(), eval_mode(net):
-            logits = torch.cat([net(x[i:i + batch_size].to(dev)).cpu() for i in range(0, len(x), batch_size)])
-    except RuntimeError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise HeatlabError(f"The model cannot take images of shape {tuple(x.shape[1:])} ({reason}); pass e.g. "
-                           "size=224, the size it was trained at.") from None
+    with torch.no_grad(), eval_mode(net):
+        logits = torch.cat([_logits(net, name, x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
     if logits.dim() != 2:
         raise HeatlabError(f"The model returns {tuple(logits.shape)} for {len(x)} images, not N×classes logits; "
                            "pass a classifier.")
@@ -269,7 +283,7 @@ def explain_run(
     # sequential scale; any other on a diverging one centred at 0.
     signs = {m: "absolute" if bool((tensors[m] >= 0).all()) else "all" for m in names}
     record = {"ids": ids, "sources": found, "methods": names, "signs": signs, "class_names": class_names,
-              "model": spec, "run": str(Path(run).resolve()) if run is not None else None,
+              "model": spec, "run": shown(Path(run).resolve()) if run is not None else None,
               "branch": branch if run is not None else None, "target": "predicted" if fixed is None else fixed}
     with undo_on_error(out):
         ensure_dir(out)
@@ -277,6 +291,37 @@ def explain_run(
         with atomic_path(path) as tmp:
             safetensors.torch.save_file(tensors, str(tmp), metadata={"heatlab": json.dumps(record, sort_keys=True)})
     return {**record, "path": str(path), "targets": targets.tolist(), "predictions": predictions.tolist()}
+
+
+def _check_size(size: object, first: str | None = None) -> int:
+    """``size`` if it is a whole number in [8, 4096]; ``first`` names the image it was read from."""
+    if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 4096:
+        if first is not None:
+            raise HeatlabError(f"The first image '{first}' is {size} px high, outside [8, 4096], so explain cannot "
+                               "serve the images at its size; pass e.g. size=224 to resize them.")
+        raise HeatlabError(f"size must be a whole number in [8, 4096], got {size!r}; pass e.g. size=224.")
+    return size
+
+
+def _logits(net: torch.nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
+    """``net(x)`` on the model's device, back on the CPU; a failing model or an output other than one
+    tensor is one sentence naming the model."""
+    try:
+        y = net(x.to(model_device(net)))
+    except HeatlabError:
+        raise
+    except Exception as exc:  # the model's own code: any error it raises is its author's sentence
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        reason = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+        if isinstance(exc, RuntimeError):
+            raise HeatlabError(f"Model '{name}' cannot take images of shape {tuple(x.shape[1:])} ({reason}); pass "
+                               "e.g. size=224, the size it was trained at.") from None
+        raise HeatlabError(f"Model '{name}' failed on images of shape {tuple(x.shape[1:])} ({reason}); fix its "
+                           "forward or pass the images it was built for.") from None
+    if not isinstance(y, torch.Tensor):
+        raise HeatlabError(f"Model '{name}' returns a {type(y).__name__}, not one tensor of logits; make its forward "
+                           "return the N×classes logits only (e.g. the first element of the tuple).")
+    return y.cpu()
 
 
 def _default_size(run: str | os.PathLike | None, first: Path) -> int:
@@ -288,10 +333,7 @@ def _default_size(run: str | os.PathLike | None, first: Path) -> int:
                 return int(shape[-1])
         except HeatlabError:
             pass
-    from PIL import Image
-
-    with Image.open(first) as im:
-        return int(im.size[1])
+    return int(_check_header(first)[1])
 
 
 def load_explanations(out: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -71,6 +71,8 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
     check_composite(composite)
     check_start(start)
     names = parse_filters(filters)
+    if Path(out).exists() and not Path(out).is_dir():
+        raise HeatlabError(f"'{out}' is a file, not a folder; choose another output path.")
     for what, value in (("every", every), ("eval_samples", eval_samples), ("heatmap_samples", heatmap_samples)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise HeatlabError(f"{what} must be a whole number >= 1, got {value!r}; pass e.g. {what}=20.")

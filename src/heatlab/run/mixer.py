@@ -218,14 +218,16 @@ def _check_count(name: str, value: object, low: int) -> int:
 def mixer_run(
     run_dir, *, settings: str | Sequence[str] | None = None, seeds: int = 3, branch: int | str | None = None,
     config: MixerConfig | None = None, n_steps: int = 32, train_samples: int | None = None,
-    test_samples: int | None = None, batch_size: int = 25, device: str = "cpu", progress: Progress | None = None,
+    test_samples: int | None = None, ig_batch_size: int = 25, device: str = "cpu", progress: Progress | None = None,
     trust_model_code: bool = False,
 ) -> dict:
     """Train and score the Mixer of ``branch`` (default: the first) for each setting and seed; returns
     ``{"branch", "settings": {setting: summary}, "table", "config", ...}`` (also written to ``mixer.json``).
 
     ``train_samples`` / ``test_samples`` cap how many samples of each split are used (the first
-    ones in stored order; default all). Everything before a finished unit is reused on a rerun.
+    ones in stored order; default all). ``ig_batch_size``: samples per Integrated-Gradients (and
+    prediction) call; the Mixer's own training batch is ``config.batch_size``. Everything before a
+    finished unit is reused on a rerun.
     ``trust_model_code``: rebuild branch models whose model.json names code from outside heatlab
     (``file.py:fn``, ``module:fn``); without it such a run is refused in one sentence.
     """
@@ -235,6 +237,7 @@ def mixer_run(
     chosen = parse_settings(settings)
     _check_count("seeds", seeds, 1)
     _check_count("n_steps", n_steps, 1)
+    batch_size = _check_count("ig_batch_size", ig_batch_size, 1)
     for name, value in (("train_samples", train_samples), ("test_samples", test_samples)):
         if value is not None:
             _check_count(name, value, 4 if name == "train_samples" else 1)
