@@ -22,7 +22,7 @@ import pandas as pd
 from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import attribute
 from heatlab.explain.filters import parse_filters
-from heatlab.explain.methods.lrp import check_composite, check_start, filter_layers
+from heatlab.explain.methods.lrp import check_composite, check_maxpool, check_start, filter_layers, lrp_maxpool
 from heatlab.explain.postprocess import channel_adjust
 from heatlab.files import write_json, write_parquet
 from heatlab.progress import Progress
@@ -40,8 +40,10 @@ class LRPFilters(Stage):
     name = "lrp-filters"
 
     def __init__(self, run: RunDir, *, filters: Sequence[str] | str | None = None, split: str = "test",
-                 composite: str = "epsilon_plus", start: str = "target", batch_size: int = 25, device: str = "cpu"):
+                 composite: str = "epsilon_plus", start: str = "target", maxpool: str | None = None,
+                 batch_size: int = 25, device: str = "cpu"):
         super().__init__(run, device=device, batch_size=batch_size)
+        check_maxpool(maxpool)
         self.filters = [NONE, *parse_filters(filters)]
         self.split, self.composite, self.start = split, check_composite(composite), check_start(start)
         self.branches = run.require_branches()
@@ -50,7 +52,8 @@ class LRPFilters(Stage):
         if self.truth_kind is None or self.data.input_kind != "image":
             raise HeatlabError("The filter study scores heatmaps against ground truth, which this run's data does not "
                                "have; use image data with masks (cells, digits, folder:DIR with masks).")
-        self.layers = filter_layers(run.load_model(self.branches[0]))
+        model = run.load_model(self.branches[0])
+        self.layers, self.maxpool = filter_layers(model), lrp_maxpool(model, maxpool)
         self.kinds = {"localisation": PARQUET, **({"five_band": PARQUET} if self.truth_kind == "levels" else {})}
 
     def units(self) -> list[Unit]:
@@ -58,7 +61,7 @@ class LRPFilters(Stage):
                 for k in range(self.data.num_shards)]
 
     def settings(self, unit: Unit) -> dict:
-        return {"composite": self.composite, "start": self.start, "layers": self.layers}
+        return {"composite": self.composite, "start": self.start, "maxpool": self.maxpool, "layers": self.layers}
 
     def run_unit(self, work: Work, unit: Unit) -> dict[str, Any]:
         model = work.model(unit.branch)
@@ -66,7 +69,7 @@ class LRPFilters(Stage):
         preds = work.predictions(unit.split, unit.branch, unit.shard)
         filters = None if unit.method == NONE else {layer: unit.method for layer in self.layers}
         attr = attribute(model, shard["images"], "LRP", target=preds, batch_size=self.batch_size,
-                         composite=self.composite, start=self.start, filters=filters).detach().cpu()
+                         composite=self.composite, start=self.start, maxpool=self.maxpool, filters=filters).detach().cpu()
         five, _, loc = score_attributions(attr, shard["labels"], shard["truth"], self.truth_kind,
                                           predictions=preds, shard=unit.shard)
         # Paper 004's eq. (5) with the truth as reference: mean |h − truth| of the adjusted heatmap.
@@ -83,7 +86,8 @@ class LRPFilters(Stage):
                 tables[kind] = df[first + [c for c in df.columns if c not in first]]
                 paths[name] = self.run.table(name)
                 write_parquet(paths[name], tables[kind])
-        summary = {"split": self.split, "composite": self.composite, "start": self.start, "layers": self.layers, "filters": self.filters,
+        summary = {"split": self.split, "composite": self.composite, "start": self.start, "maxpool": self.maxpool,
+                   "layers": self.layers, "filters": self.filters,
                    "branches": self.branches, "samples": len(self.data), **verdict(tables), "complete": True}
         write_json(self.run.summary_path(self.name), summary)
         return {**summary, "tables": {k: str(v) for k, v in paths.items()}}
@@ -115,11 +119,11 @@ def verdict(tables: dict[str, pd.DataFrame]) -> dict:
 
 
 def lrp_filters_run(run_dir, *, filters=None, split: str = "test", composite: str = "epsilon_plus",
-                    start: str = "target", batch_size: int = 25, device: str = "cpu",
+                    start: str = "target", maxpool: str | None = None, batch_size: int = 25, device: str = "cpu",
                     progress: Progress | None = None, backend=None) -> dict:
     """Score LRP heatmaps per filter setting against the ground truth of ``split``; returns the summary.
 
     ``backend``: where the units run (:func:`heatlab.run.runner.make_backend`; default this process).
     """
     return run_stage(LRPFilters(RunDir(run_dir), filters=filters, split=split, composite=composite, start=start,
-                                batch_size=batch_size, device=device), progress=progress, backend=backend)
+                                maxpool=maxpool, batch_size=batch_size, device=device), progress=progress, backend=backend)
