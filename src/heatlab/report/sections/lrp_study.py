@@ -30,7 +30,7 @@ def lrp_study_section(ctx: ReportContext) -> str:
              + ", ".join(f"{esc(k)} = {'the input heatmap' if v == 'input' else esc(v) + ' output'}" for k, v in points.items())
              + ")") if points else "the relevance at the first four convolutions"
     maxpool = s.get("maxpool", settings.get("maxpool"))
-    pool_note = (f" Max-pooling: {esc(maxpool)} ("
+    pool_note = (f" LRP through max-pooling: {esc(maxpool)} ("
                  + ("each window's relevance split in proportion to its inputs, as paper 004's code" if maxpool == "average"
                     else "all of a window's relevance to its maximum, Zennit's default") + ").") if maxpool else ""
     return (
