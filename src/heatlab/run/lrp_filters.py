@@ -123,6 +123,7 @@ def lrp_filters_run(run_dir, *, filters=None, split: str = "test", composite: st
                     progress: Progress | None = None, backend=None) -> dict:
     """Score LRP heatmaps per filter setting against the ground truth of ``split``; returns the summary.
 
+    ``maxpool``: LRP's max-pooling rule ("average" or "winner"; default the model's), recorded in the summary.
     ``backend``: where the units run (:func:`heatlab.run.runner.make_backend`; default this process).
     """
     return run_stage(LRPFilters(RunDir(run_dir), filters=filters, split=split, composite=composite, start=start,
