@@ -182,8 +182,12 @@ def test_bad_lrp_settings_are_one_sentence():
     x = torch.rand(2, 2, 4, 4)
     with pytest.raises(HeatlabError, match="Unknown LRP composite 'zplus'"):
         attribute(net, x, "LRP", composite="zplus")
-    with pytest.raises(HeatlabError, match="Layer 'nope' is not a module"):
+    with pytest.raises(HeatlabError, match="^filters='nope' is not a layer of TinyNet; its layers are conv, bn, relu, fc.$"):
         attribute(net, x, "LRP", filters={"nope": "c0.2"})
+    with pytest.raises(HeatlabError, match="^record='conv.x' is not a layer of TinyNet"):
+        attribute(net, x, "LRP", record=RelevanceRecorder(["conv.x"]))
+    with pytest.raises(HeatlabError, match="^Unknown max-pooling rule maxpool='max'; choose 'average'"):
+        attribute(net, x, "LRP", maxpool="max")
     with pytest.raises(HeatlabError, match="Unknown LRP start"):
         attribute(net, x, "LRP", start="some")
 
@@ -226,7 +230,68 @@ def test_fraction_pass_at_the_logits_empties_a_target_start_but_not_an_all_logit
 
     model = zoo.create("smallnet", num_classes=10, in_channels=1, seed=0).eval()
     x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    logits = filter_layers(model)[0]
+    logits = "head3"
+    assert logits not in filter_layers(model)  # the default layers never include the logits
     # start=target: the logit layer holds one value per sample, its max, which f0.6 (keep [0, 0.6]) drops
     assert attribute(model, x, "LRP", filters={logits: "f0.6"}).abs().sum() == 0
     assert (attribute(model, x, "LRP", start="all", filters={logits: "f0.6"}).flatten(1).abs().amax(1) > 0).all()
+
+
+class PoolNet(nn.Module):
+    """One 2×2 max-pooling layer; its two outputs are the logits (input 1×1×2×4)."""
+
+    def __init__(self):
+        super().__init__()
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x):
+        return torch.flatten(self.pool(x), 1)
+
+
+def test_average_maxpool_rule_splits_each_window_in_proportion_to_its_inputs():
+    x = torch.tensor([[[[1.0, 2.0, 5.0, 1.0], [3.0, 4.0, 1.0, 1.0]]]])  # windows [1 2; 3 4] (max 4), [5 1; 1 1] (max 5)
+    net = PoolNet().eval()
+    # analytic: R_i = x_i / Σ_window x · R_window, R_window = the logit = the window's max
+    left = torch.tensor([[1.0, 2.0], [3.0, 4.0]]) / 10 * 4
+    right = torch.tensor([[5.0, 1.0], [1.0, 1.0]]) / 8 * 5
+    want = torch.cat([left, right], 1).view(1, 1, 2, 4)
+    got = attribute(net, x, "LRP", composite="epsilon", start="all", maxpool="average")
+    torch.testing.assert_close(got, want)
+    only_left = attribute(net, x, "LRP", composite="epsilon", target=0, maxpool="average")
+    torch.testing.assert_close(only_left, torch.cat([left, torch.zeros(2, 2)], 1).view(1, 1, 2, 4))
+    # winner-take-all (the default of a model that names no rule): each window's maximum gets it all
+    winner = torch.zeros(1, 1, 2, 4)
+    winner[0, 0, 1, 1], winner[0, 0, 0, 2] = 4.0, 5.0
+    for kwargs in ({"maxpool": "winner"}, {}):
+        torch.testing.assert_close(attribute(net, x, "LRP", composite="epsilon", start="all", **kwargs), winner)
+
+
+def test_paper_nets_use_the_average_maxpool_rule_by_default():
+    from heatlab.explain.methods.lrp import lrp_maxpool
+
+    model = zoo.create("alexnetlike", num_classes=10, in_channels=1, seed=0).eval()
+    assert lrp_maxpool(model) == "average" and lrp_maxpool(model, "winner") == "winner"
+    assert lrp_maxpool(zoo.create("cellcnn", num_classes=3, in_channels=3, seed=0)) == "winner"
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    default = attribute(model, x, "LRP")
+    torch.testing.assert_close(default, attribute(model, x, "LRP", maxpool="average"))
+    assert not torch.allclose(default, attribute(model, x, "LRP", maxpool="winner"))
+    # winner-take-all leaves most of block1's relevance exactly 0; the average rule does not
+    zeros = {}
+    for rule in ("average", "winner"):
+        rec = RelevanceRecorder(["block1.act"])
+        attribute(model, x, "LRP", maxpool=rule, record=rec)
+        zeros[rule] = float((rec.relevance["block1.act"] == 0).double().mean())
+    assert zeros["winner"] > 0.7 and zeros["average"] < 0.05
+
+
+@pytest.mark.parametrize("name", ["smallnet", "alexnetlike"])
+def test_fraction_pass_filters_at_the_default_layers_leave_every_heatmap_non_zero(name):
+    from heatlab.explain.methods.lrp import filter_layers
+
+    model = zoo.create(name, num_classes=10, in_channels=1, seed=0).eval()
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    layers = filter_layers(model)
+    for f in ("f0.6", "f0.2", "f0.05"):
+        heat = attribute(model, x, "LRP", filters={layer: f for layer in layers})
+        assert (heat.flatten(1).abs().amax(1) > 0).all(), f

@@ -27,6 +27,7 @@ def test_rows_are_the_scores_of_lrp_with_the_filter_at_the_default_layers(studie
     run, summary = studied
     assert summary["filters"] == ["none", "c0.2", "p0.5"]
     assert summary["layers"] == ["features.4", "features.3", "features.2", "features.1"]
+    assert summary["maxpool"] == "winner"  # CellCNN is not one of paper 004's nets: Zennit's default
     rd = RunDir(run)
     model = rd.load_model("branch-00")
     shard = rd.open_data("test").load_shard(1)
@@ -145,6 +146,8 @@ def test_bad_input(tiny_run, tiny_wine_run):
         lrp_filters_run(tiny_run, filters="c1.5")
     with pytest.raises(HeatlabError, match="Unknown LRP composite"):
         lrp_filters_run(tiny_run, composite="zplus")
+    with pytest.raises(HeatlabError, match="^Unknown max-pooling rule maxpool='max'"):
+        lrp_filters_run(tiny_run, maxpool="max")
     with pytest.raises(HeatlabError, match="ground truth"):
         lrp_filters_run(tiny_wine_run)
     assert not (tiny_run / "tables" / "lrp_filters.parquet").exists()

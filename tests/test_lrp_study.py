@@ -35,11 +35,17 @@ def test_last_mean_power_rows_equal_a_fresh_lrp_pass_of_the_saved_model(study):
     model.eval()
     x, y = _first(registry.open_data("digits", "test"), KW["eval_samples"])
     pred = predict(model, (x, y), 64)[0]
-    rec = RelevanceRecorder(s["mp_layers"])
-    attribute(model, x, "LRP", target=pred, record=rec)
+    # the original's names: convb_k is the relevance entering block k, convb_1 the input heatmap
+    assert s["mp_points"] == {"convb_1": "input", "convb_2": "block1", "convb_3": "block2", "convb_4": "block3"}
+    assert s["mp_layers"] == list(s["mp_points"]) and s["maxpool"] == s["settings"]["maxpool"] == "average"
+    assert s["filter_layers"] == ["block6", "block5", "block4", "block3", "block2"]
+    rec = RelevanceRecorder(["block1", "block2", "block3"])
+    heat = attribute(model, x, "LRP", target=pred, record=rec)
+    fresh = {"input": heat, **rec.relevance}
     last = table[table["iteration"] == s["iterations"]].set_index("layer")
-    for layer, r in rec.relevance.items():
-        assert last.loc[layer, "mp_mean"] == pytest.approx(float(mean_power(r).mp.double().mean()), rel=1e-4)
+    for label, at in s["mp_points"].items():
+        assert last.loc[label, "recorded_at"] == at
+        assert last.loc[label, "mp_mean"] == pytest.approx(float(mean_power(fresh[at]).mp.double().mean()), rel=1e-4)
     assert last["accuracy"].iloc[0] == pytest.approx(float((pred == y).double().mean()))
     maps = load_file(str(out / "lrp_study" / "heatmaps.safetensors"))
     assert maps["heatmaps"].shape == (3, 2, 1, 28, 28)  # none, c0.2, p0.5
@@ -77,6 +83,11 @@ def test_bad_input(tmp_path):
         lrp_study("digits", tmp_path / "x", model="cellcnn")
     with pytest.raises(HeatlabError, match="image data"):
         lrp_study("wine", tmp_path / "x")
+    with pytest.raises(HeatlabError, match="^Unknown max-pooling rule maxpool='max'"):
+        lrp_study("digits", tmp_path / "x", maxpool="max")
+    with pytest.raises(HeatlabError, match="^filter_layers='block9' is not a layer of SmallNet; its layers are block1, "
+                                           "block2, block3, block4, block5, block6, head1, head2, head3"):
+        lrp_study("digits", tmp_path / "x", filter_layers="block6,block9")
     assert not (tmp_path / "x").exists()
 
 

@@ -12,20 +12,19 @@ from heatlab.score.mean_power import LOWER_FLOOR, MeanPower, mean_power
 
 
 def _reference(values: list[float], t: float = 0.8) -> float:
-    """Straightforward per-sample statement of the original code's rule (with heatlab's n = 1 choice)."""
+    """Straightforward per-sample statement of the original code's rule (its ``compute_mean_power``:
+    the ``n_th == 1`` test before the clamp to ``n - 1``)."""
 
     def part(x: list[float]) -> float | None:
         n = len(x)
         if n == 0:
             return None
-        if n == 1:
-            return 1.0
         x = sorted(x)
         n_th = math.ceil(t * n)
-        if n_th >= n:
-            n_th = n - 1
         if n_th == 1:
             return 1.0
+        if n_th >= n:
+            n_th = n - 1
         upper, lower = sum(x[n_th:]) / (n - n_th), sum(x[:n_th]) / n_th
         if upper == 0:
             return 0.0
@@ -71,11 +70,29 @@ def test_zero_upper_and_zero_lower_means():
 
 
 def test_small_parts():
-    # n = 1 (heatlab's choice) and n = 2 (n_th = 1) give MP 1
+    # n = 1: ceil(t) = 1 -> MP 1, whatever t
     out = mean_power(torch.tensor([[-3.0], [2.0]]))
     torch.testing.assert_close(out.mp, torch.tensor([1.0, 1.0]))
+    assert mean_power(torch.tensor([[2.0]]), t=0.1).mp.item() == 1.0
+
+
+def test_two_values_follow_the_original():
+    # n = 2, t = 0.8: ceil(1.6) = 2 is not 1, so the split is clamped to 1 and MP = 3 / 1 (the original
+    # tests n_th == 1 before it clamps; heatlab gave 1 before)
+    assert mean_power(torch.tensor([[1.0, 3.0]]), t=0.8).mp.item() == pytest.approx(3.0)
+    # t = 0.5: ceil(1.0) = 1 -> 1
+    assert mean_power(torch.tensor([[1.0, 3.0]]), t=0.5).mp.item() == 1.0
+    # both parts with two values: R+ [1, 9] -> 9, R- [1, 9] -> 9
     out = mean_power(torch.tensor([[1.0, 9.0, -1.0, -9.0]]))
-    torch.testing.assert_close(out.mp, torch.tensor([1.0]))
+    torch.testing.assert_close(out.mp, torch.tensor([9.0]))
+    # R+ [2, 6] -> 3, R- [4] (n = 1) -> 1: (3 + 1) / 2
+    out = mean_power(torch.tensor([[2.0, 6.0, -4.0]]))
+    torch.testing.assert_close(out.positive, torch.tensor([3.0]))
+    torch.testing.assert_close(out.mp, torch.tensor([2.0]))
+    # empty negative part takes the positive one's value; a zero lower mean is floored at 1e-9
+    assert mean_power(torch.tensor([[4.0, 12.0]])).mp.item() == pytest.approx(3.0)
+    assert mean_power(torch.tensor([[0.0, 5.0]])).mp.item() == pytest.approx(5.0 / LOWER_FLOOR, rel=1e-6)
+    assert mean_power(torch.tensor([[0.0, 0.0]])).mp.item() == 0.0  # upper mean 0 -> 0
 
 
 def test_t_parameter():

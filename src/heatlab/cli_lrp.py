@@ -16,6 +16,10 @@ from heatlab.cli_common import (
 )
 
 
+MAXPOOL_HELP = ("LRP through max-pooling: average (each window's relevance split in proportion to its inputs, "
+                "paper 004's code) or winner (all to the maximum); default: average for paper 004's nets, else winner.")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``lrp-filters`` to ``app``."""
     @app.command("lrp-filters")
@@ -29,6 +33,7 @@ def register(app: typer.Typer) -> None:
                                       "epsilon_gamma_box or epsilon_alpha2_beta1."),
         start: str = typer.Option("target", help="Relevance starts at the predicted logit (target) or at all logits "
                                   "(all, as paper 004's code; fraction-pass filters at the logits need it)."),
+        maxpool: Optional[str] = typer.Option(None, help=MAXPOOL_HELP),
         batch_size: int = typer.Option(25, help="Samples per LRP call."),
         device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
         backend: str = typer.Option("local", "--backend", help=BACKEND_HELP["backend"]),
@@ -44,9 +49,9 @@ def register(app: typer.Typer) -> None:
         t0 = time.perf_counter()
         with progress_bars() as progress:
             s = lrp_filters_run(run_dir, filters=filters, split=split, composite=composite, start=start,
-                                batch_size=batch_size, device=device, progress=progress, backend=runner,
+                                maxpool=maxpool, batch_size=batch_size, device=device, progress=progress, backend=runner,
                                 trust_model_code=trust_model_code)
-        say(f"LRP ({composite}) with {len(s['filters'])} filter settings at {', '.join(s['layers'])} on "
+        say(f"LRP ({composite}, max-pooling: {s['maxpool']}) with {len(s['filters'])} filter settings at {', '.join(s['layers'])} on "
             f"{s['samples']} {split} samples x {len(s['branches'])} branches in {time.perf_counter() - t0:.0f} s")
         say(design_line(s))
         for line in verdict_lines(s):
@@ -71,6 +76,9 @@ def register(app: typer.Typer) -> None:
         composite: str = typer.Option("epsilon_plus", help="LRP composite."),
         start: str = typer.Option("target", help="Relevance starts at the predicted logit (target) or all logits (all)."),
         filters: Optional[str] = typer.Option(None, help="Comma-separated filters (default: the paper's eight)."),
+        filter_layers: Optional[str] = typer.Option(None, help="Comma-separated layers the filters act at (default: "
+                                                    "the model's; SmallNet block6..block2, AlexNet-like block5..block2)."),
+        maxpool: Optional[str] = typer.Option(None, help=MAXPOOL_HELP),
         seed: int = typer.Option(0, help="Seed of initialisation and shuffling."),
         device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
         size: Optional[int] = typer.Option(None, help="Side the digits are served at (default 28; 140 for the *140 models)."),
@@ -85,12 +93,15 @@ def register(app: typer.Typer) -> None:
         with progress_bars() as progress:
             s = lrp_study(data, out, model=model, epochs=epochs, batch_size=batch_size, lr=lr, every=every,
                           eval_samples=eval_samples, heatmap_samples=heatmap_samples, composite=composite,
-                          start=start, filters=filters, seed=seed, device=device, size=size, progress=progress)
+                          start=start, filters=filters, seed=seed, device=device, size=size, maxpool=maxpool,
+                          filter_layers=filter_layers, progress=progress)
         figures = out / "report" / "figures"
         mp = mp_figure(pd.read_parquet(out / "tables" / "lrp_study.parquet"), figures / "lrp_mp.png", model=model)
         grid = heatmap_grid_figure(out / "lrp_study" / "heatmaps.safetensors", figures / "lrp_heatmaps.png")
-        say(f"{model}: {s['iterations']} iterations, accuracy {s['final_accuracy']:.3f} on {eval_samples} test "
+        say(f"{model} (LRP max-pooling: {s['maxpool']}): {s['iterations']} iterations, accuracy {s['final_accuracy']:.3f} on {eval_samples} test "
             f"samples ({time.perf_counter() - t0:.0f} s)")
         for layer, t in s["mp_trend"].items():
-            say(f"  Mean Power at {layer}: {t['start']:.3g} -> {t['end']:.3g}")
+            at = s["mp_points"][layer]
+            where = "the input heatmap" if at == "input" else f"entering block {layer.rpartition('_')[2]}, at {at}'s output"
+            say(f"  Mean Power at {layer} ({where}): {t['start']:.3g} -> {t['end']:.3g}")
         say(f"figures: {mp}, {grid}")

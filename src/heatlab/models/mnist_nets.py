@@ -30,11 +30,13 @@ name activations for AL2 or between the 1×1 convs; heatlab uses one LeakyReLU a
 but the last (activations have no parameters, so the counts do not decide this).
 
 Module names are readable (``block3.conv``, ``head1.bn``, ...) because the LRP code picks layers by
-name. Every model class has ``heatlab_filter_layers``: the modules after which (in the backward,
-relevance pass) paper 004's code inserts its filters, i.e. the blocks whose *input* relevance is
-filtered: the three head blocks and conv blocks 6, 5, 4, 3 of SmallNet (never between blocks 2
-and 1); for AlexNet-like the three heads and conv blocks 5, 4, 3 (again not between 2 and 1). They
-are listed in backward order. Every activation is its own module (none is reused, none works in
+name. Every model class has ``heatlab_filter_layers``: the modules at whose *output* paper 004's
+code (``relprop_drivethru0003``) filters the relevance on its way down, i.e. after it has passed
+the head and then each conv block down to block 3: SmallNet at the outputs of blocks 6, 5, 4, 3, 2,
+AlexNet-like at blocks 5, 4, 3, 2 (never between blocks 2 and 1, never at a head layer or the
+logits), listed in backward order. ``heatlab_lrp_maxpool = "average"``: LRP passes relevance
+through max-pooling as the original did, as through an average pool (see
+:mod:`heatlab.explain.methods.lrp`). Every activation is its own module (none is reused, none works in
 place), so the models pass :func:`heatlab.models.safety.check_attribution_safe`.
 """
 
@@ -83,6 +85,8 @@ class _MnistNet(nn.Module):
     #: State-dict prefixes of the classifier head (skipped by ``backbone_weights``).
     heatlab_head_prefixes = ("head1.", "head2.", "head3.")
     heatlab_filter_layers: tuple[str, ...] = ()
+    #: LRP's default max-pooling rule for these nets (paper 004's ``MaxPool2d_LRP``).
+    heatlab_lrp_maxpool = "average"
 
     def __init__(self, image_size: int):
         super().__init__()
@@ -108,7 +112,7 @@ class _MnistNet(nn.Module):
 class SmallNet(_MnistNet):
     """Paper 004's SmallNet (S1 at ``image_size=28``; S2 with ``last_width=1`` at 140)."""
 
-    heatlab_filter_layers = ("head3", "head2", "head1", "block6", "block5", "block4", "block3")
+    heatlab_filter_layers = ("block6", "block5", "block4", "block3", "block2")
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, *, image_size: int = 28, last_width: int = 24):
         super().__init__(image_size)
@@ -123,7 +127,7 @@ class SmallNet(_MnistNet):
 class AlexNetLike(_MnistNet):
     """Paper 004's AlexNet-like nets: AL1 (``variant="28"``) and AL2 (``variant="140"``)."""
 
-    heatlab_filter_layers = ("head3", "head2", "head1", "block5", "block4", "block3")
+    heatlab_filter_layers = ("block5", "block4", "block3", "block2")
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, *, variant: str = "28"):
         if variant == "28":

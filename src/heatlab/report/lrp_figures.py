@@ -17,7 +17,11 @@ from heatlab.report.figures import bare, hold_flat_axes, new_figure, save_figure
 
 
 def mp_figure(table: pd.DataFrame, out_png: str | os.PathLike, *, model: str = "") -> Path:
-    """MP (mean ± std over the evaluation subset) per layer against iteration, with accuracy on a twin axis."""
+    """MP (mean ± std over the evaluation subset) per layer against iteration, with accuracy on a twin axis.
+
+    Panels are titled with the original's layer names and, where the table has ``recorded_at``,
+    where heatlab recorded them (``convb_k``: the relevance entering block k; ``convb_1``: the input heatmap).
+    """
     layers = list(dict.fromkeys(table["layer"]))
     fig = new_figure(10.0, 2.6 * ((len(layers) + 1) // 2) + 0.8)
     for i, layer in enumerate(layers):
@@ -26,7 +30,7 @@ def mp_figure(table: pd.DataFrame, out_png: str | os.PathLike, *, model: str = "
         it, mean, std = rows["iteration"].to_numpy(), rows["mp_mean"].to_numpy(), rows["mp_std"].to_numpy()
         ax.plot(it, mean, color="#0072B2", marker="o", markersize=3, lw=1.2)
         ax.fill_between(it, mean - std, mean + std, color="#0072B2", alpha=0.2, lw=0)
-        ax.set_title(f"({chr(65 + i)}) {layer}", fontsize=9)
+        ax.set_title(f"({chr(65 + i)}) {layer}{_where(rows)}", fontsize=9)
         ax.set_xlabel("iteration", fontsize=8)
         ax.set_ylabel("Mean Power", fontsize=8, color="#0072B2")
         ax.tick_params(labelsize=7)
@@ -37,9 +41,19 @@ def mp_figure(table: pd.DataFrame, out_png: str | os.PathLike, *, model: str = "
         twin.tick_params(labelsize=7)
         hold_flat_axes(ax, integer="x")
     fig.suptitle(f"Mean Power of the relevance per layer during training{f' ({model})' if model else ''}: "
-                 "mean ± std over the evaluation samples; dashed: accuracy", fontsize=10)
+                 "mean ± std over the evaluation samples; dashed: accuracy"
+                 + ("\nlayers named as paper 004's code: convb_k = relevance entering block k" if "recorded_at" in table else ""),
+                 fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     return save_figure(fig, out_png)
+
+
+def _where(rows: pd.DataFrame) -> str:
+    """": input heatmap" or ": block1 output" for a panel recorded where ``recorded_at`` says, else ""."""
+    if "recorded_at" not in rows or rows.empty:
+        return ""
+    at = str(rows["recorded_at"].iloc[0])
+    return ": input heatmap" if at == "input" else f": {at} output"
 
 
 def heatmap_grid_figure(heatmaps_path: str | os.PathLike, out_png: str | os.PathLike) -> Path:

@@ -29,7 +29,7 @@ import pandas as pd
 from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import attribute
 from heatlab.explain.filters import parse_filters
-from heatlab.explain.methods.lrp import check_composite, check_start, filter_layers
+from heatlab.explain.methods.lrp import check_composite, check_maxpool, check_start, filter_layers, lrp_maxpool
 from heatlab.explain.postprocess import channel_adjust
 from heatlab.files import write_json, write_parquet
 from heatlab.progress import Progress
@@ -58,8 +58,10 @@ class LRPFilters(Stage):
     name = "lrp-filters"
 
     def __init__(self, run: RunDir, *, filters: Sequence[str] | str | None = None, split: str = "test",
-                 composite: str = "epsilon_plus", start: str = "target", batch_size: int = 25, device: str = "cpu"):
+                 composite: str = "epsilon_plus", start: str = "target", maxpool: str | None = None,
+                 batch_size: int = 25, device: str = "cpu"):
         super().__init__(run, device=device, batch_size=batch_size)
+        check_maxpool(maxpool)
         self.filters = [NONE, *parse_filters(filters)]
         self.split, self.composite, self.start = split, check_composite(composite), check_start(start)
         self.branches = run.require_branches()
@@ -68,7 +70,8 @@ class LRPFilters(Stage):
         if self.truth_kind is None or self.data.input_kind != "image":
             raise HeatlabError("The filter study scores heatmaps against ground truth, which this run's data does not "
                                "have; use image data with masks (cells, digits, folder:DIR with masks).")
-        self.layers = filter_layers(run.load_model(self.branches[0]))
+        model = run.load_model(self.branches[0])
+        self.layers, self.maxpool = filter_layers(model), lrp_maxpool(model, maxpool)
         self.kinds = {"localisation": PARQUET, **({"five_band": PARQUET} if self.truth_kind == "levels" else {})}
 
     def units(self) -> list[Unit]:
@@ -76,7 +79,7 @@ class LRPFilters(Stage):
                 for k in range(self.data.num_shards)]
 
     def settings(self, unit: Unit) -> dict:
-        return {"composite": self.composite, "start": self.start, "layers": self.layers}
+        return {"composite": self.composite, "start": self.start, "maxpool": self.maxpool, "layers": self.layers}
 
     def run_unit(self, work: Work, unit: Unit) -> dict[str, Any]:
         model = work.model(unit.branch)
@@ -84,7 +87,7 @@ class LRPFilters(Stage):
         preds = work.predictions(unit.split, unit.branch, unit.shard)
         filters = None if unit.method == NONE else {layer: unit.method for layer in self.layers}
         attr = attribute(model, shard["images"], "LRP", target=preds, batch_size=self.batch_size,
-                         composite=self.composite, start=self.start, filters=filters).detach().cpu()
+                         composite=self.composite, start=self.start, maxpool=self.maxpool, filters=filters).detach().cpu()
         five, _, loc = score_attributions(attr, shard["labels"], shard["truth"], self.truth_kind,
                                           predictions=preds, shard=unit.shard)
         # Paper 004's eq. (5) with the truth as reference: mean |h − truth| of the adjusted heatmap.
@@ -104,9 +107,9 @@ class LRPFilters(Stage):
         table = effects(tables, self.filters, self.branches, seed=self.run.seed())
         paths["lrp_filters_effects"] = self.run.table("lrp_filters_effects")
         write_parquet(paths["lrp_filters_effects"], table)
-        summary = {"split": self.split, "composite": self.composite, "start": self.start, "layers": self.layers, "filters": self.filters,
-                   "branches": self.branches, "samples": len(self.data), **verdict(tables), **effects_summary(table),
-                   "complete": True}
+        summary = {"split": self.split, "composite": self.composite, "start": self.start, "maxpool": self.maxpool,
+                   "layers": self.layers, "filters": self.filters, "branches": self.branches, "samples": len(self.data),
+                   **verdict(tables), **effects_summary(table), "complete": True}
         write_json(self.run.summary_path(self.name), summary)
         return {**summary, "tables": {k: str(v) for k, v in paths.items()}}
 
@@ -207,13 +210,15 @@ def design_line(summary: dict) -> str:
 
 
 def lrp_filters_run(run_dir, *, filters=None, split: str = "test", composite: str = "epsilon_plus",
-                    start: str = "target", batch_size: int = 25, device: str = "cpu",
+                    start: str = "target", maxpool: str | None = None, batch_size: int = 25, device: str = "cpu",
                     progress: Progress | None = None, backend=None, trust_model_code: bool = False) -> dict:
     """Score LRP heatmaps per filter setting against the ground truth of ``split``; returns the summary.
 
+    ``maxpool``: LRP's max-pooling rule ("average" or "winner"; default the model's), recorded in the summary.
     ``backend``: where the units run (:func:`heatlab.run.runner.make_backend`; default this process).
     ``trust_model_code``: rebuild branch models whose model.json names code from outside heatlab
     (``file.py:fn``, ``module:fn``); without it such a run is refused in one sentence.
     """
-    return run_stage(LRPFilters(RunDir(run_dir, trust_model_code=trust_model_code), filters=filters, split=split, composite=composite, start=start,
-                                batch_size=batch_size, device=device), progress=progress, backend=backend)
+    return run_stage(LRPFilters(RunDir(run_dir, trust_model_code=trust_model_code), filters=filters, split=split,
+                                composite=composite, start=start, maxpool=maxpool, batch_size=batch_size, device=device),
+                     progress=progress, backend=backend)

@@ -3,14 +3,18 @@
 Trains a zoo model (default the paper's SmallNet on the offline 8×8 digits at 28 px) in continuous
 mode and, every ``every`` iterations (and after the last), on a fixed evaluation subset (the first
 ``eval_samples`` test samples; the paper draws 240 at random): the accuracy, and one LRP pass
-(``composite``, from the predicted logit, or every logit with ``start="all"``) recording the
-relevance at the first four convolutions, whose per-sample Mean Power (:func:`heatlab.score.mean_power.mean_power`) is averaged. After
-training, the LRP heatmaps of the first ``heatmap_samples`` test samples are computed with no
-filter and with each filter (``filters``, the paper's eight by default) at the model's filter
-layers.
+(``composite``, ``maxpool``, from the predicted logit, or every logit with ``start="all"``)
+recording the relevance where paper 004's code records it (Fig. 2's "first four convolutional
+layers"): its ``convb_k`` is the relevance *entering* block k, so ``convb_1`` is the input heatmap
+and ``convb_k`` (k = 2, 3, 4) the relevance at the output of the block holding the (k−1)-th
+convolution (:func:`mp_points`). The per-sample Mean Power
+(:func:`heatlab.score.mean_power.mean_power`) of each is averaged. After training, the LRP heatmaps
+of the first ``heatmap_samples`` test samples are computed with no filter and with each filter
+(``filters``, the paper's eight by default) at ``filter_layers`` (default: the model's).
 
-Outputs in ``out``: ``tables/lrp_study.parquet`` (iteration, epoch, loss, accuracy, layer,
-mp_mean, mp_std, n), ``lrp_study/heatmaps.safetensors`` (``heatmaps`` F×S×C×H×W float16 in
+Outputs in ``out``: ``tables/lrp_study.parquet`` (iteration, epoch, loss, accuracy, layer (the
+original's name, e.g. ``convb_2``), recorded_at (``input`` or heatlab's module name), mp_mean,
+mp_std, n), ``lrp_study/heatmaps.safetensors`` (``heatmaps`` F×S×C×H×W float16 in
 filter order, each divided by its max |value|, whose value is in ``scale`` F×S float32; ``inputs``,
 ``labels``, ``predictions``), ``model/weights.safetensors`` and
 ``lrp-study.json`` written last; :mod:`heatlab.report.lrp_figures` draws Fig. 2 and Fig. 3 from them.
@@ -38,7 +42,10 @@ from heatlab.data import registry
 from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import attribute
 from heatlab.explain.filters import parse_filters
-from heatlab.explain.methods.lrp import RelevanceRecorder, check_composite, check_start, filter_layers
+from heatlab.explain.methods.lrp import (
+    RelevanceRecorder, check_composite, check_layers, check_maxpool, check_start, lrp_maxpool,
+)
+from heatlab.explain.methods.lrp import filter_layers as default_filter_layers  # the argument takes the name
 from heatlab.explain.postprocess import normalize_max_abs
 from heatlab.files import atomic_path, ensure_dir, read_json, write_json, write_parquet
 from heatlab.models import zoo
@@ -54,22 +61,42 @@ SUMMARY = "lrp-study.json"
 CHECKPOINT, ROWS = "lrp_study/checkpoint.safetensors", "lrp_study/rows.parquet"
 
 
-def mp_layers(model: torch.nn.Module, n: int = 4) -> list[str]:
-    """Names of the model's first ``n`` convolutions (paper 004, Fig. 2)."""
-    return [name for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)][:n]
+INPUT = "input"
+
+
+def mp_points(model: torch.nn.Module, n: int = 4) -> dict[str, str]:
+    """Fig. 2's points as paper 004's code names them: ``{"convb_1": "input", "convb_2": layer, ...}``.
+
+    ``convb_k`` is the relevance entering block k: ``convb_1`` the input heatmap, ``convb_k`` for
+    k ≥ 2 the relevance at the output of the module holding the (k−1)-th convolution (its parent,
+    e.g. ``block1``, when that parent holds no other convolution; else the convolution itself).
+    """
+    modules = dict(model.named_modules())
+    convs = [name for name, m in modules.items() if isinstance(m, torch.nn.Conv2d)][: n - 1]
+    points = {"convb_1": INPUT}
+    for k, conv in enumerate(convs, start=2):
+        parent = conv.rpartition(".")[0]
+        alone = parent and sum(isinstance(m, torch.nn.Conv2d) for m in modules[parent].modules()) == 1
+        points[f"convb_{k}"] = parent if alone else conv
+    return points
 
 
 def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch_size: int = 32, lr: float = 1e-3,
               every: int = 20, eval_samples: int = 240, heatmap_samples: int = 4, composite: str = "epsilon_plus",
               start: str = "target", filters: Sequence[str] | str | None = None, seed: int = 0, device: str = "cpu", size: int | None = None,
+              maxpool: str | None = None, filter_layers: Sequence[str] | str | None = None,
               progress: Progress | None = None) -> dict:
     """Run the study (see the module docstring); returns the summary written to ``lrp-study.json``.
 
     ``size``: the side the digit datasets are served at (default 28, and 140 for the paper's
     ``smallnet140``/``alexnetlike140``, which take the 28-px digits enlarged inside the data pipeline).
+    ``maxpool``: LRP's max-pooling rule ("average" or "winner"; default the model's, see
+    :func:`heatlab.explain.methods.lrp.lrp_maxpool`). ``filter_layers``: where the filters act
+    (names or ``"block6,block5"``; default the model's ``heatlab_filter_layers``).
     """
     check_composite(composite)
     check_start(start)
+    check_maxpool(maxpool)
     names = parse_filters(filters)
     if Path(out).exists() and not Path(out).is_dir():
         raise HeatlabError(f"'{out}' is a file, not a folder; choose another output path.")
@@ -84,13 +111,18 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
     train, test = registry.open_data(data, "train", **options), registry.open_data(data, "test", **options)
     if registry.input_kind(test) != "image":
         raise HeatlabError("The LRP study needs image data; pass e.g. --data digits or a cell folder.")
-    settings = {"data": registry.describe_data(data), "model": model, "epochs": epochs, "batch_size": batch_size,
-                "lr": lr, "every": every, "eval_samples": eval_samples, "heatmap_samples": heatmap_samples,
-                "composite": composite, "start": start, "filters": ["none", *names], "seed": seed, "size": size}
-    out = Path(out)
     net = create_model(config, num_classes=len(train.class_names), input_shape=registry.input_shape(train),
                        normalize=normalize_spec(config, train))
     check_takes(net, model, test.load_shard(0)["images"][:1])
+    if isinstance(filter_layers, str):
+        filter_layers = [name.strip() for name in filter_layers.split(",") if name.strip()]
+    f_layers = check_layers(net, filter_layers, "filter_layers") if filter_layers else default_filter_layers(net)
+    points = mp_points(net)
+    settings = {"data": registry.describe_data(data), "model": model, "epochs": epochs, "batch_size": batch_size,
+                "lr": lr, "every": every, "eval_samples": eval_samples, "heatmap_samples": heatmap_samples,
+                "composite": composite, "start": start, "maxpool": lrp_maxpool(net, maxpool),
+                "filters": ["none", *names], "filter_layers": f_layers, "seed": seed, "size": size}
+    out = Path(out)
     ensure_dir(out)
     # One writer: the run's lock when the study is written inside a run folder, else the study's own.
     host = RunDir(out.parent) if RunDir(out.parent).has_config() else RunDir(out)
@@ -99,7 +131,8 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
             done = read_json(out / SUMMARY)
             if done.get("settings") == json.loads(json.dumps(settings)) and done.get("complete"):
                 return done
-        layers, f_layers = mp_layers(net), filter_layers(net)
+        layers = [layer for layer in points.values() if layer != INPUT]
+        lrp = {"composite": composite, "start": start, "maxpool": settings["maxpool"]}
         x_eval, y_eval = _first(test, eval_samples)
         rows: list[dict] = []
         total = epochs * num_batches(train, batch_size)
@@ -107,12 +140,13 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
         def evaluate(it: int, epoch: int, loss: float) -> None:
             pred = predict(net, (x_eval, y_eval), 64)[0]
             rec = RelevanceRecorder(layers)
-            attribute(net, x_eval, "LRP", target=pred, composite=composite, start=start, record=rec, batch_size=64)
-            for name, relevance in rec.relevance.items():
-                mp = mean_power(relevance).mp.double()
+            heat = attribute(net, x_eval, "LRP", target=pred, record=rec, batch_size=64, **lrp)
+            recorded = {INPUT: heat, **rec.relevance}
+            for label, at in points.items():
+                mp = mean_power(recorded[at]).mp.double()
                 rows.append({"iteration": it, "epoch": epoch, "loss": loss, "accuracy": float((pred == y_eval).double().mean()),
-                             "layer": name, "mp_mean": float(mp.mean()), "mp_std": float(mp.std(unbiased=False)),
-                             "n": len(mp)})
+                             "layer": label, "recorded_at": at, "mp_mean": float(mp.mean()),
+                             "mp_std": float(mp.std(unbiased=False)), "n": len(mp)})
 
         def on_step(it: int, epoch: int, loss: float) -> None:
             report(progress, "lrp-study", it, total)
@@ -133,8 +167,8 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
         train_continuous(net, train, config, on_step=on_step, resume=resume, on_epoch=on_epoch)
         x_map, y_map = _first(test, heatmap_samples)
         p_map = predict(net, (x_map, y_map), 64)[0]
-        maps = [attribute(net, x_map, "LRP", target=p_map, composite=composite, start=start,
-                          filters=None if f == "none" else {layer: f for layer in f_layers}).cpu()
+        maps = [attribute(net, x_map, "LRP", target=p_map, filters=None if f == "none" else {layer: f for layer in f_layers},
+                          **lrp).cpu()
                 for f in settings["filters"]]
         table = pd.DataFrame(rows)
         ensure_dir(out / "lrp_study")
@@ -151,8 +185,9 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
         last = table[table["iteration"] == table["iteration"].max()]
         first = table[table["iteration"] == 0]
         trend = {layer: {"start": float(first.loc[first["layer"] == layer, "mp_mean"].iloc[0]),
-                         "end": float(last.loc[last["layer"] == layer, "mp_mean"].iloc[0])} for layer in layers}
-        summary = {"settings": settings, "mp_layers": layers, "filter_layers": f_layers, "iterations": total,
+                         "end": float(last.loc[last["layer"] == layer, "mp_mean"].iloc[0])} for layer in points}
+        summary = {"settings": settings, "mp_layers": list(points), "mp_points": points, "filter_layers": f_layers,
+                   "maxpool": settings["maxpool"], "iterations": total,
                    "final_accuracy": float(last["accuracy"].iloc[0]), "mp_trend": trend,
                    "complete": True}
         write_json(out / SUMMARY, summary)

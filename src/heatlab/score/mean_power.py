@@ -12,19 +12,17 @@ split each part at a *percentile* instead: the values sorted ascending are cut a
 Per sample, with all its values (every channel of the layer):
 
 * ``R⁺`` = the values ≥ 0 (zeros included), ``R⁻`` = the magnitudes of the values < 0;
-* for each part ``x`` of ``n`` values, sorted ascending: ``n_th = ceil(t·n)``; if ``n_th ≥ n``
-  then ``n_th = n − 1``; if ``n_th == 1`` the part's MP is 1; otherwise
+* for each part ``x`` of ``n`` values, sorted ascending: ``n_th = ceil(t·n)``; if ``n_th == 1``
+  the part's MP is 1; otherwise, after ``n_th = n − 1`` where ``n_th ≥ n``,
   ``MP = mean(x[n_th:]) / mean(x[:n_th])``, where an upper mean of 0 gives MP 0 and a lower mean
-  of 0 is replaced by 1e-9;
-* a part with **one value** (n = 1) has MP 1 (heatlab's choice: the original code would divide by
-  the mean of an empty slice and give NaN; a single value is neither spiky nor flat, and n = 2
-  already gives 1 through the ``n_th == 1`` rule);
+  of 0 is replaced by 1e-9. The ``n_th == 1`` test comes *before* the clamp, as in the original:
+  a part with one value has MP 1, and two values ``a ≤ b`` give ``b / a`` for t > 0.5 (1 for t ≤ 0.5);
 * an **empty part** (n = 0) takes the other part's value;
 * ``MP = (MP⁺ + MP⁻) / 2``.
 
 Both parts can only be empty when a sample holds no values at all; such a batch (``N×0``) is
 refused with a :class:`~heatlab.errors.HeatlabError`, as are NaN/Inf values (NaN belongs to
-neither part). An all-zero sample has ``R⁺`` all zero and MP 0 (or 1 when it has at most 2 values).
+neither part). An all-zero sample has ``R⁺`` all zero and MP 0 (or 1 when ``ceil(t·n) == 1``, e.g. a single value).
 
 The computation is vectorised over the values: per sample and part one linear-time selection
 (``kthvalue``, a loop over N only), then masked sums over the whole batch (torch's cascade summation, in float32 or float64); no sort.
@@ -80,18 +78,20 @@ def _lower_sum(row: Tensor, n_before: Tensor, n: Tensor, n_th: Tensor) -> Tensor
     return total_below + (n_th + n_before - below.sum(dim=1)).clamp(min=0) * threshold
 
 
-def _split_point(n: Tensor, t: float) -> Tensor:
-    n_th = torch.ceil(n.to(torch.float64) * t).to(torch.int64)  # the original's ceil(t * n) in float64
-    return torch.where(n_th >= n, n - 1, n_th)
+def _split_point(n: Tensor, t: float) -> tuple[Tensor, Tensor]:
+    """The original's ``ceil(t·n)`` (in float64) as it is, and clamped to ``n − 1``."""
+    raw = torch.ceil(n.to(torch.float64) * t).to(torch.int64)
+    return raw, torch.where(raw >= n, n - 1, raw)
 
 
-def _ratio(upper_sum: Tensor, lower_sum: Tensor, n: Tensor, n_th: Tensor) -> Tensor:
-    """MP of one part from its upper and lower sums, with the original code's rules."""
+def _ratio(upper_sum: Tensor, lower_sum: Tensor, n: Tensor, n_th: Tensor, raw: Tensor) -> Tensor:
+    """MP of one part from its upper and lower sums, with the original code's rules (``raw``: the
+    unclamped split point, tested for 1 as the original does before it clamps)."""
     lower = lower_sum / n_th.clamp(min=1)
     upper = upper_sum / (n - n_th).clamp(min=1)
     lower = torch.where(lower == 0, torch.full_like(lower, LOWER_FLOOR), lower)
     mp = torch.where(upper == 0, torch.zeros_like(upper), upper / lower)
-    return torch.where((n_th == 1) | (n == 1), torch.ones_like(mp), mp)
+    return torch.where(raw == 1, torch.ones_like(mp), mp)
 
 
 def mean_power(relevance: Tensor, t: float = DEFAULT_T) -> MeanPower:
@@ -130,10 +130,10 @@ def mean_power(relevance: Tensor, t: float = DEFAULT_T) -> MeanPower:
     mag_row = torch.where(negative, -values, minus_one)  # |R-|; -1 marks R+ entries
     total_pos = pos_row.clamp(min=0).sum(dim=1)
     total_neg = mag_row.clamp(min=0).sum(dim=1)
-    th_pos, th_neg = _split_point(n_pos, float(t)), _split_point(n_neg, float(t))
+    (raw_pos, th_pos), (raw_neg, th_neg) = _split_point(n_pos, float(t)), _split_point(n_neg, float(t))
     lower_pos = _lower_sum(pos_row, n_neg, n_pos, th_pos)
     lower_neg = _lower_sum(mag_row, n_pos, n_neg, th_neg)
-    mp_pos = _ratio(total_pos - lower_pos, lower_pos, n_pos, th_pos)
-    mp_neg = _ratio(total_neg - lower_neg, lower_neg, n_neg, th_neg)
+    mp_pos = _ratio(total_pos - lower_pos, lower_pos, n_pos, th_pos, raw_pos)
+    mp_neg = _ratio(total_neg - lower_neg, lower_neg, n_neg, th_neg, raw_neg)
     mp_pos, mp_neg = torch.where(n_pos == 0, mp_neg, mp_pos), torch.where(n_neg == 0, mp_pos, mp_neg)
     return MeanPower(((mp_pos + mp_neg) / 2).to(dtype), mp_pos.to(dtype), mp_neg.to(dtype))

@@ -12,6 +12,12 @@ Composites (``composite=``): ``epsilon`` (ε-rule on every convolution and linea
 → 0 is LRP-0), ``epsilon_plus``, ``epsilon_plus_flat``, ``epsilon_gamma_box`` (z^B at the first
 layer with the bounds of [0, 1] pixels in the model's input space) and ``epsilon_alpha2_beta1``.
 
+Max-pooling (``maxpool=``): ``"winner"`` (Zennit's default: the gradient, so each window's
+relevance goes to its maximum alone) or ``"average"`` (paper 004's original code: Zennit's ``Norm``
+rule on an average-pool copy of the layer, so each window's relevance is split in proportion to its
+inputs; the forward pass stays max-pooling). ``None`` takes the model's ``heatlab_lrp_maxpool``
+(``"average"`` for paper 004's nets), else ``"winner"``.
+
 During the same backward pass, ``record=RelevanceRecorder([...layer names])`` keeps the relevance
 arriving at each named module's output, per sample, and ``filters={layer name: spec}`` replaces
 it by :func:`heatlab.explain.filters.apply_filter` of it before it propagates further down.
@@ -27,12 +33,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from zennit.canonizers import AttributeCanonizer, SequentialMergeBatchNorm
+from torch.nn import functional as F
 from zennit.composites import (
     EpsilonAlpha2Beta1, EpsilonGammaBox, EpsilonPlus, EpsilonPlusFlat, LayerMapComposite, layer_map_base,
 )
 from zennit.layer import Sum
-from zennit.rules import Epsilon
-from zennit.types import Convolution
+from zennit.rules import Epsilon, Norm
+from zennit.types import Convolution, MaxPool
 
 from heatlab.errors import HeatlabError
 from heatlab.explain.filters import apply_filter, parse_filter
@@ -42,6 +49,7 @@ from heatlab.models.safety import SafeBasicBlock, SafeBottleneck
 
 COMPOSITES = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1")
 STARTS = ("target", "all")
+MAXPOOLS = ("average", "winner")
 
 
 class RelevanceRecorder:
@@ -66,11 +74,13 @@ class RelevanceRecorder:
 @dataclass(frozen=True)
 class LRPOptions(Options):
     """``composite`` (see :data:`COMPOSITES`), ``epsilon`` of the ε-rules, ``start`` ("target" or
-    "all"), ``filters`` {layer name: filter spec} and ``record`` (a :class:`RelevanceRecorder`)."""
+    "all"), ``maxpool`` ("average", "winner" or None: the model's default, see :func:`lrp_maxpool`),
+    ``filters`` {layer name: filter spec} and ``record`` (a :class:`RelevanceRecorder`)."""
 
     composite: str = "epsilon_plus"
     epsilon: float = 1e-6
     start: str = "target"
+    maxpool: str | None = None
     filters: Mapping[str, Any] | None = None
     record: RelevanceRecorder | None = field(default=None, compare=False)
 
@@ -103,6 +113,47 @@ class _SafeResidualCanonizer(AttributeCanonizer):
         return self.relu3(self.canonizer_sum(torch.stack([identity, out], dim=-1)))
 
 
+class _MaxPoolAsAverage(Norm):
+    """Zennit's ``Norm`` rule on an average-pool copy of a max-pooling layer (paper 004's
+    ``MaxPool2d_LRP``): ``R_i = x_i / Σ_window x · R_window`` per window; the forward pass is unchanged."""
+
+    def backward(self, module, grad_input, grad_output):
+        x = self.stored_tensors["input"][0].clone().requires_grad_()
+        pool = getattr(F, f"avg_pool{x.dim() - 2}d")
+        with torch.autograd.enable_grad():
+            z = pool(x, module.kernel_size, module.stride, module.padding, module.ceil_mode)
+        (gradient,) = torch.autograd.grad(z, x, grad_outputs=self.gradient_mapper(grad_output[0], [z]))
+        return (self.reducer([x], [gradient]),)
+
+
+def check_maxpool(maxpool: str | None) -> str | None:
+    if maxpool is not None and maxpool not in MAXPOOLS:
+        raise HeatlabError(f"Unknown max-pooling rule maxpool={maxpool!r}; choose 'average' (each window's relevance "
+                           "split in proportion to its inputs, paper 004's code) or 'winner' (all to the maximum).")
+    return maxpool
+
+
+def lrp_maxpool(model: nn.Module, maxpool: str | None = None) -> str:
+    """The max-pooling rule LRP uses on ``model``: ``maxpool`` when given, else the model's
+    ``heatlab_lrp_maxpool`` (paper 004's nets: "average"), else "winner" (Zennit's default)."""
+    if check_maxpool(maxpool) is not None:
+        return maxpool
+    return check_maxpool(getattr(model, "heatlab_lrp_maxpool", None)) or "winner"
+
+
+def check_layers(model: nn.Module, layers: Sequence[str], argument: str) -> list[str]:
+    """``layers`` as a list when each names a module of ``model``; else one sentence naming ``argument``
+    and the model's layers (its top-level modules, and an example of a deeper name)."""
+    names = dict(model.named_modules())
+    for layer in layers:
+        if not isinstance(layer, str) or not layer or layer not in names:
+            top = ", ".join(name for name, _ in model.named_children())
+            deeper = next((name for name in names if "." in name), None)
+            raise HeatlabError(f"{argument}={layer!r} is not a layer of {type(model).__name__}; its layers are {top}"
+                               + (f" and their parts (e.g. {deeper})." if deeper else "."))
+    return list(layers)
+
+
 def filter_layers(model: nn.Module) -> list[str]:
     """The model's default filter points (its ``heatlab_filter_layers``, backward order)."""
     layers = getattr(model, "heatlab_filter_layers", None)
@@ -112,17 +163,18 @@ def filter_layers(model: nn.Module) -> list[str]:
     return list(layers)
 
 
-def _composite(options: LRPOptions, low: Tensor, high: Tensor):
+def _composite(options: LRPOptions, maxpool: str, low: Tensor, high: Tensor):
     canonizers = [SequentialMergeBatchNorm(), _SafeResidualCanonizer()]
     eps = options.epsilon
+    pools = [(MaxPool, _MaxPoolAsAverage())] if maxpool == "average" else []
     if options.composite == "epsilon":
-        rules = layer_map_base() + [(Convolution, Epsilon(epsilon=eps)), (nn.Linear, Epsilon(epsilon=eps))]
+        rules = pools + layer_map_base() + [(Convolution, Epsilon(epsilon=eps)), (nn.Linear, Epsilon(epsilon=eps))]
         return LayerMapComposite(layer_map=rules, canonizers=canonizers)
     if options.composite == "epsilon_gamma_box":
-        return EpsilonGammaBox(low=low, high=high, epsilon=eps, canonizers=canonizers)
+        return EpsilonGammaBox(low=low, high=high, epsilon=eps, layer_map=pools, canonizers=canonizers)
     cls = {"epsilon_plus": EpsilonPlus, "epsilon_plus_flat": EpsilonPlusFlat,
            "epsilon_alpha2_beta1": EpsilonAlpha2Beta1}[options.composite]
-    return cls(epsilon=eps, canonizers=canonizers)
+    return cls(epsilon=eps, layer_map=pools, canonizers=canonizers)
 
 
 def check_composite(composite: str) -> str:
@@ -137,19 +189,25 @@ def check_start(start: str) -> str:
     return start
 
 
-def _check(options: LRPOptions, model: nn.Module) -> tuple[dict[str, Any], list[str]]:
-    """The parsed filters by layer, and every layer that gets a hook (filtered or recorded), checked."""
+def _check(options: LRPOptions, model: nn.Module) -> tuple[dict[str, Any], list[str], str]:
+    """The parsed filters by layer, every layer that gets a hook (filtered or recorded) and the
+    max-pooling rule, checked."""
     check_composite(options.composite)
     check_start(options.start)
+    maxpool = lrp_maxpool(model, options.maxpool)
     if not isinstance(options.epsilon, (int, float)) or isinstance(options.epsilon, bool) or options.epsilon < 0:
         raise HeatlabError(f"epsilon must be a number >= 0, got {options.epsilon!r}; pass e.g. epsilon=1e-6.")
-    names = dict(model.named_modules())
     filters = {k: parse_filter(v) for k, v in (options.filters or {}).items()}
-    layers = set(filters) | set(options.record.layers if options.record is not None else ())
-    missing = sorted(k for k in layers if k not in names or not k)
-    if missing:
-        raise HeatlabError(f"Layer {missing[0]!r} is not a module of the model; pass names from model.named_modules().")
-    return filters, sorted(layers)
+    check_layers(model, list(filters), "filters")
+    recorded = options.record.layers if options.record is not None else []
+    check_layers(model, recorded, "record")
+    if maxpool == "average":
+        for name, module in model.named_modules():
+            dilation = getattr(module, "dilation", 1)
+            if isinstance(module, MaxPool) and any(d != 1 for d in (dilation if isinstance(dilation, tuple) else (dilation,))):
+                raise HeatlabError(f"maxpool='average' cannot treat the dilated max-pooling {name!r}; pass "
+                                   "maxpool='winner' for this model.")
+    return filters, sorted(set(filters) | set(recorded)), maxpool
 
 
 def _unfolded_batchnorm(model: nn.Module) -> str | None:
@@ -168,7 +226,7 @@ def _unfolded_batchnorm(model: nn.Module) -> str | None:
 
 @contextmanager
 def build(model: nn.Module, options: LRPOptions, inputs: Tensor) -> Iterator[Run]:
-    filters, hooked = _check(options, model)
+    filters, hooked, maxpool = _check(options, model)
     if (bad := _unfolded_batchnorm(model)) is not None:
         raise HeatlabError(f"LRP cannot fold BatchNorm '{bad}' into the layer before it (it does not follow a "
                            "convolution or linear layer); choose another method for this model.")
@@ -176,7 +234,7 @@ def build(model: nn.Module, options: LRPOptions, inputs: Tensor) -> Iterator[Run
         net, to_input = stack.enter_context(input_space(model))
         ones = torch.ones((1, *inputs.shape[1:]), dtype=inputs.dtype, device=inputs.device)
         low, high = to_input(0 * ones), to_input(ones)
-        composite = _composite(options, low, high)
+        composite = _composite(options, maxpool, low, high)
         modules = dict(net.named_modules())
         modified = stack.enter_context(composite.context(net))
         # Registered after Zennit's hooks, so they see the output Zennit's rule reads its relevance from.

@@ -95,7 +95,10 @@ def lrp_filters_section(ctx: ReportContext) -> str:
         f"<p>Paper 004 filters relevance between layers during LRP but had no ground truth to say whether that "
         f"makes heatmaps better. Here the LRP heatmaps ({esc(s.get('composite'))}, relevance from {'every logit' if s.get('start') == 'all' else 'the predicted logit'}) of the <b>{esc(s.get('split'))}"
         f"</b> split ({esc(s.get('samples'))} samples, scored by each of {esc(len(s.get('branches', [])))} branches) were computed with each filter applied at "
-        f"{esc(', '.join(s.get('layers', [])))} and scored against the ground truth like every other method.</p>"
+        f"{esc(', '.join(s.get('layers', [])))} and scored against the ground truth like every other method."
+        + (f" LRP through max-pooling: {esc(s['maxpool'])} ("
+           + ("each window's relevance split in proportion to its inputs, as paper 004's code" if s["maxpool"] == "average"
+              else "all of a window's relevance to its maximum") + ")." if s.get("maxpool") else "") + "</p>"
         + verdict
         + "<p class=\"muted\">Means per branch and filter (descriptive; the verdicts above come from the paired "
         "intervals, not from these means):</p>"

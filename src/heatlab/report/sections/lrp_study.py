@@ -22,15 +22,22 @@ def lrp_study_section(ctx: ReportContext) -> str:
                    model=settings["model"])
     grid = heatmap_grid_figure(study / "lrp_study" / "heatmaps.safetensors", ctx.figure_path("lrp_heatmaps.png"))
     start_note = ("Relevance started at every logit (start='all'), as in the paper's code." if settings.get("start") == "all"
-                  else "Relevance started at the predicted logit only, so a fraction-pass filter at the logits removes "
-                  "that one (maximal) value and with it the whole heatmap; the paper's code started from all logits "
+                  else "Relevance started at the predicted logit only; the paper's code started from all logits "
                   "(--start all).")
     trend = "; ".join(f"{esc(layer)} {fmt(t['start'])} → {fmt(t['end'])}" for layer, t in s["mp_trend"].items())
+    points = s.get("mp_points")
+    where = ("the relevance where paper 004's code records it, named as there (convb_k: the relevance entering block k; "
+             + ", ".join(f"{esc(k)} = {'the input heatmap' if v == 'input' else esc(v) + ' output'}" for k, v in points.items())
+             + ")") if points else "the relevance at the first four convolutions"
+    maxpool = s.get("maxpool", settings.get("maxpool"))
+    pool_note = (f" LRP through max-pooling: {esc(maxpool)} ("
+                 + ("each window's relevance split in proportion to its inputs, as paper 004's code" if maxpool == "average"
+                    else "all of a window's relevance to its maximum, Zennit's default") + ").") if maxpool else ""
     return (
         f"<p>{esc(settings['model'])} trained on <b>{esc(settings['data'])}</b> for {esc(s['iterations'])} iterations "
         f"(accuracy {fmt(s['final_accuracy'])} on {esc(settings['eval_samples'])} test samples). Every "
-        f"{esc(settings['every'])} iterations one LRP pass ({esc(settings['composite'])}) recorded the relevance at the "
-        f"first four convolutions (start: {esc(settings.get('start', 'target'))}); its Mean Power (paper 004: the mean of the top 20% of |R| over the mean of the "
+        f"{esc(settings['every'])} iterations one LRP pass ({esc(settings['composite'])}) recorded {where} "
+        f"(start: {esc(settings.get('start', 'target'))}).{pool_note} Its Mean Power (paper 004: the mean of the top 20% of |R| over the mean of the "
         f"rest, per sign, averaged) went: {trend}. The paper reports MP rising for SmallNet at 28 and 140 px (S1, S2), "
         "rising less for the 28 px AlexNet-like net (AL1) and falling for the 140 px one (AL2).</p>"
         + ctx.img(mp, "Mean Power per layer during training",
