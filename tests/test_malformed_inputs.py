@@ -208,6 +208,8 @@ DAMAGED = [
     ("config-target-acc-text", "config.json", _field("training", "target_acc", value=MARKUP), "report {run}"),
     ("evaluate-json-methods-text", "evaluate.json", _field("methods", value="Saliency"), "report {run}"),
     ("lrp-filters-json-samples-markup", "lrp-filters.json", _field("samples", value=MARKUP), "report {run}"),
+    ("lrp-filters-json-means-key-without-filter", "lrp-filters.json",
+     _field("means", value={"branch-00": {"recall_best": 0.5}}), "report {run}"),
     ("lrp-study-json-iterations-markup", "lrp-study/lrp-study.json", _field("iterations", value=MARKUP),
      "report {run}"),
     ("lrp-study-json-every-markup", "lrp-study/lrp-study.json", _field("settings", "every", value=MARKUP),

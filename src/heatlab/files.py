@@ -172,7 +172,7 @@ def read_json(path: str | os.PathLike, *, fix: str = "delete it and run the step
         raise HeatlabError(f"'{p}' does not exist; check the path or create it first.") from None
     except OSError as exc:
         raise HeatlabError(f"Cannot read '{p}' ({exc.strerror}); {fix}.") from None
-    if json_depth(raw) > MAX_JSON_DEPTH:
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and json_depth(raw) > MAX_JSON_DEPTH:
         raise HeatlabError(f"'{p}' nests deeper than the {MAX_JSON_DEPTH} levels a heatlab JSON file may have; {fix}.")
     try:
         return json.loads(raw.decode("utf-8"))

@@ -73,6 +73,15 @@ def _check_readable(path: Path, fix: str) -> None:
         raise HeatlabError(f"'{path}' is unreadable; {fix}.") from None
 
 
+def _check_filter_means(summary: dict, run: RunDir) -> None:
+    """lrp-filters.json's means: keys "branch/filter", every row with the same score columns."""
+    means = summary.get("means") or {}
+    columns = {tuple(sorted(row)) for row in means.values()}
+    if any("/" not in key for key in means) or len(columns) > 1:
+        raise HeatlabError(f"'{run.summary_path('lrp-filters')}' has means that are not one row of the same scores per "
+                           f"branch/filter; delete it and run `heatlab lrp-filters {run.path}` again.")
+
+
 def load_context(run_dir: str | os.PathLike, *, gallery_branch: str | None = None,
                  progress: Progress | None = None) -> ReportContext:
     """Read and check what the run's stages stored (raises HeatlabError with the fix).
@@ -124,7 +133,8 @@ def load_context(run_dir: str | os.PathLike, *, gallery_branch: str | None = Non
     if (run.gax_dir / gax_stage.SUMMARY).is_file():
         gax_stage.read_gax_summary(run.path)  # checked now: the GAX section would only note a damaged one
         available.add("gax")
-    if (run.stage_summary("lrp-filters") or {}).get("complete"):
+    if (filters := run.stage_summary("lrp-filters") or {}).get("complete"):
+        _check_filter_means(filters, run)
         available.add("lrp-filters")
     if (run.stage_summary("mixer") or {}).get("complete"):
         available.add("mixer")
