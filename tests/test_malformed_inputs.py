@@ -283,3 +283,139 @@ def test_the_heatlab_group_keeps_exit_codes_and_other_errors():
     assert isinstance(runner.invoke(toy, ["crash"]).exception, RuntimeError)
     result = runner.invoke(toy, ["stop", "--nope"])
     assert result.exit_code == 2 and result.stderr.startswith("error: No such option --nope; ")
+# ------------------------------------------------------------------- damaged files of a run folder
+STUDY = dict(epochs=2, batch_size=128, every=5, eval_samples=8, heatmap_samples=2, filters="c0.2", seed=1)
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_run, tmp_path_factory):
+    """The tiny run put through evaluate, GAX, the LRP filter study, the Mixer and a tiny LRP study, by the pipeline."""
+    from heatlab.improve.mixer import MixerConfig
+    from heatlab.run.evaluate import evaluate_run
+    from heatlab.run.gax import gax_run
+    from heatlab.run.lrp_filters import lrp_filters_run
+    from heatlab.run.lrp_study import lrp_study
+    from heatlab.run.mixer import mixer_run
+
+    run = tmp_path_factory.mktemp("full") / "run"
+    shutil.copytree(tiny_run, run)
+    evaluate_run(run, methods="Saliency", split="test")
+    gax_run(run, split="test", first_n_correct=2, max_steps=3, batch_size=2)
+    lrp_filters_run(run, filters="c0.2")
+    lrp_study("digits", run / "lrp-study", **{**STUDY, "epochs": 1})
+    mixer_run(run, seeds=1, n_steps=2, train_samples=12, config=MixerConfig(epochs=1, patience=1, batch_size=8))
+    return run
+
+
+def _text(content: str | bytes):
+    def damage(path: Path) -> None:
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return damage
+
+
+def _field(*keys: str, value):
+    def damage(path: Path) -> None:
+        record = json.loads(path.read_text())
+        inner = record
+        for key in keys[:-1]:
+            inner = inner[key]
+        inner[keys[-1]] = value
+        path.write_text(json.dumps(record))
+    return damage
+
+
+def _huge(path: Path) -> None:
+    with path.open("w") as f:  # valid JSON of 65 MiB
+        f.write('{"pad": "' + "x" * (65 << 20) + '"}')
+
+
+MARKUP = "<img src=x onerror=alert(1)>"
+# (id, file in the run, damage, command with {run}); every case must fail cleanly and change nothing.
+DAMAGED = [
+    ("config-nested-100000-deep", "config.json", _text("[" * 100000 + "]" * 100000), "report {run}"),
+    ("config-over-64-mib", "config.json", _huge, "report {run}"),
+    ("config-seed-text", "config.json", _field("seed", value="abc"), "evaluate {run} --methods Saliency"),
+    ("config-a-list", "config.json", _text("[1, 2]"), "report {run}"),
+    ("config-data-options-text", "config.json", _field("data_options", value="big"), "report {run}"),
+    ("config-training-a-list", "config.json", _field("training", value=[1]), "ax {run} --methods Saliency"),
+    ("config-target-acc-text", "config.json", _field("training", "target_acc", value=MARKUP), "report {run}"),
+    ("evaluate-json-methods-text", "evaluate.json", _field("methods", value="Saliency"), "report {run}"),
+    ("lrp-filters-json-samples-markup", "lrp-filters.json", _field("samples", value=MARKUP), "report {run}"),
+    ("lrp-filters-json-means-key-without-filter", "lrp-filters.json",
+     _field("means", value={"branch-00": {"recall_best": 0.5}}), "report {run}"),
+    ("lrp-study-json-iterations-markup", "lrp-study/lrp-study.json", _field("iterations", value=MARKUP),
+     "report {run}"),
+    ("lrp-study-json-every-markup", "lrp-study/lrp-study.json", _field("settings", "every", value=MARKUP),
+     "report {run}"),
+    ("mixer-json-train-samples-markup", "mixer.json", _field("train_samples", value=MARKUP), "report {run}"),
+    ("mixer-json-test-samples-markup", "mixer.json", _field("test_samples", value=MARKUP), "report {run}"),
+    ("gax-json-max-steps-markup", "gax/gax.json", _field("max_steps", value=MARKUP), "report {run}"),
+    ("gax-results-garbage", "gax/results.parquet", _text(b"not parquet"), "report {run}"),
+    ("lrp-study-table-garbage", "lrp-study/tables/lrp_study.parquet", _text(b"PAR1 garbage"), "report {run}"),
+]
+
+
+@pytest.mark.parametrize("name,damage,line", [c[1:] for c in DAMAGED], ids=[c[0] for c in DAMAGED])
+def test_a_damaged_run_file_is_one_sentence_and_the_run_is_left_as_it_was(full_run, tmp_path, name, damage, line):
+    run = tmp_path / "run"
+    shutil.copytree(full_run, run)
+    damage(run / name)
+    before = _snapshot(run)
+    result = runner.invoke(app, [part.format(run=str(run)) for part in line.split()])
+    err = result.stderr.strip()
+    assert result.exit_code != 0, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and lines[0].endswith("."), err
+    assert str(run / name) in lines[0] or name.startswith("config") and str(run / "config.json") in lines[0], err
+    assert _snapshot(run) == before, "the command changed the damaged run"
+
+
+@pytest.fixture(scope="module")
+def whole_study(tmp_path_factory):
+    """A study that never stopped (the reference a restarted one must equal)."""
+    from heatlab.run.lrp_study import lrp_study
+
+    out = tmp_path_factory.mktemp("whole") / "study"
+    return out, lrp_study("digits", out, **STUDY)
+
+
+@pytest.mark.parametrize("name", ["checkpoint.safetensors", "rows.parquet"])
+def test_damaged_lrp_study_resume_state_restarts_the_study(whole_study, tmp_path, name):
+    from heatlab.run.lrp_study import lrp_study
+
+    class Kill(Exception):
+        pass
+
+    def kill_in_second_epoch(task, done, total):
+        if done == total // 2 + 1:
+            raise Kill
+
+    out = tmp_path / "study"
+    with pytest.raises(Kill):
+        lrp_study("digits", out, progress=kill_in_second_epoch, **STUDY)
+    state = out / "lrp_study" / name
+    assert state.is_file()
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # truncated
+    args = ["lrp-study", "--data", "digits", "--out", str(out)] + [
+        f"--{k.replace('_', '-')}={v}" for k, v in STUDY.items()]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "lrp-study.json").read_text()) == whole_study[1]
+    for rel in ("tables/lrp_study.parquet", "model/weights.safetensors", "lrp_study/heatmaps.safetensors"):
+        assert (out / rel).read_bytes() == (whole_study[0] / rel).read_bytes(), rel
+    assert not (out / "lrp_study" / name).exists()
+
+
+def test_json_limits_are_checked_before_parsing(tmp_path):
+    from heatlab.errors import HeatlabError
+    from heatlab.files import MAX_JSON_DEPTH, json_depth, read_json
+
+    assert json_depth(b'{"a": "[[[{{", "b": [1, {"c": []}]}') == 4  # brackets in strings do not count
+    ok, deep = tmp_path / "ok.json", tmp_path / "deep.json"
+    ok.write_text("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH)
+    deep.write_text("[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1))
+    assert json_depth(ok.read_bytes()) == MAX_JSON_DEPTH and read_json(ok) is not None
+    with pytest.raises(HeatlabError, match="nests deeper than the 100 levels"):
+        read_json(deep)

@@ -10,11 +10,14 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+import numpy as np
 
 from heatlab.errors import HeatlabError
 
@@ -135,15 +138,46 @@ def write_parquet(path: str | os.PathLike, frame: Any) -> None:
         frame.to_parquet(tmp, index=False)
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Read JSON, turning a missing or broken file into a clear HeatlabError."""
+#: Limits of :func:`read_json`: far above any file heatlab writes, far below what would exhaust memory or
+#: the parser's recursion.
+MAX_JSON_BYTES = 64 << 20
+MAX_JSON_DEPTH = 100
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth(raw: bytes) -> int:
+    """How deep the arrays and objects of JSON text ``raw`` nest, found without parsing or recursing."""
+    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKET)
+    if not brackets:
+        return 0
+    steps = np.frombuffer(brackets, np.uint8)
+    return int(np.where((steps == ord("[")) | (steps == ord("{")), 1, -1).cumsum().max())
+
+
+def read_json(path: str | os.PathLike, *, fix: str = "delete it and run the step that writes it again") -> Any:
+    """Read JSON, turning a missing, broken, huge or deeply nested file into one HeatlabError ending in ``fix``.
+
+    A file over :data:`MAX_JSON_BYTES` (64 MiB) or nesting deeper than :data:`MAX_JSON_DEPTH` (100) is
+    refused before it is parsed.
+    """
     p = Path(path)
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        size = p.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise HeatlabError(f"'{p}' holds {size} bytes, more than the {MAX_JSON_BYTES >> 20} MiB a heatlab JSON file "
+                               f"may hold; {fix}.")
+        raw = p.read_bytes()
     except FileNotFoundError:
         raise HeatlabError(f"'{p}' does not exist; check the path or create it first.") from None
+    except OSError as exc:
+        raise HeatlabError(f"Cannot read '{p}' ({exc.strerror}); {fix}.") from None
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and json_depth(raw) > MAX_JSON_DEPTH:
+        raise HeatlabError(f"'{p}' nests deeper than the {MAX_JSON_DEPTH} levels a heatlab JSON file may have; {fix}.")
+    try:
+        return json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise HeatlabError(f"'{p}' is not valid JSON; delete it and run the step that writes it again.") from None
+        raise HeatlabError(f"'{p}' is not valid JSON; {fix}.") from None
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

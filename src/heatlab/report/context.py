@@ -3,20 +3,27 @@
 Everything comes through :class:`heatlab.run.rundir.RunDir`: config.json, the branches' model.json,
 evaluate.json, the tables evaluate and AX wrote, which heatmap files exist and whether GAX ran.
 Nothing is computed from a model or from data here; a missing input only means its sections are
-left out (:meth:`heatlab.report.page.ReportContext.has`).
+left out (:meth:`heatlab.report.page.ReportContext.has`). Everything the sections will read is
+checked here first (the JSON records against their schemas, the tables and tensor files for a
+readable header), so a damaged run is one sentence and the report writes nothing into it.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
+from safetensors import safe_open
 
 from heatlab.errors import HeatlabError
-from heatlab.files import read_json, ensure_dir
+from heatlab.files import ensure_dir
 from heatlab.progress import Progress
 from heatlab.report.heatmaps import has_heatmaps
 from heatlab.report.page import ReportContext
+from heatlab.run import gax as gax_stage
+from heatlab.run.lrp_study import read_study_summary
 from heatlab.run.rundir import RunDir, branch_name
 
 #: The score tables of ``heatlab evaluate`` (each only when the data's truth allows it).
@@ -50,6 +57,29 @@ def _read_table(path, name: str, run: RunDir) -> pd.DataFrame:
     df["branch"] = [branch_label(b) for b in df["branch"]]  # older tables hold branch indices
     df["method"] = df["method"].astype(str)
     return df
+
+
+def _check_readable(path: Path, fix: str) -> None:
+    """HeatlabError unless ``path`` (when present) has a readable Parquet footer or safetensors header."""
+    if not path.is_file():
+        return
+    try:
+        if path.suffix == ".parquet":
+            pq.read_metadata(path)
+        else:
+            with safe_open(str(path), framework="pt") as f:
+                f.keys()
+    except Exception:  # pyarrow and safetensors raise several types for a broken file
+        raise HeatlabError(f"'{path}' is unreadable; {fix}.") from None
+
+
+def _check_filter_means(summary: dict, run: RunDir) -> None:
+    """lrp-filters.json's means: keys "branch/filter", every row with the same score columns."""
+    means = summary.get("means") or {}
+    columns = {tuple(sorted(row)) for row in means.values()}
+    if any("/" not in key for key in means) or len(columns) > 1:
+        raise HeatlabError(f"'{run.summary_path('lrp-filters')}' has means that are not one row of the same scores per "
+                           f"branch/filter; delete it and run `heatlab lrp-filters {run.path}` again.")
 
 
 def load_context(run_dir: str | os.PathLike, *, gallery_branch: str | None = None,
@@ -100,19 +130,34 @@ def load_context(run_dir: str | os.PathLike, *, gallery_branch: str | None = Non
         available |= {"heatmaps", "table_heatmaps" if evaluation.get("input_kind") == "table" else "image_heatmaps"}
     if all(run.table(n).is_file() for n in AX_TABLES):
         available |= {"ax", *AX_TABLES}
-    if (run.gax_dir / "gax.json").is_file():
+    if (run.gax_dir / gax_stage.SUMMARY).is_file():
+        gax_stage.read_gax_summary(run.path)  # checked now: the GAX section would only note a damaged one
         available.add("gax")
-    if (run.stage_summary("lrp-filters") or {}).get("complete"):
+    if (filters := run.stage_summary("lrp-filters") or {}).get("complete"):
+        _check_filter_means(filters, run)
         available.add("lrp-filters")
     if (run.stage_summary("mixer") or {}).get("complete"):
         available.add("mixer")
-    study = run.path / "lrp-study" / "lrp-study.json"
-    if study.is_file() and (read_json(study) or {}).get("complete"):
+    study = run.path / "lrp-study"
+    if (study / "lrp-study.json").is_file() and read_study_summary(study / "lrp-study.json").get("complete"):
         available.add("lrp-study")
     if not available & {"evaluate", "ax", "gax", "lrp-filters", "lrp-study", "mixer"}:
         raise HeatlabError(f"Run '{run.path}' has no results to report yet (its training curves are in "
                            f"{run.figures_dir / 'training.png'}); run `heatlab evaluate {run.path}` (or "
                            f"`heatlab ax {run.path}`) first.")
+    run.stage_summary("ax")  # read by the AX section
+    files = {
+        "train the run again into a new folder": [run.table("training"), run.table("validation")],
+        f"run `heatlab evaluate {run.path}` again": [run.heatmaps(split, gallery_branch, m) for m in heatmaps],
+        f"run `heatlab ax {run.path}` again": [run.table(n) for n in AX_TABLES],
+        f"run `heatlab gax {run.path}` again": [run.gax_dir / f for f in gax_stage.FILES],
+        f"run `heatlab mixer {run.path}` again": [run.table("mixer"), run.path / "mixer" / "gallery.safetensors"],
+        "run `heatlab lrp-study` into that folder again": [study / "tables" / "lrp_study.parquet",
+                                                          study / "lrp_study" / "heatmaps.safetensors"],
+    }
+    for fix, paths in files.items():
+        for path in paths:
+            _check_readable(path, fix)
 
     out_dir = ensure_dir(run.report_dir)
     return ReportContext(

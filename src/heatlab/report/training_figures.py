@@ -12,9 +12,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from heatlab.errors import HeatlabError
-from heatlab.files import atomic_path, ensure_dir, read_json
+from heatlab.files import atomic_path, ensure_dir
 from heatlab.report.figures import hold_flat_axes
-from heatlab.run.training import BASE, CONFIG, branch_info, list_branches, stage_name
+from heatlab.run.rundir import RunDir
+from heatlab.run.training import BASE, branch_info, list_branches, stage_name
 
 BASE_COLOR = "#444444"
 
@@ -30,7 +31,10 @@ def _read_tables(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     steps, vals = tables / "training.parquet", tables / "validation.parquet"
     if not steps.is_file() or not vals.is_file():
         raise HeatlabError(f"'{run_dir}' has no training tables; train a model there first (heatlab train --out {run_dir}).")
-    return pd.read_parquet(steps), pd.read_parquet(vals)
+    try:
+        return pd.read_parquet(steps), pd.read_parquet(vals)
+    except Exception:  # pyarrow raises several types for a broken file
+        raise HeatlabError(f"The training tables in '{tables}' are unreadable; train the run again into a new folder.") from None
 
 
 def training_figure(run_dir: str | os.PathLike, out_png: str | os.PathLike) -> Path:
@@ -41,8 +45,8 @@ def training_figure(run_dir: str | os.PathLike, out_png: str | os.PathLike) -> P
     steps, vals = _read_tables(run_dir)
     branches = list_branches(run_dir)
     colors = {b: f"C{b % 10}" for b in branches}
-    config = read_json(run_dir / CONFIG) if (run_dir / CONFIG).is_file() else {}
-    target = config.get("training", {}).get("target_acc")
+    run = RunDir(run_dir)
+    target = (run.config().get("training") or {}).get("target_acc") if run.has_config() else None
 
     fig = Figure(figsize=(11, 7.5), dpi=100)
     FigureCanvasAgg(fig)

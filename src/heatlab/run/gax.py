@@ -41,7 +41,7 @@ from heatlab.files import atomic_path, ensure_dir, read_json, write_json, write_
 from heatlab.improve.gax import BIAS, EPS, LR, SIMILARITY_FACTOR, GaxResult, check_options, gax
 from heatlab.progress import Progress
 from heatlab.models.training import model_device, predict
-from heatlab.run.rundir import RunDir, branch_name
+from heatlab.run.rundir import RunDir, branch_name, read_summary
 from heatlab.run.runner import PARQUET, TENSORS, Stage, Unit, Work, run_stage
 
 RESULTS = "results.parquet"
@@ -137,16 +137,20 @@ class GAX(Stage):
         """The stored summary when GAX already ran with these settings; stale results are dropped."""
         summary_path = self.out / SUMMARY
         if summary_path.is_file():
-            if _same_settings(read_json(summary_path), self.options) and all((self.out / f).is_file() for f in FILES):
-                return read_json(summary_path)
+            try:
+                summary = read_gax_summary(self.run.path)
+            except HeatlabError:
+                summary = None  # damaged: computed again
+            if summary is not None and _same_settings(summary, self.options) and all((self.out / f).is_file() for f in FILES):
+                return summary
             summary_path.unlink()  # the old results no longer describe this run's GAX
         return None
 
     def select(self, work: Work) -> pd.DataFrame:
         """The selected samples (shard, index, label), chosen once and kept in the parts folder."""
         parts = self.parts
-        if parts.is_dir() and (not (parts / "settings.json").is_file() or read_json(parts / "settings.json") != self.options):
-            shutil.rmtree(parts)  # written with other settings or another model: start again
+        if parts.is_dir() and not self._parts_fit():
+            shutil.rmtree(parts)  # written with other settings or another model, or damaged: start again
         ensure_dir(parts)
         if not (parts / "selection.parquet").is_file():
             data = work.data(self.split)
@@ -157,6 +161,17 @@ class GAX(Stage):
             write_parquet(parts / "selection.parquet", selection)
             write_json(parts / "settings.json", self.options)
         return pd.read_parquet(parts / "selection.parquet")
+
+    def _parts_fit(self) -> bool:
+        """Whether the parts folder was started with these settings (and its selection, if any, is readable)."""
+        try:
+            if read_json(self.parts / "settings.json") != self.options:
+                return False
+            if (self.parts / "selection.parquet").is_file():
+                pd.read_parquet(self.parts / "selection.parquet", columns=["shard", "index", "label"])
+        except Exception:  # missing or damaged settings.json, an unreadable selection (pyarrow raises several types)
+            return False
+        return True
 
     def stem(self, unit: Unit) -> Path:
         return self.parts / f"batch-{unit.shard:05d}"
@@ -323,13 +338,18 @@ class GaxRunResult:
         return self.snapshots[sl], self.steps[sl]
 
 
+def read_gax_summary(run_dir) -> dict:
+    """``<run>/gax/gax.json``, checked against its schema (HeatlabError names the file and the fix)."""
+    return read_summary(gax_dir(run_dir) / SUMMARY, "gax", f"delete it and run `heatlab gax {run_dir}` again")
+
+
 def load_gax_result(run_dir) -> GaxRunResult:
     """Read ``<run>/gax`` (raises HeatlabError naming the fix when it is missing or incomplete)."""
     out = gax_dir(run_dir)
     fix = f"run `heatlab gax {run_dir}` first"
     if not (out / SUMMARY).is_file():
         raise HeatlabError(f"'{run_dir}' has no GAX result; {fix}.")
-    summary = read_json(out / SUMMARY)
+    summary = read_gax_summary(run_dir)
     if not summary.get("complete"):
         raise HeatlabError(f"The GAX result of '{run_dir}' is incomplete; {fix}.")
     try:

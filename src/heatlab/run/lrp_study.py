@@ -47,14 +47,14 @@ from heatlab.explain.methods.lrp import (
 )
 from heatlab.explain.methods.lrp import filter_layers as default_filter_layers  # the argument takes the name
 from heatlab.explain.postprocess import normalize_max_abs
-from heatlab.files import atomic_path, ensure_dir, read_json, write_json, write_parquet
+from heatlab.files import atomic_path, ensure_dir, write_json, write_parquet
 from heatlab.models import zoo
 from heatlab.models.checkpoint import Checkpoint
 from heatlab.models.training import (
     TrainConfig, check_takes, create_model, normalize_spec, num_batches, predict, train_continuous,
 )
 from heatlab.progress import Progress, report
-from heatlab.run.rundir import RunDir
+from heatlab.run.rundir import RunDir, read_summary
 from heatlab.score.mean_power import mean_power
 
 SUMMARY = "lrp-study.json"
@@ -111,6 +111,7 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
     train, test = registry.open_data(data, "train", **options), registry.open_data(data, "test", **options)
     if registry.input_kind(test) != "image":
         raise HeatlabError("The LRP study needs image data; pass e.g. --data digits or a cell folder.")
+
     net = create_model(config, num_classes=len(train.class_names), input_shape=registry.input_shape(train),
                        normalize=normalize_spec(config, train))
     check_takes(net, model, test.load_shard(0)["images"][:1])
@@ -127,9 +128,8 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
     # One writer: the run's lock when the study is written inside a run folder, else the study's own.
     host = RunDir(out.parent) if RunDir(out.parent).has_config() else RunDir(out)
     with host.writing("lrp-study"):
-        if (out / SUMMARY).is_file():
-            done = read_json(out / SUMMARY)
-            if done.get("settings") == json.loads(json.dumps(settings)) and done.get("complete"):
+        if (done := _read_summary(out)) is not None:
+            if done["settings"] == json.loads(json.dumps(settings)) and done.get("complete"):
                 return done
         layers = [layer for layer in points.values() if layer != INPUT]
         lrp = {"composite": composite, "start": start, "maxpool": settings["maxpool"]}
@@ -162,8 +162,8 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
         if resume is None:
             evaluate(0, 0, float("nan"))
         else:
-            table = pd.read_parquet(out / ROWS)
-            rows += table[table["iteration"] <= resume.iteration].to_dict("records")
+            resume, earlier = resume
+            rows += earlier
         train_continuous(net, train, config, on_step=on_step, resume=resume, on_epoch=on_epoch)
         x_map, y_map = _first(test, heatmap_samples)
         p_map = predict(net, (x_map, y_map), 64)[0]
@@ -196,15 +196,38 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
         return summary
 
 
-def _read_checkpoint(out: Path, settings: dict) -> Checkpoint | None:
-    """The study's last epoch checkpoint when it was written with ``settings`` (and its rows exist)."""
+def read_study_summary(path: str | Path) -> dict:
+    """A finished study's ``lrp-study.json`` at ``path``, checked (HeatlabError names the file and the fix)."""
+    return read_summary(path, "lrp-study", "delete it and run `heatlab lrp-study` into that folder again")
+
+
+def _read_summary(out: Path) -> dict | None:
+    """The study's summary in ``out``; None when there is none or it is damaged (the study is then run again)."""
+    try:
+        return read_study_summary(out / SUMMARY) if (out / SUMMARY).is_file() else None
+    except HeatlabError:
+        return None
+
+
+def _read_checkpoint(out: Path, settings: dict) -> tuple[Checkpoint, list[dict]] | None:
+    """The study's last epoch checkpoint and the rows up to it, when both were written with ``settings``.
+
+    A checkpoint or rows file that cannot be read (truncated, overwritten) is resume state only: the
+    study starts afresh and overwrites both.
+    """
     path = out / CHECKPOINT
     if not (path.is_file() and (out / ROWS).is_file()):
         return None
-    with safe_open(str(path), framework="pt") as f:
-        if (f.metadata() or {}).get("settings") != json.dumps(settings, sort_keys=True):
-            return None
-        return Checkpoint.from_tensors({k: f.get_tensor(k) for k in f.keys()})
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            if (f.metadata() or {}).get("settings") != json.dumps(settings, sort_keys=True):
+                return None
+            checkpoint = Checkpoint.from_tensors({k: f.get_tensor(k) for k in f.keys()})
+        table = pd.read_parquet(out / ROWS)
+        rows = table[table["iteration"] <= checkpoint.iteration].to_dict("records")
+    except Exception:  # safetensors, pyarrow and a missing key or column raise several types
+        return None
+    return checkpoint, rows
 
 
 def _first(split, n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,7 +31,9 @@ from heatlab.errors import HeatlabError
 from heatlab.files import read_json, sha256_file, write_json
 from heatlab.models import stored_spec, zoo
 from heatlab.models.training import resolve_device
+from heatlab.records import read_record
 from heatlab.run import lock
+from heatlab.run.summaries import CONFIG as CONFIG_SCHEMA, SUMMARIES
 
 CONFIG = "config.json"
 MODEL_JSON = "model.json"
@@ -208,16 +210,17 @@ class RunDir:
         return self.config_path.is_file()
 
     def config(self) -> dict:
-        """config.json of a trained run, or one sentence saying how to make it."""
+        """config.json of a trained run (checked: :data:`heatlab.run.summaries.CONFIG`), or one sentence saying how to make it."""
         if not self.has_config():
             raise HeatlabError(f"'{self.path}' is not a trained run (no config.json); run `heatlab train --out {self.path}` first.")
-        config = read_json(self.config_path)
-        if not isinstance(config, dict):
-            raise HeatlabError(f"'{self.config_path}' is not a heatlab run config; train into another folder.")
-        return config
+        return self._read_config()
+
+    def _read_config(self) -> dict:
+        return read_record(self.config_path, CONFIG_SCHEMA,
+                           fix="restore it from a copy or train again into a new folder (heatlab train --out NEW)")
 
     def seed(self) -> int:
-        return int(self.config().get("seed", 0))
+        return self.config().get("seed") or 0
 
     def data_spec(self) -> str:
         """The dataset the run was trained on, as recorded (a spec or a cell folder)."""
@@ -229,8 +232,6 @@ class RunDir:
     def open_data(self, split: str) -> Split:
         """Split ``split`` of the run's dataset, through the one data interface."""
         options = self.config().get("data_options") or {}
-        if not isinstance(options, dict):
-            raise HeatlabError(f"'{self.config_path}' has data_options that are not a mapping; train the run again.")
         data = registry.open_data(self.data_spec(), registry.check_split(split), **options)
         if len(data) == 0:
             raise HeatlabError(f"Split '{split}' of '{self.data_spec()}' has no samples; choose another split.")
@@ -240,9 +241,7 @@ class RunDir:
         """Merge ``record`` into config.json; a different training identity is refused."""
         old: dict = {}
         if self.config_path.exists():
-            old = read_json(self.config_path)
-            if not isinstance(old, dict):
-                raise HeatlabError(f"'{self.config_path}' is not a heatlab run config; choose another --out.")
+            old = self._read_config()
             if "training" in old and "training" in record:
                 a, b = identity(old), identity(record)
                 diffs = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
@@ -257,7 +256,7 @@ class RunDir:
 
     def record_attribution(self, stage: str, record: dict) -> None:
         """Store the attribution settings ``stage`` used under ``config.json["attribution"][stage]``."""
-        old = self.config().get("attribution", {})
+        old = self.config().get("attribution") or {}
         self.write_config({"attribution": {**old, stage: record}})
 
     # --- models ----------------------------------------------------------------------------
@@ -318,6 +317,13 @@ class RunDir:
         return []
 
     def stage_summary(self, stage: str) -> dict[str, Any] | None:
-        """``<run>/<stage>.json`` when the stage finished, else None."""
+        """``<run>/<stage>.json`` when the stage finished (checked: :data:`heatlab.run.summaries.SUMMARIES`), else None."""
         path = self.summary_path(stage)
-        return read_json(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        return read_summary(path, stage, f"delete it and run `heatlab {stage} {self.path}` again")
+
+
+def read_summary(path: str | os.PathLike, stage: str, fix: str) -> dict[str, Any]:
+    """The summary ``stage`` wrote at ``path``, checked against its schema; HeatlabError ending in ``fix``."""
+    return read_record(path, SUMMARIES[stage], fix=fix)

@@ -142,12 +142,11 @@ def earlier_methods(run: RunDir, stage: str, same: Mapping[str, Any]) -> list[st
     ones (their units are done, so they are only read again), instead of rewriting its tables with
     the few alone; an earlier run on another split, space or preset is replaced.
     """
-    path = run.summary_path(stage)
     try:
-        summary = read_json(path) if path.is_file() else {}
-    except HeatlabError:
+        summary = run.stage_summary(stage) or {}
+    except HeatlabError:  # damaged: nothing earlier is kept
         return []
-    stored = {**summary, "preset": summary.get("attribution", {}).get("preset")}
+    stored = {**summary, "preset": (summary.get("attribution") or {}).get("preset")}
     if not summary.get("complete") or any(stored.get(k) != v for k, v in same.items()):
         return []
     return [m for m in summary.get("methods", []) if isinstance(m, str)]

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import pandas as pd
 
-from heatlab.files import read_json
 from heatlab.report.lrp_figures import heatmap_grid_figure, mp_figure
 from heatlab.report.page import ReportContext, Section, esc, fmt
+from heatlab.run.lrp_study import read_study_summary
 
 STUDY = "lrp-study"
 
 
 def lrp_study_section(ctx: ReportContext) -> str:
     study = ctx.run_dir / STUDY
-    s = read_json(study / "lrp-study.json")
+    s = read_study_summary(study / "lrp-study.json")
     settings = s["settings"]
     mp = mp_figure(pd.read_parquet(study / "tables" / "lrp_study.parquet"), ctx.figure_path("lrp_mp.png"),
                    model=settings["model"])
