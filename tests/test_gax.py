@@ -287,8 +287,11 @@ def test_gax_figure_and_section(gax_run_dir):
         def figure_path(self, name):
             return self.fig_dir / name
 
+        def src(self, path):
+            return path.relative_to(self.out_dir).as_posix()
+
         def img(self, path, alt, caption):
-            return f'<img src="{path.relative_to(self.out_dir).as_posix()}" alt="{alt}">{caption}'
+            return f'<img src="{self.src(path)}" alt="{alt}">{caption}'
 
     assert "No GAX result" in gax_section(Ctx())
     gax_run(gax_run_dir, first_n_correct=2, target_co=1e9, max_steps=3, snapshot_every=1)
