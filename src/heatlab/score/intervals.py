@@ -15,6 +15,12 @@ honest at those sizes:
   bootstrap over the samples (correct and wrong resampled separately, 2,000 resamples, percentile
   interval).
 
+* :func:`bootstrap_over_seeds_and_samples` (a per-sample score of S seeded repeats on the same N
+  samples, e.g. whether each Mixer seed classifies each test sample correctly): a seeded
+  hierarchical percentile bootstrap that resamples the seeds, then the samples (one draw of sample
+  indices per resample, shared by its seeds, since every seed scored the same samples). Unlike a t
+  interval over the seeds' means it is not zero-wide when the seeds agree but the samples vary.
+
 A t interval of a bounded score is clipped to the score's range when the caller passes ``bounds``.
 
 :func:`pick_best` names the method with the best estimate, unless another method's interval
@@ -137,6 +143,40 @@ def auroc_interval(positive: Sequence, negative: Sequence, *, level: float = LEV
     boot = _bootstrap_auroc(p, q, resamples, seed)
     lo, hi = np.quantile(boot, [0.5 - level / 2, 0.5 + level / 2])
     return Interval(float(values[0]), float(lo), float(hi), "bootstrap over samples", 1, n)
+
+
+def bootstrap_over_seeds_and_samples(values, *, level: float = LEVEL, resamples: int = BOOTSTRAP_RESAMPLES,
+                                     seed: int = 0) -> Interval:
+    """Mean of ``values`` (S seeds × N samples) and its hierarchical percentile bootstrap interval.
+
+    Each resample draws S seeds with replacement, then N sample indices with replacement (the same
+    for all its seeds), and takes the mean of those rows and columns; the interval holds the middle
+    ``level`` of ``resamples`` such means. A constant gives a zero-wide interval. Deterministic for
+    a given ``seed``.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 2 or v.size == 0 or np.isnan(v).any():
+        raise HeatlabError(f"bootstrap_over_seeds_and_samples needs a seeds × samples array without NaN, got shape "
+                           f"{v.shape}; pass values=[[...], ...] with one row per seed.")
+    s, n = v.shape
+    rng = np.random.default_rng(seed)
+    means = []
+    chunk = max(1, 4_000_000 // max(s, n))  # keeps each count matrix near 32 MB
+    for start in range(0, resamples, chunk):
+        r = min(chunk, resamples - start)
+        # Drawing with replacement = weighting each row / column by how often it was drawn.
+        w_seed = _counts(rng.integers(0, s, (r, s)), s)
+        w_sample = _counts(rng.integers(0, n, (r, n)), n)
+        means.append(((w_seed @ v) * w_sample).sum(1) / (s * n))
+    boot = np.concatenate(means)
+    lo, hi = np.quantile(boot, [0.5 - level / 2, 0.5 + level / 2])
+    return Interval(float(v.mean()), float(lo), float(hi), "bootstrap over seeds and samples", s, n)
+
+
+def _counts(draws: np.ndarray, k: int) -> np.ndarray:
+    """R×m indices in [0, k) -> R×k counts of each index per row."""
+    rows = np.repeat(np.arange(len(draws)), draws.shape[1])
+    return np.bincount(rows * k + draws.ravel(), minlength=len(draws) * k).reshape(len(draws), k).astype(np.float64)
 
 
 def _bootstrap_auroc(p: np.ndarray, q: np.ndarray, resamples: int, seed: int) -> np.ndarray:
