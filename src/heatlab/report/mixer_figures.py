@@ -102,7 +102,7 @@ def mixer_gallery_figure(run_dir: str | os.PathLike, out_png: str | os.PathLike,
             axes[i, col + 2].imshow(_image(x * m), cmap="gray", aspect="auto" if flat else "equal")
             axes[i, col + 2].set_xlabel(f"C(x⊙M): {label(int(g[f'predictions/{setting}'][i]))}", fontsize=6)
             if i == 0:
-                short = SETTING_LABELS.get(setting, setting).split("\n")[0]
+                short = SETTING_LABELS.get(setting, setting)
                 for k, what in enumerate(("A", "M", "x⊙M")):
                     axes[i, col + k].set_title(f"{what}\n{short}", fontsize=7)
         if i == 0:

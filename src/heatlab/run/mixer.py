@@ -247,9 +247,10 @@ def _per_seed(samples: pd.DataFrame, column: str) -> np.ndarray:
     return wide.to_numpy()
 
 
-def _interval(values, bounds: tuple[float, float]) -> dict:
+def _interval(values: np.ndarray) -> dict:
+    """Mean and 95% interval (a resampled mean stays within the values' range, so no clipping is needed)."""
     iv = bootstrap_over_seeds_and_samples(values, level=CONFIDENCE)
-    return {"estimate": iv.estimate, "low": max(iv.low, bounds[0]), "high": min(iv.high, bounds[1])}
+    return {"estimate": iv.estimate, "low": iv.low, "high": iv.high}
 
 
 def summarise(rows: pd.DataFrame, samples: pd.DataFrame, n_classes: int) -> dict:
@@ -261,15 +262,14 @@ def summarise(rows: pd.DataFrame, samples: pd.DataFrame, n_classes: int) -> dict
         r, p = rows[rows["setting"] == setting], samples[samples["setting"] == setting]
         label, plain = _per_seed(p, "label"), _per_seed(p, "plain")
         correct = (_per_seed(p, "masked") == label).astype(float)
-        acc = _interval(correct, (0.0, 1.0))
-        gain = _interval(correct - (plain == label), (-1.0, 1.0))
+        acc, gain = _interval(correct), _interval(correct - (plain == label))
         entry = {"accuracy_plain": float((plain[0] == label[0]).mean()), "accuracy_masked": acc["estimate"],
                  "ci_low": acc["low"], "ci_high": acc["high"], "gain": gain["estimate"], "gain_low": gain["low"],
                  "gain_high": gain["high"], "seeds": int(len(r)), "mask_mean": float(r["mask_mean"].mean()),
                  "label_informed": setting in LABEL_INFORMED}
         if (p["leak"] >= 0).all():
             leak, wrong = _per_seed(p, "leak"), _per_seed(p, "wrong")
-            hit, right = _interval((leak == wrong).astype(float), (0.0, 1.0)), _interval((leak == label).astype(float), (0.0, 1.0))
+            hit, right = _interval((leak == wrong).astype(float)), _interval((leak == label).astype(float))
             entry["leak"] = {
                 "wrong_share": hit["estimate"], "wrong_share_low": hit["low"], "wrong_share_high": hit["high"],
                 "accuracy": right["estimate"], "accuracy_low": right["low"], "accuracy_high": right["high"],
