@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pandas as pd
@@ -14,10 +15,11 @@ from heatlab.cli import app
 from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import attribute
 from heatlab.improve.mixer import (
-    MASK_INIT_BIAS, MaskedClassifier, Mixer, MixerConfig, all_mixer_attributions, masked_predictions, masks, mixer_attributions,
-    parse_settings, train_mixer,
+    MASK_INIT_BIAS, MaskedClassifier, Mixer, MixerConfig, all_mixer_attributions, leak_scores, masked_predictions, masks,
+    mixer_attributions, parse_settings, random_wrong_labels, resolve_architecture, train_mixer,
 )
-from heatlab.run.mixer import mixer_run, t_interval
+from heatlab.run.mixer import mixer_run
+from heatlab.score.intervals import bootstrap_over_seeds_and_samples
 
 runner = CliRunner()
 
@@ -159,11 +161,78 @@ def test_settings_and_config_refuse_bad_values():
         Mixer((13,), architecture="conv")
 
 
-def test_t_interval_matches_the_textbook_value():
-    mean, low, high = t_interval([0.8, 0.9, 1.0])
-    assert mean == pytest.approx(0.9)
-    assert high - mean == pytest.approx(4.302653 * 0.1 / 3 ** 0.5, rel=1e-5)  # t(0.975, 2) = 4.3027
-    assert t_interval([0.5]) == (0.5, 0.5, 0.5)
+def _layers(seq: nn.Sequential) -> list[tuple]:
+    """(type, sizes) per module: Linear (in, out), BatchNorm1d (features), others ()."""
+    sizes = {nn.Linear: lambda m: (m.in_features, m.out_features), nn.BatchNorm1d: lambda m: (m.num_features,)}
+    return [(type(m).__name__, sizes.get(type(m), lambda m: ())(m)) for m in seq]
+
+
+def test_fc_mixer_is_table_1_layer_for_layer():
+    """Paper 003, Table 1 (Fashion-MNIST): Fx, FA = FC512-BN-ReLU-FC256; Mixer = FC512-BN-ReLU-FC784 (+ sigmoid)."""
+    m = Mixer((1, 28, 28), architecture="fc")
+    encoder = [("Flatten", ()), ("Linear", (784, 512)), ("BatchNorm1d", (512,)), ("ReLU", ()), ("Linear", (512, 256))]
+    assert _layers(m.fx) == encoder and _layers(m.fa) == encoder
+    assert _layers(m.mix) == [("Linear", (512, 512)), ("BatchNorm1d", (512,)), ("ReLU", ()), ("Linear", (512, 784))]
+    with torch.no_grad():
+        out = m.eval()(torch.rand(3, 1, 28, 28), torch.rand(3, 1, 28, 28))
+    assert out.shape == (3, 1, 28, 28) and float(out.min()) >= 0 and float(out.max()) <= 1
+
+
+def test_auto_architecture_is_fc_for_28px_single_channel_images_and_tables():
+    for shape in ((1, 28, 28), (1, 8, 8), (13,)):
+        assert resolve_architecture(shape, "auto") == "fc", shape
+    for shape in ((3, 28, 28), (1, 64, 64), (3, 64, 64)):
+        assert resolve_architecture(shape, "auto") == "conv", shape
+    assert Mixer((1, 28, 28)).architecture == "fc" and Mixer((1, 28, 28), architecture="conv").architecture == "conv"
+
+
+def test_random_wrong_labels_are_wrong_seeded_and_cover_every_other_class():
+    y = torch.arange(4000) % 10
+    w = random_wrong_labels(y, 10, seed=3)
+    assert not bool((w == y).any()) and torch.equal(w, random_wrong_labels(y, 10, seed=3))
+    assert not torch.equal(w, random_wrong_labels(y, 10, seed=4))
+    shift = (w - y) % 10  # uniform over 1..9: each about 4000/9 = 444 times
+    assert sorted(shift.unique().tolist()) == list(range(1, 10)) and int(torch.bincount(shift)[1:].min()) > 350
+
+
+def test_leak_scores_count_true_and_fed_labels():
+    y, wrong = torch.tensor([0, 1, 2, 3, 0]), torch.tensor([1, 2, 3, 0, 2])
+    assert leak_scores(torch.tensor([1, 2, 2, 0, 1]), y, wrong) == {"leak_accuracy": 0.2, "leak_wrong_share": 0.6}
+    with pytest.raises(HeatlabError, match="wrong"):
+        leak_scores(y, y, y)
+
+
+def test_leak_test_of_a_label_passing_mixer_predicts_the_fed_wrong_label():
+    """Labels independent of x, so the true-class Mixer can only pass the label through: fed the IG of a
+    random wrong label it must predict that label (share ~1) and almost never the true one."""
+    c, x, y = _block_task(900, seed=7)
+    _, x_test, y_test = _block_task(400, seed=8)
+    net = MaskedClassifier(c, train_mixer(c, x, mixer_attributions(c, x, y, "true-class", n_steps=4), y,
+                                          MixerConfig(epochs=12, patience=4, batch_size=64, lr=0.003)).mixer)
+    wrong = random_wrong_labels(y_test, 4, seed=0)
+    fed = masked_predictions(net, x_test, mixer_attributions(c, x_test, wrong, "true-class", n_steps=4))
+    scores = leak_scores(fed, y_test, wrong)
+    assert scores["leak_wrong_share"] > 0.95 and scores["leak_accuracy"] < 0.05
+    with torch.no_grad():
+        assert float((c(x_test).argmax(1) == wrong).double().mean()) < 0.4  # C alone is near chance (1/4)
+
+
+def test_bootstrap_over_seeds_and_samples_on_known_cases():
+    sample = (torch.rand(400, generator=torch.Generator().manual_seed(0)) < 0.8).double().numpy()
+    same = bootstrap_over_seeds_and_samples([sample, sample, sample])
+    assert same.estimate == pytest.approx(sample.mean()) and same.high - same.low > 0.05  # a t over seeds gives 0
+    half = 1.959964 * (sample.mean() * (1 - sample.mean()) / 400) ** 0.5  # one seed: the binomial interval
+    single = bootstrap_over_seeds_and_samples([sample])
+    assert single.low == pytest.approx(sample.mean() - half, abs=0.006)
+    assert single.high == pytest.approx(sample.mean() + half, abs=0.006)
+    const = bootstrap_over_seeds_and_samples([[0.7] * 50] * 3)
+    assert const.high - const.low == pytest.approx(0, abs=1e-12) and const.estimate == pytest.approx(0.7)
+    # Seeds constant within, 0 and 1: resampled seed means are 0, 1/2, 1 (p = 1/4, 1/2, 1/4), so [0, 1].
+    spread = bootstrap_over_seeds_and_samples([[0.0] * 30, [1.0] * 30])
+    assert (spread.low, spread.estimate, spread.high) == (0.0, 0.5, 1.0)
+    assert bootstrap_over_seeds_and_samples([sample] * 2, seed=5) == bootstrap_over_seeds_and_samples([sample] * 2, seed=5)
+    with pytest.raises(HeatlabError, match="seeds × samples"):
+        bootstrap_over_seeds_and_samples([0.1, 0.2])
 
 
 # ----------------------------------------------------------------------------------- the stage
@@ -209,16 +278,56 @@ def test_a_stopped_mixer_run_redoes_only_the_missing_unit(mixer_runs):
     seen = []
     mixer_run(run, **SMALL, progress=lambda task, done, total: seen.append((task, done, total)))
     assert ("mixer", 7, 8) in seen and ("mixer", 8, 8) in seen and ("mixer-ig", 4, 4) in seen  # IG all reused
+    assert ("mixer-ig-wrong", 2, 2) in seen and ("mixer-ig-wrong", 1, 2) not in seen  # the wrong-label IG too
     pd.testing.assert_frame_equal(before, pd.read_parquet(run / "tables" / "mixer.parquet"))
 
 
-def test_report_says_how_much_of_the_gain_needs_the_label(mixer_runs):
+def test_mixer_json_holds_the_leak_test_as_recomputed_from_the_per_sample_table(mixer_runs):
+    run, summary = mixer_runs[0]
+    assert json.loads((run / "mixer.json").read_text())["settings"] == summary["settings"]
+    samples = pd.read_parquet(run / "tables" / "mixer_predictions.parquet")
+    rows = pd.read_parquet(run / "tables" / "mixer.parquet")
+    t = samples[samples["setting"] == "true-class"]
+    assert len(t) == 2 * 20 and bool((t["wrong"] != t["label"]).all()) and bool(t["wrong"].between(0, summary["n_classes"] - 1).all())
+    leak = summary["settings"]["true-class"]["leak"]
+    assert leak["wrong_share"] == pytest.approx((t["leak"] == t["wrong"]).mean())
+    assert leak["accuracy"] == pytest.approx((t["leak"] == t["label"]).mean())
+    assert leak["plain_wrong_share"] == pytest.approx((t["plain"] == t["wrong"]).mean())
+    assert leak["samples"] == 20 and leak["chance"] == pytest.approx(1 / (summary["n_classes"] - 1))
+    for p in leak["per_seed"]:
+        s = t[t["seed"] == p["seed"]]
+        assert p["wrong_share"] == pytest.approx((s["leak"] == s["wrong"]).mean())
+        r = rows[(rows["setting"] == "true-class") & (rows["seed"] == p["seed"])].iloc[0]
+        assert (r["leak_accuracy"], r["leak_wrong_share"]) == pytest.approx((p["accuracy"], p["wrong_share"]))
+    assert summary["label_informed"] == ["true-class"]
+    assert [k for k, v in summary["settings"].items() if v["label_informed"]] == ["true-class"]
+    assert all("leak" not in v for k, v in summary["settings"].items() if k != "true-class")
+    assert bool((samples.loc[samples["setting"] != "true-class", "leak"] == -1).all())
+    for r in summary["settings"].values():  # the bootstrap interval holds the gain's estimate too
+        assert r["gain_low"] <= r["gain"] <= r["gain_high"]
+
+
+def test_report_says_how_much_of_the_gain_needs_the_label_and_shows_the_leak_test(mixer_runs):
     from heatlab.report.html import build_report
 
-    run, _ = mixer_runs[0]
+    run, summary = mixer_runs[0]
     html = build_report(run).read_text()
     assert "Explanation-guided masking (paper 003)" in html and "mixer_accuracy.png" in html
     assert "test-time label" in html or "no label-driven gain" in html
+    share = 100 * summary["settings"]["true-class"]["leak"]["wrong_share"]
+    assert (f"Fed the attribution of a random wrong label, the true-class (label-informed) Mixer predicts that label "
+            f"<b>{share:.1f}%</b>") in html
+    assert "<td>true-class (label-informed)</td>" in html and "bootstrap over seeds" in html
+
+
+def test_cli_summary_marks_the_label_informed_setting_and_prints_the_leak_test(mixer_runs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(mixer_runs[0][0], run)  # every unit done: the command only joins and prints
+    result = runner.invoke(app, ["mixer", str(run), "--seeds", "2", "--n-steps", "4", "--epochs", "2", "--patience", "2",
+                                 "--batch-size", "8"])
+    assert result.exit_code == 0, result.output
+    assert "true-class (label-informed): C(x)" in result.output and "leak test" in result.output
+    assert "predicted (label-informed)" not in result.output
 
 
 def test_cli_bad_input_is_one_sentence_and_writes_nothing(tiny_run, tmp_path):

@@ -252,8 +252,11 @@ def demo(
                     for f, v in verdicts.items()))
     say(f"LRP study (paper 004, digits): accuracy {summary['lrp_study']['final_accuracy']:.3f}; Mean Power "
         + ", ".join(f"{k} {v['start']:.3g}->{v['end']:.3g}" for k, v in summary["lrp_study"]["mp_trend"].items()))
+    from heatlab.improve.mixer import setting_label
+
     say("Mixer (paper 003), C(x) -> C(x*M): " + ", ".join(
-        f"{k} {v['accuracy_plain']:.3f} -> {v['accuracy_masked']:.3f}" for k, v in summary["mixer"]["settings"].items()))
+        f"{setting_label(k)} {v['accuracy_plain']:.3f} -> {v['accuracy_masked']:.3f}"
+        for k, v in summary["mixer"]["settings"].items()))
     say(f"report: {summary['report']}")
 
 

@@ -21,12 +21,16 @@ def register(app: typer.Typer) -> None:
     def mixer_cmd(
         run_dir: Path = typer.Argument(..., help="A run folder written by `heatlab train` (its model is C)."),
         settings: Optional[str] = typer.Option(None, help="Comma-separated attribution settings (default all): "
-                                               "true-class (the paper's; uses the test label), predicted, expected, "
-                                               "none (control: no attribution)."),
-        seeds: int = typer.Option(3, help="Mixers trained per setting (seeds 0..N-1); the table gives mean and 95% interval."),
+                                               "true-class (the paper's; label-informed: uses the test label, and "
+                                               "a leak test feeds it a random wrong label's attribution), predicted, "
+                                               "expected, none (control: no attribution)."),
+        seeds: int = typer.Option(3, help="Mixers trained per setting (seeds 0..N-1); the table gives the mean and a 95% "
+                                  "interval that bootstraps the seeds, then the test samples."),
         branch: str = typer.Option("0", help="Branch model used as C: an index such as 0, or 'base'."),
-        architecture: str = typer.Option("auto", help="Mixer: conv (images), fc (paper 003's Table 1, flattened "
-                                         "input) or auto (conv for images, fc for tables)."),
+        architecture: str = typer.Option("auto", help="Mixer: fc (paper 003's Table 1, flattened input), conv "
+                                         "(small convolutional) or auto: fc for tables and single-channel images "
+                                         "of at most 28x28 px (the paper's Fashion-MNIST setting), conv for other "
+                                         "images."),
         per_channel: bool = typer.Option(False, "--per-channel", help="One mask per input channel instead of one "
                                          "broadcast over the channels."),
         epochs: int = typer.Option(30, help="Most epochs of Mixer training."),
@@ -45,7 +49,7 @@ def register(app: typer.Typer) -> None:
         trust_model_code: bool = trust_model_code_option(),
     ) -> None:
         """Paper 003: C(x) against C(x*M), M from x and its IG attribution, for each attribution setting."""
-        from heatlab.improve.mixer import MixerConfig
+        from heatlab.improve.mixer import MixerConfig, setting_label
         from heatlab.report.mixer_figures import mixer_bars_figure, mixer_gallery_figure
         from heatlab.run.mixer import mixer_run
 
@@ -61,7 +65,14 @@ def register(app: typer.Typer) -> None:
         say(f"Mixer ({s['architecture']}) for {s['branch']}: {s['train_samples']} training and {s['test_samples']} "
             f"test samples, {seeds} seed(s), {time.perf_counter() - t0:.0f} s")
         for setting, r in s["settings"].items():
-            say(f"  {setting:>10}: C(x) {r['accuracy_plain']:.3f} -> C(x*M) {r['accuracy_masked']:.3f} "
-                f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] ({r['gain']:+.3f})")
+            say(f"  {setting_label(setting):>28}: C(x) {r['accuracy_plain']:.3f} -> C(x*M) {r['accuracy_masked']:.3f} "
+                f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] (gain {r['gain']:+.3f} [{r['gain_low']:+.3f}, {r['gain_high']:+.3f}])")
+            if "leak" in r:
+                k = r["leak"]
+                say(f"  {'leak test':>28}: fed a random wrong label's attribution, it predicts that label "
+                    f"{k['wrong_share']:.3f} [{k['wrong_share_low']:.3f}, {k['wrong_share_high']:.3f}] of the time "
+                    f"(C(x) alone {k['plain_wrong_share']:.3f}, chance 1/(K-1) = {k['chance']:.3f}) and the true "
+                    f"label {k['accuracy']:.3f} ({k['samples']} test samples)")
+        say("  intervals: 95%, " + s["interval"])
         say(f"table: {s['table']}")
         say(f"figures: {bars}, {gallery}")

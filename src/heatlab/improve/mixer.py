@@ -9,16 +9,19 @@ statistics are bit-identical after training.
 
 Architectures (:func:`build_mixer`):
 
-- ``"fc"``: paper 003's Table 1 for Fashion-MNIST on the flattened input: Fx, FA =
-  FC512-BN-ReLU-FC256-BN-ReLU, Mixer = FC512-BN-ReLU-FC(D), D the mask size; the only choice for
-  tables (``N×F``).
+- ``"fc"``: paper 003's Table 1 for Fashion-MNIST on the flattened input, layer for layer: Fx, FA =
+  FC512-BN-ReLU-FC256 (no BN or ReLU after FC256), Mixer = FC512-BN-ReLU-FC(D), D the mask size
+  (784 for 28×28), then a sigmoid (Table 1 lists no output function; M must lie in [0, 1]). The
+  default (``"auto"``) for tables (``N×F``) and for single-channel images of at most 28×28 px (the
+  paper's setting).
 - ``"conv"``: a small fully convolutional version for images of any size (the default for
-  images): Fx, FA = L stride-2 stages Conv3×3/2-BN-ReLU (widths w, 2w, 2w; L = 1 below 64 px,
+  every other image): Fx, FA = L stride-2 stages Conv3×3/2-BN-ReLU (widths w, 2w, 2w; L = 1 below 64 px,
   2 from 64, 3 from 128: :func:`conv_levels`); Mixer = Conv3×3(2w)-BN-ReLU, Conv1×1 to the mask
   channels, bilinear upsampling of the mask logits to H×W.
 
 The attribution settings (:data:`SETTINGS`, :func:`mixer_attributions`) are what A(x, C) is taken
-for: ``"true-class"`` IG for the label (the paper's setting; it needs the label at test time),
+for: ``"true-class"`` IG for the label (the paper's setting; *label-informed*: it needs the label at
+test time, and :func:`leak_scores` measures how much of its gain is that label),
 ``"predicted"`` IG for C's predicted class, ``"expected"`` IG of the logits weighted by C's
 predicted probabilities; ``"none"`` (a control) gives FA zeros, so its gain is
 what the extra network alone buys. FA reads A divided by its per-sample max |A| (IG magnitudes span orders
@@ -45,6 +48,8 @@ from heatlab.models.state import eval_mode, model_device
 from heatlab.progress import Progress, report
 
 SETTINGS = ("true-class", "predicted", "expected", "none")
+#: Settings whose attribution is taken for the test label: their masks can carry the label itself.
+LABEL_INFORMED = ("true-class",)
 ARCHITECTURES = ("auto", "fc", "conv")
 #: Paper 003's grid: batch sizes and learning rates (its "[0.001, 0.01] with step 0.02" has one
 #: point inside the range; heatlab takes both ends and the middle).
@@ -52,6 +57,8 @@ GRID_BATCH_SIZES = (64, 128, 256)
 GRID_LRS = (0.001, 0.0055, 0.01)
 FC_WIDTHS = (512, 256)
 MIXER_WIDTH = 512
+#: ``"auto"`` picks the fully connected Mixer for single-channel images up to this many pixels a side.
+FC_AUTO_MAX_SIDE = 28
 #: Initial bias of the Mixer's last layer: sigmoid(3) ≈ 0.95, a mask close to 1.
 MASK_INIT_BIAS = 3.0
 
@@ -130,9 +137,9 @@ def predict_probabilities(model: nn.Module, x: Tensor, batch_size: int = 256) ->
 
 # ------------------------------------------------------------------------------ architectures
 def _fc_encoder(d_in: int) -> nn.Sequential:
+    """Table 1's Fx / FA: FC512-BN-ReLU-FC256 (the last FC has no BN or ReLU in the table)."""
     a, b = FC_WIDTHS
-    return nn.Sequential(nn.Flatten(), nn.Linear(d_in, a), nn.BatchNorm1d(a), nn.ReLU(),
-                         nn.Linear(a, b), nn.BatchNorm1d(b), nn.ReLU())
+    return nn.Sequential(nn.Flatten(), nn.Linear(d_in, a), nn.BatchNorm1d(a), nn.ReLU(), nn.Linear(a, b))
 
 
 def _conv_encoder(c_in: int, width: int, levels: int) -> nn.Sequential:
@@ -187,13 +194,15 @@ class Mixer(nn.Module):
 
 
 def resolve_architecture(input_shape: Sequence[int], architecture: str) -> str:
-    """"fc" or "conv" for ``architecture`` ("auto": conv for images C×H×W, fc for tables F)."""
+    """"fc" or "conv" for ``architecture``. "auto": fc for tables F and for single-channel images of at
+    most :data:`FC_AUTO_MAX_SIDE` px a side (paper 003's Fashion-MNIST setting), conv for other images."""
     if architecture not in ARCHITECTURES:
         raise HeatlabError(f"Unknown Mixer architecture {architecture!r}; use one of {', '.join(ARCHITECTURES)}.")
     if len(input_shape) not in (1, 3):
         raise HeatlabError(f"The Mixer takes images C×H×W or tables F, got per-sample shape {tuple(input_shape)}.")
     if architecture == "auto":
-        return "conv" if len(input_shape) == 3 else "fc"
+        small_grey = len(input_shape) == 3 and input_shape[0] == 1 and max(input_shape[1:]) <= FC_AUTO_MAX_SIDE
+        return "fc" if len(input_shape) == 1 or small_grey else "conv"
     if architecture == "conv" and len(input_shape) != 3:
         raise HeatlabError(f"The convolutional Mixer needs images C×H×W, got table rows of shape "
                            f"{tuple(input_shape)}; pass architecture='fc'.")
@@ -404,3 +413,34 @@ def _train_one(classifier, x, a, y, fit, hold, config: MixerConfig, batch_size: 
                 break
     mixer.load_state_dict(best_state)
     return MixerResult(mixer.eval(), batch_size, lr, best_epoch, best_acc, best_loss, history)
+
+
+# --------------------------------------------------------------------------------- label leak
+def random_wrong_labels(labels: Tensor, n_classes: int, seed: int) -> Tensor:
+    """One seeded wrong label per sample (CPU int64 ``N``), uniform over the ``n_classes − 1`` others."""
+    if n_classes < 2:
+        raise HeatlabError(f"A wrong label needs at least 2 classes, got n_classes={n_classes}; pass the number of classes.")
+    shift = torch.randint(1, n_classes, (len(labels),), generator=torch.Generator().manual_seed(seed))
+    return (labels.cpu().long() + shift) % n_classes
+
+
+def leak_scores(predictions: Tensor, labels: Tensor, wrong: Tensor) -> dict[str, float]:
+    """The leak test of a label-informed Mixer fed the attribution of ``wrong`` labels instead of the true ones.
+
+    predictions: C(x ⊙ M) of that run (``N``); returns ``leak_accuracy`` (share equal to the true
+    ``labels``) and ``leak_wrong_share`` (share equal to the ``wrong`` label fed). A Mixer whose mask
+    ignored which label the attribution was taken for would predict the fed label about as often as
+    C(x) does; one that passes the label through predicts it every time.
+    """
+    p, y, w = predictions.cpu(), labels.cpu(), wrong.cpu()
+    if not (p.shape == y.shape == w.shape) or p.dim() != 1 or not len(p):
+        raise HeatlabError(f"predictions {tuple(p.shape)}, labels {tuple(y.shape)} and wrong {tuple(w.shape)} must be "
+                           "one label per sample for the same samples.")
+    if bool((w == y).any()):
+        raise HeatlabError("Some 'wrong' labels equal the true labels; draw them with random_wrong_labels().")
+    return {"leak_accuracy": float((p == y).double().mean()), "leak_wrong_share": float((p == w).double().mean())}
+
+
+def setting_label(setting: str) -> str:
+    """How a setting is named wherever it is shown: label-informed settings say so."""
+    return f"{setting} (label-informed)" if setting in LABEL_INFORMED else setting

@@ -1,5 +1,6 @@
 """Paper 003's figures from a stored Mixer run: accuracy of C(x) and C(x ⊙ M) per attribution setting
-with 95% intervals, and a gallery of x, A, M and x ⊙ M. Drawn from ``mixer.json`` and
+with 95% intervals (bootstrap over seeds and test samples; the label-informed true-class bar also
+shows its leak test), and a gallery of x, A, M and x ⊙ M. Drawn from ``mixer.json`` and
 ``mixer/gallery.safetensors`` (written by :mod:`heatlab.run.mixer`)."""
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from heatlab.report.figures import bare, literal, new_figure, save_figure
 from heatlab.run.rundir import RunDir
 
 #: How each setting is named in figures: what A(x, C) is taken for and whether it needs the label.
-SETTING_LABELS = {"true-class": "true class\n(needs the test label)", "predicted": "predicted class",
+SETTING_LABELS = {"true-class": "true class\n(label-informed)", "predicted": "predicted class",
                   "expected": "probability-weighted", "none": "no attribution\n(control)"}
 COLORS = {"true-class": "#D55E00", "predicted": "#0072B2", "expected": "#009E73", "none": "#999999"}
 
@@ -36,24 +37,33 @@ def ordered_settings(summary: dict) -> list[str]:
 
 
 def mixer_bars_figure(run_dir: str | os.PathLike, out_png: str | os.PathLike) -> Path:
-    """Bars: C(x) once, then C(x ⊙ M) per setting (mean over seeds, 95% t-interval as error bars)."""
+    """Bars: C(x) once, then C(x ⊙ M) per setting (mean over seeds and test samples, 95% bootstrap interval as
+    error bars); a hatched bar after the label-informed setting shows its leak test (the share of
+    predictions equal to a random wrong label whose attribution it was fed)."""
     s = _summary(run_dir)
-    settings = ordered_settings(s)
+    # (label, value, low, high, colour, hatch) per bar
     plain = next(iter(s["settings"].values()))["accuracy_plain"]
-    fig = new_figure(1.7 * (len(settings) + 1) + 1.2, 3.4)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.bar(0, plain, color="#999999", width=0.6)
-    for i, setting in enumerate(settings, 1):
+    bars = [("C(x)", plain, plain, plain, "#999999", None)]
+    for setting in ordered_settings(s):
         r = s["settings"][setting]
-        err = [[r["accuracy_masked"] - r["ci_low"]], [r["ci_high"] - r["accuracy_masked"]]]
-        ax.bar(i, r["accuracy_masked"], yerr=err, capsize=5, color=COLORS.get(setting, "#666666"), width=0.6)
-        ax.text(i, r["ci_high"] + 0.01, f"{r['accuracy_masked']:.3f}", ha="center", va="bottom", fontsize=8)
-    ax.text(0, plain + 0.01, f"{plain:.3f}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(range(len(settings) + 1), ["C(x)", *(SETTING_LABELS.get(x, x) for x in settings)], fontsize=8)
-    low = min([plain] + [r["ci_low"] for r in s["settings"].values()])
+        bars.append((SETTING_LABELS.get(setting, setting), r["accuracy_masked"], r["ci_low"], r["ci_high"],
+                     COLORS.get(setting, "#666666"), None))
+        if "leak" in r:
+            k = r["leak"]
+            bars.append(("fed a wrong label's A:\nshare predicting it", k["wrong_share"], k["wrong_share_low"],
+                         k["wrong_share_high"], COLORS.get(setting, "#666666"), "//"))
+    fig = new_figure(1.7 * len(bars) + 1.2, 3.4)
+    ax = fig.add_subplot(1, 1, 1)
+    for i, (_, value, low, high, color, hatch) in enumerate(bars):
+        err = None if low == high == value else [[value - low], [high - value]]
+        ax.bar(i, value, yerr=err, capsize=5, color="white" if hatch else color, edgecolor=color, hatch=hatch, width=0.6)
+        ax.text(i, high + 0.01, f"{value:.3f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=7)
+    low = min(b[2] for b in bars)
     ax.set_ylim(max(0.0, low - 0.1), 1.04)
-    ax.set_ylabel("test accuracy", fontsize=9)
-    ax.set_title(f"C(x) and C(x⊙M) per attribution setting ({s['seeds']} seed(s), 95% interval)", fontsize=9)
+    ax.set_ylabel("test accuracy (hatched: share)", fontsize=9)
+    ax.set_title(f"C(x) and C(x⊙M) per attribution setting ({s['seeds']} seed(s), 95% interval over seeds and "
+                 "test samples)", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, out_png)
 
@@ -69,7 +79,7 @@ def _image(t: torch.Tensor) -> np.ndarray:
 def mixer_gallery_figure(run_dir: str | os.PathLike, out_png: str | os.PathLike, samples: int = 4) -> Path:
     """Rows: test samples; columns: x, then A, M and x ⊙ M for each setting (first seed's Mixer)."""
     s = _summary(run_dir)
-    g = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(RunDir(run_dir).path / "mixer" / "gallery.safetensors")).items()}
+    g = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(RunDir(run_dir).mixer_dir / "gallery.safetensors")).items()}
     names = RunDir(run_dir).class_names()
     settings = [x for x in ordered_settings(s) if f"m/{x}" in g]
     n = min(samples, len(g["labels"]))
@@ -92,7 +102,7 @@ def mixer_gallery_figure(run_dir: str | os.PathLike, out_png: str | os.PathLike,
             axes[i, col + 2].imshow(_image(x * m), cmap="gray", aspect="auto" if flat else "equal")
             axes[i, col + 2].set_xlabel(f"C(x⊙M): {label(int(g[f'predictions/{setting}'][i]))}", fontsize=6)
             if i == 0:
-                short = SETTING_LABELS.get(setting, setting).split("\n")[0]
+                short = SETTING_LABELS.get(setting, setting)
                 for k, what in enumerate(("A", "M", "x⊙M")):
                     axes[i, col + k].set_title(f"{what}\n{short}", fontsize=7)
         if i == 0:

@@ -182,6 +182,11 @@ class RunDir:
         return self.path / "gax"
 
     @property
+    def mixer_dir(self) -> Path:
+        """``<run>/mixer``: the Mixer's weights/ and gallery.safetensors (its IG caches are parts)."""
+        return self.path / "mixer"
+
+    @property
     def report_dir(self) -> Path:
         return self.path / "report"
 

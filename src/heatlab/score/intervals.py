@@ -21,6 +21,11 @@ honest at those sizes:
   crossed, "pigeonhole" bootstrap). Pairing removes the cells' own spread; resampling the shared
   cells once per resample keeps B identical branches from looking like B times the evidence.
   :func:`difference_verdict` reads it as better / worse / tied in the metric's direction.
+* :func:`bootstrap_over_seeds_and_samples` (a per-sample score of S seeded repeats on the same N
+  samples, e.g. whether each Mixer seed classifies each test sample correctly): a seeded
+  hierarchical percentile bootstrap that resamples the seeds, then the samples (one draw of sample
+  indices per resample, shared by its seeds, since every seed scored the same samples). Unlike a t
+  interval over the seeds' means it is not zero-wide when the seeds agree but the samples vary.
 
 A t interval of a bounded score is clipped to the score's range when the caller passes ``bounds``.
 
@@ -147,6 +152,45 @@ def auroc_interval(positive: Sequence, negative: Sequence, *, level: float = LEV
     return Interval(float(values[0]), float(lo), float(hi), "bootstrap over samples", 1, n)
 
 
+def bootstrap_over_seeds_and_samples(values, *, level: float = LEVEL, resamples: int = BOOTSTRAP_RESAMPLES,
+                                     seed: int = 0) -> Interval:
+    """Mean of ``values`` (S seeds × N samples) and its hierarchical percentile bootstrap interval.
+
+    Each resample draws S seeds with replacement, then N sample indices with replacement (the same
+    for all its seeds), and takes the mean of those rows and columns (:func:`_crossed_bootstrap`);
+    the interval holds the middle ``level`` of ``resamples`` such means. A constant gives a
+    zero-wide interval. Deterministic for a given ``seed``.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 2 or v.size == 0 or np.isnan(v).any():
+        raise HeatlabError(f"bootstrap_over_seeds_and_samples needs a seeds × samples array without NaN, got shape "
+                           f"{v.shape}; pass values=[[...], ...] with one row per seed.")
+    lo, hi = _crossed_bootstrap(v, resample_rows=True, level=level, resamples=resamples, seed=seed)
+    return Interval(float(v.mean()), lo, hi, "bootstrap over seeds and samples", *v.shape)
+
+
+def _crossed_bootstrap(v: np.ndarray, *, resample_rows: bool, level: float, resamples: int,
+                       seed: int) -> tuple[float, float]:
+    """Percentile interval of the mean of ``v`` (rows × shared columns: branches or seeds × the
+    samples they all scored). Each resample draws the columns with replacement, once for every row
+    (the rows share them), and with ``resample_rows`` the rows too; draws become count weights, so
+    no Python loop runs per resample."""
+    n_r, n_c = v.shape
+    rng = np.random.default_rng(seed)
+    out = []
+    chunk = max(1, 4_000_000 // (n_r * n_c + n_c))  # keeps each weight matrix near 32 MB
+    for start in range(0, resamples, chunk):
+        r = min(chunk, resamples - start)
+        cols = rng.multinomial(n_c, np.full(n_c, 1.0 / n_c), size=r)  # r×N: how often each column is drawn
+        if resample_rows:
+            rows = rng.multinomial(n_r, np.full(n_r, 1.0 / n_r), size=r)  # r×B
+            out.append(((rows @ v) * cols).sum(axis=1) / (n_r * n_c))
+        else:
+            out.append(cols @ v.mean(axis=0) / n_c)
+    lo, hi = np.quantile(np.concatenate(out), [0.5 - level / 2, 0.5 + level / 2])
+    return float(lo), float(hi)
+
+
 def _bootstrap_auroc(p: np.ndarray, q: np.ndarray, resamples: int, seed: int) -> np.ndarray:
     """AUROC of ``resamples`` stratified resamples (float64 R), ranked in chunks of resamples."""
     rng = np.random.default_rng(seed)
@@ -191,21 +235,9 @@ def paired_difference(treated, base, *, level: float = LEVEL, resamples: int = B
     estimate = float(d.mean())
     if n_c < 2:
         return Interval(estimate, math.nan, math.nan, CELLS_ONLY, n_b, n_c)
-    rng = np.random.default_rng(seed)
     crossed = n_b >= MIN_RESAMPLED_BRANCHES
-    out = []
-    chunk = max(1, 4_000_000 // (n_b * n_c + n_c))  # keeps each weight matrix near 32 MB
-    for start in range(0, resamples, chunk):
-        r = min(chunk, resamples - start)
-        cells = rng.multinomial(n_c, np.full(n_c, 1.0 / n_c), size=r)  # r×N: how often each cell is drawn
-        if crossed:
-            branches = rng.multinomial(n_b, np.full(n_b, 1.0 / n_b), size=r)  # r×B
-            out.append(((branches @ d) * cells).sum(axis=1) / (n_b * n_c))
-        else:
-            out.append(cells @ d.mean(axis=0) / n_c)
-    boot = np.concatenate(out)
-    lo, hi = np.quantile(boot, [0.5 - level / 2, 0.5 + level / 2])
-    return Interval(estimate, float(lo), float(hi), BRANCHES_AND_CELLS if crossed else CELLS_ONLY, n_b, n_c)
+    lo, hi = _crossed_bootstrap(d, resample_rows=crossed, level=level, resamples=resamples, seed=seed)
+    return Interval(estimate, lo, hi, BRANCHES_AND_CELLS if crossed else CELLS_ONLY, n_b, n_c)
 
 
 def difference_verdict(iv: Interval, *, higher_is_better: bool = True) -> str:

@@ -1,14 +1,31 @@
 """Section "Explanation-guided masking (paper 003)": C(x) against C(x ⊙ M) per attribution setting.
 
 Needs ``mixer.json`` (written by ``heatlab mixer``): per setting the accuracy of C(x), the mean
-accuracy of C(x ⊙ M) over the seeds with its 95% interval; the figures come from its gallery.
+accuracy of C(x ⊙ M) over seeds and test samples with its 95% bootstrap interval, the gain with
+its interval, and for the label-informed true-class setting the leak test; the figures come from
+its gallery.
 """
 
 from __future__ import annotations
 
-from heatlab.report.mixer_figures import SETTING_LABELS, mixer_bars_figure, mixer_gallery_figure, ordered_settings
+from heatlab.improve.mixer import setting_label
+from heatlab.report.mixer_figures import mixer_bars_figure, mixer_gallery_figure, ordered_settings
 from heatlab.report.page import ReportContext, Section, esc, fmt, table_html
 from heatlab.run.rundir import RunDir
+
+#: What A(x, C) is taken for, per setting (the table's second column).
+IG_FOR = {"true-class": "the test label", "predicted": "C's predicted class",
+          "expected": "every class, weighted by C's probabilities", "none": "nothing (zeros: the control)"}
+
+
+def pct(value: float) -> str:
+    """A share as an escaped percentage with one decimal."""
+    return esc(f"{100 * float(value):.1f}%")
+
+
+def points(value: float, sign: str = "") -> str:
+    """A share as escaped percentage points with one decimal (``sign="+"`` always shows the sign)."""
+    return esc(format(100 * float(value), f"{sign}.1f"))
 
 
 def label_share(settings: dict) -> str:
@@ -20,15 +37,33 @@ def label_share(settings: dict) -> str:
     best_name, best = max(usable.items(), key=lambda kv: kv[1]["gain"])
     gain, kept = true["gain"], best["gain"]
     if gain <= 0:
-        return (f"The true-class attribution did not raise accuracy here ({fmt(100 * gain)} points), so there is no "
-                "label-driven gain to split.")
+        return (f"The true-class (label-informed) attribution did not raise accuracy here ({points(gain)} "
+                "points), so there is no label-driven gain to split.")
     share = max(0.0, min(1.0, 1 - kept / gain))
-    return (f"With the true-class attribution (the paper's setting) C(x⊙M) gains <b>{fmt(100 * gain)} points</b>; "
-            f"without the test label the best setting ({esc(best_name)}) gains {fmt(100 * kept)}. So "
-            f"<b>{100 * share:.0f}% of the paper's gain needs the test-time label</b>: a true-class attribution "
-            "carries the label into the mask."
-            + (f" A Mixer given no attribution at all gains {fmt(100 * settings['none']['gain'])} points: that much "
-               "comes from the extra network, not from the explanation." if "none" in settings else ""))
+    return (f"With the true-class attribution (the paper's setting, label-informed) C(x⊙M) gains "
+            f"<b>{points(gain)} points</b>; without the test label the best setting ({esc(best_name)}) gains "
+            f"{points(kept)}. So <b>{esc(round(100 * share))}% of the paper's gain needs the test-time "
+            "label</b>: a true-class attribution carries the label into the mask."
+            + (f" A Mixer given no attribution at all gains {points(settings['none']['gain'])} points: that "
+               "much comes from the extra network, not from the explanation." if "none" in settings else ""))
+
+
+def leak_sentence(settings: dict) -> str:
+    """The measured leak test of the label-informed setting, or "" when it was not run."""
+    r = settings.get("true-class", {})
+    k = r.get("leak")
+    if not k:
+        return ""
+    seeds = ", ".join(f"{esc(p['seed'])}: {pct(p['wrong_share'])}" for p in k["per_seed"])
+    return (f"<b>Leak test.</b> Fed the attribution of a random wrong label, the true-class (label-informed) Mixer "
+            f"predicts that label <b>{pct(k['wrong_share'])}</b> of the time (95% interval "
+            f"[{pct(k['wrong_share_low'])}, {pct(k['wrong_share_high'])}]; per seed {seeds}; chance 1/(K−1) = "
+            f"{pct(k['chance'])}, C(x) alone {pct(k['plain_wrong_share'])}), and the true label "
+            f"{pct(k['accuracy'])} [{pct(k['accuracy_low'])}, {pct(k['accuracy_high'])}] of the time, against "
+            f"{pct(r['accuracy_masked'])} with the true label's attribution ({esc(k['samples'])} test samples). "
+            + ("So the mask carries the label the attribution was taken for: the true-class gain is, at least in part, "
+               "the test label passing through the attribution." if k["wrong_share_low"] > k["plain_wrong_share"] else
+               "Its interval reaches down to what C(x) alone does, so no leak of the label is measured here."))
 
 
 def mixer_section(ctx: ReportContext) -> str:
@@ -39,25 +74,30 @@ def mixer_section(ctx: ReportContext) -> str:
     rows = []
     for name in ordered_settings(s):
         r = settings[name]
-        rows.append([esc(name), esc(SETTING_LABELS.get(name, name).replace("\n", " ")), fmt(r["accuracy_plain"]),
-                     fmt(r["accuracy_masked"]), f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]",
-                     f"{100 * r['gain']:+.1f}", fmt(r["mask_mean"])])
+        gain = points(r["gain"], "+")
+        if "gain_low" in r:
+            gain += f" [{points(r['gain_low'], '+')}, {points(r['gain_high'], '+')}]"
+        rows.append([esc(setting_label(name)), esc(IG_FOR.get(name, name)),
+                     fmt(r["accuracy_plain"]), fmt(r["accuracy_masked"]), f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]",
+                     gain, fmt(r["mask_mean"])])
     config = s.get("config", {})
+    interval = s.get("interval", "t-interval over the seeds")
     bars = mixer_bars_figure(ctx.run_dir, ctx.figure_path("mixer_accuracy.png"))
     gallery = mixer_gallery_figure(ctx.run_dir, ctx.figure_path("mixer_gallery.png"))
     return (
         f"<p>Paper 003 feeds a frozen classifier C with x⊙M, where a Mixer ({esc(s.get('architecture'))}) builds the "
         f"mask M from x and its Integrated-Gradients attribution A(x, C) ({esc(s.get('n_steps'))} steps, zero baseline). "
         f"C is {esc(s.get('branch'))}; the Mixer trained on {esc(s.get('train_samples'))} training samples "
-        f"({fmt(100 * config.get('holdout', 0.3))}% held out for early stopping) and was scored on "
-        f"{esc(s.get('test_samples'))} test samples, {esc(s.get('seeds'))} seed(s) per setting (mean and 95% t-interval).</p>"
-        f"<p class=\"rank\">{label_share(settings)}</p>"
-        + "<div class=\"scroll\">" + table_html(
-            ["setting", "A(x, C) is IG for", "C(x)", "C(x⊙M)", "95% interval", "gain (points)", "mean M"], rows) + "</div>"
+        f"({esc(round(100 * config.get('holdout', 0.3)))}% held out for early stopping) and was scored on "
+        f"{esc(s.get('test_samples'))} test samples, {esc(s.get('seeds'))} seed(s) per setting (mean and 95% interval: "
+        f"{esc(interval)}).</p>"
+        + "".join(f"<p class=\"rank\">{p}</p>" for p in (label_share(settings), leak_sentence(settings)) if p)
+        + table_html(["setting", "A(x, C) is IG for", "C(x)", "C(x⊙M)", "95% interval", "gain (points) [95%]", "mean M"],
+                     rows)
         + ctx.img(bars, "Accuracy of C(x) and C(x⊙M) per setting",
                   "Test accuracy of C alone and of C on the masked input per attribution setting; error bars: 95% "
-                  "t-interval over the seeds. Paper 003, Table 2 (true class): Fashion-MNIST 87.3 → 99.9%, CIFAR-10 "
-                  "85.7 → 87.6%, STL-10 66.3 → 68.6%.")
+                  "bootstrap interval over seeds and test samples. Paper 003, Table 2 (true class, label-informed): "
+                  "Fashion-MNIST 87.3 → 99.9%, CIFAR-10 85.7 → 87.6%, STL-10 66.3 → 68.6%.")
         + ctx.img(gallery, "Mixer gallery",
                   "Test samples: x, then per setting the attribution A (/ max|A|), the mask M and x⊙M, with C's "
                   "prediction on each (first seed's Mixer).")
