@@ -10,7 +10,7 @@ import torch
 
 from heatlab.errors import HeatlabError
 from heatlab.run.rundir import RunDir, branch_name
-from heatlab.run.runner import PARQUET, TENSORS, Stage, Unit, is_done, marker_path, run_stage
+from heatlab.run.runner import PARQUET, TENSORS, ShardUnit, Stage, is_done, marker_path, run_stage
 
 
 class Boom(Exception):
@@ -29,7 +29,7 @@ class LabelStage(Stage):
 
     def units(self):
         data = self.run.open_data("test")
-        return [Unit("test", b, "none", k) for b in self.run.branches() for k in range(data.num_shards)]
+        return [ShardUnit("test", b, "none", k) for b in self.run.branches() for k in range(data.num_shards)]
 
     def run_unit(self, work, unit):
         self.calls.append(unit)
@@ -67,7 +67,7 @@ def test_a_stage_killed_midway_resumes_and_joins_the_same(tiny_run, tmp_path):
     run = RunDir(run_path)
     whole = run_stage(LabelStage(run))
     shutil.rmtree(run.parts("toy", "test"))
-    stage = LabelStage(run, fail_at=Unit("test", "branch-00", "none", 1))
+    stage = LabelStage(run, fail_at=ShardUnit("test", "branch-00", "none", 1))
     with pytest.raises(Boom):
         run_stage(stage)
     units = stage.units()
