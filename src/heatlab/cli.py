@@ -130,6 +130,10 @@ def train(
                                   "split's per-channel mean/std), imagenet or none. AX adds heatmaps after it."),
     size: Optional[int] = typer.Option(None, "--size", help="Side in pixels image folders and digits are served at "
                                        "(default: the dataset's own, 256 for image folders); recorded for every stage."),
+    backend: str = typer.Option("local", "--backend", help=BACKEND_HELP["backend"] + " Ray trains the branches in parallel."),
+    address: Optional[str] = typer.Option(None, "--address", help=BACKEND_HELP["address"]),
+    workers: Optional[int] = typer.Option(None, "--workers", help=BACKEND_HELP["workers"]),
+    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help=BACKEND_HELP["gpus_per_worker"]),
 ) -> None:
     """Train a base model, then branch models in regular-evaluation mode (paper 002, §III-B)."""
     from heatlab.report.training_figures import training_figure
@@ -140,13 +144,16 @@ def train(
     settings.update(branch_epochs=branch_epochs, branches=branches, branch_lr=branch_lr, schedule=schedule,
                     weight_decay=weight_decay, eval_every=eval_every, target_acc=target_acc, n_l=n_l, r_f=r_f, seed=seed,
                     device=device, normalize=normalize)
+    runner = backend_options(backend, address, workers, gpus_per_worker)
     t0 = time.perf_counter()
     with progress_bars() as progress:
         summary = train_run(data, run_dir, settings, weights=weights, progress=progress,
-                            data_options=None if size is None else {"size": size})
+                            data_options=None if size is None else {"size": size}, backend=runner)
     figure = training_figure(run_dir, Path(run_dir) / "report" / "figures" / "training.png")
     _print_training(summary)
     say(f"trained in {time.perf_counter() - t0:.0f} s; loss curves: {figure}")
+    if (line := backend_line(runner)) is not None:
+        say(line)
     if summary["warning"]:
         warn(summary["warning"])
 

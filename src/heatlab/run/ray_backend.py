@@ -33,7 +33,7 @@ import torch
 
 from heatlab.errors import HeatlabError
 from heatlab.run.ray_local import LocalRay
-from heatlab.run.runner import Deliver, Stage, Unit, Work, execution_order
+from heatlab.run.runner import Deliver, Stage, Unit, Work, call_unit, execution_order
 
 _CONNECT_TIMEOUT = 5.0  # seconds to wait for a cluster address to answer
 
@@ -110,7 +110,7 @@ class _Worker:
 
     def run(self, unit: Unit) -> tuple[dict, float]:
         t0 = time.perf_counter()
-        pieces = self.stage.run_unit(self.work, unit)
+        pieces = call_unit(self.stage, self.work, unit)
         return pieces, time.perf_counter() - t0
 
 

@@ -24,12 +24,13 @@ builds it from there), so another backend can schedule units elsewhere.
 
 from __future__ import annotations
 
-import importlib
+import contextlib
 import dataclasses
+import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -155,6 +156,10 @@ class Stage:
     name: str = ""
     #: kind -> PARQUET or TENSORS, the pieces one unit writes.
     kinds: Mapping[str, str] = {}
+    #: CPU threads a unit runs on, whatever the backend (None: torch's setting as it is). A float sum
+    #: split over threads may round otherwise, so a stage whose units must give the same bytes on
+    #: every backend (training, the Mixer) sets 1: what a one-CPU Ray worker has (OMP_NUM_THREADS=1).
+    threads: int | None = None
 
     def __init__(self, run: RunDir, *, device: str = "cpu", batch_size: int = 25):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -204,6 +209,24 @@ class Stage:
 
     def join(self, units: Sequence[Unit], parts: dict[str, list[Any]]) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block on ``n`` CPU threads (None: as set), then put the setting back."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def call_unit(stage: Stage, work: Work, unit: Unit) -> dict[str, Any]:
+    """``stage.run_unit(work, unit)`` on ``stage.threads`` threads: how every backend runs a unit."""
+    with torch_threads(stage.threads):
+        return stage.run_unit(work, unit)
 
 
 def earlier_methods(run: RunDir, stage: str, same: Mapping[str, Any]) -> list[str]:
@@ -295,7 +318,7 @@ class LocalBackend:
     def run(self, stage: Stage, units: Sequence[Unit], deliver: Deliver) -> None:
         work = Work(stage.run, device=stage.device, batch_size=stage.batch_size)
         for unit in execution_order(units):
-            deliver(unit, stage.run_unit(work, unit))
+            deliver(unit, call_unit(stage, work, unit))
 
     def summary(self) -> dict:
         return {"backend": self.name}

@@ -16,13 +16,12 @@ an interrupted-and-resumed run ends with the same weights as an uninterrupted on
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -164,19 +163,6 @@ class TrainUnit(Unit):
         return self.name
 
 
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Run on one CPU thread: a float reduction split over threads may add in another order, so the
-    same seed gives the same bytes only with the same thread count; one thread is what a Ray worker
-    of one CPU has (OMP_NUM_THREADS=1), so local and Ray training give byte-identical weights."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 class TrainStage(Stage):
     """Training on the Stage runner: units :class:`TrainUnit` (the base, then one per branch).
 
@@ -187,6 +173,7 @@ class TrainStage(Stage):
 
     name = "train"
     kinds = {"weights": TENSORS, "steps": PARQUET, "validation": PARQUET}
+    threads = 1  # the same bytes on every backend (see Stage.threads)
 
     def __init__(self, run: RunDir, config: TrainConfig, *, num_classes: int, input_shape: tuple[int, ...],
                  normalize: Any, weights: Path | None, progress: Progress | None = None):
@@ -213,10 +200,7 @@ class TrainStage(Stage):
 
     def run_unit(self, work: Work, unit: TrainUnit) -> dict[str, Any]:
         splits = {s: work.data(s) for s in ("train", "val", "test")}
-        with one_thread():
-            if unit.branch is None:
-                return _train_base(self, splits)
-            return _train_one_branch(self, splits, unit.branch)
+        return _train_base(self, splits) if unit.branch is None else _train_one_branch(self, splits, unit.branch)
 
     def join(self, units: Sequence[TrainUnit], parts: dict[str, list[Any]]) -> list[dict]:
         """model.json of each stage, in unit order."""
@@ -343,7 +327,7 @@ def train_run(
     already complete. ``backend`` (:func:`heatlab.run.runner.make_backend`, default local) runs the
     units: the base model, then the branches, which are independent (each starts from the base
     weights on disk), so Ray trains them in parallel; every unit runs on one CPU thread
-    (:func:`one_thread`), so both backends write byte-identical weights for the same seed.
+    (:attr:`TrainStage.threads`), so both backends write byte-identical weights for the same seed.
     """
     if not isinstance(config, (TrainConfig, Mapping)):
         raise HeatlabError(f"config must be a TrainConfig, got {type(config).__name__}; build one with TrainConfig(...).")
