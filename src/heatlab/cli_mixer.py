@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from heatlab.cli_common import guarded, progress_bars, say, trust_model_code_option
+from heatlab.cli_common import BACKEND_HELP, backend_line, backend_options, guarded, progress_bars, say, trust_model_code_option
 
 
 def register(app: typer.Typer) -> None:
@@ -46,6 +46,10 @@ def register(app: typer.Typer) -> None:
         test_samples: Optional[int] = typer.Option(None, help="Score only the first N test samples (default all)."),
         ig_batch_size: int = typer.Option(25, help="Samples per Integrated-Gradients call."),
         device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
+        backend: str = typer.Option("local", "--backend", help=BACKEND_HELP["backend"]),
+        address: Optional[str] = typer.Option(None, "--address", help=BACKEND_HELP["address"]),
+        workers: Optional[int] = typer.Option(None, "--workers", help=BACKEND_HELP["workers"]),
+        gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help=BACKEND_HELP["gpus_per_worker"]),
         trust_model_code: bool = trust_model_code_option(),
     ) -> None:
         """Paper 003: C(x) against C(x*M), M from x and its IG attribution, for each attribution setting."""
@@ -55,11 +59,12 @@ def register(app: typer.Typer) -> None:
 
         config = MixerConfig(architecture=architecture, per_channel=per_channel, epochs=epochs, patience=patience,
                              batch_size=batch_size, lr=lr, holdout=holdout, grid=grid)
+        runner = backend_options(backend, address, workers, gpus_per_worker)
         t0 = time.perf_counter()
         with progress_bars() as progress:
             s = mixer_run(run_dir, settings=settings, seeds=seeds, branch=branch, config=config, n_steps=n_steps,
                           train_samples=train_samples, test_samples=test_samples, ig_batch_size=ig_batch_size,
-                          device=device, progress=progress, trust_model_code=trust_model_code)
+                          device=device, progress=progress, trust_model_code=trust_model_code, backend=runner)
         bars = mixer_bars_figure(run_dir, Path(run_dir) / "report" / "figures" / "mixer_accuracy.png")
         gallery = mixer_gallery_figure(run_dir, Path(run_dir) / "report" / "figures" / "mixer_gallery.png")
         say(f"Mixer ({s['architecture']}) for {s['branch']}: {s['train_samples']} training and {s['test_samples']} "
@@ -76,3 +81,5 @@ def register(app: typer.Typer) -> None:
         say("  intervals: 95%, " + s["interval"])
         say(f"table: {s['table']}")
         say(f"figures: {bars}, {gallery}")
+        if (line := backend_line(runner)) is not None:
+            say(line)
