@@ -344,3 +344,31 @@ def test_a_train_driver_killed_on_ray_resumes_to_identical_weights(cluster, trai
     summary = train_run(data, run, TrainConfig(**TRAIN_ARGS), backend=make_backend("ray", workers=2))
     assert summary["skipped"] == ["base"] and base.stat().st_mtime_ns == stamp
     assert _model_files(run) == _model_files(local)
+
+
+def test_mixer_on_ray_writes_the_tables_the_local_backend_writes(cluster, tiny_run, tmp_path):
+    """The local run's driver is on 2 torch threads: the units must not depend on that (they run on 1)."""
+    import torch
+
+    from heatlab.improve.mixer import MixerConfig
+    from heatlab.run.mixer import mixer_run
+
+    small = {"settings": "true-class,none", "seeds": 2, "n_steps": 4, "test_samples": 12,
+             "config": MixerConfig(epochs=2, patience=2, batch_size=8)}
+    runs = {}
+    for name, backend in (("local", None), ("ray", make_backend("ray", workers=2))):
+        runs[name] = tmp_path / name
+        shutil.copytree(tiny_run, runs[name])
+        before = torch.get_num_threads()
+        torch.set_num_threads(2 if backend is None else before)
+        try:
+            summary = mixer_run(runs[name], **small, backend=backend)
+        finally:
+            torch.set_num_threads(before)
+    assert backend.summary()["units"] == 4 + 2 + 4  # IG shards (train 2, test 2 for 12 samples), wrong-label IG, 2x2 Mixers
+    for table in ("mixer", "mixer_predictions", "mixer_history"):
+        pd.testing.assert_frame_equal(pd.read_parquet(runs["local"] / "tables" / f"{table}.parquet"),
+                                      pd.read_parquet(runs["ray"] / "tables" / f"{table}.parquet"), check_exact=True)
+    for path in sorted((runs["local"] / "mixer").rglob("*.safetensors")):
+        assert path.read_bytes() == (runs["ray"] / path.relative_to(runs["local"])).read_bytes(), path
+    assert json.loads((runs["ray"] / "mixer.json").read_text())["settings"] == summary["settings"]
