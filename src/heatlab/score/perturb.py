@@ -205,10 +205,10 @@ def removal_curve(model: nn.Module, x: Tensor, y: Tensor, rank: Tensor, threshol
     per = max(1, batch_size // n)
     out = []
     for s in range(0, len(thresholds), per):
-        ts = torch.tensor(thresholds[s : s + per], device=x.device).view(-1, 1, *[1] * x.ndim)
+        ts = torch.tensor(thresholds[s : s + per], device=x.device).view(-1, *[1] * x.ndim)
         gone = rank.unsqueeze(0) < ts
         if window:
-            lo = torch.tensor(([0] + thresholds)[s : s + per], device=x.device).view_as(ts)
+            lo = torch.tensor(([0] + thresholds)[s : s + ts.shape[0]], device=x.device).view_as(ts)
             gone &= rank.unsqueeze(0) >= lo
         if insert:
             gone = ~gone
