@@ -41,7 +41,7 @@ def _pixel_groups(x: Tensor) -> tuple[Tensor, int]:
 
 
 def pixel_flipping_curve(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, features_in_step: int = 1,
-                         perturb_baseline="black", abs: bool = False, softmax: bool = True, batch_size: int = 256,
+                         perturb_baseline="black", abs: bool = False, softmax: bool = True, batch_size: int = 64,
                          seed: int = 0) -> Tensor:
     """N×K target scores after removing ``features_in_step`` more values of ``x`` per step (MoRF)."""
     x, y, a = _prep(model, x, y, a, abs)
@@ -62,7 +62,7 @@ def pixel_flipping(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, **kw) -> T
 
 def region_perturbation_curve(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, patch_size: int = 8,
                               order: str = "morf", regions_evaluation: int = 100, perturb_baseline="black",
-                              abs: bool = False, softmax: bool = True, batch_size: int = 256, seed: int = 0) -> Tensor:
+                              abs: bool = False, softmax: bool = True, batch_size: int = 64, seed: int = 0) -> Tensor:
     """N×K drops ``f(x) - f(x_k)`` after removing k patches (k = 1..regions_evaluation) in ``order``."""
     P.check_order(order)
     x, y, a = _prep(model, x, y, a, abs)
@@ -82,7 +82,7 @@ def region_perturbation(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, **kw)
 
 
 def selectivity_curve(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, patch_size: int = 8,
-                      perturb_baseline="black", abs: bool = False, softmax: bool = True, batch_size: int = 256,
+                      perturb_baseline="black", abs: bool = False, softmax: bool = True, batch_size: int = 64,
                       seed: int = 0) -> Tensor:
     """N×K target scores after removing k patches (k = 1..all), most relevant first."""
     x, y, a = _prep(model, x, y, a, abs)
@@ -112,14 +112,14 @@ def _rise_curve(model, x, y, a, *, n_steps, perturb_baseline, softmax, batch_siz
 
 
 def deletion_curve(model, x, y, a, *, n_steps: int = 100, perturb_baseline="black", softmax: bool = True,
-                   batch_size: int = 256, seed: int = 0) -> Tensor:
+                   batch_size: int = 64, seed: int = 0) -> Tensor:
     """N×(n_steps+1) target scores from the input (0 pixels removed) to all pixels removed."""
     return _rise_curve(model, x, y, a, n_steps=n_steps, perturb_baseline=perturb_baseline, softmax=softmax,
                        batch_size=batch_size, seed=seed, insert=False)
 
 
 def insertion_curve(model, x, y, a, *, n_steps: int = 100, perturb_baseline=None, softmax: bool = True,
-                    batch_size: int = 256, seed: int = 0) -> Tensor:
+                    batch_size: int = 64, seed: int = 0) -> Tensor:
     """N×(n_steps+1) target scores from the baseline (default: blurred image; tables: the mean) to the input."""
     return _rise_curve(model, x, y, a, n_steps=n_steps, perturb_baseline=perturb_baseline, softmax=softmax,
                        batch_size=batch_size, seed=seed, insert=True)
@@ -141,7 +141,7 @@ def insertion(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, **kw) -> Tensor
 
 
 def road_curve(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, percentages=None, noise: float = 0.01,
-               order: str = "morf", abs: bool = False, batch_size: int = 256, seed: int = 0) -> Tensor:
+               order: str = "morf", abs: bool = False, batch_size: int = 64, seed: int = 0) -> Tensor:
     """N×P correctness (1.0 if the model still predicts ``y``) after imputing ``p``% of the pixels."""
     P.check_order(order)
     x, y, a = _prep(model, x, y, a, abs)
@@ -172,7 +172,7 @@ def road(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, **kw) -> Tensor:
 
 def faithfulness_correlation(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, nr_runs: int = 100,
                              subset_size: int = 224, perturb_baseline="black", abs: bool = False, softmax: bool = False,
-                             indices: Tensor | None = None, batch_size: int = 256, seed: int = 0) -> Tensor:
+                             indices: Tensor | None = None, batch_size: int = 64, seed: int = 0) -> Tensor:
     """Faithfulness correlation (Bhatt et al. 2020): Pearson correlation, over ``nr_runs`` random
     subsets of ``subset_size`` values of ``x``, between the subset's summed relevance and the drop of
     the target score when the subset is set to the baseline. Higher is better (1 is ideal).
@@ -201,7 +201,7 @@ def faithfulness_correlation(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, 
 
 def monotonicity_correlation(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, eps: float = 1e-5,
                              nr_samples: int = 100, features_in_step: int = 1, perturb_baseline="uniform",
-                             abs: bool = True, softmax: bool = True, batch_size: int = 256, seed: int = 0) -> Tensor:
+                             abs: bool = True, softmax: bool = True, batch_size: int = 64, seed: int = 0) -> Tensor:
     """Monotonicity correlation (Nguyen & Martinez 2020): Spearman correlation between each step's
     summed relevance and the variance its removal causes in the target score (mean over
     ``nr_samples`` baseline draws of the squared change, divided by the squared score where
@@ -235,7 +235,7 @@ def _segments_of(x, segments, n_segments):
 
 def irof_curve(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, segmentation_method: str = "slic",
                segments: Tensor | None = None, n_segments: int = 100, perturb_baseline="mean", abs: bool = False,
-               softmax: bool = True, batch_size: int = 256, seed: int = 0) -> tuple[Tensor, Tensor]:
+               softmax: bool = True, batch_size: int = 64, seed: int = 0) -> tuple[Tensor, Tensor]:
     """N×S target score ratios ``f(x_k)/f(x)`` after removing k superpixels (most relevant mean first),
     and the number of superpixels per sample (entries beyond it are 0)."""
     if segmentation_method != "slic":
@@ -265,7 +265,7 @@ def irof(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, **kw) -> Tensor:
 
 
 def infidelity(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, n_perturb_samples: int = 10,
-               perturb_std: float = 0.1, noise: Tensor | None = None, softmax: bool = False, batch_size: int = 256,
+               perturb_std: float = 0.1, noise: Tensor | None = None, softmax: bool = False, batch_size: int = 64,
                seed: int = 0) -> Tensor:
     """Infidelity (Yeh et al. 2019, Captum's definition): mean over ``n_perturb_samples`` Gaussian
     perturbations I (std ``perturb_std``) of ``(I·a - (f(x) - f(x - I)))²``. Lower is better (0 for
@@ -284,7 +284,7 @@ def infidelity(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, n_perturb_s
 
 def infidelity_patches(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, perturb_patch_sizes=(4,),
                        n_perturb_samples: int = 10, perturb_baseline="black", abs: bool = False,
-                       softmax: bool = False, batch_size: int = 256, seed: int = 0) -> Tensor:
+                       softmax: bool = False, batch_size: int = 64, seed: int = 0) -> Tensor:
     """Infidelity as Quantus 0.6 computes it (Yeh et al. 2019): patches of each size set to the
     baseline cumulatively in raster order; the mean squared difference between the drop of the target
     score and the relevance-weighted change of the input, averaged over sizes and samples (a
@@ -307,7 +307,7 @@ def infidelity_patches(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, per
 
 def non_sensitivity(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, eps: float = 1e-5,
                     features_in_step: int = 1, perturb_baseline="black", abs: bool = True, normalise: bool = True,
-                    softmax: bool = True, batch_size: int = 256, seed: int = 0) -> Tensor:
+                    softmax: bool = True, batch_size: int = 64, seed: int = 0) -> Tensor:
     """Non-sensitivity (Nguyen & Martinez 2020): the number of values of ``x`` where "the relevance is
     below ``eps``" disagrees with "setting the value's step (``features_in_step`` values in raster
     order) to the baseline changes the target score by less than ``eps``". ``normalise`` divides
@@ -324,7 +324,7 @@ def non_sensitivity(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, eps: f
     y0 = P.predict(model, x, y, softmax=softmax, batch_size=batch_size)
     c = P.removal_curve(model, x, y, groups, steps, fill, softmax=softmax, batch_size=batch_size, window=True)
     insensitive = (c - y0[:, None]).abs() < eps
-    step_of = torch.bucketize(groups, torch.tensor(steps, device=x.device), right=True)
+    step_of = torch.bucketize(groups.contiguous(), torch.tensor(steps, device=x.device), right=True)
     return (insensitive.gather(1, step_of) ^ (a.flatten(1) < eps)).sum(1).double()
 
 

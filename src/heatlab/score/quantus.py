@@ -233,7 +233,7 @@ class _NoTruth:
         if self.abs:
             a = a.abs()
         soft = self.softmax_default if softmax is None else softmax
-        out = self.compute(model, x, y, a, soft, max(batch_size, 1) * 4)
+        out = self.compute(model, x, y, a, soft, max(batch_size, 1))
         if self.return_aggregate:
             return [float(self.aggregate_func(out))]
         return out
