@@ -167,3 +167,202 @@ def _tensor(x, what: str) -> Tensor:
 
 __all__ = ["AUC", "FiveBandAccuracy", "FiveBandFPR", "FiveBandPrecision", "FiveBandRecall", "PointingGame",
            "Registered", "RelevanceMassAccuracy", "RelevanceRankAccuracy"]
+
+
+# --- No-truth metrics (faithfulness and non-sensitivity, heatlab.score.faithfulness) -------------------------------
+
+from heatlab.score import faithfulness as fa  # noqa: E402  (kept with the classes it serves)
+
+_QUANTUS_COMMON = ("return_aggregate", "aggregate_func", "default_plot_func", "disable_warnings",
+                   "display_progressbar", "perturb_func_kwargs", "normalise_func_kwargs")
+
+
+class _NoTruth:
+    """Quantus-style faithfulness metric: ``metric(model=, x_batch=, y_batch=, a_batch=, explain_func=, device=)``.
+
+    Constructor arguments are Quantus 0.6's (``options`` lists each class's own with its defaults).
+    ``abs``/``normalise`` act as in Quantus: ``a_batch`` is divided by its max |value| over the batch
+    (``normalise_by_max``), then made absolute. A custom ``perturb_func`` is not supported. Returns
+    per-sample floats (curves, as lists, for the curve metrics), or ``[aggregate]`` with
+    ``return_aggregate=True``.
+    """
+
+    options: dict = {}
+    abs_default, normalise_default, softmax_default, aggregate_default = False, True, True, False
+
+    def __init__(self, **kwargs):
+        unknown = set(kwargs) - set(self.options) - set(_QUANTUS_COMMON) - {"abs", "normalise", "normalise_func",
+                                                                                "perturb_func"}
+        if unknown:
+            raise HeatlabError(f"{type(self).__name__} got unknown argument(s) {sorted(unknown)}; "
+                               f"it takes {sorted(self.options)} and Quantus's common ones.")
+        if kwargs.get("perturb_func") is not None:
+            raise HeatlabError(f"{type(self).__name__} does not take a custom perturb_func; pick perturb_baseline instead.")
+        self.abs = kwargs.get("abs", self.abs_default)
+        self.normalise = kwargs.get("normalise", self.normalise_default)
+        self.normalise_func = kwargs.get("normalise_func")
+        self.normalise_func_kwargs = kwargs.get("normalise_func_kwargs") or {}
+        self.return_aggregate = kwargs.get("return_aggregate", self.aggregate_default)
+        self.aggregate_func = kwargs.get("aggregate_func") or np.mean
+        self.kw = {k: kwargs.get(k, v) for k, v in self.options.items()}
+
+    def __call__(self, model=None, x_batch=None, y_batch=None, a_batch=None, s_batch=None, channel_first=None,
+                 explain_func=None, explain_func_kwargs=None, model_predict_kwargs=None, softmax=None, device=None,
+                 batch_size: int = 64, **kwargs):
+        if model is None or x_batch is None or y_batch is None:
+            raise HeatlabError(f"{type(self).__name__} needs model, x_batch and y_batch.")
+        if getattr(model, "training", False):
+            raise HeatlabError(f"{type(self).__name__} needs the model in evaluation mode; call model.eval() first.")
+        if a_batch is None:
+            if explain_func is None:
+                raise HeatlabError(f"{type(self).__name__} needs attributions; pass a_batch, or explain_func "
+                                   "(e.g. heatlab.explain.explain_func).")
+            a_batch = explain_func(model=model, inputs=x_batch, targets=y_batch, **(explain_func_kwargs or {}))
+        if device is not None:
+            model = model.to(device)
+        x = _tensor(x_batch, "x_batch").float()
+        y = _tensor(y_batch, "y_batch").long()
+        a = _tensor(a_batch, "a_batch").double()
+        if torch.isnan(a).any():
+            raise HeatlabError("a_batch holds NaN attributions; recompute or clean the heatmaps first.")
+        if self.normalise:
+            if self.normalise_func is not None:
+                a = torch.from_numpy(np.asarray(self.normalise_func(a.numpy(), **self.normalise_func_kwargs))).double()
+            elif bool((a != 0).any()):
+                a = a / a.abs().max()
+        if self.abs:
+            a = a.abs()
+        soft = self.softmax_default if softmax is None else softmax
+        out = self.compute(model, x, y, a, soft, max(batch_size, 1))
+        if self.return_aggregate:
+            return [float(self.aggregate_func(out))]
+        return out
+
+    def compute(self, model, x, y, a, softmax, batch_size):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _floats(t: Tensor) -> list:
+    return t.double().cpu().tolist()
+
+
+class PixelFlipping(_NoTruth):
+    """Pixel flipping (Bach et al. 2015) as Quantus 0.6: per-sample curves, or their AUC with
+    ``return_auc_per_sample=True``."""
+
+    options = {"features_in_step": 1, "perturb_baseline": "black", "return_auc_per_sample": False}
+
+    def compute(self, model, x, y, a, softmax, batch_size):
+        kw = dict(self.kw)
+        auc = kw.pop("return_auc_per_sample")
+        c = fa.pixel_flipping_curve(model, x, y, a, softmax=softmax, batch_size=batch_size, **kw)
+        return _floats(torch.trapezoid(c, dim=1) if auc else c)
+
+
+class RegionPerturbation(_NoTruth):
+    """Region perturbation (Samek et al. 2017) as Quantus 0.6: per-sample curves of ``f(x) - f(x_k)``."""
+
+    options = {"patch_size": 8, "order": "morf", "regions_evaluation": 100, "perturb_baseline": "black"}
+
+    def compute(self, model, x, y, a, softmax, batch_size):
+        return _floats(fa.region_perturbation_curve(model, x, y, a, softmax=softmax, batch_size=batch_size, **self.kw))
+
+
+class Selectivity(_NoTruth):
+    """Selectivity (Montavon et al. 2018) as Quantus 0.6: per-sample curves of the target score."""
+
+    options = {"patch_size": 8, "perturb_baseline": "black"}
+
+    def compute(self, model, x, y, a, softmax, batch_size):
+        return _floats(fa.selectivity_curve(model, x, y, a, softmax=softmax, batch_size=batch_size, **self.kw))
+
+
+class FaithfulnessCorrelation(_NoTruth):
+    """Faithfulness correlation (Bhatt et al. 2020) as Quantus 0.6 (subsets drawn from ``seed``, or fixed
+    by ``indices``)."""
+
+    options = {"similarity_func": None, "nr_runs": 100, "subset_size": 224, "perturb_baseline": "black",
+               "seed": 0, "indices": None}
+    softmax_default = False
+
+    def compute(self, model, x, y, a, softmax, batch_size):
+        kw = dict(self.kw)
+        if kw.pop("similarity_func") is not None:
+            raise HeatlabError("FaithfulnessCorrelation uses Pearson correlation; leave similarity_func=None.")
+        return _floats(fa.faithfulness_correlation(model, x, y, a, softmax=softmax, batch_size=batch_size, **kw))
+
+
+class MonotonicityCorrelation(_NoTruth):
+    """Monotonicity correlation (Nguyen & Martinez 2020) as Quantus 0.6 (Spearman). ``"uniform"`` is
+    heatlab's per-value seeded noise, not Quantus's one value per sample."""
+
+    options = {"similarity_func": None, "eps": 1e-5, "nr_samples": 100, "features_in_step": 1,
+               "perturb_baseline": "uniform", "seed": 0}
+    abs_default = True
+
+    def compute(self, model, x, y, a, softmax, batch_size):
+        kw = dict(self.kw)
+        if kw.pop("similarity_func") is not None:
+            raise HeatlabError("MonotonicityCorrelation uses Spearman correlation; leave similarity_func=None.")
+        return _floats(fa.monotonicity_correlation(model, x, y, a, abs=False, softmax=softmax, batch_size=batch_size, **kw))
+
+
+class IROF(_NoTruth):
+    """IROF (Rieger & Hansen 2020) as Quantus 0.6 (SLIC superpixels). Quantus's baselines here are
+    taken over the whole batch: ``"black"`` its minimum (equal), ``"mean"`` its mean, which Quantus
+    recomputes after every step and heatlab takes once from the input."""
+
+    options = {"segmentation_method": "slic", "perturb_baseline": "mean", "segments": None}
+    aggregate_default = True
+
+    def compute(self, model, x, y, a, softmax, batch_size):
+        kw = dict(self.kw)
+        base = kw["perturb_baseline"]
+        if isinstance(base, str) and base in ("black", "white", "mean"):
+            kw["perturb_baseline"] = {"black": x.min, "white": x.max, "mean": x.mean}[base]().reshape(1)
+        return _floats(fa.irof(model, x, y, a, softmax=softmax, batch_size=batch_size, **kw))
+
+
+class ROAD(_NoTruth):
+    """ROAD (Rong et al. 2022) as Quantus 0.6: a dict percentage -> accuracy over the batch (MoRF);
+    ``order="lerf"`` for the least relevant first."""
+
+    options = {"percentages": None, "noise": 0.01, "order": "morf", "seed": 0}
+
+    def compute(self, model, x, y, a, softmax, batch_size):
+        kw = dict(self.kw)
+        pct = list(range(1, 100, 2)) if kw["percentages"] is None else list(kw["percentages"])
+        c = fa.road_curve(model, x, y, a, batch_size=batch_size, **kw)
+        return dict(zip(pct, _floats(c.mean(0))))
+
+
+class Infidelity(_NoTruth):
+    """Infidelity (Yeh et al. 2019) as Quantus 0.6 computes it (cumulative patches, mse);
+    :func:`heatlab.score.faithfulness.infidelity` is Captum's Gaussian version."""
+
+    options = {"loss_func": "mse", "perturb_patch_sizes": None, "n_perturb_samples": 10, "perturb_baseline": "black",
+               "seed": 0}
+    normalise_default, softmax_default = False, False
+
+    def compute(self, model, x, y, a, softmax, batch_size):
+        kw = dict(self.kw)
+        if kw.pop("loss_func") != "mse":
+            raise HeatlabError("Infidelity implements loss_func='mse' only.")
+        kw["perturb_patch_sizes"] = kw["perturb_patch_sizes"] or [4]
+        return _floats(fa.infidelity_patches(model, x, y, a, softmax=softmax, batch_size=batch_size, **kw))
+
+
+class NonSensitivity(_NoTruth):
+    """Non-sensitivity (Nguyen & Martinez 2020) as Quantus 0.6 (per-sample counts; Quantus itself
+    only runs with ``features_in_step=1``)."""
+
+    options = {"eps": 1e-5, "features_in_step": 1, "perturb_baseline": "black"}
+    abs_default = True
+
+    def compute(self, model, x, y, a, softmax, batch_size):
+        return _floats(fa.non_sensitivity(model, x, y, a, abs=False, normalise=False, softmax=softmax,
+                                          batch_size=batch_size, **self.kw))
+
+
+__all__ += ["FaithfulnessCorrelation", "Infidelity", "IROF", "MonotonicityCorrelation", "NonSensitivity",
+            "PixelFlipping", "RegionPerturbation", "ROAD", "Selectivity"]
