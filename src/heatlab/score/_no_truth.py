@@ -78,12 +78,21 @@ def predict(model: nn.Module, x: Tensor) -> Tensor:
         return model(x)
 
 
-def _average_ranks(v: Tensor) -> Tensor:
-    """Ranks (1-based) of each row, ties given their average rank as ``scipy.stats.rankdata``."""
-    s = v.sort(1).values
-    lo = torch.searchsorted(s, v.contiguous(), right=False)
-    hi = torch.searchsorted(s, v.contiguous(), right=True)
-    return (lo + hi + 1).double() / 2
+def average_ranks(v: Tensor) -> Tensor:
+    """Ranks (1-based, float64) within each row of ``v`` (N×D), ties given their average rank as
+    ``scipy.stats.rankdata``: one sort, then each tie group's first and last position by running
+    maxima and minima."""
+    s, order = v.sort(1)
+    n, d = s.shape
+    pos = torch.arange(d, device=v.device).expand(n, d)
+    starts = torch.ones_like(s, dtype=torch.bool)
+    starts[:, 1:] = s[:, 1:] != s[:, :-1]
+    ends = torch.ones_like(starts)
+    ends[:, :-1] = starts[:, 1:]
+    first = torch.where(starts, pos, 0).cummax(1).values
+    last = torch.where(ends, pos, d).flip(1).cummin(1).values.flip(1)
+    ranks = (first + last).double() / 2 + 1
+    return torch.empty_like(ranks).scatter_(1, order, ranks)
 
 
 def pearson(a: Tensor, b: Tensor) -> Tensor:
@@ -95,7 +104,7 @@ def pearson(a: Tensor, b: Tensor) -> Tensor:
 
 def spearman(a: Tensor, b: Tensor) -> Tensor:
     """Spearman rank correlation of the rows of ``a`` and ``b`` (N×D), float64 (``scipy.stats.spearmanr``)."""
-    return pearson(_average_ranks(rows(a)), _average_ranks(rows(b)))
+    return pearson(average_ranks(rows(a)), average_ranks(rows(b)))
 
 
 def ssim(a: Tensor, b: Tensor, win_size: int = 7) -> Tensor:

@@ -20,10 +20,10 @@ def sparseness(model, x, y, a: Tensor, *, abs: bool = True, normalise: bool = Tr
     """Gini index of the heatmap (Chalasani et al. 2020), in [0, 1): 0 for a uniform map, (d-1)/d for a
     one-hot map of d features. Higher is better (sparser). ``1e-7`` is added as Quantus does."""
     check_heatmaps(None, a)
-    v = rows(prepare(a, abs=abs, normalise=normalise)).double() + 1e-7
+    v = rows(prepare(a, abs=abs, normalise=normalise)).sort(1).values.double() + 1e-7  # sort before widening
     d = v.shape[1]
     k = torch.arange(1, d + 1, dtype=v.dtype, device=v.device)
-    return ((2 * k - d - 1) * v.sort(1).values).sum(1) / (d * v.sum(1))
+    return ((2 * k - d - 1) * v).sum(1) / (d * v.sum(1))
 
 
 def complexity(model, x, y, a: Tensor, *, abs: bool = True, normalise: bool = True, seed: int = 0) -> Tensor:

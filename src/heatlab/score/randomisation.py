@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from heatlab.errors import HeatlabError
-from heatlab.score._no_truth import check_heatmaps, explainer, generator, predict, prepare, rows, spearman, ssim
+from heatlab.score._no_truth import (average_ranks, check_heatmaps, explainer, generator, pearson, predict, prepare, rows,
+                                     spearman, ssim)
 from heatlab.score.metric_info import MetricInfo
 
 #: Orders of layer randomisation: cascading from the output, cascading from the input, one layer at a time.
@@ -64,10 +65,14 @@ def mprt_layers(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, explain_fu
     ``{"original": ..., layer name: ...}`` (float64 N each), as Quantus's ``MPRT`` reports it.
     ``skip_layers``: only the last (fully randomised, for cascading orders) model."""
     check_heatmaps(x, a)
-    sim = _similarity(similarity_func)
     explain = explain or explainer(explain_func, "mprt")
     post = lambda t: rows(prepare(t, abs=abs, normalise=normalise))  # noqa: E731
     a = post(a)
+    if similarity_func is None:  # Spearman: rank the reference once
+        ref = average_ranks(a)
+        sim = lambda _a, b: pearson(ref, average_ranks(b))  # noqa: E731
+    else:
+        sim = similarity_func
     out = {"original": sim(a, post(explain(model, x, y))).double()}
     layers = randomised_layers(model, layer_order, seed)
     n = sum(1 for _, m in model.named_modules() if hasattr(m, "reset_parameters"))

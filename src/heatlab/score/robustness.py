@@ -52,23 +52,24 @@ def _draws(x: Tensor, noise: Tensor | None, default: Iterator[Tensor], nr_sample
 
 def _runs(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, explain_func, name: str, draws, *, abs: bool,
           normalise: bool, how: str = "max", nan_when_changed: bool):
-    """Per draw: ``(x_k, a_k, changed)``; ``changed`` marks samples whose predicted class moved."""
+    """Per draw: ``(x_k, a_k, changed, logits_k)``; ``changed`` marks samples whose predicted class moved
+    (with ``nan_when_changed``, else None, as ``logits_k``)."""
     check_heatmaps(x, a)
     explain = explainer(explain_func, name)
     label = predict(model, x).argmax(1) if nan_when_changed else None
     for noise in draws:
         xk = x + noise
         ak = prepare(explain(model, xk, y), abs=abs, normalise=normalise, how=how)
-        changed = predict(model, xk).argmax(1) != label if nan_when_changed else None
-        yield xk, ak, changed
+        logits = predict(model, xk) if nan_when_changed else None
+        yield xk, ak, (logits.argmax(1) != label if nan_when_changed else None), logits
 
 
 def _ratios(model, x, y, a, explain_func, name, draws, objective, *, abs, normalise, how="max", nan_when_changed):
     a = prepare(a, abs=abs, normalise=normalise, how=how)
     out = []
-    for xk, ak, changed in _runs(model, x, y, a, explain_func, name, draws, abs=abs, normalise=normalise, how=how,
+    for xk, ak, changed, logits in _runs(model, x, y, a, explain_func, name, draws, abs=abs, normalise=normalise, how=how,
                                  nan_when_changed=nan_when_changed):
-        r = objective(a, ak, xk)
+        r = objective(a, ak, xk, logits)
         out.append(torch.where(changed, torch.nan, r) if changed is not None else r)
     return torch.stack(out, 1)  # N×K
 
@@ -80,7 +81,7 @@ def _fro(t: Tensor) -> Tensor:
 def _sensitivity(model, x, y, a, explain_func, name, *, nr_samples, lower_bound, upper_bound, abs, normalise,
                  return_nan_when_prediction_changes, noise, seed):
     draws = _draws(x, noise, uniform_noise(x.shape[1:], nr_samples, seed, lower_bound, upper_bound), nr_samples)
-    return _ratios(model, x, y, a, explain_func, name, draws, lambda a, ak, xk: _fro(a - ak) / _fro(a),
+    return _ratios(model, x, y, a, explain_func, name, draws, lambda a, ak, xk, _: _fro(a - ak) / _fro(a),
                    abs=abs, normalise=normalise, nan_when_changed=return_nan_when_prediction_changes)
 
 
@@ -119,15 +120,16 @@ def local_lipschitz_estimate(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, 
     2018). Lower is better."""
     draws = _draws(x, noise, gaussian_noise(x.shape[1:], nr_samples, seed, perturb_mean, perturb_std), nr_samples)
     s = _ratios(model, x, y, a, explain_func, "local_lipschitz_estimate", draws,
-                lambda a, ak, xk: _fro(a - ak) / (_fro(x - xk) + 1e-10), abs=abs, normalise=normalise,
+                lambda a, ak, xk, _: _fro(a - ak) / (_fro(x - xk) + 1e-10), abs=abs, normalise=normalise,
                 nan_when_changed=return_nan_when_prediction_changes)
     return s.amax(1) if return_nan_when_prediction_changes else _nanmax(s)
 
 
-def _relative(t: Tensor, tk: Tensor, eps: float) -> Tensor:
-    """``(t − t_k) / t`` with ``eps`` for a zero ``t`` (Agarwal et al. 2022)."""
-    t, tk = t.double(), tk.double()
-    return (t - tk) / (t + (t == 0) * eps)
+def _relative_change(t: Tensor, eps: float):
+    """``t_k -> ‖(t − t_k) / t‖`` per row, ``eps`` standing in for a zero ``t`` (Agarwal et al. 2022);
+    computed in ``t``'s dtype (as Quantus), summed in float64."""
+    safe = t + (t == 0) * eps
+    return lambda tk: rows((t - tk) / safe).norm(dim=1, dtype=torch.float64)
 
 
 def _stability(model, x, y, a, explain_func, name, denominator, *, nr_samples, abs, normalise, eps_min,
@@ -136,9 +138,13 @@ def _stability(model, x, y, a, explain_func, name, denominator, *, nr_samples, a
     draws = _draws(x, noise, uniform_noise(x.shape[1:], nr_samples, seed, kw["lower_bound"], kw["upper_bound"]),
                    nr_samples)
 
-    def objective(a, ak, xk):
-        d = denominator(xk)
-        return _fro(_relative(a, ak, eps_min)) / (d + (d == 0) * eps_min)
+    change = None
+
+    def objective(a, ak, xk, logits):
+        nonlocal change
+        change = change or _relative_change(a, eps_min)
+        d = denominator(xk, logits)
+        return change(ak) / (d + (d == 0) * eps_min)
 
     s = _ratios(model, x, y, a, explain_func, name, draws, objective, abs=abs, normalise=normalise,
                 how="second_moment", nan_when_changed=return_nan_when_prediction_changes)
@@ -154,7 +160,7 @@ def relative_input_stability(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, 
     uniform noise in [0.02, 0.2) (Quantus's default; ``perturb_func_kwargs`` sets ``lower_bound``,
     ``upper_bound``). NaN where a draw changes the prediction. Lower is better."""
     return _stability(model, x, y, a, explain_func, "relative_input_stability",
-                      lambda xk: _fro(_relative(x, xk, eps_min)), nr_samples=nr_samples, abs=abs,
+                      lambda xk, _, change=_relative_change(x, eps_min): change(xk), nr_samples=nr_samples, abs=abs,
                       normalise=normalise, eps_min=eps_min, perturb_kwargs=perturb_func_kwargs, noise=noise,
                       seed=seed, return_nan_when_prediction_changes=return_nan_when_prediction_changes)
 
@@ -167,7 +173,7 @@ def relative_output_stability(model: nn.Module, x: Tensor, y: Tensor, a: Tensor,
     """ROS (Agarwal et al. 2022): ``‖(a − a')/a‖ / ‖h(x) − h(x')‖``, h the logits; max over draws. Lower is better."""
     h = predict(model, x).double()
     return _stability(model, x, y, a, explain_func, "relative_output_stability",
-                      lambda xk: _fro(h - predict(model, xk).double()), nr_samples=nr_samples, abs=abs,
+                      lambda xk, logits: _fro(h - (predict(model, xk) if logits is None else logits).double()), nr_samples=nr_samples, abs=abs,
                       normalise=normalise, eps_min=eps_min, perturb_kwargs=perturb_func_kwargs, noise=noise,
                       seed=seed, return_nan_when_prediction_changes=return_nan_when_prediction_changes)
 
@@ -205,9 +211,9 @@ def relative_representation_stability(model: nn.Module, x: Tensor, y: Tensor, a:
     if layer_names is not None and layer_indices is not None:
         raise HeatlabError("Pass layer_names or layer_indices, not both.")
     rep = lambda t: hidden_representations(model, t, layer_names, layer_indices)  # noqa: E731
-    l0 = rep(x)
+    change = _relative_change(rep(x), eps_min)
     return _stability(model, x, y, a, explain_func, "relative_representation_stability",
-                      lambda xk: _fro(_relative(l0, rep(xk), eps_min)), nr_samples=nr_samples, abs=abs,
+                      lambda xk, _: change(rep(xk)), nr_samples=nr_samples, abs=abs,
                       normalise=normalise, eps_min=eps_min, perturb_kwargs=perturb_func_kwargs, noise=noise,
                       seed=seed, return_nan_when_prediction_changes=return_nan_when_prediction_changes)
 
