@@ -26,7 +26,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Setting forward, backward hooks"
 
 ELEVEN = ("Saliency", "InputXGradient", "DeepLift", "DeepLiftShap", "GradientShap", "GuidedBackprop", "Deconvolution",
           "GuidedGradCam", "LayerGradCam", "IntegratedGradients", "LRP")
-OPT_IN = ("NoiseTunnel", "Occlusion", "FeatureAblation", "KernelShap", "Lime", "SmoothGrad", "SmoothGradSq", "VarGrad")
+OPT_IN = ("NoiseTunnel", "Occlusion", "FeatureAblation", "KernelShap", "Lime", "Random", "SmoothGrad", "SmoothGradSq", "VarGrad")
 
 
 class TinyCNN(nn.Module):

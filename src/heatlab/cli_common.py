@@ -29,7 +29,7 @@ out = Console()
 #: ``--methods`` help of the stages (kept literal so ``--help`` does not import torch; a test
 #: checks it names every opt-in method of heatlab.explain.methods).
 METHODS_HELP = ("'all' (the papers' eleven methods) or comma-separated method names; opt-in, run only when named: "
-                "NoiseTunnel, Occlusion, FeatureAblation, KernelShap, Lime, SmoothGrad, SmoothGradSq, VarGrad "
+                "NoiseTunnel, Occlusion, FeatureAblation, KernelShap, Lime, Random (the control), SmoothGrad, SmoothGradSq, VarGrad "
                 "(or e.g. SmoothGrad-IntegratedGradients).")
 
 

@@ -7,7 +7,8 @@ is one such module plus one line in ``_SPECS``. ``attribute`` enters ``build`` w
 method's hooks or model rewrites are undone also when attribution fails midway.
 
 The stages' default set (``'all'``) is the papers' eleven (``MethodSpec.default``); NoiseTunnel,
-Occlusion, FeatureAblation, KernelShap and Lime are opt-in by name. NoiseTunnel settings also have
+Occlusion, FeatureAblation, KernelShap, Lime and the control ``Random`` (seeded uniform noise,
+:data:`CONTROL_METHODS`) are opt-in by name. NoiseTunnel settings also have
 names of their own (:func:`lookup`), so a stage's ``--methods`` list reaches them: ``SmoothGrad``,
 ``SmoothGradSq`` and ``VarGrad`` smooth Saliency, and ``SmoothGrad-IntegratedGradients`` (any
 ``<name>-<base>`` with a gradient method as base) another method.
@@ -34,6 +35,7 @@ from heatlab.explain.methods import (
     lrp,
     noise_tunnel,
     occlusion,
+    random,
     saliency,
 )
 from heatlab.explain.methods._shap import gradient_shap_draws, shap_baselines
@@ -58,6 +60,7 @@ _SPECS: tuple[MethodSpec, ...] = (  # registry order = METHODS order
     feature_ablation.SPEC,
     kernel_shap.SPEC,
     lime.SPEC,
+    random.SPEC,  # the control: seeded uniform noise
 )
 
 _BY_NAME: dict[str, MethodSpec] = {s.name: s for s in _SPECS}
@@ -66,6 +69,9 @@ _BY_NAME: dict[str, MethodSpec] = {s.name: s for s in _SPECS}
 REGISTRY: Mapping[str, MethodSpec] = MappingProxyType(_BY_NAME)
 #: The stages' default set ('all'), in registry order: the papers' eleven.
 DEFAULT_METHODS: tuple[str, ...] = tuple(s.name for s in _SPECS if s.default)
+#: Control methods: the floor a real method must beat; opt-in by name, added wherever a table of
+#: no-truth scores is built.
+CONTROL_METHODS: tuple[str, ...] = ("Random",)
 #: Short names of NoiseTunnel settings -> ``nt_type``; alone they smooth Saliency.
 NOISE_TUNNEL_NAMES: Mapping[str, str] = MappingProxyType(
     {"SmoothGrad": "smoothgrad", "SmoothGradSq": "smoothgrad_sq", "VarGrad": "vargrad"})
@@ -112,7 +118,7 @@ def is_method(name: str) -> bool:
     return True
 
 __all__ = [
-    "CALL_ARGS", "DEFAULT_METHODS", "GRADIENT_METHODS", "LayerOptions", "MethodSpec", "NOISE_TUNNEL_NAMES",
+    "CALL_ARGS", "CONTROL_METHODS", "DEFAULT_METHODS", "GRADIENT_METHODS", "LayerOptions", "MethodSpec", "NOISE_TUNNEL_NAMES",
     "OPT_IN_METHODS", "OPT_IN_TEXT", "Options", "REGISTRY", "Run", "check_base", "gradient_shap_draws", "is_method", "lookup",
     "per_sample", "shap_baselines",
 ]
