@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from heatlab.errors import HeatlabError
 from heatlab.score import perturb as P
-from heatlab.score.perturb import MetricInfo
+from heatlab.score.metric_info import MetricInfo
 
 
 def _steps(total: int, per_step: int, what: str) -> list[int]:

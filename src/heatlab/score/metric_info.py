@@ -1,8 +1,5 @@
-"""What the metric registry needs to know about one no-truth metric.
-
-The ``faith`` helper defines the same dataclass in :mod:`heatlab.score.perturb`; the two are to be
-merged into one (this module has no imports from the rest of heatlab so either side can keep it).
-"""
+"""What the metric registry needs to know about one no-truth metric (each family module lists its
+metrics as a tuple of :class:`MetricInfo`)."""
 
 from __future__ import annotations
 
@@ -23,5 +20,5 @@ class MetricInfo:
     fn: Callable
     higher_is_better: bool
     family: str
-    needs: tuple[str, ...]
-    source: str
+    needs: tuple[str, ...] = ("model",)
+    source: str = ""

@@ -18,8 +18,6 @@ the model's device.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,18 +27,6 @@ from heatlab.errors import HeatlabError
 
 BASELINES = ("black", "white", "mean", "uniform", "blur")
 ORDERS = ("morf", "lerf")
-
-
-@dataclass(frozen=True)
-class MetricInfo:
-    """A no-truth metric's metadata: ``fn(model, x, y, a, *, ..., seed) -> float64 N``."""
-
-    name: str
-    fn: Callable[..., Tensor]
-    higher_is_better: bool
-    family: str
-    needs: tuple[str, ...] = ("model",)
-    source: str = ""
 
 
 def model_device(model: nn.Module) -> torch.device:
