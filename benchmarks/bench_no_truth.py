@@ -124,7 +124,8 @@ def explaining_rows(model, x, y, q):
         return lambda: [sal(m, x, y) for _ in range(k)]
 
     def qe(cls, **kw):  # Quantus re-explaining with heatlab's explain_func, on the same Saliency heatmaps
-        return q(cls, call_kw={"explain_func": explain_func}, a_batch=s.numpy(), **kw)
+        return q(cls, call_kw={"explain_func": explain_func, "explain_func_kwargs": {"method": "Saliency"}},
+                 a_batch=s.numpy(), **kw)
 
     def draws(fn, k=DRAWS):
         return lambda: fn(model, x, y, s, explain_func=sal, nr_samples=k)
@@ -141,7 +142,8 @@ def explaining_rows(model, x, y, q):
          explains(1), "gap vs Quantus's bool"),
         ("mprt", lambda: rz.mprt(model, x, y, s, explain_func=sal), qe("MPRT"), explains(layers + 1),
          "last layer vs Quantus's dict"),
-        ("emprt", lambda: rz.emprt(model, x, y, s, explain_func=sal), qe("EfficientMPRT"), explains(1, rand), ""),
+        ("emprt", lambda: rz.emprt(model, x, y, s, explain_func=sal, seed=42), qe("EfficientMPRT"), explains(1, rand),
+         "seed 42, as Quantus"),
         ("smprt", lambda: rz.smprt(model, x, y, s, explain_func=sal, nr_samples=5), None,
          explains(5 * (layers + 1)), "5 draws"),
         ("random_logit", lambda: rz.random_logit(model, x, y, s, explain_func=sal), qe("RandomLogit", num_classes=10),
