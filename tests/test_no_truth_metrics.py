@@ -293,3 +293,36 @@ def test_bad_input_is_one_sentence():
         rb.max_sensitivity(m, x, y, a)
     with pytest.raises(HeatlabError, match="perturb_baseline"):
         ax.completeness(m, x, y, a, perturb_baseline="pink")
+
+
+def test_one_input_check_for_every_no_truth_metric():
+    from heatlab.score import faithfulness as fa
+
+    m = _model()
+    x, y = _batch()
+    a = saliency(m, x, y)
+    inf = a.clone()
+    inf[0, 0, 0, 0] = float("inf")
+    for fn, kw in ((fa.deletion, {}), (rb.max_sensitivity, {"explain_func": saliency}), (rz.mprt, {"explain_func": saliency}),
+                   (ax.completeness, {})):
+        with pytest.raises(HeatlabError, match="y must hold 6 integer targets"):
+            fn(m, x, y[:3], a, **kw)
+        with pytest.raises(HeatlabError, match="a holds infinite attributions"):
+            fn(m, x, y, inf, **kw)
+        with pytest.raises(HeatlabError, match=r"a has shape \(3, 3, 8, 8\), which does not match x"):
+            fn(m, x, y, a[:3], **kw)
+    assert cx.sparseness(None, None, None, a[:, :, 0]).shape == (6,)  # complexity reads no x: any N×... heatmaps
+
+
+def test_quantus_classes_take_quantus_arguments_and_refuse_unknown_ones():
+    import inspect
+
+    quantus = pytest.importorskip("quantus")
+    names = [n for n in hq.__all__ if issubclass(getattr(hq, n), hq._base.QuantusMetric)]
+    assert len(names) == 24
+    for name in names:
+        params = inspect.signature(getattr(quantus, name).__init__).parameters
+        accepted = set(getattr(hq, name).options) | set(hq._base.COMMON)
+        assert {p for p in params if p not in ("self", "args", "kwargs")} <= accepted, name
+        with pytest.raises(HeatlabError, match=rf"{name} got unknown argument\(s\) \['colour'\]"):
+            getattr(hq, name)(colour="red")

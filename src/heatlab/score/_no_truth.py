@@ -12,24 +12,49 @@ import torch
 from torch import Tensor, nn
 
 from heatlab.errors import HeatlabError
+from heatlab.models.state import model_device
 
 #: ``explain_func(model, x, y) -> N×...`` as the metrics call it.
 Explain = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
 
-def check_heatmaps(x: Tensor | None, a: Tensor, what: str = "a") -> None:
-    """Raise unless ``a`` holds one finite heatmap per sample of ``x`` (of ``x``'s shape, or one channel)."""
+def check_heatmaps(a, x: Tensor | None = None, what: str = "a") -> Tensor:
+    """``a`` as one finite heatmap per sample of ``x`` (N×C×H×W, N×1×H×W or N×H×W for images, N×F or
+    N×1 for tables; any N×... when ``x`` is None), a 3-D ``a`` given its channel axis: N×1×H×W."""
     if not torch.is_tensor(a) or a.ndim < 2:
         raise HeatlabError(f"{what} must be a tensor of N heatmaps (N×...), got {type(a).__name__} "
                            f"{tuple(getattr(a, 'shape', ()))}; pass one heatmap per sample.")
     if x is not None:
-        ok = a.shape[0] == x.shape[0] and (a.shape[1:] == x.shape[1:] or (
-            x.ndim == 4 and a.ndim == 4 and a.shape[1] == 1 and a.shape[2:] == x.shape[2:]))
-        if not ok:
-            raise HeatlabError(f"{what} has shape {tuple(a.shape)} but x has {tuple(x.shape)}; pass one heatmap per "
-                               "sample of x's shape (N×C×H×W or N×1×H×W, N×F for tables).")
-    if not bool(torch.isfinite(a).all()):
-        raise HeatlabError(f"{what} holds NaN or infinite values; pass finite heatmaps (e.g. torch.nan_to_num({what})).")
+        if a.ndim == 3 and x.ndim == 4:
+            a = a.unsqueeze(1)
+        if not (a.ndim == x.ndim and a.shape[0] == x.shape[0] and a.shape[2:] == x.shape[2:]
+                and a.shape[1] in (1, x.shape[1])):
+            raise HeatlabError(f"{what} has shape {tuple(a.shape)}, which does not match x {tuple(x.shape)}; pass "
+                               "N×C×H×W, N×1×H×W or N×H×W heatmaps for images and N×F for tables.")
+    bad = "NaN" if bool(torch.isnan(a).any()) else "infinite" if not bool(torch.isfinite(a).all()) else ""
+    if bad:
+        raise HeatlabError(f"{what} holds {bad} attributions; recompute or clean the heatmaps first "
+                           f"(e.g. torch.nan_to_num({what})).")
+    return a
+
+
+def check_inputs(model: nn.Module, x, y, a, what: str = "a") -> tuple[Tensor, Tensor, Tensor]:
+    """The one input check of every no-truth metric that reads the model: ``x`` N×C×H×W images or N×F
+    tables (float), ``y`` N integer targets, ``a`` as :func:`check_heatmaps` takes it (dtype kept);
+    all three moved to the model's device."""
+    if not isinstance(model, nn.Module):
+        raise HeatlabError(f"model must be a torch nn.Module, got {type(model).__name__}.")
+    for name, v in (("x", x), ("y", y), (what, a)):
+        if not isinstance(v, Tensor):
+            raise HeatlabError(f"{name} must be a torch tensor, got {type(v).__name__}.")
+    dev = model_device(model)
+    x, y, a = x.to(dev), y.to(dev), a.to(dev)
+    if x.ndim not in (2, 4) or not x.is_floating_point():
+        raise HeatlabError(f"x must be float N×C×H×W images or N×F tables, got shape {tuple(x.shape)} ({x.dtype}).")
+    n = x.shape[0]
+    if y.shape != (n,) or y.is_floating_point():
+        raise HeatlabError(f"y must hold {n} integer targets (one per sample of x), got shape {tuple(y.shape)} ({y.dtype}).")
+    return x, y, check_heatmaps(a, x, what)
 
 
 def explainer(explain_func, name: str) -> Explain:

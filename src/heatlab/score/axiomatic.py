@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from heatlab.errors import HeatlabError
-from heatlab.score._no_truth import check_heatmaps, explainer, predict, prepare, rows
+from heatlab.score._no_truth import check_inputs, explainer, predict, prepare, rows
 from heatlab.score.metric_info import MetricInfo
 
 #: Baselines of completeness (Quantus's names): per sample minimum, maximum, mean, or a number.
@@ -53,7 +53,7 @@ def completeness(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, explain_f
 
     ``normalise`` defaults to False here (Quantus: True), since rescaling ``a`` breaks the axiom.
     """
-    check_heatmaps(x, a)
+    x, y, a = check_inputs(model, x, y, a)
     total, diff = completeness_gap(model, x, y, prepare(a, abs=abs, normalise=normalise),
                                    perturb_baseline=perturb_baseline, output_func=output_func)
     return (total.double() - diff.double()).abs()
@@ -84,7 +84,7 @@ def input_invariance(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, expla
                      abs: bool = False, normalise: bool = False, seed: int = 0) -> Tensor:
     """``max |a − a'|``, ``a'`` the explanation of the mean-shifted model for the shifted input, which
     has the same outputs (Kindermans et al. 2017, input invariance). 0 where it holds; lower is better."""
-    check_heatmaps(x, a)
+    x, y, a = check_inputs(model, x, y, a)
     explain = explainer(explain_func, "input_invariance")
     shifted = explain(shifted_model(model, x, input_shift), x + input_shift, y)
     a, shifted = prepare(a, abs=abs, normalise=normalise), prepare(shifted, abs=abs, normalise=normalise)

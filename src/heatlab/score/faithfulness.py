@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from heatlab.errors import HeatlabError
 from heatlab.score import perturb as P
+from heatlab.score._no_truth import check_inputs, generator, pearson, prepare, spearman
 from heatlab.score.metric_info import MetricInfo
 
 
@@ -28,7 +29,8 @@ def _steps(total: int, per_step: int, what: str) -> list[int]:
 
 
 def _prep(model, x, y, a, abs_: bool = False):
-    x, y, a = P.check_inputs(model, x, y, a)
+    x, y, a = check_inputs(model, x, y, a)
+    a = a.double().expand_as(x)
     return x, y, (a.abs() if abs_ else a)
 
 
@@ -47,7 +49,7 @@ def pixel_flipping_curve(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, f
     x, y, a = _prep(model, x, y, a, abs)
     groups, d = P.element_groups(x)
     rank = P.ranks_of(groups, a.flatten(1), "morf")
-    fill = P.baseline(x, perturb_baseline, generator=P.generator(seed))
+    fill = P.baseline(x, perturb_baseline, generator=generator(seed))
     return P.removal_curve(model, x, y, rank, _steps(d, features_in_step, "features_in_step"), fill,
                            softmax=softmax, batch_size=batch_size)
 
@@ -68,7 +70,7 @@ def region_perturbation_curve(model: nn.Module, x: Tensor, y: Tensor, a: Tensor,
     x, y, a = _prep(model, x, y, a, abs)
     groups, k = P.patch_groups(x, patch_size)
     rank = P.ranks_of(groups, P.group_sums(a.flatten(1), groups, k), order)
-    fill = P.baseline(x, perturb_baseline, generator=P.generator(seed))
+    fill = P.baseline(x, perturb_baseline, generator=generator(seed))
     y0 = P.predict(model, x, y, softmax=softmax, batch_size=batch_size)
     steps = list(range(1, min(regions_evaluation, k) + 1))
     return y0[:, None] - P.removal_curve(model, x, y, rank, steps, fill, softmax=softmax, batch_size=batch_size)
@@ -88,7 +90,7 @@ def selectivity_curve(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, patc
     x, y, a = _prep(model, x, y, a, abs)
     groups, k = P.patch_groups(x, patch_size)
     rank = P.ranks_of(groups, P.group_sums(a.flatten(1), groups, k), "morf")
-    fill = P.baseline(x, perturb_baseline, generator=P.generator(seed))
+    fill = P.baseline(x, perturb_baseline, generator=generator(seed))
     return P.removal_curve(model, x, y, rank, list(range(1, k + 1)), fill, softmax=softmax, batch_size=batch_size)
 
 
@@ -104,7 +106,7 @@ def _rise_curve(model, x, y, a, *, n_steps, perturb_baseline, softmax, batch_siz
     rank = P.ranks_of(groups, P.group_sums(a.flatten(1), groups, d), "morf")
     if perturb_baseline is None:
         perturb_baseline = "blur" if x.ndim == 4 else "mean"
-    fill = P.baseline(x, perturb_baseline, generator=P.generator(seed))
+    fill = P.baseline(x, perturb_baseline, generator=generator(seed))
     if not isinstance(n_steps, int) or n_steps < 1:
         raise HeatlabError(f"n_steps={n_steps!r} must be a positive integer.")
     steps = [round(d * k / n_steps) for k in range(n_steps + 1)]
@@ -152,7 +154,7 @@ def road_curve(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, percentages
         raise HeatlabError(f"percentages={percentages!r} must be numbers from 0 to 100.")
     ids = torch.sort(-a.sum(1).flatten(1) if order == "morf" else a.sum(1).flatten(1), dim=1, stable=True).indices
     rank = torch.empty_like(ids).scatter_(1, ids, torch.arange(h * w, device=x.device).expand_as(ids)).view(n, h, w)
-    gen = P.generator(seed)
+    gen = generator(seed)
     out = []
     for p in percentages:
         xp = P.noisy_linear_imputation(x, rank < int(h * w * p / 100), noise=noise, generator=gen)
@@ -181,7 +183,7 @@ def faithfulness_correlation(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, 
     n, d = x.shape[0], x[0].numel()
     if not isinstance(subset_size, int) or not 1 <= subset_size < d:
         raise HeatlabError(f"subset_size={subset_size!r} must be an integer from 1 to {d - 1} (the features per sample minus one).")
-    gen = P.generator(seed)
+    gen = generator(seed)
     if indices is None:
         indices = torch.stack([torch.rand(n, d, generator=gen).argsort(1)[:, :subset_size] for _ in range(nr_runs)])
     indices = indices.to(x.device, torch.int64)
@@ -196,7 +198,7 @@ def faithfulness_correlation(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, 
         xs = torch.where(mask, fill, flat).view(-1, *x.shape[1:])
         drops.append(y0 - P.predict(model, xs, y, softmax=softmax, batch_size=batch_size).view(-1, n))
         sums.append(af.unsqueeze(0).expand(idx.shape[0], n, d).gather(2, idx).sum(-1))
-    return P.pearson(torch.cat(sums).T, torch.cat(drops).T)
+    return pearson(torch.cat(sums).T, torch.cat(drops).T)
 
 
 def monotonicity_correlation(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, eps: float = 1e-5,
@@ -213,7 +215,7 @@ def monotonicity_correlation(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, 
     steps = _steps(d, features_in_step, "features_in_step")
     y0 = P.predict(model, x, y, softmax=softmax, batch_size=batch_size)
     inv = torch.where(y0.abs() >= eps, 1 / y0.abs(), torch.ones_like(y0)).square()
-    gen = P.generator(seed)
+    gen = generator(seed)
     random = isinstance(perturb_baseline, str) and perturb_baseline == "uniform"
     var = 0
     for _ in range(nr_samples if random else 1):
@@ -223,7 +225,7 @@ def monotonicity_correlation(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, 
     var = var / (nr_samples if random else 1) * inv[:, None]
     step_of = torch.bucketize(rank, torch.tensor(steps, device=x.device), right=True)
     atts = P.group_sums(a.flatten(1), step_of, len(steps))
-    return P.spearman(atts, var)
+    return spearman(atts, var)
 
 
 def _segments_of(x, segments, n_segments):
@@ -247,7 +249,7 @@ def irof_curve(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, segmentatio
     sizes = P.group_sums(torch.ones_like(a.flatten(1)), groups, k)
     means = torch.where(sizes > 0, sums / sizes.clamp(min=1), torch.full_like(sums, -torch.inf))
     rank = P.ranks_of(groups, means, "morf")
-    fill = P.baseline(x, perturb_baseline, generator=P.generator(seed))
+    fill = P.baseline(x, perturb_baseline, generator=generator(seed))
     y0 = P.predict(model, x, y, softmax=softmax, batch_size=batch_size)
     c = P.removal_curve(model, x, y, rank, list(range(1, k + 1)), fill, softmax=softmax, batch_size=batch_size)
     valid = torch.arange(k, device=x.device)[None, :] < counts[:, None]
@@ -272,7 +274,7 @@ def infidelity(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, n_perturb_s
     the exact gradient of a linear model). ``noise`` (n_perturb_samples×N×...) fixes I."""
     x, y, a = _prep(model, x, y, a)
     if noise is None:
-        noise = perturb_std * torch.randn((n_perturb_samples, *x.shape), generator=P.generator(seed), dtype=torch.float64)
+        noise = perturb_std * torch.randn((n_perturb_samples, *x.shape), generator=generator(seed), dtype=torch.float64)
     noise = noise.to(x.device, x.dtype)
     if noise.shape[1:] != x.shape:
         raise HeatlabError(f"noise must be n_perturb_samples×{tuple(x.shape)}, got {tuple(noise.shape)}.")
@@ -290,7 +292,7 @@ def infidelity_patches(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, per
     score and the relevance-weighted change of the input, averaged over sizes and samples (a
     deterministic baseline is computed once). Lower is better."""
     x, y, a = _prep(model, x, y, a, abs)
-    gen = P.generator(seed)
+    gen = generator(seed)
     random = isinstance(perturb_baseline, str) and perturb_baseline == "uniform"
     y0 = P.predict(model, x, y, softmax=softmax, batch_size=batch_size)
     total = 0
@@ -314,13 +316,10 @@ def non_sensitivity(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, eps: f
     ``a`` by its per-sample max |a| first. Lower is better (0: zero relevance exactly where the model
     does not care)."""
     x, y, a = _prep(model, x, y, a)
-    if normalise:
-        a = a / a.flatten(1).abs().amax(1).clamp(min=torch.finfo(a.dtype).tiny).view(-1, *[1] * (a.ndim - 1))
-    if abs:
-        a = a.abs()
+    a = prepare(a, abs=abs, normalise=normalise)
     groups, d = P.element_groups(x)
     steps = _steps(d, features_in_step, "features_in_step")
-    fill = P.baseline(x, perturb_baseline, generator=P.generator(seed))
+    fill = P.baseline(x, perturb_baseline, generator=generator(seed))
     y0 = P.predict(model, x, y, softmax=softmax, batch_size=batch_size)
     c = P.removal_curve(model, x, y, groups, steps, fill, softmax=softmax, batch_size=batch_size, window=True)
     insensitive = (c - y0[:, None]).abs() < eps

@@ -29,37 +29,6 @@ BASELINES = ("black", "white", "mean", "uniform", "blur")
 ORDERS = ("morf", "lerf")
 
 
-def model_device(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-def check_inputs(model: nn.Module, x, y, a) -> tuple[Tensor, Tensor, Tensor]:
-    """Validate and move to the model's device; ``a`` comes back broadcast to ``x``'s shape (float)."""
-    if not isinstance(model, nn.Module):
-        raise HeatlabError(f"model must be a torch nn.Module, got {type(model).__name__}.")
-    for name, v in (("x", x), ("y", y), ("a", a)):
-        if not isinstance(v, Tensor):
-            raise HeatlabError(f"{name} must be a torch tensor, got {type(v).__name__}.")
-    dev = model_device(model)
-    x, y, a = x.to(dev), y.to(dev), a.to(dev)
-    if x.ndim not in (2, 4) or not x.is_floating_point():
-        raise HeatlabError(f"x must be float N×C×H×W images or N×F tables, got shape {tuple(x.shape)} ({x.dtype}).")
-    n = x.shape[0]
-    if y.shape != (n,) or y.is_floating_point():
-        raise HeatlabError(f"y must hold {n} integer targets (one per sample of x), got shape {tuple(y.shape)} ({y.dtype}).")
-    if a.ndim == 3 and x.ndim == 4:
-        a = a.unsqueeze(1)
-    ok = a.ndim == x.ndim and a.shape[0] == n and a.shape[2:] == x.shape[2:] and a.shape[1] in (1, x.shape[1])
-    if not ok:
-        raise HeatlabError(f"a has shape {tuple(a.shape)}, which does not match x {tuple(x.shape)}; pass N×C×H×W, "
-                           "N×1×H×W or N×H×W heatmaps for images and N×F for tables.")
-    a = a.double() if a.is_floating_point() else a.to(torch.float64)
-    if torch.isnan(a).any():
-        raise HeatlabError("a holds NaN attributions; recompute or clean the heatmaps (e.g. torch.nan_to_num) first.")
-    return x, y, a.expand_as(x)
-
-
 def check_images(x: Tensor, metric: str) -> None:
     if x.ndim != 4:
         raise HeatlabError(f"{metric} needs N×C×H×W images, got x of shape {tuple(x.shape)}; tables have no pixels.")
@@ -208,35 +177,6 @@ def trapezoid(curve: Tensor, dx: float = 1.0) -> Tensor:
     if curve.shape[1] < 2:
         return torch.zeros(curve.shape[0], dtype=curve.dtype, device=curve.device)
     return torch.trapezoid(curve, dx=dx, dim=1)
-
-
-def pearson(a: Tensor, b: Tensor) -> Tensor:
-    """Row-wise Pearson correlation of N×K tensors (NaN where a row is constant)."""
-    a = a - a.mean(1, keepdim=True)
-    b = b - b.mean(1, keepdim=True)
-    return (a * b).sum(1) / (a.square().sum(1) * b.square().sum(1)).sqrt()
-
-
-def average_ranks(v: Tensor) -> Tensor:
-    """Row-wise ranks 1..K of N×K ``v``, ties sharing their average rank (as scipy's rankdata)."""
-    s, idx = torch.sort(v, dim=1, stable=True)
-    new = torch.ones_like(s, dtype=torch.bool)
-    new[:, 1:] = s[:, 1:] != s[:, :-1]
-    gid = new.long().cumsum(1) - 1
-    pos = torch.arange(1, v.shape[1] + 1, device=v.device, dtype=torch.float64).expand_as(s)
-    tot = torch.zeros_like(pos).scatter_add_(1, gid, pos)
-    cnt = torch.zeros_like(pos).scatter_add_(1, gid, torch.ones_like(pos))
-    r = (tot / cnt.clamp(min=1)).gather(1, gid)
-    return torch.empty_like(r).scatter_(1, idx, r)
-
-
-def spearman(a: Tensor, b: Tensor) -> Tensor:
-    """Row-wise Spearman correlation (Pearson of average ranks)."""
-    return pearson(average_ranks(a.double()), average_ranks(b.double()))
-
-
-def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    return torch.Generator(device="cpu").manual_seed(int(seed))
 
 
 _NEIGHBOURS = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]], dtype=torch.float64)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from heatlab.errors import HeatlabError
-from heatlab.score._no_truth import (average_ranks, check_heatmaps, explainer, generator, pearson, predict, prepare, rows,
+from heatlab.score._no_truth import (average_ranks, check_inputs, explainer, generator, pearson, predict, prepare, rows,
                                      spearman, ssim)
 from heatlab.score.metric_info import MetricInfo
 
@@ -64,7 +64,7 @@ def mprt_layers(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, explain_fu
     """Similarity of ``a`` to the explanation of the model with its layers randomised, per layer:
     ``{"original": ..., layer name: ...}`` (float64 N each), as Quantus's ``MPRT`` reports it.
     ``skip_layers``: only the last (fully randomised, for cascading orders) model."""
-    check_heatmaps(x, a)
+    x, y, a = check_inputs(model, x, y, a)
     explain = explain or explainer(explain_func, "mprt")
     post = lambda t: rows(prepare(t, abs=abs, normalise=normalise))  # noqa: E731
     a = post(a)
@@ -124,7 +124,7 @@ def emprt(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, explain_func=Non
     """Efficient MPRT (Hedström et al. 2023): the relative rise of the explanation's complexity (the
     discrete entropy of its histogram of ``n_bins`` bins) once every layer is randomised,
     ``(H(a_random) − H(a)) / H(a)``. Higher is better; a model-independent explanation scores 0."""
-    check_heatmaps(x, a)
+    x, y, a = check_inputs(model, x, y, a)
     explain = explainer(explain_func, "emprt")
     post = lambda t: prepare(t, abs=abs, normalise=normalise, how="second_moment")  # noqa: E731
     h0 = discrete_entropy(post(a), n_bins)
@@ -161,7 +161,7 @@ def smprt(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, explain_func=Non
     ``nr_samples`` noisy copies of the input (:func:`smoothed`), normalised by their second moment.
     The reference is the smoothed explanation of the original model (``a`` is only checked).
     Lower is better."""
-    check_heatmaps(x, a)
+    x, y, a = check_inputs(model, x, y, a)
     explain = smoothed(explainer(explain_func, "smprt"), nr_samples, noise_magnitude, seed)
     sim = _similarity(similarity_func)
     post = lambda t: rows(prepare(t, abs=abs, normalise=normalise, how="second_moment"))  # noqa: E731
@@ -189,7 +189,7 @@ def random_logit(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, explain_f
     heatmaps) between ``a`` and the explanation of a random other class (``y_off``, or
     :func:`off_classes` of ``num_classes``, default the model's output width). Lower is better: an
     explanation that ignores the class scores 1."""
-    check_heatmaps(x, a)
+    x, y, a = check_inputs(model, x, y, a)
     explain = explainer(explain_func, "random_logit")
     if y_off is None:
         num_classes = num_classes or predict(model, x[:1]).shape[1]

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from heatlab.errors import HeatlabError
-from heatlab.score._no_truth import check_heatmaps, explainer, generator, predict, prepare, rows
+from heatlab.score._no_truth import check_inputs, explainer, generator, predict, prepare, rows
 from heatlab.score.metric_info import MetricInfo
 
 
@@ -54,7 +54,6 @@ def _runs(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, explain_func, name:
           normalise: bool, how: str = "max", nan_when_changed: bool):
     """Per draw: ``(x_k, a_k, changed, logits_k)``; ``changed`` marks samples whose predicted class moved
     (with ``nan_when_changed``, else None, as ``logits_k``)."""
-    check_heatmaps(x, a)
     explain = explainer(explain_func, name)
     label = predict(model, x).argmax(1) if nan_when_changed else None
     for noise in draws:
@@ -94,6 +93,7 @@ def max_sensitivity(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, explai
     δ uniform in ``[-lower_bound, lower_bound)`` (``[lower_bound, upper_bound)`` when given); draws
     whose prediction changes are skipped (NaN) with ``return_nan_when_prediction_changes``.
     """
+    x, y, a = check_inputs(model, x, y, a)
     s = _sensitivity(model, x, y, a, explain_func, "max_sensitivity", nr_samples=nr_samples, lower_bound=lower_bound,
                      upper_bound=upper_bound, abs=abs, normalise=normalise, noise=noise, seed=seed,
                      return_nan_when_prediction_changes=return_nan_when_prediction_changes)
@@ -105,6 +105,7 @@ def avg_sensitivity(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, explai
                     normalise: bool = False, return_nan_when_prediction_changes: bool = False,
                     noise: Tensor | None = None, seed: int = 0) -> Tensor:
     """Mean over uniform input noise of ``‖a − a(x + δ)‖ / ‖a‖`` (Yeh et al. 2019). Lower is better."""
+    x, y, a = check_inputs(model, x, y, a)
     s = _sensitivity(model, x, y, a, explain_func, "avg_sensitivity", nr_samples=nr_samples, lower_bound=lower_bound,
                      upper_bound=upper_bound, abs=abs, normalise=normalise, noise=noise, seed=seed,
                      return_nan_when_prediction_changes=return_nan_when_prediction_changes)
@@ -118,6 +119,7 @@ def local_lipschitz_estimate(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, 
                              seed: int = 0) -> Tensor:
     """Max over Gaussian input noise of ``‖a − a(x + δ)‖₂ / (‖δ‖₂ + 1e-10)`` (Alvarez-Melis & Jaakkola
     2018). Lower is better."""
+    x, y, a = check_inputs(model, x, y, a)
     draws = _draws(x, noise, gaussian_noise(x.shape[1:], nr_samples, seed, perturb_mean, perturb_std), nr_samples)
     s = _ratios(model, x, y, a, explain_func, "local_lipschitz_estimate", draws,
                 lambda a, ak, xk, _: _fro(a - ak) / (_fro(x - xk) + 1e-10), abs=abs, normalise=normalise,
@@ -159,6 +161,7 @@ def relative_input_stability(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, 
     """RIS (Agarwal et al. 2022): max over draws of ``‖(a − a')/a‖ / ‖(x − x')/x‖``, x' = x plus
     uniform noise in [0.02, 0.2) (Quantus's default; ``perturb_func_kwargs`` sets ``lower_bound``,
     ``upper_bound``). NaN where a draw changes the prediction. Lower is better."""
+    x, y, a = check_inputs(model, x, y, a)
     return _stability(model, x, y, a, explain_func, "relative_input_stability",
                       lambda xk, _, change=_relative_change(x, eps_min): change(xk), nr_samples=nr_samples, abs=abs,
                       normalise=normalise, eps_min=eps_min, perturb_kwargs=perturb_func_kwargs, noise=noise,
@@ -171,6 +174,7 @@ def relative_output_stability(model: nn.Module, x: Tensor, y: Tensor, a: Tensor,
                               return_nan_when_prediction_changes: bool = True, noise: Tensor | None = None,
                               seed: int = 0) -> Tensor:
     """ROS (Agarwal et al. 2022): ``‖(a − a')/a‖ / ‖h(x) − h(x')‖``, h the logits; max over draws. Lower is better."""
+    x, y, a = check_inputs(model, x, y, a)
     h = predict(model, x).double()
     return _stability(model, x, y, a, explain_func, "relative_output_stability",
                       lambda xk, logits: _fro(h - (predict(model, xk) if logits is None else logits).double()), nr_samples=nr_samples, abs=abs,
@@ -208,6 +212,7 @@ def relative_representation_stability(model: nn.Module, x: Tensor, y: Tensor, a:
                                       noise: Tensor | None = None, seed: int = 0) -> Tensor:
     """RRS (Agarwal et al. 2022): ``‖(a − a')/a‖ / ‖(l(x) − l(x'))/l(x)‖``, l the hidden layers' outputs
     (:func:`hidden_representations`); max over draws. Lower is better."""
+    x, y, a = check_inputs(model, x, y, a)
     if layer_names is not None and layer_indices is not None:
         raise HeatlabError("Pass layer_names or layer_indices, not both.")
     rep = lambda t: hidden_representations(model, t, layer_names, layer_indices)  # noqa: E731
