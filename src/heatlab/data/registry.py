@@ -33,7 +33,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from heatlab.data.shards import MANIFEST, derive_seed, open_split
+from heatlab.data.shards import MANIFEST, open_split
+from heatlab.seeds import derive_seed
 from heatlab.data.split import ArraySplit, ShardedSplit, Split, feature_names, input_kind, input_shape  # noqa: F401  (re-exported)
 from heatlab.errors import HeatlabError
 
