@@ -26,7 +26,7 @@ import torch
 from heatlab.data.split import feature_names
 from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import METHODS, attribute, cam_layer
-from heatlab.explain.methods import NOISE_TUNNEL_NAMES, OPT_IN_TEXT, REGISTRY, is_method, lookup
+from heatlab.explain.methods.selection import keep_methods, needs_image, parse_methods
 from heatlab.explain.postprocess import channel_adjust, normalize_max_abs
 from heatlab.explain.presets import Preset, get_preset
 from heatlab.files import atomic_path, write_json, write_parquet
@@ -53,44 +53,11 @@ HEATMAP_FORMAT = (
 )
 
 
-def needs_image(method: str) -> bool:
-    """True for methods that only work on N×C×H×W images (the CAM methods)."""
-    return bool(getattr(lookup(method)[0], "needs_layer", False))
-
-
-def parse_methods(text: str | Sequence[str], input_kind: str = "image") -> list[str]:
-    """``"all"`` (the default set, :data:`METHODS`) or a comma-separated list of method names ->
-    validated list: registry order, then opt-in names (NoiseTunnel's short names) in the order given.
-
-    The opt-in methods (:data:`heatlab.explain.methods.OPT_IN_METHODS`) run only when named. For
-    table data ``"all"`` leaves out the methods that need images; naming one is an error.
-    """
-    names = [m.strip() for m in text.split(",")] if isinstance(text, str) else list(text)
-    if names == ["all"]:
-        return [m for m in METHODS if input_kind == "image" or not needs_image(m)]
-    for m in names:  # a NoiseTunnel name over a base it cannot smooth says so
-        if isinstance(m, str) and m.partition("-")[0] in NOISE_TUNNEL_NAMES and "-" in m:
-            lookup(m)
-    unknown = [m for m in names if not is_method(m)]
-    if unknown or not names:
-        raise HeatlabError(f"Unknown method {', '.join(unknown) or '(none)'}; choose from {', '.join(METHODS)} or "
-                           f"'all', or the opt-in {OPT_IN_TEXT}.")
-    if input_kind != "image" and (bad := [m for m in names if needs_image(m)]):
-        raise HeatlabError(f"{', '.join(bad)} need image inputs but this run's data is a table; choose other methods.")
-    return [m for m in REGISTRY if m in names] + list(dict.fromkeys(m for m in names if m not in REGISTRY))
-
-
 def cam_layer_of(run: RunDir, branch: str, methods: Sequence[str]) -> str | None:
     """The layer the CAM methods among ``methods`` use on ``branch``'s model (None without one)."""
     if not any(needs_image(m) for m in methods):
         return None
     return cam_layer(run.load_model(branch))
-
-
-def keep_methods(asked: list[str], earlier: Sequence[str], input_kind: str) -> list[str]:
-    """``asked`` plus those ``earlier`` methods that still exist and apply, in :func:`parse_methods` order."""
-    kept = [m for m in earlier if is_method(m) and (input_kind == "image" or not needs_image(m))]
-    return parse_methods(list(dict.fromkeys([*asked, *kept])), input_kind)
 
 
 def _ids(labels: torch.Tensor, predictions: torch.Tensor, shard: int) -> dict[str, Any]:
