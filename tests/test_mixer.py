@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 
 import pandas as pd
@@ -17,7 +18,8 @@ from heatlab.improve.mixer import (
     MASK_INIT_BIAS, MaskedClassifier, Mixer, MixerConfig, all_mixer_attributions, masked_predictions, masks, mixer_attributions,
     parse_settings, train_mixer,
 )
-from heatlab.run.mixer import mixer_run, t_interval
+from heatlab.run.mixer import mixer_run
+from heatlab.score.intervals import t_interval
 
 runner = CliRunner()
 
@@ -163,7 +165,18 @@ def test_t_interval_matches_the_textbook_value():
     mean, low, high = t_interval([0.8, 0.9, 1.0])
     assert mean == pytest.approx(0.9)
     assert high - mean == pytest.approx(4.302653 * 0.1 / 3 ** 0.5, rel=1e-5)  # t(0.975, 2) = 4.3027
-    assert t_interval([0.5]) == (0.5, 0.5, 0.5)
+    mean, low, high = t_interval([0.5])  # one value: a mean but no interval
+    assert mean == 0.5 and math.isnan(low) and math.isnan(high)
+
+
+
+def test_one_seed_gives_a_mean_without_an_interval():
+    from heatlab.run.mixer import summarise
+
+    rows = pd.DataFrame({"setting": ["true-class"], "accuracy_masked": [0.7], "accuracy_plain": [0.6], "mask_mean": [0.5]})
+    r = summarise(rows)["true-class"]
+    assert r["accuracy_masked"] == 0.7 and r["seeds"] == 1
+    assert math.isnan(r["ci_low"]) and math.isnan(r["ci_high"])
 
 
 # ----------------------------------------------------------------------------------- the stage

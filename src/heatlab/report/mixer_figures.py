@@ -4,6 +4,7 @@ with 95% intervals, and a gallery of x, A, M and x ⊙ M. Drawn from ``mixer.jso
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -45,12 +46,14 @@ def mixer_bars_figure(run_dir: str | os.PathLike, out_png: str | os.PathLike) ->
     ax.bar(0, plain, color="#999999", width=0.6)
     for i, setting in enumerate(settings, 1):
         r = s["settings"][setting]
-        err = [[r["accuracy_masked"] - r["ci_low"]], [r["ci_high"] - r["accuracy_masked"]]]
+        # One seed has no interval (ci_low/ci_high NaN): a bar without error bar.
+        low, high = (r["ci_low"], r["ci_high"]) if not math.isnan(r["ci_low"]) else (r["accuracy_masked"],) * 2
+        err = [[r["accuracy_masked"] - low], [high - r["accuracy_masked"]]]
         ax.bar(i, r["accuracy_masked"], yerr=err, capsize=5, color=COLORS.get(setting, "#666666"), width=0.6)
-        ax.text(i, r["ci_high"] + 0.01, f"{r['accuracy_masked']:.3f}", ha="center", va="bottom", fontsize=8)
+        ax.text(i, high + 0.01, f"{r['accuracy_masked']:.3f}", ha="center", va="bottom", fontsize=8)
     ax.text(0, plain + 0.01, f"{plain:.3f}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(settings) + 1), ["C(x)", *(SETTING_LABELS.get(x, x) for x in settings)], fontsize=8)
-    low = min([plain] + [r["ci_low"] for r in s["settings"].values()])
+    low = min([plain] + [r["accuracy_masked"] if math.isnan(r["ci_low"]) else r["ci_low"] for r in s["settings"].values()])
     ax.set_ylim(max(0.0, low - 0.1), 1.04)
     ax.set_ylabel("test accuracy", fontsize=9)
     ax.set_title(f"C(x) and C(x⊙M) per attribution setting ({s['seeds']} seed(s), 95% interval)", fontsize=9)

@@ -39,6 +39,7 @@ from heatlab.models.training import predict, resolve_device
 from heatlab.progress import Progress
 from heatlab.run.rundir import BASE, RunDir, branch_name, stage_info
 from heatlab.run.runner import PARQUET, TENSORS, Stage, Unit, Work, run_stage
+from heatlab.score.intervals import t_interval
 
 IG_STAGE, STAGE = "mixer-ig", "mixer"
 GALLERY = 6
@@ -170,25 +171,15 @@ def _unit_max(a: torch.Tensor) -> torch.Tensor:
     return a / _per_sample(a.flatten(1).abs().amax(1).clamp_min(1e-30), a)
 
 
-def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
-    """(mean, low, high): the mean and its two-sided t-interval; one value gives (v, v, v)."""
-    from scipy.stats import t
-
-    v = torch.tensor(list(values), dtype=torch.float64)
-    mean = float(v.mean())
-    if len(v) < 2:
-        return mean, mean, mean
-    half = float(t.ppf(0.5 + confidence / 2, len(v) - 1)) * float(v.std(unbiased=True)) / math.sqrt(len(v))
-    return mean, mean - half, mean + half
-
-
 def summarise(rows: pd.DataFrame) -> dict:
     """Per setting: accuracy of C(x), mean C(x⊙M) over seeds with its 95% t-interval, and the gain."""
     out = {}
     for setting in [s for s in SETTINGS if s in set(rows["setting"])]:
         r = rows[rows["setting"] == setting]
-        mean, low, high = t_interval(r["accuracy_masked"].tolist())
-        low, high = max(low, 0.0), min(high, 1.0)  # an accuracy interval stays within [0, 1]
+        # One seed has no interval: low and high are NaN (the report says so).
+        mean, low, high = t_interval(r["accuracy_masked"].to_numpy(), CONFIDENCE)
+        if not math.isnan(low):
+            low, high = max(low, 0.0), min(high, 1.0)  # an accuracy interval stays within [0, 1]
         plain = float(r["accuracy_plain"].iloc[0])
         out[setting] = {"accuracy_plain": plain, "accuracy_masked": mean, "ci_low": low, "ci_high": high,
                         "gain": mean - plain, "seeds": int(len(r)), "mask_mean": float(r["mask_mean"].mean())}
