@@ -141,7 +141,7 @@ class Registered(_Base):
     """
 
     def __init__(self, name: str):
-        if name not in reg.METRICS:
+        if name not in reg.available_metrics():  # the per-sample scores-table entries
             raise HeatlabError(f"Unknown metric {name!r}; pick one of heatlab.score.available_metrics().")
         self.name = name
 
