@@ -29,7 +29,7 @@ the two are the same mask, so ``".../feature"`` and ``".../cell"`` columns are e
 
 **Tables.** ``heatlab evaluate`` computes the entries of ``table="localisation"`` (the per-sample
 scores table, named after its first family). The five-band entries (``table="five_band"``,
-computed with their ROC by evaluate's five-band step), CO (``"co"``, ``heatlab ax``) and Mean Power
+computed with their ROC by evaluate's five-band step), CO (``"co"``, ``heatlab ax``), the LRP filters' MAE (``"lrp_filters_localisation"``) and Mean Power
 (``"lrp_study"``, ``heatlab lrp-study``) are computed by their stages; their entries give the
 report direction and citation, and their ``fn`` computes them alone.
 
@@ -261,6 +261,11 @@ def _co(h: Tensor, truth: Tensor | None = None, *, model=None, x=None, y=None, a
     return co_score(model, x, prepare_heatmaps(a), y).double()
 
 
+def _mae(h: Tensor, truth: Tensor) -> Tensor:
+    """Paper 004's eq. (5) with the truth as reference: mean |h − truth| of the adjusted heatmap."""
+    return (h - truth.to(h.dtype)).abs().mean((1, 2)).double()
+
+
 def _mean_power(h: Tensor, truth: Tensor | None = None) -> Tensor:
     """Mean Power (paper 004) of each sample's heatmap (t = 0.8)."""
     return mean_power(h).mp.double()
@@ -293,6 +298,7 @@ _BUILTIN = (
     *(Metric(f"{m}_{stat}", up, "levels", _FiveBand(f"{m}_{stat}"), "five-band", _TJOA_002, table="five_band")
       for m, up in _FIVE_BAND for stat in ("avg", "best")),
     Metric("co_raw_sum", True, "model", _co, "CO/AX", _TJOA_000, table="co"),
+    Metric("mae", False, "mask", _mae, "LRP filters", _TJOA_004.replace("§4.1", "eq. (5)"), table="lrp_filters_localisation"),
     Metric("mean_power", None, (), _mean_power, "Mean Power", _TJOA_004, table="lrp_study"),
 )
 
