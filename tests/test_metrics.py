@@ -1,6 +1,7 @@
 """The metric registry (heatlab.score.metrics): the eight localisation entries, registration,
 truth kinds, perfect heatmaps."""
 
+import dataclasses
 import importlib
 import math
 import pickle
@@ -200,3 +201,29 @@ def test_a_metric_returning_the_wrong_shape_is_one_sentence():
     h, truth = _cells(n=3)
     with pytest.raises(HeatlabError, match=r"Metric 'bad' returned \(\) for 3 samples"):
         per_sample_scores(h, truth, "levels", metrics=mine)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Info:  # the fields of a family module's MetricInfo
+    name: str
+    fn: object
+    higher_is_better: bool
+    family: str
+    needs: tuple = ()
+    source: str = ""
+
+
+def _l1(model, x, y, a, *, explain_func=None, seed=0):
+    return a.flatten(1).abs().sum(1).double()
+
+
+def test_from_info_registers_a_no_truth_metric_in_one_call():
+    entry = Metric.from_info(_Info("l1", _l1, False, "complexity", (), "nobody"))
+    assert entry.needs == ("inputs",) and entry.higher_is_better is False and entry.source == "nobody"
+    mine = METRICS.register(entry)
+    h, truth = _cells(n=3)
+    a = torch.tensor([[[1.0, -2.0]], [[0.0, 0.0]], [[3.0, 0.5]]])
+    out = per_sample_scores(h, truth, "levels", metrics=mine, a=a, x=a, y=torch.zeros(3, dtype=torch.long))
+    assert torch.equal(out["l1"], torch.tensor([3.0, 0.0, 3.5], dtype=torch.float64))
+    assert "l1" not in per_sample_scores(h, truth, "levels", metrics=mine)  # without the attributions: left out
+    assert Metric.from_info(_Info("m", _l1, True, "x", ("model", "explain"))).needs == ("inputs", "model", "explain")

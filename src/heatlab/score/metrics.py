@@ -15,12 +15,13 @@ seed=0) -> float64 N`` (on ``h``'s device, NaN where undefined):
   x, y) -> attributions`` with the same method and settings as ``a``), ``seed``.
 
 ``needs`` says which inputs a metric requires: ``"levels"`` (the three levels only), ``"mask"``
-(any truth), ``"model"`` (model, x, y, a), ``"explain"`` (also ``explain``); empty for a metric of
-``h`` alone. A metric whose needs are only truth (or nothing) is called ``fn(h, truth)`` on chunks
-of whole samples (it may take just those two arguments); one that needs the model is called once
-per batch with every keyword. The no-ground-truth metrics written as
-``fn(model, x, y, a, *, explain_func=None, seed=0, **options) -> float64 N`` fit through
-:class:`FromAttributions`.
+(any truth), ``"inputs"`` (x, y, a), ``"model"`` (the model, with x, y, a), ``"explain"`` (also
+``explain``); empty for a metric of ``h`` alone. A metric whose needs are only truth (or nothing)
+is called ``fn(h, truth)`` on chunks of whole samples (it may take just those two arguments); one
+that needs more is called once per batch with every keyword. The no-ground-truth metrics written
+as ``fn(model, x, y, a, *, explain_func=None, seed=0, **options) -> float64 N`` fit through
+:class:`FromAttributions`; :meth:`Metric.from_info` makes the entry of a family module's
+``MetricInfo`` (``name, fn, higher_is_better, family, needs, source``) in one call.
 
 The eight localisation scores (:mod:`heatlab.score.localisation`) read two masks from the truth:
 **feature** = truth at its top level (``>= 0.65``: 0.9 for levels, 1 for a binary mask) and
@@ -40,7 +41,8 @@ changes), or a ``heatlab.metrics`` entry point naming the :class:`Metric`, which
 sees by default (:func:`metric_registry`)::
 
     Metric("my_score/feature", True, "mask", my_score, "localisation", "Someone 2024")
-    Metric("pixel_flipping", False, "model", FromAttributions(pixel_flipping), "faithfulness", "Bach et al. 2015")
+    Metric("pixel_flipping", False, ("inputs", "model"), FromAttributions(pixel_flipping), "faithfulness", "Bach et al. 2015"),
+    *(Metric.from_info(info) for info in complexity.COMPLEXITY),  # a family module's MetricInfo tuple
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ from heatlab.score.mean_power import mean_power
 
 TRUTH_KINDS = ("levels", "mask")
 #: What a metric may need (see the module docstring).
-NEEDS = ("levels", "mask", "model", "explain")
+NEEDS = ("levels", "mask", "inputs", "model", "explain")
 #: The table evaluate writes the per-sample scores of the registry into.
 SCORES_TABLE = "localisation"
 FEATURE_CUT = 0.65  # feature mask: truth >= this (0.9 of the levels, 1 of a binary mask)
@@ -111,6 +113,18 @@ class Metric:
         return "model" in self.needs or "explain" in self.needs
 
     @property
+    def whole_batch(self) -> bool:
+        """It reads more than ``h`` and the truth: called once per batch with every keyword."""
+        return self.needs_model or "inputs" in self.needs
+
+    @classmethod
+    def from_info(cls, info: Any, table: str = SCORES_TABLE) -> Metric:
+        """The entry of a no-truth metric described as ``info`` (``name, fn(model, x, y, a, *, explain_func,
+        seed), higher_is_better, family, needs, source``, e.g. a ``MetricInfo`` of a family module)."""
+        needs = tuple(dict.fromkeys(("inputs", *info.needs)))  # fn reads a, x and y whatever else it needs
+        return cls(info.name, info.higher_is_better, needs, FromAttributions(info.fn), info.family, info.source, table)
+
+    @property
     def direction(self) -> str:
         """``"higher is better"``, ``"lower is better"`` or ``"neither direction is better"``."""
         return {True: "higher is better", False: "lower is better"}.get(self.higher_is_better,
@@ -125,7 +139,8 @@ class Metric:
 @dataclass(frozen=True)
 class FromAttributions:
     """A metric ``fn(model, x, y, a, *, explain_func=None, seed=0, **options) -> float64 N`` in the
-    registry's calling contract (register it with ``needs="model"``, or ``("model", "explain")``)."""
+    registry's calling contract (register it with needs ``"inputs"``, ``("inputs", "model")`` or
+    ``("inputs", "model", "explain")``, as ``fn`` reads them; :meth:`Metric.from_info` does)."""
 
     fn: Callable[..., Tensor]
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -157,10 +172,12 @@ def available_metrics(truth_kind: str | None = None, metrics: Mapping[str, Metri
             and (truth_kind is None or applies(m, truth_kind, model=False))]
 
 
-def applies(metric: Metric, truth_kind: str | None, *, model: bool) -> bool:
-    """Whether ``metric`` can be computed on data with ``truth_kind`` (None: no truth), with or without a model."""
+def applies(metric: Metric, truth_kind: str | None, *, model: bool, inputs: bool | None = None) -> bool:
+    """Whether ``metric`` can be computed on data with ``truth_kind`` (None: no truth), with or without the
+    model and the inputs x, y, a (``inputs`` defaults to ``model``)."""
+    inputs = model if inputs is None else inputs
     truth_ok = metric.truth is None or metric.truth == "mask" and truth_kind is not None or truth_kind == "levels"
-    return truth_ok and (model or not metric.needs_model)
+    return truth_ok and (model or not metric.needs_model) and (inputs or not metric.whole_batch)
 
 
 def per_sample_scores(h: Tensor, truth: Tensor | None, truth_kind: str | None, *,
@@ -184,16 +201,17 @@ def per_sample_scores(h: Tensor, truth: Tensor | None, truth_kind: str | None, *
     if truth_kind is not None:
         _check_kind(truth_kind)
         truth = _checked_truth(h, truth, truth_kind)
-    chosen = [m for m in metrics.values() if m.table == SCORES_TABLE and applies(m, truth_kind, model=model is not None)]
+    chosen = [m for m in metrics.values()
+              if m.table == SCORES_TABLE and applies(m, truth_kind, model=model is not None, inputs=a is not None)]
     parts: dict[str, list[Tensor]] = {m.name: [] for m in chosen}
-    chunked = [m for m in chosen if not m.needs_model]
+    chunked = [m for m in chosen if not m.whole_batch]
     with loc.shared_rows():
         for hc, tc in loc._row_chunks(h, truth if truth is not None else h):
             for m in chunked:
                 parts[m.name].append(_checked(m, m.fn(hc, tc if truth is not None else None), len(hc), h.device))
     context = {"model": model, "x": x, "y": y, "a": a, "explain": explain, "seed": seed}
     for m in chosen:
-        if m.needs_model:
+        if m.whole_batch:
             parts[m.name].append(_checked(m, m.fn(h, truth, **context), len(h), h.device))
     empty = torch.empty(0, dtype=torch.float64, device=h.device)
     return {name: torch.cat(p) if p else empty for name, p in parts.items()}
