@@ -13,7 +13,7 @@ frozen dataclass with a ``name``. Nothing is ever added in place:
 
 Each kind keeps its built-in registry as a module constant (``heatlab.score.metrics.METRICS``,
 ``heatlab.explain.methods.REGISTRY``, ``heatlab.data.registry.DATASETS``,
-``heatlab.models.zoo.MODELS``) and offers a function for the registry the stages use by default:
+``heatlab.models.zoo.builtin_models()``) and offers a function for the registry the stages use by default:
 the built-ins plus the entry points. A stage that takes a registry argument (``metrics=`` of
 ``evaluate_run``) uses the one it is given.
 """

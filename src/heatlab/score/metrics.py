@@ -47,6 +47,7 @@ sees by default (:func:`metric_registry`)::
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -147,7 +148,11 @@ class FromAttributions:
 
     def __call__(self, h: Tensor, truth: Tensor | None = None, *, model=None, x=None, y=None, a=None,
                  explain=None, seed: int = 0) -> Tensor:
-        return self.fn(model, x, y, a, explain_func=explain, seed=seed, **self.options)
+        offered = {"explain_func": explain, "seed": seed}  # only those fn takes (a metric of a alone takes neither)
+        params = inspect.signature(self.fn).parameters
+        takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        extra = {k: v for k, v in offered.items() if takes_all or k in params}
+        return self.fn(model, x, y, a, **extra, **self.options)
 
 
 def metric_registry() -> Registry[Metric]:
