@@ -12,7 +12,7 @@ import typer
 
 import heatlab
 from heatlab.cli_common import (
-    BACKEND_HELP, METHODS_HELP, HeatlabGroup, _fail, backend_line, backend_options, console, guarded, out, progress_bars,
+    METHODS_HELP, HeatlabGroup, _fail, backend_line, backend_flags, console, guarded, out, progress_bars,
     say, say_cam_layer, trust_model_code_option, warn,
 )
 from heatlab.models.config import TABLE_DEFAULTS as TABLE, TrainConfig
@@ -166,6 +166,7 @@ def _print_training(summary: dict) -> None:
 # ----------------------------------------------------------------------------------- evaluate
 @app.command()
 @guarded
+@backend_flags
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A run folder written by `heatlab train`."),
     methods: str = typer.Option("all", help=METHODS_HELP),
@@ -176,16 +177,12 @@ def evaluate(
     replace: bool = typer.Option(False, "--replace", help="Write the tables with --methods alone (default: keep "
                                  "the methods of an earlier evaluation of the same split and preset)."),
     device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
-    backend: str = typer.Option("local", "--backend", help=BACKEND_HELP["backend"]),
-    address: Optional[str] = typer.Option(None, "--address", help=BACKEND_HELP["address"]),
-    workers: Optional[int] = typer.Option(None, "--workers", help=BACKEND_HELP["workers"]),
-    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help=BACKEND_HELP["gpus_per_worker"]),
+    runner=None,  # --backend and the Ray flags (cli_common.backend_flags)
     trust_model_code: bool = trust_model_code_option(),
 ) -> None:
     """Explain every sample with every method for every branch and score it against the ground truth."""
     from heatlab.run.evaluate import evaluate_run
 
-    runner = backend_options(backend, address, workers, gpus_per_worker)
     t0 = time.perf_counter()
     with progress_bars() as progress:
         summary = evaluate_run(run_dir, methods=methods, split=split, batch_size=batch_size, preset=preset,

@@ -65,7 +65,7 @@ class Registered(TruthMetric):
     """
 
     def __init__(self, name: str):
-        if name not in reg.METRICS:
+        if name not in reg.available_metrics():  # the per-sample scores-table entries
             raise HeatlabError(f"Unknown metric {name!r}; pick one of heatlab.score.available_metrics().")
         self.name = name
 
@@ -74,7 +74,7 @@ class Registered(TruthMetric):
         h = channel_adjust(a.unsqueeze(1) if a.ndim == 3 else a)
         s = loc._squeeze_channel(s.to(h.device), h, "s_batch")
         kind = "mask" if s.dtype == torch.bool or bool(((s == 0) | (s == 1)).all()) else "levels"
-        if kind == "mask" and reg.METRICS[self.name].needs == "levels":
+        if kind == "mask" and reg.METRICS[self.name].truth == "levels":
             raise HeatlabError(f"Metric {self.name!r} needs the cells' levels 0/0.4/0.9 as s_batch, not a binary mask.")
         return reg.per_sample_scores(h, s.float(), kind)[self.name]
 
