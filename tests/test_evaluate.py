@@ -13,7 +13,8 @@ from heatlab.data.shards import open_split
 from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import attribute
 from heatlab.explain.postprocess import channel_adjust
-from heatlab.run.evaluate import evaluate_run, parse_methods
+from heatlab.explain.methods.selection import parse_methods
+from heatlab.run.evaluate import evaluate_run
 from heatlab.run.training import load_branch
 from heatlab.score.five_band import five_band
 

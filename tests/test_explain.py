@@ -415,19 +415,17 @@ def _throwaway_spec(log: list):
 
 
 def test_build_teardown_runs_after_an_error_mid_attribution(monkeypatch):
-    from heatlab.explain import methods
-
     log = []
-    monkeypatch.setitem(methods._BY_NAME, "Throwaway", _throwaway_spec(log))
+    throwaway = _throwaway_spec(log)  # attribute takes a MethodSpec itself: no registry is touched
     model = _cnn().train()
     hooks, flags = _hook_counts(model), [m.training for m in model.modules()]
     with pytest.raises(ValueError, match="boom here"):
-        attribute(model, _images(2), "Throwaway", target=0, seed=4, message="boom here")
+        attribute(model, _images(2), throwaway, target=0, seed=4, message="boom here")
     assert log == [("setup", 4), "teardown"]
     assert _hook_counts(model) == hooks and all(n == 0 for counts in hooks for n in counts)
     assert [m.training for m in model.modules()] == flags
     with pytest.raises(HeatlabError, match="Throwaway does not take the argument.s. stdevs; its extra arguments are: message"):
-        attribute(model, _images(2), "Throwaway", target=0, stdevs=0.1)
+        attribute(model, _images(2), throwaway, target=0, stdevs=0.1)
 
 
 def test_method_options_declare_the_extra_arguments():

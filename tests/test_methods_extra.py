@@ -19,14 +19,14 @@ from torch import nn
 from heatlab.errors import HeatlabError
 from heatlab.explain import METHODS, OPT_IN_METHODS, attribute, cam_layer
 from heatlab.explain.methods import REGISTRY, lookup
-from heatlab.run.evaluate import parse_methods
+from heatlab.explain.methods.selection import parse_methods
 
 # The reference calls Captum directly, which warns about hooks and inputs that did not require grad.
 pytestmark = pytest.mark.filterwarnings("ignore:Setting forward, backward hooks", "ignore:Input Tensor 0 did not")
 
 ELEVEN = ("Saliency", "InputXGradient", "DeepLift", "DeepLiftShap", "GradientShap", "GuidedBackprop", "Deconvolution",
           "GuidedGradCam", "LayerGradCam", "IntegratedGradients", "LRP")
-OPT_IN = ("NoiseTunnel", "Occlusion", "FeatureAblation", "KernelShap", "Lime", "SmoothGrad", "SmoothGradSq", "VarGrad")
+OPT_IN = ("NoiseTunnel", "Occlusion", "FeatureAblation", "KernelShap", "Lime", "Random", "SmoothGrad", "SmoothGradSq", "VarGrad")
 
 
 class TinyCNN(nn.Module):

@@ -405,9 +405,12 @@ def test_missing_results_and_bad_inputs_raise(tmp_path, tiny_run):
 def test_broken_table_and_heatmaps_are_clear(tmp_path, tiny_run):
     run = make_run(tmp_path, tiny_run, methods=("Saliency",), ax=False, gax=False)
     stored = RunDir(run).heatmaps("test", "branch-00", "Saliency")
+    good = stored.read_bytes()
     stored.write_bytes(b"not safetensors")
-    html = build_report(run).read_text(encoding="utf-8")
-    assert "unreadable" in _section(html, "gallery") and "heatlab evaluate" in _section(html, "gallery")
+    with pytest.raises(HeatlabError, match="unreadable.*heatlab evaluate"):  # checked before anything is written
+        build_report(run)
+    assert not (run / "report").exists()
+    stored.write_bytes(good)
     (run / "tables" / "five_band.parquet").write_bytes(b"not parquet")
     with pytest.raises(HeatlabError, match="unreadable"):
         build_report(run)
@@ -495,8 +498,9 @@ def test_headline_names_the_best_stored_mean_or_says_tied(full_report):
         for m, (mean, lo, hi) in intervals.items():
             assert f"{m} {mean:.3f} [{lo:.3f}, {hi:.3f}]" in rows[score][3]
         answers.append(answer)
-    # the run has both kinds of answer, so both branches of the rule are exercised
-    assert any(a.startswith("tied: ") for a in answers) and any(not a.startswith("tied") for a in answers)
+    # which answers a run gets depends on its data; both branches of the rule are checked on
+    # hand-made intervals in test_pick_best_names_a_clear_winner_and_ties_overlaps
+    assert len(answers) == len(checks)
     co = rows[next(k for k in rows if k.startswith("AUROC of the CO score"))]
     assert co[0] == "CO/AX detection" and co[2] == "Saliency (only method)" and "bootstrap over" in co[4]
     # mass accuracy outside [0, 1] (the old signed definition) is not ranked, and the page says why;

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from heatlab.data import cells, shards
-from heatlab.data.shards import CellSplit, derive_seed, open_split, parse_shards, verify, write_cells
+from heatlab.data.shards import CellSplit, open_split, parse_shards, verify, write_cells
+from heatlab.seeds import derive_seed
 from heatlab.errors import HeatlabError
 from safetensors.torch import load_file
 

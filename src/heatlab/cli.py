@@ -12,7 +12,7 @@ import typer
 
 import heatlab
 from heatlab.cli_common import (
-    BACKEND_HELP, METHODS_HELP, HeatlabGroup, _fail, backend_line, backend_options, console, guarded, out, progress_bars,
+    METHODS_HELP, HeatlabGroup, _fail, backend_line, backend_flags, console, guarded, out, progress_bars,
     say, say_cam_layer, trust_model_code_option, warn,
 )
 from heatlab.models.config import TABLE_DEFAULTS as TABLE, TrainConfig
@@ -99,6 +99,7 @@ def data_preview(
 # -------------------------------------------------------------------------------------- train
 @app.command()
 @guarded
+@backend_flags
 def train(
     data: str = typer.Option(..., "--data", help="A cell folder written by `heatlab data cells`, or a dataset spec: "
                              "wine, breast_cancer, drybean:FILE.xlsx, creditcard:FILE.csv, chest_xray:DIR, covid:DIR, folder:DIR."),
@@ -130,10 +131,7 @@ def train(
                                   "split's per-channel mean/std), imagenet or none. AX adds heatmaps after it."),
     size: Optional[int] = typer.Option(None, "--size", help="Side in pixels image folders and digits are served at "
                                        "(default: the dataset's own, 256 for image folders); recorded for every stage."),
-    backend: str = typer.Option("local", "--backend", help=BACKEND_HELP["backend"] + " Ray trains the branches in parallel."),
-    address: Optional[str] = typer.Option(None, "--address", help=BACKEND_HELP["address"]),
-    workers: Optional[int] = typer.Option(None, "--workers", help=BACKEND_HELP["workers"]),
-    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help=BACKEND_HELP["gpus_per_worker"]),
+    runner=None,  # --backend and the Ray flags (cli_common.backend_flags): Ray trains the branches in parallel
 ) -> None:
     """Train a base model, then branch models in regular-evaluation mode (paper 002, §III-B)."""
     from heatlab.report.training_figures import training_figure
@@ -144,7 +142,6 @@ def train(
     settings.update(branch_epochs=branch_epochs, branches=branches, branch_lr=branch_lr, schedule=schedule,
                     weight_decay=weight_decay, eval_every=eval_every, target_acc=target_acc, n_l=n_l, r_f=r_f, seed=seed,
                     device=device, normalize=normalize)
-    runner = backend_options(backend, address, workers, gpus_per_worker)
     t0 = time.perf_counter()
     with progress_bars() as progress:
         summary = train_run(data, run_dir, settings, weights=weights, progress=progress,
@@ -173,6 +170,7 @@ def _print_training(summary: dict) -> None:
 # ----------------------------------------------------------------------------------- evaluate
 @app.command()
 @guarded
+@backend_flags
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A run folder written by `heatlab train`."),
     methods: str = typer.Option("all", help=METHODS_HELP),
@@ -183,16 +181,12 @@ def evaluate(
     replace: bool = typer.Option(False, "--replace", help="Write the tables with --methods alone (default: keep "
                                  "the methods of an earlier evaluation of the same split and preset)."),
     device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
-    backend: str = typer.Option("local", "--backend", help=BACKEND_HELP["backend"]),
-    address: Optional[str] = typer.Option(None, "--address", help=BACKEND_HELP["address"]),
-    workers: Optional[int] = typer.Option(None, "--workers", help=BACKEND_HELP["workers"]),
-    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help=BACKEND_HELP["gpus_per_worker"]),
+    runner=None,  # --backend and the Ray flags (cli_common.backend_flags)
     trust_model_code: bool = trust_model_code_option(),
 ) -> None:
     """Explain every sample with every method for every branch and score it against the ground truth."""
     from heatlab.run.evaluate import evaluate_run
 
-    runner = backend_options(backend, address, workers, gpus_per_worker)
     t0 = time.perf_counter()
     with progress_bars() as progress:
         summary = evaluate_run(run_dir, methods=methods, split=split, batch_size=batch_size, preset=preset,

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from heatlab.cli_common import (
-    BACKEND_HELP, METHODS_HELP, backend_line, backend_options, guarded, progress_bars, say, say_cam_layer,
+    METHODS_HELP, backend_line, backend_flags, guarded, progress_bars, say, say_cam_layer,
     trust_model_code_option,
 )
 
@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
     """Add the ``ax`` command to ``app``."""
     @app.command("ax")
     @guarded
+    @backend_flags
     def ax(
         run_dir: Path = typer.Argument(..., help="A run folder written by `heatlab train`."),
         methods: str = typer.Option("all", help=METHODS_HELP),
@@ -35,17 +36,13 @@ def register(app: typer.Typer) -> None:
         replace: bool = typer.Option(False, "--replace", help="Write the tables with --methods alone (default: keep "
                                      "the methods of an earlier AX run with the same splits, space and preset)."),
         device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
-        backend: str = typer.Option("local", "--backend", help=BACKEND_HELP["backend"]),
-        address: Optional[str] = typer.Option(None, "--address", help=BACKEND_HELP["address"]),
-        workers: Optional[int] = typer.Option(None, "--workers", help=BACKEND_HELP["workers"]),
-        gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help=BACKEND_HELP["gpus_per_worker"]),
+        runner=None,  # --backend and the Ray flags (cli_common.backend_flags)
         trust_model_code: bool = trust_model_code_option(),
     ) -> None:
         """Feed x + h and x * h to each branch model and write the CO scores, their correct/wrong gap and figures."""
         from heatlab.report.ax_figures import load_ax_tables, write_ax_figures
         from heatlab.run.ax import ax_run
 
-        runner = backend_options(backend, address, workers, gpus_per_worker)
         t0 = time.perf_counter()
         with progress_bars() as progress:
             summary = ax_run(run_dir, methods=methods, split=split, holdout_split=holdout_split,

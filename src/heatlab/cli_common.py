@@ -12,7 +12,7 @@ import inspect
 import re
 import shlex
 import sys
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -29,7 +29,7 @@ out = Console()
 #: ``--methods`` help of the stages (kept literal so ``--help`` does not import torch; a test
 #: checks it names every opt-in method of heatlab.explain.methods).
 METHODS_HELP = ("'all' (the papers' eleven methods) or comma-separated method names; opt-in, run only when named: "
-                "NoiseTunnel, Occlusion, FeatureAblation, KernelShap, Lime, SmoothGrad, SmoothGradSq, VarGrad "
+                "NoiseTunnel, Occlusion, FeatureAblation, KernelShap, Lime, Random (the control), SmoothGrad, SmoothGradSq, VarGrad "
                 "(or e.g. SmoothGrad-IntegratedGradients).")
 
 
@@ -87,6 +87,34 @@ def backend_options(backend: str, address: str | None, workers: int | None, gpus
 
     options = {"note": say} if backend == "ray" else {}  # says where a local instance keeps its files
     return make_backend(backend, address=address, workers=workers, gpus_per_worker=gpus_per_worker, **options)
+
+
+#: The four backend flags, defined once: (parameter, type, Typer option).
+BACKEND_FLAGS = (
+    ("backend", str, typer.Option("local", "--backend", help=BACKEND_HELP["backend"])),
+    ("address", Optional[str], typer.Option(None, "--address", help=BACKEND_HELP["address"])),
+    ("workers", Optional[int], typer.Option(None, "--workers", help=BACKEND_HELP["workers"])),
+    ("gpus_per_worker", Optional[float], typer.Option(None, "--gpus-per-worker", help=BACKEND_HELP["gpus_per_worker"])),
+)
+
+
+def backend_flags(fn: Callable) -> Callable:
+    """Give command ``fn`` the flags of :data:`BACKEND_FLAGS` and call it with ``runner=`` the backend they
+    ask for. ``fn`` declares a parameter ``runner`` where the flags would go; put this under ``@guarded``,
+    so a bad ``workers=0`` of the library reads ``--workers 0``."""
+    signature = inspect.signature(fn)
+    kept = [p for name, p in signature.parameters.items() if name != "runner"]
+    flags = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+             for name, kind, option in BACKEND_FLAGS]
+
+    @functools.wraps(fn)
+    def command(*args, backend="local", address=None, workers=None, gpus_per_worker=None, **kwargs):
+        return fn(*args, runner=backend_options(backend, address, workers, gpus_per_worker), **kwargs)
+
+    command.__signature__ = signature.replace(parameters=[*kept, *flags])
+    command.__annotations__ = {**{k: v for k, v in fn.__annotations__.items() if k != "runner"},
+                               **{name: kind for name, kind, _ in BACKEND_FLAGS}}
+    return command
 
 
 def backend_line(backend) -> str | None:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from heatlab.cli_common import (
-    BACKEND_HELP, backend_line, backend_options, guarded, progress_bars, say, trust_model_code_option,
+    backend_line, backend_flags, guarded, progress_bars, say, trust_model_code_option,
 )
 
 
@@ -21,6 +20,7 @@ def register(app: typer.Typer) -> None:
     """Add ``heatlab gax`` to ``app``."""
     @app.command("gax")
     @guarded
+    @backend_flags
     def gax_cmd(
         run_dir: Path = typer.Argument(..., help="A run folder written by `heatlab train`."),
         split: str = typer.Option("test", help="Data split whose samples are optimised."),
@@ -31,17 +31,13 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(32, "--batch-size", help="Samples optimised together."),
         snapshot_every: int = typer.Option(5, "--snapshot-every", help="Store the heatmap every this many steps (and the final one)."),
         device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
-        backend: str = typer.Option("local", "--backend", help=BACKEND_HELP["backend"]),
-        address: Optional[str] = typer.Option(None, "--address", help=BACKEND_HELP["address"]),
-        workers: Optional[int] = typer.Option(None, "--workers", help=BACKEND_HELP["workers"]),
-        gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help=BACKEND_HELP["gpus_per_worker"]),
+        runner=None,  # --backend and the Ray flags (cli_common.backend_flags)
         trust_model_code: bool = trust_model_code_option(),
     ) -> None:
         """Generative AX (papers 000/001): heatmaps h = tanh(w*x + b) that raise the CO score of x + h."""
         from heatlab.report.gax_viewer import build_gax_viewer, gax_figure
         from heatlab.run.gax import gax_run
 
-        runner = backend_options(backend, address, workers, gpus_per_worker)
         t0 = time.perf_counter()
         with progress_bars() as progress:
             summary = gax_run(run_dir, split=split, first_n_correct=first_n_correct, target_co=target_co,

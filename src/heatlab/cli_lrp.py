@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from heatlab.cli_common import (
-    BACKEND_HELP, backend_line, backend_options, guarded, progress_bars, say, trust_model_code_option,
+    backend_line, backend_flags, guarded, progress_bars, say, trust_model_code_option,
 )
 
 
@@ -24,6 +24,7 @@ def register(app: typer.Typer) -> None:
     """Add ``lrp-filters`` to ``app``."""
     @app.command("lrp-filters")
     @guarded
+    @backend_flags
     def lrp_filters(
         run_dir: Path = typer.Argument(..., help="A trained run whose data has ground truth (cells, digits, masks)."),
         filters: Optional[str] = typer.Option(None, help="Comma-separated filters (default: the paper's c0.6,c0.2,"
@@ -36,16 +37,12 @@ def register(app: typer.Typer) -> None:
         maxpool: Optional[str] = typer.Option(None, help=MAXPOOL_HELP),
         batch_size: int = typer.Option(25, help="Samples per LRP call."),
         device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
-        backend: str = typer.Option("local", "--backend", help=BACKEND_HELP["backend"]),
-        address: Optional[str] = typer.Option(None, "--address", help=BACKEND_HELP["address"]),
-        workers: Optional[int] = typer.Option(None, "--workers", help=BACKEND_HELP["workers"]),
-        gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help=BACKEND_HELP["gpus_per_worker"]),
+        runner=None,  # --backend and the Ray flags (cli_common.backend_flags)
         trust_model_code: bool = trust_model_code_option(),
     ) -> None:
         """Score LRP heatmaps with each relevance filter against the ground truth: do the filters help?"""
         from heatlab.run.lrp_filters import design_line, lrp_filters_run, verdict_lines
 
-        runner = backend_options(backend, address, workers, gpus_per_worker)
         t0 = time.perf_counter()
         with progress_bars() as progress:
             s = lrp_filters_run(run_dir, filters=filters, split=split, composite=composite, start=start,

@@ -11,13 +11,14 @@ from typing import Optional
 
 import typer
 
-from heatlab.cli_common import BACKEND_HELP, backend_line, backend_options, guarded, progress_bars, say, trust_model_code_option
+from heatlab.cli_common import backend_flags, backend_line, guarded, progress_bars, say, trust_model_code_option
 
 
 def register(app: typer.Typer) -> None:
     """Add ``heatlab mixer`` to ``app``."""
     @app.command("mixer")
     @guarded
+    @backend_flags
     def mixer_cmd(
         run_dir: Path = typer.Argument(..., help="A run folder written by `heatlab train` (its model is C)."),
         settings: Optional[str] = typer.Option(None, help="Comma-separated attribution settings (default all): "
@@ -46,10 +47,7 @@ def register(app: typer.Typer) -> None:
         test_samples: Optional[int] = typer.Option(None, help="Score only the first N test samples (default all)."),
         ig_batch_size: int = typer.Option(25, help="Samples per Integrated-Gradients call."),
         device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
-        backend: str = typer.Option("local", "--backend", help=BACKEND_HELP["backend"]),
-        address: Optional[str] = typer.Option(None, "--address", help=BACKEND_HELP["address"]),
-        workers: Optional[int] = typer.Option(None, "--workers", help=BACKEND_HELP["workers"]),
-        gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help=BACKEND_HELP["gpus_per_worker"]),
+        runner=None,  # --backend and the Ray flags (cli_common.backend_flags)
         trust_model_code: bool = trust_model_code_option(),
     ) -> None:
         """Paper 003: C(x) against C(x*M), M from x and its IG attribution, for each attribution setting."""
@@ -59,7 +57,6 @@ def register(app: typer.Typer) -> None:
 
         config = MixerConfig(architecture=architecture, per_channel=per_channel, epochs=epochs, patience=patience,
                              batch_size=batch_size, lr=lr, holdout=holdout, grid=grid)
-        runner = backend_options(backend, address, workers, gpus_per_worker)
         t0 = time.perf_counter()
         with progress_bars() as progress:
             s = mixer_run(run_dir, settings=settings, seeds=seeds, branch=branch, config=config, n_steps=n_steps,

@@ -61,7 +61,7 @@ import torch
 from PIL import Image
 
 from heatlab.data.registry import MOD3_REMAINDER, SPLITS, ShardedSplit, check_split, mixed_order
-from heatlab.data.shards import derive_seed
+from heatlab.seeds import derive_seed
 from heatlab.data.split import TRUTH_LEVELS
 from heatlab.errors import HeatlabError
 

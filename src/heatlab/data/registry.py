@@ -18,6 +18,9 @@ path; a bare folder written by ``heatlab data cells`` works as well as ``cells:D
     stl10:/data/stl10_binary           STL-10 binary train_X/y.bin, test_X/y.bin (unlabeled ignored)
 
 Loader modules are imported on first use, so opening a cell dataset never imports scikit-learn.
+A package adds a dataset with a ``heatlab.datasets`` entry point naming a :class:`DatasetEntry`
+(the registry pattern is :mod:`heatlab.registry`); a name is looked up there only when no built-in
+name fits.
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from heatlab.data.shards import MANIFEST, derive_seed, open_split
+from heatlab.data.shards import MANIFEST, open_split
+from heatlab.seeds import derive_seed
 from heatlab.data.split import ArraySplit, ShardedSplit, Split, feature_names, input_kind, input_shape  # noqa: F401  (re-exported)
 from heatlab.errors import HeatlabError
+from heatlab.registry import Registry
 
 SPLITS = ("train", "val", "test")
 #: Paper 000, Appendix A.4: the i-th sample of a class goes to the split whose remainder is i mod 3.
@@ -69,9 +74,8 @@ class DatasetEntry:
     summary: str
 
 
-_DATASETS = {
-    e.name: e
-    for e in (
+#: The built-in datasets (immutable; ``register`` returns a new registry).
+DATASETS: Registry[DatasetEntry] = Registry("datasets", DatasetEntry, (
         DatasetEntry("chest_xray", "heatlab.data.images", "chest_xray", True, True,
                      "chest X-ray pneumonia folders train/val/test/{NORMAL,PNEUMONIA}"),
         DatasetEntry("covid", "heatlab.data.images", "covid_radiography", True, True,
@@ -98,23 +102,33 @@ _DATASETS = {
                      "CIFAR-10 binary batches (data_batch_1..5.bin, test_batch.bin), 3x32x32, no truth"),
         DatasetEntry("stl10", "heatlab.data.natural", "stl10", True, False,
                      "STL-10 binary files (train_X/y.bin, test_X/y.bin), 3x96x96, no truth"),
-    )
-}  # fmt: skip
+))  # fmt: skip
+
+
+def dataset_registry() -> Registry[DatasetEntry]:
+    """The built-in datasets plus those of the ``heatlab.datasets`` entry points."""
+    return DATASETS.with_entry_points()
 
 
 def available_datasets() -> list[str]:
-    """Registered dataset names, in registry order."""
-    return list(_DATASETS)
+    """Registered dataset names (built-in, then entry points), in registry order."""
+    return list(dataset_registry())
+
+
+def _find(name: str) -> DatasetEntry | None:
+    """The entry of dataset ``name`` (case-insensitive): built-in, else an entry point, else None."""
+    name = name.strip().lower()
+    return DATASETS.get(name) or dataset_registry().get(name)
 
 
 def _usage() -> str:
-    return ", ".join(f"{e.name}:PATH" if e.needs_path else e.name for e in _DATASETS.values())
+    return ", ".join(f"{e.name}:PATH" if e.needs_path else e.name for e in DATASETS.values())
 
 
 def parse_spec(spec: str) -> tuple[DatasetEntry, Path | None]:
     """``"name:path"`` or ``"name"`` -> (registry entry, absolute path or None)."""
     name, sep, path = str(spec).partition(":")
-    entry = _DATASETS.get(name.strip().lower())
+    entry = _find(name)
     if entry is None:
         raise HeatlabError(f"Unknown dataset '{spec}'; use one of {_usage()}.")
     if entry.needs_path and not path.strip():
@@ -189,7 +203,7 @@ def open_all(data: str | os.PathLike, splits: Sequence[str] = SPLITS, **options:
         if options:
             raise HeatlabError(f"A cell dataset folder takes no options (got {', '.join(options)}); drop them.")
         return {s: open_split(data, s) for s in splits}
-    if str(data).partition(":")[0].strip().lower() not in _DATASETS:
+    if _find(str(data).partition(":")[0]) is None:
         raise _not_found(data)
     return open_splits(str(data), splits, **options)
 
@@ -208,6 +222,6 @@ def describe_data(data: str | os.PathLike) -> str:
     """What a run should record as its data: the absolute cell folder, or the canonical spec."""
     if is_cell_folder(data):
         return str(Path(data).expanduser().resolve())
-    if str(data).partition(":")[0].strip().lower() not in _DATASETS:
+    if _find(str(data).partition(":")[0]) is None:
         raise _not_found(data)
     return canonical_spec(str(data))

@@ -34,6 +34,7 @@ from heatlab.data.split import TRUTH_LEVELS
 from heatlab.errors import HeatlabError
 from heatlab.files import atomic_path, ensure_dir, read_json, sha256_file, write_json
 from heatlab.progress import Progress, report
+from heatlab.seeds import derive_seed
 
 DEFAULT_SHARDS = {"train": 32, "val": 8, "test": 8}
 DEFAULT_SHARD_SIZE = 200
@@ -43,12 +44,6 @@ MANIFEST = "manifest.json"
 PARTIAL = ".manifest.partial.json"
 _TENSOR_KEYS = ("images", "labels", "truth", "backgrounds")
 
-
-
-def derive_seed(seed: int, *parts: object) -> int:
-    """A 63-bit seed from ``seed`` and ``parts`` (e.g. split and shard index), stable across runs."""
-    text = "/".join(str(p) for p in (seed, *parts))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
 
 
 def shard_file(k: int) -> str:

@@ -67,7 +67,7 @@ def cam_layer(model: nn.Module, layer: str | nn.Module | None = None) -> str:
 def attribute(
     model: nn.Module,
     inputs: Tensor,
-    method: str,
+    method: str | MethodSpec,
     *,
     target: int | Tensor | None = None,
     layer: str | nn.Module | None = None,
@@ -89,7 +89,8 @@ def attribute(
         inputs: ``N×C×H×W`` images (any ``N×...`` with at least 2 dims for the non-CAM methods),
             floating point and finite.
         method: one of :data:`METHODS` or :data:`OPT_IN_METHODS` (NoiseTunnel's short names also
-            as ``SmoothGrad-<base>`` etc.; see the README's "Opt-in methods").
+            as ``SmoothGrad-<base>`` etc.; see the README's "Opt-in methods"), the name of a
+            ``heatlab.methods`` entry point, or a :class:`MethodSpec` itself.
         target: class per sample: an int, a LongTensor of ``N``, or ``None`` for the predicted
             class (argmax of one eval-mode forward pass, computed once).
         layer: CAM methods only: a module name as in ``model.named_modules()`` (or the module
@@ -260,9 +261,9 @@ def _run(
 # --- validation ----------------------------------------------------------------------------
 
 
-def _spec(method: str, kwargs: dict) -> tuple[MethodSpec, dict]:
-    """The spec of ``method`` and the call's kwargs with the options its name sets."""
-    spec, fixed = lookup(method)
+def _spec(method: str | MethodSpec, kwargs: dict) -> tuple[MethodSpec, dict]:
+    """The spec of ``method`` (a name, or a spec itself) and the call's kwargs with the options its name sets."""
+    spec, fixed = (method, {}) if isinstance(method, MethodSpec) else lookup(method)
     if clash := sorted(set(fixed) & set(kwargs)):
         raise HeatlabError(f"{method} already sets {', '.join(clash)}; drop them, or call 'NoiseTunnel' with "
                            f"{', '.join(f'{k}=' for k in clash)}.")

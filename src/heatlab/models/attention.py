@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from heatlab.errors import HeatlabError
-from heatlab.models.zoo import register
+from heatlab.models.zoo import ModelEntry
 
 #: Channels of the three stages before the query-key stage (both SPA and FPA start with 7).
 SPA_WIDTHS = (7, 7, 17)
@@ -152,13 +152,11 @@ def _check_features(num_features: object) -> int:
     return num_features
 
 
-@register("cxcmultispa")
 def build_cxcmultispa(*, num_classes: int, in_channels: int) -> CXCMultiSPA:
     """Paper 000's COVID-19 radiography model (4 classes, 1×256×256 input: 50,565 parameters)."""
     return CXCMultiSPA(num_classes, in_channels)
 
 
-@register("ccffpa")
 def build_ccffpa(*, num_classes: int, in_channels: int, num_features: int = 28) -> FPANet:
     """Paper 000's credit-card fraud model (28 features V1-V28, 2 classes: 506 parameters).
 
@@ -167,7 +165,14 @@ def build_ccffpa(*, num_classes: int, in_channels: int, num_features: int = 28) 
     return FPANet(_check_features(num_features), num_classes, 7)
 
 
-@register("drybeanfpa")
 def build_drybeanfpa(*, num_classes: int, in_channels: int, num_features: int = 16) -> FPANet:
     """Paper 000's dry bean model (16 features, 7 classes: 2,121 parameters); ``in_channels`` is ignored."""
     return FPANet(_check_features(num_features), num_classes, 14)
+
+
+#: This family's models (collected by :func:`heatlab.models.zoo.builtin_models`).
+MODELS = (
+    ModelEntry("cxcmultispa", build_cxcmultispa),
+    ModelEntry("ccffpa", build_ccffpa),
+    ModelEntry("drybeanfpa", build_drybeanfpa),
+)

@@ -17,7 +17,7 @@ from torch import nn
 
 from heatlab.errors import HeatlabError
 from heatlab.models.normalize import Normalize, make_normalize
-from heatlab.models.zoo import register
+from heatlab.models.zoo import ModelEntry
 
 #: Output channels of the five convolution blocks.
 CELLCNN_WIDTHS = (16, 32, 64, 64, 96)
@@ -87,7 +87,6 @@ class CellCNN(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-@register("cellcnn")
 def build_cellcnn(
     *, num_classes: int, in_channels: int, widths: list[int] | tuple[int, ...] = CELLCNN_WIDTHS,
     normalize: str | dict | None = None,
@@ -102,3 +101,9 @@ def build_cellcnn(
             f"widths must be a non-empty list of positive integers, got {widths!r}; pass e.g. [16, 32, 64, 64, 96]."
         )
     return CellCNN(num_classes, in_channels, tuple(widths), make_normalize(normalize, in_channels))
+
+
+#: This family's models (collected by :func:`heatlab.models.zoo.builtin_models`).
+MODELS = (
+    ModelEntry("cellcnn", build_cellcnn),
+)

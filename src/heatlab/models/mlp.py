@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from heatlab.errors import HeatlabError
-from heatlab.models.zoo import register
+from heatlab.models.zoo import ModelEntry
 
 
 class MLP(nn.Module):
@@ -39,7 +39,6 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-@register("mlp")
 def build_mlp(*, num_classes: int, in_channels: int, input_shape: Sequence[int] = (1, 28, 28),
               widths: Sequence[int] = (128, 64)) -> nn.Module:
     """Paper 003's Fashion-MNIST classifier FC128-ReLU-FC64-ReLU-FC(K) on the flattened input."""
@@ -51,3 +50,9 @@ def build_mlp(*, num_classes: int, in_channels: int, input_shape: Sequence[int] 
         raise HeatlabError(f"input_shape {shape} does not fit {in_channels} input channels; pass one sample's shape, "
                            "e.g. input_shape=[1, 28, 28] or [13] for a table.")
     return MLP(shape, num_classes, widths)
+
+
+#: This family's models (collected by :func:`heatlab.models.zoo.builtin_models`).
+MODELS = (
+    ModelEntry("mlp", build_mlp),
+)

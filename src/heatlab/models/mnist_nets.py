@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from heatlab.errors import HeatlabError
-from heatlab.models.zoo import register
+from heatlab.models.zoo import ModelEntry
 
 __all__ = [
     "SmallNet",
@@ -159,25 +159,30 @@ def _check_size(image_size: object) -> int:
     return image_size
 
 
-@register("smallnet")
 def build_smallnet(*, num_classes: int, in_channels: int, image_size: int = 28) -> SmallNet:
     """S1: SmallNet for ``image_size`` px inputs (28 in the paper; the first head conv covers the image)."""
     return SmallNet(num_classes, in_channels, image_size=_check_size(image_size))
 
 
-@register("smallnet140")
 def build_smallnet140(*, num_classes: int, in_channels: int) -> SmallNet:
     """S2: SmallNet for 140 px inputs, sixth block 24→1 and a 140×140 head conv 1→K."""
     return SmallNet(num_classes, in_channels, image_size=140, last_width=1)
 
 
-@register("alexnetlike")
 def build_alexnetlike(*, num_classes: int, in_channels: int) -> AlexNetLike:
     """AL1: the AlexNet-like net for 28 px inputs."""
     return AlexNetLike(num_classes, in_channels, variant="28")
 
 
-@register("alexnetlike140")
 def build_alexnetlike140(*, num_classes: int, in_channels: int) -> AlexNetLike:
     """AL2: the AlexNet-like net for 140 px inputs."""
     return AlexNetLike(num_classes, in_channels, variant="140")
+
+
+#: This family's models (collected by :func:`heatlab.models.zoo.builtin_models`).
+MODELS = (
+    ModelEntry("smallnet", build_smallnet),
+    ModelEntry("smallnet140", build_smallnet140),
+    ModelEntry("alexnetlike", build_alexnetlike),
+    ModelEntry("alexnetlike140", build_alexnetlike140),
+)

@@ -35,7 +35,7 @@ from torchvision.models import vgg as tv_vgg
 from heatlab.errors import HeatlabError
 from heatlab.models.normalize import IMAGENET_MEAN, IMAGENET_STD, Normalize, make_normalize  # noqa: F401 (re-exported)
 from heatlab.models.safety import SafeBasicBlock, disable_inplace
-from heatlab.models.zoo import register
+from heatlab.models.zoo import ModelEntry
 
 def _check_head(name: str, head: str, allowed: tuple[str, ...]) -> None:
     if head not in allowed:
@@ -114,7 +114,6 @@ class FeaturesClassifier(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
-@register("resnet34")
 def build_resnet34(
     *, num_classes: int, in_channels: int, head: str = "paper002", normalize: str | dict | None = None
 ) -> nn.Module:
@@ -123,7 +122,6 @@ def build_resnet34(
     return ResNetClassifier([3, 4, 6, 3], num_classes, in_channels, head, make_normalize(normalize, in_channels))
 
 
-@register("resnet18")
 def build_resnet18(
     *, num_classes: int, in_channels: int, head: str = "torchvision", normalize: str | dict | None = None
 ) -> nn.Module:
@@ -132,7 +130,6 @@ def build_resnet18(
     return ResNetClassifier([2, 2, 2, 2], num_classes, in_channels, head, make_normalize(normalize, in_channels))
 
 
-@register("alexnet")
 def build_alexnet(
     *, num_classes: int, in_channels: int, head: str = "paper002", normalize: str | dict | None = None
 ) -> nn.Module:
@@ -152,7 +149,6 @@ def build_alexnet(
     return FeaturesClassifier(features, tv.avgpool, classifier, head_prefixes, norm)
 
 
-@register("vgg16")
 def build_vgg16(
     *, num_classes: int, in_channels: int, head: str = "paper002", normalize: str | dict | None = None
 ) -> nn.Module:
@@ -173,3 +169,12 @@ def build_vgg16(
         nn.Linear(4096, num_classes),
     )
     return FeaturesClassifier(features, nn.AdaptiveAvgPool2d((7, 7)), classifier, ("classifier.",), norm)
+
+
+#: This family's models (collected by :func:`heatlab.models.zoo.builtin_models`).
+MODELS = (
+    ModelEntry("resnet34", build_resnet34),
+    ModelEntry("resnet18", build_resnet18),
+    ModelEntry("alexnet", build_alexnet),
+    ModelEntry("vgg16", build_vgg16),
+)

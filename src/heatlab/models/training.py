@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from heatlab.data.shards import derive_seed
+from heatlab.seeds import derive_seed
 from heatlab.data.split import channel_stats, input_shape as split_input_shape
 from heatlab.errors import HeatlabError
 from heatlab.models import zoo

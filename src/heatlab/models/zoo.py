@@ -1,9 +1,11 @@
 """The model registry: build a model by name, save and load its weights.
 
-A model family is one module that decorates its builders with :func:`register`; a builder is
-``fn(*, num_classes, in_channels, **kw) -> nn.Module``. Add the module to ``_FAMILY_MODULES``
-and its models appear in :func:`available` (families are imported on first use, so they may
-import this module without a cycle).
+A model family is one module that lists its builders in ``MODELS = (ModelEntry(name, fn), ...)``;
+a builder is ``fn(*, num_classes, in_channels, **kw) -> nn.Module``. Add the module to
+``_FAMILY_MODULES`` and its models appear in :func:`available` (families are imported on first use,
+so they may import this module without a cycle). The built-in models form an immutable
+:class:`heatlab.registry.Registry` (:func:`builtin_models`); :func:`model_registry` adds the
+``heatlab.models`` entry points.
 
 Names outside the registry are resolved by :mod:`heatlab.models.external`: ``torchvision:NAME``,
 ``path/to/file.py:fn``, ``package.module:fn`` and the ``heatlab.models`` entry-point group (those
@@ -17,6 +19,7 @@ Every model from :func:`create` carries ``model.heatlab_spec``, a JSON-serialisa
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import inspect
 import json
@@ -24,6 +27,7 @@ import os
 import pickle
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -33,35 +37,50 @@ from torch import nn
 
 from heatlab.errors import HeatlabError
 from heatlab.files import atomic_path
+from heatlab.registry import Registry
 
 from heatlab.models.config import DEFAULT_MODEL  # noqa: E402,F401  (re-exported)
 
 _FAMILY_MODULES = ("heatlab.models.cellcnn", "heatlab.models.torchvision_models", "heatlab.models.attention", "heatlab.models.mnist_nets",
                   "heatlab.models.mlp")
 
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: ``build(*, num_classes, in_channels, **kw) -> nn.Module`` under ``name``;
+    ``lenient``: the builder gets only the keywords it accepts (models from outside heatlab)."""
+
+    name: str
+    build: Callable[..., nn.Module]
+    lenient: bool = False
+
+    def __post_init__(self) -> None:
+        if not callable(self.build):
+            raise HeatlabError(f"Model {self.name!r}: build must be a function fn(*, num_classes, in_channels) that "
+                               "returns an nn.Module.")
 
 
-def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering ``fn(*, num_classes, in_channels, **kw) -> nn.Module`` under ``name``."""
-    if not isinstance(name, str) or not name:
-        raise HeatlabError("A model name must be a non-empty string; pass e.g. register('mynet').")
-
-    def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        old = _BUILDERS.get(name)
-        # Re-importing (reload) the same function is fine; two different builders are a bug.
-        if old is not None and (old.__module__, old.__qualname__) != (fn.__module__, fn.__qualname__):
-            raise HeatlabError(f"Model name '{name}' is already registered by {old.__module__}; choose another name.")
-        _BUILDERS[name] = fn
-        return fn
-
-    return decorate
+@functools.cache
+def builtin_models() -> Registry[ModelEntry]:
+    """The zoo: every family module's ``MODELS`` (the families are imported on the first call)."""
+    return Registry("models", ModelEntry, (e for m in _FAMILY_MODULES for e in importlib.import_module(m).MODELS),
+                    adapt=_plugin_model)
 
 
-def _registry() -> dict[str, Callable[..., nn.Module]]:
-    for module in _FAMILY_MODULES:
-        importlib.import_module(module)
-    return _BUILDERS
+def model_registry() -> Registry[ModelEntry]:
+    """The zoo plus the models of the ``heatlab.models`` entry points (builders, called leniently)."""
+    return builtin_models().with_entry_points()
+
+
+def _plugin_model(name: str, obj: object) -> ModelEntry:
+    if not callable(obj):
+        raise HeatlabError(f"The heatlab.models entry point {name!r} is not callable; point it at a function "
+                           "fn(*, num_classes, in_channels) that returns an nn.Module.")
+    return ModelEntry(name, obj, lenient=True)
+
+
+def _registry() -> Registry[ModelEntry]:
+    return builtin_models()
 
 
 def available() -> list[str]:
@@ -70,7 +89,7 @@ def available() -> list[str]:
 
 
 def is_registered(name: str) -> bool:
-    """True when ``name`` is a zoo model (registered with :func:`register`)."""
+    """True when ``name`` is a zoo model (in a family's ``MODELS``)."""
     return isinstance(name, str) and name in _registry()
 
 
@@ -99,7 +118,7 @@ def _resolve(name: str, file_sha256: str | None = None):
 
     builders = _registry()
     if isinstance(name, str) and name in builders:
-        return external.Resolved(builders[name], name, lenient=False)
+        return external.Resolved(builders[name].build, name, lenient=False)
     found = external.resolve(name, file_sha256=file_sha256) if isinstance(name, str) and name else None
     if found is None:
         plugins = external.entry_point_names()

@@ -20,7 +20,7 @@ from typing import Sequence
 from heatlab.files import write_text
 from heatlab.progress import Progress, report
 from heatlab.report.context import load_context
-from heatlab.report.page import CSS, ReportContext, Section, esc, fmt, note, render_page, table_html
+from heatlab.report.page import CSS, ReportContext, Section, note, render_page
 from heatlab.report.sections import (
     ax, data, features, gallery, gax, headline, localisation, lrp_filters, lrp_study, mixer, overview, recall_precision, roc, summary,
     training,
@@ -47,8 +47,8 @@ DEFAULT_SECTIONS: tuple[Section, ...] = (
     gax.SECTION,
 )
 
-__all__ = ["CSS", "DEFAULT_SECTIONS", "ReportContext", "Section", "build_report", "esc", "fmt", "gallery_section",
-           "load_context", "note", "rank_methods", "render_page", "table_html"]
+__all__ = ["CSS", "DEFAULT_SECTIONS", "ReportContext", "Section", "build_report", "gallery_section", "load_context",
+           "note", "rank_methods", "render_page"]
 
 
 def build_report(

@@ -1,15 +1,14 @@
-"""Page primitives of the report: the style sheet, escaping, number formatting, notes, tables,
-the :class:`Section` declaration, the :class:`ReportContext` a section reads from, and
-:func:`render_page`.
+"""Page primitives of the report: the style sheet, notes, the :class:`Section` declaration, the
+:class:`ReportContext` a section reads from, and :func:`render_page`.
 
 This module imports nothing else of :mod:`heatlab.report`; every other report module may import
 it (section modules, the GAX viewer page), so no circle can form through it.
 
 Every value that comes from a run (names, paths, numbers, messages) reaches the page through the
 escaping template layer :mod:`heatlab.report.templates`; images are referenced by relative paths;
-the page loads nothing from the network. :func:`esc`, :func:`fmt`, :func:`table_html` and
-:meth:`ReportContext.img` return escaped ``str`` for the sections still built with f-strings (they
-are thin wrappers of the layer); new code renders templates with :func:`render`.
+the page loads nothing from the network. Sections render their fragments with
+:func:`~heatlab.report.templates.render` (tables and figures through the macros of
+``templates/macros.html``).
 """
 
 from __future__ import annotations
@@ -19,38 +18,18 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import pandas as pd
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from heatlab.progress import Progress
-from heatlab.report.templates import number, render, template_text
+from heatlab.report.templates import render, template_text
 
 #: The report's style sheet (templates/report.css), for pages that embed it.
 CSS = template_text("report.css")
 
 
-def esc(value: object) -> str:
-    """HTML-escape any value's text (quotes included)."""
-    return str(escape(str(value)))
-
-
-def fmt(value: object) -> str:
-    """A number with 3 decimals; NaN or None as an en dash; anything else as escaped text."""
-    return esc(number(value))
-
-
 def note(message: object) -> Markup:
     """An escaped notice shown in place of a part that could not be drawn."""
     return render('{% from "macros.html" import note %}{{ note(message) }}', message=message)
-
-
-def table_html(header: Sequence[str], rows: Sequence[Sequence[str]], *, wrap: bool = False) -> str:
-    """A table from already-escaped cells (:func:`esc`, :func:`fmt`), inside a box that scrolls if the
-    table is still too wide; for sections not yet rendered by templates (those use the ``table`` macro).
-
-    Cells keep numbers on one line; ``wrap=True`` lets the cells' text wrap (for sentences and lists).
-    """
-    return str(render('{% from "macros.html" import table %}{{ table(header, rows, wrap) }}',
-                      header=[Markup(h) for h in header], rows=[[Markup(c) for c in row] for row in rows], wrap=wrap))
 
 
 def class_name_of(class_names: Sequence[str], label: int) -> str:
@@ -106,12 +85,6 @@ class ReportContext:
     def src(self, path: Path) -> str:
         """The address of ``path`` (inside the report folder) relative to the page."""
         return path.relative_to(self.out_dir).as_posix()
-
-    def img(self, path: Path, alt: str, caption: str) -> str:
-        """A ``<figure>`` for ``path`` with an escaped alt and a caption that is already HTML, for the
-        sections still built with f-strings (templates use the ``figure`` macro with :meth:`src`)."""
-        return str(render('{% from "macros.html" import figure %}{% call figure(src, alt) %}{{ caption }}{% endcall %}',
-                          src=self.src(path), alt=alt, caption=Markup(caption)))
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from heatlab.data import cells
-from heatlab.data.shards import CellSplit, derive_seed, split_names
+from heatlab.data.shards import CellSplit, split_names
+from heatlab.seeds import derive_seed
 from heatlab.report.figures import bare, literal
 from heatlab.errors import HeatlabError
 from heatlab.files import atomic_path, ensure_dir

@@ -44,13 +44,14 @@ import torch
 
 from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import attribute
+from heatlab.explain.methods.selection import keep_methods, parse_methods
 from heatlab.explain.presets import Preset, get_preset
 from heatlab.files import write_json, write_parquet
 from heatlab.models.input_space import SPACES, check_space, input_space, model_normalize
 from heatlab.models.state import model_device
 from heatlab.models.training import takes_normalize
 from heatlab.progress import Progress
-from heatlab.run.evaluate import cam_layer_of, keep_methods, parse_methods
+from heatlab.run.evaluate import cam_layer_of
 from heatlab.run.rundir import RunDir
 from heatlab.run.runner import PARQUET, ShardUnit, Stage, Work, earlier_methods, run_stage
 from heatlab.score.co import AX_VARIANTS, OUTPUTS, co_records, prepare_heatmaps

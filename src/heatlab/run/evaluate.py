@@ -6,7 +6,14 @@ depends on the data's ground truth (``Split.truth_kind``):
 - the three levels 0/0.4/0.9 (the cells, or level masks): the five-band score (paper 002) and
   the localisation metrics;
 - a binary mask: the localisation metrics only;
-- none (tables, folders without masks): no score; the heatmaps are still computed and stored.
+- none (tables, folders without masks): no truth score; the heatmaps are still computed and stored.
+
+Besides, every metric of the registry (``metrics=``, default
+:func:`heatlab.score.metrics.metric_registry`: the built-ins and the ``heatlab.metrics`` entry points)
+that applies is a column of ``tables/localisation.parquet`` (the per-sample scores table), a metric that
+needs the model included (it gets the branch model, the shard, the attributions and an ``explain``
+that reruns the unit's method); ``evaluate.json`` records each column's entry (direction, family,
+citation) under ``metrics`` for the report.
 
 Outputs (schemas in the README): ``tables/five_band.parquet``, ``tables/roc.parquet``,
 ``tables/localisation.parquet`` (each only when it applies), the stored heatmaps
@@ -17,6 +24,7 @@ Outputs (schemas in the README): ``tables/five_band.parquet``, ``tables/roc.parq
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any, Sequence
 
 import numpy as np
@@ -26,7 +34,7 @@ import torch
 from heatlab.data.split import feature_names
 from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import METHODS, attribute, cam_layer
-from heatlab.explain.methods import NOISE_TUNNEL_NAMES, OPT_IN_TEXT, REGISTRY, is_method, lookup
+from heatlab.explain.methods.selection import keep_methods, needs_image, parse_methods
 from heatlab.explain.postprocess import channel_adjust, normalize_max_abs
 from heatlab.explain.presets import Preset, get_preset
 from heatlab.files import atomic_path, write_json, write_parquet
@@ -34,7 +42,8 @@ from heatlab.progress import Progress
 from heatlab.run.rundir import RunDir
 from heatlab.run.runner import PARQUET, TENSORS, ShardUnit, Stage, Work, earlier_methods, run_stage
 from heatlab.score.five_band import METRICS, five_band
-from heatlab.score.metrics import per_sample_scores
+from heatlab.registry import Registry
+from heatlab.score.metrics import SCORES_TABLE, Metric, applies, metric_registry, per_sample_scores
 
 #: Five-band variants: (clip bounds, clamp order, threshold schedule). ``clamp`` clips after
 #: normalising (paper 002's text), ``clamp_original`` clips the raw attribution (its code).
@@ -53,33 +62,6 @@ HEATMAP_FORMAT = (
 )
 
 
-def needs_image(method: str) -> bool:
-    """True for methods that only work on N×C×H×W images (the CAM methods)."""
-    return bool(getattr(lookup(method)[0], "needs_layer", False))
-
-
-def parse_methods(text: str | Sequence[str], input_kind: str = "image") -> list[str]:
-    """``"all"`` (the default set, :data:`METHODS`) or a comma-separated list of method names ->
-    validated list: registry order, then opt-in names (NoiseTunnel's short names) in the order given.
-
-    The opt-in methods (:data:`heatlab.explain.methods.OPT_IN_METHODS`) run only when named. For
-    table data ``"all"`` leaves out the methods that need images; naming one is an error.
-    """
-    names = [m.strip() for m in text.split(",")] if isinstance(text, str) else list(text)
-    if names == ["all"]:
-        return [m for m in METHODS if input_kind == "image" or not needs_image(m)]
-    for m in names:  # a NoiseTunnel name over a base it cannot smooth says so
-        if isinstance(m, str) and m.partition("-")[0] in NOISE_TUNNEL_NAMES and "-" in m:
-            lookup(m)
-    unknown = [m for m in names if not is_method(m)]
-    if unknown or not names:
-        raise HeatlabError(f"Unknown method {', '.join(unknown) or '(none)'}; choose from {', '.join(METHODS)} or "
-                           f"'all', or the opt-in {OPT_IN_TEXT}.")
-    if input_kind != "image" and (bad := [m for m in names if needs_image(m)]):
-        raise HeatlabError(f"{', '.join(bad)} need image inputs but this run's data is a table; choose other methods.")
-    return [m for m in REGISTRY if m in names] + list(dict.fromkeys(m for m in names if m not in REGISTRY))
-
-
 def cam_layer_of(run: RunDir, branch: str, methods: Sequence[str]) -> str | None:
     """The layer the CAM methods among ``methods`` use on ``branch``'s model (None without one)."""
     if not any(needs_image(m) for m in methods):
@@ -87,19 +69,18 @@ def cam_layer_of(run: RunDir, branch: str, methods: Sequence[str]) -> str | None
     return cam_layer(run.load_model(branch))
 
 
-def keep_methods(asked: list[str], earlier: Sequence[str], input_kind: str) -> list[str]:
-    """``asked`` plus those ``earlier`` methods that still exist and apply, in :func:`parse_methods` order."""
-    kept = [m for m in earlier if is_method(m) and (input_kind == "image" or not needs_image(m))]
-    return parse_methods(list(dict.fromkeys([*asked, *kept])), input_kind)
-
-
 def _ids(labels: torch.Tensor, predictions: torch.Tensor, shard: int) -> dict[str, Any]:
     return {"shard": shard, "index": np.arange(len(labels)), "label": labels.numpy(),
             "prediction": predictions.numpy(), "correct": (labels == predictions).numpy()}
 
 
-def score_attributions(attr, labels, truth, truth_kind: str, *, predictions, shard: int = 0):
-    """(five_band, roc, localisation) frames of one shard's attributions ``N×C×H×W``; None where not applicable."""
+def score_attributions(attr, labels, truth, truth_kind: str | None, *, predictions, shard: int = 0,
+                       metrics: Registry[Metric] | None = None, model=None, inputs=None, explain=None, seed: int = 0):
+    """(five_band, roc, localisation) frames of one shard's attributions ``N×C×H×W``; None where not applicable.
+
+    ``metrics``: the registry whose scores-table entries fill the localisation frame (default the
+    built-ins); with ``model`` (and ``inputs``, ``explain``) its metrics that need the model too.
+    """
     base = _ids(labels, predictions, shard)
     # The clamp variants feed only the five-band score; the localisation metrics use the standard one.
     wanted = VARIANTS if truth_kind == "levels" else {"standard": VARIANTS["standard"]}
@@ -121,8 +102,10 @@ def score_attributions(attr, labels, truth, truth_kind: str, *, predictions, sha
             roc_frame["n"] = len(labels)
             rocs.append(pd.DataFrame(roc_frame))
         five, roc = pd.concat(rows, ignore_index=True), pd.concat(rocs, ignore_index=True)
-    loc = {k: v.double().numpy() for k, v in per_sample_scores(adjusted["standard"], truth, truth_kind).items()}
-    return five, roc, pd.DataFrame({**base, **loc})
+    scores = per_sample_scores(adjusted["standard"], truth, truth_kind, metrics=metrics, model=model, x=inputs,
+                               y=predictions, a=attr, explain=explain, seed=seed)
+    loc = {k: v.double().cpu().numpy() for k, v in scores.items()}
+    return five, roc, (pd.DataFrame({**base, **loc}) if loc or truth_kind is not None else None)
 
 
 def gallery_rows(labels: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
@@ -162,7 +145,7 @@ class Evaluate(Stage):
     name = "evaluate"
 
     def __init__(self, run: RunDir, *, methods="all", split: str = "test", batch_size: int = 25, device: str = "cpu",
-                 preset: str | Preset | None = None, replace: bool = False):
+                 preset: str | Preset | None = None, replace: bool = False, metrics: Registry[Metric] | None = None):
         super().__init__(run, device=device, batch_size=batch_size)
         self.preset = get_preset(preset, self.name)
         self.seed, self.spec = run.seed(), run.data_spec()
@@ -177,10 +160,14 @@ class Evaluate(Stage):
         self.skipped = self._skipped(methods)
         self.replace = replace
         self.cam_layer = cam_layer_of(run, self.branches[0], self.methods)
+        self.metrics = metric_registry() if metrics is None else metrics
+        #: The entries of the per-sample scores table that apply to this data (with the model).
+        self.scored = {m.name: m for m in self.metrics.values()
+                       if m.table == SCORES_TABLE and applies(m, self.truth_kind, model=True)}
         kinds = {"heatmaps": TENSORS}
         if self.truth_kind == "levels":
             kinds.update(five_band=PARQUET, roc=PARQUET)
-        if self.truth_kind is not None:
+        if self.scored:
             kinds["localisation"] = PARQUET
         self.kinds = kinds
 
@@ -210,7 +197,7 @@ class Evaluate(Stage):
         return [ShardUnit(self.split, b, m, k) for b in self.branches for m in self.methods for k in range(self.data.num_shards)]
 
     def settings(self, unit: ShardUnit) -> dict:
-        return {"options": self.preset.kwargs(unit.method), "variants": list(VARIANTS)}
+        return {"options": self.preset.kwargs(unit.method), "variants": list(VARIANTS), "metrics": list(self.scored)}
 
     def run_unit(self, work: Work, unit: ShardUnit) -> dict[str, Any]:
         model = work.model(unit.branch)
@@ -220,10 +207,13 @@ class Evaluate(Stage):
                          batch_size=self.batch_size, **self.preset.kwargs(unit.method)).detach().cpu()
         rows = gallery_rows(shard["labels"], preds) if self.input_kind == "image" else None
         pieces: dict[str, Any] = {"heatmaps": heatmap_piece(attr, shard, preds, unit.shard, rows)}
-        if self.truth_kind is not None:
-            five, roc, loc = score_attributions(attr, shard["labels"], shard["truth"], self.truth_kind,
-                                                predictions=preds, shard=unit.shard)
-            pieces.update(five_band=five, roc=roc, localisation=loc)
+        if self.scored:
+            explain = partial(_explain, method=unit.method, seed=self.seed, batch_size=self.batch_size,
+                              options=self.preset.kwargs(unit.method))
+            five, roc, loc = score_attributions(attr, shard["labels"], shard.get("truth"), self.truth_kind,
+                                                predictions=preds, shard=unit.shard, metrics=self.metrics, model=model,
+                                                inputs=shard["images"], explain=explain, seed=self.seed)
+            pieces.update({k: v for k, v in (("five_band", five), ("roc", roc), ("localisation", loc)) if v is not None})
         return pieces
 
     def join(self, units: Sequence[ShardUnit], parts: dict[str, list[Any]]) -> dict:
@@ -247,6 +237,8 @@ class Evaluate(Stage):
             "input_kind": self.input_kind, "truth_kind": self.truth_kind, "skipped": self.skipped,
             "tables": sorted(tables), "feature_names": feature_names(self.data),
             "attribution": self.preset.record(self.methods), "cam_layer": self.cam_layer, "complete": True,
+            "metrics": {**_five_band_entries(self.metrics, "five_band" in tables),
+                        **{name: m.record() for name, m in self.scored.items()}},
         }
         self.run.record_attribution(self.name, summary["attribution"])
         write_json(self.run.summary_path(self.name), summary)
@@ -264,6 +256,16 @@ class Evaluate(Stage):
                     "truth_kind": self.truth_kind, "selection": "gallery" if self.input_kind == "image" else "all"}
             with atomic_path(self.run.heatmaps(self.split, branch, method)) as tmp:
                 save_file(tensors, str(tmp), metadata={"heatlab": json.dumps(meta, sort_keys=True)})
+
+
+def _explain(model, x, y, *, method: str, seed: int, batch_size: int, options: dict) -> torch.Tensor:
+    """The attributions of ``x`` for classes ``y`` with the unit's method and settings (a model metric's ``explain``)."""
+    return attribute(model, x, method, target=y, seed=seed, batch_size=batch_size, **options).detach()
+
+
+def _five_band_entries(metrics: Registry[Metric], written: bool) -> dict[str, dict]:
+    """The registry entries of the five-band table's columns, when the table was written."""
+    return {name: m.record() for name, m in metrics.items() if written and m.table == "five_band"}
 
 
 def _join_five_band(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -287,7 +289,7 @@ def _join_roc(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 def evaluate_run(run_dir, *, methods="all", split: str = "test", batch_size: int = 25, device: str = "cpu",
                  preset: str | Preset | None = None, replace: bool = False, progress: Progress | None = None,
-                 backend: Any = None, trust_model_code: bool = False) -> dict:
+                 backend: Any = None, trust_model_code: bool = False, metrics: Registry[Metric] | None = None) -> dict:
     """Evaluate every (branch, method, shard) of ``split``; write the tables, heatmaps and evaluate.json.
 
     ``preset``: the attribution settings (:mod:`heatlab.explain.presets`; default ``"paper002"``).
@@ -296,6 +298,8 @@ def evaluate_run(run_dir, *, methods="all", split: str = "test", batch_size: int
     ``backend``: where the units run (:func:`heatlab.run.runner.make_backend`; default this process).
     ``trust_model_code``: rebuild branch models whose model.json names code from outside heatlab
     (``file.py:fn``, ``module:fn``); without it such a run is refused in one sentence.
+    ``metrics``: the metric registry to score with (default the built-ins and the ``heatlab.metrics``
+    entry points); ``METRICS.register(Metric(...))`` adds one for this call only.
     """
     return run_stage(Evaluate(RunDir(run_dir, trust_model_code=trust_model_code), methods=methods, split=split, batch_size=batch_size, device=device,
-                              preset=preset, replace=replace), progress=progress, backend=backend)
+                              preset=preset, replace=replace, metrics=metrics), progress=progress, backend=backend)

@@ -30,13 +30,13 @@ from heatlab.data import registry
 from heatlab.data.images import IMAGE_SUFFIXES, _check_header, decode_image, natural_key
 from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import attribute
+from heatlab.explain.methods.selection import parse_methods as stage_methods
 from heatlab.files import atomic_path, ensure_dir, remove_stale_tmp, undo_on_error
 from heatlab.models import stored_spec, zoo
 from heatlab.models.external import spec_name
 from heatlab.models.state import eval_mode, model_device
 from heatlab.models.training import resolve_device
 from heatlab.progress import Progress, report
-from heatlab.run.evaluate import parse_methods as stage_methods
 from heatlab.run.rundir import RunDir, branch_info, branch_name, load_branch
 
 ATTRIBUTIONS = "attributions.safetensors"

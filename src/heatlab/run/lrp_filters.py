@@ -37,18 +37,20 @@ from heatlab.run.evaluate import score_attributions
 from heatlab.run.rundir import RunDir
 from heatlab.run.runner import PARQUET, ShardUnit, Stage, Work, run_stage
 from heatlab.score.intervals import LEVEL, difference_verdict, paired_difference
+from heatlab.score.metrics import METRICS as REGISTERED
 
 NONE = "none"
 SCORES = ("precision_best", "recall_best", "fpr_avg", "accuracy_best")
-#: (table, column, what it is, higher is better) of the effects, each where the run has the column.
-METRICS = (
-    ("five_band", "precision_best", "best precision", True),
-    ("five_band", "recall_best", "best recall", True),
-    ("five_band", "fpr_avg", "FPR (mean over thresholds)", False),
-    ("localisation", "mae", "MAE of eq. (5)", False),
-    ("localisation", "auc/feature", "AUC (feature mask)", True),
-    ("localisation", "auc/cell", "AUC (cell mask)", True),
-)
+#: (table, column, what it is, higher is better) of the effects, each where the run has the column;
+#: the direction is the metric entry's (:data:`heatlab.score.metrics.METRICS`).
+METRICS = tuple((table, column, what, REGISTERED[column].higher_is_better) for table, column, what in (
+    ("five_band", "precision_best", "best precision"),
+    ("five_band", "recall_best", "best recall"),
+    ("five_band", "fpr_avg", "FPR (mean over thresholds)"),
+    ("localisation", "mae", "MAE of eq. (5)"),
+    ("localisation", "auc/feature", "AUC (feature mask)"),
+    ("localisation", "auc/cell", "AUC (cell mask)"),
+))
 CELL_KEYS = ["shard", "index"]
 
 
@@ -90,8 +92,7 @@ class LRPFilters(Stage):
                          composite=self.composite, start=self.start, maxpool=self.maxpool, filters=filters).detach().cpu()
         five, _, loc = score_attributions(attr, shard["labels"], shard["truth"], self.truth_kind,
                                           predictions=preds, shard=unit.shard)
-        # Paper 004's eq. (5) with the truth as reference: mean |h − truth| of the adjusted heatmap.
-        loc["mae"] = (channel_adjust(attr) - shard["truth"].float()).abs().mean((1, 2)).double().numpy()
+        loc["mae"] = REGISTERED["mae"].fn(channel_adjust(attr), shard["truth"].float()).numpy()
         return {"localisation": loc, **({"five_band": five} if five is not None else {})}
 
     def join(self, units: Sequence[ShardUnit], parts: dict[str, list[Any]]) -> dict:

@@ -83,8 +83,14 @@ class Pick:
     tied: tuple[str, ...]
 
 
-def _t_interval(values: np.ndarray, level: float) -> tuple[float, float, float]:
-    mean = float(values.mean())
+def t_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of ``values`` and its two-sided t interval (n - 1 degrees of freedom).
+
+    With fewer than 2 values there is no spread to estimate: low and high are NaN (the mean is
+    still given; NaN for no value at all).
+    """
+    values = np.asarray(values, dtype=np.float64).ravel()
+    mean = float(values.mean()) if len(values) else math.nan
     if len(values) < 2:
         return mean, math.nan, math.nan
     half = float(stats.t.ppf(0.5 + level / 2, len(values) - 1)) * float(values.std(ddof=1)) / math.sqrt(len(values))
@@ -116,9 +122,9 @@ def mean_interval(groups: Sequence, *, level: float = LEVEL, bounds: tuple[float
     gs = _groups(groups, "mean_interval(groups)")
     n = sum(len(g) for g in gs)
     if len(gs) >= 2:
-        est, lo, hi = _t_interval(np.array([g.mean() for g in gs]), level)
+        est, lo, hi = t_interval(np.array([g.mean() for g in gs]), level)
         return _clip(Interval(est, lo, hi, "t over branches", len(gs), n), bounds)
-    est, lo, hi = _t_interval(gs[0], level)
+    est, lo, hi = t_interval(gs[0], level)
     return _clip(Interval(est, lo, hi, "t over samples", 1, n), bounds)
 
 
@@ -144,7 +150,7 @@ def auroc_interval(positive: Sequence, negative: Sequence, *, level: float = LEV
     n = sum(len(p) + len(q) for p, q in pairs)
     values = np.array([auroc(p, q) for p, q in pairs])
     if len(pairs) >= 2:
-        est, lo, hi = _t_interval(values, level)
+        est, lo, hi = t_interval(values, level)
         return _clip(Interval(est, lo, hi, "t over branches", len(pairs), n), (0.0, 1.0))
     p, q = pairs[0]
     boot = _bootstrap_auroc(p, q, resamples, seed)

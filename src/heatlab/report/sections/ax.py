@@ -10,16 +10,76 @@ from __future__ import annotations
 import math
 
 import pandas as pd
+from markupsafe import Markup
 
 from heatlab.errors import HeatlabError
 from heatlab.report.co_figures import (
     AX_LABELS, VARIANTS, accuracy_frame, grouping_label, load_ax_tables, ordered, variant_label, write_ax_figures,
 )
-from heatlab.report.page import ReportContext, Section, attribution_text, esc, fmt, note, table_html
+from heatlab.report.page import ReportContext, Section, attribution_text, note
+from heatlab.report.sections.localisation import BOLD
+from heatlab.report.templates import number, render
 from heatlab.run.ax import ERROR_GROUPING, GROUPINGS
 
+TABLE = '{% from "macros.html" import table %}{{ table(header, rows) }}'
+ITALIC = "<i>{{ text }}</i>"
+INFLATION = """\
+In this run (raw x + h, mean AUROC over branches, before AX → after AX): {% for m, before, after in means %}\
+{{ m }} {{ before|num }} → {{ after|num }}{% if not loop.last %}, {% endif %}{% endfor %}."""
+BELOW_HALF = """\
+<p class="note caveat">AUROC below 0.5 ({% for m, v, g, a in low %}<b>{{ m }}</b> with {{ v }}, {{ g }}: {{ a|num }}\
+{% if not loop.last %}; {% endif %}{% endfor %}). There the CO score ranks wrong predictions above correct ones: as a \
+detector of correct predictions it works backwards, so a high score points to a likely error, not a likely success, and \
+its flag threshold (CO below it = likely error) flags the wrong side. The heatmap added this way helps the wrongly \
+predicted class more than the true one.</p>"""
+PAIR = """\
+{% from "macros.html" import figure %}
+<div class="pair">{% for src, alt, caption in figures %}{% call figure(src, alt) %}{{ caption }}{% endcall %}{% endfor %}</div>"""
+SPACE = "<b>{{ space }}</b> space: {{ note }}"
+TEMPLATE = """\
+{% from "macros.html" import figure %}
+<p>Augmentative eXplanation (papers 000/001): each sample of the <b>{{ split }}</b> split is attributed to its \
+<i>predicted</i> class, the heatmap h is divided by its largest magnitude, and the classifier sees x + h (or x · h). The \
+CO score Σ<sub>j</sub> κ<sub>j</sub> [f(x + h) − f(x)]<sub>j</sub> (κ = 1 for the true class, −1/(C−1) for the others) \
+is positive when the heatmap raised the true class; higher is better. The papers' finding is a <i>gap</i>: correct \
+predictions score higher than wrong ones.</p>
+<p>Every number and figure here is in the {{ space_text }}; {{ attribution }}.</p>
+<p>Two groupings: the conference version (paper 000 v1) calls a sample correct when it was predicted correctly \
+<i>before</i> AX; the journal version (v2) when it is predicted correctly <i>after</i> AX with the same variant. Only the \
+first tests whether CO detects errors, so every error-detector number here (and in the headline) uses it. The second is \
+shown as the journal version's reproduction and is not an error test: after AX the same logits decide both the group and \
+the CO score, which inflates the AUROC. {{ inflation }}</p>
+{% for label, what, best, high, worst, low in gaps %}
+<p class="rank">Largest gap, {{ label }} (AUROC of the raw x + h score {{ what }}, mean over branches): \
+<b>{{ best }}</b> {{ high|num }}; smallest: <b>{{ worst }}</b> {{ low|num }}.</p>
+{% endfor %}
+<p class="muted">AUROC 1 = every correct sample scores above every wrong one, 0.5 = no information, below 0.5 = wrong \
+predictions score higher.</p>
+{{ below_half }}
+{% for pair in pairs %}{{ pair }}
+{% endfor %}
+<h3>AUROC per variant and grouping</h3><div class="scroll">{{ auroc_table }}</div>
+<h3>The gap in numbers (raw logits, x + h; correct before AX: the error test)</h3><p>Empty interval: the range between \
+the groups when no score falls between them. Flag threshold: a sample whose CO is below it is flagged as a likely error \
+(the journal's use: flag mislabelled samples); it was \
+{% if holdout %}chosen on the <b>{{ holdout }}</b> split (maximising Youden's J) and measured on <b>{{ split }}</b>, so \
+the threshold never saw the samples it is judged on{% else %}chosen and measured on <b>{{ split }}</b> (in-sample, \
+optimistic){% endif %}. Flag precision = flagged samples that are wrong, flag recall = wrong samples that are flagged.</p>\
+<div class="scroll">{{ gap_table }}</div>
+<h3>The journal version's reproduction (raw logits, x + h; correct after AX)</h3><p>The same numbers grouped by the \
+prediction after AX, as the journal version's figure does; not an error test (the post-AX logits decide both the group \
+and the score), so no flag threshold is shown.</p><div class="scroll">{{ journal_table }}</div>
+<h3>Accuracy before and after AX</h3><p>Paper Table 2: the share of samples predicted correctly from x (before AX) and \
+from x + h and x · h, in the {{ space }} space; bold where AX improved on it.{% if compare %} The last line is \
+{{ compare[0] }} with h attributed and added in the <b>{{ compare[1] }}</b> space instead, for comparison: in the input \
+space h is small next to standardised data, in the pixel space it is as large as the image.{% endif %}</p>\
+<div class="scroll">{{ accuracy_table }}</div>
+{% call figure(accuracy_src, "accuracy before and after AX") %}Accuracy after AX per method for {{ branch }} \
+({{ space }} space); dashed: before AX.{% endcall %}
+"""
 
-def gap_table_html(gap: pd.DataFrame, variant: str = "raw_sum", grouping: str = ERROR_GROUPING) -> str:
+
+def gap_table_html(gap: pd.DataFrame, variant: str = "raw_sum", grouping: str = ERROR_GROUPING) -> Markup:
     """The gap numbers of ``variant`` per (method, branch) for one grouping as an HTML table.
 
     The flag threshold and its precision and recall are error-detector numbers, so only the
@@ -28,43 +88,42 @@ def gap_table_html(gap: pd.DataFrame, variant: str = "raw_sum", grouping: str = 
     flags = grouping == ERROR_GROUPING
     rows = []
     for _, r in gap[(gap["variant"] == variant) & (gap["grouping"] == grouping)].iterrows():
-        interval = "–" if math.isnan(r["interval_low"]) else f"({fmt(r['interval_low'])}, {fmt(r['interval_high'])})"
-        rows.append([esc(r["method"]), esc(r["branch"]), fmt(r["auroc"]), fmt(r["median_correct"]),
-                     fmt(r["median_wrong"]), interval,
-                     *((fmt(r["threshold"]), fmt(r["flag_precision"]), fmt(r["flag_recall"])) if flags else ()),
-                     f"{esc(int(r['n_correct']))} / {esc(int(r['n_wrong']))}", esc(r["note"] or "")])
-    return table_html(["method", "branch", "AUROC", "median CO correct", "median CO wrong", "empty interval",
-                       *(("flag threshold", "flag precision", "flag recall") if flags else ()), "correct / wrong",
-                       "note"], rows)
+        interval = "–" if math.isnan(r["interval_low"]) else f"({number(r['interval_low'])}, {number(r['interval_high'])})"
+        rows.append([r["method"], r["branch"], number(r["auroc"]), number(r["median_correct"]),
+                     number(r["median_wrong"]), interval,
+                     *((number(r["threshold"]), number(r["flag_precision"]), number(r["flag_recall"])) if flags else ()),
+                     f"{int(r['n_correct'])} / {int(r['n_wrong'])}", r["note"] or ""])
+    return render(TABLE, header=["method", "branch", "AUROC", "median CO correct", "median CO wrong", "empty interval",
+                                 *(("flag threshold", "flag precision", "flag recall") if flags else ()),
+                                 "correct / wrong", "note"], rows=rows)
 
 
-def inflation_html(gap: pd.DataFrame, variant: str = "raw_sum") -> str:
+def inflation_html(gap: pd.DataFrame, variant: str = "raw_sum") -> Markup | str:
     """This run's mean AUROC over branches per method, before AX next to after AX (the circular grouping)."""
     rows = gap[gap["variant"] == variant]
     means = rows.groupby(["method", "grouping"], sort=False)["auroc"].mean().unstack("grouping")
     if not set(GROUPINGS) <= set(means.columns):
         return ""
-    items = ", ".join(f"{esc(m)} {fmt(r[ERROR_GROUPING])} → {fmt(r['correct_after'])}" for m, r in means.iterrows())
-    return f"In this run (raw x + h, mean AUROC over branches, before AX → after AX): {items}."
+    return render(INFLATION, means=[(m, r[ERROR_GROUPING], r["correct_after"]) for m, r in means.iterrows()])
 
 
-def auroc_table_html(gap: pd.DataFrame) -> str:
+def auroc_table_html(gap: pd.DataFrame) -> Markup:
     """AUROC per (method, branch, grouping) and variant; the highest of each column and grouping in bold."""
     wide = gap.pivot_table(index=["method", "branch", "grouping"], columns="variant", values="auroc", sort=False,
                            dropna=False)
     rows = []
     for (method, branch, grouping), r in wide.iterrows():
-        cells = [esc(method), esc(branch), esc(grouping_label(grouping, short=True))]
+        cells = [method, branch, grouping_label(grouping, short=True)]
         same = wide.xs(grouping, level="grouping")
         for v in VARIANTS:
             value = r.get(v, math.nan)
             best = same[v].max() if v in same else math.nan
-            cells.append(f"<b>{fmt(value)}</b>" if not math.isnan(value) and value == best else fmt(value))
+            cells.append(render(BOLD, value=value) if not math.isnan(value) and value == best else number(value))
         rows.append(cells)
-    return table_html(["method", "branch", "correct", *(esc(variant_label(v)) for v in VARIANTS)], rows)
+    return render(TABLE, header=["method", "branch", "correct", *(variant_label(v) for v in VARIANTS)], rows=rows)
 
 
-def accuracy_table_html(co: pd.DataFrame, compare: pd.DataFrame | None = None, space: str = "") -> str:
+def accuracy_table_html(co: pd.DataFrame, compare: pd.DataFrame | None = None, space: str = "") -> Markup:
     """Paper Table 2: rows "before AX" then methods; per branch the accuracy after x + h and x · h.
 
     ``compare``: rows of one method in the other space, shown as one more line.
@@ -72,49 +131,40 @@ def accuracy_table_html(co: pd.DataFrame, compare: pd.DataFrame | None = None, s
     branches = ordered(co["branch"])
     per_branch = {b: accuracy_frame(co[co["branch"] == b]) for b in branches}
     methods = ordered(co["method"])
-    header = ["method"] + [f"{esc(b)} {esc(AX_LABELS[a])}" for b in branches for a in ("sum", "mult")]
-    rows = [["<i>before AX</i>"] + [fmt(per_branch[b]["before"].iloc[0]) for b in branches for _ in range(2)]]
+    header = [f"{b} {AX_LABELS[a]}" for b in branches for a in ("sum", "mult")]
+    rows = [[render(ITALIC, text="before AX")] + [number(per_branch[b]["before"].iloc[0]) for b in branches for _ in range(2)]]
     lines = [(m, space, per_branch) for m in methods]
     if compare is not None and not compare.empty:
         other = {b: accuracy_frame(compare[compare["branch"] == b]) for b in branches}
         lines += [(m, str(compare["space"].iloc[0]), other) for m in ordered(compare["method"])]
     for method, where, frames in lines:
-        label = esc(method) if frames is per_branch else f"<i>{esc(method)}, {esc(where)} space</i>"
-        cells = [label]
+        cells = [method if frames is per_branch else render(ITALIC, text=f"{method}, {where} space")]
         for b in branches:
             acc = frames[b]
             for a in ("sum", "mult"):
                 value = acc.loc[method, f"after_{a}"] if method in acc.index else math.nan
                 better = not math.isnan(value) and value > per_branch[b]["before"].iloc[0]
-                cells.append(f"<b>{fmt(value)}</b>" if better else fmt(value))
+                cells.append(render(BOLD, value=value) if better else number(value))
         rows.append(cells)
-    return table_html(header, rows)
+    return render(TABLE, header=["method", *header], rows=rows)
 
 
-def below_half_html(gap: pd.DataFrame) -> str:
+def below_half_html(gap: pd.DataFrame) -> Markup | str:
     """One sentence naming every (method, variant, grouping) whose mean AUROC over branches is below 0.5."""
     means = gap.groupby(["method", "variant", "grouping"], sort=False)["auroc"].mean().dropna()
-    low = [(m, v, g, a) for (m, v, g), a in means.items() if a < 0.5]
-    if not low:
-        return ""
-    items = "; ".join(f"<b>{esc(m)}</b> with {esc(variant_label(v))}, {esc(grouping_label(g, short=True))}: "
-                      f"{fmt(a)}" for m, v, g, a in low)
-    return (f'<p class="note caveat">AUROC below 0.5 ({items}). There the CO score ranks wrong predictions above correct '
-            "ones: as a detector of correct predictions it works backwards, so a high score points to a likely "
-            "error, not a likely success, and its flag threshold (CO below it = likely error) flags the wrong "
-            "side. The heatmap added this way helps the wrongly predicted class more than the true one.</p>")
+    low = [(m, variant_label(v), grouping_label(g, short=True), a) for (m, v, g), a in means.items() if a < 0.5]
+    return render(BELOW_HALF, low=low) if low else ""
 
 
-def _pair(ctx: ReportContext, paths: dict, key: str, alt: str, caption: str) -> str:
-    figures = [ctx.img(paths[f"{key}_{g}"], f"{alt}, {grouping_label(g)}", f"{caption} {grouping_label(g).capitalize()}.")
-               for g in GROUPINGS]
-    return f'<div class="pair">{"".join(figures)}</div>'
+def _pair(ctx: ReportContext, paths: dict, key: str, alt: str, caption: str) -> Markup:
+    return render(PAIR, figures=[(ctx.src(paths[f"{key}_{g}"]), f"{alt}, {grouping_label(g)}",
+                                  f"{caption} {grouping_label(g).capitalize()}.") for g in GROUPINGS])
 
 
-def _space_text(info: dict) -> str:
+def _space_text(info: dict) -> Markup:
     space = info.get("space", "pixel")
     note_ = info.get("space_note") or ("h is added to the data as stored (pixel space)" if space == "pixel" else "")
-    return f"<b>{esc(space)}</b> space: {esc(note_)}"
+    return render(SPACE, space=space, note=note_)
 
 
 def ax_section(ctx: ReportContext) -> str:
@@ -127,71 +177,35 @@ def ax_section(ctx: ReportContext) -> str:
     branch = ctx.gallery_branch if ctx.gallery_branch in branches else branches[0]
     space = info["space"]
     paths = write_ax_figures(co, gap, ctx.fig_dir, branch=branch, space=space)
-    split, holdout = info["split"], info.get("holdout_split")
-    out = [
-        f"<p>Augmentative eXplanation (papers 000/001): each sample of the <b>{esc(split)}</b> split is attributed "
-        "to its <i>predicted</i> class, the heatmap h is divided by its largest magnitude, and the classifier sees "
-        "x + h (or x · h). The CO score Σ<sub>j</sub> κ<sub>j</sub> [f(x + h) − f(x)]<sub>j</sub> (κ = 1 for the "
-        "true class, −1/(C−1) for the others) is positive when the heatmap raised the true class; higher is "
-        "better. The papers' finding is a <i>gap</i>: correct predictions score higher than wrong ones.</p>",
-        f"<p>Every number and figure here is in the {_space_text(info)}; {attribution_text(info.get('attribution'))}.</p>",
-        "<p>Two groupings: the conference version (paper 000 v1) calls a sample correct when it was predicted "
-        "correctly <i>before</i> AX; the journal version (v2) when it is predicted correctly <i>after</i> AX with "
-        "the same variant. Only the first tests whether CO detects errors, so every error-detector number here (and "
-        "in the headline) uses it. The second is shown as the journal version's reproduction and is not an error "
-        "test: after AX the same logits decide both the group and the CO score, which inflates the AUROC. "
-        f"{inflation_html(gap)}</p>",
-    ]
+    gaps = []
     for grouping in GROUPINGS:
         main = gap[(gap["variant"] == "raw_sum") & (gap["grouping"] == grouping)]
         means = main.groupby("method", sort=False)["auroc"].mean().dropna()
         if not means.empty:
             what = ("as a detector of correct predictions" if grouping == ERROR_GROUPING
                     else "separating the after-AX groups; not an error test")
-            out.append(f"<p class=\"rank\">Largest gap, {esc(grouping_label(grouping))} (AUROC of the raw x + h "
-                       f"score {what}, mean over branches): <b>{esc(means.idxmax())}</b> "
-                       f"{fmt(means.max())}; smallest: <b>{esc(means.idxmin())}</b> {fmt(means.min())}.</p>")
-    out.append("<p class=\"muted\">AUROC 1 = every correct sample scores above every wrong one, 0.5 = no "
-               "information, below 0.5 = wrong predictions score higher.</p>")
-    out.append(below_half_html(gap))
-    out.append(_pair(ctx, paths, "box_sum", "CO boxplots for x + h",
-                     f"Paper Fig. 2/3: CO scores with AX x + h on raw logits (top) and softmax (bottom) for "
-                     f"{esc(branch)}, correct predictions in blue, wrong ones in orange; boxes span the quartiles, "
-                     "dots are samples. Each method's AUROC is under its name."))
-    out.append(_pair(ctx, paths, "box_mult", "CO boxplots for x · h", "The same for AX x · h."))
-    out.append(_pair(ctx, paths, "hist", "CO histograms",
-                     "Histograms of the CO scores per method (rows) and variant (columns), correct in blue and "
-                     "wrong in orange, each group scaled to unit area so that a small group stays visible; "
-                     "dotted line at 0."))
-    threshold_text = (f"chosen on the <b>{esc(holdout)}</b> split (maximising Youden's J) and measured on "
-                      f"<b>{esc(split)}</b>, so the threshold never saw the samples it is judged on"
-                      if holdout else f"chosen and measured on <b>{esc(split)}</b> (in-sample, optimistic)")
-    out.append("<h3>AUROC per variant and grouping</h3><div class=\"scroll\">" + auroc_table_html(gap) + "</div>")
-    out.append(
-        "<h3>The gap in numbers (raw logits, x + h; correct before AX: the error test)</h3><p>Empty interval: the "
-        "range between the groups when no score falls between them. Flag threshold: a sample whose CO is below it "
-        f"is flagged as a likely error (the journal's use: flag mislabelled samples); it was {threshold_text}. Flag "
-        "precision = flagged samples that are wrong, flag recall = wrong samples that are flagged.</p>"
-        "<div class=\"scroll\">" + gap_table_html(gap) + "</div>"
-    )
-    out.append(
-        "<h3>The journal version's reproduction (raw logits, x + h; correct after AX)</h3><p>The same numbers "
-        "grouped by the prediction after AX, as the journal version's figure does; not an error test (the post-AX "
-        "logits decide both the group and the score), so no flag threshold is shown.</p><div class=\"scroll\">"
-        + gap_table_html(gap, grouping="correct_after") + "</div>"
-    )
+            gaps.append((grouping_label(grouping), what, means.idxmax(), means.max(), means.idxmin(), means.min()))
+    pairs = [
+        _pair(ctx, paths, "box_sum", "CO boxplots for x + h",
+              f"Paper Fig. 2/3: CO scores with AX x + h on raw logits (top) and softmax (bottom) for {branch}, correct "
+              "predictions in blue, wrong ones in orange; boxes span the quartiles, dots are samples. Each method's "
+              "AUROC is under its name."),
+        _pair(ctx, paths, "box_mult", "CO boxplots for x · h", "The same for AX x · h."),
+        _pair(ctx, paths, "hist", "CO histograms",
+              "Histograms of the CO scores per method (rows) and variant (columns), correct in blue and wrong in "
+              "orange, each group scaled to unit area so that a small group stays visible; dotted line at 0."),
+    ]
     compare = info.get("compare_rows")
-    compare_text = ""
-    if compare is not None and not compare.empty:
-        compare_text = (f" The last line is {esc(compare['method'].iloc[0])} with h attributed and added in the "
-                        f"<b>{esc(compare['space'].iloc[0])}</b> space instead, for comparison: in the input space "
-                        "h is small next to standardised data, in the pixel space it is as large as the image.")
-    out.append("<h3>Accuracy before and after AX</h3><p>Paper Table 2: the share of samples predicted correctly "
-               f"from x (before AX) and from x + h and x · h, in the {esc(space)} space; bold where AX improved on "
-               f"it.{compare_text}</p><div class=\"scroll\">" + accuracy_table_html(co, compare, space) + "</div>")
-    out.append(ctx.img(paths["accuracy"], "accuracy before and after AX",
-                       f"Accuracy after AX per method for {esc(branch)} ({esc(space)} space); dashed: before AX."))
-    return "\n".join(out)
+    has_compare = compare is not None and not compare.empty
+    return render(
+        TEMPLATE, split=info["split"], holdout=info.get("holdout_split"), space=space, branch=branch,
+        space_text=_space_text(info), attribution=attribution_text(info.get("attribution")),
+        inflation=inflation_html(gap), gaps=gaps, below_half=below_half_html(gap), pairs=pairs,
+        auroc_table=auroc_table_html(gap), gap_table=gap_table_html(gap),
+        journal_table=gap_table_html(gap, grouping="correct_after"),
+        compare=(compare["method"].iloc[0], compare["space"].iloc[0]) if has_compare else None,
+        accuracy_table=accuracy_table_html(co, compare, space), accuracy_src=ctx.src(paths["accuracy"]),
+    )
 
 
 SECTION = Section("ax", "Augmentative eXplanation (CO score)", ax_section, needs=("co", "co_gap"))

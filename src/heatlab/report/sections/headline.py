@@ -16,11 +16,13 @@ import math
 from dataclasses import dataclass
 
 import pandas as pd
+from markupsafe import Markup
 
 from heatlab.errors import HeatlabError
 from heatlab.report.co_figures import load_ax_tables
-from heatlab.report.page import ReportContext, Section, esc, fmt, table_html
+from heatlab.report.page import ReportContext, Section
 from heatlab.report.sections.localisation import in_range
+from heatlab.report.templates import number, render
 from heatlab.score.intervals import CHANCE_MARGIN, LEVEL, Interval, Pick, auroc_interval, chance_level, mean_interval, near_chance, pick_best
 
 #: (family, table, column, what the score is) of the per-sample rows.
@@ -113,18 +115,54 @@ def headline_rows(ctx: ReportContext) -> tuple[list[Row], list[str]]:
 
 
 def interval_text(iv: Interval) -> str:
+    """The estimate and its interval as text, e.g. "0.500 [0.400, 0.600]" ("[–]" when undefined)."""
     if not iv.defined:
-        return f"{fmt(iv.estimate)} [–]"
-    return f"{fmt(iv.estimate)} [{fmt(iv.low)}, {fmt(iv.high)}]"
+        return f"{number(iv.estimate)} [–]"
+    return f"{number(iv.estimate)} [{number(iv.low)}, {number(iv.high)}]"
 
 
-def methods_html(row: Row) -> str:
+METHODS = """\
+{% for m, interval, detail in ranked %}<span class="nw">{{ m }} {{ interval }}\
+{% if detail is not none %} <span class="muted">({{ detail }})</span>{% endif %}</span>{% if not loop.last %}<br>{% endif %}\
+{% endfor %}"""
+ANSWER = """\
+{% if pick.best is not none %}<b>{{ pick.best }}</b>{% if n == 1 %} (only method){% endif %}\
+{% else %}tied: {% for m in pick.tied %}<b>{{ m }}</b>{% if not loop.last %}, {% endif %}{% endfor %}{% endif %}"""
+ACCURACY = """\
+{% if not accs %}
+<p class="muted">Classifier test accuracy: not recorded in model.json.</p>
+{%- else %}
+<p class="accuracy">Classifier test accuracy (heatlab train, test split): \
+{% for b, a in accs %}{{ b }} <b>{{ a|num }}</b>{% if not loop.last %}, {% endif %}{% endfor %}{{ chance }}.</p>
+{%- if low %}
+<p class="note warn">Warning: near chance ({% for b, a in low %}{{ b }} {{ a|num }}{% if not loop.last %}, {% endif %}\
+{% endfor %}; the rule: test accuracy below {{ rule }}). The heatmaps explain a model that has barely learned the task, so \
+the answers below say little about the methods; train longer or with other settings first.</p>
+{%- endif %}
+{%- endif %}"""
+TEMPLATE = """\
+{% from "macros.html" import table %}
+{{ accuracy }}
+{% if rows %}
+{{ table(["family", "score (higher is better)", "best method", "mean [" ~ level ~ "% interval]", "interval"], rows, wrap=True) }}
+<p class="muted">Intervals ({{ level }}%): with two or more branches, a t interval over the branches' values (each \
+branch's mean over its samples, or its AUROC; t with B − 1 degrees of freedom), which carries both the samples' and the \
+branches' spread; with one branch, a t interval over its samples (for AUROC a seeded bootstrap over the samples, correct \
+and wrong resampled separately), which cannot show how another branch would differ; every interval is clipped to \
+[0, 1]. A bootstrap interval from few correct or wrong samples is too narrow (their counts are shown). A method is named \
+best only when its interval overlaps no other method's; otherwise the overlapping methods are <i>tied</i>.</p>
+{% endif %}
+{% for n in notes %}
+<p class="muted">{{ n }}</p>
+{% endfor %}
+"""
+
+
+def methods_html(row: Row) -> Markup:
     """Each method's estimate and interval, best first, one per line."""
     ranked = sorted(row.intervals.items(), key=lambda kv: -kv[1].estimate)
     extra = row.details or {}
-    return "<br>".join(f'<span class="nw">{esc(m)} {interval_text(iv)}'
-                       + (f' <span class="muted">({esc(extra[m])})</span>' if m in extra else "") + "</span>"
-                       for m, iv in ranked)
+    return render(METHODS, ranked=[(m, interval_text(iv), extra.get(m)) for m, iv in ranked])
 
 
 def kind_text(iv: Interval) -> str:
@@ -133,61 +171,36 @@ def kind_text(iv: Interval) -> str:
     return f"{iv.kind.split()[0]} over {iv.samples} samples, 1 branch"
 
 
-def answer_html(pick: Pick, n: int) -> str:
-    if pick.best is not None:
-        return f"<b>{esc(pick.best)}</b>" + (" (only method)" if n == 1 else "")
-    return "tied: " + ", ".join(f"<b>{esc(m)}</b>" for m in pick.tied)
+def answer_html(pick: Pick, n: int) -> Markup:
+    return render(ANSWER, pick=pick, n=n)
 
 
-def accuracy_html(ctx: ReportContext) -> str:
+def accuracy_html(ctx: ReportContext) -> Markup:
     """The classifier's test accuracy per branch (model.json) and a warning when it is near chance."""
     k = len(ctx.class_names) or int(next(iter(ctx.models.values()), {}).get("spec", {}).get("num_classes", 0) or 0)
     accs = [(b, ctx.models.get(b, {}).get("test_acc")) for b in ctx.branches]
     accs = [(b, float(a)) for b, a in accs if a is not None]
     if not accs:
-        return '<p class="muted">Classifier test accuracy: not recorded in model.json.</p>'
-    shown = ", ".join(f"{esc(b)} <b>{fmt(a)}</b>" for b, a in accs)
+        return render(ACCURACY, accs=accs)
     # train records the share of the test split's most frequent class (chance on unbalanced data).
     stored = [ctx.models.get(b, {}).get("chance_acc") for b in ctx.branches]
     share = max((float(c) for c in stored if c is not None), default=None)
     base = max(share, chance_level(k)) if share is not None and k >= 2 else (chance_level(k) if k >= 2 else None)
     if k >= 2 and share is not None and share > chance_level(k) + 1e-9:
-        chance = f"; {k} classes, chance (always the most frequent class) = {fmt(base)}"
-        rule = f"chance {fmt(base)} + {CHANCE_MARGIN:g} = {fmt(base + CHANCE_MARGIN)}"
+        chance = f"; {k} classes, chance (always the most frequent class) = {number(base)}"
+        rule = f"chance {number(base)} + {CHANCE_MARGIN:g} = {number(base + CHANCE_MARGIN)}"
     else:
-        chance = f"; {k} classes, chance 1/{k} = {fmt(chance_level(k))}" if k >= 2 else ""
-        rule = f"1/K + {CHANCE_MARGIN:g} = {fmt(chance_level(k) + CHANCE_MARGIN)}" if k >= 2 else ""
-    out = f'<p class="accuracy">Classifier test accuracy (heatlab train, test split): {shown}{chance}.</p>'
+        chance = f"; {k} classes, chance 1/{k} = {number(chance_level(k))}" if k >= 2 else ""
+        rule = f"1/K + {CHANCE_MARGIN:g} = {number(chance_level(k) + CHANCE_MARGIN)}" if k >= 2 else ""
     low = [(b, a) for b, a in accs if k >= 2 and near_chance(a, k, chance=share)]
-    if low:
-        which = ", ".join(f"{esc(b)} {fmt(a)}" for b, a in low)
-        out += (f'<p class="note warn">Warning: near chance ({which}; the rule: test accuracy below {rule}). The '
-                "heatmaps explain a model that has barely learned the task, so the answers below say little about "
-                "the methods; train longer or with other settings first.</p>")
-    return out
+    return render(ACCURACY, accs=accs, chance=chance, rule=rule, low=low)
 
 
 def headline_section(ctx: ReportContext) -> str:
     rows, notes = headline_rows(ctx)
-    out = [accuracy_html(ctx)]
-    if rows:
-        cells = []
-        for r in rows:
-            kinds = sorted({kind_text(iv) for iv in r.intervals.values()})
-            cells.append([esc(r.family), esc(r.score), answer_html(r.pick, len(r.intervals)), methods_html(r),
-                          esc("; ".join(kinds))])
-        out.append(table_html(["family", "score (higher is better)", "best method", f"mean [{100 * LEVEL:.0f}% interval]",
-                               "interval"], cells, wrap=True))
-        out.append(
-            f"<p class=\"muted\">Intervals ({100 * LEVEL:.0f}%): with two or more branches, a t interval over the "
-            "branches' values (each branch's mean over its samples, or its AUROC; t with B − 1 degrees of freedom), "
-            "which carries both the samples' and the branches' spread; with one branch, a t interval over its samples "
-            "(for AUROC a seeded bootstrap over the samples, correct and wrong resampled separately), which cannot "
-            "show how another branch would differ; every interval is clipped to [0, 1]. A bootstrap interval from few "
-            "correct or wrong samples is too narrow (their counts are shown). A method is named best only when its interval overlaps no other "
-            "method's; otherwise the overlapping methods are <i>tied</i>.</p>")
-    out += [f'<p class="muted">{esc(n)}</p>' for n in notes]
-    return "\n".join(out)
+    cells = [[r.family, r.score, answer_html(r.pick, len(r.intervals)), methods_html(r),
+              "; ".join(sorted({kind_text(iv) for iv in r.intervals.values()}))] for r in rows]
+    return render(TEMPLATE, accuracy=accuracy_html(ctx), rows=cells, level=f"{100 * LEVEL:.0f}", notes=notes)
 
 
 SECTION = Section("headline", "Headline", headline_section)

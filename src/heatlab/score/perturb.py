@@ -1,0 +1,222 @@
+"""Shared perturbation machinery of the no-truth metrics (:mod:`heatlab.score.faithfulness`).
+
+Shapes: ``x`` is N×C×H×W images or N×F tables; attributions ``a`` N×C×H×W, N×1×H×W or N×H×W
+(broadcast to ``x``'s shape as Quantus does) or N×F. Everything is batched over samples and runs on
+the model's device.
+
+- Ordering (:func:`order_groups`): features (or groups of them: patches, superpixels) by their
+  summed attribution, most relevant first (``"morf"``) or least (``"lerf"``); ties keep the lower
+  index first (a stable sort), so the order is deterministic.
+- Groups: :func:`patch_groups` (a regular grid, Quantus's padding), :func:`superpixel_groups`
+  (scikit-image SLIC per image), :func:`element_groups` (every value of ``x`` its own feature).
+- Baselines (:func:`baseline`): what a removed feature becomes, stated and validated:
+  ``"black"`` the sample's minimum (black whatever the normalisation; Quantus's meaning),
+  ``"white"`` its maximum, ``"mean"`` the per-sample per-channel mean, ``"uniform"`` seeded
+  uniform noise between the sample's minimum and maximum, ``"blur"`` a box blur of the image
+  (``blur_kernel_size`` 15, images only), a number (e.g. ``0.0``), or a tensor broadcastable to ``x``.
+"""
+
+from __future__ import annotations
+
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from heatlab.errors import HeatlabError
+
+BASELINES = ("black", "white", "mean", "uniform", "blur")
+ORDERS = ("morf", "lerf")
+
+
+def check_images(x: Tensor, metric: str) -> None:
+    if x.ndim != 4:
+        raise HeatlabError(f"{metric} needs N×C×H×W images, got x of shape {tuple(x.shape)}; tables have no pixels.")
+
+
+def baseline(x: Tensor, kind="black", *, generator: torch.Generator | None = None, blur_kernel_size: int = 15) -> Tensor:
+    """The values removed features take, shaped like ``x`` (see the module docstring for the kinds)."""
+    flat = x.flatten(1)
+    if isinstance(kind, Tensor):
+        try:
+            kind = kind.to(x.device, x.dtype)
+            return (kind.view(-1, *[1] * (x.ndim - 1)) if kind.ndim == 1 else kind).expand_as(x).clone()
+        except RuntimeError:
+            raise HeatlabError(f"perturb_baseline tensor of shape {tuple(kind.shape)} does not broadcast to x {tuple(x.shape)}.") from None
+    if isinstance(kind, (int, float)) and not isinstance(kind, bool):
+        return torch.full_like(x, float(kind))
+    view = (-1,) + (1,) * (x.ndim - 1)
+    if kind == "black":
+        return flat.amin(1).view(view).expand_as(x).clone()
+    if kind == "white":
+        return flat.amax(1).view(view).expand_as(x).clone()
+    if kind == "mean":
+        m = x.mean(dim=tuple(range(2, x.ndim)), keepdim=True) if x.ndim == 4 else flat.mean(1, keepdim=True)
+        return m.expand_as(x).clone()
+    if kind == "uniform":
+        lo, hi = flat.amin(1).view(view), flat.amax(1).view(view)
+        u = torch.rand(x.shape, generator=generator, dtype=torch.float64, device="cpu").to(x.device, x.dtype)
+        return lo + u * (hi - lo)
+    if kind == "blur":
+        check_images(x, 'perturb_baseline="blur"')
+        k = int(blur_kernel_size)
+        return F.avg_pool2d(x, k, stride=1, padding=k // 2, count_include_pad=False)[..., : x.shape[2], : x.shape[3]]
+    raise HeatlabError(f"Unknown perturb_baseline={kind!r}; pass one of {', '.join(BASELINES)}, a number or a tensor.")
+
+
+def check_order(order: str) -> str:
+    if order not in ORDERS:
+        raise HeatlabError(f"Unknown order={order!r}; pass 'morf' (most relevant first) or 'lerf' (least relevant first).")
+    return order
+
+
+def order_groups(scores: Tensor, order: str = "morf") -> Tensor:
+    """N×K group indices, first removed first; ties broken by the lower group index (stable sort)."""
+    check_order(order)
+    return torch.sort(-scores if order == "morf" else scores, dim=1, stable=True).indices
+
+
+def ranks_of(groups: Tensor, scores: Tensor, order: str = "morf") -> Tensor:
+    """Per element (N×D) the removal rank of its group, from group ids ``groups`` N×D and scores N×K."""
+    idx = order_groups(scores, order)
+    rank = torch.empty_like(idx)
+    rank.scatter_(1, idx, torch.arange(idx.shape[1], device=idx.device).expand_as(idx))
+    return rank.gather(1, groups)
+
+
+def group_sums(values: Tensor, groups: Tensor, k: int) -> Tensor:
+    """N×K sums of ``values`` N×D over ``groups`` N×D (ids in [0, k))."""
+    return torch.zeros(values.shape[0], k, dtype=values.dtype, device=values.device).scatter_add_(1, groups, values)
+
+
+def element_groups(x: Tensor) -> tuple[Tensor, int]:
+    """Every value of ``x`` its own feature: ids N×D, D."""
+    d = x[0].numel()
+    return torch.arange(d, device=x.device).expand(x.shape[0], d), d
+
+
+def patch_groups(x: Tensor, patch_size: int) -> tuple[Tensor, int]:
+    """Regular ``patch_size`` grid over H×W as Quantus lays it (the image centred in a grid padded to a
+    multiple of the patch); ids N×(C·H·W) in raster order of the grid, and the number of patches."""
+    check_images(x, "a patch metric")
+    h, w = x.shape[2:]
+    if not isinstance(patch_size, int) or patch_size < 1 or patch_size > min(h, w):
+        raise HeatlabError(f"patch_size={patch_size} does not fit the {h}×{w} images; pass an integer from 1 to {min(h, w)}.")
+    (top, ph), (left, pw) = _padding(h, patch_size), _padding(w, patch_size)
+    gh, gw = (h + top + ph) // patch_size, (w + left + pw) // patch_size
+    rows = (torch.arange(h, device=x.device) + top) // patch_size
+    cols = (torch.arange(w, device=x.device) + left) // patch_size
+    ids = (rows[:, None] * gw + cols[None, :]).expand(x.shape[0], x.shape[1], h, w)
+    return ids.reshape(x.shape[0], -1), gh * gw
+
+
+def _padding(dim: int, patch: int) -> tuple[int, int]:
+    total = (-dim) % patch
+    return total // 2, total - total // 2
+
+
+def superpixel_groups(x: Tensor, segments: Tensor | None = None, *, n_segments: int = 100) -> tuple[Tensor, Tensor]:
+    """Superpixels: ids N×(C·H·W) and the number of segments per sample (N).
+
+    ``segments`` N×H×W integer labels 0..S-1 if given; otherwise scikit-image SLIC per image
+    (``slic(img, start_label=0)``, Quantus's default; a CPU loop over images, the one place here).
+    """
+    check_images(x, "IROF")
+    n, c, h, w = x.shape
+    if segments is None:
+        from skimage.segmentation import slic
+
+        imgs = x.detach().double().cpu().permute(0, 2, 3, 1).numpy()
+        segments = torch.stack([torch.from_numpy(slic(img, n_segments=n_segments, start_label=0)) for img in imgs])
+    if not isinstance(segments, Tensor) or segments.shape != (n, h, w) or segments.is_floating_point():
+        raise HeatlabError(f"segments must be N×H×W integer labels matching x {tuple(x.shape)}.")
+    segments = segments.to(x.device, torch.int64)
+    counts = segments.flatten(1).amax(1) + 1
+    return segments.unsqueeze(1).expand(n, c, h, w).reshape(n, -1), counts
+
+
+def predict(model: nn.Module, x: Tensor, y: Tensor, *, softmax: bool, batch_size: int) -> Tensor:
+    """float64 score of target ``y`` for inputs ``x`` (M×...), M a multiple of len(y) in sample order."""
+    reps = x.shape[0] // y.shape[0]
+    yy = y.repeat(reps)
+    out = []
+    with torch.no_grad():
+        for s in range(0, x.shape[0], batch_size):
+            z = model(x[s : s + batch_size])
+            if softmax:
+                z = z.softmax(-1)
+            out.append(z.gather(1, yy[s : s + batch_size, None])[:, 0])
+    return torch.cat(out).double()
+
+
+def removal_curve(model: nn.Module, x: Tensor, y: Tensor, rank: Tensor, thresholds: list[int], fill: Tensor, *,
+                  softmax: bool, batch_size: int, insert: bool = False, window: bool = False) -> Tensor:
+    """N×K target scores as features are removed in rank order: step k replaces every element with
+    rank < ``thresholds[k]`` by ``fill`` (``insert``: starts from ``fill`` and puts ``x`` back;
+    ``window``: only ranks from ``thresholds[k-1]`` (0 for k=0), each step from the original ``x``).
+    Several steps share one forward pass, up to ``batch_size`` inputs."""
+    n = x.shape[0]
+    rank = rank.view_as(x)
+    per = max(1, batch_size // n)
+    out = []
+    for s in range(0, len(thresholds), per):
+        ts = torch.tensor(thresholds[s : s + per], device=x.device).view(-1, *[1] * x.ndim)
+        gone = rank.unsqueeze(0) < ts
+        if window:
+            lo = torch.tensor(([0] + thresholds)[s : s + ts.shape[0]], device=x.device).view_as(ts)
+            gone &= rank.unsqueeze(0) >= lo
+        if insert:
+            gone = ~gone
+        xs = torch.where(gone, fill.unsqueeze(0), x.unsqueeze(0)).flatten(0, 1)
+        out.append(predict(model, xs, y, softmax=softmax, batch_size=batch_size).view(-1, n))
+    return torch.cat(out).T
+
+
+def trapezoid(curve: Tensor, dx: float = 1.0) -> Tensor:
+    """Row-wise trapezoidal area of N×K curves."""
+    if curve.shape[1] < 2:
+        return torch.zeros(curve.shape[0], dtype=curve.dtype, device=curve.device)
+    return torch.trapezoid(curve, dx=dx, dim=1)
+
+
+_NEIGHBOURS = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]], dtype=torch.float64)
+
+
+def noisy_linear_imputation(x: Tensor, removed: Tensor, *, noise: float = 0.01, generator: torch.Generator | None = None,
+                            tol: float = 1e-10, max_iter: int = 5000) -> Tensor:
+    """ROAD's imputation (Rong et al. 2022): each removed pixel becomes the weighted mean of its 8
+    neighbours (1/6 sideways, 1/12 diagonally; removed neighbours are unknowns too), plus Gaussian
+    noise of std ``noise``. ``x`` N×C×H×W, ``removed`` N×H×W bool. The sparse system is solved for all
+    samples and channels at once by conjugate gradients (it is symmetric positive definite where every
+    removed region touches a kept pixel; a region that touches none stays 0)."""
+    n, c, h, w = x.shape
+    k = _NEIGHBOURS.to(x.device).view(1, 1, 3, 3)
+    xd = x.double().reshape(n * c, 1, h, w)
+    u_mask = removed.to(x.device).unsqueeze(1).expand(n, c, h, w).reshape(n * c, 1, h, w).double()
+    conv = lambda v: F.conv2d(v, k, padding=1)  # noqa: E731
+    diag = conv(torch.ones(1, 1, h, w, dtype=torch.float64, device=x.device))
+    b = conv(xd * (1 - u_mask)) * u_mask
+
+    def op(v: Tensor) -> Tensor:
+        return (diag * v - conv(v)) * u_mask
+
+    u = torch.zeros_like(b)
+    r = b.clone()
+    p = r.clone()
+    rs = r.square().sum((1, 2, 3), keepdim=True)
+    stop = (tol * b.square().sum((1, 2, 3), keepdim=True).sqrt()).square()
+    for _ in range(max_iter):
+        if bool((rs <= stop).all()):
+            break
+        ap = op(p)
+        alpha = rs / (p * ap).sum((1, 2, 3), keepdim=True).clamp(min=1e-300)
+        alpha = torch.where(rs <= stop, torch.zeros_like(alpha), alpha)
+        u = u + alpha * p
+        r = r - alpha * ap
+        rs_new = r.square().sum((1, 2, 3), keepdim=True)
+        p = r + (rs_new / rs.clamp(min=1e-300)) * p
+        rs = rs_new
+    if noise:
+        u = u + noise * torch.randn(u.shape, generator=generator, dtype=torch.float64).to(x.device) * u_mask
+    out = torch.where(u_mask.bool(), u, xd)
+    return out.view(n, c, h, w).to(x.dtype)

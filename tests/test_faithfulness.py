@@ -1,0 +1,287 @@
+"""Faithfulness metrics and non-sensitivity: equal to Quantus 0.6 / Captum, analytic cases, batching, bad input."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from heatlab.errors import HeatlabError
+from heatlab.score import faithfulness as fa
+from heatlab.score import perturb as P
+from heatlab.score import quantus as hq
+
+
+def _cnn(c: int) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(c, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                         nn.Linear(16, 5)).eval()
+
+
+def _data(c: int, n: int = 6, size: int = 12):
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(n, c, size, size, generator=g)
+    return x, torch.randint(0, 5, (n,), generator=g), torch.randn(n, 1, size, size, generator=g)
+
+
+@pytest.fixture
+def quantus(monkeypatch):
+    q = pytest.importorskip("quantus")
+    monkeypatch.setattr(np, "trapz", np.trapezoid, raising=False)  # Quantus 0.6 calls np.trapz (gone in NumPy 2.4)
+    warnings.simplefilter("ignore")
+    return q
+
+
+def _both(quantus, name, kw, c=3, hkw=None, model=None, data=None, **call):
+    model = model or _cnn(c)
+    x, y, a = data or _data(c)
+    q = getattr(quantus, name)(disable_warnings=True, **kw)(model=model, x_batch=x.numpy(), y_batch=y.numpy(),
+                                                            a_batch=a.numpy(), channel_first=True, device="cpu", **call)
+    h = getattr(hq, name)(**kw, **(hkw or {}))(model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=a.numpy(), **call)
+    if isinstance(q, dict):
+        assert list(q) == list(h)
+        q, h = list(q.values()), list(h.values())
+    return np.asarray(q, dtype=np.float64), np.asarray(h, dtype=np.float64)
+
+
+# Deterministic metrics: the same numbers as Quantus (float32 forwards in both; AUCs summed in float32 by Quantus).
+@pytest.mark.parametrize("name,kw", [
+    ("PixelFlipping", dict(features_in_step=24)),
+    ("PixelFlipping", dict(features_in_step=24, return_auc_per_sample=True)),
+    ("PixelFlipping", dict(features_in_step=48, perturb_baseline=0.5)),
+    ("RegionPerturbation", dict(patch_size=4, regions_evaluation=5)),
+    ("RegionPerturbation", dict(patch_size=5, order="lerf", regions_evaluation=6)),  # padded grid
+    ("Selectivity", dict(patch_size=3)),
+    ("Infidelity", dict(perturb_patch_sizes=[4, 6], n_perturb_samples=2)),
+    ("MonotonicityCorrelation", dict(perturb_baseline="black", nr_samples=2, features_in_step=24)),
+])
+def test_equals_quantus_rgb(quantus, name, kw):
+    q, h = _both(quantus, name, kw)
+    assert q.shape == h.shape
+    np.testing.assert_allclose(h, q, rtol=1e-5, atol=1e-5)
+
+
+def test_irof_equals_quantus_on_slic_and_on_given_segments(quantus, monkeypatch):
+    # Quantus 0.6's IROF only runs on one-channel images (its mask has one channel)
+    q, h = _both(quantus, "IROF", dict(perturb_baseline="black", return_aggregate=False), c=1)
+    np.testing.assert_allclose(h, q, rtol=1e-5, atol=1e-5)
+    seg = (np.arange(12)[:, None] // 4) * 3 + np.arange(12)[None, :] // 4
+    import quantus.helpers.utils as qu
+
+    monkeypatch.setattr(qu, "get_superpixel_segments", lambda img, segmentation_method: seg)
+    q, h = _both(quantus, "IROF", dict(perturb_baseline=0.0, return_aggregate=False), c=1,
+                 hkw=dict(segments=torch.from_numpy(seg).expand(6, 12, 12)))
+    np.testing.assert_allclose(h, q, rtol=1e-5, atol=1e-5)
+
+
+def test_non_sensitivity_equals_quantus(quantus):
+    q, h = _both(quantus, "NonSensitivity", dict(eps=0.05), c=1)
+    np.testing.assert_array_equal(h, q)
+    assert len(set(h)) > 1
+
+
+def test_road_without_noise_equals_quantus(quantus):
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(144, 3, bias=False)).eval()
+    x = torch.randn(20, 1, 12, 12)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    a = torch.randn(20, 1, 12, 12)
+    q, h = _both(quantus, "ROAD", dict(noise=0.0, percentages=[5, 20, 50, 80]), model=model, data=(x, y, a))
+    np.testing.assert_allclose(h, q, atol=1e-12)
+    assert q[0] > q[-1]  # the curve moves, so the imputation is exercised
+
+
+def test_faithfulness_correlation_equals_quantus_on_the_same_subsets(quantus, monkeypatch):
+    x, y, a = _data(3)
+    n, d, runs, size = 6, 3 * 144, 5, 40
+    g = torch.Generator().manual_seed(5)
+    idx = torch.stack([torch.rand(n, d, generator=g).argsort(1)[:, :size] for _ in range(runs)])
+    draws = iter(idx.reshape(-1, size).numpy())  # Quantus draws run by run, sample by sample
+    monkeypatch.setattr(np.random, "choice", lambda *args, **kw: next(draws))
+    q, h = _both(quantus, "FaithfulnessCorrelation", dict(nr_runs=runs, subset_size=size, return_aggregate=False),
+                 hkw=dict(indices=idx), data=(x, y, a))
+    np.testing.assert_allclose(h, q, rtol=1e-5, atol=1e-6)
+
+
+def test_infidelity_equals_captum_with_the_same_noise():
+    captum = pytest.importorskip("captum.metrics")
+    model = _cnn(3)
+    x, y, a = _data(3)
+    a = a.expand_as(x)
+    noise = 0.1 * torch.randn(4, *x.shape, generator=torch.Generator().manual_seed(2))
+    ours = fa.infidelity(model, x, y, a, noise=noise, n_perturb_samples=4)
+    # Captum repeats each sample n_perturb_samples times (sample-major) and asks perturb_func for I and x - I
+    flat = noise.transpose(0, 1).reshape(-1, *x.shape[1:])
+
+    def perturb(inputs):
+        return flat, inputs - flat
+
+    theirs = captum.infidelity(model, perturb, x, a, target=y, n_perturb_samples=4, max_examples_per_batch=24)
+    np.testing.assert_allclose(ours.numpy(), theirs.double().numpy(), rtol=1e-4, atol=1e-7)
+
+
+# Analytic cases: a linear model f(x) = w·x, whose exact attribution (baseline 0) is w⊙x.
+def _linear(f: int = 12):
+    torch.manual_seed(4)
+    w = torch.randn(f, dtype=torch.float64)
+    model = nn.Linear(f, 2, bias=False).double().eval()
+    with torch.no_grad():
+        model.weight[0] = w
+        model.weight[1] = 0
+    x = torch.rand(5, f, dtype=torch.float64) + 0.1
+    return model, x, torch.zeros(5, dtype=torch.long), w
+
+
+def test_deletion_of_the_exact_attribution_follows_the_known_curve():
+    model, x, y, w = _linear()
+    a = w * x
+    curve = fa.deletion_curve(model, x, y, a, n_steps=12, perturb_baseline=0.0, softmax=False)
+    contrib = torch.sort(a, dim=1, descending=True).values
+    expected = (x * w).sum(1, keepdim=True) - torch.cat([torch.zeros(5, 1, dtype=torch.float64), contrib.cumsum(1)], 1)
+    torch.testing.assert_close(curve, expected)
+    pf = fa.pixel_flipping_curve(model, x, y, a, perturb_baseline=0.0, softmax=False)
+    torch.testing.assert_close(pf, expected[:, 1:])
+    ins = fa.insertion_curve(model, x, y, a, n_steps=12, perturb_baseline=0.0, softmax=False)
+    torch.testing.assert_close(ins, torch.cat([torch.zeros(5, 1, dtype=torch.float64), contrib.cumsum(1)], 1))
+
+
+def test_faithfulness_correlation_of_the_exact_attribution_is_one():
+    model, x, y, w = _linear()
+    r = fa.faithfulness_correlation(model, x, y, w * x, nr_runs=30, subset_size=4, perturb_baseline=0.0)
+    torch.testing.assert_close(r, torch.ones(5, dtype=torch.float64))
+    assert (fa.faithfulness_correlation(model, x, y, -w * x, nr_runs=30, subset_size=4, perturb_baseline=0.0) < -0.99).all()
+
+
+def test_infidelity_of_the_gradient_of_a_linear_model_is_zero():
+    model, x, y, w = _linear()
+    assert fa.infidelity(model, x, y, w.expand_as(x)).abs().max() < 1e-20
+    assert (fa.infidelity(model, x, y, -w.expand_as(x)) > 1e-3).all()
+
+
+def test_monotonicity_correlation_and_non_sensitivity_of_the_exact_attribution():
+    model, x, y, w = _linear()
+    w[:3] = 0  # three features the model ignores
+    with torch.no_grad():
+        model.weight[0] = w
+    a = w * x
+    r = fa.monotonicity_correlation(model, x, y, a, perturb_baseline=0.0, softmax=False)
+    torch.testing.assert_close(r, torch.ones(5, dtype=torch.float64))
+    assert (fa.non_sensitivity(model, x, y, a, perturb_baseline=0.0, softmax=False) == 0).all()
+    wrong = a.clone()
+    wrong[:, 0] = 1.0  # relevance on an ignored feature
+    assert (fa.non_sensitivity(model, x, y, wrong, perturb_baseline=0.0, softmax=False) == 1).all()
+
+
+def test_region_perturbation_aopc_of_a_linear_image_model():
+    torch.manual_seed(0)
+    w = torch.randn(1, 8, 8, dtype=torch.float64)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2, bias=False)).double().eval()
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].weight[0] = w.flatten()
+    x = torch.rand(3, 1, 8, 8, dtype=torch.float64)
+    a = w * x
+    patch = (a.view(3, 2, 4, 2, 4).sum((2, 4))).flatten(1)  # four 4×4 patches
+    drops = torch.sort(patch, dim=1, descending=True).values.cumsum(1)
+    got = fa.region_perturbation(model, x, torch.zeros(3, dtype=torch.long), a, patch_size=4, perturb_baseline=0.0,
+                                 softmax=False)
+    torch.testing.assert_close(got, drops.mean(1))
+
+
+def test_road_imputation_restores_a_linear_ramp():
+    i, j = torch.meshgrid(torch.arange(10.0), torch.arange(10.0), indexing="ij")
+    x = (i + 2 * j).view(1, 1, 10, 10).double()
+    removed = torch.zeros(1, 10, 10, dtype=torch.bool)
+    removed[0, 2:8, 3:7] = True  # interior: every neighbour weight is there
+    out = P.noisy_linear_imputation(x, removed, noise=0.0)
+    torch.testing.assert_close(out, x)
+
+
+# Batched == one by one, for every metric.
+@pytest.mark.parametrize("name,kw", [
+    ("pixel_flipping", dict(features_in_step=48)),
+    ("region_perturbation", dict(patch_size=4)),
+    ("selectivity", dict(patch_size=4)),
+    ("insertion", dict(n_steps=8)),
+    ("deletion", dict(n_steps=8)),
+    ("road", dict(percentages=[10, 50])),
+    ("faithfulness_correlation", dict(nr_runs=4, subset_size=20)),
+    ("monotonicity_correlation", dict(nr_samples=1, features_in_step=48, perturb_baseline="black")),
+    ("irof", dict()),
+    ("infidelity", dict(n_perturb_samples=3)),
+    ("infidelity_patches", dict()),
+    ("non_sensitivity", dict(features_in_step=48, eps=0.05)),
+])
+def test_batched_equals_one_by_one(name, kw):
+    model = _cnn(3)
+    x, y, a = _data(3, n=4)
+    fn = getattr(fa, name)
+    if name in ("road", "faithfulness_correlation", "infidelity"):  # seeded draws differ per batch shape
+        return _deterministic_only(fn, model, x, y, a, kw)
+    batched = fn(model, x, y, a, **kw)
+    single = torch.cat([fn(model, x[i : i + 1], y[i : i + 1], a[i : i + 1], **kw) for i in range(4)])
+    assert batched.dtype == torch.float64 and batched.shape == (4,)
+    torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-6)
+
+
+def _deterministic_only(fn, model, x, y, a, kw):
+    kw = dict(kw)
+    if fn is fa.road:
+        kw["noise"] = 0.0
+    if fn is fa.faithfulness_correlation:
+        kw["indices"] = torch.stack([torch.randperm(432, generator=torch.Generator().manual_seed(r))[:20].expand(4, 20)
+                                     for r in range(4)])
+    if fn is fa.infidelity:
+        kw["noise"] = 0.1 * torch.randn(3, *x.shape, generator=torch.Generator().manual_seed(0))
+    batched = fn(model, x, y, a, **kw)
+    single = []
+    for i in range(4):
+        k = dict(kw)
+        if "indices" in k:
+            k["indices"] = kw["indices"][:, i : i + 1]
+        if "noise" in k and isinstance(k["noise"], torch.Tensor):
+            k["noise"] = kw["noise"][:, i : i + 1]
+        single.append(fn(model, x[i : i + 1], y[i : i + 1], a[i : i + 1], **k))
+    torch.testing.assert_close(batched, torch.cat(single), rtol=1e-5, atol=1e-6)
+
+
+def test_seeded_metrics_repeat_and_tables_work():
+    model, x, y, w = _linear()
+    a = w * x
+    for fn in (fa.faithfulness_correlation, fa.infidelity, fa.monotonicity_correlation):
+        kw = dict(nr_samples=3) if fn is fa.monotonicity_correlation else {}
+        if fn is fa.faithfulness_correlation:
+            kw = dict(subset_size=3, nr_runs=10)
+        torch.testing.assert_close(fn(model, x, y, a, seed=7, **kw), fn(model, x, y, a, seed=7, **kw))
+    assert fa.deletion(model, x, y, a).shape == (5,)
+    assert fa.insertion(model, x, y, a).shape == (5,)  # tables: the mean baseline
+
+
+def test_registry_metadata():
+    names = [m.name for m in fa.FAITHFULNESS]
+    assert len(names) == len(set(names)) == 13
+    assert all(m.source and m.fn.__doc__ or hasattr(m.fn, "func") for m in fa.FAITHFULNESS)
+
+
+# Bad input: one sentence each.
+def test_bad_input():
+    model = _cnn(3)
+    x, y, a = _data(3, n=2, size=8)
+    with pytest.raises(HeatlabError, match=r"patch_size=9 does not fit the 8×8 images"):
+        fa.region_perturbation(model, x, y, a, patch_size=9)
+    with pytest.raises(HeatlabError, match=r"Unknown perturb_baseline='grey'; pass one of black, white, mean"):
+        fa.pixel_flipping(model, x, y, a, perturb_baseline="grey", features_in_step=64)
+    with pytest.raises(HeatlabError, match="NaN attributions"):
+        fa.deletion(model, x, y, torch.full_like(a, float("nan")))
+    with pytest.raises(HeatlabError, match=r"a has shape \(2, 1, 7, 8\), which does not match x"):
+        fa.deletion(model, x, y, a[:, :, :7])
+    with pytest.raises(HeatlabError, match="y must hold 2 integer targets"):
+        fa.deletion(model, x, y[:1], a)
+    with pytest.raises(HeatlabError, match="Unknown order='top'"):
+        fa.region_perturbation(model, x, y, a, order="top")
+    with pytest.raises(HeatlabError, match="needs N×C×H×W images"):
+        fa.selectivity(*_linear()[:3], torch.zeros(5, 12))
+    with pytest.raises(HeatlabError, match="a_batch holds NaN"):
+        hq.PixelFlipping()(model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=np.full((2, 1, 8, 8), np.nan))
