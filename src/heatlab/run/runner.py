@@ -172,6 +172,7 @@ class Stage:
         return {**self.__dict__, "progress": None} if "progress" in self.__dict__ else dict(self.__dict__)
 
     def parts_dir(self, unit: Unit) -> Path:
+        """The folder of ``unit``'s pieces: per split (a stage whose units have no ``split`` overrides this)."""
         return self.run.parts(self.name, unit.split)
 
     def stem(self, unit: Unit) -> Path:
