@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from heatlab.cli_common import (
-    BACKEND_HELP, backend_line, backend_options, guarded, progress_bars, say, trust_model_code_option,
+    BACKEND_HELP, backend_line, backend_options, guarded, progress_bars, say, say_figures, trust_model_code_option,
 )
 
 
@@ -38,8 +38,8 @@ def register(app: typer.Typer) -> None:
         trust_model_code: bool = trust_model_code_option(),
     ) -> None:
         """Generative AX (papers 000/001): heatmaps h = tanh(w*x + b) that raise the CO score of x + h."""
-        from heatlab.report.gax_viewer import build_gax_viewer, gax_figure
         from heatlab.run.gax import gax_run
+        from heatlab.run.rundir import RunDir
 
         runner = backend_options(backend, address, workers, gpus_per_worker)
         t0 = time.perf_counter()
@@ -48,8 +48,6 @@ def register(app: typer.Typer) -> None:
                               branch=branch, max_steps=max_steps,
                               batch_size=batch_size, snapshot_every=snapshot_every, device=device,
                               progress=progress, backend=runner, trust_model_code=trust_model_code)
-        figure = gax_figure(run_dir, Path(run_dir) / "report" / "figures" / "gax_co.png")
-        viewer = build_gax_viewer(run_dir)
         n, k = summary["samples"], summary["reached"]
         median = summary["median_steps_to_target"]
         say(f"GAX: {k} of {n} samples ({k / n:.0%}) reached CO >= {target_co:g} within {max_steps} steps"
@@ -57,5 +55,5 @@ def register(app: typer.Typer) -> None:
             + f" (pixel space, {time.perf_counter() - t0:.0f} s)")
         if (line := backend_line(runner)) is not None:
             say(line)
-        say(f"figure: {figure}")
-        say(f"viewer: {viewer}")
+        say_figures(run_dir, "gax")  # the report's GAX section, which also writes the viewer page
+        say(f"viewer: {RunDir(run_dir).gax_page}")

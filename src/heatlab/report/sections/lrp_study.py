@@ -10,17 +10,16 @@ import pandas as pd
 from heatlab.report.lrp_figures import heatmap_grid_figure, mp_figure
 from heatlab.report.page import ReportContext, Section, esc, fmt
 from heatlab.run.lrp_study import read_study_summary
-
-STUDY = "lrp-study"
+from heatlab.run.rundir import StudyDir
 
 
 def lrp_study_section(ctx: ReportContext) -> str:
-    study = ctx.run_dir / STUDY
-    s = read_study_summary(study / "lrp-study.json")
+    study = StudyDir(ctx.study_dir)
+    s = read_study_summary(study.summary)
     settings = s["settings"]
-    mp = mp_figure(pd.read_parquet(study / "tables" / "lrp_study.parquet"), ctx.figure_path("lrp_mp.png"),
+    mp = mp_figure(pd.read_parquet(study.table), ctx.figure_path("lrp_mp.png"),
                    model=settings["model"])
-    grid = heatmap_grid_figure(study / "lrp_study" / "heatmaps.safetensors", ctx.figure_path("lrp_heatmaps.png"))
+    grid = heatmap_grid_figure(study.heatmaps, ctx.figure_path("lrp_heatmaps.png"))
     start_note = ("Relevance started at every logit (start='all'), as in the paper's code." if settings.get("start") == "all"
                   else "Relevance started at the predicted logit only; the paper's code started from all logits "
                   "(--start all).")
