@@ -87,14 +87,15 @@ def load_context(run_dir: str | os.PathLike, *, gallery_branch: str | None = Non
     """Read and check what the run's stages stored (raises HeatlabError with the fix).
 
     A trained run with at least one of evaluate, AX, GAX, the LRP or the Mixer results (each of them
-    optional); ``require_results=False`` accepts a run with its training alone.
+    optional); ``require_results=False`` accepts a run with its training alone (even a base model without
+    branches), for the training section.
     """
     run = RunDir(run_dir)
     if not run.path.is_dir():
         raise HeatlabError(f"Run folder '{run.path}' does not exist; pass the folder `heatlab train` wrote.")
     config = run.config()
     branches = run.branches()
-    if not branches:
+    if require_results and not branches:
         raise HeatlabError(f"Run '{run.path}' has no trained branch model; run `heatlab train --out {run.path}` first.")
     evaluation = run.stage_summary("evaluate") or {}
     if evaluation and not evaluation.get("complete", False):
@@ -116,7 +117,7 @@ def load_context(run_dir: str | os.PathLike, *, gallery_branch: str | None = Non
     else:
         ordered = branches
     if gallery_branch is None:
-        gallery_branch = ordered[0]
+        gallery_branch = ordered[0] if ordered else ""
     else:
         gallery_branch = branch_label(gallery_branch)
         if gallery_branch not in ordered:
