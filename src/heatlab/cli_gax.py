@@ -55,5 +55,5 @@ def register(app: typer.Typer) -> None:
             + f" (pixel space, {time.perf_counter() - t0:.0f} s)")
         if (line := backend_line(runner)) is not None:
             say(line)
-        say_figures(run_dir, "gax")  # the report's GAX section, which also writes the viewer page
-        say(f"viewer: {RunDir(run_dir).gax_page}")
+        if say_figures(run_dir, "gax"):  # drawn by the report's GAX section, which also writes the viewer page
+            say(f"viewer: {RunDir(run_dir).gax_page}")
