@@ -134,7 +134,7 @@ def train(
     runner=None,  # --backend and the Ray flags (cli_common.backend_flags): Ray trains the branches in parallel
 ) -> None:
     """Train a base model, then branch models in regular-evaluation mode (paper 002, §III-B)."""
-    from heatlab.report.training_figures import training_figure
+    from heatlab.report import stage_figures
     from heatlab.run.training import train_run
 
     given = dict(model=model, epochs=epochs, batch_size=batch_size, lr=lr)  # unset: the data kind's default
@@ -146,9 +146,9 @@ def train(
     with progress_bars() as progress:
         summary = train_run(data, run_dir, settings, weights=weights, progress=progress,
                             data_options=None if size is None else {"size": size}, backend=runner)
-    figure = training_figure(run_dir, Path(run_dir) / "report" / "figures" / "training.png")
+    figures = stage_figures(run_dir, "train")
     _print_training(summary)
-    say(f"trained in {time.perf_counter() - t0:.0f} s; loss curves: {figure}")
+    say(f"trained in {time.perf_counter() - t0:.0f} s; loss curves: {', '.join(map(str, figures)) or 'none'}")
     if (line := backend_line(runner)) is not None:
         say(line)
     if summary["warning"]:
@@ -186,6 +186,7 @@ def evaluate(
 ) -> None:
     """Explain every sample with every method for every branch and score it against the ground truth."""
     from heatlab.run.evaluate import evaluate_run
+    from heatlab.run.rundir import RunDir
 
     t0 = time.perf_counter()
     with progress_bars() as progress:
@@ -197,7 +198,7 @@ def evaluate(
     say_cam_layer(summary)
     tables = ", ".join(summary["tables"]) or "none (heatmaps only)"
     say(f"evaluated {summary['samples']} samples x {len(summary['methods'])} methods x {len(summary['branches'])} branches "
-        f"in {time.perf_counter() - t0:.0f} s; tables: {tables}; heatmaps in {Path(run_dir) / 'heatmaps'}")
+        f"in {time.perf_counter() - t0:.0f} s; tables: {tables}; heatmaps in {RunDir(run_dir).heatmaps_dir}")
     if (line := backend_line(runner)) is not None:
         say(line)
 
@@ -226,13 +227,13 @@ def demo(
     full: bool = typer.Option(False, "--full", help="The paper's sizes (6,400/1,600/1,600 cells, 5 branches): hours on CPU."),
 ) -> None:
     """Data -> train -> evaluate -> AX -> GAX -> report on the built-in cells; prints the report's path."""
-    from heatlab.report.html import build_report
-    from heatlab.report.training_figures import training_figure
+    from heatlab.report import build_report, stage_figures
     from heatlab.run.demo import run_demo
+    from heatlab.run.rundir import RunDir
 
     with progress_bars() as progress:
         summary = run_demo(run_dir, full=full, seed=seed, progress=progress,
-                           training_figure=training_figure, report=build_report)
+                           stage_figures=stage_figures, report=build_report)
     _print_training(summary["training"])
     say_cam_layer(summary["evaluate"])
     sec = summary["seconds"]
@@ -246,7 +247,7 @@ def demo(
         say(f"largest correct/wrong CO gap: {gap['method']} (AUROC {gap['auroc']:.3f}, {gap['variant']}, "
             f"{ax['space']} space, grouped by {gap['grouping'].replace('_', ' ')})")
     say(f"GAX: {gax['reached']} of {gax['samples']} correctly predicted images reached the target CO "
-        f"(median {gax['median_steps_to_target']} steps); viewer: {Path(run_dir) / 'report' / 'gax.html'}")
+        f"(median {gax['median_steps_to_target']} steps); viewer: {RunDir(run_dir).gax_page}")
     verdicts = summary["lrp_filters"]["verdicts"]
     say("LRP filters against none on the cells' truth (paired 95% intervals): "
         + "; ".join(f"{f}: better on {', '.join(v['better']) or 'nothing'}, worse on {', '.join(v['worse']) or 'nothing'}"

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from heatlab.cli_common import (
-    METHODS_HELP, backend_line, backend_flags, guarded, progress_bars, say, say_cam_layer,
+    METHODS_HELP, backend_line, backend_flags, guarded, progress_bars, say, say_cam_layer, say_figures,
     trust_model_code_option,
 )
 
@@ -40,7 +40,6 @@ def register(app: typer.Typer) -> None:
         trust_model_code: bool = trust_model_code_option(),
     ) -> None:
         """Feed x + h and x * h to each branch model and write the CO scores, their correct/wrong gap and figures."""
-        from heatlab.report.ax_figures import load_ax_tables, write_ax_figures
         from heatlab.run.ax import ax_run
 
         t0 = time.perf_counter()
@@ -48,9 +47,6 @@ def register(app: typer.Typer) -> None:
             summary = ax_run(run_dir, methods=methods, split=split, holdout_split=holdout_split,
                              batch_size=batch_size, space=space, preset=preset, replace=replace, device=device,
                              progress=progress, backend=runner, trust_model_code=trust_model_code)
-        co, gap, info = load_ax_tables(run_dir)
-        figures = write_ax_figures(co, gap, Path(run_dir) / "report" / "figures", branch=summary["branches"][0],
-                                   space=info["space"])
         best = summary["largest_gap"]
         say(f"AX on {summary['samples']} {split} samples x {len(summary['methods'])} methods x "
             f"{len(summary['branches'])} branches in {time.perf_counter() - t0:.0f} s")
@@ -63,4 +59,4 @@ def register(app: typer.Typer) -> None:
         say(f"tables: {summary['tables']['co']}, {summary['tables']['co_gap']}")
         if (line := backend_line(runner)) is not None:
             say(line)
-        say(f"figures: {Path(next(iter(figures.values()))).parent}")
+        say_figures(run_dir, "ax")

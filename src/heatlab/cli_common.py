@@ -12,6 +12,7 @@ import inspect
 import re
 import shlex
 import sys
+from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import typer
@@ -62,6 +63,17 @@ def say(message: object) -> None:
     """Print one line of user-facing text on stdout literally: no rich markup, no highlighting,
     no wrapping (so a path such as ``D[test]`` appears exactly as given and can be copied)."""
     out.print(visible(message), markup=False, highlight=False, soft_wrap=True)
+
+
+def say_figures(folder: Path, stage: str) -> list[Path]:
+    """Draw ``stage``'s figures as the report does (:func:`heatlab.report.stage_figures`) and print
+    one ``figure: PATH`` line each; returns the paths."""
+    from heatlab.report import stage_figures
+
+    figures = stage_figures(folder, stage)
+    for path in figures:
+        say(f"figure: {path}")
+    return figures
 
 
 def trust_model_code_option():

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from heatlab.cli_common import (
-    backend_line, backend_flags, guarded, progress_bars, say, trust_model_code_option,
+    backend_line, backend_flags, guarded, progress_bars, say, say_figures, trust_model_code_option,
 )
 
 
@@ -35,8 +35,8 @@ def register(app: typer.Typer) -> None:
         trust_model_code: bool = trust_model_code_option(),
     ) -> None:
         """Generative AX (papers 000/001): heatmaps h = tanh(w*x + b) that raise the CO score of x + h."""
-        from heatlab.report.gax_viewer import build_gax_viewer, gax_figure
         from heatlab.run.gax import gax_run
+        from heatlab.run.rundir import RunDir
 
         t0 = time.perf_counter()
         with progress_bars() as progress:
@@ -44,8 +44,6 @@ def register(app: typer.Typer) -> None:
                               branch=branch, max_steps=max_steps,
                               batch_size=batch_size, snapshot_every=snapshot_every, device=device,
                               progress=progress, backend=runner, trust_model_code=trust_model_code)
-        figure = gax_figure(run_dir, Path(run_dir) / "report" / "figures" / "gax_co.png")
-        viewer = build_gax_viewer(run_dir)
         n, k = summary["samples"], summary["reached"]
         median = summary["median_steps_to_target"]
         say(f"GAX: {k} of {n} samples ({k / n:.0%}) reached CO >= {target_co:g} within {max_steps} steps"
@@ -53,5 +51,5 @@ def register(app: typer.Typer) -> None:
             + f" (pixel space, {time.perf_counter() - t0:.0f} s)")
         if (line := backend_line(runner)) is not None:
             say(line)
-        say(f"figure: {figure}")
-        say(f"viewer: {viewer}")
+        if say_figures(run_dir, "gax"):  # drawn by the report's GAX section, which also writes the viewer page
+            say(f"viewer: {RunDir(run_dir).gax_page}")

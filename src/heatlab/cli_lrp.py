@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from heatlab.cli_common import (
-    backend_line, backend_flags, guarded, progress_bars, say, trust_model_code_option,
+    backend_line, backend_flags, guarded, progress_bars, say, say_figures, trust_model_code_option,
 )
 
 
@@ -56,6 +56,7 @@ def register(app: typer.Typer) -> None:
         say(f"tables: {', '.join(s['tables'].values())}")
         if (line := backend_line(runner)) is not None:
             say(line)
+        say_figures(run_dir, "lrp-filters")
 
     @app.command("lrp-study")
     @guarded
@@ -81,9 +82,6 @@ def register(app: typer.Typer) -> None:
         size: Optional[int] = typer.Option(None, help="Side the digits are served at (default 28; 140 for the *140 models)."),
     ) -> None:
         """Paper 004: Mean Power per layer during training (Fig. 2) and filtered LRP heatmaps (Fig. 3)."""
-        import pandas as pd
-
-        from heatlab.report.lrp_figures import heatmap_grid_figure, mp_figure
         from heatlab.run.lrp_study import lrp_study
 
         t0 = time.perf_counter()
@@ -92,13 +90,10 @@ def register(app: typer.Typer) -> None:
                           eval_samples=eval_samples, heatmap_samples=heatmap_samples, composite=composite,
                           start=start, filters=filters, seed=seed, device=device, size=size, maxpool=maxpool,
                           filter_layers=filter_layers, progress=progress)
-        figures = out / "report" / "figures"
-        mp = mp_figure(pd.read_parquet(out / "tables" / "lrp_study.parquet"), figures / "lrp_mp.png", model=model)
-        grid = heatmap_grid_figure(out / "lrp_study" / "heatmaps.safetensors", figures / "lrp_heatmaps.png")
         say(f"{model} (LRP max-pooling: {s['maxpool']}): {s['iterations']} iterations, accuracy {s['final_accuracy']:.3f} on {eval_samples} test "
             f"samples ({time.perf_counter() - t0:.0f} s)")
         for layer, t in s["mp_trend"].items():
             at = s["mp_points"][layer]
             where = "the input heatmap" if at == "input" else f"entering block {layer.rpartition('_')[2]}, at {at}'s output"
             say(f"  Mean Power at {layer} ({where}): {t['start']:.3g} -> {t['end']:.3g}")
-        say(f"figures: {mp}, {grid}")
+        say_figures(out, "lrp-study")

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from heatlab.cli_common import backend_flags, backend_line, guarded, progress_bars, say, trust_model_code_option
+from heatlab.cli_common import backend_flags, backend_line, guarded, progress_bars, say, say_figures, trust_model_code_option
 
 
 def register(app: typer.Typer) -> None:
@@ -52,7 +52,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Paper 003: C(x) against C(x*M), M from x and its IG attribution, for each attribution setting."""
         from heatlab.improve.mixer import MixerConfig, setting_label
-        from heatlab.report.mixer_figures import mixer_bars_figure, mixer_gallery_figure
         from heatlab.run.mixer import mixer_run
 
         config = MixerConfig(architecture=architecture, per_channel=per_channel, epochs=epochs, patience=patience,
@@ -62,8 +61,6 @@ def register(app: typer.Typer) -> None:
             s = mixer_run(run_dir, settings=settings, seeds=seeds, branch=branch, config=config, n_steps=n_steps,
                           train_samples=train_samples, test_samples=test_samples, ig_batch_size=ig_batch_size,
                           device=device, progress=progress, trust_model_code=trust_model_code, backend=runner)
-        bars = mixer_bars_figure(run_dir, Path(run_dir) / "report" / "figures" / "mixer_accuracy.png")
-        gallery = mixer_gallery_figure(run_dir, Path(run_dir) / "report" / "figures" / "mixer_gallery.png")
         say(f"Mixer ({s['architecture']}) for {s['branch']}: {s['train_samples']} training and {s['test_samples']} "
             f"test samples, {seeds} seed(s), {time.perf_counter() - t0:.0f} s")
         for setting, r in s["settings"].items():
@@ -77,6 +74,6 @@ def register(app: typer.Typer) -> None:
                     f"label {k['accuracy']:.3f} ({k['samples']} test samples)")
         say("  intervals: 95%, " + s["interval"])
         say(f"table: {s['table']}")
-        say(f"figures: {bars}, {gallery}")
+        say_figures(run_dir, "mixer")
         if (line := backend_line(runner)) is not None:
             say(line)

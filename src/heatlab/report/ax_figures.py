@@ -1,4 +1,5 @@
-"""Old import path of the AX figures and section, kept for its callers (``heatlab ax``, tests).
+"""Old import path of the AX figures and section, kept for its callers (tests; ``heatlab ax`` draws through
+:func:`heatlab.report.stage_figures`).
 
 The figures and table loading live in :mod:`heatlab.report.co_figures`, the report section in
 :mod:`heatlab.report.sections.ax`. Nothing inside :mod:`heatlab.report` imports this module, so

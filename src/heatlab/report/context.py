@@ -24,7 +24,7 @@ from heatlab.report.heatmaps import has_heatmaps
 from heatlab.report.page import ReportContext
 from heatlab.run import gax as gax_stage
 from heatlab.run.lrp_study import read_study_summary
-from heatlab.run.rundir import RunDir, branch_name
+from heatlab.run.rundir import GAX_FILES, GAX_SUMMARY, RunDir, StudyDir, branch_name
 
 #: The score tables of ``heatlab evaluate`` (each only when the data's truth allows it).
 TABLES = ("five_band", "roc", "localisation")
@@ -83,17 +83,19 @@ def _check_filter_means(summary: dict, run: RunDir) -> None:
 
 
 def load_context(run_dir: str | os.PathLike, *, gallery_branch: str | None = None,
-                 progress: Progress | None = None) -> ReportContext:
+                 progress: Progress | None = None, require_results: bool = True) -> ReportContext:
     """Read and check what the run's stages stored (raises HeatlabError with the fix).
 
-    A trained run with at least one of evaluate, AX or GAX results; each of them is optional.
+    A trained run with at least one of evaluate, AX, GAX, the LRP or the Mixer results (each of them
+    optional); ``require_results=False`` accepts a run with its training alone (even a base model without
+    branches), for the training section.
     """
     run = RunDir(run_dir)
     if not run.path.is_dir():
         raise HeatlabError(f"Run folder '{run.path}' does not exist; pass the folder `heatlab train` wrote.")
     config = run.config()
     branches = run.branches()
-    if not branches:
+    if require_results and not branches:
         raise HeatlabError(f"Run '{run.path}' has no trained branch model; run `heatlab train --out {run.path}` first.")
     evaluation = run.stage_summary("evaluate") or {}
     if evaluation and not evaluation.get("complete", False):
@@ -115,7 +117,7 @@ def load_context(run_dir: str | os.PathLike, *, gallery_branch: str | None = Non
     else:
         ordered = branches
     if gallery_branch is None:
-        gallery_branch = ordered[0]
+        gallery_branch = ordered[0] if ordered else ""
     else:
         gallery_branch = branch_label(gallery_branch)
         if gallery_branch not in ordered:
@@ -130,7 +132,7 @@ def load_context(run_dir: str | os.PathLike, *, gallery_branch: str | None = Non
         available |= {"heatmaps", "table_heatmaps" if evaluation.get("input_kind") == "table" else "image_heatmaps"}
     if all(run.table(n).is_file() for n in AX_TABLES):
         available |= {"ax", *AX_TABLES}
-    if (run.gax_dir / gax_stage.SUMMARY).is_file():
+    if run.gax(GAX_SUMMARY).is_file():
         gax_stage.read_gax_summary(run.path)  # checked now: the GAX section would only note a damaged one
         available.add("gax")
     if (filters := run.stage_summary("lrp-filters") or {}).get("complete"):
@@ -138,22 +140,21 @@ def load_context(run_dir: str | os.PathLike, *, gallery_branch: str | None = Non
         available.add("lrp-filters")
     if (run.stage_summary("mixer") or {}).get("complete"):
         available.add("mixer")
-    study = run.path / "lrp-study"
-    if (study / "lrp-study.json").is_file() and read_study_summary(study / "lrp-study.json").get("complete"):
+    study = run.study
+    if study.summary.is_file() and read_study_summary(study.summary).get("complete"):
         available.add("lrp-study")
-    if not available & {"evaluate", "ax", "gax", "lrp-filters", "lrp-study", "mixer"}:
+    if require_results and not available & {"evaluate", "ax", "gax", "lrp-filters", "lrp-study", "mixer"}:
         raise HeatlabError(f"Run '{run.path}' has no results to report yet (its training curves are in "
-                           f"{run.figures_dir / 'training.png'}); run `heatlab evaluate {run.path}` (or "
+                           f"{run.figure('training.png')}); run `heatlab evaluate {run.path}` (or "
                            f"`heatlab ax {run.path}`) first.")
     run.stage_summary("ax")  # read by the AX section
     files = {
         "train the run again into a new folder": [run.table("training"), run.table("validation")],
         f"run `heatlab evaluate {run.path}` again": [run.heatmaps(split, gallery_branch, m) for m in heatmaps],
         f"run `heatlab ax {run.path}` again": [run.table(n) for n in AX_TABLES],
-        f"run `heatlab gax {run.path}` again": [run.gax_dir / f for f in gax_stage.FILES],
-        f"run `heatlab mixer {run.path}` again": [run.table("mixer"), run.path / "mixer" / "gallery.safetensors"],
-        "run `heatlab lrp-study` into that folder again": [study / "tables" / "lrp_study.parquet",
-                                                          study / "lrp_study" / "heatmaps.safetensors"],
+        f"run `heatlab gax {run.path}` again": [run.gax(f) for f in GAX_FILES],
+        f"run `heatlab mixer {run.path}` again": [run.table("mixer"), run.mixer_gallery],
+        "run `heatlab lrp-study` into that folder again": [study.table, study.heatmaps],
     }
     for fix, paths in files.items():
         for path in paths:
@@ -165,5 +166,19 @@ def load_context(run_dir: str | os.PathLike, *, gallery_branch: str | None = Non
         evaluation=evaluation, five_band=tables["five_band"], roc=tables["roc"], localisation=tables["localisation"],
         branches=branches, models={b: run.model_info(b) for b in branches}, class_names=run.class_names(),
         methods=methods, split=split, gallery_branch=gallery_branch, progress=progress, heatmaps=heatmaps,
-        available=frozenset(available),
+        available=frozenset(available), study_dir=study.path,
+    )
+
+
+def study_context(study: StudyDir) -> ReportContext:
+    """A context holding one LRP study that no run's report shows: its figures go to ``<study>/report/figures``."""
+    if not (study.summary.is_file() and read_study_summary(study.summary).get("complete")):
+        raise HeatlabError(f"'{study.path}' holds no finished LRP study; run `heatlab lrp-study --out {study.path}` first.")
+    for path in (study.table, study.heatmaps):
+        _check_readable(path, "run `heatlab lrp-study` into that folder again")
+    empty = pd.DataFrame()
+    return ReportContext(
+        run_dir=study.path, out_dir=ensure_dir(study.report_dir), fig_dir=ensure_dir(study.figures_dir), config={},
+        evaluation={}, five_band=empty, roc=empty, localisation=empty, branches=[], models={}, class_names=[],
+        methods=[], split="test", gallery_branch="", available=frozenset({"lrp-study"}), study_dir=study.path,
     )

@@ -24,6 +24,7 @@ from heatlab.run.explain import load_explanations
 
 OVERLAYS = "overlays"
 INPUTS = "inputs"
+PAGE = "index.html"
 
 
 def overlay_name(sample_id: str, method: str) -> str:
@@ -51,8 +52,8 @@ def explanation_pages(out: str | os.PathLike, *, progress: Progress | None = Non
             fig.tight_layout()
             save_figure(fig, out / OVERLAYS / overlay_name(sample_id, method))
             report(progress, "explain/overlays", r * len(methods) + c + 1, total)
-    write_text(out / "index.html", str(_page(record, t)))
-    return out / "index.html"
+    write_text(out / PAGE, str(_page(record, t)))
+    return out / PAGE
 
 
 def _save_input(image, path: Path) -> None:

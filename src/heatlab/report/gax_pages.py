@@ -30,7 +30,7 @@ import numpy as np
 from matplotlib.lines import Line2D
 
 from heatlab.errors import HeatlabError
-from heatlab.files import ensure_dir, write_text
+from heatlab.files import write_text
 from heatlab.report.figures import hold_flat_axes, literal, new_figure, save_figure
 from heatlab.report.page import class_name_of
 from heatlab.report.templates import number, render
@@ -170,7 +170,7 @@ def build_gax_viewer(run_dir: str | os.PathLike, *, max_frames: int = MAX_FRAMES
         items.append(facts)
     page = render("gax_viewer.html", run_name=run.name, run_path=run.resolve(), s=s, n=len(res.table),
                   reached=int(res.table["reached"].sum()), items=items, data={"lut": _lut(), "items": payloads})
-    out = ensure_dir(run / "report") / "gax.html"
+    out = RunDir(run).gax_page
     write_text(out, str(page))
     return out
 
@@ -206,12 +206,11 @@ def _table_page(run: Path, res: GaxRunResult, names: list[str]) -> Path:
                      number(r.final_co), *(number(v) for v in h)])
     width = len(finals[0]) if finals else 0
     features = _feature_names(run, width)
-    out_dir = ensure_dir(run / "report")
+    out = RunDir(run).gax_page
     figure = gax_feature_figure(np.stack(finals) if finals else np.zeros((0, 0)), features,
-                                out_dir / "figures" / "gax_features.png")
+                                RunDir(run).figure("gax_features.png"))
     page = render("gax_table.html", run_name=run.name, run_path=run.resolve(), s=res.summary, n=len(res.table),
-                  src=figure.relative_to(out_dir).as_posix(), rows=rows,
+                  src=figure.relative_to(out.parent).as_posix(), rows=rows,
                   header=["sample", "class", "reached", "steps", "final CO", *features])
-    out = out_dir / "gax.html"
     write_text(out, str(page))
     return out

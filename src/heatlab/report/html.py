@@ -19,7 +19,8 @@ from typing import Sequence
 
 from heatlab.files import write_text
 from heatlab.progress import Progress, report
-from heatlab.report.context import load_context
+from heatlab.errors import HeatlabError
+from heatlab.report.context import load_context, study_context
 from heatlab.report.page import CSS, ReportContext, Section, note, render_page
 from heatlab.report.sections import (
     ax, data, features, gallery, gax, headline, localisation, lrp_filters, lrp_study, mixer, overview, recall_precision, roc, summary,
@@ -27,7 +28,7 @@ from heatlab.report.sections import (
 )
 from heatlab.report.sections.gallery import gallery_section
 from heatlab.report.sections.summary import rank_methods
-from heatlab.run.rundir import RunDir
+from heatlab.run.rundir import RunDir, StudyDir
 
 DEFAULT_SECTIONS: tuple[Section, ...] = (
     headline.SECTION,
@@ -47,8 +48,19 @@ DEFAULT_SECTIONS: tuple[Section, ...] = (
     gax.SECTION,
 )
 
-__all__ = ["CSS", "DEFAULT_SECTIONS", "ReportContext", "Section", "build_report", "gallery_section", "load_context",
-           "note", "rank_methods", "render_page"]
+#: The sections that show each stage's results: their figures are the ones ``heatlab <stage>`` draws
+#: (:func:`stage_figures`), so the report and the commands share one list of what a stage shows.
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "train": ("training",),
+    "ax": ("ax",),
+    "gax": ("gax",),
+    "lrp-filters": ("lrp-filters",),
+    "lrp-study": ("lrp-study",),
+    "mixer": ("mixer",),
+}
+
+__all__ = ["CSS", "DEFAULT_SECTIONS", "STAGE_SECTIONS", "ReportContext", "Section", "build_report", "gallery_section",
+           "load_context", "note", "rank_methods", "render_page", "stage_figures"]
 
 
 def build_report(
@@ -74,6 +86,29 @@ def build_report(
                 if fragment:
                     fragments.append((section, fragment))
             report(progress, "report", i + 1, len(sections))
-        page = ctx.out_dir / "index.html"
+        page = RunDir(run_dir).report_page
         write_text(page, render_page(ctx, fragments))
     return page
+
+
+def stage_figures(folder: str | os.PathLike, stage: str, *, sections: Sequence[Section] = DEFAULT_SECTIONS) -> list[Path]:
+    """Draw the figures the report shows for ``stage`` (a key of :data:`STAGE_SECTIONS`); returns their
+    paths in page order ([] when the stage has not run or its section shows no figure).
+
+    The stage's sections are built exactly as :func:`build_report` builds them, so the files are the
+    ones the report writes, at the same paths (``<run>/report/figures/``). For ``"lrp-study"``,
+    ``folder`` may be the study folder itself: a run's ``lrp-study`` draws into that run's report, a
+    study outside a run into ``<study>/report/figures/``.
+    """
+    if stage not in STAGE_SECTIONS:
+        raise HeatlabError(f"stage={stage!r} has no report section; choose one of {', '.join(STAGE_SECTIONS)}.")
+    alone = None  # a study folder that no run's report shows
+    if stage == "lrp-study" and not RunDir(folder).has_config():
+        study = StudyDir(folder)
+        folder, alone = (study.run.path, None) if study.run is not None else (folder, study)
+    with (alone.host if alone else RunDir(folder)).writing("report"):  # no stage is halfway through writing
+        ctx = study_context(alone) if alone else load_context(folder, require_results=False)
+        for section in sections:
+            if section.id in STAGE_SECTIONS[stage] and section.applies(ctx):
+                section.build(ctx)
+    return [path for path in ctx.shown if path.is_file()]

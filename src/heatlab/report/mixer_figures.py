@@ -80,7 +80,7 @@ def _image(t: torch.Tensor) -> np.ndarray:
 def mixer_gallery_figure(run_dir: str | os.PathLike, out_png: str | os.PathLike, samples: int = 4) -> Path:
     """Rows: test samples; columns: x, then A, M and x ⊙ M for each setting (first seed's Mixer)."""
     s = _summary(run_dir)
-    g = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(RunDir(run_dir).mixer_dir / "gallery.safetensors")).items()}
+    g = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(RunDir(run_dir).mixer_gallery)).items()}
     names = RunDir(run_dir).class_names()
     settings = [x for x in ordered_settings(s) if f"m/{x}" in g]
     n = min(samples, len(g["labels"]))

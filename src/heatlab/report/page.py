@@ -44,7 +44,10 @@ class ReportContext:
     Tables are the DataFrames of ``<run>/tables`` (empty when the stage did not write them);
     ``evaluation`` is evaluate.json ({} when evaluate has not run); ``heatmaps`` names the methods
     whose stored heatmap file exists for (``split``, ``gallery_branch``); ``available`` holds the
-    names of every input the run has (see :meth:`has`).
+    names of every input the run has (see :meth:`has`); ``study_dir`` is the LRP study folder the
+    lrp-study section shows. ``shown`` collects the figures the sections put on the page, in order
+    (every figure reaches the page through :meth:`src`), so :func:`heatlab.report.html.stage_figures`
+    can name a stage's figures without a second list of them.
     """
 
     run_dir: Path
@@ -64,6 +67,8 @@ class ReportContext:
     progress: Progress | None = None
     heatmaps: list[str] = field(default_factory=list)
     available: frozenset[str] = frozenset()
+    study_dir: Path | None = None
+    shown: list[Path] = field(default_factory=list)
 
     @property
     def input_kind(self) -> str | None:
@@ -83,7 +88,9 @@ class ReportContext:
         return self.fig_dir / name
 
     def src(self, path: Path) -> str:
-        """The address of ``path`` (inside the report folder) relative to the page."""
+        """The address of ``path`` (inside the report folder) relative to the page; a figure is noted in :attr:`shown`."""
+        if path.parent == self.fig_dir and path not in self.shown:
+            self.shown.append(path)
         return path.relative_to(self.out_dir).as_posix()
 
 

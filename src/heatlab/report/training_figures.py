@@ -15,7 +15,7 @@ from heatlab.errors import HeatlabError
 from heatlab.files import atomic_path, ensure_dir
 from heatlab.report.figures import hold_flat_axes
 from heatlab.run.rundir import RunDir
-from heatlab.run.training import BASE, branch_info, list_branches, stage_name
+from heatlab.run.training import BASE, branch_info, list_branches, stage_info, stage_name
 
 BASE_COLOR = "#444444"
 
@@ -27,8 +27,8 @@ def _smooth(values: np.ndarray) -> np.ndarray:
 
 
 def _read_tables(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    tables = run_dir / "tables"
-    steps, vals = tables / "training.parquet", tables / "validation.parquet"
+    steps, vals = RunDir(run_dir).table("training"), RunDir(run_dir).table("validation")
+    tables = steps.parent
     if not steps.is_file() or not vals.is_file():
         raise HeatlabError(f"'{run_dir}' has no training tables; train a model there first (heatlab train --out {run_dir}).")
     try:
@@ -101,7 +101,7 @@ def training_figure(run_dir: str | os.PathLike, out_png: str | os.PathLike) -> P
     if ax_val.get_legend_handles_labels()[0]:
         ax_val.legend(fontsize=8, loc="lower right", frameon=False)
 
-    stages = ([BASE] if (run_dir / "model" / BASE / "model.json").is_file() else []) + branches
+    stages = ([BASE] if stage_info(run_dir, BASE) is not None else []) + branches
     infos = [branch_info(run_dir, s) for s in stages]
     pos = np.arange(len(stages))
     for i, (key, color, label) in enumerate((("val_acc", "#4c72b0", "val"), ("test_acc", "#dd8452", "test"))):

@@ -54,7 +54,7 @@ def run_demo(
     full: bool = False,
     seed: int = 0,
     progress: Progress | None = None,
-    training_figure: Callable[[Path, Path], Path] | None = None,
+    stage_figures: Callable[[Path, str], list[Path]] | None = None,
     report: Callable[..., Path] | None = None,
 ) -> dict:
     """Run the whole demo into ``run_dir``: data -> train -> training figure -> evaluate -> AX -> GAX -> LRP filter
@@ -62,12 +62,12 @@ def run_demo(
 
     Every step resumes: a second call with the same arguments skips the finished work. ``run/``
     sits left of ``report/`` in the pipeline, so the drawing steps come in as callables: pass
-    ``heatlab.report.training_figures.training_figure`` (called as ``training_figure(run_dir, png)``)
-    and ``heatlab.report.html.build_report`` (called as ``report(run_dir, progress=progress)``), as
+    ``heatlab.report.stage_figures`` (called as ``stage_figures(run_dir, "train")``, the report's training
+    figures) and ``heatlab.report.build_report`` (called as ``report(run_dir, progress=progress)``), as
     ``heatlab demo`` does; ``None`` skips that step.
 
     Returns ``{"run_dir", "data_dir", "plan", "training", "evaluate", "ax", "gax", "lrp_filters", "lrp_study",
-    "mixer", "training_figure", "report", "seconds"}`` where ``seconds`` holds the wall time of each stage
+    "mixer", "training_figures", "report", "seconds"}`` where ``seconds`` holds the wall time of each stage
     (``data``, ``training`` (with its figure), ``evaluation``, ``ax``, ``gax``, ``lrp``, ``mixer``, ``report``) and
     the ``total``.
     """
@@ -79,11 +79,12 @@ def run_demo(
     from heatlab.run.lrp_study import lrp_study
     from heatlab.improve.mixer import MixerConfig
     from heatlab.run.mixer import mixer_run
+    from heatlab.run.rundir import RunDir
     from heatlab.run.training import train_run
 
     plan = demo_plan(full=full, seed=seed)
     run_dir = Path(run_dir)
-    data_dir = run_dir / "data"
+    data_dir = RunDir(run_dir).data_dir
     seconds: dict[str, float] = {}
     t0 = clock = time.perf_counter()
 
@@ -96,7 +97,7 @@ def run_demo(
     write_cells(data_dir, size=plan.size, seed=seed, shards=plan.shards, shard_size=plan.shard_size, progress=progress)
     lap("data")
     training = train_run(data_dir, run_dir, plan.train, progress=progress)
-    figure = training_figure(run_dir, run_dir / "report" / "figures" / "training.png") if training_figure else None
+    figures = stage_figures(run_dir, "train") if stage_figures else []
     lap("training")
     evaluation = evaluate_run(run_dir, methods=plan.methods, split=plan.split, progress=progress)
     lap("evaluation")
@@ -105,7 +106,7 @@ def run_demo(
     gax = gax_run(run_dir, split=plan.split, first_n_correct=plan.gax_images, progress=progress)
     lap("gax")
     filters = lrp_filters_run(run_dir, filters=plan.lrp_filters, split=plan.split, progress=progress)
-    study = lrp_study("digits", run_dir / "lrp-study", seed=seed, progress=progress, **plan.lrp_study)
+    study = lrp_study("digits", RunDir(run_dir).study.path, seed=seed, progress=progress, **plan.lrp_study)
     lap("lrp")
     m = dict(plan.mixer)
     mixer = mixer_run(run_dir, seeds=m.pop("seeds"), n_steps=m.pop("n_steps"), train_samples=m.pop("train_samples"),
@@ -115,4 +116,4 @@ def run_demo(
     lap("report")
     seconds["total"] = time.perf_counter() - t0
     return {"run_dir": run_dir, "data_dir": data_dir, "plan": plan, "training": training, "evaluate": evaluation,
-            "ax": ax, "gax": gax, "lrp_filters": filters, "lrp_study": study, "mixer": mixer, "training_figure": figure, "report": page, "seconds": seconds}
+            "ax": ax, "gax": gax, "lrp_filters": filters, "lrp_study": study, "mixer": mixer, "training_figures": figures, "report": page, "seconds": seconds}

@@ -41,18 +41,10 @@ from heatlab.files import atomic_path, ensure_dir, read_json, write_json, write_
 from heatlab.improve.gax import BIAS, EPS, LR, SIMILARITY_FACTOR, GaxResult, check_options, gax
 from heatlab.progress import Progress
 from heatlab.models.training import model_device, predict
-from heatlab.run.rundir import RunDir, branch_name, read_summary
+from heatlab.run.rundir import GAX_FILES, GAX_SUMMARY, RunDir, branch_name, read_summary
 from heatlab.run.runner import PARQUET, TENSORS, ShardUnit, Stage, Work, run_stage
 
-RESULTS = "results.parquet"
-TRAJECTORIES = "trajectories.safetensors"
-SNAPSHOTS = "snapshots.safetensors"
-SUMMARY = "gax.json"
-FILES = (RESULTS, TRAJECTORIES, SNAPSHOTS)
-
-
-def gax_dir(run_dir) -> Path:
-    return Path(run_dir) / "gax"
+RESULTS, TRAJECTORIES, SNAPSHOTS = GAX_FILES
 
 
 def select_correct(model, data, n: int, batch_size: int) -> pd.DataFrame:
@@ -130,18 +122,18 @@ class GAX(Stage):
         self.split, self.progress = split, progress
         run.open_data(split)  # ... or when the split is unknown or empty
         self.options = _settings(run, branch, split, first_n_correct, target_co, max_steps, batch_size, snapshot_every)
-        self.out, self.parts = gax_dir(run.path), gax_dir(run.path) / "parts"
+        self.parts = run.gax_parts
         self.selection = pd.DataFrame(columns=["shard", "index", "label"])
 
     def complete(self) -> dict | None:
         """The stored summary when GAX already ran with these settings; stale results are dropped."""
-        summary_path = self.out / SUMMARY
+        summary_path = self.run.gax(GAX_SUMMARY)
         if summary_path.is_file():
             try:
                 summary = read_gax_summary(self.run.path)
             except HeatlabError:
                 summary = None  # damaged: computed again
-            if summary is not None and _same_settings(summary, self.options) and all((self.out / f).is_file() for f in FILES):
+            if summary is not None and _same_settings(summary, self.options) and all(self.run.gax(f).is_file() for f in GAX_FILES):
                 return summary
             summary_path.unlink()  # the old results no longer describe this run's GAX
         return None
@@ -152,23 +144,23 @@ class GAX(Stage):
         if parts.is_dir() and not self._parts_fit():
             shutil.rmtree(parts)  # written with other settings or another model, or damaged: start again
         ensure_dir(parts)
-        if not (parts / "selection.parquet").is_file():
+        if not self.run.gax_selection.is_file():
             data = work.data(self.split)
             selection = select_correct(work.model(self.branch), data, self.options["first_n_correct"], self.batch_size)
             if selection.empty:
                 raise HeatlabError(f"Branch {self.branch} predicts none of the {len(data)} samples of split '{self.split}' "
                                    "correctly; GAX needs correct predictions, so train the model further first.")
-            write_parquet(parts / "selection.parquet", selection)
-            write_json(parts / "settings.json", self.options)
-        return pd.read_parquet(parts / "selection.parquet")
+            write_parquet(self.run.gax_selection, selection)
+            write_json(self.run.gax_settings, self.options)
+        return pd.read_parquet(self.run.gax_selection)
 
     def _parts_fit(self) -> bool:
         """Whether the parts folder was started with these settings (and its selection, if any, is readable)."""
         try:
-            if read_json(self.parts / "settings.json") != self.options:
+            if read_json(self.run.gax_settings) != self.options:
                 return False
-            if (self.parts / "selection.parquet").is_file():
-                pd.read_parquet(self.parts / "selection.parquet", columns=["shard", "index", "label"])
+            if self.run.gax_selection.is_file():
+                pd.read_parquet(self.run.gax_selection, columns=["shard", "index", "label"])
         except Exception:  # missing or damaged settings.json, an unreadable selection (pyarrow raises several types)
             return False
         return True
@@ -201,7 +193,7 @@ class GAX(Stage):
         return {"rows": table, "tensors": pack_batch(result, x)}
 
     def join(self, units, parts: dict[str, list]) -> dict:
-        return _join(self.out, parts["rows"], parts["tensors"], self.options, self.parts)
+        return _join(self.run, parts["rows"], parts["tensors"], self.options)
 
 
 class UnitRange(nn.Module):
@@ -288,7 +280,7 @@ def _batches(progress: Progress | None) -> Progress | None:
     return lambda task, done, total: progress("gax batches" if task == "gax" else task, done, total)
 
 
-def _join(out: Path, tables: list[pd.DataFrame], parts_t: list[dict], settings: dict, parts: Path) -> dict:
+def _join(run: RunDir, tables: list[pd.DataFrame], parts_t: list[dict], settings: dict) -> dict:
     """Concatenate the batch parts in order into the three result files and gax.json (atomic writes)."""
     table = pd.concat(tables, ignore_index=True)
     table = table[["branch", "shard", "index", "label", "steps_to_target", "reached", "initial_co", "final_co", "final_step"]]
@@ -304,10 +296,10 @@ def _join(out: Path, tables: list[pd.DataFrame], parts_t: list[dict], settings: 
         "offsets": torch.cat(offsets),
         "images": torch.cat([p["images"] for p in parts_t]).contiguous(),
     }
-    write_parquet(out / RESULTS, table)
-    with atomic_path(out / TRAJECTORIES) as tmp:
+    write_parquet(run.gax(RESULTS), table)
+    with atomic_path(run.gax(TRAJECTORIES)) as tmp:
         save_file({"co": co}, str(tmp))
-    with atomic_path(out / SNAPSHOTS) as tmp:
+    with atomic_path(run.gax(SNAPSHOTS)) as tmp:
         save_file(snaps, str(tmp))
     reached = table["reached"].to_numpy(bool)
     summary = {
@@ -315,8 +307,8 @@ def _join(out: Path, tables: list[pd.DataFrame], parts_t: list[dict], settings: 
         "median_steps_to_target": float(np.median(table.loc[reached, "steps_to_target"])) if reached.any() else None,
         "complete": True,
     }
-    write_json(out / SUMMARY, summary)
-    shutil.rmtree(parts)  # everything is in the joined files now
+    write_json(run.gax(GAX_SUMMARY), summary)
+    shutil.rmtree(run.gax_parts)  # everything is in the joined files now
     return summary
 
 
@@ -340,22 +332,22 @@ class GaxRunResult:
 
 def read_gax_summary(run_dir) -> dict:
     """``<run>/gax/gax.json``, checked against its schema (HeatlabError names the file and the fix)."""
-    return read_summary(gax_dir(run_dir) / SUMMARY, "gax", f"delete it and run `heatlab gax {run_dir}` again")
+    return read_summary(RunDir(run_dir).gax(GAX_SUMMARY), "gax", f"delete it and run `heatlab gax {run_dir}` again")
 
 
 def load_gax_result(run_dir) -> GaxRunResult:
     """Read ``<run>/gax`` (raises HeatlabError naming the fix when it is missing or incomplete)."""
-    out = gax_dir(run_dir)
+    run, out = RunDir(run_dir), RunDir(run_dir).gax_dir
     fix = f"run `heatlab gax {run_dir}` first"
-    if not (out / SUMMARY).is_file():
+    if not run.gax(GAX_SUMMARY).is_file():
         raise HeatlabError(f"'{run_dir}' has no GAX result; {fix}.")
     summary = read_gax_summary(run_dir)
     if not summary.get("complete"):
         raise HeatlabError(f"The GAX result of '{run_dir}' is incomplete; {fix}.")
     try:
-        table = pd.read_parquet(out / RESULTS)
-        co = load_file(out / TRAJECTORIES)["co"]
-        snaps = load_file(out / SNAPSHOTS)
+        table = pd.read_parquet(run.gax(RESULTS))
+        co = load_file(run.gax(TRAJECTORIES))["co"]
+        snaps = load_file(run.gax(SNAPSHOTS))
     except Exception:  # pyarrow and safetensors raise several types for a broken file
         raise HeatlabError(f"The GAX files in '{out}' are missing or unreadable; {fix} again.") from None
     n = len(table)

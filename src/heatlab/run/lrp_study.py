@@ -12,7 +12,7 @@ convolution (:func:`mp_points`). The per-sample Mean Power
 of the first ``heatmap_samples`` test samples are computed with no filter and with each filter
 (``filters``, the paper's eight by default) at ``filter_layers`` (default: the model's).
 
-Outputs in ``out``: ``tables/lrp_study.parquet`` (iteration, epoch, loss, accuracy, layer (the
+Outputs in ``out`` (:class:`heatlab.run.rundir.StudyDir` names them): ``tables/lrp_study.parquet`` (iteration, epoch, loss, accuracy, layer (the
 original's name, e.g. ``convb_2``), recorded_at (``input`` or heatlab's module name), mp_mean,
 mp_std, n), ``lrp_study/heatmaps.safetensors`` (``heatmaps`` F×S×C×H×W float16 in
 filter order, each divided by its max |value|, whose value is in ``scale`` F×S float32; ``inputs``,
@@ -54,11 +54,9 @@ from heatlab.models.training import (
     TrainConfig, check_takes, create_model, normalize_spec, num_batches, predict, train_continuous,
 )
 from heatlab.progress import Progress, report
-from heatlab.run.rundir import RunDir, read_summary
+from heatlab.run.rundir import StudyDir, read_summary
 from heatlab.score.mean_power import mean_power
 
-SUMMARY = "lrp-study.json"
-CHECKPOINT, ROWS = "lrp_study/checkpoint.safetensors", "lrp_study/rows.parquet"
 
 
 INPUT = "input"
@@ -123,11 +121,10 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
                 "lr": lr, "every": every, "eval_samples": eval_samples, "heatmap_samples": heatmap_samples,
                 "composite": composite, "start": start, "maxpool": lrp_maxpool(net, maxpool),
                 "filters": ["none", *names], "filter_layers": f_layers, "seed": seed, "size": size}
-    out = Path(out)
-    ensure_dir(out)
+    out = StudyDir(out)
+    ensure_dir(out.path)
     # One writer: the run's lock when the study is written inside a run folder, else the study's own.
-    host = RunDir(out.parent) if RunDir(out.parent).has_config() else RunDir(out)
-    with host.writing("lrp-study"):
+    with out.host.writing("lrp-study"):
         if (done := _read_summary(out)) is not None:
             if done["settings"] == json.loads(json.dumps(settings)) and done.get("complete"):
                 return done
@@ -154,8 +151,8 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
                 evaluate(it, epoch, loss)
 
         def on_epoch(checkpoint: Checkpoint) -> None:
-            write_parquet(out / ROWS, pd.DataFrame(rows))
-            with atomic_path(out / CHECKPOINT) as tmp:
+            write_parquet(out.rows, pd.DataFrame(rows))
+            with atomic_path(out.checkpoint) as tmp:
                 save_file(checkpoint.to_tensors(), str(tmp), metadata={"settings": json.dumps(settings, sort_keys=True)})
 
         resume = _read_checkpoint(out, settings)
@@ -171,17 +168,16 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
                           **lrp).cpu()
                 for f in settings["filters"]]
         table = pd.DataFrame(rows)
-        ensure_dir(out / "lrp_study")
-        write_parquet(out / "tables" / "lrp_study.parquet", table)
-        with atomic_path(out / "lrp_study" / "heatmaps.safetensors") as tmp:
+        write_parquet(out.table, table)
+        with atomic_path(out.heatmaps) as tmp:
             stacked = torch.stack(maps).float()  # F×S×...; relevance of a weak model underflows float16
             scale = stacked.flatten(2).abs().amax(2)  # F×S
             save_file({"heatmaps": normalize_max_abs(stacked.flatten(0, 1)).view_as(stacked).half().contiguous(),
                        "scale": scale.contiguous(), "inputs": x_map.half().contiguous(),
                        "labels": y_map.long(), "predictions": p_map.long()}, str(tmp),
                       metadata={"filters": json.dumps(settings["filters"])})
-        ensure_dir(out / "model")
-        zoo.save_weights(net, out / "model" / "weights.safetensors")
+        ensure_dir(out.weights.parent)
+        zoo.save_weights(net, out.weights)
         last = table[table["iteration"] == table["iteration"].max()]
         first = table[table["iteration"] == 0]
         trend = {layer: {"start": float(first.loc[first["layer"] == layer, "mp_mean"].iloc[0]),
@@ -190,9 +186,9 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
                    "maxpool": settings["maxpool"], "iterations": total,
                    "final_accuracy": float(last["accuracy"].iloc[0]), "mp_trend": trend,
                    "complete": True}
-        write_json(out / SUMMARY, summary)
-        for name in (CHECKPOINT, ROWS):
-            (out / name).unlink(missing_ok=True)
+        write_json(out.summary, summary)
+        for path in (out.checkpoint, out.rows):
+            path.unlink(missing_ok=True)
         return summary
 
 
@@ -201,29 +197,29 @@ def read_study_summary(path: str | Path) -> dict:
     return read_summary(path, "lrp-study", "delete it and run `heatlab lrp-study` into that folder again")
 
 
-def _read_summary(out: Path) -> dict | None:
+def _read_summary(out: StudyDir) -> dict | None:
     """The study's summary in ``out``; None when there is none or it is damaged (the study is then run again)."""
     try:
-        return read_study_summary(out / SUMMARY) if (out / SUMMARY).is_file() else None
+        return read_study_summary(out.summary) if out.summary.is_file() else None
     except HeatlabError:
         return None
 
 
-def _read_checkpoint(out: Path, settings: dict) -> tuple[Checkpoint, list[dict]] | None:
+def _read_checkpoint(out: StudyDir, settings: dict) -> tuple[Checkpoint, list[dict]] | None:
     """The study's last epoch checkpoint and the rows up to it, when both were written with ``settings``.
 
     A checkpoint or rows file that cannot be read (truncated, overwritten) is resume state only: the
     study starts afresh and overwrites both.
     """
-    path = out / CHECKPOINT
-    if not (path.is_file() and (out / ROWS).is_file()):
+    path = out.checkpoint
+    if not (path.is_file() and out.rows.is_file()):
         return None
     try:
         with safe_open(str(path), framework="pt") as f:
             if (f.metadata() or {}).get("settings") != json.dumps(settings, sort_keys=True):
                 return None
             checkpoint = Checkpoint.from_tensors({k: f.get_tensor(k) for k in f.keys()})
-        table = pd.read_parquet(out / ROWS)
+        table = pd.read_parquet(out.rows)
         rows = table[table["iteration"] <= checkpoint.iteration].to_dict("records")
     except Exception:  # safetensors, pyarrow and a missing key or column raise several types
         return None

@@ -40,7 +40,7 @@ from safetensors.torch import save_file
 
 from heatlab.data.split import Split, iter_shards
 from heatlab.errors import HeatlabError
-from heatlab.files import atomic_path, ensure_dir, write_json, write_parquet
+from heatlab.files import atomic_path, write_json, write_parquet
 from heatlab.improve.mixer import (
     LABEL_INFORMED, SETTINGS, MaskedClassifier, MixerConfig, all_mixer_attributions, leak_scores, masked_predictions, masks,
     mixer_attributions, parse_settings, predict_probabilities, random_wrong_labels, resolve_architecture, train_mixer,
@@ -284,9 +284,8 @@ class MixerStage(Stage):
         write_parquet(self.run.table("mixer"), rows)
         write_parquet(self.run.table("mixer_predictions"), samples)
         write_parquet(self.run.table("mixer_history"), pd.concat(parts["history"], ignore_index=True))
-        folder = ensure_dir(self.run.mixer_dir / "weights")
         for u, w in zip(units, parts["weights"]):
-            with atomic_path(folder / f"{u.setting}-seed-{self.config.seed + u.index}.safetensors") as tmp:
+            with atomic_path(self.run.mixer_weights(u.setting, self.config.seed + u.index)) as tmp:
                 save_file(w, str(tmp), metadata={"config": repr(self.config.to_dict())})
         gallery = {"x": test["x"][:GALLERY].half(), "labels": test["y"][:GALLERY], "plain": test["plain"][:GALLERY]}
         for u, p in zip(units, parts["masks"]):
@@ -294,7 +293,7 @@ class MixerStage(Stage):
                 gallery[f"a/{u.setting}"] = _unit_max(self.attributions(work, "test", u.setting)[:GALLERY]).half()
                 gallery[f"m/{u.setting}"] = p["m"]
                 gallery[f"predictions/{u.setting}"] = p["predictions"]
-        with atomic_path(self.run.mixer_dir / "gallery.safetensors") as tmp:
+        with atomic_path(self.run.mixer_gallery) as tmp:
             save_file({k: v.contiguous() for k, v in gallery.items()}, str(tmp))
         return summarise(rows, samples, self.n_classes)
 

@@ -8,12 +8,16 @@ Layout (DESIGN §3)::
                                               filter study's paired effects, :meth:`RunDir.table`)
     <run>/tables/parts/<stage>-<split>/...    per-unit pieces that make the stages resumable
     <run>/heatmaps/<split>/<branch>/<method>.safetensors   float16 heatmaps stored by evaluate
-    <run>/gax/                                GAX results
-    <run>/report/index.html + figures/        the report
+    <run>/data/                               the cells `heatlab demo` generates
+    <run>/gax/ and gax/parts/                 GAX results (gax.json, results, trajectories, snapshots)
+    <run>/mixer/weights/ + gallery.safetensors  the Mixer's trained masks and its gallery
+    <run>/lrp-study/                          an LRP study shown by the report (:class:`StudyDir`)
+    <run>/report/index.html + gax.html + figures/   the report
     <run>/.heatlab.lock                       present while a stage writes (heatlab.run.lock)
 
 Branches have one name everywhere: ``"base"`` or ``"branch-00"`` (:func:`branch_name`). Stages and
-the report use :class:`RunDir` instead of literal file names.
+the report use :class:`RunDir` (and :class:`StudyDir` for an LRP study's folder) instead of literal
+file names: no other module builds a path in a run folder from a literal.
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ MODEL_JSON = "model.json"
 WEIGHTS = "weights.safetensors"
 LOCK = ".heatlab.lock"
 BASE = "base"
+STUDY = "lrp-study"
+GAX_SUMMARY = "gax.json"
+#: GAX's joined result files in ``<run>/gax`` (see :mod:`heatlab.run.gax`).
+GAX_FILES = ("results.parquet", "trajectories.safetensors", "snapshots.safetensors")
 # Settings that may change between runs in one folder (asking for more branches extends the run).
 _MUTABLE = ("branches",)
 
@@ -167,9 +175,13 @@ class RunDir:
         """Folder of the per-unit pieces of ``stage`` on ``split``."""
         return self.tables_dir / "parts" / f"{stage}-{registry.check_split(split)}"
 
+    @property
+    def heatmaps_dir(self) -> Path:
+        return self.path / "heatmaps"
+
     def heatmaps(self, split: str, branch: int | str, method: str) -> Path:
         """``<run>/heatmaps/<split>/<branch>/<method>.safetensors`` (stored by evaluate)."""
-        return self.path / "heatmaps" / registry.check_split(split) / branch_name(branch) / f"{method}.safetensors"
+        return self.heatmaps_dir / registry.check_split(split) / branch_name(branch) / f"{method}.safetensors"
 
     def model_dir(self, branch: int | str) -> Path:
         return stage_dir(self.path, branch)
@@ -178,21 +190,73 @@ class RunDir:
         return self.model_dir(branch) / WEIGHTS
 
     @property
+    def data_dir(self) -> Path:
+        """``<run>/data``: the cells `heatlab demo` generates inside its run."""
+        return self.path / "data"
+
+    @property
     def gax_dir(self) -> Path:
         return self.path / "gax"
+
+    def gax(self, name: str) -> Path:
+        """``<run>/gax/<name>`` for one of :data:`GAX_FILES` or ``gax.json`` (:data:`GAX_SUMMARY`)."""
+        if name not in (*GAX_FILES, GAX_SUMMARY):
+            raise ValueError(f"{name!r} is no GAX file; expected one of {', '.join((*GAX_FILES, GAX_SUMMARY))}.")
+        return self.gax_dir / name
+
+    @property
+    def gax_parts(self) -> Path:
+        """``<run>/gax/parts``: GAX's batch parts, its ``selection.parquet`` and ``settings.json``."""
+        return self.gax_dir / "parts"
+
+    @property
+    def gax_selection(self) -> Path:
+        return self.gax_parts / "selection.parquet"
+
+    @property
+    def gax_settings(self) -> Path:
+        return self.gax_parts / "settings.json"
 
     @property
     def mixer_dir(self) -> Path:
         """``<run>/mixer``: the Mixer's weights/ and gallery.safetensors (its IG caches are parts)."""
         return self.path / "mixer"
 
+    def mixer_weights(self, setting: str, seed: int) -> Path:
+        """``<run>/mixer/weights/<setting>-seed-<seed>.safetensors``: one trained Mixer."""
+        return self.mixer_dir / "weights" / f"{setting}-seed-{seed}.safetensors"
+
+    @property
+    def mixer_gallery(self) -> Path:
+        """``<run>/mixer/gallery.safetensors``: the first test samples with each setting's A, M and predictions."""
+        return self.mixer_dir / "gallery.safetensors"
+
+    @property
+    def study(self) -> "StudyDir":
+        """``<run>/lrp-study``: the LRP study the report shows (``heatlab lrp-study --out RUN/lrp-study``)."""
+        return StudyDir(self.path / STUDY)
+
     @property
     def report_dir(self) -> Path:
         return self.path / "report"
 
     @property
+    def report_page(self) -> Path:
+        """``<run>/report/index.html``: the report, written last."""
+        return self.report_dir / "index.html"
+
+    @property
+    def gax_page(self) -> Path:
+        """``<run>/report/gax.html``: the GAX viewer (images) or results page (tables)."""
+        return self.report_dir / "gax.html"
+
+    @property
     def figures_dir(self) -> Path:
         return self.report_dir / "figures"
+
+    def figure(self, name: str) -> Path:
+        """``<run>/report/figures/<name>``: a report figure (a fixed file name chosen by the code)."""
+        return self.figures_dir / name
 
     @property
     def lock_path(self) -> Path:
@@ -332,3 +396,47 @@ class RunDir:
 def read_summary(path: str | os.PathLike, stage: str, fix: str) -> dict[str, Any]:
     """The summary ``stage`` wrote at ``path``, checked against its schema; HeatlabError ending in ``fix``."""
     return read_record(path, SUMMARIES[stage], fix=fix)
+
+
+class StudyDir:
+    """The folder of one LRP study (``heatlab lrp-study --out``), standalone or as ``<run>/lrp-study``.
+
+    Layout::
+
+        <study>/lrp-study.json                          the summary, written last
+        <study>/tables/lrp_study.parquet                Mean Power rows
+        <study>/lrp_study/heatmaps.safetensors          the filtered heatmaps (Fig. 3)
+        <study>/lrp_study/checkpoint.safetensors + rows.parquet   resume state, removed when done
+        <study>/model/weights.safetensors               the trained model
+        <study>/report/figures/                         its figures when no run's report shows it
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"StudyDir('{self.path}')"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    summary = property(lambda self: self.path / "lrp-study.json")
+    table = property(lambda self: self.path / "tables" / "lrp_study.parquet")
+    heatmaps = property(lambda self: self.path / "lrp_study" / "heatmaps.safetensors")
+    checkpoint = property(lambda self: self.path / "lrp_study" / "checkpoint.safetensors")
+    rows = property(lambda self: self.path / "lrp_study" / "rows.parquet")
+    weights = property(lambda self: self.path / "model" / WEIGHTS)
+    report_dir = property(lambda self: self.path / "report")
+    figures_dir = property(lambda self: self.report_dir / "figures")
+
+    @property
+    def host(self) -> RunDir:
+        """Whose lock guards the study: the run folder it sits in, else the study folder itself."""
+        parent = RunDir(self.path.parent)
+        return parent if parent.has_config() else RunDir(self.path)
+
+    @property
+    def run(self) -> RunDir | None:
+        """The run whose report shows this study (the study is that run's ``lrp-study``), else None."""
+        parent = RunDir(self.path.parent)
+        return parent if parent.has_config() and parent.study.path == self.path else None

@@ -134,7 +134,7 @@ def _collect_tables(run_dir: Path) -> None:
     for name, columns in ((STEPS, STEP_COLUMNS), (VALIDATION, VALIDATION_COLUMNS)):
         parts = [pd.read_parquet(p) for s in stages if (p := stage_dir(run_dir, s) / name).is_file()]
         frame = pd.concat(parts, ignore_index=True).astype(columns) if parts else _frame([], columns)
-        write_parquet(run_dir / "tables" / ("training.parquet" if name == STEPS else name), frame)
+        write_parquet(RunDir(run_dir).table("training" if name == STEPS else Path(name).stem), frame)
 
 
 # ------------------------------------------------------------------------------------ training
@@ -377,7 +377,7 @@ def train_run(
             for name in skipped:
                 report(progress, f"train/{name}", 1, 1)
             base, *branches = run_stage(stage, progress=progress, backend=backend)
-            if not (run_dir / "tables" / "training.parquet").is_file():
+            if not RunDir(run_dir).table("training").is_file():
                 _collect_tables(run_dir)
             chance = base.get("chance_acc")
             if chance is None:  # a base model trained before model.json recorded it

@@ -11,8 +11,7 @@ from heatlab.report.lrp_figures import heatmap_grid_figure, mp_figure
 from heatlab.report.page import ReportContext, Section
 from heatlab.report.templates import number, render
 from heatlab.run.lrp_study import read_study_summary
-
-STUDY = "lrp-study"
+from heatlab.run.rundir import StudyDir
 
 TEMPLATE = """\
 {% from "macros.html" import figure %}
@@ -36,12 +35,12 @@ mean ± one standard deviation over the evaluation samples; dashed: accuracy on 
 
 
 def lrp_study_section(ctx: ReportContext) -> str:
-    study = ctx.run_dir / STUDY
-    s = read_study_summary(study / "lrp-study.json")
+    study = StudyDir(ctx.study_dir)
+    s = read_study_summary(study.summary)
     settings = s["settings"]
-    mp = mp_figure(pd.read_parquet(study / "tables" / "lrp_study.parquet"), ctx.figure_path("lrp_mp.png"),
+    mp = mp_figure(pd.read_parquet(study.table), ctx.figure_path("lrp_mp.png"),
                    model=settings["model"])
-    grid = heatmap_grid_figure(study / "lrp_study" / "heatmaps.safetensors", ctx.figure_path("lrp_heatmaps.png"))
+    grid = heatmap_grid_figure(study.heatmaps, ctx.figure_path("lrp_heatmaps.png"))
     trend = "; ".join(f"{layer} {number(t['start'])} → {number(t['end'])}" for layer, t in s["mp_trend"].items())
     points = s.get("mp_points")
     where = ("the relevance where paper 004's code records it, named as there (convb_k: the relevance entering block k; "
