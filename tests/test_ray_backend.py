@@ -269,3 +269,106 @@ def test_gpus_per_worker_must_be_a_share_ray_can_reserve(gpus):
     with pytest.raises(HeatlabError, match=r"^gpus_per_worker must be a finite number >= 0"):
         make_backend("ray", gpus_per_worker=gpus)
     assert make_backend("ray", gpus_per_worker=0.25).gpus == 0.25 and make_backend("ray", gpus_per_worker=2).gpus == 2
+
+
+# ------------------------------------------------------------------------------- train and mixer
+TRAIN_ARGS = {"epochs": 1, "branches": 2, "branch_epochs": 40, "batch_size": 10, "eval_every": 100, "n_l": 1, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def train_local(tmp_path_factory):
+    """Cells and a run trained on them by the local backend, the driver on 2 torch threads (a unit runs on 1)."""
+    import torch
+
+    from heatlab.data.shards import write_cells
+    from heatlab.models.training import TrainConfig
+    from heatlab.run.training import train_run
+
+    root = tmp_path_factory.mktemp("train")
+    write_cells(root / "data", size=64, seed=3, shards={"train": 2, "val": 1, "test": 1}, shard_size=10)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # a sum split over 2 threads may round otherwise: units must not depend on it
+    try:
+        train_run(root / "data", root / "run", TrainConfig(**TRAIN_ARGS))
+    finally:
+        torch.set_num_threads(before)
+    return root / "data", root / "run"
+
+
+def _model_files(run) -> dict[str, str]:
+    """sha256 of every file of the run's model folders (weights, model.json, steps, validations) and tables."""
+    import hashlib
+
+    files = [*sorted((run / "model").rglob("*.*")), run / "tables" / "training.parquet", run / "tables" / "validation.parquet"]
+    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def test_train_on_ray_writes_byte_identical_weights_to_local_training(cluster, train_local, tmp_path):
+    from heatlab.models.training import TrainConfig
+    from heatlab.run.training import train_run
+
+    data, local = train_local
+    backend = make_backend("ray", workers=2)
+    summary = train_run(data, tmp_path / "run", TrainConfig(**TRAIN_ARGS), backend=backend)
+    assert backend.summary()["units"] == 3 and backend.summary()["workers"] == 2  # the base, then 2 branches
+    assert [b["branch"] for b in summary["branches"]] == [0, 1] and summary["skipped"] == []
+    mine = _model_files(tmp_path / "run")
+    assert len(mine) == 3 * 3 + 2 + 2 and mine == _model_files(local)  # weights, model.json, steps (+2 validations)
+
+
+def test_a_train_driver_killed_on_ray_resumes_to_identical_weights(cluster, train_local, tmp_path):
+    """`heatlab train --backend ray` (a subprocess joining the module's cluster) is killed with SIGKILL
+    once the base model is written, while the branches train on the workers; the same training run
+    again on Ray keeps the base and ends with the local backend's files."""
+    from heatlab.models.training import TrainConfig
+    from heatlab.run.rundir import list_branches
+    from heatlab.run.training import train_run
+
+    data, local = train_local
+    run = tmp_path / "run"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in TRAIN_ARGS.items()]
+    driver = subprocess.Popen([sys.executable, "-m", "heatlab", "train", "--data", str(data), "--out", str(run), *flags,
+                               "--backend", "ray", "--address", ray.get_runtime_context().gcs_address, "--workers", "2"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = run / "model" / "base" / "model.json"
+    try:
+        for _ in range(3000):  # at most 5 minutes to start, join and train the base
+            if base.is_file() or driver.poll() is not None:
+                break
+            time.sleep(0.1)
+    finally:
+        driver.kill()
+        driver.wait(timeout=30)
+    assert base.is_file() and list_branches(run) == []  # killed with the branches on the workers
+    stamp = base.stat().st_mtime_ns
+    summary = train_run(data, run, TrainConfig(**TRAIN_ARGS), backend=make_backend("ray", workers=2))
+    assert summary["skipped"] == ["base"] and base.stat().st_mtime_ns == stamp
+    assert _model_files(run) == _model_files(local)
+
+
+def test_mixer_on_ray_writes_the_tables_the_local_backend_writes(cluster, tiny_run, tmp_path):
+    """The local run's driver is on 2 torch threads: the units must not depend on that (they run on 1)."""
+    import torch
+
+    from heatlab.improve.mixer import MixerConfig
+    from heatlab.run.mixer import mixer_run
+
+    small = {"settings": "true-class,none", "seeds": 2, "n_steps": 4, "test_samples": 12,
+             "config": MixerConfig(epochs=2, patience=2, batch_size=8)}
+    runs = {}
+    for name, backend in (("local", None), ("ray", make_backend("ray", workers=2))):
+        runs[name] = tmp_path / name
+        shutil.copytree(tiny_run, runs[name])
+        before = torch.get_num_threads()
+        torch.set_num_threads(2 if backend is None else before)
+        try:
+            summary = mixer_run(runs[name], **small, backend=backend)
+        finally:
+            torch.set_num_threads(before)
+    assert backend.summary()["units"] == 4 + 2 + 4  # IG shards (train 2, test 2 for 12 samples), wrong-label IG, 2x2 Mixers
+    for table in ("mixer", "mixer_predictions", "mixer_history"):
+        pd.testing.assert_frame_equal(pd.read_parquet(runs["local"] / "tables" / f"{table}.parquet"),
+                                      pd.read_parquet(runs["ray"] / "tables" / f"{table}.parquet"), check_exact=True)
+    for path in sorted((runs["local"] / "mixer").rglob("*.safetensors")):
+        assert path.read_bytes() == (runs["ray"] / path.relative_to(runs["local"])).read_bytes(), path
+    assert json.loads((runs["ray"] / "mixer.json").read_text())["settings"] == summary["settings"]

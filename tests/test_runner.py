@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+from dataclasses import dataclass
 
 import pandas as pd
 import pytest
@@ -10,7 +12,7 @@ import torch
 
 from heatlab.errors import HeatlabError
 from heatlab.run.rundir import RunDir, branch_name
-from heatlab.run.runner import PARQUET, TENSORS, Stage, Unit, is_done, marker_path, run_stage
+from heatlab.run.runner import PARQUET, TENSORS, ShardUnit, Stage, Unit, is_done, marker_path, run_stage
 
 
 class Boom(Exception):
@@ -29,7 +31,7 @@ class LabelStage(Stage):
 
     def units(self):
         data = self.run.open_data("test")
-        return [Unit("test", b, "none", k) for b in self.run.branches() for k in range(data.num_shards)]
+        return [ShardUnit("test", b, "none", k) for b in self.run.branches() for k in range(data.num_shards)]
 
     def run_unit(self, work, unit):
         self.calls.append(unit)
@@ -67,7 +69,7 @@ def test_a_stage_killed_midway_resumes_and_joins_the_same(tiny_run, tmp_path):
     run = RunDir(run_path)
     whole = run_stage(LabelStage(run))
     shutil.rmtree(run.parts("toy", "test"))
-    stage = LabelStage(run, fail_at=Unit("test", "branch-00", "none", 1))
+    stage = LabelStage(run, fail_at=ShardUnit("test", "branch-00", "none", 1))
     with pytest.raises(Boom):
         run_stage(stage)
     units = stage.units()
@@ -125,3 +127,47 @@ def test_units_done_with_other_settings_are_run_again(tiny_run, tmp_path):
     again = SettingStage(run, ["b", 1])
     run_stage(again)
     assert again.calls == []
+
+
+@dataclass(frozen=True)
+class StepUnit(Unit):
+    """A unit keyed by its own field alone (no split, branch or shard); step k runs in wave k."""
+
+    step: int
+
+    def stem(self, parts):
+        return parts / f"step-{self.step}"
+
+    @property
+    def wave(self):
+        return self.step
+
+
+class Chain(Stage):
+    """Step k's value is step k-1's, read from its written piece, plus one: right only if waves are kept."""
+
+    name = "chain"
+    kinds = {"value": TENSORS}
+
+    def parts_dir(self, unit):
+        return self.run.parts(self.name, "test")
+
+    def units(self):
+        return [StepUnit(2), StepUnit(0), StepUnit(1)]
+
+    def run_unit(self, work, unit):
+        before = torch.zeros(1) if unit.step == 0 else self.read(StepUnit(unit.step - 1), "value")["v"]
+        return {"value": {"v": before + 1}}
+
+    def join(self, units, parts):
+        return {u.step: int(p["v"]) for u, p in zip(units, parts["value"])}
+
+
+def test_a_typed_unit_runs_in_waves_and_its_marker_holds_its_own_fields(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    stage = Chain(RunDir(run))
+    assert run_stage(stage) == {2: 3, 0: 1, 1: 2}
+    # no model behind the unit: no weights in its settings
+    assert json.loads(marker_path(stage, StepUnit(1)).read_text()) == {"step": 1, "settings": {}}
+    assert all(is_done(stage, u) for u in stage.units())

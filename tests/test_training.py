@@ -4,6 +4,7 @@ resume, run-folder checks and the training figure."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -439,3 +440,24 @@ def test_data_options_are_recorded_and_every_stage_opens_the_data_with_them(tmp_
     with pytest.raises(HeatlabError, match="different settings"):
         train_run(f"folder:{tmp_path / 'pics'}", tmp_path / "run", {"branches": 0, "epochs": 1, "model": "mlp"},
                   data_options={"size": 16})
+
+
+@pytest.mark.parametrize("command", ["train", "mixer"])
+def test_backend_flags_that_do_not_fit_are_one_sentence_and_write_nothing(data_dir, full_run, tmp_path, command):
+    from typer.testing import CliRunner
+
+    from heatlab.cli import app
+
+    run = tmp_path / "run"
+    if command == "mixer":
+        shutil.copytree(full_run[0], run)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    args = ["train", "--data", str(data_dir), "--out", str(run)] if command == "train" else ["mixer", str(run)]
+    for flags, sentence in ((["--workers", "2"], "--workers is a Ray option; pass --backend ray or drop it."),
+                            (["--backend", "ray", "--workers", "0"],
+                             "--workers must be a whole number of at least 1, got 0; pass e.g. --workers 2."),
+                            (["--backend", "ray", "--address", "nowhere"],
+                             "Ray address 'nowhere' is not host:port; pass e.g. --address 10.0.0.1:6379 or 'auto'.")):
+        result = CliRunner().invoke(app, [*args, *flags])
+        assert result.exit_code == 2 and result.output.strip() == f"error: {sentence}", result.output
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -99,6 +99,7 @@ def data_preview(
 # -------------------------------------------------------------------------------------- train
 @app.command()
 @guarded
+@backend_flags
 def train(
     data: str = typer.Option(..., "--data", help="A cell folder written by `heatlab data cells`, or a dataset spec: "
                              "wine, breast_cancer, drybean:FILE.xlsx, creditcard:FILE.csv, chest_xray:DIR, covid:DIR, folder:DIR."),
@@ -130,6 +131,7 @@ def train(
                                   "split's per-channel mean/std), imagenet or none. AX adds heatmaps after it."),
     size: Optional[int] = typer.Option(None, "--size", help="Side in pixels image folders and digits are served at "
                                        "(default: the dataset's own, 256 for image folders); recorded for every stage."),
+    runner=None,  # --backend and the Ray flags (cli_common.backend_flags): Ray trains the branches in parallel
 ) -> None:
     """Train a base model, then branch models in regular-evaluation mode (paper 002, §III-B)."""
     from heatlab.report import stage_figures
@@ -143,10 +145,12 @@ def train(
     t0 = time.perf_counter()
     with progress_bars() as progress:
         summary = train_run(data, run_dir, settings, weights=weights, progress=progress,
-                            data_options=None if size is None else {"size": size})
+                            data_options=None if size is None else {"size": size}, backend=runner)
     figures = stage_figures(run_dir, "train")
     _print_training(summary)
     say(f"trained in {time.perf_counter() - t0:.0f} s; loss curves: {', '.join(map(str, figures)) or 'none'}")
+    if (line := backend_line(runner)) is not None:
+        say(line)
     if summary["warning"]:
         warn(summary["warning"])
 

@@ -11,13 +11,14 @@ from typing import Optional
 
 import typer
 
-from heatlab.cli_common import guarded, progress_bars, say, say_figures, trust_model_code_option
+from heatlab.cli_common import backend_flags, backend_line, guarded, progress_bars, say, say_figures, trust_model_code_option
 
 
 def register(app: typer.Typer) -> None:
     """Add ``heatlab mixer`` to ``app``."""
     @app.command("mixer")
     @guarded
+    @backend_flags
     def mixer_cmd(
         run_dir: Path = typer.Argument(..., help="A run folder written by `heatlab train` (its model is C)."),
         settings: Optional[str] = typer.Option(None, help="Comma-separated attribution settings (default all): "
@@ -46,6 +47,7 @@ def register(app: typer.Typer) -> None:
         test_samples: Optional[int] = typer.Option(None, help="Score only the first N test samples (default all)."),
         ig_batch_size: int = typer.Option(25, help="Samples per Integrated-Gradients call."),
         device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
+        runner=None,  # --backend and the Ray flags (cli_common.backend_flags)
         trust_model_code: bool = trust_model_code_option(),
     ) -> None:
         """Paper 003: C(x) against C(x*M), M from x and its IG attribution, for each attribution setting."""
@@ -58,7 +60,7 @@ def register(app: typer.Typer) -> None:
         with progress_bars() as progress:
             s = mixer_run(run_dir, settings=settings, seeds=seeds, branch=branch, config=config, n_steps=n_steps,
                           train_samples=train_samples, test_samples=test_samples, ig_batch_size=ig_batch_size,
-                          device=device, progress=progress, trust_model_code=trust_model_code)
+                          device=device, progress=progress, trust_model_code=trust_model_code, backend=runner)
         say(f"Mixer ({s['architecture']}) for {s['branch']}: {s['train_samples']} training and {s['test_samples']} "
             f"test samples, {seeds} seed(s), {time.perf_counter() - t0:.0f} s")
         for setting, r in s["settings"].items():
@@ -73,3 +75,5 @@ def register(app: typer.Typer) -> None:
         say("  intervals: 95%, " + s["interval"])
         say(f"table: {s['table']}")
         say_figures(run_dir, "mixer")
+        if (line := backend_line(runner)) is not None:
+            say(line)

@@ -336,10 +336,12 @@ def load_backbone(model: nn.Module, path: str | os.PathLike) -> nn.Module:
 
 def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
     """Atomically write ``model.state_dict()`` to a ``.safetensors`` file (contiguous CPU tensors)."""
-    p = Path(path)
-    if p.suffix != ".safetensors":
-        raise HeatlabError(f"Weights are saved as safetensors, so '{p}' must end in .safetensors; rename it.")
     _check_module(model)
+    save_state(state_tensors(model), path, getattr(model, "heatlab_spec", None))
+
+
+def state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` as contiguous CPU tensors that share no storage (as safetensors wants)."""
     tensors: dict[str, torch.Tensor] = {}
     storages: set[int] = set()
     for key, value in model.state_dict().items():
@@ -349,11 +351,16 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
             t = t.clone()
         storages.add(t.untyped_storage().data_ptr())
         tensors[key] = t
+    return tensors
+
+
+def save_state(tensors: dict[str, torch.Tensor], path: str | os.PathLike, spec: dict | None = None) -> None:
+    """Atomically write :func:`state_tensors` of a model (whose ``heatlab_spec`` is ``spec``) to ``path``."""
+    p = Path(path)
+    if p.suffix != ".safetensors":
+        raise HeatlabError(f"Weights are saved as safetensors, so '{p}' must end in .safetensors; rename it.")
     # One metadata key only: safetensors writes several keys in a random order, and the same
     # weights must give the same bytes (runs record their sha256).
-    if hasattr(model, "heatlab_spec"):
-        metadata = {"heatlab_spec": json.dumps(model.heatlab_spec, sort_keys=True)}
-    else:
-        metadata = {"format": "pt"}
+    metadata = {"heatlab_spec": json.dumps(spec, sort_keys=True)} if spec is not None else {"format": "pt"}
     with atomic_path(p) as tmp:
         safetensors.torch.save_file(tensors, str(tmp), metadata=metadata)

@@ -53,7 +53,7 @@ from heatlab.models.training import takes_normalize
 from heatlab.progress import Progress
 from heatlab.run.evaluate import cam_layer_of
 from heatlab.run.rundir import RunDir
-from heatlab.run.runner import PARQUET, Stage, Unit, Work, earlier_methods, run_stage
+from heatlab.run.runner import PARQUET, ShardUnit, Stage, Work, earlier_methods, run_stage
 from heatlab.score.co import AX_VARIANTS, OUTPUTS, co_records, prepare_heatmaps
 from heatlab.score.gap import gap_analysis
 
@@ -132,21 +132,21 @@ class AX(Stage):
                 self.methods = merged
                 self._resolve()
 
-    def units(self) -> list[Unit]:
-        return [Unit(s, b, m, k) for s in self.data for b in self.branches for m in self.methods
+    def units(self) -> list[ShardUnit]:
+        return [ShardUnit(s, b, m, k) for s in self.data for b in self.branches for m in self.methods
                 for k in range(self.data[s].num_shards)]
 
-    def spaces(self, unit: Unit) -> list[str]:
+    def spaces(self, unit: ShardUnit) -> list[str]:
         """The spaces ``unit`` is scored in: the main one, and the other for the comparison method."""
         main = self.space["space"]
         if unit.method != self.compare or unit.split != self.split:
             return [main]
         return [main, *(s for s in SPACES if s != main)]
 
-    def settings(self, unit: Unit) -> dict:
+    def settings(self, unit: ShardUnit) -> dict:
         return {"options": self.preset.kwargs(unit.method), "spaces": self.spaces(unit)}
 
-    def run_unit(self, work: Work, unit: Unit) -> dict[str, pd.DataFrame]:
+    def run_unit(self, work: Work, unit: ShardUnit) -> dict[str, pd.DataFrame]:
         shard = work.shard(unit.split, unit.shard)
         model = work.model(unit.branch)
         # Predicted before the Normalize is switched off: the work's prediction cache uses the whole model.
@@ -161,7 +161,7 @@ class AX(Stage):
             frames.append(df.assign(space=space))
         return {KIND: pd.concat(frames, ignore_index=True)}
 
-    def join(self, units: Sequence[Unit], parts: dict[str, list[pd.DataFrame]]) -> dict:
+    def join(self, units: Sequence[ShardUnit], parts: dict[str, list[pd.DataFrame]]) -> dict:
         co = _join(units, parts[KIND], main_space=self.space["space"])
         gap = gap_table(co[co["space"] == self.space["space"]], split=self.split, holdout_split=self.holdout)
         paths = {"co": self.run.table("co"), "co_gap": self.run.table("co_gap")}
@@ -264,7 +264,7 @@ def largest_gap(gap: pd.DataFrame, variant: str = MAIN_VARIANT, grouping: str = 
     return {"method": str(best), "auroc": float(means[best]), "variant": variant, "grouping": grouping}
 
 
-def _join(units: Sequence[Unit], frames: list[pd.DataFrame], main_space: str) -> pd.DataFrame:
+def _join(units: Sequence[ShardUnit], frames: list[pd.DataFrame], main_space: str) -> pd.DataFrame:
     """All unit parts in a fixed order (branch, method, split, space (main first), shard, index)."""
     frames = [df.assign(branch=u.branch, method=u.method, split=u.split) for u, df in zip(units, frames)]
     df = pd.concat(frames, ignore_index=True)[ID_COLUMNS + RECORD_COLUMNS]

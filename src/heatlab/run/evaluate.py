@@ -40,7 +40,7 @@ from heatlab.explain.presets import Preset, get_preset
 from heatlab.files import atomic_path, write_json, write_parquet
 from heatlab.progress import Progress
 from heatlab.run.rundir import RunDir
-from heatlab.run.runner import PARQUET, TENSORS, Stage, Unit, Work, earlier_methods, run_stage
+from heatlab.run.runner import PARQUET, TENSORS, ShardUnit, Stage, Work, earlier_methods, run_stage
 from heatlab.score.five_band import METRICS, five_band
 from heatlab.registry import Registry
 from heatlab.score.metrics import SCORES_TABLE, Metric, applies, metric_registry, per_sample_scores
@@ -193,13 +193,13 @@ class Evaluate(Stage):
             if merged != self.methods:
                 self.methods, self.cam_layer = merged, cam_layer_of(self.run, self.branches[0], merged)
 
-    def units(self) -> list[Unit]:
-        return [Unit(self.split, b, m, k) for b in self.branches for m in self.methods for k in range(self.data.num_shards)]
+    def units(self) -> list[ShardUnit]:
+        return [ShardUnit(self.split, b, m, k) for b in self.branches for m in self.methods for k in range(self.data.num_shards)]
 
-    def settings(self, unit: Unit) -> dict:
+    def settings(self, unit: ShardUnit) -> dict:
         return {"options": self.preset.kwargs(unit.method), "variants": list(VARIANTS), "metrics": list(self.scored)}
 
-    def run_unit(self, work: Work, unit: Unit) -> dict[str, Any]:
+    def run_unit(self, work: Work, unit: ShardUnit) -> dict[str, Any]:
         model = work.model(unit.branch)
         shard = work.shard(unit.split, unit.shard)
         preds = work.predictions(unit.split, unit.branch, unit.shard)
@@ -216,7 +216,7 @@ class Evaluate(Stage):
             pieces.update({k: v for k, v in (("five_band", five), ("roc", roc), ("localisation", loc)) if v is not None})
         return pieces
 
-    def join(self, units: Sequence[Unit], parts: dict[str, list[Any]]) -> dict:
+    def join(self, units: Sequence[ShardUnit], parts: dict[str, list[Any]]) -> dict:
         tables = {}
         tagged = {k: [df.assign(branch=u.branch, method=u.method) for u, df in zip(units, parts[k])]
                   for k in KINDS if k in parts}
@@ -244,7 +244,7 @@ class Evaluate(Stage):
         write_json(self.run.summary_path(self.name), summary)
         return {**summary, "tables": {k: str(v) for k, v in paths.items()}}
 
-    def _write_heatmaps(self, units: Sequence[Unit], pieces: list[dict]) -> None:
+    def _write_heatmaps(self, units: Sequence[ShardUnit], pieces: list[dict]) -> None:
         from safetensors.torch import save_file
 
         groups: dict[tuple[str, str], list[dict]] = {}

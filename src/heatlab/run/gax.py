@@ -42,7 +42,7 @@ from heatlab.improve.gax import BIAS, EPS, LR, SIMILARITY_FACTOR, GaxResult, che
 from heatlab.progress import Progress
 from heatlab.models.training import model_device, predict
 from heatlab.run.rundir import GAX_FILES, GAX_SUMMARY, RunDir, branch_name, read_summary
-from heatlab.run.runner import PARQUET, TENSORS, Stage, Unit, Work, run_stage
+from heatlab.run.runner import PARQUET, TENSORS, ShardUnit, Stage, Work, run_stage
 
 RESULTS, TRAJECTORIES, SNAPSHOTS = GAX_FILES
 
@@ -165,14 +165,14 @@ class GAX(Stage):
             return False
         return True
 
-    def stem(self, unit: Unit) -> Path:
+    def stem(self, unit: ShardUnit) -> Path:
         return self.parts / f"batch-{unit.shard:05d}"
 
-    def units(self) -> list[Unit]:
+    def units(self) -> list[ShardUnit]:
         n = len(self.selection)
-        return [Unit(self.split, self.branch, "GAX", b) for b in range(math.ceil(n / self.batch_size))]
+        return [ShardUnit(self.split, self.branch, "GAX", b) for b in range(math.ceil(n / self.batch_size))]
 
-    def run_unit(self, work: Work, unit: Unit) -> dict:
+    def run_unit(self, work: Work, unit: ShardUnit) -> dict:
         start = unit.shard * self.batch_size
         rows = self.selection.iloc[start : start + self.batch_size].reset_index(drop=True)
         images, labels = _load_rows(work, self.split, rows)

@@ -35,7 +35,7 @@ from heatlab.files import write_json, write_parquet
 from heatlab.progress import Progress
 from heatlab.run.evaluate import score_attributions
 from heatlab.run.rundir import RunDir
-from heatlab.run.runner import PARQUET, Stage, Unit, Work, run_stage
+from heatlab.run.runner import PARQUET, ShardUnit, Stage, Work, run_stage
 from heatlab.score.intervals import LEVEL, difference_verdict, paired_difference
 from heatlab.score.metrics import METRICS as REGISTERED
 
@@ -76,14 +76,14 @@ class LRPFilters(Stage):
         self.layers, self.maxpool = filter_layers(model), lrp_maxpool(model, maxpool)
         self.kinds = {"localisation": PARQUET, **({"five_band": PARQUET} if self.truth_kind == "levels" else {})}
 
-    def units(self) -> list[Unit]:
-        return [Unit(self.split, b, f, k) for b in self.branches for f in self.filters
+    def units(self) -> list[ShardUnit]:
+        return [ShardUnit(self.split, b, f, k) for b in self.branches for f in self.filters
                 for k in range(self.data.num_shards)]
 
-    def settings(self, unit: Unit) -> dict:
+    def settings(self, unit: ShardUnit) -> dict:
         return {"composite": self.composite, "start": self.start, "maxpool": self.maxpool, "layers": self.layers}
 
-    def run_unit(self, work: Work, unit: Unit) -> dict[str, Any]:
+    def run_unit(self, work: Work, unit: ShardUnit) -> dict[str, Any]:
         model = work.model(unit.branch)
         shard = work.shard(unit.split, unit.shard)
         preds = work.predictions(unit.split, unit.branch, unit.shard)
@@ -95,7 +95,7 @@ class LRPFilters(Stage):
         loc["mae"] = REGISTERED["mae"].fn(channel_adjust(attr), shard["truth"].float()).numpy()
         return {"localisation": loc, **({"five_band": five} if five is not None else {})}
 
-    def join(self, units: Sequence[Unit], parts: dict[str, list[Any]]) -> dict:
+    def join(self, units: Sequence[ShardUnit], parts: dict[str, list[Any]]) -> dict:
         tables, paths = {}, {}
         for kind, name in (("five_band", "lrp_filters"), ("localisation", "lrp_filters_localisation")):
             if kind in parts:

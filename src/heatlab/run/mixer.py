@@ -12,7 +12,8 @@ Two stages on :mod:`heatlab.run.runner`, both resumable:
    with seed ``config.seed + shard``), cached the same way with the labels drawn.
 2. ``mixer``: one unit per (setting, seed ``config.seed + i``, i < ``seeds``) trains Fx, FA and the Mixer on the training split
    (``holdout`` of it held out for early stopping; the seed also draws the hold-out) and scores
-   C(x) and C(x ⊙ M) on the test split. The seed rides in the unit's shard slot. For a
+   C(x) and C(x ⊙ M) on the test split; the unit (:class:`MixerUnit`) reads the samples and the
+   cached attributions from the run folder, so any backend can run it. For a
    label-informed setting it also runs the leak test: the same Mixer fed the wrong-label
    attribution; how often C(x ⊙ M) still finds the true label and how often it predicts the label fed.
 
@@ -28,7 +29,8 @@ whether the setting is label-informed, and the leak test).
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -36,7 +38,7 @@ import pandas as pd
 import torch
 from safetensors.torch import save_file
 
-from heatlab.data.split import iter_shards
+from heatlab.data.split import Split, iter_shards
 from heatlab.errors import HeatlabError
 from heatlab.files import atomic_path, write_json, write_parquet
 from heatlab.improve.mixer import (
@@ -46,7 +48,7 @@ from heatlab.improve.mixer import (
 from heatlab.models.training import predict, resolve_device
 from heatlab.progress import Progress
 from heatlab.run.rundir import BASE, RunDir, branch_name, stage_info
-from heatlab.run.runner import PARQUET, TENSORS, Stage, Unit, Work, run_stage
+from heatlab.run.runner import PARQUET, TENSORS, ShardUnit, Stage, Unit, Work, read_piece, run_stage
 from heatlab.score.intervals import BOOTSTRAP_RESAMPLES, bootstrap_over_seeds_and_samples
 
 IG_STAGE, WRONG_STAGE, STAGE = "mixer-ig", "mixer-ig-wrong", "mixer"
@@ -73,19 +75,20 @@ class MixerIG(Stage):
 
     name = IG_STAGE
     kinds = {"ig": TENSORS}
+    threads = 1  # the same bytes on every backend (Stage.threads): the Mixer trains on them
 
     def __init__(self, run: RunDir, branch: str, settings: Sequence[str], *, splits: dict[str, int],
                  n_steps: int, batch_size: int, device: str):
         super().__init__(run, device=device, batch_size=batch_size)
         self.branch, self.settings_, self.splits, self.n_steps = branch, list(settings), splits, n_steps
 
-    def units(self) -> list[Unit]:
-        return [Unit(split, self.branch, "ig", k) for split, shards in self.splits.items() for k in range(shards)]
+    def units(self) -> list[ShardUnit]:
+        return [ShardUnit(split, self.branch, "ig", k) for split, shards in self.splits.items() for k in range(shards)]
 
-    def settings(self, unit: Unit) -> dict:
+    def settings(self, unit: ShardUnit) -> dict:
         return {"n_steps": self.n_steps, "settings": self.settings_}
 
-    def run_unit(self, work: Work, unit: Unit) -> dict[str, Any]:
+    def run_unit(self, work: Work, unit: ShardUnit) -> dict[str, Any]:
         shard = work.shard(unit.split, unit.shard)
         found = all_mixer_attributions(work.model(unit.branch), shard["images"], shard["labels"], self.settings_,
                                        n_steps=self.n_steps, batch_size=self.batch_size)
@@ -94,13 +97,16 @@ class MixerIG(Stage):
             tensors[f"a/{setting}"], tensors[f"scale/{setting}"] = _pack(a)
         return {"ig": tensors}
 
-    def join(self, units: Sequence[Unit], parts: dict[str, list[Any]]) -> dict[tuple[str, str], torch.Tensor]:
-        """{(split, setting): A float32 N×...} with the max |A| put back."""
-        out: dict[tuple[str, str], list[torch.Tensor]] = {}
-        for u, p in zip(units, parts["ig"]):
-            for setting in self.settings_:
-                out.setdefault((u.split, setting), []).append(_unpack(p[f"a/{setting}"], p[f"scale/{setting}"]))
-        return {k: torch.cat(v) for k, v in out.items()}
+    def join(self, units: Sequence[ShardUnit], parts: dict[str, list[Any]]) -> None:
+        """Nothing: the Mixer's units read the pieces they need (:meth:`attributions`)."""
+
+    def joined(self) -> list[str]:
+        return []
+
+    def attributions(self, split: str, setting: str, n: int) -> torch.Tensor:
+        """A of ``setting`` for the first ``n`` samples of ``split``, float32 N×..., the max |A| put back."""
+        pieces = [read_piece(self, u, "ig") for u in self.units() if u.split == split]
+        return torch.cat([_unpack(p[f"a/{setting}"], p[f"scale/{setting}"]) for p in pieces])[:n]
 
 
 class MixerWrongIG(Stage):
@@ -109,19 +115,20 @@ class MixerWrongIG(Stage):
 
     name = WRONG_STAGE
     kinds = {"ig": TENSORS}
+    threads = 1
 
     def __init__(self, run: RunDir, branch: str, *, shards: int, n_classes: int, seed: int, n_steps: int,
                  batch_size: int, device: str):
         super().__init__(run, device=device, batch_size=batch_size)
         self.branch, self.shards, self.n_classes, self.seed, self.n_steps = branch, shards, n_classes, seed, n_steps
 
-    def units(self) -> list[Unit]:
-        return [Unit("test", self.branch, "ig-wrong", k) for k in range(self.shards)]
+    def units(self) -> list[ShardUnit]:
+        return [ShardUnit("test", self.branch, "ig-wrong", k) for k in range(self.shards)]
 
-    def settings(self, unit: Unit) -> dict:
+    def settings(self, unit: ShardUnit) -> dict:
         return {"n_steps": self.n_steps, "n_classes": self.n_classes, "seed": self.seed}
 
-    def run_unit(self, work: Work, unit: Unit) -> dict[str, Any]:
+    def run_unit(self, work: Work, unit: ShardUnit) -> dict[str, Any]:
         shard = work.shard(unit.split, unit.shard)
         wrong = random_wrong_labels(shard["labels"], self.n_classes, self.seed + unit.shard)
         a = mixer_attributions(work.model(unit.branch), shard["images"], wrong, "true-class", n_steps=self.n_steps,
@@ -129,10 +136,16 @@ class MixerWrongIG(Stage):
         packed, scale = _pack(a)
         return {"ig": {"a": packed, "scale": scale, "wrong": wrong}}
 
-    def join(self, units: Sequence[Unit], parts: dict[str, list[Any]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(A for the wrong labels, float32 N×..., the wrong labels N)."""
-        return (torch.cat([_unpack(p["a"], p["scale"]) for p in parts["ig"]]),
-                torch.cat([p["wrong"] for p in parts["ig"]]))
+    def join(self, units: Sequence[ShardUnit], parts: dict[str, list[Any]]) -> None:
+        """Nothing: the Mixer's units read the pieces they need (:meth:`leak`)."""
+
+    def joined(self) -> list[str]:
+        return []
+
+    def leak(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A for the wrong labels, float32 N×..., the wrong labels N) of the first ``n`` test samples."""
+        pieces = [read_piece(self, u, "ig") for u in self.units()]
+        return (torch.cat([_unpack(p["a"], p["scale"]) for p in pieces])[:n], torch.cat([p["wrong"] for p in pieces])[:n])
 
 
 def _pack(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,69 +165,118 @@ def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *[1] * (like.dim() - 1))
 
 
+@dataclass(frozen=True)
+class MixerUnit(Unit):
+    """One Mixer: attribution ``setting``, the ``index``-th seed (``config.seed + index``), ``branch``'s model as C."""
+
+    branch: str
+    setting: str
+    index: int
+
+    def stem(self, parts: Path) -> Path:
+        # the folders the Mixer's units have always used, so a run stopped before this key resumes
+        return parts / self.branch / self.setting / f"shard-{self.index:05d}"
+
+    def describe(self) -> str:
+        return f"{self.setting} seed {self.index} of {self.branch}"
+
+    def depends_on(self) -> str:
+        return self.branch
+
+    def group(self) -> str:
+        return self.branch
+
+
 class MixerStage(Stage):
-    """Units ("test", branch, setting, seed): train a Mixer for the setting, score it on the test split
-    (and, for a label-informed setting given ``leak`` = (wrong-label A, wrong labels), run the leak test)."""
+    """Units :class:`MixerUnit`: train a Mixer for the setting, score it on the test split (and, for a
+    label-informed setting when ``wrong`` is given, run the leak test). A unit reads what it needs from
+    the run folder: the data (:meth:`RunDir.open_data`, the first ``limits[split]`` samples) and the
+    attributions cached by ``ig`` and ``wrong`` (kept by the worker while its units use them)."""
 
     name = STAGE
     kinds = {"rows": PARQUET, "history": PARQUET, "masks": TENSORS, "weights": TENSORS, "predictions": TENSORS}
+    threads = 1  # the same rows on every backend (Stage.threads)
 
     def __init__(self, run: RunDir, branch: str, settings: Sequence[str], seeds: int, config: MixerConfig, *,
-                 data: dict[str, dict[str, torch.Tensor]], attributions: dict[tuple[str, str], torch.Tensor],
-                 leak: tuple[torch.Tensor, torch.Tensor] | None, n_classes: int,
-                 n_steps: int, batch_size: int, device: str, progress: Progress | None):
+                 limits: dict[str, int | None], counts: dict[str, int], ig: MixerIG | None, wrong: MixerWrongIG | None,
+                 n_classes: int, n_steps: int, batch_size: int, device: str, progress: Progress | None):
         super().__init__(run, device=device, batch_size=batch_size)
         self.branch, self.settings_, self.seeds, self.config = branch, list(settings), seeds, config
-        self.data, self.attributions, self.n_steps, self.progress = data, attributions, n_steps, progress
-        self.leak, self.n_classes = leak, n_classes
+        self.limits, self.counts, self.ig, self.wrong = limits, counts, ig, wrong
+        self.n_steps, self.progress, self.n_classes = n_steps, progress, n_classes
 
-    def units(self) -> list[Unit]:
-        return [Unit("test", self.branch, s, seed) for s in self.settings_ for seed in range(self.seeds)]
+    def parts_dir(self, unit: MixerUnit) -> Path:
+        return self.run.parts(self.name, "test")
 
-    def settings(self, unit: Unit) -> dict:
-        return {"config": self.config.to_dict(), "n_steps": self.n_steps, "train_samples": len(self.data["train"]["y"]),
-                "test_samples": len(self.data["test"]["y"]), "leak_test": self._leaks(unit.method)}
+    def units(self) -> list[MixerUnit]:
+        return [MixerUnit(self.branch, s, i) for s in self.settings_ for i in range(self.seeds)]
+
+    def settings(self, unit: MixerUnit) -> dict:
+        return {"config": self.config.to_dict(), "n_steps": self.n_steps, "train_samples": self.counts["train"],
+                "test_samples": self.counts["test"], "leak_test": self._leaks(unit.setting)}
 
     def _leaks(self, setting: str) -> bool:
-        return setting in LABEL_INFORMED and self.leak is not None
+        return setting in LABEL_INFORMED and self.wrong is not None
 
-    def run_unit(self, work: Work, unit: Unit) -> dict[str, Any]:
+    # what a unit reads, kept by the worker's Work while the next unit needs the same
+    def inputs(self, work: Work) -> dict[str, dict[str, torch.Tensor]]:
+        """{"train": {"x", "y"}, "test": {"x", "y", "plain"}}: the samples used and C's test predictions."""
+        def load() -> dict:
+            data = {split: _load(work.data(split), limit) for split, limit in self.limits.items()}
+            test = data["test"]
+            test["plain"] = predict(work.model(self.branch), (test["x"], test["y"]), self.batch_size)[0]
+            return data
+
+        return work.memo("mixer-inputs", (self.branch, tuple(self.limits.items())), load)
+
+    def attributions(self, work: Work, split: str, setting: str) -> torch.Tensor:
+        x = self.inputs(work)[split]["x"]
+        if setting == "none":  # the control: no attribution
+            return torch.zeros_like(x)
+        return work.memo(f"mixer-a-{split}", setting, lambda: self.ig.attributions(split, setting, len(x)))
+
+    def leak(self, work: Work) -> tuple[torch.Tensor, torch.Tensor]:
+        return work.memo("mixer-leak", self.counts["test"], lambda: self.wrong.leak(self.counts["test"]))
+
+    def run_unit(self, work: Work, unit: MixerUnit) -> dict[str, Any]:
         model = work.model(unit.branch)
-        train, test = self.data["train"], self.data["test"]
-        config = replace(self.config, seed=self.config.seed + unit.shard)
-        result = train_mixer(model, train["x"], self.attributions[("train", unit.method)], train["y"], config,
-                             progress=self.progress, task=f"mixer/{unit.method}/seed-{unit.shard}")
+        data = self.inputs(work)
+        train, test = data["train"], data["test"]
+        config = replace(self.config, seed=self.config.seed + unit.index)
+        result = train_mixer(model, train["x"], self.attributions(work, "train", unit.setting), train["y"], config,
+                             progress=self.progress, task=f"mixer/{unit.setting}/seed-{unit.index}")
         net = MaskedClassifier(model, result.mixer)
-        a_test = self.attributions[("test", unit.method)]
+        a_test = self.attributions(work, "test", unit.setting)
         masked = masked_predictions(net, test["x"], a_test, self.batch_size)
         plain = test["plain"]
         m = masks(net, test["x"][:GALLERY], a_test[:GALLERY])
-        row = {"setting": unit.method, "seed": config.seed, "branch": unit.branch, "test_samples": len(test["y"]),
+        row = {"setting": unit.setting, "seed": config.seed, "branch": unit.branch, "test_samples": len(test["y"]),
                "train_samples": len(train["y"]), "accuracy_plain": float((plain == test["y"]).double().mean()),
                "accuracy_masked": float((masked == test["y"]).double().mean()),
                "holdout_accuracy": result.holdout_accuracy, "holdout_loss": result.holdout_loss, "best_epoch": result.best_epoch,
                "epochs_run": max(h["epoch"] for h in result.history if (h["batch_size"], h["lr"]) == (result.batch_size, result.lr)),
                "batch_size": result.batch_size, "lr": result.lr,
                "mask_mean": float(masks(net, test["x"], a_test, self.batch_size).mean()),
-               "label_informed": unit.method in LABEL_INFORMED,
+               "label_informed": unit.setting in LABEL_INFORMED,
                "leak_accuracy": math.nan, "leak_wrong_share": math.nan, "plain_wrong_share": math.nan}
         predictions = {"masked": masked}
-        if self._leaks(unit.method):
-            a_wrong, wrong = self.leak
+        if self._leaks(unit.setting):
+            a_wrong, wrong = self.leak(work)
             predictions["leak"] = masked_predictions(net, test["x"], a_wrong, self.batch_size)
             row.update(leak_scores(predictions["leak"], test["y"], wrong),
                        plain_wrong_share=float((plain == wrong).double().mean()))
-        history = pd.DataFrame(result.history).assign(setting=unit.method, seed=config.seed)
+        history = pd.DataFrame(result.history).assign(setting=unit.setting, seed=config.seed)
         weights = {k: v.detach().cpu().contiguous() for k, v in result.mixer.state_dict().items()}
         return {"rows": pd.DataFrame([row]), "history": history,
                 "masks": {"m": m.half(), "predictions": masked[:GALLERY]}, "weights": weights, "predictions": predictions}
 
-    def join(self, units: Sequence[Unit], parts: dict[str, list[Any]]) -> dict:
+    def join(self, units: Sequence[MixerUnit], parts: dict[str, list[Any]]) -> dict:
+        work = Work(self.run, device=self.device, batch_size=self.batch_size)
         rows = pd.concat(parts["rows"], ignore_index=True)
-        test = self.data["test"]
-        wrong = self.leak[1] if self.leak is not None else torch.full_like(test["y"], -1)
+        test = self.inputs(work)["test"]
+        wrong = self.leak(work)[1] if self.wrong is not None else torch.full_like(test["y"], -1)
         samples = pd.concat([
-            pd.DataFrame({"setting": u.method, "seed": self.config.seed + u.shard, "sample": range(len(test["y"])),
+            pd.DataFrame({"setting": u.setting, "seed": self.config.seed + u.index, "sample": range(len(test["y"])),
                           "label": test["y"].numpy(), "plain": test["plain"].numpy(), "masked": p["masked"].numpy(),
                           "wrong": wrong.numpy() if "leak" in p else -1,
                           "leak": p["leak"].numpy() if "leak" in p else -1})
@@ -223,14 +285,14 @@ class MixerStage(Stage):
         write_parquet(self.run.table("mixer_predictions"), samples)
         write_parquet(self.run.table("mixer_history"), pd.concat(parts["history"], ignore_index=True))
         for u, w in zip(units, parts["weights"]):
-            with atomic_path(self.run.mixer_weights(u.method, self.config.seed + u.shard)) as tmp:
+            with atomic_path(self.run.mixer_weights(u.setting, self.config.seed + u.index)) as tmp:
                 save_file(w, str(tmp), metadata={"config": repr(self.config.to_dict())})
         gallery = {"x": test["x"][:GALLERY].half(), "labels": test["y"][:GALLERY], "plain": test["plain"][:GALLERY]}
         for u, p in zip(units, parts["masks"]):
-            if u.shard == 0:
-                gallery[f"a/{u.method}"] = _unit_max(self.attributions[("test", u.method)][:GALLERY]).half()
-                gallery[f"m/{u.method}"] = p["m"]
-                gallery[f"predictions/{u.method}"] = p["predictions"]
+            if u.index == 0:
+                gallery[f"a/{u.setting}"] = _unit_max(self.attributions(work, "test", u.setting)[:GALLERY]).half()
+                gallery[f"m/{u.setting}"] = p["m"]
+                gallery[f"predictions/{u.setting}"] = p["predictions"]
         with atomic_path(self.run.mixer_gallery) as tmp:
             save_file({k: v.contiguous() for k, v in gallery.items()}, str(tmp))
         return summarise(rows, samples, self.n_classes)
@@ -280,10 +342,10 @@ def summarise(rows: pd.DataFrame, samples: pd.DataFrame, n_classes: int) -> dict
     return out
 
 
-def _load(run: RunDir, split: str, limit: int | None) -> dict[str, torch.Tensor]:
+def _load(data: Split, limit: int | None) -> dict[str, torch.Tensor]:
+    """{"x", "y"} of the first ``limit`` samples (default all) and "shards": how many shards hold them."""
     xs, ys = [], []
     n = 0
-    data = run.open_data(split)
     for _, shard in iter_shards(data):
         take = len(shard["labels"]) if limit is None else min(len(shard["labels"]), limit - n)
         xs.append(shard["images"][:take])
@@ -304,7 +366,7 @@ def mixer_run(
     run_dir, *, settings: str | Sequence[str] | None = None, seeds: int = 3, branch: int | str | None = None,
     config: MixerConfig | None = None, n_steps: int = 32, train_samples: int | None = None,
     test_samples: int | None = None, ig_batch_size: int = 25, device: str = "cpu", progress: Progress | None = None,
-    trust_model_code: bool = False,
+    trust_model_code: bool = False, backend: Any = None,
 ) -> dict:
     """Train and score the Mixer of ``branch`` (default: the first) for each setting and seed; returns
     ``{"branch", "settings": {setting: summary}, "table", "config", ...}`` (also written to ``mixer.json``).
@@ -313,7 +375,10 @@ def mixer_run(
     ones in stored order; default all). ``ig_batch_size``: samples per Integrated-Gradients (and
     prediction) call; the Mixer's own training batch is ``config.batch_size``. The leak test of a
     label-informed setting uses every test sample used (its IG costs one more IG pass over them).
-    Everything before a finished unit is reused on a rerun.
+    Everything before a finished unit is reused on a rerun. ``backend``
+    (:func:`heatlab.run.runner.make_backend`, default local) runs the IG cache units, then one unit
+    per setting and seed, each reading its data and attributions from the run folder; every unit
+    runs on one CPU thread, so each backend writes the same tables.
     ``trust_model_code``: rebuild branch models whose model.json names code from outside heatlab
     (``file.py:fn``, ``module:fn``); without it such a run is refused in one sentence.
     """
@@ -329,39 +394,37 @@ def mixer_run(
             _check_count(name, value, 4 if name == "train_samples" else 1)
     with run.writing(STAGE):
         name = _branch(run, branch)
-        data = {"train": _load(run, "train", train_samples), "test": _load(run, "test", test_samples)}
+        limits = {"train": train_samples, "test": test_samples}
+        data = {split: _load(run.open_data(split), limit) for split, limit in limits.items()}
         shape = tuple(data["train"]["x"].shape[1:])
         resolve_architecture(shape, config.architecture)
         if config.architecture == "fc" and math.prod(shape) > 50_000:
             raise HeatlabError(f"The fully connected Mixer on {math.prod(shape)} inputs would hold over "
                                f"{math.prod(shape) * 512 * 3 // 10**6} M weights; pass architecture='conv' for images this large.")
         model = run.load_model(name, device=device)
-        data["test"]["plain"] = predict(model, (data["test"]["x"], data["test"]["y"]), batch_size)[0]
-        shards = {s: d.pop("shards") for s, d in data.items()}
+        n_classes = int(predict_probabilities(model, data["test"]["x"][:1]).shape[1])
+        shards, counts = {s: d["shards"] for s, d in data.items()}, {s: len(d["y"]) for s, d in data.items()}
+        del data  # the units read the samples from the run folder
         with_ig = [s for s in chosen if s != "none"]  # the control needs no IG (and must not redo the cache)
-        attributions = {}
+        ig = wrong = None
         if with_ig:
             ig = MixerIG(run, name, with_ig, splits=shards, n_steps=n_steps, batch_size=batch_size, device=device)
-            attributions = {k: v[: len(data[k[0]]["y"])] for k, v in run_stage(ig, progress=progress).items()}
-        if "none" in chosen:
-            attributions.update({(split, "none"): torch.zeros_like(d["x"]) for split, d in data.items()})
-        n_classes = int(predict_probabilities(model, data["test"]["x"][:1]).shape[1])
-        leak = None
+            run_stage(ig, progress=progress, backend=backend)
         if any(s in LABEL_INFORMED for s in chosen):
-            wrong_ig = MixerWrongIG(run, name, shards=shards["test"], n_classes=n_classes, seed=config.seed, n_steps=n_steps,
-                                    batch_size=batch_size, device=device)
-            leak = tuple(v[: len(data["test"]["y"])] for v in run_stage(wrong_ig, progress=progress))
-        stage = MixerStage(run, name, chosen, seeds, config, data=data, attributions=attributions, leak=leak,
+            wrong = MixerWrongIG(run, name, shards=shards["test"], n_classes=n_classes, seed=config.seed, n_steps=n_steps,
+                                 batch_size=batch_size, device=device)
+            run_stage(wrong, progress=progress, backend=backend)
+        stage = MixerStage(run, name, chosen, seeds, config, limits=limits, counts=counts, ig=ig, wrong=wrong,
                            n_classes=n_classes, n_steps=n_steps, batch_size=batch_size, device=device, progress=progress)
-        per_setting = run_stage(stage, progress=progress)
+        per_setting = run_stage(stage, progress=progress, backend=backend)
         summary = {"branch": name, "settings": per_setting, "seeds": seeds, "n_steps": n_steps,
                    "config": config.to_dict(), "architecture": resolve_architecture(shape, config.architecture),
-                   "train_samples": len(data["train"]["y"]), "test_samples": len(data["test"]["y"]),
+                   "train_samples": counts["train"], "test_samples": counts["test"],
                    "input_shape": list(shape), "n_classes": n_classes, "confidence": CONFIDENCE,
                    "interval": f"hierarchical bootstrap over seeds, then test samples ({BOOTSTRAP_RESAMPLES:,} resamples, percentile)",
                    "label_informed": [s for s in chosen if s in LABEL_INFORMED],
-                   "leak_test": None if leak is None else {
-                       "samples": len(data["test"]["y"]), "seed": config.seed,
+                   "leak_test": None if wrong is None else {
+                       "samples": counts["test"], "seed": config.seed,
                        "what": "the label-informed Mixer fed the IG attribution of a seeded random wrong label"},
                    "complete": True}
         write_json(run.summary_path(STAGE), summary)

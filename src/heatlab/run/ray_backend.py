@@ -5,7 +5,8 @@ once per actor and kept while that actor's units use it), reads shards from the 
 returns a unit's pieces to the driver; the driver alone writes them (pieces, then the marker), so
 the files are those a local run writes, and a driver killed and started again resumes from them.
 Units are handed out in :func:`~heatlab.run.runner.execution_order`, one at a time to whichever
-actor is free.
+actor is free; a unit of a later wave (e.g. a training branch) only once every unit of the earlier
+waves (the base model) is written.
 
 Failures: a unit whose code raises on a worker is tried again up to ``max_retries`` times, then
 the run stops with one sentence naming the unit (a HeatlabError, i.e. bad input, stops it at once); a worker that dies (its process or node lost)
@@ -32,7 +33,7 @@ import torch
 
 from heatlab.errors import HeatlabError
 from heatlab.run.ray_local import LocalRay
-from heatlab.run.runner import Deliver, Stage, Unit, Work, execution_order
+from heatlab.run.runner import Deliver, Stage, Unit, Work, call_unit, execution_order
 
 _CONNECT_TIMEOUT = 5.0  # seconds to wait for a cluster address to answer
 
@@ -109,7 +110,7 @@ class _Worker:
 
     def run(self, unit: Unit) -> tuple[dict, float]:
         t0 = time.perf_counter()
-        pieces = self.stage.run_unit(self.work, unit)
+        pieces = call_unit(self.stage, self.work, unit)
         return pieces, time.perf_counter() - t0
 
 
@@ -237,9 +238,12 @@ class RayBackend:
         queue: deque[tuple[Unit, int]] = deque((u, 0) for u in execution_order(units))
         running: dict[Any, tuple[Any, Unit, int]] = {}
         times: list[float] = []
+        wave = 0
         while queue or running:
-            while queue and idle:
+            # a unit of a later wave waits until every unit of the running wave is delivered
+            while queue and idle and (not running or queue[0][0].wave == wave):
                 unit, tries = queue.popleft()
+                wave = unit.wave
                 actor = idle.pop(0)
                 running[actor.run.remote(unit)] = (actor, unit, tries)
             ready, _ = ray.wait(list(running), num_returns=1)
@@ -275,6 +279,6 @@ def _unit_failed(stage: Stage, unit: Unit, tries: int, exc: Exception) -> Heatla
         return cause
     cause = cause if isinstance(cause, BaseException) else exc
     first = str(cause).strip().splitlines()[0].rstrip(".") if str(cause).strip() else "no message"
-    return HeatlabError(f"Unit {unit.method} of {unit.branch}, {unit.split} shard {unit.shard} ({stage.name}) failed "
+    return HeatlabError(f"Unit {unit.describe()} ({stage.name}) failed "
                         f"{tries} times on Ray workers ({type(cause).__name__}: {first}); fix the cause and run the same "
                         "command again to resume.")

@@ -1,28 +1,36 @@
 """One resumable-stage runner: a stage declares its work units and how to run one; this runs them.
 
-A stage (``evaluate``, ``ax``, ``gax``) is a :class:`Stage`: ``units()`` lists its :class:`Unit`
-values in the order the joined outputs are built, ``kinds`` names what one unit writes (a
+A stage (``evaluate``, ``ax``, ``gax``, ``train``, ``mixer``, ...) is a :class:`Stage`: ``units()``
+lists its units in the order the joined outputs are built, ``kinds`` names what one unit writes (a
 DataFrame kind is stored as ``<stem>.<kind>.parquet``, a tensor kind as
 ``<stem>.<kind>.safetensors``), ``run_unit(work, unit)`` returns those objects, and
 ``join(units, parts)`` turns the pieces of all units into the stage's final files.
+
+A unit is a :class:`Unit`: a frozen dataclass of the stage's own key fields and parameters, which
+says where its pieces live (``stem``), which model's weights its result depends on
+(``depends_on``), its ``wave`` (a unit runs only after every unit of an earlier wave is written,
+e.g. training's branches after the base) and how to group units that share a model.
+:class:`ShardUnit` (split, branch, method, shard) is the unit of the explanation stages.
 
 :func:`run_stage` does the rest, the same way for every stage: it skips units whose marker
 ``<stem>.done.json`` and pieces exist, runs the others (grouped so that each branch model is
 loaded once, and each shard loaded and predicted once per branch), writes every piece atomically
 and the marker last, reports progress, and joins. A run killed at any moment and started again
-redoes only unfinished units and ends with the same files. The unit contract is small on purpose:
-a unit names a split, a branch, a method and a shard (or batch) index, and everything a worker
-needs to run it is in the run folder (:class:`Work` builds it from there), so another backend can
-schedule units elsewhere.
+redoes only unfinished units and ends with the same files. A stage whose files have another
+layout (training writes model folders) overrides :meth:`Stage.is_done`, :meth:`Stage.write` and
+:meth:`Stage.read`. Everything a worker needs to run a unit is in the run folder (:class:`Work`
+builds it from there), so another backend can schedule units elsewhere.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -40,7 +48,41 @@ PARQUET, TENSORS = "parquet", "safetensors"
 
 @dataclass(frozen=True)
 class Unit:
-    """One resumable piece of work: ``method`` on shard (or batch) ``shard`` of ``split`` for ``branch``."""
+    """Base of a stage's unit key: subclasses are frozen dataclasses of the stage's own fields."""
+
+    def stem(self, parts: Path) -> Path:  # pragma: no cover - abstract
+        """Where the unit's pieces live below a stage's parts folder."""
+        raise NotImplementedError
+
+    def as_dict(self) -> dict:
+        """The unit's fields (stored in its marker)."""
+        return dataclasses.asdict(self)
+
+    def describe(self) -> str:
+        """The unit in words, for messages."""
+        return ", ".join(f"{k} {v}" for k, v in self.as_dict().items())
+
+    def depends_on(self) -> str | None:
+        """The run's model (a branch name) whose weights the result depends on: their sha256 goes in the marker."""
+        return None
+
+    @property
+    def wave(self) -> int:
+        """Units of wave k run only after every unit of waves < k is written."""
+        return 0
+
+    def group(self) -> str:
+        """Units of one group (e.g. one branch model) run next to each other."""
+        return ""
+
+    def order(self) -> tuple:
+        """Order within a group."""
+        return ()
+
+
+@dataclass(frozen=True)
+class ShardUnit(Unit):
+    """``method`` on shard (or batch) ``shard`` of ``split`` for ``branch``."""
 
     split: str
     branch: str
@@ -48,11 +90,19 @@ class Unit:
     shard: int
 
     def stem(self, parts: Path) -> Path:
-        """Where the unit's pieces live below a stage's parts folder."""
         return parts / self.branch / self.method / f"shard-{self.shard:05d}"
 
-    def as_dict(self) -> dict:
-        return {"split": self.split, "branch": self.branch, "method": self.method, "shard": self.shard}
+    def describe(self) -> str:
+        return f"{self.method} of {self.branch}, {self.split} shard {self.shard}"
+
+    def depends_on(self) -> str:
+        return self.branch
+
+    def group(self) -> str:
+        return self.branch
+
+    def order(self) -> tuple:
+        return (self.split, self.shard)
 
 
 class Work:
@@ -64,6 +114,14 @@ class Work:
         self._data: dict[str, Split] = {}
         self._shard: tuple[tuple[str, int], dict] | None = None
         self._preds: dict[tuple[str, str, int], torch.Tensor] = {}
+        self._memo: dict[str, tuple[Any, Any]] = {}
+
+    def memo(self, slot: str, key: Any, make: Callable[[], Any]) -> Any:
+        """``make()``, kept for ``key`` until another key asks for the same ``slot`` (one value per slot)."""
+        if slot not in self._memo or self._memo[slot][0] != key:
+            self._memo.pop(slot, None)  # free the old value before making the new one
+            self._memo[slot] = (key, make())
+        return self._memo[slot][1]
 
     def model(self, branch: str) -> torch.nn.Module:
         """The branch's model in eval mode on the work's device (the last one is kept)."""
@@ -98,6 +156,10 @@ class Stage:
     name: str = ""
     #: kind -> PARQUET or TENSORS, the pieces one unit writes.
     kinds: Mapping[str, str] = {}
+    #: CPU threads a unit runs on, whatever the backend (None: torch's setting as it is). A float sum
+    #: split over threads may round otherwise, so a stage whose units must give the same bytes on
+    #: every backend (training, the Mixer) sets 1: what a one-CPU Ray worker has (OMP_NUM_THREADS=1).
+    threads: int | None = None
 
     def __init__(self, run: RunDir, *, device: str = "cpu", batch_size: int = 25):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -110,15 +172,31 @@ class Stage:
         return {**self.__dict__, "progress": None} if "progress" in self.__dict__ else dict(self.__dict__)
 
     def parts_dir(self, unit: Unit) -> Path:
+        """The folder of ``unit``'s pieces: per split (a stage whose units have no ``split`` overrides this)."""
         return self.run.parts(self.name, unit.split)
 
     def stem(self, unit: Unit) -> Path:
         return unit.stem(self.parts_dir(unit))
 
     def settings(self, unit: Unit) -> dict:
-        """What ``unit``'s result depends on beyond the unit itself and its branch's weights (JSON
+        """What ``unit``'s result depends on beyond the unit itself and its model's weights (JSON
         values); stored in its marker, and a unit whose marker holds other settings is run again."""
         return {}
+
+    # How a unit's pieces are stored: below the parts folder with a marker (:func:`write_unit`);
+    # a stage with another layout overrides these three (and ``joined`` when join needs fewer kinds).
+    def is_done(self, unit: Unit) -> bool:
+        return is_done(self, unit)
+
+    def write(self, unit: Unit, pieces: Mapping[str, Any]) -> None:
+        write_unit(self, unit, pieces)
+
+    def read(self, unit: Unit, kind: str) -> Any:
+        return read_piece(self, unit, kind)
+
+    def joined(self) -> Sequence[str]:
+        """The kinds :meth:`join` reads (default all)."""
+        return list(self.kinds)
 
     def begin(self) -> None:
         """Called by :func:`run_stage` holding the run's lock, before ``units()``: read what earlier
@@ -132,6 +210,24 @@ class Stage:
 
     def join(self, units: Sequence[Unit], parts: dict[str, list[Any]]) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block on ``n`` CPU threads (None: as set), then put the setting back."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def call_unit(stage: Stage, work: Work, unit: Unit) -> dict[str, Any]:
+    """``stage.run_unit(work, unit)`` on ``stage.threads`` threads: how every backend runs a unit."""
+    with torch_threads(stage.threads):
+        return stage.run_unit(work, unit)
 
 
 def earlier_methods(run: RunDir, stage: str, same: Mapping[str, Any]) -> list[str]:
@@ -190,7 +286,8 @@ def write_unit(stage: Stage, unit: Unit, pieces: Mapping[str, Any]) -> None:
 
 def _settings(stage: Stage, unit: Unit) -> dict:
     """The unit's settings as stored (tuples become lists), with the model they were computed by."""
-    settings = {**stage.settings(unit), "weights_sha256": stage.run.weights_sha256(unit.branch)}
+    model = unit.depends_on()
+    settings = {**stage.settings(unit), **({} if model is None else {"weights_sha256": stage.run.weights_sha256(model)})}
     return json.loads(json.dumps(settings))
 
 
@@ -204,23 +301,25 @@ def read_piece(stage: Stage, unit: Unit, kind: str) -> Any:
 
 
 def execution_order(units: Sequence[Unit]) -> list[Unit]:
-    """Units grouped by branch, then split and shard, so models and shards load once (stable otherwise)."""
-    branches = {b: i for i, b in enumerate(dict.fromkeys(u.branch for u in units))}
-    return sorted(units, key=lambda u: (branches[u.branch], u.split, u.shard))
+    """Units by wave, then grouped (by branch), then split and shard, so models and shards load once
+    (stable otherwise)."""
+    groups = {g: i for i, g in enumerate(dict.fromkeys(u.group() for u in units))}
+    return sorted(units, key=lambda u: (u.wave, groups[u.group()], u.order()))
 
 
 Deliver = Callable[[Unit, Mapping[str, Any]], None]
 
 
 class LocalBackend:
-    """Runs units in this process, one after another, in :func:`execution_order` (the default)."""
+    """Runs units in this process, one after another, in :func:`execution_order` (the default; waves
+    follow from that order)."""
 
     name = "local"
 
     def run(self, stage: Stage, units: Sequence[Unit], deliver: Deliver) -> None:
         work = Work(stage.run, device=stage.device, batch_size=stage.batch_size)
         for unit in execution_order(units):
-            deliver(unit, stage.run_unit(work, unit))
+            deliver(unit, call_unit(stage, work, unit))
 
     def summary(self) -> dict:
         return {"backend": self.name}
@@ -257,17 +356,17 @@ def _run_locked(stage: Stage, progress: Progress | None, backend: Any) -> Any:
     remove_stale_tmp(stage.run.path)
     stage.begin()
     units = stage.units()
-    todo = [u for u in units if not is_done(stage, u)]
+    todo = [u for u in units if not stage.is_done(u)]
     done = len(units) - len(todo)
     report(progress, stage.name, done, len(units))
 
     def deliver(unit: Unit, pieces: Mapping[str, Any]) -> None:
         nonlocal done
-        write_unit(stage, unit, pieces)
+        stage.write(unit, pieces)
         done += 1
         report(progress, stage.name, done, len(units))
 
     if todo:
         backend.run(stage, todo, deliver)
-    parts = {kind: [read_piece(stage, u, kind) for u in units] for kind in stage.kinds}
+    parts = {kind: [stage.read(u, kind) for u in units] for kind in stage.joined()}
     return stage.join(units, parts)

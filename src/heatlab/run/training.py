@@ -19,8 +19,9 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -48,6 +49,7 @@ from heatlab.models.training import (
     train_continuous,
 )
 from heatlab.progress import Progress, report
+from heatlab.run.runner import PARQUET, TENSORS, Stage, Unit, Work, run_stage
 from heatlab.score.intervals import near_chance
 from heatlab.run.rundir import (  # noqa: F401  (re-exported: the names training has always offered)
     BASE,
@@ -136,16 +138,90 @@ def _collect_tables(run_dir: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ training
-def _save_stage(run_dir: Path, branch: int | str, model: nn.Module, info: dict, steps: list[dict], vals: list[dict] | None) -> dict:
+@dataclass(frozen=True)
+class TrainUnit(Unit):
+    """The base model (``branch`` None, wave 0) or branch ``branch`` (wave 1: it starts from the base
+    model's weights on disk, so the branches are independent of each other)."""
+
+    branch: int | None
+
+    @property
+    def name(self) -> str:
+        return BASE if self.branch is None else stage_name(self.branch)
+
+    def stem(self, parts: Path) -> Path:
+        return parts / self.name
+
+    def describe(self) -> str:
+        return self.name
+
+    @property
+    def wave(self) -> int:
+        return 0 if self.branch is None else 1
+
+    def group(self) -> str:
+        return self.name
+
+
+class TrainStage(Stage):
+    """Training on the Stage runner: units :class:`TrainUnit` (the base, then one per branch).
+
+    A unit returns the model's state dict, spec, steps, validations and record; the driver writes
+    them as the stage's model folder, model.json last (the stage's marker: a run trained before the
+    runner resumes the same way), then rebuilds the run's training tables.
+    """
+
+    name = "train"
+    kinds = {"weights": TENSORS, "steps": PARQUET, "validation": PARQUET}
+    threads = 1  # the same bytes on every backend (see Stage.threads)
+
+    def __init__(self, run: RunDir, config: TrainConfig, *, num_classes: int, input_shape: tuple[int, ...],
+                 normalize: Any, weights: Path | None, progress: Progress | None = None):
+        super().__init__(run, device=config.device, batch_size=config.batch_size)
+        self.config, self.num_classes, self.input_shape = config, num_classes, input_shape
+        self.normalize, self.weights, self.progress = normalize, weights, progress
+        self.weights_file = weights.resolve() if weights is not None else None  # a worker may run elsewhere
+
+    def units(self) -> list[TrainUnit]:
+        return [TrainUnit(None), *(TrainUnit(b) for b in range(self.config.branches))]
+
+    def is_done(self, unit: TrainUnit) -> bool:
+        return stage_info(self.run.path, unit.name) is not None
+
+    def write(self, unit: TrainUnit, pieces: Mapping[str, Any]) -> None:
+        _save_stage(self.run.path, unit.name, pieces)
+        _collect_tables(self.run.path)
+
+    def read(self, unit: TrainUnit, kind: str) -> dict:
+        return stage_info(self.run.path, unit.name)
+
+    def joined(self) -> list[str]:
+        return ["record"]
+
+    def run_unit(self, work: Work, unit: TrainUnit) -> dict[str, Any]:
+        splits = {s: work.data(s) for s in ("train", "val", "test")}
+        return _train_base(self, splits) if unit.branch is None else _train_one_branch(self, splits, unit.branch)
+
+    def join(self, units: Sequence[TrainUnit], parts: dict[str, list[Any]]) -> list[dict]:
+        """model.json of each stage, in unit order."""
+        return parts["record"]
+
+
+def _save_stage(run_dir: Path, name: str, pieces: Mapping[str, Any]) -> dict:
     """Write a stage's weights and tables, then its model.json last (marks the stage complete)."""
-    d = ensure_dir(stage_dir(run_dir, branch))
-    zoo.save_weights(model, d / WEIGHTS)
-    write_parquet(d / STEPS, _frame(steps, STEP_COLUMNS))
-    if vals is not None:
-        write_parquet(d / VALIDATION, _frame(vals, VALIDATION_COLUMNS))
-    info = {**info, "spec": dict(model.heatlab_spec), "weights": WEIGHTS, "weights_sha256": sha256_file(d / WEIGHTS)}
+    d = ensure_dir(stage_dir(run_dir, name))
+    zoo.save_state(pieces["weights"], d / WEIGHTS, pieces["spec"])
+    write_parquet(d / STEPS, _frame(pieces["steps"], STEP_COLUMNS))
+    if pieces.get("validation") is not None:
+        write_parquet(d / VALIDATION, _frame(pieces["validation"], VALIDATION_COLUMNS))
+    info = {**pieces["record"], "spec": pieces["spec"], "weights": WEIGHTS, "weights_sha256": sha256_file(d / WEIGHTS)}
     write_json(d / MODEL_JSON, info)
     return info
+
+
+def _pieces(model: nn.Module, info: dict, steps: list[dict], vals: list[dict] | None) -> dict[str, Any]:
+    return {"weights": zoo.state_tensors(model), "spec": dict(model.heatlab_spec), "steps": steps, "validation": vals,
+            "record": info}
 
 
 def _step_recorder(phase: str, rows: list[dict], progress: Progress | None, total: int):
@@ -156,9 +232,13 @@ def _step_recorder(phase: str, rows: list[dict], progress: Progress | None, tota
     return on_step
 
 
-def _train_base(run_dir: Path, splits: dict[str, Split], config: TrainConfig, model: nn.Module, weights: Path | None, progress) -> dict:
-    """Continuous mode on ``model`` (freshly created, already holding ``weights`` if given)."""
+def _train_base(stage: TrainStage, splits: dict[str, Split]) -> dict[str, Any]:
+    """Continuous mode on a freshly created model (holding ``stage.weights`` if given)."""
+    config, progress, weights = stage.config, stage.progress, stage.weights
     train, val, test = splits["train"], splits["val"], splits["test"]
+    model = create_model(config, num_classes=stage.num_classes, input_shape=stage.input_shape, normalize=stage.normalize)
+    if weights is not None:
+        _load_initial_weights(model, stage.weights_file)
     total = config.epochs * num_batches(train, config.batch_size)
     report(progress, "train/base", 0, total)
     steps: list[dict] = []
@@ -170,13 +250,14 @@ def _train_base(run_dir: Path, splits: dict[str, Split], config: TrainConfig, mo
         **_test_scores(model, test), "class_names": list(train.class_names),
         "initial_weights": str(weights) if weights is not None else None,
     }  # fmt: skip
-    return _save_stage(run_dir, BASE, model, info, steps, None)
+    return _pieces(model, info, steps, None)
 
 
-def _train_one_branch(run_dir: Path, splits: dict[str, Split], config: TrainConfig, b: int, progress) -> dict:
+def _train_one_branch(stage: TrainStage, splits: dict[str, Split], b: int) -> dict[str, Any]:
+    config, progress = stage.config, stage.progress
     train, val, test = splits["train"], splits["val"], splits["test"]
     # from disk: same start when resumed; the base spec may name the code train was given (config.model)
-    model = load_branch(run_dir, BASE, device=config.device, model=config.model).train()
+    model = load_branch(stage.run.path, BASE, device=config.device, model=config.model).train()
     phase = stage_name(b)
     total = config.branch_epochs * num_batches(train, config.batch_size)
     report(progress, f"train/{phase}", 0, total)
@@ -191,7 +272,7 @@ def _train_one_branch(run_dir: Path, splits: dict[str, Split], config: TrainConf
         "val_acc": evaluate_accuracy(model, val), **_test_scores(model, test),
         "class_names": list(train.class_names),
     }  # fmt: skip
-    return _save_stage(run_dir, b, model, info, steps, vals)
+    return _pieces(model, info, steps, vals)
 
 
 def _summary(run_dir: Path, base: dict, branches: list[dict], skipped: list[str], chance: float, n_classes: int) -> dict:
@@ -230,6 +311,7 @@ def train_run(
     weights: str | os.PathLike | None = None,
     data_options: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
+    backend: Any = None,
 ) -> dict:
     """Train the base model and ``config.branches`` branches into ``run_dir``, resuming if possible.
 
@@ -242,7 +324,10 @@ def train_run(
     "train/branch-00", ... Returns a summary: base and per-branch stop reason, iterations, val and
     test accuracy, means, the accuracy of always guessing the most frequent test class with a
     ``warning`` sentence when every model is near it, and the stages skipped because they were
-    already complete.
+    already complete. ``backend`` (:func:`heatlab.run.runner.make_backend`, default local) runs the
+    units: the base model, then the branches, which are independent (each starts from the base
+    weights on disk), so Ray trains them in parallel; every unit runs on one CPU thread
+    (:attr:`TrainStage.threads`), so both backends write byte-identical weights for the same seed.
     """
     if not isinstance(config, (TrainConfig, Mapping)):
         raise HeatlabError(f"config must be a TrainConfig, got {type(config).__name__}; build one with TrainConfig(...).")
@@ -258,8 +343,8 @@ def train_run(
         if splits[name].class_names != names:
             raise HeatlabError(f"The {name} split of '{data_root}' has other classes than the train split; write the data again.")
     # Build the model (unknown names fail here) and check the weights before anything is written.
-    model = create_model(config, num_classes=len(names), input_shape=registry.input_shape(splits["train"]),
-                         normalize=normalize_spec(config, splits["train"]))
+    input_shape, normalize = registry.input_shape(splits["train"]), normalize_spec(config, splits["train"])
+    model = create_model(config, num_classes=len(names), input_shape=input_shape, normalize=normalize)
     check_takes(model, config.model, splits["train"].load_shard(0)["images"][:1], len(names))
     weights_path = Path(weights) if weights is not None else None
     if weights_path is not None:
@@ -280,29 +365,18 @@ def train_run(
                 record["data_options"] = data_options
             RunDir(run_dir).write_config(record)
 
-            skipped = []
             base = stage_info(run_dir, BASE)
-            if base is None:
-                base = _train_base(run_dir, splits, config, model, weights_path, progress)
-                _collect_tables(run_dir)
-            else:
-                if len(base.get("class_names", [])) != len(names):
-                    raise HeatlabError(
-                        f"The base model in '{run_dir}' has {len(base.get('class_names', []))} classes but the data has "
-                        f"{len(names)}; choose another --out."
-                    )
-                skipped.append(BASE)
-                report(progress, "train/base", 1, 1)
-            branches = []
-            for b in range(config.branches):
-                info = stage_info(run_dir, b)
-                if info is None:
-                    info = _train_one_branch(run_dir, splits, config, b, progress)
-                    _collect_tables(run_dir)
-                else:
-                    skipped.append(stage_name(b))
-                    report(progress, f"train/{stage_name(b)}", 1, 1)
-                branches.append(info)
+            if base is not None and len(base.get("class_names", [])) != len(names):
+                raise HeatlabError(
+                    f"The base model in '{run_dir}' has {len(base.get('class_names', []))} classes but the data has "
+                    f"{len(names)}; choose another --out."
+                )
+            stage = TrainStage(RunDir(Path(run_dir).resolve()), config, num_classes=len(names), input_shape=input_shape,
+                               normalize=normalize, weights=weights_path, progress=progress)
+            skipped = [u.name for u in stage.units() if stage.is_done(u)]
+            for name in skipped:
+                report(progress, f"train/{name}", 1, 1)
+            base, *branches = run_stage(stage, progress=progress, backend=backend)
             if not RunDir(run_dir).table("training").is_file():
                 _collect_tables(run_dir)
             chance = base.get("chance_acc")
