@@ -1,7 +1,7 @@
 """MkDocs hook: run every tutorial script in docs/tutorials/ and embed its code and output.
 
 A tutorial page holds the marker ``<!-- heatlab-tutorial: NAME.py -->``. At build time (``on_files``)
-each ``docs/tutorials/*.py`` runs in a fresh temporary folder with this Python; a script that fails
+each ``docs/tutorials/*.py`` runs (all at once) in a fresh temporary folder with this Python; a script that fails
 fails the build with its name and the end of its output. The marker becomes the script (as it ran),
 its output (stdout and stderr, as a terminal shows them) and run time, and the PNG files the script wrote under ``figures/`` in its folder.
 ``HEATLAB_DOCS_SKIP_TUTORIALS=1`` skips running them (for a quick ``mkdocs serve``; the pages then say so).
@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mkdocs.exceptions import PluginError
@@ -43,15 +44,18 @@ def _run(script: Path) -> dict:
 
 def on_files(files, config):
     folder = Path(config["docs_dir"]) / "tutorials"
+    scripts = sorted(folder.glob("*.py"))
     if os.environ.get("HEATLAB_DOCS_SKIP_TUTORIALS") == "1":
-        for script in sorted(folder.glob("*.py")):
+        for script in scripts:
             _results[script.name] = {"code": script.read_text(), "output": "(not run: HEATLAB_DOCS_SKIP_TUTORIALS=1)",
                                      "seconds": 0.0, "figures": []}
         return files
-    for script in sorted(folder.glob("*.py")):
-        result = _run(script)
-        _results[script.name] = result
-        for png in result["figures"]:
+    # all at once (one thread waits on each): each is mostly one single-threaded process
+    with ThreadPoolExecutor(len(scripts) or 1) as pool:
+        for script, result in zip(scripts, pool.map(_run, scripts)):
+            _results[script.name] = result
+    for script in scripts:
+        for png in _results[script.name]["figures"]:
             files.append(File.generated(config, f"tutorials/{script.stem}/{png.name}", abs_src_path=str(png)))
     return files
 

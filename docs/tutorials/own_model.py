@@ -44,7 +44,7 @@ heatlab("train", "--data", "folder:my_images", "--model", "torchvision:resnet18"
         "--epochs", "3", "--branches", "1", "--seed", "0", "--out", "run")
 heatlab("evaluate", "run", "--methods", "Saliency,IntegratedGradients,GuidedBackprop")
 loc = pd.read_parquet("run/tables/localisation.parquet")  # one row per (branch, method, sample)
-print(loc.groupby("method")[["pointing_game/feature", "relevance_mass/feature", "auc/feature"]].mean().round(3).to_string())
+print(loc.groupby("method")[["pointing_game/feature", "relevance_mass_accuracy/feature", "auc/feature"]].mean().round(3).to_string())
 heatlab("report", "run")
 
 # 4. The same in Python: one heatmap of the trained branch, drawn over its image.
