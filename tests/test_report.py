@@ -299,6 +299,54 @@ def test_recall_precision_figure_is_deterministic(full_report, tmp_path):
     assert a.read_bytes() == b.read_bytes()
 
 
+def _drawn_texts(fig) -> list:
+    """The texts a draw of ``fig`` put on the canvas: titles, labels, drawn tick labels, legends, free texts."""
+    from matplotlib.text import Text
+
+    out = [fig._suptitle, *fig.texts, *[t for leg in fig.legends for t in leg.get_texts()]]
+    for ax in fig.axes:
+        out += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label, *ax.texts]
+        out += [t for leg in [ax.get_legend()] if leg for t in leg.get_texts()]
+        for axis in (ax.xaxis, ax.yaxis):
+            out += [label for tick in axis._update_ticks() for label in (tick.label1, tick.label2) if label.get_visible()]
+    out = list({id(t): t for t in out}.values())  # the suptitle is also one of fig.texts
+    return [t for t in out if isinstance(t, Text) and t.get_visible() and t.get_text().strip()]
+
+
+def _title_problems(fig) -> list[str]:
+    """Titles (axes titles, suptitle) that overlap another text, and texts cut off at the figure's
+    edge, measured with the renderer that wrote the PNG (pixels)."""
+    renderer = fig.canvas.get_renderer()
+    texts = _drawn_texts(fig)
+    titles = {id(t) for a in fig.axes for t in (a.title, a._left_title, a._right_title)} | {id(fig._suptitle)}
+    box = {id(t): t.get_window_extent(renderer) for t in texts}
+    inside = fig.bbox.padded(1)
+    problems = [f"cut off: {t.get_text()!r}" for t in texts
+                if not (inside.contains(box[id(t)].x0, box[id(t)].y0) and inside.contains(box[id(t)].x1, box[id(t)].y1))]
+    for t in texts:
+        if id(t) in titles:
+            problems += [f"{t.get_text()!r} overlaps {u.get_text()!r}" for u in texts
+                         if u is not t and box[id(t)].overlaps(box[id(u)])]
+    return problems
+
+
+def test_no_figure_title_overlaps_or_leaves_its_figure(full_report, good_report):
+    for run in (full_report[0], good_report[0]):
+        from matplotlib.figure import Figure
+
+        original, problems = Figure.savefig, []
+
+        def savefig(fig, *args, **kwargs):
+            out = original(fig, *args, **kwargs)  # draws: the layout below is the one in the PNG
+            problems.extend(f"{Path(str(args[0])).name.split('.tmp')[0]}: {p}" for p in _title_problems(fig))
+            return out
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(Figure, "savefig", savefig)
+            build_report(run)
+        assert problems == [], "\n".join(problems)
+
+
 def test_extra_sections_are_added_by_a_builder(full_report):
     run, _, _, _ = full_report
     extra = Section("extra", "Extra <i>", lambda ctx: f"<p>{len(ctx.methods)} methods</p>")
