@@ -189,7 +189,7 @@ def recall_precision_figure(
     styles = method_styles(methods)
     variants = present_variants(five_band)
     # Constrained layout keeps the titles, panels and legend apart (long variant titles are wrapped).
-    fig = new_figure(max(6.0, 3.5 * len(variants) + 0.5), 0.8 + 3.7 * len(STATS), layout="constrained")
+    fig = new_figure(max(6.0, 3.2 * len(variants) + 0.5), 0.8 + 3.3 * len(STATS), layout="constrained")
     panels = [(stat, variant) for stat in STATS for variant in variants]
     for i, (stat, variant) in enumerate(panels):
         ax = fig.add_subplot(len(STATS), len(variants), i + 1)
