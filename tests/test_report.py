@@ -192,6 +192,12 @@ def test_page_has_every_section_and_its_figures(full_report):
     assert (run / "report" / "gax.html").is_file() and 'href="gax.html"' in html
 
 
+def test_the_summary_names_the_cam_layer_evaluate_used(full_report):
+    run, _, html, _ = full_report
+    layer = json.loads((run / "evaluate.json").read_text())["cam_layer"]
+    assert f"LayerGradCam and GuidedGradCam at layer <b>{layer}</b>" in _section(html, "summary")
+
+
 def test_report_only_reads_what_the_stages_stored(full_report, monkeypatch):
     """No attribution, no model, no data generation: the page is drawn from the stored files alone."""
     import heatlab.data.cells

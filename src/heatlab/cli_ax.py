@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from heatlab.cli_common import (
-    BACKEND_HELP, METHODS_HELP, backend_line, backend_options, guarded, progress_bars, say, say_cam_layer,
+    BACKEND_HELP, METHODS_HELP, backend_line, backend_options, guarded, layer_option, progress_bars, say, say_cam_layer,
     trust_model_code_option,
 )
 
@@ -34,6 +34,7 @@ def register(app: typer.Typer) -> None:
                                              "SHAP baselines randn*0.001), paper002 or uniform."),
         replace: bool = typer.Option(False, "--replace", help="Write the tables with --methods alone (default: keep "
                                      "the methods of an earlier AX run with the same splits, space and preset)."),
+        layer: Optional[str] = layer_option(),
         device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
         backend: str = typer.Option("local", "--backend", help=BACKEND_HELP["backend"]),
         address: Optional[str] = typer.Option(None, "--address", help=BACKEND_HELP["address"]),
@@ -50,7 +51,7 @@ def register(app: typer.Typer) -> None:
         with progress_bars() as progress:
             summary = ax_run(run_dir, methods=methods, split=split, holdout_split=holdout_split,
                              batch_size=batch_size, space=space, preset=preset, replace=replace, device=device,
-                             progress=progress, backend=runner, trust_model_code=trust_model_code)
+                             progress=progress, backend=runner, trust_model_code=trust_model_code, layer=layer)
         co, gap, info = load_ax_tables(run_dir)
         figures = write_ax_figures(co, gap, Path(run_dir) / "report" / "figures", branch=summary["branches"][0],
                                    space=info["space"])
