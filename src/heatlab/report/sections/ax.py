@@ -1,8 +1,9 @@
 """Section "Augmentative eXplanation (CO score)": the AX figures, the gap numbers and Table 2.
 
 Needs ``tables/co.parquet`` and ``tables/co_gap.parquet`` (written by ``heatlab ax``). Shows the
-space h was added in, the attribution preset, both correct/wrong groupings side by side and, when
-the run has it, Table 2's comparison line in the other space.
+space h was added in, the attribution preset, the error test's grouping (correct before AX) and,
+folded in ``<details>`` blocks, the histograms, the AUROC of every variant and the journal version's
+grouping (correct after AX), and, when the run has it, Table 2's comparison line in the other space.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ predicted class more than the true one.</p>"""
 FIGURES = """\
 {% from "macros.html" import figure %}
 <div class="pair">{% for src, alt, caption in boxes %}{% call figure(src, alt) %}{{ caption }}{% endcall %}{% endfor %}</div>
-{% call figure(hist[0], hist[1]) %}{{ hist[2] }}{% endcall %}"""
+<details><summary>CO histograms per method and variant</summary>
+{% call figure(hist[0], hist[1]) %}{{ hist[2] }}{% endcall %}</details>"""
 SPACE = "<b>{{ space }}</b> space: {{ note }}"
 TEMPLATE = """\
 {% from "macros.html" import figure %}
@@ -58,7 +60,8 @@ the CO score, which inflates the AUROC. {{ inflation }}</p>
 predictions score higher.</p>
 {{ below_half }}
 {{ error_figures }}
-<h3>AUROC per variant and grouping</h3><div class="scroll">{{ auroc_table }}</div>
+<details><summary>AUROC per variant and grouping, every method and branch</summary>
+<h3>AUROC per variant and grouping</h3><div class="scroll">{{ auroc_table }}</div></details>
 <h3>The gap in numbers (raw logits, x + h; correct before AX: the error test)</h3><p>Empty interval: the range between \
 the groups when no score falls between them. Flag threshold: a sample whose CO is below it is flagged as a likely error \
 (the journal's use: flag mislabelled samples); it was \
