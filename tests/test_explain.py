@@ -225,14 +225,15 @@ def test_shap_methods_seeded_and_leave_global_rng_alone(method, extra):
 # --- layers, bad input -----------------------------------------------------------------------
 
 
-def test_cam_layer_default_is_first_conv_and_bad_name_raises():
+def test_cam_layer_default_is_the_last_conv_and_bad_name_lists_the_convs():
     model, x, t = _cnn(), _images(2), torch.tensor([0, 1])
     for method in ("LayerGradCam", "GuidedGradCam"):
-        default = attribute(model, x, method, target=t)
-        torch.testing.assert_close(default, attribute(model, x, method, target=t, layer="conv1"))
-        torch.testing.assert_close(default, attribute(model, x, method, target=t, layer=model.conv1))
-        assert not torch.allclose(default, attribute(model, x, method, target=t, layer="conv2"))
-        with pytest.raises(HeatlabError, match="conv1, conv2"):
+        default = attribute(model, x, method, target=t)  # Grad-CAM users expect the last convolution
+        torch.testing.assert_close(default, attribute(model, x, method, target=t, layer="conv2"))
+        torch.testing.assert_close(default, attribute(model, x, method, target=t, layer=model.conv2))
+        assert not torch.allclose(default, attribute(model, x, method, target=t, layer="conv1"))
+        with pytest.raises(HeatlabError, match=r"'conv9' is not a module of the model \(its convolutional layers are "
+                                               r"conv1, conv2\); pass layer=NAME with one of them\.$"):
             attribute(model, x, method, target=t, layer="conv9")
     with pytest.raises(HeatlabError, match="no nn.Conv2d"):
         attribute(_linear(), _images(1, size=4), "LayerGradCam")

@@ -326,3 +326,52 @@ def test_one_extreme_pixel_does_not_fade_the_rest():
     assert by_max[0, 0][0] > 0.7
     with pytest.raises(HeatlabError, match="outlier_perc"):
         overlay(image, heat, outlier_perc=100)
+
+
+def test_a_model_without_weights_gets_one_warning_and_cam_uses_its_last_conv(images, tmp_path):
+    """`explain --model torchvision:resnet18` without --weights: one warning line on the CLI and the page;
+    LayerGradCam at the last convolution (layer4.1.conv2), named on the CLI and the page; --layer chooses another."""
+    from safetensors.torch import save_file
+
+    folder, _, pixels = images
+    out = tmp_path / "out"
+    code, text = _invoke("explain", folder, "--model", "torchvision:resnet18", "--num-classes", 3,
+                         "--methods", "Saliency,LayerGradCam", "--out", out)
+    assert code == 0, text
+    flat = " ".join(text.split())
+    warning = ("warning: torchvision:resnet18 has random weights (no --weights given); its explanations say nothing "
+               "about a trained model")
+    assert flat.count(warning) == 1 and flat.count("warning:") == 1
+    assert "CAM layer: layer4.1.conv2 (the last nn.Conv2d; LayerGradCam and GuidedGradCam use it)" in flat
+    record, t = load_explanations(out)
+    assert (record["cam_layer"], record["random_weights"]) == ("layer4.1.conv2", True)
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "<b>layer4.1.conv2</b> (the last nn.Conv2d)" in page and "has random weights" in page
+    net = zoo.create("torchvision:resnet18", num_classes=3, in_channels=3, seed=0).eval()
+    x = t["inputs"]
+    expected = attribute(net, x, "LayerGradCam", target=t["targets"], layer="layer4.1.conv2")
+    torch.testing.assert_close(t["LayerGradCam"], expected.half().float(), atol=1e-3, rtol=1e-2)
+
+    # with the same network's weights: no warning; --layer picks the layer, and the page says so
+    weights = tmp_path / "resnet18.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
+    out2 = tmp_path / "out2"
+    code, text = _invoke("explain", folder, "--model", "torchvision:resnet18", "--num-classes", 3, "--weights", weights,
+                         "--methods", "LayerGradCam", "--layer", "layer3.1.conv2", "--out", out2)
+    assert code == 0, text
+    assert "warning:" not in text and "CAM layer: layer3.1.conv2 (chosen with --layer" in " ".join(text.split())
+    record, _ = load_explanations(out2)
+    assert (record["cam_layer"], record["random_weights"]) == ("layer3.1.conv2", False)
+    assert "has random weights" not in (out2 / "index.html").read_text(encoding="utf-8")
+
+
+def test_a_layer_the_model_lacks_lists_its_convolutions_and_writes_nothing(images, cell_weights, tmp_path):
+    folder, _, _ = images
+    weights, model = cell_weights
+    out = tmp_path / "out"
+    convs = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    code, text = _invoke("explain", folder, "--weights", weights, "--methods", "LayerGradCam", "--layer", "nope",
+                         "--out", out)
+    _assert_refused(code, text, out, "Layer 'nope' is not a module of the model (its convolutional layers are "
+                    f"{', '.join(convs)}); pass --layer NAME with one of them.")
+    assert " ".join(text.split()).count("error:") == 1

@@ -20,6 +20,7 @@ from heatlab.errors import HeatlabError
 from heatlab.explain import METHODS, OPT_IN_METHODS, attribute, cam_layer
 from heatlab.explain.methods import REGISTRY, lookup
 from heatlab.explain.methods.selection import parse_methods
+from heatlab.report.heatmaps import load_heatmaps
 
 # The reference calls Captum directly, which warns about hooks and inputs that did not require grad.
 pytestmark = pytest.mark.filterwarnings("ignore:Setting forward, backward hooks", "ignore:Input Tensor 0 did not")
@@ -335,18 +336,45 @@ def test_cam_layer_names_the_default_and_the_stages_print_it(tiny_run, tmp_path)
     from heatlab.cli import app
     from heatlab.run.training import load_branch
 
-    assert cam_layer(_cnn()) == "conv1" and cam_layer(_cnn(), "conv2") == "conv2"
+    assert cam_layer(_cnn()) == "conv2" and cam_layer(_cnn(), first=True) == "conv1"
+    assert cam_layer(_cnn(), "conv1") == "conv1"
     model = _cnn()
     assert cam_layer(model, model.conv2) == "conv2"
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    expected = cam_layer(load_branch(run, 0))
-    first_conv = next(name for name, m in load_branch(run, 0).named_modules() if isinstance(m, nn.Conv2d))
-    assert expected == first_conv
+    convs = [name for name, m in load_branch(run, 0).named_modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) >= 2
+    # the paper presets (evaluate's default paper002) keep the papers' layer: the first convolution
     result = CliRunner().invoke(app, ["evaluate", str(run), "--methods", "LayerGradCam,SmoothGrad", "--batch-size", "10"])
     assert result.exit_code == 0, result.output
-    assert len(re.findall(rf"CAM layer: {re.escape(expected)} ", result.output)) == 1
+    assert len(re.findall(rf"CAM layer: {re.escape(convs[0])} \(the first nn.Conv2d", result.output)) == 1
     summary = json.loads((run / "evaluate.json").read_text())
-    assert summary["cam_layer"] == expected and summary["methods"] == ["LayerGradCam", "SmoothGrad"]
+    assert summary["cam_layer"] == convs[0] and summary["methods"] == ["LayerGradCam", "SmoothGrad"]
+    assert summary["attribution"]["cam_layer"] == convs[0]
+    # --layer chooses, and the heatmaps follow it
+    before = load_heatmaps(run, "test", "branch-00", "LayerGradCam").attributions.clone()
+    result = CliRunner().invoke(app, ["evaluate", str(run), "--methods", "LayerGradCam", "--layer", convs[-1],
+                                      "--batch-size", "10", "--replace"])
+    assert result.exit_code == 0, result.output
+    assert f"CAM layer: {convs[-1]} (chosen with --layer" in result.output
+    summary = json.loads((run / "evaluate.json").read_text())
+    assert (summary["cam_layer"], summary["cam_layer_rule"]) == (convs[-1], "chosen by name")
+    assert not torch.equal(load_heatmaps(run, "test", "branch-00", "LayerGradCam").attributions, before)
+    # a layer the model does not have: one sentence listing its convolutions, nothing written
+    written = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(app, ["evaluate", str(run), "--methods", "LayerGradCam", "--layer", "nope"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert f"Layer 'nope' is not a module of the model (its convolutional layers are {', '.join(convs)}); pass " \
+           "--layer NAME with one of them." in " ".join(result.output.split())
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == written
+    # ax under its paper preset keeps the first convolution; --layer chooses there too
+    from heatlab.run.ax import ax_run
+
+    assert ax_run(run, methods="LayerGradCam", split="test", holdout_split="none")["cam_layer"] == convs[0]
+    result = CliRunner().invoke(app, ["ax", str(run), "--methods", "LayerGradCam", "--layer", convs[-1],
+                                      "--holdout-split", "none", "--replace"])
+    assert result.exit_code == 0, result.output
+    assert f"CAM layer: {convs[-1]} (chosen with --layer" in result.output
+    assert json.loads((run / "ax.json").read_text())["attribution"]["cam_layer"] == convs[-1]
     result = CliRunner().invoke(app, ["evaluate", str(run), "--methods", "Saliency,Magic"])
     assert result.exit_code != 0 and "Occlusion" in result.output and "Traceback" not in result.output

@@ -180,12 +180,22 @@ def test_page_has_every_section_and_its_figures(full_report):
     for name in ("preview.png", "training.png", "recall_precision.png", "roc.png", "ax_co_box_sum.png", "gax_co.png",
                  "lrp_mp.png", "lrp_heatmaps.png", "mixer_accuracy.png", "mixer_gallery.png"):
         assert f"figures/{name}" in srcs
-    assert any(s.startswith("figures/gallery-class-") for s in srcs)
+    # The gallery has its own page, linked from the index, so the index stays short.
+    assert not any(s.startswith("figures/gallery-class-") for s in srcs) and 'href="gallery.html"' in html
+    gallery = (run / "report" / "gallery.html").read_text(encoding="utf-8")
+    assert any(s.startswith("figures/gallery-class-") for s in _images_exist(page, gallery))
+    assert 'href="index.html"' in gallery and "://" not in gallery
     assert "://" not in html  # no external resource of any kind
     assert ("report", len(DEFAULT_SECTIONS), len(DEFAULT_SECTIONS)) in calls
     assert 'class="note"' not in html  # nothing was skipped
     assert "Not in this run yet" not in html
     assert (run / "report" / "gax.html").is_file() and 'href="gax.html"' in html
+
+
+def test_the_summary_names_the_cam_layer_evaluate_used(full_report):
+    run, _, html, _ = full_report
+    layer = json.loads((run / "evaluate.json").read_text())["cam_layer"]
+    assert f"LayerGradCam and GuidedGradCam at layer <b>{layer}</b>" in _section(html, "summary")
 
 
 def test_report_only_reads_what_the_stages_stored(full_report, monkeypatch):
@@ -230,8 +240,10 @@ def test_gallery_has_one_figure_per_class_with_correct_and_wrong(full_report):
     present = sorted(set(stored.labels.tolist()))
     files = sorted(p.name for p in (page.parent / "figures").glob("gallery-class-*.png"))
     assert files == [f"gallery-class-{c:02d}.png" for c in present]
-    gallery = _text(_section(html, "gallery"))
+    gallery = _text((page.parent / "gallery.html").read_text(encoding="utf-8"))
+    index = _section(html, "gallery")
     for c, rows in stored.first_per_class().items():
+        assert f'href="gallery.html#class-{c}"' in index
         for j in rows:
             label, pred = int(stored.labels[j]), int(stored.predictions[j])
             verdict = "correct" if label == pred else "wrong"
@@ -282,7 +294,9 @@ def test_data_text_is_escaped_by_the_sections(full_report):
     ctx = load_context(run)
     ctx.class_names = [EVIL, *ctx.class_names[1:]]
     ctx.config = {**ctx.config, "data_root": EVIL}
-    for html in (gallery_section(ctx), preview_section(ctx), overview_section(ctx)):
+    gallery = gallery_section(ctx)
+    for html in (gallery, (ctx.out_dir / "gallery.html").read_text(encoding="utf-8"), preview_section(ctx),
+                 overview_section(ctx)):
         assert EVIL not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
@@ -297,6 +311,54 @@ def test_recall_precision_figure_is_deterministic(full_report, tmp_path):
     a = recall_precision_figure(five, tmp_path / "a.png")
     b = recall_precision_figure(five, tmp_path / "b.png")
     assert a.read_bytes() == b.read_bytes()
+
+
+def _drawn_texts(fig) -> list:
+    """The texts a draw of ``fig`` put on the canvas: titles, labels, drawn tick labels, legends, free texts."""
+    from matplotlib.text import Text
+
+    out = [fig._suptitle, *fig.texts, *[t for leg in fig.legends for t in leg.get_texts()]]
+    for ax in fig.axes:
+        out += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label, *ax.texts]
+        out += [t for leg in [ax.get_legend()] if leg for t in leg.get_texts()]
+        for axis in (ax.xaxis, ax.yaxis):
+            out += [label for tick in axis._update_ticks() for label in (tick.label1, tick.label2) if label.get_visible()]
+    out = list({id(t): t for t in out}.values())  # the suptitle is also one of fig.texts
+    return [t for t in out if isinstance(t, Text) and t.get_visible() and t.get_text().strip()]
+
+
+def _title_problems(fig) -> list[str]:
+    """Titles (axes titles, suptitle) that overlap another text, and texts cut off at the figure's
+    edge, measured with the renderer that wrote the PNG (pixels)."""
+    renderer = fig.canvas.get_renderer()
+    texts = _drawn_texts(fig)
+    titles = {id(t) for a in fig.axes for t in (a.title, a._left_title, a._right_title)} | {id(fig._suptitle)}
+    box = {id(t): t.get_window_extent(renderer) for t in texts}
+    inside = fig.bbox.padded(1)
+    problems = [f"cut off: {t.get_text()!r}" for t in texts
+                if not (inside.contains(box[id(t)].x0, box[id(t)].y0) and inside.contains(box[id(t)].x1, box[id(t)].y1))]
+    for t in texts:
+        if id(t) in titles:
+            problems += [f"{t.get_text()!r} overlaps {u.get_text()!r}" for u in texts
+                         if u is not t and box[id(t)].overlaps(box[id(u)])]
+    return problems
+
+
+def test_no_figure_title_overlaps_or_leaves_its_figure(full_report, good_report):
+    for run in (full_report[0], good_report[0]):
+        from matplotlib.figure import Figure
+
+        original, problems = Figure.savefig, []
+
+        def savefig(fig, *args, **kwargs):
+            out = original(fig, *args, **kwargs)  # draws: the layout below is the one in the PNG
+            problems.extend(f"{Path(str(args[0])).name.split('.tmp')[0]}: {p}" for p in _title_problems(fig))
+            return out
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(Figure, "savefig", savefig)
+            build_report(run)
+        assert problems == [], "\n".join(problems)
 
 
 def test_extra_sections_are_added_by_a_builder(full_report):
@@ -460,11 +522,9 @@ def _headline(html: str) -> dict[str, list[str]]:
     return {clean(r[1]): [clean(c) for c in r] for r in _rows(_section(html, "headline"))}
 
 
-def _t_reference(values: np.ndarray) -> tuple[float, float]:
-    """scipy's 95% t interval of the mean, clipped to [0, 1] (the headline's rule for one branch)."""
-    from scipy import stats
-
-    lo, hi = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
+def _sample_bootstrap_reference(values: np.ndarray) -> tuple[float, float]:
+    """The bootstrap interval over the samples of one branch, clipped to [0, 1] (the headline's rule for one branch)."""
+    lo, hi = _bootstrap_reference(values)
     return max(lo, 0.0), min(hi, 1.0)
 
 
@@ -488,13 +548,13 @@ def test_headline_names_the_best_stored_mean_or_says_tied(full_report):
     answers = []
     for score, (table, column) in checks.items():
         intervals = {}
-        for m in METHODS:  # one branch: the mean over its samples and scipy's t interval
+        for m in METHODS:  # one branch: the mean over its samples and the bootstrap over them
             values = table.loc[table["method"] == m, column].dropna().to_numpy()
-            intervals[m] = (values.mean(), *_t_reference(values))
+            intervals[m] = (values.mean(), *_sample_bootstrap_reference(values))
         answer = _expected_answer(intervals)
         assert rows[score][2] == answer, (score, intervals)
         assert rows[score][2].removeprefix("tied: ").startswith(max(intervals, key=lambda m: intervals[m][0]))
-        assert rows[score][4] == f"t over {len(values)} samples, 1 branch"
+        assert rows[score][4] == f"bootstrap over {len(values)} samples within 1 branch"
         for m, (mean, lo, hi) in intervals.items():
             assert f"{m} {mean:.3f} [{lo:.3f}, {hi:.3f}]" in rows[score][3]
         answers.append(answer)
@@ -630,27 +690,47 @@ def test_localisation_marks_no_meaningless_mean_as_best(full_report):
 
 # --- intervals, the choosing rule, near chance, flat axes (pure) -----------------------------------
 
-def test_mean_interval_is_a_t_interval_over_branch_means_or_samples():
+def _bootstrap_reference(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """The percentile bootstrap of the mean of ``values`` written out: draw counts of each sample, average."""
+    counts = np.random.default_rng(seed).multinomial(len(values), np.full(len(values), 1 / len(values)), size=resamples)
+    return tuple(np.quantile(counts @ values / len(values), [0.025, 0.975]))
+
+
+def test_mean_interval_is_a_t_over_three_branches_and_a_bootstrap_within_fewer():
     from scipy import stats
 
-    from heatlab.score.intervals import mean_interval
+    from heatlab.score.intervals import WITHIN_BRANCHES, mean_interval
 
     rng = np.random.default_rng(1)
-    one = rng.random(12)
-    iv = mean_interval([np.r_[one, np.nan]])
-    lo, hi = stats.t.interval(0.95, 11, loc=one.mean(), scale=stats.sem(one))
-    assert (iv.estimate, iv.low, iv.high, iv.kind, iv.samples) == (pytest.approx(one.mean()), pytest.approx(lo),
-                                                                  pytest.approx(hi), "t over samples", 12)
     groups = [rng.random(5), rng.random(9), rng.random(7)]
     means = np.array([g.mean() for g in groups])
     iv = mean_interval(groups)
     lo, hi = stats.t.interval(0.95, 2, loc=means.mean(), scale=stats.sem(means))
     assert (iv.estimate, iv.low, iv.high, iv.kind, iv.branches) == (pytest.approx(means.mean()), pytest.approx(lo),
                                                                    pytest.approx(hi), "t over branches", 3)
-    pair = mean_interval(groups[:2])  # two branches: t(0.975, 1) = 12.7 times the standard error of two means
-    half = stats.t.ppf(0.975, 1) * np.std(means[:2], ddof=1) / np.sqrt(2)
-    assert (pair.low, pair.high, pair.kind) == (pytest.approx(means[:2].mean() - half),
-                                                pytest.approx(means[:2].mean() + half), "t over branches")
+    # One branch: the bootstrap of the mean over its samples (NaN left out), near the normal interval for many samples.
+    one = rng.random(400)
+    iv = mean_interval([np.r_[one, np.nan]])
+    assert (iv.estimate, iv.kind, iv.branches, iv.samples) == (pytest.approx(one.mean()), WITHIN_BRANCHES, 1, 400)
+    assert (iv.low, iv.high) == pytest.approx(_bootstrap_reference(one))
+    half = 1.96 * one.std() / np.sqrt(len(one))
+    assert (iv.low, iv.high) == pytest.approx((one.mean() - half, one.mean() + half), abs=0.15 * half)
+    # Two branches scoring the same samples: the samples are drawn once for both, so the interval is the bootstrap of
+    # the per-sample mean over the branches; far narrower than t(0.975, 1) = 12.7 times the two means' standard error.
+    a, b = rng.random(60), rng.random(60)
+    pair = mean_interval([a, b])
+    assert (pair.estimate, pair.kind, pair.branches) == (pytest.approx((a.mean() + b.mean()) / 2), WITHIN_BRANCHES, 2)
+    assert (pair.low, pair.high) == pytest.approx(_bootstrap_reference((a + b) / 2))
+    t_half = stats.t.ppf(0.975, 1) * np.std([a.mean(), b.mean()], ddof=1) / np.sqrt(2)
+    assert pair.high - pair.low < 2 * t_half
+    # a sample one branch lacks is left out of the interval (complete samples), not out of that branch's mean
+    a_nan = np.r_[a, 0.9]
+    holed = mean_interval([a_nan, np.r_[b, np.nan]])
+    assert (holed.low, holed.high) == (pair.low, pair.high)
+    assert holed.estimate == pytest.approx((a_nan.mean() + b.mean()) / 2)
+    # branches of different lengths cannot share samples: the t interval over their means, named as such
+    assert mean_interval([a, b[:30]]).kind == "t over branches"
+    assert mean_interval([a, b]) == pair  # seeded: the same interval every time
     clipped = mean_interval([np.array([0.0, 1.0, 1.0])], bounds=(0.0, 1.0))
     assert clipped.high == 1.0 and clipped.low >= 0.0
     assert not mean_interval([np.array([0.5])]).defined

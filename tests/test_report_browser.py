@@ -8,9 +8,9 @@ from __future__ import annotations
 from heatlab.report.html import DEFAULT_SECTIONS, build_report
 
 try:
-    from test_report import add_lrp, make_run, make_wine_run
+    from test_report import full_report, make_wine_run  # noqa: F401 (full_report is a fixture)
 except ImportError:  # tests/ imported as a package
-    from tests.test_report import add_lrp, make_run, make_wine_run
+    from tests.test_report import full_report, make_wine_run  # noqa: F401
 
 try:
     from browser import needs_chromium, open_page
@@ -27,8 +27,8 @@ TABLE_OVERFLOW = """Array.from(document.querySelectorAll('table')).flatMap(t => 
 })"""
 
 
-def test_report_page_loads_cleanly_in_chromium(tmp_path, tiny_run):
-    page_path = build_report(add_lrp(make_run(tmp_path, tiny_run)))
+def test_report_page_loads_cleanly_in_chromium(tmp_path, full_report):
+    page_path = full_report[1]
     with open_page(page_path) as (page, problems):
         images = page.evaluate(
             "Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
@@ -54,6 +54,41 @@ def test_report_page_loads_cleanly_in_chromium(tmp_path, tiny_run):
         shot = page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
     assert problems.none(), problems
     assert len(shot) > 10_000
+
+
+#: Text and images that stick out of their parent box, or text clipped inside its own box.
+OVERFLOWING = """Array.from(document.querySelectorAll(
+    'header h1, header p, nav a, main h2, main h3, main p, main figcaption, main figure img, main summary')).flatMap(e => {
+  const r = e.getBoundingClientRect(), p = e.parentElement.getBoundingClientRect();
+  if (r.width === 0 && r.height === 0) return [];  // folded away (closed <details>)
+  const out = r.left < p.left - 1 || r.right > p.right + 1 || e.scrollWidth > e.clientWidth + 1;
+  return out ? [[e.tagName, (e.getAttribute('src') || e.textContent).slice(0, 60), Math.round(r.right), Math.round(p.right)]] : [];
+})"""
+
+
+def test_index_page_reads_in_a_minute_with_a_sticky_table_of_contents(full_report):
+    """At 1400 px: the index is at most 12,000 px tall, a table of contents that links every section stays in view
+    after scrolling, and no heading, caption or figure sticks out of its box; the gallery is one click away."""
+    with open_page(full_report[1], width=1400, height=900) as (page, problems):
+        height = page.evaluate("document.documentElement.scrollHeight")
+        assert height <= 12_000, height
+        ids = page.evaluate("Array.from(document.querySelectorAll('main > section')).map(s => s.id)")
+        links = page.evaluate("Array.from(document.querySelectorAll('nav a')).map(a => a.getAttribute('href'))")
+        assert len(ids) >= 12 and links == [f"#{sid}" for sid in ids]
+        assert page.evaluate(OVERFLOWING) == []
+        for y in (height // 2, height):
+            page.evaluate(f"window.scrollTo(0, {y})")
+            box = page.locator("nav").bounding_box()
+            assert box is not None and box["y"] >= 0 and box["y"] + min(box["height"], 200) <= 900, (y, box)
+        page.click(f"nav a[href='#{ids[1]}']")  # from the bottom of the page, back up through the contents
+        assert page.evaluate(f"document.getElementById('{ids[1]}').getBoundingClientRect().top") < 100
+        page.click("#gallery a[href='gallery.html']")
+        page.wait_for_load_state("load")
+        assert page.url.endswith("/report/gallery.html")
+        images = page.evaluate("Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
+        assert len(images) >= 5 and all(images)
+        assert page.evaluate(OVERFLOWING) == []
+    assert problems.none(), problems
 
 
 def test_table_report_and_its_gax_page_load_cleanly_in_chromium(tmp_path, tiny_wine_run):

@@ -13,7 +13,7 @@ import typer
 import heatlab
 from heatlab.cli_common import (
     METHODS_HELP, HeatlabGroup, _fail, backend_line, backend_flags, console, guarded, out, progress_bars,
-    say, say_cam_layer, trust_model_code_option, warn,
+    layer_option, say, say_cam_layer, trust_model_code_option, warn,
 )
 from heatlab.models.config import TABLE_DEFAULTS as TABLE, TrainConfig
 
@@ -180,6 +180,7 @@ def evaluate(
                                          "SHAP baselines randn*0.001), paper000 or uniform."),
     replace: bool = typer.Option(False, "--replace", help="Write the tables with --methods alone (default: keep "
                                  "the methods of an earlier evaluation of the same split and preset)."),
+    layer: Optional[str] = layer_option(),
     device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
     runner=None,  # --backend and the Ray flags (cli_common.backend_flags)
     trust_model_code: bool = trust_model_code_option(),
@@ -192,7 +193,7 @@ def evaluate(
     with progress_bars() as progress:
         summary = evaluate_run(run_dir, methods=methods, split=split, batch_size=batch_size, preset=preset,
                                replace=replace, device=device, progress=progress, backend=runner,
-                               trust_model_code=trust_model_code)
+                               trust_model_code=trust_model_code, layer=layer)
     for sentence in summary["skipped"]:
         say(f"skipped: {sentence}")
     say_cam_layer(summary)

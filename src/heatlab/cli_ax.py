@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from heatlab.cli_common import (
-    METHODS_HELP, backend_line, backend_flags, guarded, progress_bars, say, say_cam_layer, say_figures,
+    METHODS_HELP, backend_line, backend_flags, guarded, layer_option, progress_bars, say, say_cam_layer, say_figures,
     trust_model_code_option,
 )
 
@@ -35,6 +35,7 @@ def register(app: typer.Typer) -> None:
                                              "SHAP baselines randn*0.001), paper002 or uniform."),
         replace: bool = typer.Option(False, "--replace", help="Write the tables with --methods alone (default: keep "
                                      "the methods of an earlier AX run with the same splits, space and preset)."),
+        layer: Optional[str] = layer_option(),
         device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
         runner=None,  # --backend and the Ray flags (cli_common.backend_flags)
         trust_model_code: bool = trust_model_code_option(),
@@ -46,7 +47,7 @@ def register(app: typer.Typer) -> None:
         with progress_bars() as progress:
             summary = ax_run(run_dir, methods=methods, split=split, holdout_split=holdout_split,
                              batch_size=batch_size, space=space, preset=preset, replace=replace, device=device,
-                             progress=progress, backend=runner, trust_model_code=trust_model_code)
+                             progress=progress, backend=runner, trust_model_code=trust_model_code, layer=layer)
         best = summary["largest_gap"]
         say(f"AX on {summary['samples']} {split} samples x {len(summary['methods'])} methods x "
             f"{len(summary['branches'])} branches in {time.perf_counter() - t0:.0f} s")

@@ -35,9 +35,17 @@ METHODS_HELP = ("'all' (the papers' eleven methods) or comma-separated method na
 
 
 def say_cam_layer(summary: dict) -> None:
-    """One line naming the layer the CAM methods used, when the stage ran one."""
+    """One line naming the layer the CAM methods used and how it was chosen, when the stage ran one."""
     if summary.get("cam_layer"):
-        say(f"CAM layer: {summary['cam_layer']} (the model's first nn.Conv2d; LayerGradCam and GuidedGradCam use it)")
+        rule = summary.get("cam_layer_rule") or "the model's first nn.Conv2d"
+        say(f"CAM layer: {summary['cam_layer']} ({rule.replace('chosen by name', 'chosen with --layer')}; "
+            "LayerGradCam and GuidedGradCam use it)")
+
+
+def layer_option():
+    """``--layer``, the CAM methods' layer, for every command that runs attribution methods."""
+    return typer.Option(None, "--layer", help="Layer of LayerGradCam and GuidedGradCam, a module name such as "
+                        "layer4.1.conv2 (default: the first convolution under the paper presets, else the last).")
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")

@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from heatlab.cli_common import guarded, progress_bars, say, trust_model_code_option
+from heatlab.cli_common import guarded, layer_option, progress_bars, say, say_cam_layer, trust_model_code_option, warn
 
 
 def register(app: typer.Typer) -> None:
@@ -30,6 +30,7 @@ def register(app: typer.Typer) -> None:
         num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Class count of --model when the weights do not record it."),
         in_channels: Optional[int] = typer.Option(None, "--in-channels", help="Input channels of --model (default 3)."),
         methods: str = typer.Option("Saliency,IntegratedGradients", help="Comma-separated Captum method names."),
+        layer: Optional[str] = layer_option(),
         target: str = typer.Option("predicted", help="Class to explain: predicted, a class index or a class name."),
         limit: Optional[int] = typer.Option(None, help="Explain only the first N images."),
         size: Optional[int] = typer.Option(None, help="Resize image files to SIZE×SIZE (default: the run's data size, "
@@ -47,7 +48,11 @@ def register(app: typer.Typer) -> None:
             s = explain_run(sources, out, methods=methods, run=run, branch=branch, model=model, weights=weights,
                             num_classes=num_classes, in_channels=in_channels, target=target, limit=limit, size=size,
                             split=split, batch_size=batch_size, device=device, progress=progress,
-                            trust_model_code=trust_model_code)
+                            trust_model_code=trust_model_code, layer=layer)
             page = explanation_pages(out, progress=progress)
+        if s["random_weights"]:
+            warn(f"{s['model_name']} has random weights (no --weights given); its explanations say nothing about a "
+                 "trained model")
         say(f"explained {len(s['ids'])} images with {', '.join(s['methods'])}; attributions: {s['path']}")
+        say_cam_layer(s)
         say(f"index: {page}")

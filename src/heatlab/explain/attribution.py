@@ -58,10 +58,24 @@ def available_methods() -> list[str]:
     return [*REGISTRY, *NOISE_TUNNEL_NAMES]
 
 
-def cam_layer(model: nn.Module, layer: str | nn.Module | None = None) -> str:
+def conv_layers(model: nn.Module) -> list[str]:
+    """The dotted names of ``model``'s ``nn.Conv2d`` modules, in ``named_modules()`` order."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def cam_layer(model: nn.Module, layer: str | nn.Module | None = None, *, first: bool = False) -> str:
     """The dotted name of the layer the CAM methods (LayerGradCam, GuidedGradCam) use on ``model``:
-    ``layer``'s name, or by default the model's first ``nn.Conv2d`` (the papers' ``conv1``)."""
-    return _layer_name(model, layer)
+    ``layer``'s name, or by default the model's last ``nn.Conv2d`` (what Grad-CAM users expect: the
+    most semantic feature map); ``first=True`` picks the first one instead (the papers' ``conv1``,
+    which the paper presets use)."""
+    return _layer_name(model, layer, first=first)
+
+
+def cam_layer_rule(layer: str | nn.Module | None, *, first: bool = False) -> str:
+    """How :func:`cam_layer` chose, in words: "chosen by name", "the first nn.Conv2d, ..." or "the last nn.Conv2d"."""
+    if layer is not None:
+        return "chosen by name"
+    return "the first nn.Conv2d, as the papers' presets" if first else "the last nn.Conv2d"
 
 
 def attribute(
@@ -94,7 +108,8 @@ def attribute(
         target: class per sample: an int, a LongTensor of ``N``, or ``None`` for the predicted
             class (argmax of one eval-mode forward pass, computed once).
         layer: CAM methods only: a module name as in ``model.named_modules()`` (or the module
-            itself); default the model's first ``nn.Conv2d`` (:func:`cam_layer` names it).
+            itself); default the model's last ``nn.Conv2d`` (:func:`cam_layer` names it; the
+            stages pass the first one under the paper presets).
         abs: Saliency only: ``True`` gives ``|gradient|`` (Captum's default, paper 002),
             ``False`` the signed gradient.
         n_baselines: DeepLiftShap/GradientShap: size of the baseline distribution, drawn from
@@ -342,22 +357,23 @@ def _logits_check(max_target: int):
     return hook
 
 
-def _layer_name(model: nn.Module, layer: str | nn.Module | None) -> str:
-    """The dotted name of the CAM layer (default: the first ``nn.Conv2d``)."""
+def _layer_name(model: nn.Module, layer: str | nn.Module | None, *, first: bool = False) -> str:
+    """The dotted name of the CAM layer (default: the last ``nn.Conv2d``, or the first with ``first``)."""
     names = dict(model.named_modules())
-    convs = [name for name, m in names.items() if isinstance(m, nn.Conv2d)]
+    convs = conv_layers(model)
     if layer is None:
         if not convs:
             raise HeatlabError("The model has no nn.Conv2d layer; pass layer= the name of a layer with N×C×h×w output.")
-        return convs[0]
+        return convs[0] if first else convs[-1]
     if isinstance(layer, nn.Module):
         found = [name for name, m in names.items() if m is layer]
         if found:
             return found[0]
     elif layer in names and layer:
         return layer
-    hint = ", ".join(convs[:5]) or "none"
-    raise HeatlabError(f"Layer {layer!r} is not a module of the model; pass one of its conv layers, e.g. {hint}.")
+    shown = ", ".join(convs[:20]) + (f" and {len(convs) - 20} more" if len(convs) > 20 else "")
+    has = f"its convolutional layers are {shown}" if convs else "it has no convolutional layer"
+    raise HeatlabError(f"Layer {layer!r} is not a module of the model ({has}); pass layer=NAME with one of them.")
 
 
 def _module(model: nn.Module, name: str) -> nn.Module | None:

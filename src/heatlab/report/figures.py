@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -85,8 +86,9 @@ def literal(text: object) -> str:
     return str(text).replace("$", r"\$")
 
 
-def new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=100)
+def new_figure(width: float, height: float, *, layout: str | None = None) -> Figure:
+    """A pyplot-free figure of ``width`` × ``height`` inches at 100 dpi (``layout``: e.g. "constrained")."""
+    fig = Figure(figsize=(width, height), dpi=100, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
@@ -165,19 +167,20 @@ def _inset(ax: Axes, box: tuple[float, float, float, float], corner: tuple[float
     return ins
 
 
-def _legend(fig: Figure, methods: Sequence[str], styles: dict[str, dict], *, line: bool) -> None:
+def _legend(fig: Figure, methods: Sequence[str], styles: dict[str, dict], *, line: bool,
+            loc: str = "lower center") -> None:
     handles = [
         Line2D([], [], color=styles[m]["color"], marker=styles[m]["marker"], linestyle="-" if line else "none",
                markersize=6, label=m)
         for m in methods
     ]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(methods), 6), fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc=loc, ncol=min(len(methods), 6), fontsize=8, frameon=False)
 
 
 def recall_precision_figure(
     five_band: pd.DataFrame, out_png: str | os.PathLike, *, methods: Sequence[str] | None = None
 ) -> Path:
-    """Paper Fig. 3: recall (y) vs precision (x), panels (average, best) × each stored variant.
+    """Paper Fig. 3: recall (y) vs precision (x), panels (average, best) in rows × each stored variant in columns.
 
     ``five_band`` has the columns of ``tables/five_band.parquet``; ``methods`` fixes the legend
     order and colours (default: order of appearance). Returns the PNG path.
@@ -185,12 +188,13 @@ def recall_precision_figure(
     methods = list(methods) if methods is not None else list(dict.fromkeys(five_band["method"]))
     styles = method_styles(methods)
     variants = present_variants(five_band)
-    fig = new_figure(10.5, 0.8 + 5.2 * len(variants))
-    panels = [(stat, variant) for variant in variants for stat in STATS]
+    # Constrained layout keeps the titles, panels and legend apart (long variant titles are wrapped).
+    fig = new_figure(max(6.0, 3.2 * len(variants) + 0.5), 0.8 + 3.3 * len(STATS), layout="constrained")
+    panels = [(stat, variant) for stat in STATS for variant in variants]
     for i, (stat, variant) in enumerate(panels):
-        ax = fig.add_subplot(len(variants), 2, i + 1)
+        ax = fig.add_subplot(len(STATS), len(variants), i + 1)
         _unit_square(ax, f"precision ({stat})", f"recall ({stat})")
-        ax.set_title(f"({chr(65 + i)}) {STAT_LABELS[stat]}, {VARIANT_LABELS[variant]}", fontsize=10)
+        ax.set_title(f"({chr(65 + i)}) {STAT_LABELS[stat]},\n{textwrap.fill(VARIANT_LABELS[variant], 34)}", fontsize=9)
         pts = branch_points(five_band, variant, stat)
         pts = pts[pts["method"].isin(methods)]
         box = _zoom_box(list(pts["p_mean"]), list(pts["r_mean"]))
@@ -210,10 +214,8 @@ def recall_precision_figure(
                     part.set_alpha(0.45)
         if pts.empty:
             ax.text(0.5, 0.5, "no rows", ha="center", va="center", color="#888888")
-    _legend(fig, methods, styles, line=False)
-    fig.suptitle("Five-band recall vs precision: one point per branch (mean ± std over samples)", fontsize=11)
-    height = fig.get_figheight()
-    fig.subplots_adjust(left=0.07, right=0.98, top=1 - 0.6 / height, bottom=1.1 / height, wspace=0.2, hspace=0.22)
+    _legend(fig, methods, styles, line=False, loc="outside lower center")
+    fig.suptitle("Five-band recall vs precision\none point per branch (mean ± std over samples)", fontsize=11)
     return save_figure(fig, out_png)
 
 

@@ -126,9 +126,11 @@ attribution preset <b>{{ record.get("preset", "?") }}</b> ({{ record.get("descri
 {%- set options = record.get("options", {}) -%}
 {%- if options %}: {% for m, o in options.items() %}{{ m }} {{ o.items() | map("join", "=") | join(", ") }}
 {%- if not loop.last %}; {% endif %}{% endfor %}{% endif %}
+{%- if record.get("cam_layer") %}; LayerGradCam and GuidedGradCam at layer <b>{{ record["cam_layer"] }}</b>{% endif %}
 {%- endif %}"""
 
 
 def attribution_text(record: dict | None) -> Markup:
-    """The attribution preset a stage recorded (``config.json["attribution"][stage]``) as HTML text."""
+    """The attribution preset a stage recorded (``config.json["attribution"][stage]``) as HTML text, with the
+    CAM methods' layer when the stage ran one."""
     return render(ATTRIBUTION, record=record or {})

@@ -48,7 +48,7 @@ def training_figure(run_dir: str | os.PathLike, out_png: str | os.PathLike) -> P
     run = RunDir(run_dir)
     target = (run.config().get("training") or {}).get("target_acc") if run.has_config() else None
 
-    fig = Figure(figsize=(11, 7.5), dpi=100)
+    fig = Figure(figsize=(11, 6.2), dpi=100)
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(2, 3, height_ratios=[1, 1], left=0.07, right=0.98, top=0.92, bottom=0.08, hspace=0.35, wspace=0.3)
     ax_loss = fig.add_subplot(grid[0, :])

@@ -44,14 +44,14 @@ import torch
 
 from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import attribute
-from heatlab.explain.methods.selection import keep_methods, parse_methods
+from heatlab.explain.methods.selection import keep_methods, needs_image, parse_methods
 from heatlab.explain.presets import Preset, get_preset
 from heatlab.files import write_json, write_parquet
 from heatlab.models.input_space import SPACES, check_space, input_space, model_normalize
 from heatlab.models.state import model_device
 from heatlab.models.training import takes_normalize
 from heatlab.progress import Progress
-from heatlab.run.evaluate import cam_layer_of
+from heatlab.run.evaluate import cam_layer_of, cam_record
 from heatlab.run.rundir import RunDir
 from heatlab.run.runner import PARQUET, ShardUnit, Stage, Work, earlier_methods, run_stage
 from heatlab.score.co import AX_VARIANTS, OUTPUTS, co_records, prepare_heatmaps
@@ -97,9 +97,10 @@ class AX(Stage):
 
     def __init__(self, run: RunDir, *, methods="all", split: str = "test", holdout_split: str | None = "val",
                  batch_size: int = 25, device: str = "cpu", space: str | None = None,
-                 preset: str | Preset | None = None, replace: bool = False):
+                 preset: str | Preset | None = None, replace: bool = False, layer: str | None = None):
         super().__init__(run, device=device, batch_size=batch_size)
         self.preset = get_preset(preset, self.name)
+        self.layer = layer
         self.seed = run.seed()
         self.branches = run.require_branches()
         self.split = split
@@ -117,7 +118,8 @@ class AX(Stage):
         self._resolve()
 
     def _resolve(self) -> None:
-        self.cam_layer = cam_layer_of(self.run, self.branches[0], self.methods)
+        self.cam_layer = cam_layer_of(self.run, self.branches[0], self.methods, layer=self.layer,
+                                      first=self.preset.first_conv)
         compare = COMPARE_METHOD if COMPARE_METHOD in self.methods else self.methods[0]
         self.compare = compare if self.space["normalized"] else None
 
@@ -144,7 +146,8 @@ class AX(Stage):
         return [main, *(s for s in SPACES if s != main)]
 
     def settings(self, unit: ShardUnit) -> dict:
-        return {"options": self.preset.kwargs(unit.method), "spaces": self.spaces(unit)}
+        layer = {"layer": self.cam_layer} if needs_image(unit.method) else {}
+        return {"options": self.preset.kwargs(unit.method), "spaces": self.spaces(unit), **layer}
 
     def run_unit(self, work: Work, unit: ShardUnit) -> dict[str, pd.DataFrame]:
         shard = work.shard(unit.split, unit.shard)
@@ -157,7 +160,7 @@ class AX(Stage):
                 x = to_input(shard["images"].to(model_device(model)))
                 df = ax_unit(net, x, shard["labels"], unit.method, predictions=predictions,
                              batch_size=self.batch_size, seed=self.seed, shard=unit.shard,
-                             options=self.preset.kwargs(unit.method))
+                             options={**self.preset.kwargs(unit.method), "layer": self.cam_layer})
             frames.append(df.assign(space=space))
         return {KIND: pd.concat(frames, ignore_index=True)}
 
@@ -170,8 +173,8 @@ class AX(Stage):
         summary = {"split": self.split, "holdout_split": self.holdout, "methods": self.methods,
                    "branches": self.branches, "samples": len(self.data[self.split]),
                    "largest_gap": largest_gap(gap), **self.space, "compare_method": self.compare,
-                   "cam_layer": self.cam_layer,
-                   "attribution": self.preset.record(self.methods), "groupings": GROUPINGS, "complete": True}
+                   **cam_record(self.cam_layer, self.layer, self.preset.first_conv),
+                   "attribution": self.preset.record(self.methods, self.cam_layer), "groupings": GROUPINGS, "complete": True}
         self.run.record_attribution(self.name, {**summary["attribution"], "space": self.space["space"]})
         write_json(self.run.summary_path(self.name), summary)
         return {**summary, "tables": {k: str(v) for k, v in paths.items()}}
@@ -179,12 +182,14 @@ class AX(Stage):
 
 def ax_run(run_dir, *, methods="all", split: str = "test", holdout_split: str | None = "val", batch_size: int = 25,
            device: str = "cpu", space: str | None = None, preset: str | Preset | None = None,
-           replace: bool = False, progress: Progress | None = None, backend=None, trust_model_code: bool = False) -> dict:
+           replace: bool = False, progress: Progress | None = None, backend=None, trust_model_code: bool = False,
+           layer: str | None = None) -> dict:
     """Run AX on every (branch, method, shard) of ``split`` and ``holdout_split``; write both tables.
 
     ``holdout_split`` ``None`` (or equal to ``split``) chooses the flag threshold in-sample.
     ``space``: ``"input"`` (default) or ``"pixel"`` (see :func:`resolve_space`); ``preset``: the
-    attribution settings (default ``"paper000"``). Returns a summary with the table paths and the
+    attribution settings (default ``"paper000"``); ``layer``: the CAM methods' layer (default the
+    preset's: the first convolution for the paper presets, else the last). Returns a summary with the table paths and the
     method with the largest gap (mean AUROC over branches of the raw ``x + h`` score). The tables
     keep the methods of an earlier AX run with the same splits, space and preset (so
     ``methods="Saliency"`` adds Saliency); ``replace=True`` writes them with ``methods`` alone.
@@ -193,7 +198,8 @@ def ax_run(run_dir, *, methods="all", split: str = "test", holdout_split: str | 
     (``file.py:fn``, ``module:fn``); without it such a run is refused in one sentence.
     """
     return run_stage(AX(RunDir(run_dir, trust_model_code=trust_model_code), methods=methods, split=split, holdout_split=holdout_split,
-                        batch_size=batch_size, device=device, space=space, preset=preset, replace=replace),
+                        batch_size=batch_size, device=device, space=space, preset=preset, replace=replace,
+                        layer=layer),
                      progress=progress, backend=backend)
 
 

@@ -33,7 +33,7 @@ import torch
 
 from heatlab.data.split import feature_names
 from heatlab.errors import HeatlabError
-from heatlab.explain.attribution import METHODS, attribute, cam_layer
+from heatlab.explain.attribution import METHODS, attribute, cam_layer, cam_layer_rule
 from heatlab.explain.methods.selection import keep_methods, needs_image, parse_methods
 from heatlab.explain.postprocess import channel_adjust, normalize_max_abs
 from heatlab.explain.presets import Preset, get_preset
@@ -62,11 +62,20 @@ HEATMAP_FORMAT = (
 )
 
 
-def cam_layer_of(run: RunDir, branch: str, methods: Sequence[str]) -> str | None:
-    """The layer the CAM methods among ``methods`` use on ``branch``'s model (None without one)."""
-    if not any(needs_image(m) for m in methods):
+def cam_layer_of(run: RunDir, branch: str, methods: Sequence[str], *, layer: str | None = None,
+                 first: bool = True) -> str | None:
+    """The layer the CAM methods among ``methods`` use on ``branch``'s model (None without one):
+    ``layer`` (checked against the model even without a CAM method), else its first ``nn.Conv2d``
+    (``first``, the paper presets) or its last."""
+    if layer is None and not any(needs_image(m) for m in methods):
         return None
-    return cam_layer(run.load_model(branch))
+    name = cam_layer(run.load_model(branch), layer, first=first)
+    return name if any(needs_image(m) for m in methods) else None
+
+
+def cam_record(name: str | None, layer: str | None, first: bool) -> dict:
+    """The summary keys naming the CAM layer and how it was chosen ({} without a CAM method)."""
+    return {"cam_layer": name, "cam_layer_rule": cam_layer_rule(layer, first=first)} if name else {}
 
 
 def _ids(labels: torch.Tensor, predictions: torch.Tensor, shard: int) -> dict[str, Any]:
@@ -145,9 +154,11 @@ class Evaluate(Stage):
     name = "evaluate"
 
     def __init__(self, run: RunDir, *, methods="all", split: str = "test", batch_size: int = 25, device: str = "cpu",
-                 preset: str | Preset | None = None, replace: bool = False, metrics: Registry[Metric] | None = None):
+                 preset: str | Preset | None = None, replace: bool = False, metrics: Registry[Metric] | None = None,
+                 layer: str | None = None):
         super().__init__(run, device=device, batch_size=batch_size)
         self.preset = get_preset(preset, self.name)
+        self.layer = layer
         self.seed, self.spec = run.seed(), run.data_spec()
         self.branches = run.require_branches()
         self.split = split
@@ -159,7 +170,7 @@ class Evaluate(Stage):
             raise HeatlabError("No attribution method applies to this data; choose methods with methods=....")
         self.skipped = self._skipped(methods)
         self.replace = replace
-        self.cam_layer = cam_layer_of(run, self.branches[0], self.methods)
+        self.cam_layer = cam_layer_of(run, self.branches[0], self.methods, layer=layer, first=self.preset.first_conv)
         self.metrics = metric_registry() if metrics is None else metrics
         #: The entries of the per-sample scores table that apply to this data (with the model).
         self.scored = {m.name: m for m in self.metrics.values()
@@ -191,19 +202,23 @@ class Evaluate(Stage):
             kept = earlier_methods(self.run, self.name, {"split": self.split, "preset": self.preset.name})
             merged = keep_methods(self.methods, kept, self.input_kind)
             if merged != self.methods:
-                self.methods, self.cam_layer = merged, cam_layer_of(self.run, self.branches[0], merged)
+                self.methods = merged
+                self.cam_layer = cam_layer_of(self.run, self.branches[0], merged, layer=self.layer,
+                                              first=self.preset.first_conv)
 
     def units(self) -> list[ShardUnit]:
         return [ShardUnit(self.split, b, m, k) for b in self.branches for m in self.methods for k in range(self.data.num_shards)]
 
     def settings(self, unit: ShardUnit) -> dict:
-        return {"options": self.preset.kwargs(unit.method), "variants": list(VARIANTS), "metrics": list(self.scored)}
+        layer = {"layer": self.cam_layer} if needs_image(unit.method) else {}
+        return {"options": self.preset.kwargs(unit.method), "variants": list(VARIANTS), "metrics": list(self.scored),
+                **layer}
 
     def run_unit(self, work: Work, unit: ShardUnit) -> dict[str, Any]:
         model = work.model(unit.branch)
         shard = work.shard(unit.split, unit.shard)
         preds = work.predictions(unit.split, unit.branch, unit.shard)
-        attr = attribute(model, shard["images"], unit.method, target=preds, seed=self.seed,
+        attr = attribute(model, shard["images"], unit.method, target=preds, seed=self.seed, layer=self.cam_layer,
                          batch_size=self.batch_size, **self.preset.kwargs(unit.method)).detach().cpu()
         rows = gallery_rows(shard["labels"], preds) if self.input_kind == "image" else None
         pieces: dict[str, Any] = {"heatmaps": heatmap_piece(attr, shard, preds, unit.shard, rows)}
@@ -236,7 +251,8 @@ class Evaluate(Stage):
             "split": self.split, "methods": self.methods, "branches": self.branches, "samples": len(self.data),
             "input_kind": self.input_kind, "truth_kind": self.truth_kind, "skipped": self.skipped,
             "tables": sorted(tables), "feature_names": feature_names(self.data),
-            "attribution": self.preset.record(self.methods), "cam_layer": self.cam_layer, "complete": True,
+            "attribution": self.preset.record(self.methods, self.cam_layer),
+            **cam_record(self.cam_layer, self.layer, self.preset.first_conv), "complete": True,
             "metrics": {**_five_band_entries(self.metrics, "five_band" in tables),
                         **{name: m.record() for name, m in self.scored.items()}},
         }
@@ -289,10 +305,13 @@ def _join_roc(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 def evaluate_run(run_dir, *, methods="all", split: str = "test", batch_size: int = 25, device: str = "cpu",
                  preset: str | Preset | None = None, replace: bool = False, progress: Progress | None = None,
-                 backend: Any = None, trust_model_code: bool = False, metrics: Registry[Metric] | None = None) -> dict:
+                 backend: Any = None, trust_model_code: bool = False, metrics: Registry[Metric] | None = None,
+                 layer: str | None = None) -> dict:
     """Evaluate every (branch, method, shard) of ``split``; write the tables, heatmaps and evaluate.json.
 
     ``preset``: the attribution settings (:mod:`heatlab.explain.presets`; default ``"paper002"``).
+    ``layer``: the CAM methods' layer (a module name); default the preset's (the first convolution
+    for the paper presets, else the last); evaluate.json names the one used.
     The tables keep the methods of an earlier evaluation of the same split and preset (so
     ``methods="Saliency"`` adds Saliency); ``replace=True`` writes them with ``methods`` alone.
     ``backend``: where the units run (:func:`heatlab.run.runner.make_backend`; default this process).
@@ -302,4 +321,5 @@ def evaluate_run(run_dir, *, methods="all", split: str = "test", batch_size: int
     entry points); ``METRICS.register(Metric(...))`` adds one for this call only.
     """
     return run_stage(Evaluate(RunDir(run_dir, trust_model_code=trust_model_code), methods=methods, split=split, batch_size=batch_size, device=device,
-                              preset=preset, replace=replace, metrics=metrics), progress=progress, backend=backend)
+                              preset=preset, replace=replace, metrics=metrics, layer=layer), progress=progress,
+                     backend=backend)

@@ -29,7 +29,8 @@ from safetensors import safe_open
 from heatlab.data import registry
 from heatlab.data.images import IMAGE_SUFFIXES, _check_header, decode_image, natural_key
 from heatlab.errors import HeatlabError
-from heatlab.explain.attribution import attribute
+from heatlab.explain.attribution import attribute, cam_layer, cam_layer_rule
+from heatlab.explain.methods.selection import needs_image
 from heatlab.explain.methods.selection import parse_methods as stage_methods
 from heatlab.files import atomic_path, ensure_dir, remove_stale_tmp, undo_on_error
 from heatlab.models import stored_spec, zoo
@@ -37,6 +38,7 @@ from heatlab.models.external import spec_name
 from heatlab.models.state import eval_mode, model_device
 from heatlab.models.training import resolve_device
 from heatlab.progress import Progress, report
+
 from heatlab.run.rundir import RunDir, branch_info, branch_name, load_branch
 
 ATTRIBUTIONS = "attributions.safetensors"
@@ -220,13 +222,18 @@ def explain_run(
     device: str = "cpu",
     progress: Progress | None = None,
     trust_model_code: bool = False,
+    layer: str | None = None,
 ) -> dict:
     """Attribute the images of ``sources`` with every method and write ``out/attributions.safetensors``.
 
     ``trust_model_code``: rebuild a model whose stored spec (the run's model.json, the weights'
     metadata) names code from outside heatlab; passing that code again as ``model`` does the same.
+    ``layer``: the layer of LayerGradCam and GuidedGradCam (a module name; default the model's last
+    ``nn.Conv2d``). A ``model`` built without ``weights`` has random weights: the record says so
+    (``random_weights``) and the CLI and the index page warn.
 
-    Returns ``{"path", "ids", "sources", "methods", "signs", "class_names", "targets", "predictions"}``.
+    Returns ``{"path", "ids", "sources", "methods", "signs", "class_names", "targets", "predictions",
+    "random_weights", "model_name"}`` and, with a CAM method, ``"cam_layer"`` and ``"cam_layer_rule"``.
     """
     names = parse_methods(methods)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -245,6 +252,8 @@ def explain_run(
     found, items = found[:limit], items[:limit]
     net, class_names = build_model(run=run, branch=branch, model=model, weights=weights, num_classes=num_classes,
                                    in_channels=in_channels, device=device, trust_model_code=trust_model_code)
+    cams = any(needs_image(m) for m in names)
+    chosen = cam_layer(net, layer) if cams or layer is not None else None  # a bad name fails before any work
     spec = dict(getattr(net, "heatlab_spec", {}))
     channels = int(spec.get("in_channels", 3))
     if data is None and size is None:
@@ -270,7 +279,8 @@ def explain_run(
         parts = []
         for i in range(0, len(x), batch_size):
             report(progress, f"explain/{method}", i, len(x))
-            parts.append(attribute(net, x[i:i + batch_size], method, target=targets[i:i + batch_size].to(dev)).cpu())
+            parts.append(attribute(net, x[i:i + batch_size], method, target=targets[i:i + batch_size].to(dev),
+                                   layer=chosen).cpu())
         report(progress, f"explain/{method}", len(x), len(x))
         tensors[method] = torch.cat(parts).to(torch.float16).contiguous()
     tensors.update(inputs=x.to(torch.float16).contiguous(), targets=targets.contiguous(),
@@ -284,7 +294,11 @@ def explain_run(
     signs = {m: "absolute" if bool((tensors[m] >= 0).all()) else "all" for m in names}
     record = {"ids": ids, "sources": found, "methods": names, "signs": signs, "class_names": class_names,
               "model": spec, "run": shown(Path(run).resolve()) if run is not None else None,
-              "branch": branch if run is not None else None, "target": "predicted" if fixed is None else fixed}
+              "branch": branch if run is not None else None, "target": "predicted" if fixed is None else fixed,
+              "model_name": model if model is not None else name,
+              "random_weights": run is None and weights is None}
+    if cams:
+        record.update(cam_layer=chosen, cam_layer_rule=cam_layer_rule(layer))
     with undo_on_error(out):
         ensure_dir(out)
         path = out / ATTRIBUTIONS

@@ -27,18 +27,18 @@ CONFIG: dict[str, Any] = {
     "weights_sha256?": str,
 }
 
-_ATTRIBUTION = {"preset?": str, "description?": str, "options?": dict[str, dict]}
+_ATTRIBUTION = {"preset?": str, "description?": str, "options?": dict[str, dict], "cam_layer?": str}
 
 SUMMARIES: dict[str, dict[str, Any]] = {
     "evaluate": {
         "complete?": bool, "split?": str, "samples?": int, "methods?": list[str], "branches?": _BRANCHES,
         "tables?": list[str], "input_kind?": str, "truth_kind?": str, "feature_names?": list[str],
-        "skipped?": list[str], "cam_layer?": str, "attribution?": _ATTRIBUTION,
+        "skipped?": list[str], "cam_layer?": str, "cam_layer_rule?": str, "attribution?": _ATTRIBUTION,
     },
     "ax": {
         "complete?": bool, "split?": str, "holdout_split?": str, "samples?": int, "methods?": list[str],
         "branches?": _BRANCHES, "space?": str, "space_note?": str, "compare_method?": str, "normalized?": bool,
-        "attribution?": _ATTRIBUTION, "groupings?": dict[str, {"when": str, "version": str}],
+        "cam_layer?": str, "cam_layer_rule?": str, "attribution?": _ATTRIBUTION, "groupings?": dict[str, {"when": str, "version": str}],
         "largest_gap?": {"auroc?": float, "grouping?": str, "method?": str, "variant?": str},
     },
     "lrp-filters": {

@@ -4,12 +4,14 @@ A run trains B branch models (1-5 in practice) and scores each on the same split
 score has two sources of spread: the samples and the branches. The intervals here are chosen to be
 honest at those sizes:
 
-* :func:`mean_interval` (a per-sample score such as five-band recall): with B >= 2, the 95% t
+* :func:`mean_interval` (a per-sample score such as five-band recall): with B >= 3, the 95% t
   interval over the B branches' means (each branch's mean over its samples), t with B - 1
   degrees of freedom. A branch mean already carries its samples' noise, so this one interval covers
-  both sources; with 2 branches its multiplier is t(0.975, 1) = 12.7, as wide as two values allow.
-  With B = 1 it is the 95% t interval of the mean over that branch's samples (n - 1 degrees of
-  freedom), which cannot include branch-to-branch spread (``Interval.kind`` says which).
+  both sources. With B = 1 or 2 a t interval over branches is useless (t(0.975, 1) = 12.7 with 2
+  branches: nearly everything overlaps), so it is a seeded percentile bootstrap over the samples
+  within the branches: every branch scored the same samples, so each resample draws the samples once
+  and uses them in every branch (:func:`_crossed_bootstrap` without resampling rows). It shows the
+  samples' spread and cannot include branch-to-branch spread (``Interval.kind`` says which interval).
 * :func:`auroc_interval` (one AUROC per branch, e.g. CO as a detector of correct predictions):
   with B >= 2 the same t interval over the branches' AUROCs; with B = 1 a seeded, stratified
   bootstrap over the samples (correct and wrong resampled separately, 2,000 resamples, percentile
@@ -56,7 +58,7 @@ CHANCE_MARGIN = 0.1
 class Interval:
     """An estimate with its interval; ``low``/``high`` are NaN when too few values define one.
 
-    kind: ``"t over branches"``, ``"t over samples"``, ``"bootstrap over samples"`` or one of
+    kind: ``"t over branches"``, :data:`WITHIN_BRANCHES`, ``"bootstrap over samples"`` or one of
     :func:`paired_difference`'s bootstrap kinds;
     branches, samples: how many branches and (non-NaN) samples went in.
     """
@@ -112,20 +114,37 @@ def _clip(iv: Interval, bounds: tuple[float, float] | None) -> Interval:
     return Interval(iv.estimate, max(iv.low, bounds[0]), min(iv.high, bounds[1]), iv.kind, iv.branches, iv.samples)
 
 
-def mean_interval(groups: Sequence, *, level: float = LEVEL, bounds: tuple[float, float] | None = None) -> Interval:
+#: :func:`mean_interval`'s kind with fewer than :data:`MIN_T_BRANCHES` branches.
+WITHIN_BRANCHES = "bootstrap over samples within branches"
+#: Fewest branches whose means make a useful t interval (with 2, t(0.975, 1) = 12.7).
+MIN_T_BRANCHES = 3
+
+
+def mean_interval(groups: Sequence, *, level: float = LEVEL, bounds: tuple[float, float] | None = None,
+                  resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> Interval:
     """The mean of a per-sample score over branches and its interval (see the module docstring).
 
     groups: one 1-D array of per-sample values per branch (NaN ignored; branches without a value
     are left out). The estimate is the mean of the branches' means (each branch counts once).
-    bounds: the score's range (e.g. (0, 1)); the interval is clipped to it.
+    With fewer than :data:`MIN_T_BRANCHES` branches the groups must hold the same samples in the same
+    order (equal lengths; the interval uses the samples that no branch has NaN for); branches of
+    different lengths keep the t interval over their means. bounds: the score's range (e.g. (0, 1));
+    the interval is clipped to it. ``seed``/``resamples``: the bootstrap's (deterministic).
     """
-    gs = _groups(groups, "mean_interval(groups)")
+    raw = [np.asarray(g, dtype=np.float64).ravel() for g in groups]
+    gs = _groups(raw, "mean_interval(groups)")
     n = sum(len(g) for g in gs)
-    if len(gs) >= 2:
-        est, lo, hi = t_interval(np.array([g.mean() for g in gs]), level)
-        return _clip(Interval(est, lo, hi, "t over branches", len(gs), n), bounds)
-    est, lo, hi = t_interval(gs[0], level)
-    return _clip(Interval(est, lo, hi, "t over samples", 1, n), bounds)
+    estimate = float(np.mean([g.mean() for g in gs]))
+    raw = [g for g in raw if (~np.isnan(g)).any()]
+    if len(gs) < MIN_T_BRANCHES and len({len(g) for g in raw}) == 1:
+        v = np.stack(raw)
+        v = v[:, ~np.isnan(v).any(axis=0)]  # the samples every branch scored
+        lo = hi = math.nan
+        if v.shape[1] >= 2:
+            lo, hi = _crossed_bootstrap(v, resample_rows=False, level=level, resamples=resamples, seed=seed)
+        return _clip(Interval(estimate, lo, hi, WITHIN_BRANCHES, len(gs), n), bounds)
+    est, lo, hi = t_interval(np.array([g.mean() for g in gs]), level)
+    return _clip(Interval(est, lo, hi, "t over branches", len(gs), n), bounds)
 
 
 def auroc_interval(positive: Sequence, negative: Sequence, *, level: float = LEVEL,

@@ -1,8 +1,9 @@
 """Section "Augmentative eXplanation (CO score)": the AX figures, the gap numbers and Table 2.
 
 Needs ``tables/co.parquet`` and ``tables/co_gap.parquet`` (written by ``heatlab ax``). Shows the
-space h was added in, the attribution preset, both correct/wrong groupings side by side and, when
-the run has it, Table 2's comparison line in the other space.
+space h was added in, the attribution preset, the error test's grouping (correct before AX) and,
+folded in ``<details>`` blocks, the histograms, the AUROC of every variant and the journal version's
+grouping (correct after AX), and, when the run has it, Table 2's comparison line in the other space.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ BELOW_HALF = """\
 detector of correct predictions it works backwards, so a high score points to a likely error, not a likely success, and \
 its flag threshold (CO below it = likely error) flags the wrong side. The heatmap added this way helps the wrongly \
 predicted class more than the true one.</p>"""
-PAIR = """\
+FIGURES = """\
 {% from "macros.html" import figure %}
-<div class="pair">{% for src, alt, caption in figures %}{% call figure(src, alt) %}{{ caption }}{% endcall %}{% endfor %}</div>"""
+<div class="pair">{% for src, alt, caption in boxes %}{% call figure(src, alt) %}{{ caption }}{% endcall %}{% endfor %}</div>
+<details><summary>CO histograms per method and variant</summary>
+{% call figure(hist[0], hist[1]) %}{{ hist[2] }}{% endcall %}</details>"""
 SPACE = "<b>{{ space }}</b> space: {{ note }}"
 TEMPLATE = """\
 {% from "macros.html" import figure %}
@@ -56,9 +59,9 @@ the CO score, which inflates the AUROC. {{ inflation }}</p>
 <p class="muted">AUROC 1 = every correct sample scores above every wrong one, 0.5 = no information, below 0.5 = wrong \
 predictions score higher.</p>
 {{ below_half }}
-{% for pair in pairs %}{{ pair }}
-{% endfor %}
-<h3>AUROC per variant and grouping</h3><div class="scroll">{{ auroc_table }}</div>
+{{ error_figures }}
+<details><summary>AUROC per variant and grouping, every method and branch</summary>
+<h3>AUROC per variant and grouping</h3><div class="scroll">{{ auroc_table }}</div></details>
 <h3>The gap in numbers (raw logits, x + h; correct before AX: the error test)</h3><p>Empty interval: the range between \
 the groups when no score falls between them. Flag threshold: a sample whose CO is below it is flagged as a likely error \
 (the journal's use: flag mislabelled samples); it was \
@@ -66,16 +69,18 @@ the groups when no score falls between them. Flag threshold: a sample whose CO i
 the threshold never saw the samples it is judged on{% else %}chosen and measured on <b>{{ split }}</b> (in-sample, \
 optimistic){% endif %}. Flag precision = flagged samples that are wrong, flag recall = wrong samples that are flagged.</p>\
 <div class="scroll">{{ gap_table }}</div>
+<details><summary>The journal version's reproduction (correct after AX): its figures and numbers</summary>
 <h3>The journal version's reproduction (raw logits, x + h; correct after AX)</h3><p>The same numbers grouped by the \
 prediction after AX, as the journal version's figure does; not an error test (the post-AX logits decide both the group \
 and the score), so no flag threshold is shown.</p><div class="scroll">{{ journal_table }}</div>
-<h3>Accuracy before and after AX</h3><p>Paper Table 2: the share of samples predicted correctly from x (before AX) and \
+{{ journal_figures }}</details>
+<div class="pair"><div><h3>Accuracy before and after AX</h3><p>Paper Table 2: the share of samples predicted correctly from x (before AX) and \
 from x + h and x · h, in the {{ space }} space; bold where AX improved on it.{% if compare %} The last line is \
 {{ compare[0] }} with h attributed and added in the <b>{{ compare[1] }}</b> space instead, for comparison: in the input \
 space h is small next to standardised data, in the pixel space it is as large as the image.{% endif %}</p>\
-<div class="scroll">{{ accuracy_table }}</div>
-{% call figure(accuracy_src, "accuracy before and after AX") %}Accuracy after AX per method for {{ branch }} \
-({{ space }} space); dashed: before AX.{% endcall %}
+<div class="scroll">{{ accuracy_table }}</div></div>
+{% call figure(accuracy_src, "accuracy before and after AX", "fit") %}Accuracy after AX per method for {{ branch }} \
+({{ space }} space); dashed: before AX.{% endcall %}</div>
 """
 
 
@@ -156,9 +161,19 @@ def below_half_html(gap: pd.DataFrame) -> Markup | str:
     return render(BELOW_HALF, low=low) if low else ""
 
 
-def _pair(ctx: ReportContext, paths: dict, key: str, alt: str, caption: str) -> Markup:
-    return render(PAIR, figures=[(ctx.src(paths[f"{key}_{g}"]), f"{alt}, {grouping_label(g)}",
-                                  f"{caption} {grouping_label(g).capitalize()}.") for g in GROUPINGS])
+def _figures(ctx: ReportContext, paths: dict, branch: str, grouping: str) -> Markup:
+    """The CO boxplots (x + h, x · h) side by side and the CO histograms, for one grouping."""
+    label = grouping_label(grouping)
+    boxes = [(ctx.src(paths[f"box_sum_{grouping}"]), f"CO boxplots for x + h, {label}",
+              f"Paper Fig. 2/3: CO scores with AX x + h on raw logits (top) and softmax (bottom) for {branch}, correct "
+              "predictions in blue, wrong ones in orange; boxes span the quartiles, dots are samples. Each method's "
+              f"AUROC is under its name. {label.capitalize()}."),
+             (ctx.src(paths[f"box_mult_{grouping}"]), f"CO boxplots for x · h, {label}",
+              f"The same for AX x · h. {label.capitalize()}.")]
+    hist = (ctx.src(paths[f"hist_{grouping}"]), f"CO histograms, {label}",
+            "Histograms of the CO scores per method (rows) and variant (columns), correct in blue and wrong in orange, "
+            f"each group scaled to unit area so that a small group stays visible; dotted line at 0. {label.capitalize()}.")
+    return render(FIGURES, boxes=boxes, hist=hist)
 
 
 def _space_text(info: dict) -> Markup:
@@ -185,22 +200,14 @@ def ax_section(ctx: ReportContext) -> str:
             what = ("as a detector of correct predictions" if grouping == ERROR_GROUPING
                     else "separating the after-AX groups; not an error test")
             gaps.append((grouping_label(grouping), what, means.idxmax(), means.max(), means.idxmin(), means.min()))
-    pairs = [
-        _pair(ctx, paths, "box_sum", "CO boxplots for x + h",
-              f"Paper Fig. 2/3: CO scores with AX x + h on raw logits (top) and softmax (bottom) for {branch}, correct "
-              "predictions in blue, wrong ones in orange; boxes span the quartiles, dots are samples. Each method's "
-              "AUROC is under its name."),
-        _pair(ctx, paths, "box_mult", "CO boxplots for x · h", "The same for AX x · h."),
-        _pair(ctx, paths, "hist", "CO histograms",
-              "Histograms of the CO scores per method (rows) and variant (columns), correct in blue and wrong in "
-              "orange, each group scaled to unit area so that a small group stays visible; dotted line at 0."),
-    ]
     compare = info.get("compare_rows")
     has_compare = compare is not None and not compare.empty
     return render(
         TEMPLATE, split=info["split"], holdout=info.get("holdout_split"), space=space, branch=branch,
         space_text=_space_text(info), attribution=attribution_text(info.get("attribution")),
-        inflation=inflation_html(gap), gaps=gaps, below_half=below_half_html(gap), pairs=pairs,
+        inflation=inflation_html(gap), gaps=gaps, below_half=below_half_html(gap),
+        error_figures=_figures(ctx, paths, branch, ERROR_GROUPING),
+        journal_figures=_figures(ctx, paths, branch, "correct_after"),
         auroc_table=auroc_table_html(gap), gap_table=gap_table_html(gap),
         journal_table=gap_table_html(gap, grouping="correct_after"),
         compare=(compare["method"].iloc[0], compare["space"].iloc[0]) if has_compare else None,

@@ -23,7 +23,9 @@ from heatlab.report.co_figures import load_ax_tables
 from heatlab.report.page import ReportContext, Section
 from heatlab.report.sections.localisation import in_range
 from heatlab.report.templates import number, render
-from heatlab.score.intervals import CHANCE_MARGIN, LEVEL, Interval, Pick, auroc_interval, chance_level, mean_interval, near_chance, pick_best
+from heatlab.score.intervals import (
+    CHANCE_MARGIN, LEVEL, WITHIN_BRANCHES, Interval, Pick, auroc_interval, chance_level, mean_interval, near_chance, pick_best,
+)
 
 #: (family, table, column, what the score is) of the per-sample rows.
 PER_SAMPLE_SCORES = (
@@ -145,10 +147,13 @@ TEMPLATE = """\
 {{ accuracy }}
 {% if rows %}
 {{ table(["family", "score (higher is better)", "best method", "mean [" ~ level ~ "% interval]", "interval"], rows, wrap=True) }}
-<p class="muted">Intervals ({{ level }}%): with two or more branches, a t interval over the branches' values (each \
-branch's mean over its samples, or its AUROC; t with B − 1 degrees of freedom), which carries both the samples' and the \
-branches' spread; with one branch, a t interval over its samples (for AUROC a seeded bootstrap over the samples, correct \
-and wrong resampled separately), which cannot show how another branch would differ; every interval is clipped to \
+<p class="muted">Intervals ({{ level }}%; the last column names the one each row used): a mean over samples gets, \
+with three or more branches, a t interval over the branches' means (t with B − 1 degrees of freedom), which carries both \
+the samples' and the branches' spread; with one or two branches (where t over two means would be 12.7 standard errors \
+wide) a seeded percentile bootstrap over the samples within the branches (2,000 resamples; the samples drawn once per \
+resample for every branch, since all scored the same samples). An AUROC gets, with two or more branches, a t interval \
+over the branches' AUROCs; with one branch a seeded bootstrap over its samples (correct and wrong resampled \
+separately). A bootstrap over samples cannot show how another branch would differ; every interval is clipped to \
 [0, 1]. A bootstrap interval from few correct or wrong samples is too narrow (their counts are shown). A method is named \
 best only when its interval overlaps no other method's; otherwise the overlapping methods are <i>tied</i>.</p>
 {% endif %}
@@ -166,8 +171,11 @@ def methods_html(row: Row) -> Markup:
 
 
 def kind_text(iv: Interval) -> str:
+    """Which interval ``iv`` is, with its sizes, e.g. "bootstrap over 40 samples within 2 branches"."""
     if iv.kind == "t over branches":
         return f"t over {iv.branches} branches"
+    if iv.kind == WITHIN_BRANCHES:
+        return f"bootstrap over {iv.samples} samples within {iv.branches} branch{'es' if iv.branches > 1 else ''}"
     return f"{iv.kind.split()[0]} over {iv.samples} samples, 1 branch"
 
 

@@ -24,13 +24,13 @@ else "all of a window's relevance to its maximum, Zennit's default" }}).{% endif
 of the top 20% of |R| over the mean of the rest, per sign, averaged) went: {{ trend }}. The paper reports MP rising for \
 SmallNet at 28 and 140 px (S1, S2), rising less for the 28 px AlexNet-like net (AL1) and falling for the 140 px one \
 (AL2).</p>
-{% call figure(mp, "Mean Power per layer during training") %}Paper 004, Fig. 2: Mean Power per layer against iteration, \
+<div class="pair">{% call figure(mp, "Mean Power per layer during training") %}Paper 004, Fig. 2: Mean Power per layer against iteration, \
 mean ± one standard deviation over the evaluation samples; dashed: accuracy on them.{% endcall %}
-{% call figure(grid, "LRP heatmaps per filter") %}Paper 004, Fig. 3: LRP heatmaps after training with each filter at \
+{% call figure(grid, "LRP heatmaps per filter", "fit") %}Paper 004, Fig. 3: LRP heatmaps after training with each filter at \
 {{ s["filter_layers"]|join(", ") }}. \
 {% if settings.get("start") == "all" %}Relevance started at every logit (start='all'), as in the paper's code.\
 {% else %}Relevance started at the predicted logit only; the paper's code started from all logits (--start all).\
-{% endif %}{% endcall %}
+{% endif %}{% endcall %}</div>
 """
 
 
