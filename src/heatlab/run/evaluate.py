@@ -42,6 +42,7 @@ from heatlab.explain.postprocess import channel_adjust, normalize_max_abs
 from heatlab.explain.presets import Preset, get_preset
 from heatlab.files import atomic_path, write_json, write_parquet
 from heatlab.progress import Progress
+from heatlab.run.no_truth import CONTROL, NoTruth, check_finite
 from heatlab.run.rundir import RunDir
 from heatlab.run.runner import PARQUET, TENSORS, Stage, Unit, Work, earlier_methods, run_stage
 from heatlab.score.five_band import METRICS, five_band
@@ -208,6 +209,7 @@ class Evaluate(Stage):
         preds = work.predictions(unit.split, unit.branch, unit.shard)
         attr = attribute(model, shard["images"], unit.method, target=preds, seed=self.seed,
                          batch_size=self.batch_size, **self.preset.kwargs(unit.method)).detach().cpu()
+        check_finite(attr, unit)
         rows = gallery_rows(shard["labels"], preds) if self.input_kind == "image" else None
         pieces: dict[str, Any] = {"heatmaps": heatmap_piece(attr, shard, preds, unit.shard, rows)}
         if self.scored:
@@ -311,8 +313,6 @@ def evaluate_run(run_dir, *, methods="all", split: str = "test", batch_size: int
     override the metrics' own (checked against the data before anything runs). The summary holds the
     no-truth stage's under ``"no_truth"`` (None when no no-truth metric ran).
     """
-    from heatlab.run.no_truth import CONTROL, NoTruth
-
     run = RunDir(run_dir, trust_model_code=trust_model_code)
     stage = Evaluate(run, methods=methods, split=split, batch_size=batch_size, device=device, preset=preset,
                      replace=replace, metrics=metrics)

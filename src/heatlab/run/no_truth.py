@@ -44,6 +44,13 @@ def explain_with(model, x, y, *, method: str, seed: int, batch_size: int, option
     return attribute(model, x, method, target=y, seed=seed, batch_size=batch_size, **options).detach()
 
 
+def check_finite(a: torch.Tensor, unit: Unit) -> None:
+    """One sentence for NaN or infinite attributions of ``unit`` (no metric can score them)."""
+    if not bool(torch.isfinite(a).all()):
+        raise HeatlabError(f"{unit.method} gave NaN or infinite heatmaps on {unit.branch}, shard {unit.shard}, so "
+                           "no metric can score them; check the model's weights or leave the method out.")
+
+
 class NoTruth(Stage):
     """The no-truth stage: units (branch, method, shard) of one split, methods plus Random."""
 
@@ -83,9 +90,7 @@ class NoTruth(Stage):
         explain = partial(explain_with, method=unit.method, seed=self.seed, batch_size=self.batch_size,
                           options=self.preset.kwargs(unit.method))
         a = explain(model, x, preds.to(self.device))
-        if not bool(torch.isfinite(a).all()):
-            raise HeatlabError(f"{unit.method} gave NaN or infinite heatmaps on {unit.branch}, shard {unit.shard}, so "
-                               "no metric can score them; check the model's weights or leave the method out.")
+        check_finite(a, unit)
         scores = no_truth_scores(model, x, preds.to(self.device), a, self.selection.metrics, explain=explain,
                                  seed=self.seed)
         n = len(preds)

@@ -12,7 +12,7 @@ batch of attributions (:func:`no_truth_scores`).
 Selection: comma-separated metric names or families (``faithfulness``, ``randomisation``,
 ``robustness``, ``complexity``, ``axiomatic``; the ground-truth families ``localisation`` and
 ``five-band`` and their metrics only check that the data has truth: evaluate computes them
-wherever it does), ``all`` (every no-truth metric that applies), ``default``
+wherever it does; a name that is both a metric and a family, ``complexity``, is the metric), ``all`` (every no-truth metric that applies), ``default``
 (:data:`FAST` plus the ground-truth metrics where truth exists) or ``none``.
 """
 
