@@ -19,6 +19,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -74,7 +75,6 @@ class NoTruth(Stage):
             patch_size=patch_size, perturb_baseline=perturb_baseline)
         asked = [m for m in parse_methods(methods, kind) if m != CONTROL]
         self.methods = [*asked, CONTROL]
-        self.offsets = [self.data.shard_bounds(k)[0] for k in range(self.data.num_shards)]
 
     def units(self) -> list[Unit]:
         return [Unit(self.split, b, m, k) for b in self.branches for m in self.methods for k in range(self.data.num_shards)]
@@ -93,8 +93,7 @@ class NoTruth(Stage):
         check_finite(a, unit)
         scores = no_truth_scores(model, x, preds.to(self.device), a, self.selection.metrics, explain=explain,
                                  seed=self.seed)
-        n = len(preds)
-        sample = torch.arange(n) + self.offsets[unit.shard]
+        sample = torch.arange(len(preds))  # within the shard; join makes it the index in the split
         frames = [pd.DataFrame({"metric": name, "sample": sample.numpy(), "value": v.numpy()})
                   for name, v in scores.items()]
         return {"no_truth": pd.concat(frames, ignore_index=True) if frames
@@ -102,7 +101,12 @@ class NoTruth(Stage):
                                    "value": pd.Series(dtype="float64")})}
 
     def join(self, units: Sequence[Unit], parts: dict[str, list[Any]]) -> dict:
-        frames = [df.assign(branch=u.branch, method=u.method) for u, df in zip(units, parts["no_truth"])]
+        sizes: dict[int, int] = {}
+        for u, df in zip(units, parts["no_truth"]):
+            sizes[u.shard] = max(sizes.get(u.shard, 0), int(df["sample"].max()) + 1 if len(df) else 0)
+        starts = dict(zip(sorted(sizes), [0, *np.cumsum([sizes[k] for k in sorted(sizes)]).tolist()]))
+        frames = [df.assign(branch=u.branch, method=u.method, sample=df["sample"] + starts[u.shard])
+                  for u, df in zip(units, parts["no_truth"])]
         table = pd.concat(frames, ignore_index=True)[COLUMNS] if frames else pd.DataFrame(columns=COLUMNS)
         rank = {"branch": self.branches, "method": self.methods, "metric": self.selection.names}
         rank = {col: {v: i for i, v in enumerate(values)} for col, values in rank.items()}

@@ -110,7 +110,7 @@ def select_metrics(text: str | Sequence[str], metrics: Registry[Metric], *, inpu
             continue
         chosen += [m for m in picked if m not in chosen]
     if not image and (bad := [n for n in IMAGE_ONLY if n in explicit]):
-        raise HeatlabError(f"{', '.join(bad)} {'needs' if len(bad) == 1 else 'need'} image inputs (pixels, patches or superpixels) but this data is a "
+        raise HeatlabError(f"{', '.join(map(repr, bad))} {'needs' if len(bad) == 1 else 'need'} image inputs (pixels, patches or superpixels) but this data is a "
                            f"table; the metrics that need images are {', '.join(IMAGE_ONLY)}.")
     if not image and (left := [m.name for m in chosen if m.name in IMAGE_ONLY]):
         skipped.append(f"{', '.join(left)} need image inputs; they were left out for this table data.")
@@ -128,7 +128,7 @@ def _check_truth(name: str, metrics: Mapping[str, Metric], truth_kind: str | Non
     kinds = {m.truth for m in entries if m.truth is not None}
     if truth_kind is None or ("levels" in kinds and "mask" not in kinds and truth_kind != "levels"):
         need = "ground truth with the levels 0, 0.4 and 0.9" if kinds == {"levels"} else "ground truth"
-        raise HeatlabError(f"{name} needs {need}, which this data does not have; choose no-truth metrics such as "
+        raise HeatlabError(f"{name!r} needs {need}, which this data does not have; choose no-truth metrics such as "
                            f"{', '.join(FAST)} instead.")
 
 
