@@ -254,7 +254,9 @@ def demo(
     _print_training(summary["training"])
     say_cam_layer(summary["evaluate"])
     sec = summary["seconds"]
+    _print_no_truth(summary["no_truth"])
     say(f"data {sec['data']:.0f} s, training {sec['training']:.0f} s, evaluation {sec['evaluation']:.0f} s, "
+        f"no-truth scores {sec['no_truth']:.0f} s, "
         f"AX {sec['ax']:.0f} s, GAX {sec['gax']:.0f} s, LRP {sec['lrp']:.0f} s, Mixer {sec['mixer']:.0f} s, "
         f"report {sec['report']:.0f} s; "
         f"total {sec['total']:.0f} s")

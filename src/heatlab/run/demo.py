@@ -27,6 +27,9 @@ class DemoPlan:
     # quick demo stays within minutes (`heatlab ax RUN --methods all` runs every method).
     ax_methods: str = "Saliency,InputXGradient,DeepLift,GuidedBackprop,Deconvolution,GuidedGradCam,LayerGradCam,LRP"
     gax_images: int = 8
+    #: The no-truth scores (issue 22): the fast set on two methods (Random, the floor, is added).
+    no_truth_methods: str = "Saliency,LRP"
+    no_truth_metrics: str = "default"
     #: Filters of the LRP filter study on the cells (None: the paper's eight).
     lrp_filters: str | None = None
     #: Paper 004 on the offline digits: a short training with Mean Power tracking.
@@ -41,7 +44,7 @@ def demo_plan(*, full: bool = False, seed: int = 0) -> DemoPlan:
     """The quick plan (a few minutes on 2 cores) or, with ``full``, the paper's split sizes and 5 branches."""
     if full:
         return DemoPlan(size=128, shards={"train": 32, "val": 8, "test": 8}, shard_size=200,
-                        train=TrainConfig(seed=seed, branches=5), ax_methods="all", gax_images=100,
+                        train=TrainConfig(seed=seed, branches=5), ax_methods="all", gax_images=100, no_truth_methods="all",
                         lrp_study={"epochs": 3, "every": 50, "eval_samples": 240, "heatmap_samples": 4},
                         mixer={"seeds": 3, "n_steps": 32, "train_samples": None, "epochs": 30, "patience": 5})
     return DemoPlan(size=128, shards={"train": 24, "val": 4, "test": 2}, shard_size=100,
@@ -57,7 +60,8 @@ def run_demo(
     training_figure: Callable[[Path, Path], Path] | None = None,
     report: Callable[..., Path] | None = None,
 ) -> dict:
-    """Run the whole demo into ``run_dir``: data -> train -> training figure -> evaluate -> AX -> GAX -> LRP filter
+    """Run the whole demo into ``run_dir``: data -> train -> training figure -> evaluate -> no-truth scores (the fast
+    set on two methods and Random) -> AX -> GAX -> LRP filter
     study on the cells and a short LRP study on the digits (paper 004) -> the Mixer (paper 003) -> report.
 
     Every step resumes: a second call with the same arguments skips the finished work. ``run/``
@@ -66,9 +70,9 @@ def run_demo(
     and ``heatlab.report.html.build_report`` (called as ``report(run_dir, progress=progress)``), as
     ``heatlab demo`` does; ``None`` skips that step.
 
-    Returns ``{"run_dir", "data_dir", "plan", "training", "evaluate", "ax", "gax", "lrp_filters", "lrp_study",
+    Returns ``{"run_dir", "data_dir", "plan", "training", "evaluate", "no_truth", "ax", "gax", "lrp_filters", "lrp_study",
     "mixer", "training_figure", "report", "seconds"}`` where ``seconds`` holds the wall time of each stage
-    (``data``, ``training`` (with its figure), ``evaluation``, ``ax``, ``gax``, ``lrp``, ``mixer``, ``report``) and
+    (``data``, ``training`` (with its figure), ``evaluation``, ``no_truth``, ``ax``, ``gax``, ``lrp``, ``mixer``, ``report``) and
     the ``total``.
     """
     from heatlab.data.shards import write_cells
@@ -79,6 +83,7 @@ def run_demo(
     from heatlab.run.lrp_study import lrp_study
     from heatlab.improve.mixer import MixerConfig
     from heatlab.run.mixer import mixer_run
+    from heatlab.run.no_truth import no_truth_run
     from heatlab.run.training import train_run
 
     plan = demo_plan(full=full, seed=seed)
@@ -98,8 +103,11 @@ def run_demo(
     training = train_run(data_dir, run_dir, plan.train, progress=progress)
     figure = training_figure(run_dir, run_dir / "report" / "figures" / "training.png") if training_figure else None
     lap("training")
-    evaluation = evaluate_run(run_dir, methods=plan.methods, split=plan.split, progress=progress)
+    evaluation = evaluate_run(run_dir, methods=plan.methods, split=plan.split, progress=progress, metric_set="none")
     lap("evaluation")
+    no_truth = no_truth_run(run_dir, methods=plan.no_truth_methods, metrics=plan.no_truth_metrics, split=plan.split,
+                            progress=progress)
+    lap("no_truth")
     ax = ax_run(run_dir, methods=plan.ax_methods, split=plan.split, progress=progress)
     lap("ax")
     gax = gax_run(run_dir, split=plan.split, first_n_correct=plan.gax_images, progress=progress)
@@ -115,4 +123,4 @@ def run_demo(
     lap("report")
     seconds["total"] = time.perf_counter() - t0
     return {"run_dir": run_dir, "data_dir": data_dir, "plan": plan, "training": training, "evaluate": evaluation,
-            "ax": ax, "gax": gax, "lrp_filters": filters, "lrp_study": study, "mixer": mixer, "training_figure": figure, "report": page, "seconds": seconds}
+            "no_truth": no_truth, "ax": ax, "gax": gax, "lrp_filters": filters, "lrp_study": study, "mixer": mixer, "training_figure": figure, "report": page, "seconds": seconds}
