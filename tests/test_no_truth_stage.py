@@ -83,7 +83,7 @@ def test_default_set_and_family_selection(wine):
     _ok("evaluate", wine, "--methods", "Saliency", "--replace")
     summary = json.loads((wine / "no_truth.json").read_text())
     assert set(summary["metrics"]) == {"deletion", "insertion", "sparseness", "complexity", "emprt"}
-    assert summary["metrics"]["deletion"]["options"] == {"n_steps": 20}
+    assert summary["metrics"]["deletion"]["options"] == {"n_steps": 10}
     _ok("evaluate", wine, "--methods", "Saliency", "--replace", "--metrics", "randomisation,sparseness")
     table = pd.read_parquet(RunDir(wine).no_truth_table)
     assert list(table["metric"].unique()) == ["mprt", "emprt", "smprt", "random_logit", "sparseness"]

@@ -30,6 +30,8 @@ class DemoPlan:
     #: The no-truth scores (issue 22): the fast set on two methods (Random, the floor, is added).
     no_truth_methods: str = "Saliency,LRP"
     no_truth_metrics: str = "default"
+    #: (branches, shards, samples per shard) it scores; None: all. The quick plan: one branch, 50 cells.
+    no_truth_size: tuple = (1, 1, 50)
     #: Filters of the LRP filter study on the cells (None: the paper's eight).
     lrp_filters: str | None = None
     #: Paper 004 on the offline digits: a short training with Mean Power tracking.
@@ -45,6 +47,7 @@ def demo_plan(*, full: bool = False, seed: int = 0) -> DemoPlan:
     if full:
         return DemoPlan(size=128, shards={"train": 32, "val": 8, "test": 8}, shard_size=200,
                         train=TrainConfig(seed=seed, branches=5), ax_methods="all", gax_images=100, no_truth_methods="all",
+                        no_truth_size=(None, None, None),
                         lrp_study={"epochs": 3, "every": 50, "eval_samples": 240, "heatmap_samples": 4},
                         mixer={"seeds": 3, "n_steps": 32, "train_samples": None, "epochs": 30, "patience": 5})
     return DemoPlan(size=128, shards={"train": 24, "val": 4, "test": 2}, shard_size=100,
@@ -84,6 +87,7 @@ def run_demo(
     from heatlab.improve.mixer import MixerConfig
     from heatlab.run.mixer import mixer_run
     from heatlab.run.no_truth import no_truth_run
+    from heatlab.run.rundir import RunDir
     from heatlab.run.training import train_run
 
     plan = demo_plan(full=full, seed=seed)
@@ -105,8 +109,10 @@ def run_demo(
     lap("training")
     evaluation = evaluate_run(run_dir, methods=plan.methods, split=plan.split, progress=progress, metric_set="none")
     lap("evaluation")
+    n_branches, n_shards, n_samples = plan.no_truth_size
+    branches = None if n_branches is None else RunDir(run_dir).require_branches()[:n_branches]
     no_truth = no_truth_run(run_dir, methods=plan.no_truth_methods, metrics=plan.no_truth_metrics, split=plan.split,
-                            progress=progress)
+                            progress=progress, branches=branches, shards=n_shards, samples=n_samples)
     lap("no_truth")
     ax = ax_run(run_dir, methods=plan.ax_methods, split=plan.split, progress=progress)
     lap("ax")

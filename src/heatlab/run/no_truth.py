@@ -61,11 +61,22 @@ class NoTruth(Stage):
     def __init__(self, run: RunDir, *, methods="all", metrics: str | Sequence[str] = "default", split: str = "test",
                  batch_size: int = 25, device: str = "cpu", preset: str | Preset | None = None,
                  patch_size: int | None = None, perturb_baseline: str | None = None,
-                 registry: Registry[Metric] | None = None):
+                 registry: Registry[Metric] | None = None, branches: Sequence[str] | None = None,
+                 shards: int | None = None, samples: int | None = None):
         super().__init__(run, device=device, batch_size=batch_size)
+        for name, v in (("shards", shards), ("samples", samples)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise HeatlabError(f"{name}={v!r} must be a whole number >= 1 (or None for all).")
         self.preset = get_preset(preset, "evaluate")
         self.seed = run.seed()
         self.branches = run.require_branches()
+        if branches is not None:
+            unknown = [b for b in branches if b not in self.branches]
+            if unknown or not branches:
+                raise HeatlabError(f"Unknown branch {', '.join(unknown) or '(none)'}; choose from "
+                                   f"{', '.join(self.branches)}.")
+            self.branches = list(branches)
+        self.samples = samples
         self.split = split
         self.data = run.open_data(split)
         kind = self.data.input_kind
@@ -75,18 +86,20 @@ class NoTruth(Stage):
             patch_size=patch_size, perturb_baseline=perturb_baseline)
         asked = [m for m in parse_methods(methods, kind) if m != CONTROL]
         self.methods = [*asked, CONTROL]
+        self.shards = self.data.num_shards if shards is None else min(shards, self.data.num_shards)
 
     def units(self) -> list[Unit]:
-        return [Unit(self.split, b, m, k) for b in self.branches for m in self.methods for k in range(self.data.num_shards)]
+        return [Unit(self.split, b, m, k) for b in self.branches for m in self.methods for k in range(self.shards)]
 
     def settings(self, unit: Unit) -> dict:
-        return {"options": self.preset.kwargs(unit.method), "metrics": self.selection.options()}
+        return {"options": self.preset.kwargs(unit.method), "metrics": self.selection.options(), "samples": self.samples}
 
     def run_unit(self, work: Work, unit: Unit) -> dict[str, Any]:
         model = work.model(unit.branch)
         shard = work.shard(unit.split, unit.shard)
-        preds = work.predictions(unit.split, unit.branch, unit.shard)
-        x = shard["images"].to(self.device)
+        keep = slice(None, self.samples)  # the first ``samples`` of the shard (all when None)
+        preds = work.predictions(unit.split, unit.branch, unit.shard)[keep]
+        x = shard["images"][keep].to(self.device)
         explain = partial(explain_with, method=unit.method, seed=self.seed, batch_size=self.batch_size,
                           options=self.preset.kwargs(unit.method))
         a = explain(model, x, preds.to(self.device))
@@ -116,7 +129,7 @@ class NoTruth(Stage):
         write_parquet(path, table)
         summary = {
             "split": self.split, "methods": self.methods, "control": CONTROL, "branches": self.branches,
-            "samples": len(self.data), "skipped": list(self.selection.skipped),
+            "samples": int(table["sample"].nunique()), "skipped": list(self.selection.skipped),
             "metrics": {m.name: {**m.record(), "options": dict(m.fn.options)} for m in self.selection.metrics},
             "best": best_methods(table, self.selection.metrics), "complete": True,
         }
@@ -146,14 +159,17 @@ def best_methods(table: pd.DataFrame, metrics: Sequence[Metric]) -> dict[str, di
 def no_truth_run(run_dir, *, methods="all", metrics: str | Sequence[str] = "default", split: str = "test",
                  batch_size: int = 25, device: str = "cpu", preset: str | Preset | None = None,
                  patch_size: int | None = None, perturb_baseline: str | None = None, progress=None, backend: Any = None,
-                 trust_model_code: bool = False, registry: Registry[Metric] | None = None) -> dict:
+                 trust_model_code: bool = False, registry: Registry[Metric] | None = None,
+                 branches: Sequence[str] | None = None, shards: int | None = None, samples: int | None = None) -> dict:
     """Score ``methods`` plus Random with the no-truth ``metrics`` on every (branch, shard) of ``split``;
-    write ``tables/no_truth.parquet`` and ``no_truth.json`` (see the module docstring)."""
+    write ``tables/no_truth.parquet`` and ``no_truth.json`` (see the module docstring). ``branches``,
+    ``shards`` (the first n) and ``samples`` (the first n of each shard) make a smaller table (the demo's)."""
     from heatlab.run.runner import run_stage
 
     stage = NoTruth(RunDir(run_dir, trust_model_code=trust_model_code), methods=methods, metrics=metrics,
                     split=split, batch_size=batch_size, device=device, preset=preset, patch_size=patch_size,
-                    perturb_baseline=perturb_baseline, registry=registry)
+                    perturb_baseline=perturb_baseline, registry=registry, branches=branches, shards=shards,
+                    samples=samples)
     if not stage.selection.metrics:
         raise HeatlabError("No no-truth metric applies to this data; choose metrics such as deletion or sparseness.")
     return run_stage(stage, progress=progress, backend=backend)
