@@ -196,6 +196,7 @@ def test_demo_runs_the_whole_pipeline_through_run_demo(tmp_path, monkeypatch):
     tiny = demo_mod.DemoPlan(size=64, shards={"train": 2, "val": 1, "test": 1}, shard_size=10,
                              train=TrainConfig(epochs=1, branches=1, branch_epochs=1, batch_size=10, eval_every=1, n_l=1),
                              methods="Saliency", ax_methods="Saliency", gax_images=2, lrp_filters="c0.2",
+                             no_truth_methods="Saliency",
                              lrp_study={"epochs": 1, "batch_size": 128, "every": 5, "eval_samples": 8,
                                         "heatmap_samples": 1, "filters": "c0.2"},
                              mixer={"seeds": 1, "n_steps": 2, "train_samples": 8, "epochs": 1, "patience": 1})
@@ -207,9 +208,15 @@ def test_demo_runs_the_whole_pipeline_through_run_demo(tmp_path, monkeypatch):
     assert "total" in text and "GAX:" in text and "LRP study (paper 004, digits)" in text and "Mixer (paper 003)" in text
     assert "LRP filters against none" in text and "c0.2: better on" in text  # the verdicts of the paired intervals
     assert (run / "report" / "figures" / "training.png").is_file()
+    assert "no-truth scores" in text and "deletion (lower is better): best Saliency" in text
+    import pandas as pd
+
+    no_truth = pd.read_parquet(run / "tables" / "no_truth.parquet")
+    assert set(no_truth["method"]) == {"Saliency", "Random"}
+    assert set(no_truth["metric"]) == {"deletion", "insertion", "sparseness", "complexity", "emprt"}
     summary = demo_mod.run_demo(run)  # resumes: everything is already there
-    assert set(summary["seconds"]) == {"data", "training", "evaluation", "ax", "gax", "lrp", "mixer", "report",
-                                          "total"}
+    assert set(summary["seconds"]) == {"data", "training", "evaluation", "no_truth", "ax", "gax", "lrp", "mixer",
+                                          "report", "total"}
     assert summary["report"] is None and summary["training"]["branches"]
 
 

@@ -23,13 +23,15 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def places(tiny_run, tmp_path_factory, png_claiming):
+def places(tiny_run, tiny_wine_run, tmp_path_factory, png_claiming):
     """Paths the cases refer to by name ({run}, {cells}, ...), all made once for the module."""
     root = tmp_path_factory.mktemp("malformed")
     run = root / "run"
     shutil.copytree(tiny_run, run)
     cells = Path(json.loads((run / "config.json").read_text())["data_root"])
     p = {"run": run, "cells": cells, "root": root, "new": root / "new", "missing": root / "missing"}
+    p["wine"] = root / "wine"
+    shutil.copytree(tiny_wine_run, p["wine"])
     p["file"] = root / "notes.txt"
     p["file"].write_text("not a model\n")
     p["pickle"] = root / "weights.pt"
@@ -151,6 +153,13 @@ CASES = [
     ("lrp-study-out-is-a-file", "lrp-study --data digits --out {file}"),
     ("train-mnist-zero-pixel-images", "train --data mnist:{mnist0} --out {new} --epochs 1 --branches 0"),
     ("explain-image-over-pixel-limit", "explain {huge} --run {run} --out {new}"),
+    # no-truth metrics (issue 22)
+    ("evaluate-metric-unknown", "evaluate {run} --metrics nosuch"),
+    ("evaluate-patch-metric-on-a-table", "evaluate {wine} --metrics region_perturbation_morf"),
+    ("evaluate-truth-metric-without-truth", "evaluate {wine} --metrics localisation"),
+    ("evaluate-patch-size-larger-than-image", "evaluate {run} --patch-size 65"),
+    ("evaluate-perturb-baseline-unknown", "evaluate {run} --perturb-baseline purple"),
+    ("evaluate-blur-baseline-on-a-table", "evaluate {wine} --perturb-baseline blur"),
     # Typer's parse errors: one sentence like every other error, not a usage box.
     ("parse-size-not-a-number", "train --data {cells} --out {new} --size abc"),
     ("parse-lr-not-a-number", "train --data {cells} --out {new} --lr fast"),

@@ -74,9 +74,10 @@ def test_ray_writes_the_tables_the_local_backend_writes(cluster, local, tiny_run
     backend = make_backend("ray", workers=2)
     seen = []
     evaluate_run(run, methods=METHODS, batch_size=7, backend=backend, progress=lambda t, d, n: seen.append(d))
-    _same_files(local, run)
+    _same_files(local, run, ("five_band", "roc", "localisation", "no_truth"))
     summary = backend.summary()
-    assert summary["units"] == 4 and summary["workers"] == 2 and summary["retried"] == 0 and seen[-1] == 4
+    # evaluate's 4 units (2 methods × 2 shards), then the no-truth stage's 6 (the methods and Random × 2 shards)
+    assert summary["units"] == 10 and summary["workers"] == 2 and summary["retried"] == 0 and seen[-1] == 6
     ax_run(run, methods="Saliency", batch_size=7, backend=make_backend("ray", workers=2))
     _same_files(local, run, ("co", "co_gap"))
 

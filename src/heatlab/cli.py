@@ -182,10 +182,18 @@ def evaluate(
                                  "the methods of an earlier evaluation of the same split and preset)."),
     layer: Optional[str] = layer_option(),
     device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
+    metrics: str = typer.Option("default", help="No-truth metrics, names or families (faithfulness, randomisation, "
+                                "robustness, complexity, axiomatic), e.g. faithfulness,sparseness; 'all'; 'none'; "
+                                "default: deletion, insertion, sparseness, complexity, emprt. The ground-truth "
+                                "metrics run wherever the data has truth."),
+    patch_size: Optional[int] = typer.Option(None, help="Patch side of the patch metrics (default: the image side / 16)."),
+    perturb_baseline: Optional[str] = typer.Option(None, help="What removed features become: black, white, mean, "
+                                                   "uniform or blur (default: each metric's own)."),
     runner=None,  # --backend and the Ray flags (cli_common.backend_flags)
     trust_model_code: bool = trust_model_code_option(),
 ) -> None:
-    """Explain every sample with every method for every branch and score it against the ground truth."""
+    """Explain every sample with every method for every branch; score it against the ground truth where there
+    is one, and with the no-truth metrics (tables/no_truth.parquet, the control Random among the methods)."""
     from heatlab.run.evaluate import evaluate_run
     from heatlab.run.rundir import RunDir
 
@@ -193,15 +201,29 @@ def evaluate(
     with progress_bars() as progress:
         summary = evaluate_run(run_dir, methods=methods, split=split, batch_size=batch_size, preset=preset,
                                replace=replace, device=device, progress=progress, backend=runner,
-                               trust_model_code=trust_model_code, layer=layer)
-    for sentence in summary["skipped"]:
+                               trust_model_code=trust_model_code, layer=layer, metric_set=metrics,
+                               patch_size=patch_size, perturb_baseline=perturb_baseline)
+    no_truth = summary.get("no_truth") or {}
+    for sentence in [*summary["skipped"], *no_truth.get("skipped", [])]:
         say(f"skipped: {sentence}")
     say_cam_layer(summary)
-    tables = ", ".join(summary["tables"]) or "none (heatmaps only)"
+    tables = ", ".join([*summary["tables"], *(["no_truth"] if no_truth else [])]) or "none (heatmaps only)"
     say(f"evaluated {summary['samples']} samples x {len(summary['methods'])} methods x {len(summary['branches'])} branches "
         f"in {time.perf_counter() - t0:.0f} s; tables: {tables}; heatmaps in {RunDir(run_dir).heatmaps_dir}")
+    if no_truth:
+        _print_no_truth(no_truth)
     if (line := backend_line(runner)) is not None:
         say(line)
+
+
+def _print_no_truth(summary: dict) -> None:
+    """Per no-truth metric: the best method by mean and Random's mean (the floor a real method must beat)."""
+    fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
+    say(f"no-truth scores in {summary['table']} ({summary['control']}, seeded noise, is the floor a method must beat):")
+    for name, row in summary["best"].items():
+        direction = {True: "higher is better", False: "lower is better"}.get(row["higher_is_better"], "no direction")
+        say(f"  {name} ({direction}): best {row['best'] or '-'} {fmt(row['best_mean'])}, "
+            f"{summary['control']} {fmt(row['random_mean'])}")
 
 
 # ------------------------------------------------------------------------------------- report
@@ -238,7 +260,9 @@ def demo(
     _print_training(summary["training"])
     say_cam_layer(summary["evaluate"])
     sec = summary["seconds"]
+    _print_no_truth(summary["no_truth"])
     say(f"data {sec['data']:.0f} s, training {sec['training']:.0f} s, evaluation {sec['evaluation']:.0f} s, "
+        f"no-truth scores {sec['no_truth']:.0f} s, "
         f"AX {sec['ax']:.0f} s, GAX {sec['gax']:.0f} s, LRP {sec['lrp']:.0f} s, Mixer {sec['mixer']:.0f} s, "
         f"report {sec['report']:.0f} s; "
         f"total {sec['total']:.0f} s")

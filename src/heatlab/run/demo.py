@@ -27,6 +27,11 @@ class DemoPlan:
     # quick demo stays within minutes (`heatlab ax RUN --methods all` runs every method).
     ax_methods: str = "Saliency,InputXGradient,DeepLift,GuidedBackprop,Deconvolution,GuidedGradCam,LayerGradCam,LRP"
     gax_images: int = 8
+    #: The no-truth scores (issue 22): the fast set on two methods (Random, the floor, is added).
+    no_truth_methods: str = "Saliency,LRP"
+    no_truth_metrics: str = "default"
+    #: (branches, shards, samples per shard) it scores; None: all. The quick plan: one branch, 50 cells.
+    no_truth_size: tuple = (1, 1, 50)
     #: Filters of the LRP filter study on the cells (None: the paper's eight).
     lrp_filters: str | None = None
     #: Paper 004 on the offline digits: a short training with Mean Power tracking.
@@ -41,7 +46,8 @@ def demo_plan(*, full: bool = False, seed: int = 0) -> DemoPlan:
     """The quick plan (a few minutes on 2 cores) or, with ``full``, the paper's split sizes and 5 branches."""
     if full:
         return DemoPlan(size=128, shards={"train": 32, "val": 8, "test": 8}, shard_size=200,
-                        train=TrainConfig(seed=seed, branches=5), ax_methods="all", gax_images=100,
+                        train=TrainConfig(seed=seed, branches=5), ax_methods="all", gax_images=100, no_truth_methods="all",
+                        no_truth_size=(None, None, None),
                         lrp_study={"epochs": 3, "every": 50, "eval_samples": 240, "heatmap_samples": 4},
                         mixer={"seeds": 3, "n_steps": 32, "train_samples": None, "epochs": 30, "patience": 5})
     return DemoPlan(size=128, shards={"train": 24, "val": 4, "test": 2}, shard_size=100,
@@ -57,7 +63,8 @@ def run_demo(
     stage_figures: Callable[[Path, str], list[Path]] | None = None,
     report: Callable[..., Path] | None = None,
 ) -> dict:
-    """Run the whole demo into ``run_dir``: data -> train -> training figure -> evaluate -> AX -> GAX -> LRP filter
+    """Run the whole demo into ``run_dir``: data -> train -> training figure -> evaluate -> no-truth scores (the fast
+    set on two methods and Random) -> AX -> GAX -> LRP filter
     study on the cells and a short LRP study on the digits (paper 004) -> the Mixer (paper 003) -> report.
 
     Every step resumes: a second call with the same arguments skips the finished work. ``run/``
@@ -66,9 +73,10 @@ def run_demo(
     figures) and ``heatlab.report.build_report`` (called as ``report(run_dir, progress=progress)``), as
     ``heatlab demo`` does; ``None`` skips that step.
 
-    Returns ``{"run_dir", "data_dir", "plan", "training", "evaluate", "ax", "gax", "lrp_filters", "lrp_study",
-    "mixer", "training_figures", "report", "seconds"}`` where ``seconds`` holds the wall time of each stage
-    (``data``, ``training`` (with its figure), ``evaluation``, ``ax``, ``gax``, ``lrp``, ``mixer``, ``report``) and
+    Returns ``{"run_dir", "data_dir", "plan", "training", "evaluate", "no_truth", "ax", "gax", "lrp_filters",
+    "lrp_study", "mixer", "training_figures", "report", "seconds"}`` where ``seconds`` holds the wall time of each
+    stage (``data``, ``training`` (with its figure), ``evaluation``, ``no_truth``, ``ax``, ``gax``, ``lrp``, ``mixer``,
+    ``report``) and
     the ``total``.
     """
     from heatlab.data.shards import write_cells
@@ -79,6 +87,7 @@ def run_demo(
     from heatlab.run.lrp_study import lrp_study
     from heatlab.improve.mixer import MixerConfig
     from heatlab.run.mixer import mixer_run
+    from heatlab.run.no_truth import no_truth_run
     from heatlab.run.rundir import RunDir
     from heatlab.run.training import train_run
 
@@ -99,8 +108,13 @@ def run_demo(
     training = train_run(data_dir, run_dir, plan.train, progress=progress)
     figures = stage_figures(run_dir, "train") if stage_figures else []
     lap("training")
-    evaluation = evaluate_run(run_dir, methods=plan.methods, split=plan.split, progress=progress)
+    evaluation = evaluate_run(run_dir, methods=plan.methods, split=plan.split, progress=progress, metric_set="none")
     lap("evaluation")
+    n_branches, n_shards, n_samples = plan.no_truth_size
+    branches = None if n_branches is None else RunDir(run_dir).require_branches()[:n_branches]
+    no_truth = no_truth_run(run_dir, methods=plan.no_truth_methods, metrics=plan.no_truth_metrics, split=plan.split,
+                            progress=progress, branches=branches, shards=n_shards, samples=n_samples)
+    lap("no_truth")
     ax = ax_run(run_dir, methods=plan.ax_methods, split=plan.split, progress=progress)
     lap("ax")
     gax = gax_run(run_dir, split=plan.split, first_n_correct=plan.gax_images, progress=progress)
@@ -116,4 +130,5 @@ def run_demo(
     lap("report")
     seconds["total"] = time.perf_counter() - t0
     return {"run_dir": run_dir, "data_dir": data_dir, "plan": plan, "training": training, "evaluate": evaluation,
-            "ax": ax, "gax": gax, "lrp_filters": filters, "lrp_study": study, "mixer": mixer, "training_figures": figures, "report": page, "seconds": seconds}
+            "no_truth": no_truth, "ax": ax, "gax": gax, "lrp_filters": filters, "lrp_study": study, "mixer": mixer,
+            "training_figures": figures, "report": page, "seconds": seconds}

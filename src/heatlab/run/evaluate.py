@@ -8,6 +8,9 @@ depends on the data's ground truth (``Split.truth_kind``):
 - a binary mask: the localisation metrics only;
 - none (tables, folders without masks): no truth score; the heatmaps are still computed and stored.
 
+Wherever there is truth or not, :func:`evaluate_run` then runs the no-truth metrics (the fast set by
+default, ``metric_set=``) on the methods plus the control ``Random``: :mod:`heatlab.run.no_truth`.
+
 Besides, every metric of the registry (``metrics=``, default
 :func:`heatlab.score.metrics.metric_registry`: the built-ins and the ``heatlab.metrics`` entry points)
 that applies is a column of ``tables/localisation.parquet`` (the per-sample scores table), a metric that
@@ -39,6 +42,7 @@ from heatlab.explain.postprocess import channel_adjust, normalize_max_abs
 from heatlab.explain.presets import Preset, get_preset
 from heatlab.files import atomic_path, write_json, write_parquet
 from heatlab.progress import Progress
+from heatlab.run.no_truth import CONTROL, NoTruth, check_finite
 from heatlab.run.rundir import RunDir
 from heatlab.run.runner import PARQUET, TENSORS, ShardUnit, Stage, Work, earlier_methods, run_stage
 from heatlab.score.five_band import METRICS, five_band
@@ -186,7 +190,7 @@ class Evaluate(Stage):
         out = []
         if self.truth_kind is None:
             out.append(f"The five-band score and the localisation metrics need ground truth, which '{self.spec}' does "
-                       "not have; the heatmaps were computed and stored without a score.")
+                       "not have; the heatmaps were stored without a truth score (the no-truth metrics need none).")
         elif self.truth_kind == "mask":
             out.append(f"The five-band score needs ground truth with the levels 0, 0.4 and 0.9, but the masks of "
                        f"'{self.spec}' are binary; only the localisation metrics were computed.")
@@ -220,6 +224,7 @@ class Evaluate(Stage):
         preds = work.predictions(unit.split, unit.branch, unit.shard)
         attr = attribute(model, shard["images"], unit.method, target=preds, seed=self.seed, layer=self.cam_layer,
                          batch_size=self.batch_size, **self.preset.kwargs(unit.method)).detach().cpu()
+        check_finite(attr, unit)
         rows = gallery_rows(shard["labels"], preds) if self.input_kind == "image" else None
         pieces: dict[str, Any] = {"heatmaps": heatmap_piece(attr, shard, preds, unit.shard, rows)}
         if self.scored:
@@ -306,8 +311,10 @@ def _join_roc(frames: list[pd.DataFrame]) -> pd.DataFrame:
 def evaluate_run(run_dir, *, methods="all", split: str = "test", batch_size: int = 25, device: str = "cpu",
                  preset: str | Preset | None = None, replace: bool = False, progress: Progress | None = None,
                  backend: Any = None, trust_model_code: bool = False, metrics: Registry[Metric] | None = None,
-                 layer: str | None = None) -> dict:
-    """Evaluate every (branch, method, shard) of ``split``; write the tables, heatmaps and evaluate.json.
+                 layer: str | None = None, metric_set: str | Sequence[str] = "default", patch_size: int | None = None,
+                 perturb_baseline: str | None = None) -> dict:
+    """Evaluate every (branch, method, shard) of ``split``; write the tables, heatmaps and evaluate.json,
+    then the no-truth scores of the methods plus ``Random`` (:mod:`heatlab.run.no_truth`).
 
     ``preset``: the attribution settings (:mod:`heatlab.explain.presets`; default ``"paper002"``).
     ``layer``: the CAM methods' layer (a module name); default the preset's (the first convolution
@@ -319,7 +326,21 @@ def evaluate_run(run_dir, *, methods="all", split: str = "test", batch_size: int
     (``file.py:fn``, ``module:fn``); without it such a run is refused in one sentence.
     ``metrics``: the metric registry to score with (default the built-ins and the ``heatlab.metrics``
     entry points); ``METRICS.register(Metric(...))`` adds one for this call only.
+    ``metric_set``: the no-truth metrics (:func:`heatlab.score.no_truth.select_metrics`: names, families,
+    ``"all"``, ``"default"`` (the fast set) or ``"none"``); ``patch_size`` and ``perturb_baseline``
+    override the metrics' own (checked against the data before anything runs). The summary holds the
+    no-truth stage's under ``"no_truth"`` (None when no no-truth metric ran).
     """
-    return run_stage(Evaluate(RunDir(run_dir, trust_model_code=trust_model_code), methods=methods, split=split, batch_size=batch_size, device=device,
-                              preset=preset, replace=replace, metrics=metrics, layer=layer), progress=progress,
-                     backend=backend)
+    run = RunDir(run_dir, trust_model_code=trust_model_code)
+    stage = Evaluate(run, methods=methods, split=split, batch_size=batch_size, device=device, preset=preset,
+                     replace=replace, metrics=metrics, layer=layer)
+    # built (and its selection checked) before anything is written
+    no_truth = NoTruth(run, methods=stage.methods, metrics=metric_set, split=split, batch_size=batch_size,
+                       device=device, preset=preset, patch_size=patch_size, perturb_baseline=perturb_baseline,
+                       registry=metrics)
+    summary = run_stage(stage, progress=progress, backend=backend)
+    summary["no_truth"] = None
+    if no_truth.selection.metrics:
+        no_truth.methods = [*(m for m in summary["methods"] if m != CONTROL), CONTROL]
+        summary["no_truth"] = run_stage(no_truth, progress=progress, backend=backend)
+    return summary

@@ -6,6 +6,7 @@ Layout (DESIGN §3)::
     <run>/model/base/ and model/branch-00/    weights.safetensors + model.json (written last)
     <run>/tables/<name>.parquet               joined tables of every stage (e.g. lrp_filters_effects: the
                                               filter study's paired effects, :meth:`RunDir.table`)
+    <run>/tables/no_truth.parquet             no-truth scores (branch, method, metric, sample, value)
     <run>/tables/parts/<stage>-<split>/...    per-unit pieces that make the stages resumable
     <run>/heatmaps/<split>/<branch>/<method>.safetensors   float16 heatmaps stored by evaluate
     <run>/data/                               the cells `heatlab demo` generates
@@ -170,6 +171,12 @@ class RunDir:
     def table(self, name: str) -> Path:
         """``<run>/tables/<name>.parquet``."""
         return self.tables_dir / f"{name}.parquet"
+
+    @property
+    def no_truth_table(self) -> Path:
+        """``<run>/tables/no_truth.parquet``: evaluate's no-truth scores, long format (branch, method,
+        metric, sample, value)."""
+        return self.table("no_truth")
 
     def parts(self, stage: str, split: str) -> Path:
         """Folder of the per-unit pieces of ``stage`` on ``split``."""

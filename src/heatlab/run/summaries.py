@@ -35,6 +35,10 @@ SUMMARIES: dict[str, dict[str, Any]] = {
         "tables?": list[str], "input_kind?": str, "truth_kind?": str, "feature_names?": list[str],
         "skipped?": list[str], "cam_layer?": str, "cam_layer_rule?": str, "attribution?": _ATTRIBUTION,
     },
+    "no_truth": {
+        "complete?": bool, "split?": str, "samples?": int, "methods?": list[str], "control?": str,
+        "branches?": _BRANCHES, "skipped?": list[str], "metrics?": dict[str, dict], "best?": dict[str, dict],
+    },
     "ax": {
         "complete?": bool, "split?": str, "holdout_split?": str, "samples?": int, "methods?": list[str],
         "branches?": _BRANCHES, "space?": str, "space_note?": str, "compare_method?": str, "normalized?": bool,

@@ -32,7 +32,10 @@ the two are the same mask, so ``".../feature"`` and ``".../cell"`` columns are e
 scores table, named after its first family). The five-band entries (``table="five_band"``,
 computed with their ROC by evaluate's five-band step), CO (``"co"``, ``heatlab ax``), the LRP filters' MAE (``"lrp_filters_localisation"``) and Mean Power
 (``"lrp_study"``, ``heatlab lrp-study``) are computed by their stages; their entries give the
-report direction and citation, and their ``fn`` computes them alone.
+report direction and citation, and their ``fn`` computes them alone. The no-truth metrics of the
+five family modules (faithfulness, randomisation, robustness, complexity, axiomatic) are entries of
+``table="no_truth"``: evaluate runs those ``--metrics`` asks for (default: a fast set,
+:mod:`heatlab.score.no_truth`) into ``tables/no_truth.parquet``.
 
 **Adding a metric** is one function plus one entry. In heatlab: one line in ``_BUILTIN`` here. Elsewhere,
 without touching heatlab: ``metrics = METRICS.register(Metric(...))`` and ``evaluate_run(run,
@@ -58,6 +61,11 @@ from torch import Tensor
 from heatlab.errors import HeatlabError
 from heatlab.registry import Registry
 from heatlab.score import localisation as loc
+from heatlab.score.axiomatic import AXIOMATIC
+from heatlab.score.complexity import COMPLEXITY
+from heatlab.score.faithfulness import FAITHFULNESS
+from heatlab.score.randomisation import RANDOMISATION
+from heatlab.score.robustness import ROBUSTNESS
 from heatlab.score.co import co_score, prepare_heatmaps
 from heatlab.score.five_band import five_band, truth_bands
 from heatlab.score.mean_power import mean_power
@@ -67,6 +75,8 @@ TRUTH_KINDS = ("levels", "mask")
 NEEDS = ("levels", "mask", "inputs", "model", "explain")
 #: The table evaluate writes the per-sample scores of the registry into.
 SCORES_TABLE = "localisation"
+#: The table of the metrics that need no ground truth (run only when asked for: heatlab.score.no_truth).
+NO_TRUTH_TABLE = "no_truth"
 FEATURE_CUT = 0.65  # feature mask: truth >= this (0.9 of the levels, 1 of a binary mask)
 CELL_CUT = 0.2  # cell mask: truth > this (any non-zero level)
 
@@ -151,7 +161,8 @@ class FromAttributions:
         offered = {"explain_func": explain, "seed": seed}  # only those fn takes (a metric of a alone takes neither)
         params = inspect.signature(self.fn).parameters
         takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        extra = {k: v for k, v in offered.items() if takes_all or k in params}
+        # a fn(..., **kw) that forwards to a curve takes the seed but re-explains only if it names explain_func
+        extra = {k: v for k, v in offered.items() if k in params or takes_all and k == "seed"}
         return self.fn(model, x, y, a, **extra, **self.options)
 
 
@@ -324,6 +335,14 @@ _BUILTIN = (
     Metric("mae", False, "mask", _mae, "LRP filters", _TJOA_004.replace("§4.1", "eq. (5)"), table="lrp_filters_localisation"),
     Metric("mean_power", None, (), _mean_power, "Mean Power", _TJOA_004, table="lrp_study"),
 )
+
+
+def _no_truth_entries() -> tuple[Metric, ...]:
+    return tuple(Metric.from_info(i, table=NO_TRUTH_TABLE)
+                 for i in (*FAITHFULNESS, *RANDOMISATION, *ROBUSTNESS, *COMPLEXITY, *AXIOMATIC))
+
+
+_BUILTIN = (*_BUILTIN, *_no_truth_entries())
 
 #: The built-in metrics (immutable; ``METRICS.register(...)`` returns a new registry).
 METRICS: Registry[Metric] = Registry("metrics", Metric, _BUILTIN)

@@ -1,0 +1,200 @@
+"""The no-truth metrics as evaluate runs them: which ones (``--metrics``), with which options, on one batch.
+
+The metrics themselves live in the family modules (:mod:`~heatlab.score.faithfulness`,
+:mod:`~heatlab.score.randomisation`, :mod:`~heatlab.score.robustness`,
+:mod:`~heatlab.score.complexity`, :mod:`~heatlab.score.axiomatic`); their registry entries
+(:data:`heatlab.score.metrics.METRICS`) have the table :data:`NO_TRUTH_TABLE`, so nothing runs
+them unless it is asked to. This module turns a selection text into the entries to run
+(:func:`select_metrics`), gives each the options that fit the data (:func:`fit_options`: a patch
+size for images, a subset size that the features allow, the stated baseline) and scores one
+batch of attributions (:func:`no_truth_scores`).
+
+Selection: comma-separated metric names or families (``faithfulness``, ``randomisation``,
+``robustness``, ``complexity``, ``axiomatic``; the ground-truth families ``localisation`` and
+``five-band`` and their metrics only check that the data has truth: evaluate computes them
+wherever it does; a name that is both a metric and a family, ``complexity``, is the metric), ``all`` (every no-truth metric that applies), ``default``
+(:data:`FAST` plus the ground-truth metrics where truth exists) or ``none``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import Tensor
+
+from heatlab.errors import HeatlabError
+from heatlab.registry import Registry
+from heatlab.score import axiomatic, perturb
+from heatlab.score._no_truth import check_heatmaps
+from heatlab.score.metrics import NO_TRUTH_TABLE, SCORES_TABLE, FromAttributions, Metric, applies
+
+#: The fast set every dataset gets by default: deletion and insertion AUC (10 steps), sparseness,
+#: complexity and one randomisation check (eMPRT: one re-explanation of the fully randomised model).
+FAST = ("deletion", "insertion", "sparseness", "complexity", "emprt")
+#: Options of the default (fast) set that differ from the metrics' own defaults.
+#: Deletion and insertion are forward-bound (n_steps + 1 passes each): 10 steps keep them a few passes.
+FAST_OPTIONS = {"deletion": {"n_steps": 10}, "insertion": {"n_steps": 10}}
+#: Metrics that perturb pixels, patches or superpixels: images only.
+IMAGE_ONLY = ("region_perturbation_morf", "region_perturbation_lerf", "selectivity", "road_morf", "road_lerf", "irof")
+KEYWORDS = ("all", "default", "none")
+#: Metrics that remove square patches (``patch_size``).
+PATCH_METRICS = ("region_perturbation_morf", "region_perturbation_lerf", "selectivity")
+#: Metrics that replace removed features by a baseline (``perturb_baseline``).
+BASELINE_METRICS = ("pixel_flipping", *PATCH_METRICS, "deletion", "insertion", "faithfulness_correlation",
+                    "monotonicity_correlation", "irof", "non_sensitivity", "completeness")
+#: The tables whose entries need ground truth (evaluate computes them wherever the data has it).
+TRUTH_TABLES = (SCORES_TABLE, "five_band")
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """What ``--metrics`` chose: the no-truth entries to run (options bound), and one sentence per
+    metric left out because the data lacks what it needs."""
+
+    metrics: tuple[Metric, ...]
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.metrics]
+
+    def options(self) -> dict[str, dict]:
+        """name -> the options bound to its function (for markers and summaries)."""
+        return {m.name: dict(m.fn.options) for m in self.metrics}
+
+
+def no_truth_entries(metrics: Mapping[str, Metric]) -> list[Metric]:
+    return [m for m in metrics.values() if m.table == NO_TRUTH_TABLE]
+
+
+def select_metrics(text: str | Sequence[str], metrics: Registry[Metric], *, input_kind: str, truth_kind: str | None,
+                   input_shape: Sequence[int], patch_size: int | None = None,
+                   perturb_baseline: str | None = None) -> Selection:
+    """The no-truth metrics ``text`` names (see the module docstring), options fitted to samples of
+    ``input_shape`` (C×H×W or F). HeatlabError, in one sentence, for an unknown name or family (the
+    known ones listed), a named metric the data cannot feed (ground truth, images), a patch size that
+    does not fit the images, a baseline that is not one of :data:`heatlab.score.perturb.BASELINES`."""
+    names = [t.strip() for t in text.split(",")] if isinstance(text, str) else [str(t).strip() for t in text]
+    names = [n for n in names if n]
+    image = input_kind == "image"
+    check_baseline(perturb_baseline)
+    if patch_size is not None:
+        check_patch_size(patch_size, input_shape)
+    pool = no_truth_entries(metrics)
+    truth_names = [m.name for m in metrics.values() if m.table in TRUTH_TABLES and m.truth is not None]
+    families = {m.family for m in pool} | {metrics[n].family for n in truth_names}
+    known = {m.name for m in pool} | set(truth_names) | families | set(KEYWORDS)
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise HeatlabError(f"Unknown metric or family {', '.join(map(repr, unknown)) or '(none)'}; choose from the "
+                           f"families {', '.join(sorted(families))}, the metrics {', '.join(m.name for m in pool)} "
+                           f"or {', '.join(KEYWORDS)}.")
+    chosen: list[Metric] = []
+    skipped: list[str] = []
+    explicit = set()
+    for n in names:
+        if n == "none":
+            continue
+        if n == "all":
+            picked = pool
+        elif n == "default":
+            picked = [metrics[f] for f in FAST if f in metrics]
+        elif n in metrics and metrics[n].table == NO_TRUTH_TABLE:
+            picked = [metrics[n]]
+            explicit.add(n)
+        elif n in {m.family for m in pool}:
+            picked = [m for m in pool if m.family == n]
+        else:  # a ground-truth metric or family: evaluate computes it wherever the data has truth
+            _check_truth(n, metrics, truth_kind)
+            continue
+        chosen += [m for m in picked if m not in chosen]
+    if not image and (bad := [n for n in IMAGE_ONLY if n in explicit]):
+        raise HeatlabError(f"{', '.join(map(repr, bad))} {'needs' if len(bad) == 1 else 'need'} image inputs (pixels, patches or superpixels) but this data is a "
+                           f"table; the metrics that need images are {', '.join(IMAGE_ONLY)}.")
+    if not image and (left := [m.name for m in chosen if m.name in IMAGE_ONLY]):
+        skipped.append(f"{', '.join(left)} need image inputs; they were left out for this table data.")
+        chosen = [m for m in chosen if m.name not in IMAGE_ONLY]
+    chosen = [m for m in chosen if applies(m, truth_kind, model=True)]
+    fast = "default" in names
+    fitted = tuple(_bind(m, fit_options(m, input_shape, patch_size=patch_size, perturb_baseline=perturb_baseline,
+                                        fast=fast and m.name in FAST)) for m in chosen)
+    return Selection(fitted, tuple(skipped))
+
+
+def _check_truth(name: str, metrics: Mapping[str, Metric], truth_kind: str | None) -> None:
+    entries = [metrics[name]] if name in metrics else [m for m in metrics.values()
+                                                       if m.family == name and m.table in TRUTH_TABLES]
+    kinds = {m.truth for m in entries if m.truth is not None}
+    if truth_kind is None or ("levels" in kinds and "mask" not in kinds and truth_kind != "levels"):
+        need = "ground truth with the levels 0, 0.4 and 0.9" if kinds == {"levels"} else "ground truth"
+        raise HeatlabError(f"{name!r} needs {need}, which this data does not have; choose no-truth metrics such as "
+                           f"{', '.join(FAST)} instead.")
+
+
+def fit_options(metric: Metric, input_shape: Sequence[int], *, patch_size: int | None = None,
+                perturb_baseline: str | None = None, fast: bool = False) -> dict[str, Any]:
+    """The options ``metric`` runs with on samples of ``input_shape``: its fast options (``fast``), a patch
+    size that fits the images (``min(H, W) // 16``, at least 1, unless given), a faithfulness-correlation
+    subset that the features allow, and ``perturb_baseline`` where the metric takes one."""
+    options = dict(FAST_OPTIONS.get(metric.name, {})) if fast else {}
+    if metric.name in PATCH_METRICS:
+        options["patch_size"] = max(1, min(input_shape[-2:]) // 16) if patch_size is None else patch_size
+    if metric.name == "faithfulness_correlation":
+        d = 1
+        for s in input_shape:
+            d *= int(s)
+        options["subset_size"] = max(1, min(224, d // 4))
+    if perturb_baseline is not None and metric.name in BASELINE_METRICS:
+        stated = axiomatic.BASELINES if metric.name == "completeness" else perturb.BASELINES
+        if perturb_baseline not in stated:
+            raise HeatlabError(f"Unknown perturb_baseline={perturb_baseline!r} for {metric.name}; pass one of "
+                               f"{', '.join(stated)}.")
+        if perturb_baseline == "blur" and len(input_shape) != 3:
+            raise HeatlabError(f"perturb_baseline='blur' blurs images but this data is a table; pass one of "
+                               f"{', '.join(b for b in perturb.BASELINES if b != 'blur')}.")
+        options["perturb_baseline"] = perturb_baseline
+    return options
+
+
+def check_baseline(perturb_baseline: str | None) -> None:
+    """A baseline is one of :data:`heatlab.score.perturb.BASELINES` (or None: each metric's own)."""
+    if perturb_baseline is not None and perturb_baseline not in perturb.BASELINES:
+        raise HeatlabError(f"Unknown perturb_baseline={perturb_baseline!r}; pass one of {', '.join(perturb.BASELINES)}.")
+
+
+def check_patch_size(patch_size: int, input_shape: Sequence[int]) -> None:
+    """``patch_size`` fits samples of ``input_shape`` (C×H×W images; tables have no patches)."""
+    if len(input_shape) != 3:
+        raise HeatlabError(f"patch_size={patch_size!r} applies to images but this data is a table; the metrics that "
+                           f"take a patch size ({', '.join(PATCH_METRICS)}) need images.")
+    side = min(input_shape[-2:])
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or not 1 <= patch_size <= side:
+        raise HeatlabError(f"patch_size={patch_size!r} does not fit the {input_shape[-2]}×{input_shape[-1]} images; "
+                           f"pass an integer from 1 to {side}.")
+
+
+def _bind(metric: Metric, options: Mapping[str, Any]) -> Metric:
+    inner = metric.fn.fn if isinstance(metric.fn, FromAttributions) else metric.fn
+    return dataclasses.replace(metric, fn=FromAttributions(inner, dict(options)))
+
+
+def no_truth_scores(model, x: Tensor, y: Tensor, a: Tensor, metrics: Sequence[Metric], *, explain=None,
+                    seed: int = 0) -> dict[str, Tensor]:
+    """name -> float64 ``N`` (CPU) of each entry of ``metrics`` on one batch: ``x`` N×C×H×W or N×F inputs,
+    ``y`` the explained classes, ``a`` their attributions (``x``'s shape), ``explain(model, x, y)``
+    re-explains (the randomisation and robustness metrics). HeatlabError for NaN or infinite ``a``."""
+    check_heatmaps(a, x)
+    out = {}
+    for m in metrics:
+        values = m.fn(a, None, model=model, x=x, y=y, a=a, explain=explain, seed=seed)
+        if not isinstance(values, Tensor) or values.shape != (len(x),):
+            raise HeatlabError(f"Metric {m.name!r} returned other than one value per sample; make it return a tensor "
+                               "of shape N.")
+        out[m.name] = values.detach().double().cpu()
+    return out
+
+
+__all__ = ["FAST", "IMAGE_ONLY", "KEYWORDS", "NO_TRUTH_TABLE", "Selection", "check_baseline", "check_patch_size", "fit_options",
+           "no_truth_entries", "no_truth_scores", "select_metrics"]
