@@ -141,6 +141,10 @@ def load_context(run_dir: str | os.PathLike, *, gallery_branch: str | None = Non
     study = run.path / "lrp-study"
     if (study / "lrp-study.json").is_file() and read_study_summary(study / "lrp-study.json").get("complete"):
         available.add("lrp-study")
+    if run.no_truth_table.is_file():
+        available.add("no_truth")
+    if run.agreement_table.is_file():
+        available.add("metric_agreement")
     if not available & {"evaluate", "ax", "gax", "lrp-filters", "lrp-study", "mixer"}:
         raise HeatlabError(f"Run '{run.path}' has no results to report yet (its training curves are in "
                            f"{run.figures_dir / 'training.png'}); run `heatlab evaluate {run.path}` (or "
@@ -149,6 +153,7 @@ def load_context(run_dir: str | os.PathLike, *, gallery_branch: str | None = Non
     files = {
         "train the run again into a new folder": [run.table("training"), run.table("validation")],
         f"run `heatlab evaluate {run.path}` again": [run.heatmaps(split, gallery_branch, m) for m in heatmaps],
+        f"run `heatlab evaluate {run.path} --metrics ...` again": [run.no_truth_table, run.agreement_table],
         f"run `heatlab ax {run.path}` again": [run.table(n) for n in AX_TABLES],
         f"run `heatlab gax {run.path}` again": [run.gax_dir / f for f in gax_stage.FILES],
         f"run `heatlab mixer {run.path}` again": [run.table("mixer"), run.path / "mixer" / "gallery.safetensors"],

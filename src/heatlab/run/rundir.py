@@ -163,6 +163,16 @@ class RunDir:
         """``<run>/tables/<name>.parquet``."""
         return self.tables_dir / f"{name}.parquet"
 
+    @property
+    def no_truth_table(self) -> Path:
+        """``<run>/tables/no_truth.parquet``: per-sample no-truth scores (long: branch, method, metric, sample, value)."""
+        return self.table("no_truth")
+
+    @property
+    def agreement_table(self) -> Path:
+        """``<run>/tables/metric_agreement.parquet``: how each no-truth metric's method ranking agrees with the truth's."""
+        return self.table("metric_agreement")
+
     def parts(self, stage: str, split: str) -> Path:
         """Folder of the per-unit pieces of ``stage`` on ``split``."""
         return self.tables_dir / "parts" / f"{stage}-{registry.check_split(split)}"
