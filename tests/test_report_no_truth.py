@@ -163,3 +163,16 @@ def test_sections_are_absent_without_the_tables(scored, tmp_path):
     for sid in ("no-truth-faithfulness", "no-truth-complexity", "no-truth-randomisation", "sanity", "metric-agreement"):
         assert _section(html, sid) == ""
     assert "no ground truth" not in _text(_section(html, "headline"))
+
+
+def test_verdicts_read_the_intervals():
+    from heatlab.report.sections.agreement import agreement_verdict
+    from heatlab.report.sections.sanity import THRESHOLD, verdict
+    from heatlab.score.intervals import Interval
+
+    iv = lambda est, lo, hi: Interval(est, lo, hi, "t over samples", 1, 10)  # noqa: E731
+    assert THRESHOLD == 0.5
+    assert [verdict(iv(0.2, 0.1, 0.49)), verdict(iv(0.7, 0.5, 0.8)), verdict(iv(0.5, 0.4, 0.6))] == ["pass", "fail", "unclear"]
+    assert verdict(iv(0.2, float("nan"), float("nan"))) == "pass"  # one sample: the mean decides
+    assert [agreement_verdict(0.1, 0.9), agreement_verdict(-0.9, -0.1), agreement_verdict(-0.1, 0.5),
+            agreement_verdict(float("nan"), 1.0)] == ["agrees", "disagrees", "unclear", "unclear"]
