@@ -62,17 +62,26 @@ def load_agreement(run_dir: str | os.PathLike) -> pd.DataFrame:
 
 def method_intervals(table: pd.DataFrame, metric: str, methods: Sequence[str]) -> dict[str, Interval]:
     """Per method (in ``methods`` order, then any other), the mean of ``metric`` and its interval over
-    branches and samples (:func:`mean_interval`); methods without a value are left out."""
+    branches and samples (:func:`mean_interval`); infinite values (a ratio over a zero heatmap) count
+    as undefined, like NaN (:func:`non_finite` counts them); methods without a value are left out."""
     rows = table[table["metric"] == metric]
     order = [m for m in methods if m in set(rows["method"])] + [m for m in dict.fromkeys(rows["method"]) if m not in methods]
     out = {}
     for m in order:
-        groups = [g["value"].to_numpy() for _, g in rows[rows["method"] == m].groupby("branch", sort=False)]
+        groups = [np.where(np.isfinite(v), v, np.nan) for v in
+                  (g["value"].to_numpy(np.float64) for _, g in rows[rows["method"] == m].groupby("branch", sort=False))]
         try:
             out[m] = mean_interval(groups)
         except HeatlabError:  # no value in any branch
             continue
     return out
+
+
+def non_finite(table: pd.DataFrame, metrics: Sequence[str]) -> dict[str, int]:
+    """Per metric of ``metrics`` with any, how many of its values are infinite (left out of the means)."""
+    rows = table[table["metric"].isin(list(metrics))]
+    counts = rows.assign(inf=np.isinf(rows["value"].to_numpy(np.float64))).groupby("metric", sort=False)["inf"].sum()
+    return {m: int(counts[m]) for m in metrics if m in counts and counts[m] > 0}
 
 
 def family_metrics(table: pd.DataFrame, family: str) -> list[str]:

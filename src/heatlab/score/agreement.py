@@ -122,8 +122,8 @@ def metric_agreement(scores: pd.DataFrame, truth: pd.DataFrame, *,
 
     direction: each metric's ``higher_is_better`` (a mapping or a function of the name; default
     :func:`metric_entry`); a metric with no direction (None) ranks nothing and is left out.
-    Compared are the methods, branches and samples both tables have; a sample with a NaN for any
-    method or branch (in the metric or the reference) is left out. Fewer than 2 methods or no
+    Compared are the methods, branches and samples both tables have; a sample with a NaN or an
+    infinite value for any method or branch (in the metric or the reference) is left out. Fewer than 2 methods or no
     sample left: NaN τ and ρ.
     """
     _check(scores, SCORE_COLUMNS, "scores")
@@ -141,7 +141,7 @@ def metric_agreement(scores: pd.DataFrame, truth: pd.DataFrame, *,
             samples = sorted(set(s_frame["sample"]) & set(t_frame["sample"]))
             s = _cube(s_frame, methods, branches, samples) * (1.0 if up else -1.0)
             t = _cube(t_frame, methods, branches, samples)
-            keep = ~(np.isnan(s).any((0, 1)) | np.isnan(t).any((0, 1)))
+            keep = np.isfinite(s).all((0, 1)) & np.isfinite(t).all((0, 1))
             s, t = s[:, :, keep], t[:, :, keep]
             row = {"metric": metric, "reference": reference, "n_methods": len(methods), "branches": len(branches),
                    "samples": int(keep.sum())}

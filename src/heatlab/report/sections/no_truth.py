@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from functools import partial
 
-from heatlab.report.no_truth import FAMILIES, family_metrics, intervals_figure, load_no_truth, method_intervals
+from heatlab.report.no_truth import (FAMILIES, family_metrics, intervals_figure, load_no_truth, method_intervals,
+                                    non_finite)
 from heatlab.report.page import ReportContext, Section
 from heatlab.report.sections.headline import kind_text
 from heatlab.report.templates import number, render
@@ -43,6 +44,10 @@ metric scored) and its {{ level }}% interval (3 significant digits); the best me
 which carries both the samples' and the branches' spread; with one branch a t interval over its samples). \
 Definitions: {% for name, direction, source in sources %}{{ name }} ({{ direction }}{% if source %}; {{ source }}{% endif %})\
 {% if not loop.last %}; {% endif %}{% endfor %}.</p>
+{% if infinite %}
+<p class="note caveat">Left out as undefined: {% for m, n in infinite.items() %}{{ n }} infinite value(s) of {{ m }}\
+{% if not loop.last %}, {% endif %}{% endfor %} (a ratio over a heatmap that is zero everywhere).</p>
+{% endif %}
 {% call figure(src, family ~ " metrics per method") %}Each panel one {{ family }} metric: per method its mean (bar) \
 and {{ level }}% interval (black line), in the table's numbers.{% endcall %}
 """
@@ -72,7 +77,7 @@ def family_section(ctx: ReportContext, family: str) -> str:
     kinds = sorted({kind_text(iv) for s in stats.values() for iv in s.values()})
     path = intervals_figure(stats, ctx.figure_path(f"no_truth_{family}.png"), methods=ctx.methods, directions=up)
     return render(TEMPLATE, question=QUESTIONS.get(family, ""), level=f"{100 * LEVEL:.0f}", header=header, rows=rows,
-                  kinds=kinds, family=family, src=ctx.src(path),
+                  kinds=kinds, family=family, src=ctx.src(path), infinite=non_finite(table, metrics),
                   sources=[(m, DIRECTIONS[up[m]], entries[m].get("source", "")) for m in metrics])
 
 
