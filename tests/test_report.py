@@ -28,14 +28,21 @@ from heatlab.report.heatmaps import StoredHeatmaps, load_heatmaps
 from heatlab.report.html import DEFAULT_SECTIONS, Section, build_report, gallery_section, load_context, rank_methods
 from heatlab.run.rundir import RunDir
 
+try:
+    from no_truth_tables import write_no_truth
+except ImportError:  # run from the repository root as a package
+    from tests.no_truth_tables import write_no_truth
+
 EVIL = "<script>alert(1)</script>"
 METHODS = ("Saliency", "InputXGradient", "LayerGradCam")
 WINE_METHODS = ("Saliency", "IntegratedGradients")
 
 
 def make_run(tmp: Path, tiny_run: Path, *, methods=METHODS, evaluate: bool = True, ax: bool = True,
-             gax: bool = True, name: str = "run") -> Path:
-    """A copy of the session's tiny trained cell run, put through the chosen stages by the pipeline."""
+             gax: bool = True, no_truth: bool = False, name: str = "run") -> Path:
+    """A copy of the session's tiny trained cell run, put through the chosen stages by the pipeline
+    (the no-truth table by calling the metrics directly, one per family, on the first method)."""
+    from heatlab.run.agreement import write_metric_agreement
     from heatlab.run.ax import ax_run
     from heatlab.run.evaluate import evaluate_run
     from heatlab.run.gax import gax_run
@@ -44,6 +51,9 @@ def make_run(tmp: Path, tiny_run: Path, *, methods=METHODS, evaluate: bool = Tru
     shutil.copytree(tiny_run, run)
     if evaluate:
         evaluate_run(run, methods=",".join(methods), split="test")
+        if no_truth:
+            write_no_truth(run, methods[:2])
+            write_metric_agreement(run, resamples=200)
     if ax:
         ax_run(run, methods="Saliency", split="test")
     if gax:
@@ -111,7 +121,7 @@ def add_lrp(run: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def full_report(tmp_path_factory, tiny_run):
-    run = add_lrp(make_run(tmp_path_factory.mktemp("full"), tiny_run))
+    run = add_lrp(make_run(tmp_path_factory.mktemp("full"), tiny_run, no_truth=True))
     calls = []
     page = build_report(run, progress=lambda task, done, total: calls.append((task, done, total)))
     return run, page, page.read_text(encoding="utf-8"), calls

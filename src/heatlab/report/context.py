@@ -143,6 +143,10 @@ def load_context(run_dir: str | os.PathLike, *, gallery_branch: str | None = Non
     study = run.study
     if study.summary.is_file() and read_study_summary(study.summary).get("complete"):
         available.add("lrp-study")
+    if run.no_truth_table.is_file():
+        available.add("no_truth")
+    if run.agreement_table.is_file():
+        available.add("metric_agreement")
     if require_results and not available & {"evaluate", "ax", "gax", "lrp-filters", "lrp-study", "mixer"}:
         raise HeatlabError(f"Run '{run.path}' has no results to report yet (its training curves are in "
                            f"{run.figure('training.png')}); run `heatlab evaluate {run.path}` (or "
@@ -151,6 +155,7 @@ def load_context(run_dir: str | os.PathLike, *, gallery_branch: str | None = Non
     files = {
         "train the run again into a new folder": [run.table("training"), run.table("validation")],
         f"run `heatlab evaluate {run.path}` again": [run.heatmaps(split, gallery_branch, m) for m in heatmaps],
+        f"run `heatlab evaluate {run.path} --metrics ...` again": [run.no_truth_table, run.agreement_table],
         f"run `heatlab ax {run.path}` again": [run.table(n) for n in AX_TABLES],
         f"run `heatlab gax {run.path}` again": [run.gax(f) for f in GAX_FILES],
         f"run `heatlab mixer {run.path}` again": [run.table("mixer"), run.mixer_gallery],

@@ -23,8 +23,8 @@ from heatlab.errors import HeatlabError
 from heatlab.report.context import load_context, study_context
 from heatlab.report.page import CSS, ReportContext, Section, note, render_page
 from heatlab.report.sections import (
-    ax, data, features, gallery, gax, headline, localisation, lrp_filters, lrp_study, mixer, overview, recall_precision, roc, summary,
-    training,
+    agreement, ax, data, features, gallery, gax, headline, localisation, lrp_filters, lrp_study, mixer, no_truth, overview,
+    recall_precision, roc, sanity, summary, training,
 )
 from heatlab.report.sections.gallery import gallery_section
 from heatlab.report.sections.summary import rank_methods
@@ -41,6 +41,9 @@ DEFAULT_SECTIONS: tuple[Section, ...] = (
     roc.SECTION,
     gallery.SECTION,
     localisation.SECTION,
+    *no_truth.SECTIONS,
+    sanity.SECTION,
+    agreement.SECTION,
     lrp_filters.SECTION,
     lrp_study.SECTION,
     mixer.SECTION,

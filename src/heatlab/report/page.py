@@ -77,7 +77,7 @@ class ReportContext:
 
     def has(self, need: str) -> bool:
         """Whether the run holds input ``need``: a table name ("five_band", "roc", "localisation",
-        "co", ...), "heatmaps", "image_heatmaps", "table_heatmaps", "evaluate", "ax" or "gax"."""
+        "co", "no_truth", "metric_agreement", ...), "heatmaps", "image_heatmaps", "table_heatmaps", "evaluate", "ax" or "gax"."""
         if need in self.available:
             return True
         frame = getattr(self, need, None)

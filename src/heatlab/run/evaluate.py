@@ -19,7 +19,8 @@ that reruns the unit's method); ``evaluate.json`` records each column's entry (d
 citation) under ``metrics`` for the report.
 
 Outputs (schemas in the README): ``tables/five_band.parquet``, ``tables/roc.parquet``,
-``tables/localisation.parquet`` (each only when it applies), the stored heatmaps
+``tables/localisation.parquet`` (each only when it applies), ``tables/metric_agreement.parquet``
+(:func:`heatlab.run.agreement.write_metric_agreement`, when a no-truth table exists too), the stored heatmaps
 ``<run>/heatmaps/<split>/<branch>/<method>.safetensors`` (:data:`HEATMAP_FORMAT`), and
 ``evaluate.json`` with what was done and, in ``skipped``, one sentence per thing left out.
 """
@@ -42,6 +43,7 @@ from heatlab.explain.postprocess import channel_adjust, normalize_max_abs
 from heatlab.explain.presets import Preset, get_preset
 from heatlab.files import atomic_path, write_json, write_parquet
 from heatlab.progress import Progress
+from heatlab.run.agreement import write_metric_agreement
 from heatlab.run.no_truth import CONTROL, NoTruth, check_finite
 from heatlab.run.rundir import RunDir
 from heatlab.run.runner import PARQUET, TENSORS, ShardUnit, Stage, Work, earlier_methods, run_stage
@@ -252,6 +254,7 @@ class Evaluate(Stage):
             paths[name] = self.run.table(name)
             write_parquet(paths[name], df)
         self._write_heatmaps(units, parts["heatmaps"])
+        write_metric_agreement(self.run)  # the no-truth metrics against this truth (when both tables exist)
         summary = {
             "split": self.split, "methods": self.methods, "branches": self.branches, "samples": len(self.data),
             "input_kind": self.input_kind, "truth_kind": self.truth_kind, "skipped": self.skipped,

@@ -32,7 +32,8 @@ from heatlab.explain.presets import Preset, get_preset
 from heatlab.files import write_json, write_parquet
 from heatlab.registry import Registry
 from heatlab.run.rundir import RunDir
-from heatlab.run.runner import PARQUET, Stage, Unit, Work
+from heatlab.run.agreement import write_metric_agreement
+from heatlab.run.runner import PARQUET, ShardUnit, Stage, Work
 from heatlab.score.metrics import Metric, metric_registry
 from heatlab.score.no_truth import Selection, no_truth_scores, select_metrics
 
@@ -45,7 +46,7 @@ def explain_with(model, x, y, *, method: str, seed: int, batch_size: int, option
     return attribute(model, x, method, target=y, seed=seed, batch_size=batch_size, **options).detach()
 
 
-def check_finite(a: torch.Tensor, unit: Unit) -> None:
+def check_finite(a: torch.Tensor, unit: ShardUnit) -> None:
     """One sentence for NaN or infinite attributions of ``unit`` (no metric can score them)."""
     if not bool(torch.isfinite(a).all()):
         raise HeatlabError(f"{unit.method} gave NaN or infinite heatmaps on {unit.branch}, shard {unit.shard}, so "
@@ -88,13 +89,13 @@ class NoTruth(Stage):
         self.methods = [*asked, CONTROL]
         self.shards = self.data.num_shards if shards is None else min(shards, self.data.num_shards)
 
-    def units(self) -> list[Unit]:
-        return [Unit(self.split, b, m, k) for b in self.branches for m in self.methods for k in range(self.shards)]
+    def units(self) -> list[ShardUnit]:
+        return [ShardUnit(self.split, b, m, k) for b in self.branches for m in self.methods for k in range(self.shards)]
 
-    def settings(self, unit: Unit) -> dict:
+    def settings(self, unit: ShardUnit) -> dict:
         return {"options": self.preset.kwargs(unit.method), "metrics": self.selection.options(), "samples": self.samples}
 
-    def run_unit(self, work: Work, unit: Unit) -> dict[str, Any]:
+    def run_unit(self, work: Work, unit: ShardUnit) -> dict[str, Any]:
         model = work.model(unit.branch)
         shard = work.shard(unit.split, unit.shard)
         keep = slice(None, self.samples)  # the first ``samples`` of the shard (all when None)
@@ -113,7 +114,7 @@ class NoTruth(Stage):
                 else pd.DataFrame({"metric": pd.Series(dtype=str), "sample": pd.Series(dtype="int64"),
                                    "value": pd.Series(dtype="float64")})}
 
-    def join(self, units: Sequence[Unit], parts: dict[str, list[Any]]) -> dict:
+    def join(self, units: Sequence[ShardUnit], parts: dict[str, list[Any]]) -> dict:
         sizes: dict[int, int] = {}
         for u, df in zip(units, parts["no_truth"]):
             sizes[u.shard] = max(sizes.get(u.shard, 0), int(df["sample"].max()) + 1 if len(df) else 0)
@@ -127,6 +128,7 @@ class NoTruth(Stage):
                                   key=lambda c: c.map(rank[c.name]) if c.name in rank else c).reset_index(drop=True)
         path = self.run.no_truth_table
         write_parquet(path, table)
+        write_metric_agreement(self.run)  # these metrics against the run's ground truth (when it has one)
         summary = {
             "split": self.split, "methods": self.methods, "control": CONTROL, "branches": self.branches,
             "samples": int(table["sample"].nunique()), "skipped": list(self.selection.skipped),

@@ -174,9 +174,13 @@ class RunDir:
 
     @property
     def no_truth_table(self) -> Path:
-        """``<run>/tables/no_truth.parquet``: evaluate's no-truth scores, long format (branch, method,
-        metric, sample, value)."""
+        """``<run>/tables/no_truth.parquet``: per-sample no-truth scores (long: branch, method, metric, sample, value)."""
         return self.table("no_truth")
+
+    @property
+    def agreement_table(self) -> Path:
+        """``<run>/tables/metric_agreement.parquet``: how each no-truth metric's method ranking agrees with the truth's."""
+        return self.table("metric_agreement")
 
     def parts(self, stage: str, split: str) -> Path:
         """Folder of the per-unit pieces of ``stage`` on ``split``."""

@@ -194,21 +194,30 @@ def bootstrap_over_seeds_and_samples(values, *, level: float = LEVEL, resamples:
     return Interval(float(v.mean()), lo, hi, "bootstrap over seeds and samples", *v.shape)
 
 
+def count_weights(n_rows: int, n_cols: int, *, resample_rows: bool, resamples: int, seed: int,
+                  budget: int = 4_000_000):
+    """The crossed bootstrap's draws as count weights, in chunks: yields ``(rows, cols)``, ``cols`` r×N
+    (how often each shared column, e.g. a sample, is drawn; each row sums to N) and ``rows`` r×B (how
+    often each row, e.g. a branch, is drawn) or None without ``resample_rows``. The columns are drawn
+    once per resample for every row, since the rows share them. ``budget`` bounds r·(B·N + N) per
+    chunk (about 32 MB of float64). Deterministic for a given ``seed``."""
+    rng = np.random.default_rng(seed)
+    chunk = max(1, budget // (n_rows * n_cols + n_cols))
+    for start in range(0, resamples, chunk):
+        r = min(chunk, resamples - start)
+        cols = rng.multinomial(n_cols, np.full(n_cols, 1.0 / n_cols), size=r)
+        rows = rng.multinomial(n_rows, np.full(n_rows, 1.0 / n_rows), size=r) if resample_rows else None
+        yield rows, cols
+
+
 def _crossed_bootstrap(v: np.ndarray, *, resample_rows: bool, level: float, resamples: int,
                        seed: int) -> tuple[float, float]:
     """Percentile interval of the mean of ``v`` (rows × shared columns: branches or seeds × the
-    samples they all scored). Each resample draws the columns with replacement, once for every row
-    (the rows share them), and with ``resample_rows`` the rows too; draws become count weights, so
-    no Python loop runs per resample."""
+    samples they all scored), resampled by :func:`count_weights`, so no Python loop runs per resample."""
     n_r, n_c = v.shape
-    rng = np.random.default_rng(seed)
     out = []
-    chunk = max(1, 4_000_000 // (n_r * n_c + n_c))  # keeps each weight matrix near 32 MB
-    for start in range(0, resamples, chunk):
-        r = min(chunk, resamples - start)
-        cols = rng.multinomial(n_c, np.full(n_c, 1.0 / n_c), size=r)  # r×N: how often each column is drawn
-        if resample_rows:
-            rows = rng.multinomial(n_r, np.full(n_r, 1.0 / n_r), size=r)  # r×B
+    for rows, cols in count_weights(n_r, n_c, resample_rows=resample_rows, resamples=resamples, seed=seed):
+        if rows is not None:
             out.append(((rows @ v) * cols).sum(axis=1) / (n_r * n_c))
         else:
             out.append(cols @ v.mean(axis=0) / n_c)

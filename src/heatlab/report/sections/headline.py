@@ -6,8 +6,9 @@ Families (each only when the run stored its table; the others get one short note
 five-band (``tables/five_band.parquet``, standard variant: best recall, best precision),
 localisation (``tables/localisation.parquet``: AUC and relevance mass accuracy against the feature
 mask) and CO/AX detection (``tables/co.parquet``: AUROC of the raw x + h CO score as a detector of
-correct predictions, grouped by correct before AX). Intervals, the tie rule and the chance rule
-are :mod:`heatlab.score.intervals`.
+correct predictions, grouped by correct before AX), and one row per no-truth metric
+(``tables/no_truth.parquet``, in family order, each in its own direction). Intervals, the tie rule
+and the chance rule are :mod:`heatlab.score.intervals`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from markupsafe import Markup
 
 from heatlab.errors import HeatlabError
 from heatlab.report.co_figures import load_ax_tables
+from heatlab.report.no_truth import FAMILIES as NO_TRUTH_FAMILIES, family_metrics, load_no_truth, method_intervals
 from heatlab.report.page import ReportContext, Section
 from heatlab.report.sections.localisation import in_range
-from heatlab.report.templates import number, render
+from heatlab.report.templates import general, number, render
+from heatlab.score.agreement import metric_entry
 from heatlab.score.intervals import (
     CHANCE_MARGIN, LEVEL, WITHIN_BRANCHES, Interval, Pick, auroc_interval, chance_level, mean_interval, near_chance, pick_best,
 )
@@ -50,6 +53,8 @@ class Row:
     intervals: dict[str, Interval]
     pick: Pick
     details: dict[str, str] | None = None  # per method, e.g. the group sizes behind an AUROC
+    higher_is_better: bool = True
+    digits: str = ""  # a number format for scores of any scale (see interval_text)
 
 
 def per_sample_row(table: pd.DataFrame, column: str, methods: list[str], family: str, what: str) -> Row:
@@ -108,6 +113,7 @@ def headline_rows(ctx: ReportContext) -> tuple[list[Row], list[str]]:
                 rows.append(row)
             else:
                 notes.append("CO/AX detection: no branch had both correct and wrong predictions, so no AUROC.")
+    rows += no_truth_rows(ctx)
     have = {r.family for r in rows}
     lacking = [f"{f} ({'the data has no ground truth for it' if ctx.has('evaluate') and t != 'co' else MISSING[f]})"
                for f, t in FAMILIES.items() if f not in have and not ctx.has(t)]
@@ -116,11 +122,34 @@ def headline_rows(ctx: ReportContext) -> tuple[list[Row], list[str]]:
     return rows, notes
 
 
-def interval_text(iv: Interval) -> str:
-    """The estimate and its interval as text, e.g. "0.500 [0.400, 0.600]" ("[–]" when undefined)."""
+#: No-truth scores have any scale (an AOPC of 1e-4, an entropy of 5): 3 significant digits.
+NO_TRUTH_DIGITS = ".3g"
+
+
+def no_truth_rows(ctx: ReportContext) -> list[Row]:
+    """One row per no-truth metric with a direction (family order), as its family section computes it."""
+    if not ctx.has("no_truth"):
+        return []
+    table, rows = load_no_truth(ctx.run_dir), []
+    for family in NO_TRUTH_FAMILIES:
+        for metric in family_metrics(table, family):
+            up = metric_entry(metric).get("higher_is_better")
+            intervals = method_intervals(table, metric, ctx.methods)
+            if up is None or not intervals:
+                continue
+            what = f"{metric} ({'higher' if up else 'lower'} is better; no ground truth)"
+            rows.append(Row(family, what, intervals, pick_best(intervals, higher_is_better=up), higher_is_better=up,
+                            digits=NO_TRUTH_DIGITS))
+    return rows
+
+
+def interval_text(iv: Interval, digits: str = "") -> str:
+    """The estimate and its interval as text, e.g. "0.500 [0.400, 0.600]" ("[–]" when undefined);
+    ``digits``: a format such as ".3g" (significant digits, for scores of any scale) instead of 3 decimals."""
+    fmt = (lambda x: general(x, digits)) if digits else number
     if not iv.defined:
-        return f"{number(iv.estimate)} [–]"
-    return f"{number(iv.estimate)} [{number(iv.low)}, {number(iv.high)}]"
+        return f"{fmt(iv.estimate)} [–]"
+    return f"{fmt(iv.estimate)} [{fmt(iv.low)}, {fmt(iv.high)}]"
 
 
 METHODS = """\
@@ -146,15 +175,15 @@ TEMPLATE = """\
 {% from "macros.html" import table %}
 {{ accuracy }}
 {% if rows %}
-{{ table(["family", "score (higher is better)", "best method", "mean [" ~ level ~ "% interval]", "interval"], rows, wrap=True) }}
+{{ table(["family", "score (higher is better unless marked)", "best method", "mean [" ~ level ~ "% interval]", "interval"], rows, wrap=True) }}
 <p class="muted">Intervals ({{ level }}%; the last column names the one each row used): a mean over samples gets, \
 with three or more branches, a t interval over the branches' means (t with B − 1 degrees of freedom), which carries both \
 the samples' and the branches' spread; with one or two branches (where t over two means would be 12.7 standard errors \
 wide) a seeded percentile bootstrap over the samples within the branches (2,000 resamples; the samples drawn once per \
 resample for every branch, since all scored the same samples). An AUROC gets, with two or more branches, a t interval \
 over the branches' AUROCs; with one branch a seeded bootstrap over its samples (correct and wrong resampled \
-separately). A bootstrap over samples cannot show how another branch would differ; every interval is clipped to \
-[0, 1]. A bootstrap interval from few correct or wrong samples is too narrow (their counts are shown). A method is named \
+separately). A bootstrap over samples cannot show how another branch would differ; every interval of a score \
+that lies in [0, 1] is clipped to [0, 1]. A bootstrap interval from few correct or wrong samples is too narrow (their counts are shown). A method is named \
 best only when its interval overlaps no other method's; otherwise the overlapping methods are <i>tied</i>.</p>
 {% endif %}
 {% for n in notes %}
@@ -165,9 +194,10 @@ best only when its interval overlaps no other method's; otherwise the overlappin
 
 def methods_html(row: Row) -> Markup:
     """Each method's estimate and interval, best first, one per line."""
-    ranked = sorted(row.intervals.items(), key=lambda kv: -kv[1].estimate)
+    sign = 1.0 if row.higher_is_better else -1.0
+    ranked = sorted(row.intervals.items(), key=lambda kv: -sign * kv[1].estimate)
     extra = row.details or {}
-    return render(METHODS, ranked=[(m, interval_text(iv), extra.get(m)) for m, iv in ranked])
+    return render(METHODS, ranked=[(m, interval_text(iv, row.digits), extra.get(m)) for m, iv in ranked])
 
 
 def kind_text(iv: Interval) -> str:

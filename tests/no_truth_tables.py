@@ -1,0 +1,52 @@
+"""A no-truth table for a test run: ``tables/no_truth.parquet`` computed by calling the metric
+functions directly (the pipeline's no-truth stage may not be in every branch), in the stage's long
+format (branch, method, metric, sample, value; ``sample`` the position in the split)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from heatlab.explain.attribution import attribute
+from heatlab.run.rundir import RunDir
+from heatlab.score import axiomatic, complexity, faithfulness, randomisation, robustness
+
+#: One fast metric per family, called as the family modules define them.
+NO_TRUTH = {
+    "sparseness": lambda model, x, y, a, explain: complexity.sparseness(model, x, y, a),
+    "region_perturbation_morf": lambda model, x, y, a, explain: faithfulness.region_perturbation(
+        model, x, y, a, patch_size=16, regions_evaluation=4),
+    "mprt": lambda model, x, y, a, explain: randomisation.mprt(model, x, y, a, explain_func=explain),
+    "avg_sensitivity": lambda model, x, y, a, explain: robustness.avg_sensitivity(
+        model, x, y, a, explain_func=explain, nr_samples=2),
+    "completeness": lambda model, x, y, a, explain: axiomatic.completeness(model, x, y, a),
+}
+
+
+def write_no_truth(run_dir, methods, metrics=NO_TRUTH) -> pd.DataFrame:
+    """tables/no_truth.parquet of ``metrics`` for every test sample, branch and method, with evaluate's
+    targets (the predictions) and attribution seed; returns the table."""
+    run = RunDir(run_dir)
+    data = run.open_data("test")
+    frames = []
+    for branch in run.branches():
+        model = run.load_model(branch).eval()
+        offset = 0
+        for k in range(data.num_shards):
+            x = data.load_shard(k)["images"]
+            with torch.no_grad():
+                y = model(x).argmax(1)
+            for method in methods:
+                def explain(m, xx, yy, method=method):
+                    return attribute(m, xx, method, target=yy, seed=run.seed()).detach()
+
+                a = explain(model, x, y)
+                for name, fn in metrics.items():
+                    v = fn(model, x, y, a, explain).double().numpy()
+                    frames.append(pd.DataFrame({"branch": branch, "method": method, "metric": name,
+                                                "sample": offset + np.arange(len(x)), "value": v}))
+            offset += len(x)
+    table = pd.concat(frames, ignore_index=True)
+    table.to_parquet(run.no_truth_table, index=False)
+    return table
