@@ -210,7 +210,7 @@ def per_sample_scores(h: Tensor, truth: Tensor | None, truth_kind: str | None, *
 
     Raises:
         HeatlabError: bad heatmaps, truth of another shape or device, truth values not of the kind,
-        a metric returning other than one value per sample.
+            a metric returning other than one value per sample.
     """
     metrics = METRICS if metrics is None else metrics
     loc._check_heatmaps(h)
