@@ -184,8 +184,8 @@ def evaluate(
     device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
     metrics: str = typer.Option("default", help="No-truth metrics, names or families (faithfulness, randomisation, "
                                 "robustness, complexity, axiomatic), e.g. faithfulness,sparseness; 'all'; 'none'; "
-                                "default: deletion, insertion, sparseness, complexity, emprt. The ground-truth "
-                                "metrics run wherever the data has truth."),
+                                "'fast' (deletion, insertion, sparseness, complexity, emprt); default: 'fast' on data "
+                                "without ground truth, none where the truth scores the heatmaps."),
     patch_size: Optional[int] = typer.Option(None, help="Patch side of the patch metrics (default: the image side / 16)."),
     perturb_baseline: Optional[str] = typer.Option(None, help="What removed features become: black, white, mean, "
                                                    "uniform or blur (default: each metric's own)."),

@@ -12,8 +12,9 @@ batch of attributions (:func:`no_truth_scores`).
 Selection: comma-separated metric names or families (``faithfulness``, ``randomisation``,
 ``robustness``, ``complexity``, ``axiomatic``; the ground-truth families ``localisation`` and
 ``five-band`` and their metrics only check that the data has truth: evaluate computes them
-wherever it does; a name that is both a metric and a family, ``complexity``, is the metric), ``all`` (every no-truth metric that applies), ``default``
-(:data:`FAST` plus the ground-truth metrics where truth exists) or ``none``.
+wherever it does; a name that is both a metric and a family, ``complexity``, is the metric), ``all`` (every no-truth metric that applies), ``fast``
+(:data:`FAST`), ``default`` (:data:`FAST` on data without ground truth; nothing on data with truth,
+whose truth scores the heatmaps and where the fast set would cost about as much as evaluate) or ``none``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from heatlab.score import axiomatic, perturb
 from heatlab.score._no_truth import check_heatmaps
 from heatlab.score.metrics import NO_TRUTH_TABLE, SCORES_TABLE, FromAttributions, Metric, applies
 
-#: The fast set every dataset gets by default: deletion and insertion AUC (10 steps), sparseness,
+#: The fast set (``fast``; ``default`` on data without ground truth): deletion and insertion AUC (10 steps), sparseness,
 #: complexity and one randomisation check (eMPRT: one re-explanation of the fully randomised model).
 FAST = ("deletion", "insertion", "sparseness", "complexity", "emprt")
 #: Options of the default (fast) set that differ from the metrics' own defaults.
@@ -38,7 +39,7 @@ FAST = ("deletion", "insertion", "sparseness", "complexity", "emprt")
 FAST_OPTIONS = {"deletion": {"n_steps": 10}, "insertion": {"n_steps": 10}}
 #: Metrics that perturb pixels, patches or superpixels: images only.
 IMAGE_ONLY = ("region_perturbation_morf", "region_perturbation_lerf", "selectivity", "road_morf", "road_lerf", "irof")
-KEYWORDS = ("all", "default", "none")
+KEYWORDS = ("all", "default", "fast", "none")
 #: Metrics that remove square patches (``patch_size``).
 PATCH_METRICS = ("region_perturbation_morf", "region_perturbation_lerf", "selectivity")
 #: Metrics that replace removed features by a baseline (``perturb_baseline``).
@@ -99,8 +100,10 @@ def select_metrics(text: str | Sequence[str], metrics: Registry[Metric], *, inpu
             continue
         if n == "all":
             picked = pool
-        elif n == "default":
+        elif n == "fast" or (n == "default" and truth_kind is None):
             picked = [metrics[f] for f in FAST if f in metrics]
+        elif n == "default":  # data with ground truth: its truth scores, no-truth metrics only on request
+            continue
         elif n in metrics and metrics[n].table == NO_TRUTH_TABLE:
             picked = [metrics[n]]
             explicit.add(n)
@@ -117,7 +120,7 @@ def select_metrics(text: str | Sequence[str], metrics: Registry[Metric], *, inpu
         skipped.append(f"{', '.join(left)} need image inputs; they were left out for this table data.")
         chosen = [m for m in chosen if m.name not in IMAGE_ONLY]
     chosen = [m for m in chosen if applies(m, truth_kind, model=True)]
-    fast = "default" in names
+    fast = "fast" in names or ("default" in names and truth_kind is None)
     fitted = tuple(_bind(m, fit_options(m, input_shape, patch_size=patch_size, perturb_baseline=perturb_baseline,
                                         fast=fast and m.name in FAST)) for m in chosen)
     return Selection(fitted, tuple(skipped))
