@@ -414,7 +414,10 @@ def test_a_run_evaluated_without_ax_has_no_ax_sections(tmp_path, tiny_run):
 
 def test_a_table_run_gets_feature_charts_instead_of_scores(wine_report):
     run, page, html = wine_report
-    assert _sections(html) == ["headline", "overview", "training", "features", "ax", "gax"]
+    # a table has no ground truth, so evaluate scored the fast no-truth set (deletion, insertion: faithfulness;
+    # sparseness, complexity: complexity; eMPRT: randomisation) and the report shows those families
+    no_truth = ["no-truth-faithfulness", "no-truth-randomisation", "no-truth-complexity"]
+    assert _sections(html) == ["headline", "overview", "training", "features", *no_truth, "ax", "gax"]
     ev = RunDir(run).stage_summary("evaluate")
     for sentence in ev["skipped"]:  # what evaluate skipped, and why
         assert sentence.replace("'", "&#39;") in html

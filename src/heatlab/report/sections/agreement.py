@@ -34,9 +34,11 @@ replacement, the same samples for every method, metric and reference (every meth
 recomputes every mean and both rankings; with 3 or more branches it draws the branches too. With few methods τ \
 takes few values, so intervals are coarse. References: {% for k, v in refs %}{{ k }}: {{ v }}{% if not loop.last %}; \
 {% endif %}{% endfor %}.</p>
+<details><summary>The same as a figure</summary>
 {% call figure(src, "Kendall's tau per metric and reference") %}Kendall's τ between each no-truth metric's ranking \
 of the methods and the ground truth's (one marker per reference), with its {{ level }}% bootstrap interval; 0 \
 (solid) means unrelated, ±1 (dotted) the same or the reverse order.{% endcall %}
+</details>
 """
 
 

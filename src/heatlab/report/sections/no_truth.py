@@ -39,17 +39,21 @@ TEMPLATE = """\
 {% from "macros.html" import table, figure %}
 <p>{{ question }} Per method, the mean of each metric over every branch and sample (on the split's samples the \
 metric scored) and its {{ level }}% interval (3 significant digits); the best mean is bold when its interval overlaps no other method's.</p>
+<details><summary>Per-method means and intervals ({{ rows|length }} methods)</summary>
 {{ table(header, rows) }}
-<p class="muted">Intervals: {{ kinds|join("; ") }} (with two or more branches a t interval over the branches' means, \
-which carries both the samples' and the branches' spread; with one branch a t interval over its samples). \
+</details>
+<p class="muted">Intervals: {{ kinds|join("; ") }} (with three or more branches a t interval over the branches' means, \
+which carries both the samples' and the branches' spread; with fewer a bootstrap over the samples within the branches). \
 Definitions: {% for name, direction, source in sources %}{{ name }} ({{ direction }}{% if source %}; {{ source }}{% endif %})\
 {% if not loop.last %}; {% endif %}{% endfor %}.</p>
 {% if infinite %}
 <p class="note caveat">Left out as undefined: {% for m, n in infinite.items() %}{{ n }} infinite value(s) of {{ m }}\
 {% if not loop.last %}, {% endif %}{% endfor %} (a ratio over a heatmap that is zero everywhere).</p>
 {% endif %}
+<details><summary>The same as bars with intervals</summary>
 {% call figure(src, family ~ " metrics per method") %}Each panel one {{ family }} metric: per method its mean (bar) \
 and {{ level }}% interval (black line), in the table's numbers.{% endcall %}
+</details>
 """
 
 
