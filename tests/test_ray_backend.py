@@ -48,7 +48,7 @@ def cluster():
 def local(tiny_run, tmp_path_factory):
     run = tmp_path_factory.mktemp("local") / "run"
     shutil.copytree(tiny_run, run)
-    evaluate_run(run, methods=METHODS, batch_size=7)
+    evaluate_run(run, methods=METHODS, batch_size=7, metric_set="fast")  # the cells have truth: ask for the no-truth set
     ax_run(run, methods="Saliency", batch_size=7)
     return run
 
@@ -73,7 +73,8 @@ def test_ray_writes_the_tables_the_local_backend_writes(cluster, local, tiny_run
     shutil.copytree(tiny_run, run)
     backend = make_backend("ray", workers=2)
     seen = []
-    evaluate_run(run, methods=METHODS, batch_size=7, backend=backend, progress=lambda t, d, n: seen.append(d))
+    evaluate_run(run, methods=METHODS, batch_size=7, backend=backend, progress=lambda t, d, n: seen.append(d),
+                 metric_set="fast")
     _same_files(local, run, ("five_band", "roc", "localisation", "no_truth"))
     summary = backend.summary()
     # evaluate's 4 units (2 methods × 2 shards), then the no-truth stage's 6 (the methods and Random × 2 shards)
