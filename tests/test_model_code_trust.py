@@ -267,3 +267,28 @@ def test_damaged_model_json_is_one_sentence_naming_the_file(run, tmp_path, how):
     result = runner.invoke(app, ["evaluate", str(run), "--methods", "Saliency"])
     line = _refused(result, tmp_path / "MARKER", "model.json'", "train the model again or restore the file")
     assert str(run / "model") in line
+
+
+def test_a_dataset_plugin_named_by_the_run_is_not_loaded_without_consent(tiny_run, tmp_path, monkeypatch):
+    """config.json's data_root may name a dataset only an installed entry point provides; opening the
+    run must not load that entry point unless the user says --trust-model-code."""
+    import json
+    import shutil
+
+    from heatlab.data import registry
+    from heatlab.errors import HeatlabError
+    from heatlab.run.rundir import RunDir
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config["data_root"] = "someplugin:/data"
+    (run / "config.json").write_text(json.dumps(config))
+    looked_up = []
+    monkeypatch.setattr(registry, "dataset_registry", lambda: looked_up.append(1) or registry.DATASETS)
+    with pytest.raises(HeatlabError, match="entry point can open; rerun with --trust-model-code"):
+        RunDir(run).open_data("test")
+    assert looked_up == []  # the plugin was never looked up, so never imported
+    with pytest.raises(HeatlabError, match="nor a dataset spec"):  # with consent it is looked up (and absent here)
+        RunDir(run, trust_model_code=True).open_data("test")
+    assert looked_up

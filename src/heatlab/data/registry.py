@@ -121,6 +121,14 @@ def _find(name: str) -> DatasetEntry | None:
     return DATASETS.get(name) or dataset_registry().get(name)
 
 
+def names_plugin(spec: str | os.PathLike) -> bool:
+    """True when ``spec`` names no cell folder and no built-in dataset, so opening it would load an
+    installed package's ``heatlab.datasets`` entry point (code that a run folder alone must not choose)."""
+    if is_cell_folder(spec):
+        return False
+    return str(spec).partition(":")[0].strip().lower() not in DATASETS
+
+
 def _usage() -> str:
     return ", ".join(f"{e.name}:PATH" if e.needs_path else e.name for e in DATASETS.values())
 

@@ -312,6 +312,10 @@ class RunDir:
     def open_data(self, split: str) -> Split:
         """Split ``split`` of the run's dataset, through the one data interface."""
         options = self.config().get("data_options") or {}
+        if registry.names_plugin(self.data_spec()) and not self.trust_model_code:
+            raise HeatlabError(f"'{self.config_path}' names dataset '{self.data_spec()}', which only an installed "
+                               "package's heatlab.datasets entry point can open; rerun with --trust-model-code if "
+                               "you trust that package.")
         data = registry.open_data(self.data_spec(), registry.check_split(split), **options)
         if len(data) == 0:
             raise HeatlabError(f"Split '{split}' of '{self.data_spec()}' has no samples; choose another split.")
