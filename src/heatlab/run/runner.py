@@ -162,7 +162,8 @@ class Stage:
     kinds: Mapping[str, str] = {}
     #: CPU threads a unit runs on, whatever the backend (None: torch's setting as it is). A float sum
     #: split over threads may round otherwise, so a stage whose units must give the same bytes on
-    #: every backend (training, the Mixer) sets 1: what a one-CPU Ray worker has (OMP_NUM_THREADS=1).
+    #: every backend (training, the Mixer, evaluate, AX) sets 1: what a one-CPU Ray worker has
+    #: (OMP_NUM_THREADS=1); the local backend then runs a wave's units side by side (:class:`LocalBackend`).
     threads: int | None = None
 
     def __init__(self, run: RunDir, *, device: str = "cpu", batch_size: int = 25):
