@@ -204,7 +204,11 @@ class PidStage(Stage):
     def units(self):
         return [WaveUnit(0, k) for k in range(4)] + [WaveUnit(1, 0)]
 
+    fail = None
+
     def run_unit(self, work, unit):
+        if unit.k == self.fail:
+            raise HeatlabError(f"unit {unit.k} failed; fix it.")
         if unit.step == 1:
             assert all(self.is_done(WaveUnit(0, k)) for k in range(4))
         return {"value": {"pid": torch.tensor([os.getpid()]), "threads": torch.tensor([torch.get_num_threads()])}}
@@ -223,6 +227,11 @@ def test_the_local_backend_runs_a_wave_of_one_thread_units_on_a_process_pool(tin
     assert LocalBackend().pool_size(Chain(RunDir(run))) == 1  # a stage without threads: in this process
     with pytest.raises(HeatlabError, match="workers must be a whole number of at least 1"):
         LocalBackend(workers=0)
+    bad = PidStage(RunDir(run))
+    bad.name = "pids-bad"
+    bad.fail = 2
+    with pytest.raises(HeatlabError, match="unit 2 failed; fix it"):  # a unit's own sentence, not a broken pool
+        run_stage(bad, backend=LocalBackend(workers=2))
 
 
 def test_training_branches_on_the_pool_write_the_bytes_of_training_one_after_another(tmp_path):
