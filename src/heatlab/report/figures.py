@@ -123,8 +123,9 @@ def save_figure(fig: Figure, out_png: str | os.PathLike) -> Path:
     out = Path(out_png)
     ensure_dir(out.parent)
     with atomic_path(out) as tmp:
-        # No "Software" metadata, so the same figure gives the same bytes across matplotlib builds.
-        fig.savefig(tmp, format="png", metadata={"Software": None})
+        # No "Software" metadata, so the same figure gives the same bytes across matplotlib builds; zlib
+        # level 3 instead of 6: half the encoding time of the large gallery mosaics for ~10% more bytes.
+        fig.savefig(tmp, format="png", metadata={"Software": None}, pil_kwargs={"compress_level": 3})
     return out
 
 
