@@ -20,11 +20,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from markupsafe import Markup
+
 from heatlab.errors import HeatlabError
 from heatlab.report.context import branch_label
 from heatlab.report.figures import method_styles, new_figure, save_figure, literal
+from heatlab.report.templates import render
 from heatlab.run.rundir import RunDir
-from heatlab.score.agreement import COLUMNS as AGREEMENT_COLUMNS, SCORE_COLUMNS, metric_entry
+from heatlab.score.agreement import COLUMNS as AGREEMENT_COLUMNS, CONTROL, SCORE_COLUMNS, metric_entry
 from heatlab.score.intervals import CurveBand, Interval, curve_band, mean_interval
 
 #: The no-truth families in report order.
@@ -35,8 +38,19 @@ DIRECTIONS = {True: "higher is better", False: "lower is better", None: "no dire
 CURVE_COLUMNS = ("branch", "method", "metric", "sample", "step", "fraction", "value")
 #: The curve metrics, in panel order.
 CURVE_METRICS = ("deletion", "insertion")
-#: The control method, drawn dashed as the floor a real method must beat.
-CONTROL = "Random"
+
+
+#: Each metric's direction and citation, as every no-truth table and figure on the page states them.
+DEFINITIONS = """\
+{% for name, direction, source in sources %}{{ name }} ({{ direction }}{% if source %}; {{ source }}{% endif %})\
+{% if not loop.last %}; {% endif %}{% endfor %}"""
+
+
+def definitions(metrics: Sequence[str]) -> Markup:
+    """"name (direction; citation); ..." of ``metrics`` from their entries (:func:`metric_entry`), escaped."""
+    entries = {m: metric_entry(m) for m in metrics}
+    return render(DEFINITIONS, sources=[(m, DIRECTIONS[e.get("higher_is_better")], e.get("source", ""))
+                                        for m, e in entries.items()])
 
 
 def _read(path: Path, columns: Sequence[str], fix: str) -> pd.DataFrame:
@@ -162,7 +176,8 @@ def curve_bands(table: pd.DataFrame, metric: str, methods: Sequence[str]) -> dic
 def curves_figure(bands: dict[str, dict[str, tuple[np.ndarray, CurveBand]]], out_png: str | os.PathLike, *,
                   methods: Sequence[str], directions: dict[str, bool | None]) -> Path:
     """One panel per metric (``bands``: metric -> method -> (fractions, band)): each method's mean curve over the
-    fraction of pixels or features removed/inserted with its band; the control (Random) dashed, as the floor."""
+    fraction of pixels or features removed/inserted with its band; the control (:data:`CONTROL`, Random) dashed,
+    as the floor."""
     names = list(bands)
     fig = new_figure(5.2 * len(names) + 1.8, 3.4)
     styles = method_styles(list(methods))

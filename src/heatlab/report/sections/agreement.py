@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from heatlab.report.no_truth import DIRECTIONS, agreement_figure, load_agreement
+from heatlab.report.no_truth import agreement_figure, definitions, load_agreement
 from heatlab.report.page import ReportContext, Section
 from heatlab.report.templates import number, render
 from heatlab.score.agreement import metric_entry
@@ -34,14 +34,13 @@ useful metric must show.</p>
 <p class="muted">Intervals: {{ kinds|join("; ") }}, seeded, percentile: each resample draws the samples with \
 replacement, the same samples for every method, metric and reference (every method scored the same samples), and \
 recomputes every mean and both rankings; with 3 or more branches it draws the branches too. With few methods τ \
-takes few values, so intervals are coarse. Metrics: {% for name, direction, source in sources %}{{ name }} \
-({{ direction }}{% if source %}; {{ source }}{% endif %}){% if not loop.last %}; {% endif %}{% endfor %}. References: {% for k, v in refs %}{{ k }}: {{ v }}{% if not loop.last %}; \
+takes few values, so intervals are coarse. Metrics: {{ definitions }}. References: {% for k, v in refs %}{{ k }}: {{ v }}{% if not loop.last %}; \
 {% endif %}{% endfor %}.</p>
 <details><summary>The same as a figure</summary>
 {% call figure(src, "Kendall's tau per metric and reference") %}Kendall's τ between each no-truth metric's ranking \
-of the methods and the ground truth's (one marker per reference), with its {{ level }}% bootstrap interval; each \
-metric ranks in its own direction (listed under the table); 0 (solid) means unrelated, ±1 (dotted) the same or the \
-reverse order.{% endcall %}
+of the methods and the ground truth's (one marker per reference), with its {{ level }}% bootstrap interval; 0 \
+(solid) means unrelated, ±1 (dotted) the same or the reverse order. Each metric ranks in its own direction: \
+{{ definitions }}.{% endcall %}
 </details>
 """
 
@@ -64,8 +63,7 @@ def agreement_section(ctx: ReportContext) -> str:
     rows = []
     for r in table.itertuples(index=False):
         last = "–" if pd.isna(r.random_last) else ("yes" if r.random_last else "no")
-        entry = metric_entry(r.metric)
-        rows.append([r.metric, entry.get("family", ""), r.reference,
+        rows.append([r.metric, metric_entry(r.metric).get("family", ""), r.reference,
                      _interval(r.tau, r.tau_low, r.tau_high), _interval(r.rho, r.rho_low, r.rho_high),
                      agreement_verdict(r.tau_low, r.tau_high), last, str(r.n_methods)])
     header = ["metric", "family", "reference", f"τ [{100 * LEVEL:.0f}% interval]", f"ρ [{100 * LEVEL:.0f}% interval]",
@@ -74,10 +72,8 @@ def agreement_section(ctx: ReportContext) -> str:
                     for k, s, b in table[["interval", "samples", "branches"]].dropna().itertuples(index=False)})
     path = agreement_figure(table, ctx.figure_path("metric_agreement.png"))
     n = sorted(set(table["n_methods"]))
-    entries = {m: metric_entry(m) for m in dict.fromkeys(table["metric"])}
-    sources = [(m, DIRECTIONS[e.get("higher_is_better")], e.get("source", "")) for m, e in entries.items()]
     return render(TEMPLATE, header=header, rows=rows, level=f"{100 * LEVEL:.0f}", kinds=kinds, src=ctx.src(path),
-                  sources=sources, undefined=int(table["tau"].isna().sum()),
+                  definitions=definitions(list(dict.fromkeys(table["metric"]))), undefined=int(table["tau"].isna().sum()),
                   n_methods="–".join(str(x) for x in (n[0], n[-1])) if len(n) > 1 else str(n[0]),
                   refs=[(k, REFERENCES.get(k, k)) for k in dict.fromkeys(table["reference"])])
 

@@ -18,7 +18,7 @@ from functools import partial
 
 from heatlab.files import write_text
 from heatlab.report.no_truth import (CONTROL, CURVE_METRICS, DIRECTIONS, FAMILIES, curve_bands, curves_figure,
-                                    family_metrics, intervals_figure, load_no_truth, load_no_truth_curves,
+                                    definitions, family_metrics, intervals_figure, load_no_truth, load_no_truth_curves,
                                     method_intervals, undefined)
 from heatlab.report.page import ReportContext, Section, build_sections, render_page
 from heatlab.report.sections import agreement, sanity
@@ -46,9 +46,6 @@ TITLES = {f: f"{f.capitalize()} (no ground truth)" for f in FAMILIES}
 CELL = ('{% if best %}<b>{{ est|g(".3g") }}</b>{% else %}{{ est|g(".3g") }}{% endif %} '
         '[{{ low|g(".3g") }}, {{ high|g(".3g") }}]')
 HEAD = "{{ name }} <span class=\"muted\">({{ direction }})</span>"
-DEFINITIONS = """\
-{% for name, direction, source in sources %}{{ name }} ({{ direction }}{% if source %}; {{ source }}{% endif %})\
-{% if not loop.last %}; {% endif %}{% endfor %}"""
 TEMPLATE = """\
 {% from "macros.html" import table, figure %}
 <p>{{ question }} Per method, the mean of each metric over every branch and sample (on the split's samples the \
@@ -90,12 +87,6 @@ AGREE_LABELS = {"agrees": "agree for every reference", "disagrees": "reverse it 
                 "unclear": "unclear"}
 
 
-def _definitions(metrics) -> str:
-    entries = {m: metric_entry(m) for m in metrics}
-    return render(DEFINITIONS, sources=[(m, DIRECTIONS[e.get("higher_is_better")], e.get("source", ""))
-                                        for m, e in entries.items()])
-
-
 def family_section(ctx: ReportContext, family: str) -> str:
     table = load_no_truth(ctx.run_dir)
     metrics = family_metrics(table, family)
@@ -120,7 +111,7 @@ def family_section(ctx: ReportContext, family: str) -> str:
     path = intervals_figure(stats, ctx.figure_path(f"no_truth_{family}.png"), methods=ctx.methods, directions=up)
     return render(TEMPLATE, question=QUESTIONS.get(family, ""), level=f"{100 * LEVEL:.0f}", header=header, rows=rows,
                   kinds=kinds, family=family, src=ctx.src(path), undefined=undefined(table, metrics),
-                  definitions=_definitions(metrics))
+                  definitions=definitions(metrics))
 
 
 def curves_section(ctx: ReportContext) -> str:
@@ -136,7 +127,7 @@ def curves_section(ctx: ReportContext) -> str:
                for metric, per in bands.items() for method, (_, b) in per.items() if b.dropped]
     kinds = sorted({b.kind for per in bands.values() for _, b in per.values()})
     return render(CURVES, level=f"{100 * LEVEL:.0f}", kinds=kinds, control=CONTROL, dropped=dropped,
-                  src=ctx.src(path), definitions=_definitions(metrics))
+                  src=ctx.src(path), definitions=definitions(metrics))
 
 
 FAMILY_SECTIONS: tuple[Section, ...] = tuple(
