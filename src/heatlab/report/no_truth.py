@@ -151,6 +151,7 @@ def intervals_figure(stats: dict[str, dict[str, Interval]], out_png: str | os.Pa
         ax.set_yticks(y, [literal(m) for m in ms], fontsize=8)
         ax.set_title(f"{literal(metric)} ({DIRECTIONS[directions.get(metric)]})", fontsize=9)
         ax.tick_params(axis="x", labelsize=8)
+        ax.locator_params(axis="x", nbins=4)  # long tick labels (5.81e-05) would run into each other
         ax.axvline(0, color="#999999", linewidth=0.6)
     fig.tight_layout()
     return save_figure(fig, out_png)

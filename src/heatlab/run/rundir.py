@@ -14,7 +14,7 @@ Layout (DESIGN §3)::
     <run>/gax/ and gax/parts/                 GAX results (gax.json, results, trajectories, snapshots)
     <run>/mixer/weights/ + gallery.safetensors  the Mixer's trained masks and its gallery
     <run>/lrp-study/                          an LRP study shown by the report (:class:`StudyDir`)
-    <run>/report/index.html + gax.html + figures/   the report
+    <run>/report/index.html + gallery.html + no_truth.html + gax.html + figures/   the report
     <run>/.heatlab.lock                       present while a stage writes (heatlab.run.lock)
 
 Branches have one name everywhere: ``"base"`` or ``"branch-00"`` (:func:`branch_name`). Stages and
