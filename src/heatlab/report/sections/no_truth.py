@@ -64,8 +64,8 @@ CURVES = """\
 explained class as the pixels or features the heatmap ranks highest are removed from the input (deletion: a \
 faithful heatmap makes it fall fast) or put back into the baseline (insertion: it rises fast). Per method the mean \
 curve over every branch and sample with its pointwise {{ level }}% band ({{ kinds|join("; ") }}: each resample draws \
-the samples once for every step and method); {{ control }}, the seeded random heatmap, is dashed: the floor a real \
-method must beat.</p>
+the samples once for every step and method){% if control %}; {{ control }}, the seeded random heatmap, is dashed: the \
+floor a real method must beat{% endif %}.</p>
 {% if dropped %}<p class="note caveat">Left out as undefined (a non-finite or missing score at some step): \
 {% for m, n, total in dropped %}{{ n }} of {{ total }} curves of {{ m }}{% if not loop.last %}; {% endif %}{% endfor %}.</p>{% endif %}
 {% call figure(src, "deletion and insertion curves per method") %}One panel per metric, its direction in the title: \
@@ -126,7 +126,8 @@ def curves_section(ctx: ReportContext) -> str:
     dropped = [(f"{metric}/{method}", b.dropped, b.dropped + b.samples * b.branches)
                for metric, per in bands.items() for method, (_, b) in per.items() if b.dropped]
     kinds = sorted({b.kind for per in bands.values() for _, b in per.values()})
-    return render(CURVES, level=f"{100 * LEVEL:.0f}", kinds=kinds, control=CONTROL, dropped=dropped,
+    control = CONTROL if any(CONTROL in per for per in bands.values()) else None
+    return render(CURVES, level=f"{100 * LEVEL:.0f}", kinds=kinds, control=control, dropped=dropped,
                   src=ctx.src(path), definitions=definitions(metrics))
 
 
@@ -146,8 +147,7 @@ def summary_section(ctx: ReportContext) -> str:
     page = ctx.page("no-truth", NO_TRUTH_PAGE, "No-truth metrics (own page)")
     write_text(page, render_page(ctx, fragments, title="No-truth metrics",
                                  back=ctx.src(RunDir(ctx.run_dir).report_page)))
-    parts = [(s.id, s.title.removesuffix(" (no ground truth)")) for s, _ in fragments
-             if s.id not in (sanity.SECTION.id, agreement.SECTION.id)]
+    parts = [(s.id, s.title.removesuffix(" (no ground truth)")) for s, _ in fragments if s in FAMILY_SECTIONS]
     check = sanity.sanity_check(ctx)
     verdicts = [(v, [m for m, o in check.overall.items() if o == v]) for v in ("pass", "fail", "unclear")] if check else []
     return render(SUMMARY, page=ctx.src(page), parts=parts, check=check, verdicts=verdicts, threshold=sanity.THRESHOLD,
