@@ -455,3 +455,25 @@ class StudyDir:
         """The run whose report shows this study (the study is that run's ``lrp-study``), else None."""
         parent = RunDir(self.path.parent)
         return parent if parent.has_config() and parent.study.path == self.path else None
+
+
+class ExplainDir:
+    """The output folder of ``heatlab explain --out``.
+
+    Layout::
+
+        <out>/attributions.safetensors           every method's attributions, the inputs and the record
+        <out>/parts/inputs.safetensors           the images and targets the units explain (while it runs)
+        <out>/parts/<method>/shard-NNNNN.*       one unit's attributions + marker, removed when joined
+        <out>/overlays/ and index.html           the pages (heatlab.report.explain_pages)
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"ExplainDir('{self.path}')"
+
+    attributions = property(lambda self: self.path / "attributions.safetensors")
+    parts = property(lambda self: self.path / "parts")
+    inputs = property(lambda self: self.parts / "inputs.safetensors")
