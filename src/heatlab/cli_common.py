@@ -153,6 +153,15 @@ def warn(message: str) -> None:
     console.print(Text.assemble(("warning:", "bold yellow"), " ", visible(str(message))), highlight=False, soft_wrap=True)
 
 
+def warn_random_weights(summary: dict, name: str) -> None:
+    """The one random-weights warning line when the stage explained or scored model ``name`` with random
+    weights (``summary["random_weights"]``; :func:`heatlab.run.rundir.random_weights_warning`)."""
+    if summary.get("random_weights"):
+        from heatlab.run.rundir import random_weights_warning
+
+        warn(random_weights_warning(name))
+
+
 def _fail(message: str, code: int = 2) -> None:
     """Print ``error: <message>`` on stderr (the message literally) and exit with ``code``."""
     console.print(Text.assemble(("error:", "bold red"), " ", visible(str(message))), highlight=False, soft_wrap=True)

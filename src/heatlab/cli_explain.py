@@ -11,7 +11,8 @@ from typing import List, Optional
 import typer
 
 from heatlab.cli_common import (
-    backend_flags, backend_line, guarded, layer_option, progress_bars, say, say_cam_layer, trust_model_code_option, warn,
+    backend_flags, backend_line, guarded, layer_option, progress_bars, say, say_cam_layer, trust_model_code_option,
+    warn_random_weights,
 )
 
 
@@ -54,9 +55,7 @@ def register(app: typer.Typer) -> None:
                             split=split, batch_size=batch_size, device=device, progress=progress,
                             trust_model_code=trust_model_code, layer=layer, backend=runner)
             page = explanation_pages(out, progress=progress)
-        if s["random_weights"]:
-            warn(f"{s['model_name']} has random weights (no --weights given); its explanations say nothing about a "
-                 "trained model")
+        warn_random_weights(s, s["model_name"])
         say(f"explained {len(s['ids'])} images with {', '.join(s['methods'])}; attributions: {s['path']}")
         say_cam_layer(s)
         say(f"index: {page}")

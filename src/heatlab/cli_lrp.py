@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from heatlab.cli_common import (
-    backend_line, backend_flags, guarded, progress_bars, say, say_figures, trust_model_code_option,
+    backend_line, backend_flags, guarded, progress_bars, say, say_figures, trust_model_code_option, warn_random_weights,
 )
 
 
@@ -92,6 +92,7 @@ def register(app: typer.Typer) -> None:
                           eval_samples=eval_samples, heatmap_samples=heatmap_samples, composite=composite,
                           start=start, filters=filters, seed=seed, device=device, size=size, maxpool=maxpool,
                           filter_layers=filter_layers, progress=progress, backend=runner)
+        warn_random_weights(s, f"{model} trained for 0 epochs")
         say(f"{model} (LRP max-pooling: {s['maxpool']}): {s['iterations']} iterations, accuracy {s['final_accuracy']:.3f} on {eval_samples} test "
             f"samples ({time.perf_counter() - t0:.0f} s)")
         for layer, t in s["mp_trend"].items():

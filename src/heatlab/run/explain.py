@@ -326,7 +326,8 @@ def explain_run(
     ``trust_model_code``: rebuild a model whose stored spec (the run's model.json, the weights'
     metadata) names code from outside heatlab; passing that code again as ``model`` does the same.
     ``layer``: the layer of LayerGradCam and GuidedGradCam (a module name; default the model's last
-    ``nn.Conv2d``). A ``model`` built without ``weights`` has random weights: the record says so
+    ``nn.Conv2d``). A ``model`` built without ``weights``, or a run's model that never trained (the base
+    of ``train --epochs 0``), has random weights: the record says so
     (``random_weights``) and the CLI and the index page warn.
 
     ``backend`` (:func:`heatlab.run.runner.make_backend`, default local) runs the units (one per
@@ -384,7 +385,7 @@ def explain_run(
               "model": spec, "run": shown(Path(run).resolve()) if run is not None else None,
               "branch": branch if run is not None else None, "target": "predicted" if fixed is None else fixed,
               "model_name": model if model is not None else name,
-              "random_weights": run is None and weights is None}
+              "random_weights": weights is None if run is None else RunDir(run).random_weights(branch)}
     if cams:
         record.update(cam_layer=chosen, cam_layer_rule=cam_layer_rule(layer))
     model_args = {"run": _absolute(run), "branch": branch, "model": _code_absolute(model), "weights": _absolute(weights),

@@ -245,7 +245,8 @@ class StudyStage(Stage):
         summary = {"settings": self.settings_, "mp_layers": list(points), "mp_points": points,
                    "filter_layers": self.f_layers, "maxpool": self.settings_["maxpool"],
                    "iterations": self.config.epochs * num_batches(train, self.config.batch_size),
-                   "final_accuracy": float(last["accuracy"].iloc[0]), "mp_trend": trend, "complete": True}
+                   "final_accuracy": float(last["accuracy"].iloc[0]), "mp_trend": trend,
+                   "random_weights": self.config.epochs == 0, "complete": True}
         write_json(out.summary, summary)
         for path in (out.checkpoint, out.rows):
             path.unlink(missing_ok=True)

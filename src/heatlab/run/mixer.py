@@ -427,6 +427,6 @@ def mixer_run(
                    "leak_test": None if wrong is None else {
                        "samples": counts["test"], "seed": config.seed,
                        "what": "the label-informed Mixer fed the IG attribution of a seeded random wrong label"},
-                   "complete": True}
+                   "random_weights": run.random_weights(name), "complete": True}
         write_json(run.summary_path(STAGE), summary)
         return {**summary, "table": str(run.table("mixer"))}

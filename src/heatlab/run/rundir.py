@@ -132,6 +132,18 @@ def load_branch(run_dir: str | os.PathLike, branch: int | str = 0, *, device: st
     return net.to(resolve_device(str(device))).eval()
 
 
+def untrained(info: dict) -> bool:
+    """True for the model.json of a model that never trained: 0 iterations from its random initial
+    weights (the base model of ``heatlab train --epochs 0`` without ``--weights``)."""
+    return info.get("iterations") == 0 and not info.get("initial_weights")
+
+
+def random_weights_warning(name: str) -> str:
+    """The one warning line (without ``warning:``) for a model ``name`` that has random weights; every
+    stage that explains or scores such a model prints it, and its page shows it."""
+    return f"{name} has random weights (no --weights given); its explanations say nothing about a trained model"
+
+
 def identity(record: dict) -> dict:
     """What must match for a run folder to be resumed: settings, data and initial weights."""
     training = {k: v for k, v in record.get("training", {}).items() if k not in _MUTABLE}
@@ -362,6 +374,10 @@ class RunDir:
 
     def model_info(self, branch: int | str) -> dict:
         return branch_info(self.path, branch)
+
+    def random_weights(self, branch: int | str) -> bool:
+        """True when ``branch``'s model never trained (:func:`untrained`)."""
+        return untrained(self.model_info(branch))
 
     def load_model(self, branch: int | str, *, device: str | torch.device = "cpu") -> nn.Module:
         return load_branch(self.path, branch, device=device, trust_model_code=self.trust_model_code)
