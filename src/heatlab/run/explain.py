@@ -9,8 +9,11 @@ Writes ``<out>/attributions.safetensors``: one float16 tensor N×C×H×W per met
 ``heatlab.explain.attribute`` returns them), ``inputs`` (float16, the images as the model saw
 them), ``targets``, ``predictions`` and, for datasets, ``labels`` (int64); its metadata key
 "heatlab" holds JSON with ``ids``, ``sources`` (file paths or ``split/shard/index``), ``methods``,
-``signs`` (how to draw each), ``class_names`` and ``model`` (the spec). Everything is computed
-before anything is written, so bad input leaves ``out`` as it was.
+``signs`` (how to draw each), ``class_names`` and ``model`` (the spec). Inputs, model and targets
+are checked before anything is written, and bad input found later (a HeatlabError of a unit) removes
+what the run added, so bad input leaves ``out`` as it was. The attributions are computed on the Stage
+runner (:class:`ExplainStage`, any backend): ``out/parts/`` holds the images the units read and each
+unit's piece until they are joined; a killed run started again redoes only the unfinished units.
 """
 
 from __future__ import annotations

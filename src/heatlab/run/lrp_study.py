@@ -24,7 +24,8 @@ Resumable: after every epoch the rows so far (``lrp_study/rows.parquet``) and a 
 settings in its metadata) are written, the checkpoint last. A killed study started again with the
 same settings goes on from the last whole epoch and ends with the same table, heatmaps and weights
 as one that never stopped; other settings start afresh. A finished study with the same settings is
-not run again; the checkpoint is removed once the summary is written.
+not run again; the checkpoint is removed once the summary is written. The epochs are units of the
+Stage runner (:class:`StudyStage`), so any backend runs them, one after the other, on one CPU thread.
 """
 
 from __future__ import annotations
