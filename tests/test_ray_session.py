@@ -39,3 +39,28 @@ def test_mixer_on_a_local_ray_starts_it_once_for_its_three_stages(tiny_run, tmp_
     assert backend.summary()["units"] == 2 + 1 + 1  # IG (train and test shard), wrong-label IG, one Mixer
     assert len(starts) == 1 and starts[0]["num_cpus"] == 1  # the old code started one per stage: 3
     assert not ray.is_initialized() and not sessions[0].exists()  # stopped when the command ended
+
+
+def test_a_command_with_backend_flags_runs_inside_its_backends_session(monkeypatch):
+    """Every command with --backend (evaluate runs two stages) holds one session: one local Ray at most."""
+    import contextlib
+
+    from heatlab import cli_common
+
+    events = []
+
+    class Backend:
+        @contextlib.contextmanager
+        def session(self):
+            events.append("open")
+            yield self
+            events.append("close")
+
+    monkeypatch.setattr(cli_common, "backend_options", lambda *args: Backend())
+
+    @cli_common.backend_flags
+    def command(runner=None):
+        events.append("run")
+
+    command(backend="ray")
+    assert events == ["open", "run", "close"]
