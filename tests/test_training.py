@@ -442,7 +442,7 @@ def test_data_options_are_recorded_and_every_stage_opens_the_data_with_them(tmp_
                   data_options={"size": 16})
 
 
-@pytest.mark.parametrize("command", ["train", "mixer"])
+@pytest.mark.parametrize("command", ["train", "mixer", "lrp-study", "explain"])
 def test_backend_flags_that_do_not_fit_are_one_sentence_and_write_nothing(data_dir, full_run, tmp_path, command):
     from typer.testing import CliRunner
 
@@ -452,7 +452,9 @@ def test_backend_flags_that_do_not_fit_are_one_sentence_and_write_nothing(data_d
     if command == "mixer":
         shutil.copytree(full_run[0], run)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    args = ["train", "--data", str(data_dir), "--out", str(run)] if command == "train" else ["mixer", str(run)]
+    args = {"train": ["train", "--data", str(data_dir), "--out", str(run)], "mixer": ["mixer", str(run)],
+            "lrp-study": ["lrp-study", "--out", str(run)],
+            "explain": ["explain", str(data_dir), "--model", "cellcnn", "--num-classes", "3", "--out", str(run)]}[command]
     for flags, sentence in ((["--workers", "2"], "--workers is a Ray option; pass --backend ray or drop it."),
                             (["--backend", "ray", "--workers", "0"],
                              "--workers must be a whole number of at least 1, got 0; pass e.g. --workers 2."),

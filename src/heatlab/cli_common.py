@@ -120,8 +120,9 @@ BACKEND_FLAGS = (
 
 def backend_flags(fn: Callable) -> Callable:
     """Give command ``fn`` the flags of :data:`BACKEND_FLAGS` and call it with ``runner=`` the backend they
-    ask for. ``fn`` declares a parameter ``runner`` where the flags would go; put this under ``@guarded``,
-    so a bad ``workers=0`` of the library reads ``--workers 0``."""
+    ask for, inside its session (a local Ray instance starts at most once per command). ``fn`` declares
+    a parameter ``runner`` where the flags would go; put this under ``@guarded``, so a bad ``workers=0``
+    of the library reads ``--workers 0``."""
     signature = inspect.signature(fn)
     kept = [p for name, p in signature.parameters.items() if name != "runner"]
     flags = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
@@ -129,7 +130,11 @@ def backend_flags(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def command(*args, backend="local", address=None, workers=None, gpus_per_worker=None, **kwargs):
-        return fn(*args, runner=backend_options(backend, address, workers, gpus_per_worker), **kwargs)
+        from heatlab.run.runner import backend_session
+
+        runner = backend_options(backend, address, workers, gpus_per_worker)
+        with backend_session(runner):  # one local Ray, if any, for all the stages of the command
+            return fn(*args, runner=runner, **kwargs)
 
     command.__signature__ = signature.replace(parameters=[*kept, *flags])
     command.__annotations__ = {**{k: v for k, v in fn.__annotations__.items() if k != "runner"},
@@ -151,6 +156,15 @@ def backend_line(backend) -> str | None:
 def warn(message: str) -> None:
     """Print ``warning: <message>`` on stderr (literally): the work is done but its result needs a look."""
     console.print(Text.assemble(("warning:", "bold yellow"), " ", visible(str(message))), highlight=False, soft_wrap=True)
+
+
+def warn_random_weights(summary: dict, name: str) -> None:
+    """The one random-weights warning line when the stage explained or scored model ``name`` with random
+    weights (``summary["random_weights"]``; :func:`heatlab.run.rundir.random_weights_warning`)."""
+    if summary.get("random_weights"):
+        from heatlab.run.rundir import random_weights_warning
+
+        warn(random_weights_warning(name))
 
 
 def _fail(message: str, code: int = 2) -> None:

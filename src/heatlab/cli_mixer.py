@@ -11,7 +11,9 @@ from typing import Optional
 
 import typer
 
-from heatlab.cli_common import backend_flags, backend_line, guarded, progress_bars, say, say_figures, trust_model_code_option
+from heatlab.cli_common import (
+    backend_flags, backend_line, guarded, progress_bars, say, say_figures, trust_model_code_option, warn_random_weights,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -61,6 +63,7 @@ def register(app: typer.Typer) -> None:
             s = mixer_run(run_dir, settings=settings, seeds=seeds, branch=branch, config=config, n_steps=n_steps,
                           train_samples=train_samples, test_samples=test_samples, ig_batch_size=ig_batch_size,
                           device=device, progress=progress, trust_model_code=trust_model_code, backend=runner)
+        warn_random_weights(s, f"{s['branch']} of {run_dir}")
         say(f"Mixer ({s['architecture']}) for {s['branch']}: {s['train_samples']} training and {s['test_samples']} "
             f"test samples, {seeds} seed(s), {time.perf_counter() - t0:.0f} s")
         for setting, r in s["settings"].items():

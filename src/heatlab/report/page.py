@@ -32,6 +32,17 @@ def note(message: object) -> Markup:
     return render('{% from "macros.html" import note %}{{ note(message) }}', message=message)
 
 
+def random_weights_note(summary: dict, name: str) -> Markup:
+    """The stage's random-weights warning (:func:`heatlab.run.rundir.random_weights_warning`) as a warning
+    note when ``summary["random_weights"]``, else nothing."""
+    from heatlab.run.rundir import random_weights_warning
+
+    if not summary.get("random_weights"):
+        return Markup("")
+    return render('{% from "macros.html" import note %}{{ note(message, "note warn") }}',
+                  message=f"Warning: {random_weights_warning(name)}.")
+
+
 def class_name_of(class_names: Sequence[str], label: int) -> str:
     """The name of class ``label``, or the number itself when the names do not cover it (unescaped)."""
     return str(class_names[label]) if 0 <= label < len(class_names) else str(label)

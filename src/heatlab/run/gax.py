@@ -305,7 +305,7 @@ def _join(run: RunDir, tables: list[pd.DataFrame], parts_t: list[dict], settings
     summary = {
         **settings, "samples": len(table), "reached": int(reached.sum()),
         "median_steps_to_target": float(np.median(table.loc[reached, "steps_to_target"])) if reached.any() else None,
-        "complete": True,
+        "random_weights": run.random_weights(settings["branch"]), "complete": True,
     }
     write_json(run.gax(GAX_SUMMARY), summary)
     shutil.rmtree(run.gax_parts)  # everything is in the joined files now

@@ -48,7 +48,7 @@ from heatlab.improve.mixer import (
 from heatlab.models.training import predict, resolve_device
 from heatlab.progress import Progress
 from heatlab.run.rundir import BASE, RunDir, branch_name, stage_info
-from heatlab.run.runner import PARQUET, TENSORS, ShardUnit, Stage, Unit, Work, read_piece, run_stage
+from heatlab.run.runner import PARQUET, TENSORS, ShardUnit, Stage, Unit, Work, backend_session, read_piece, run_stage
 from heatlab.score.intervals import BOOTSTRAP_RESAMPLES, bootstrap_over_seeds_and_samples
 
 IG_STAGE, WRONG_STAGE, STAGE = "mixer-ig", "mixer-ig-wrong", "mixer"
@@ -376,9 +376,10 @@ def mixer_run(
     prediction) call; the Mixer's own training batch is ``config.batch_size``. The leak test of a
     label-informed setting uses every test sample used (its IG costs one more IG pass over them).
     Everything before a finished unit is reused on a rerun. ``backend``
-    (:func:`heatlab.run.runner.make_backend`, default local) runs the IG cache units, then one unit
-    per setting and seed, each reading its data and attributions from the run folder; every unit
-    runs on one CPU thread, so each backend writes the same tables.
+    (:func:`heatlab.run.runner.make_backend`, default local; a Ray backend without an address starts
+    one local instance for all three stages) runs the IG cache units, then one unit per setting and
+    seed, each reading its data and attributions from the run folder; every unit runs on one CPU
+    thread, so each backend writes the same tables.
     ``trust_model_code``: rebuild branch models whose model.json names code from outside heatlab
     (``file.py:fn``, ``module:fn``); without it such a run is refused in one sentence.
     """
@@ -392,7 +393,7 @@ def mixer_run(
     for name, value in (("train_samples", train_samples), ("test_samples", test_samples)):
         if value is not None:
             _check_count(name, value, 4 if name == "train_samples" else 1)
-    with run.writing(STAGE):
+    with run.writing(STAGE), backend_session(backend):  # one local Ray, if any, for the three stages
         name = _branch(run, branch)
         limits = {"train": train_samples, "test": test_samples}
         data = {split: _load(run.open_data(split), limit) for split, limit in limits.items()}
@@ -426,6 +427,6 @@ def mixer_run(
                    "leak_test": None if wrong is None else {
                        "samples": counts["test"], "seed": config.seed,
                        "what": "the label-informed Mixer fed the IG attribution of a seeded random wrong label"},
-                   "complete": True}
+                   "random_weights": run.random_weights(name), "complete": True}
         write_json(run.summary_path(STAGE), summary)
         return {**summary, "table": str(run.table("mixer"))}
