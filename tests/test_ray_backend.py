@@ -313,7 +313,7 @@ def test_train_on_ray_writes_byte_identical_weights_to_local_training(cluster, t
     backend = make_backend("ray", workers=2)
     summary = train_run(data, tmp_path / "run", TrainConfig(**TRAIN_ARGS), backend=backend)
     assert backend.summary()["units"] == 3 and backend.summary()["workers"] == 2  # the base, then 2 branches
-    assert [b["branch"] for b in summary["branches"]] == [0, 1] and summary["skipped"] == []
+    assert [b["branch"] for b in summary.branches] == [0, 1] and summary.skipped == []
     mine = _model_files(tmp_path / "run")
     assert len(mine) == 3 * 3 + 2 + 2 and mine == _model_files(local)  # weights, model.json, steps (+2 validations)
 
@@ -344,7 +344,7 @@ def test_a_train_driver_killed_on_ray_resumes_to_identical_weights(cluster, trai
     assert base.is_file() and list_branches(run) == []  # killed with the branches on the workers
     stamp = base.stat().st_mtime_ns
     summary = train_run(data, run, TrainConfig(**TRAIN_ARGS), backend=make_backend("ray", workers=2))
-    assert summary["skipped"] == ["base"] and base.stat().st_mtime_ns == stamp
+    assert summary.skipped == ["base"] and base.stat().st_mtime_ns == stamp
     assert _model_files(run) == _model_files(local)
 
 
@@ -373,4 +373,4 @@ def test_mixer_on_ray_writes_the_tables_the_local_backend_writes(cluster, tiny_r
                                       pd.read_parquet(runs["ray"] / "tables" / f"{table}.parquet"), check_exact=True)
     for path in sorted((runs["local"] / "mixer").rglob("*.safetensors")):
         assert path.read_bytes() == (runs["ray"] / path.relative_to(runs["local"])).read_bytes(), path
-    assert json.loads((runs["ray"] / "mixer.json").read_text())["settings"] == summary["settings"]
+    assert json.loads((runs["ray"] / "mixer.json").read_text())["settings"] == summary.settings

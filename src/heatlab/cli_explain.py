@@ -50,9 +50,9 @@ def register(app: typer.Typer) -> None:
                             split=split, batch_size=batch_size, device=device, progress=progress,
                             trust_model_code=trust_model_code, layer=layer)
             page = explanation_pages(out, progress=progress)
-        if s["random_weights"]:
-            warn(f"{s['model_name']} has random weights (no --weights given); its explanations say nothing about a "
+        if s.random_weights:
+            warn(f"{s.model_name} has random weights (no --weights given); its explanations say nothing about a "
                  "trained model")
-        say(f"explained {len(s['ids'])} images with {', '.join(s['methods'])}; attributions: {s['path']}")
+        say(f"explained {len(s.ids)} images with {', '.join(s.methods)}; attributions: {s.path}")
         say_cam_layer(s)
         say(f"index: {page}")

@@ -52,6 +52,7 @@ from heatlab.models.state import model_device
 from heatlab.models.training import takes_normalize
 from heatlab.progress import Progress
 from heatlab.run.evaluate import cam_layer_of, cam_record
+from heatlab.run.results import AxResult
 from heatlab.run.rundir import RunDir
 from heatlab.run.runner import PARQUET, ShardUnit, Stage, Work, earlier_methods, run_stage
 from heatlab.score.co import AX_VARIANTS, OUTPUTS, co_records, prepare_heatmaps
@@ -164,7 +165,7 @@ class AX(Stage):
             frames.append(df.assign(space=space))
         return {KIND: pd.concat(frames, ignore_index=True)}
 
-    def join(self, units: Sequence[ShardUnit], parts: dict[str, list[pd.DataFrame]]) -> dict:
+    def join(self, units: Sequence[ShardUnit], parts: dict[str, list[pd.DataFrame]]) -> AxResult:
         co = _join(units, parts[KIND], main_space=self.space["space"])
         gap = gap_table(co[co["space"] == self.space["space"]], split=self.split, holdout_split=self.holdout)
         paths = {"co": self.run.table("co"), "co_gap": self.run.table("co_gap")}
@@ -177,13 +178,13 @@ class AX(Stage):
                    "attribution": self.preset.record(self.methods, self.cam_layer), "groupings": GROUPINGS, "complete": True}
         self.run.record_attribution(self.name, {**summary["attribution"], "space": self.space["space"]})
         write_json(self.run.summary_path(self.name), summary)
-        return {**summary, "tables": {k: str(v) for k, v in paths.items()}}
+        return AxResult.from_record(summary, paths={k: str(v) for k, v in paths.items()})
 
 
 def ax_run(run_dir, *, methods="all", split: str = "test", holdout_split: str | None = "val", batch_size: int = 25,
            device: str = "cpu", space: str | None = None, preset: str | Preset | None = None,
            replace: bool = False, progress: Progress | None = None, backend=None, trust_model_code: bool = False,
-           layer: str | None = None) -> dict:
+           layer: str | None = None) -> AxResult:
     """Run AX on every (branch, method, shard) of ``split`` and ``holdout_split``; write both tables.
 
     ``holdout_split`` ``None`` (or equal to ``split``) chooses the flag threshold in-sample.

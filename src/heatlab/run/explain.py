@@ -39,6 +39,7 @@ from heatlab.models.state import eval_mode, model_device
 from heatlab.models.training import resolve_device
 from heatlab.progress import Progress, report
 
+from heatlab.run.results import ExplainResult
 from heatlab.run.rundir import RunDir, branch_info, branch_name, load_branch
 
 ATTRIBUTIONS = "attributions.safetensors"
@@ -223,7 +224,7 @@ def explain_run(
     progress: Progress | None = None,
     trust_model_code: bool = False,
     layer: str | None = None,
-) -> dict:
+) -> ExplainResult:
     """Attribute the images of ``sources`` with every method and write ``out/attributions.safetensors``.
 
     ``trust_model_code``: rebuild a model whose stored spec (the run's model.json, the weights'
@@ -232,8 +233,9 @@ def explain_run(
     ``nn.Conv2d``). A ``model`` built without ``weights`` has random weights: the record says so
     (``random_weights``) and the CLI and the index page warn.
 
-    Returns ``{"path", "ids", "sources", "methods", "signs", "class_names", "targets", "predictions",
-    "random_weights", "model_name"}`` and, with a CAM method, ``"cam_layer"`` and ``"cam_layer_rule"``.
+    Returns an :class:`~heatlab.run.results.ExplainResult` (``path``, ``ids``, ``sources``, ``methods``,
+    ``signs``, ``class_names``, ``targets``, ``predictions``, ``random_weights``, ``model_name`` and, with a
+    CAM method, ``cam_layer`` and ``cam_layer_rule``).
     """
     names = parse_methods(methods)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -304,7 +306,7 @@ def explain_run(
         path = out / ATTRIBUTIONS
         with atomic_path(path) as tmp:
             safetensors.torch.save_file(tensors, str(tmp), metadata={"heatlab": json.dumps(record, sort_keys=True)})
-    return {**record, "path": str(path), "targets": targets.tolist(), "predictions": predictions.tolist()}
+    return ExplainResult.from_record(record, path=str(path), targets=targets.tolist(), predictions=predictions.tolist())
 
 
 def _check_size(size: object, first: str | None = None) -> int:

@@ -41,6 +41,7 @@ from heatlab.files import atomic_path, ensure_dir, read_json, write_json, write_
 from heatlab.improve.gax import BIAS, EPS, LR, SIMILARITY_FACTOR, GaxResult, check_options, gax
 from heatlab.progress import Progress
 from heatlab.models.training import model_device, predict
+from heatlab.run.results import GaxStageResult
 from heatlab.run.rundir import GAX_FILES, GAX_SUMMARY, RunDir, branch_name, read_summary
 from heatlab.run.runner import PARQUET, TENSORS, ShardUnit, Stage, Work, run_stage
 
@@ -254,7 +255,7 @@ def gax_run(
     progress: Progress | None = None,
     backend=None,
     trust_model_code: bool = False,
-) -> dict:
+) -> GaxStageResult:
     """Run GAX for the first ``first_n_correct`` correct samples of ``split``; returns the summary.
 
     ``backend``: where the batches run (:func:`heatlab.run.runner.make_backend`; default this process).
@@ -268,9 +269,9 @@ def gax_run(
                     progress=progress)
         done = stage.complete()
         if done is not None:
-            return done
+            return GaxStageResult.from_record(done)
         stage.selection = stage.select(Work(stage.run, device=device, batch_size=batch_size))
-        return run_stage(stage, progress=_batches(progress), backend=backend)
+        return GaxStageResult.from_record(run_stage(stage, progress=_batches(progress), backend=backend))
 
 
 def _batches(progress: Progress | None) -> Progress | None:

@@ -54,6 +54,7 @@ from heatlab.models.training import (
     TrainConfig, check_takes, create_model, normalize_spec, num_batches, predict, train_continuous,
 )
 from heatlab.progress import Progress, report
+from heatlab.run.results import LrpStudyResult
 from heatlab.run.rundir import StudyDir, read_summary
 from heatlab.score.mean_power import mean_power
 
@@ -83,7 +84,7 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
               every: int = 20, eval_samples: int = 240, heatmap_samples: int = 4, composite: str = "epsilon_plus",
               start: str = "target", filters: Sequence[str] | str | None = None, seed: int = 0, device: str = "cpu", size: int | None = None,
               maxpool: str | None = None, filter_layers: Sequence[str] | str | None = None,
-              progress: Progress | None = None) -> dict:
+              progress: Progress | None = None) -> LrpStudyResult:
     """Run the study (see the module docstring); returns the summary written to ``lrp-study.json``.
 
     ``size``: the side the digit datasets are served at (default 28, and 140 for the paper's
@@ -127,7 +128,7 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
     with out.host.writing("lrp-study"):
         if (done := _read_summary(out)) is not None:
             if done["settings"] == json.loads(json.dumps(settings)) and done.get("complete"):
-                return done
+                return LrpStudyResult.from_record(done)
         layers = [layer for layer in points.values() if layer != INPUT]
         lrp = {"composite": composite, "start": start, "maxpool": settings["maxpool"]}
         x_eval, y_eval = _first(test, eval_samples)
@@ -189,7 +190,7 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
         write_json(out.summary, summary)
         for path in (out.checkpoint, out.rows):
             path.unlink(missing_ok=True)
-        return summary
+        return LrpStudyResult.from_record(summary)
 
 
 def read_study_summary(path: str | Path) -> dict:

@@ -47,6 +47,7 @@ from heatlab.improve.mixer import (
 )
 from heatlab.models.training import predict, resolve_device
 from heatlab.progress import Progress
+from heatlab.run.results import MixerResult
 from heatlab.run.rundir import BASE, RunDir, branch_name, stage_info
 from heatlab.run.runner import PARQUET, TENSORS, ShardUnit, Stage, Unit, Work, read_piece, run_stage
 from heatlab.score.intervals import BOOTSTRAP_RESAMPLES, bootstrap_over_seeds_and_samples
@@ -367,9 +368,10 @@ def mixer_run(
     config: MixerConfig | None = None, n_steps: int = 32, train_samples: int | None = None,
     test_samples: int | None = None, ig_batch_size: int = 25, device: str = "cpu", progress: Progress | None = None,
     trust_model_code: bool = False, backend: Any = None,
-) -> dict:
+) -> MixerResult:
     """Train and score the Mixer of ``branch`` (default: the first) for each setting and seed; returns
-    ``{"branch", "settings": {setting: summary}, "table", "config", ...}`` (also written to ``mixer.json``).
+    a :class:`~heatlab.run.results.MixerResult` (``branch``, ``settings`` {setting: summary}, ``table``,
+    ``config``, ...; also written to ``mixer.json``).
 
     ``train_samples`` / ``test_samples`` cap how many samples of each split are used (the first
     ones in stored order; default all). ``ig_batch_size``: samples per Integrated-Gradients (and
@@ -428,4 +430,4 @@ def mixer_run(
                        "what": "the label-informed Mixer fed the IG attribution of a seeded random wrong label"},
                    "complete": True}
         write_json(run.summary_path(STAGE), summary)
-        return {**summary, "table": str(run.table("mixer"))}
+        return MixerResult.from_record(summary, table=str(run.table("mixer")))

@@ -51,6 +51,7 @@ from heatlab.models.training import (
 from heatlab.progress import Progress, report
 from heatlab.run.runner import PARQUET, TENSORS, Stage, Unit, Work, run_stage
 from heatlab.score.intervals import near_chance
+from heatlab.run.results import TrainResult
 from heatlab.run.rundir import (  # noqa: F401  (re-exported: the names training has always offered)
     BASE,
     CONFIG,
@@ -312,7 +313,7 @@ def train_run(
     data_options: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
     backend: Any = None,
-) -> dict:
+) -> TrainResult:
     """Train the base model and ``config.branches`` branches into ``run_dir``, resuming if possible.
 
     ``config``: a TrainConfig, or a mapping of the settings to change, the rest taking the
@@ -383,4 +384,4 @@ def train_run(
             if chance is None:  # a base model trained before model.json recorded it
                 test = splits["test"]
                 chance = chance_accuracy(torch.cat([test.load_shard(k)["labels"] for k in range(test.num_shards)]))
-            return _summary(run_dir, base, branches, skipped, chance, len(names))
+            return TrainResult(**_summary(run_dir, base, branches, skipped, chance, len(names)))
