@@ -167,10 +167,10 @@ def test_a_subset_of_methods_adds_to_the_tables_and_replace_starts_over(axed, tm
     for k, table in _tables(run).items():
         pd.testing.assert_frame_equal(table, before[k], check_exact=True)
     # Another space is another table: the earlier methods are not mixed in.
-    assert ax_run(run, methods="InputXGradient", batch_size=7, space="pixel")["methods"] == ["InputXGradient"]
+    assert ax_run(run, methods="InputXGradient", batch_size=7, space="pixel").methods == ["InputXGradient"]
     ax_run(run, methods="Saliency", batch_size=7, space="pixel")
     assert set(_tables(run)["co"]["method"]) == {"Saliency", "InputXGradient"}
-    assert ax_run(run, methods="Saliency", batch_size=7, space="pixel", replace=True)["methods"] == ["Saliency"]
+    assert ax_run(run, methods="Saliency", batch_size=7, space="pixel", replace=True).methods == ["Saliency"]
     assert set(_tables(run)["co_gap"]["method"]) == {"Saliency"}
 
 

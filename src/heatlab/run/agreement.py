@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from heatlab.errors import HeatlabError
-from heatlab.files import write_parquet
 from heatlab.run.rundir import RunDir
-from heatlab.score.agreement import SCORE_COLUMNS, metric_agreement
+from heatlab.score.agreement import metric_agreement
+from heatlab.tables import TABLES
 
 #: (table, column, filter) of the ground-truth references, each higher-is-better.
 REFERENCES = (
@@ -42,7 +41,7 @@ def truth_long(run: RunDir, *, by_position: bool = True) -> pd.DataFrame:
         path = run.table(table)
         if not path.is_file():
             continue
-        df = pd.read_parquet(path)
+        df = TABLES[table].read(path)
         if column not in df.columns:
             continue
         if where is not None:
@@ -68,11 +67,7 @@ def write_metric_agreement(run_dir: str | os.PathLike, *, resamples: int | None 
     if not scores_path.is_file():
         target.unlink(missing_ok=True)
         return None
-    scores = pd.read_parquet(scores_path)
-    missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
-    if missing:
-        raise HeatlabError(f"Table '{scores_path}' lacks column(s) {', '.join(missing)}; run `heatlab evaluate "
-                           f"{run.path} --metrics ...` again.")
+    scores = TABLES["no_truth"].read(scores_path)
     by_key = all(c in scores.columns for c in KEY)
     truth = truth_long(run, by_position=not by_key)
     if truth.empty:
@@ -84,5 +79,5 @@ def write_metric_agreement(run_dir: str | os.PathLike, *, resamples: int | None 
         truth = truth.assign(sample=[ids[k] for k in map(tuple, truth[list(KEY)].to_numpy())])
     kw = {} if resamples is None else {"resamples": resamples}
     table = metric_agreement(scores, truth, seed=run.seed(), **kw)
-    write_parquet(target, table)
+    TABLES["metric_agreement"].write(target, table)
     return target

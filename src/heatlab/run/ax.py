@@ -46,7 +46,7 @@ from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import attribute
 from heatlab.explain.methods.selection import keep_methods, needs_image, parse_methods
 from heatlab.explain.presets import Preset, get_preset
-from heatlab.files import write_json, write_parquet
+from heatlab.files import write_json
 from heatlab.models.input_space import SPACES, check_space, input_space, model_normalize
 from heatlab.models.state import model_device
 from heatlab.models.training import takes_normalize
@@ -57,6 +57,7 @@ from heatlab.run.rundir import RunDir
 from heatlab.run.runner import PARQUET, ShardUnit, Stage, Work, earlier_methods, run_stage
 from heatlab.score.co import AX_VARIANTS, OUTPUTS, co_records, prepare_heatmaps
 from heatlab.score.gap import gap_analysis
+from heatlab.tables import TABLES
 
 KIND = "co"
 #: CO variants as ``<output>_<ax>``, in table order.
@@ -169,8 +170,8 @@ class AX(Stage):
         co = _join(units, parts[KIND], main_space=self.space["space"])
         gap = gap_table(co[co["space"] == self.space["space"]], split=self.split, holdout_split=self.holdout)
         paths = {"co": self.run.table("co"), "co_gap": self.run.table("co_gap")}
-        write_parquet(paths["co"], co)
-        write_parquet(paths["co_gap"], gap)
+        TABLES["co"].write(paths["co"], co)
+        TABLES["co_gap"].write(paths["co_gap"], gap)
         summary = {"split": self.split, "holdout_split": self.holdout, "methods": self.methods,
                    "branches": self.branches, "samples": len(self.data[self.split]),
                    "largest_gap": largest_gap(gap), **self.space, "compare_method": self.compare,

@@ -42,7 +42,7 @@ from heatlab.explain.attribution import METHODS, attribute, cam_layer, cam_layer
 from heatlab.explain.methods.selection import keep_methods, needs_image, parse_methods
 from heatlab.explain.postprocess import channel_adjust, normalize_max_abs
 from heatlab.explain.presets import Preset, get_preset
-from heatlab.files import atomic_path, write_json, write_parquet
+from heatlab.files import atomic_path, write_json
 from heatlab.progress import Progress
 from heatlab.run.agreement import write_metric_agreement
 from heatlab.run.no_truth import CONTROL, NoTruth, check_finite
@@ -52,6 +52,7 @@ from heatlab.run.runner import PARQUET, TENSORS, ShardUnit, Stage, Work, earlier
 from heatlab.score.five_band import METRICS, five_band
 from heatlab.registry import Registry
 from heatlab.score.metrics import SCORES_TABLE, Metric, applies, metric_registry, per_sample_scores
+from heatlab.tables import TABLES
 
 #: Five-band variants: (clip bounds, clamp order, threshold schedule). ``clamp`` clips after
 #: normalising (paper 002's text), ``clamp_original`` clips the raw attribution (its code).
@@ -254,7 +255,7 @@ class Evaluate(Stage):
         paths = {}
         for name, df in tables.items():
             paths[name] = self.run.table(name)
-            write_parquet(paths[name], df)
+            TABLES[name].write(paths[name], df)
         self._write_heatmaps(units, parts["heatmaps"])
         write_metric_agreement(self.run)  # the no-truth metrics against this truth (when both tables exist)
         summary = {

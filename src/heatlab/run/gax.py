@@ -44,6 +44,7 @@ from heatlab.models.training import model_device, predict
 from heatlab.run.results import GaxStageResult
 from heatlab.run.rundir import GAX_FILES, GAX_SUMMARY, RunDir, branch_name, read_summary
 from heatlab.run.runner import PARQUET, TENSORS, ShardUnit, Stage, Work, run_stage
+from heatlab.tables import TABLES
 
 RESULTS, TRAJECTORIES, SNAPSHOTS = GAX_FILES
 
@@ -297,7 +298,7 @@ def _join(run: RunDir, tables: list[pd.DataFrame], parts_t: list[dict], settings
         "offsets": torch.cat(offsets),
         "images": torch.cat([p["images"] for p in parts_t]).contiguous(),
     }
-    write_parquet(run.gax(RESULTS), table)
+    TABLES["gax_results"].write(run.gax(RESULTS), table)
     with atomic_path(run.gax(TRAJECTORIES)) as tmp:
         save_file({"co": co}, str(tmp))
     with atomic_path(run.gax(SNAPSHOTS)) as tmp:
@@ -346,7 +347,7 @@ def load_gax_result(run_dir) -> GaxRunResult:
     if not summary.get("complete"):
         raise HeatlabError(f"The GAX result of '{run_dir}' is incomplete; {fix}.")
     try:
-        table = pd.read_parquet(run.gax(RESULTS))
+        table = TABLES["gax_results"].read(run.gax(RESULTS), fix=f"{fix} again")
         co = load_file(run.gax(TRAJECTORIES))["co"]
         snaps = load_file(run.gax(SNAPSHOTS))
     except Exception:  # pyarrow and safetensors raise several types for a broken file

@@ -31,7 +31,7 @@ from heatlab.explain.attribution import attribute
 from heatlab.explain.filters import parse_filters
 from heatlab.explain.methods.lrp import check_composite, check_maxpool, check_start, filter_layers, lrp_maxpool
 from heatlab.explain.postprocess import channel_adjust
-from heatlab.files import write_json, write_parquet
+from heatlab.files import write_json
 from heatlab.progress import Progress
 from heatlab.run.evaluate import score_attributions
 from heatlab.run.results import LrpFiltersResult
@@ -39,6 +39,7 @@ from heatlab.run.rundir import RunDir
 from heatlab.run.runner import PARQUET, ShardUnit, Stage, Work, run_stage
 from heatlab.score.intervals import LEVEL, difference_verdict, paired_difference
 from heatlab.score.metrics import METRICS as REGISTERED
+from heatlab.tables import TABLES
 
 NONE = "none"
 SCORES = ("precision_best", "recall_best", "fpr_avg", "accuracy_best")
@@ -105,10 +106,10 @@ class LRPFilters(Stage):
                 first = ["branch", "filter"] + (["variant"] if "variant" in df else [])
                 tables[kind] = df[first + [c for c in df.columns if c not in first]]
                 paths[name] = self.run.table(name)
-                write_parquet(paths[name], tables[kind])
+                TABLES[name].write(paths[name], tables[kind])
         table = effects(tables, self.filters, self.branches, seed=self.run.seed())
         paths["lrp_filters_effects"] = self.run.table("lrp_filters_effects")
-        write_parquet(paths["lrp_filters_effects"], table)
+        TABLES["lrp_filters_effects"].write(paths["lrp_filters_effects"], table)
         summary = {"split": self.split, "composite": self.composite, "start": self.start, "maxpool": self.maxpool,
                    "layers": self.layers, "filters": self.filters, "branches": self.branches, "samples": len(self.data),
                    **verdict(tables), **effects_summary(table), "complete": True}

@@ -57,6 +57,7 @@ from heatlab.progress import Progress, report
 from heatlab.run.results import LrpStudyResult
 from heatlab.run.rundir import StudyDir, read_summary
 from heatlab.score.mean_power import mean_power
+from heatlab.tables import TABLES
 
 
 
@@ -169,7 +170,7 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
                           **lrp).cpu()
                 for f in settings["filters"]]
         table = pd.DataFrame(rows)
-        write_parquet(out.table, table)
+        TABLES["lrp_study"].write(out.table, table)
         with atomic_path(out.heatmaps) as tmp:
             stacked = torch.stack(maps).float()  # F×S×...; relevance of a weak model underflows float16
             scale = stacked.flatten(2).abs().amax(2)  # F×S

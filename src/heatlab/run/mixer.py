@@ -40,7 +40,7 @@ from safetensors.torch import save_file
 
 from heatlab.data.split import Split, iter_shards
 from heatlab.errors import HeatlabError
-from heatlab.files import atomic_path, write_json, write_parquet
+from heatlab.files import atomic_path, write_json
 from heatlab.improve.mixer import (
     LABEL_INFORMED, SETTINGS, MaskedClassifier, MixerConfig, all_mixer_attributions, leak_scores, masked_predictions, masks,
     mixer_attributions, parse_settings, predict_probabilities, random_wrong_labels, resolve_architecture, train_mixer,
@@ -51,6 +51,7 @@ from heatlab.run.results import MixerResult
 from heatlab.run.rundir import BASE, RunDir, branch_name, stage_info
 from heatlab.run.runner import PARQUET, TENSORS, ShardUnit, Stage, Unit, Work, read_piece, run_stage
 from heatlab.score.intervals import BOOTSTRAP_RESAMPLES, bootstrap_over_seeds_and_samples
+from heatlab.tables import TABLES
 
 IG_STAGE, WRONG_STAGE, STAGE = "mixer-ig", "mixer-ig-wrong", "mixer"
 GALLERY = 6
@@ -282,9 +283,9 @@ class MixerStage(Stage):
                           "wrong": wrong.numpy() if "leak" in p else -1,
                           "leak": p["leak"].numpy() if "leak" in p else -1})
             for u, p in zip(units, parts["predictions"])], ignore_index=True)
-        write_parquet(self.run.table("mixer"), rows)
-        write_parquet(self.run.table("mixer_predictions"), samples)
-        write_parquet(self.run.table("mixer_history"), pd.concat(parts["history"], ignore_index=True))
+        TABLES["mixer"].write(self.run.table("mixer"), rows)
+        TABLES["mixer_predictions"].write(self.run.table("mixer_predictions"), samples)
+        TABLES["mixer_history"].write(self.run.table("mixer_history"), pd.concat(parts["history"], ignore_index=True))
         for u, w in zip(units, parts["weights"]):
             with atomic_path(self.run.mixer_weights(u.setting, self.config.seed + u.index)) as tmp:
                 save_file(w, str(tmp), metadata={"config": repr(self.config.to_dict())})

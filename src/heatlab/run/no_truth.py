@@ -29,7 +29,7 @@ from heatlab.explain.attribution import attribute
 from heatlab.explain.methods import CONTROL_METHODS
 from heatlab.explain.methods.selection import parse_methods
 from heatlab.explain.presets import Preset, get_preset
-from heatlab.files import write_json, write_parquet
+from heatlab.files import write_json
 from heatlab.registry import Registry
 from heatlab.run.results import NoTruthResult
 from heatlab.run.rundir import RunDir
@@ -37,6 +37,7 @@ from heatlab.run.agreement import write_metric_agreement
 from heatlab.run.runner import PARQUET, ShardUnit, Stage, Work
 from heatlab.score.metrics import Metric, metric_registry
 from heatlab.score.no_truth import Selection, no_truth_scores, select_metrics
+from heatlab.tables import TABLES
 
 CONTROL = CONTROL_METHODS[0]  # "Random"
 COLUMNS = ["branch", "method", "metric", "sample", "value"]
@@ -128,7 +129,7 @@ class NoTruth(Stage):
         table = table.sort_values(["branch", "method", "metric", "sample"], kind="stable",
                                   key=lambda c: c.map(rank[c.name]) if c.name in rank else c).reset_index(drop=True)
         path = self.run.no_truth_table
-        write_parquet(path, table)
+        TABLES["no_truth"].write(path, table)
         write_metric_agreement(self.run)  # these metrics against the run's ground truth (when it has one)
         summary = {
             "split": self.split, "methods": self.methods, "control": CONTROL, "branches": self.branches,

@@ -12,6 +12,7 @@ from heatlab.report.page import ReportContext, Section
 from heatlab.report.templates import number, render
 from heatlab.run.lrp_study import read_study_summary
 from heatlab.run.rundir import StudyDir
+from heatlab.tables import TABLES
 
 TEMPLATE = """\
 {% from "macros.html" import figure %}
@@ -38,7 +39,7 @@ def lrp_study_section(ctx: ReportContext) -> str:
     study = StudyDir(ctx.study_dir)
     s = read_study_summary(study.summary)
     settings = s["settings"]
-    mp = mp_figure(pd.read_parquet(study.table), ctx.figure_path("lrp_mp.png"),
+    mp = mp_figure(TABLES["lrp_study"].read(study.table), ctx.figure_path("lrp_mp.png"),
                    model=settings["model"])
     grid = heatmap_grid_figure(study.heatmaps, ctx.figure_path("lrp_heatmaps.png"))
     trend = "; ".join(f"{layer} {number(t['start'])} → {number(t['end'])}" for layer, t in s["mp_trend"].items())
