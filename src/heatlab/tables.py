@@ -100,8 +100,10 @@ class TableSchema:
         for column in frame.columns:
             kind = self.kind(column)
             if kind is not None and not _fits(frame[column], kind):
-                raise HeatlabError(f"Table '{path}' has column {column} of type {frame[column].dtype} where "
-                                   f"{_describe(kind)} are expected; {fix}.")
+                found = next((_NAMES[k] for k in ("bool", "int", "float", "str") if _FITS[k](frame[column])),
+                             str(frame[column].dtype))
+                raise HeatlabError(f"Table '{path}' holds {found} in column {column} where {_describe(kind)} are "
+                                   f"expected; {fix}.")
         return frame
 
     def check_file(self, path: str | os.PathLike, *, fix: str | None = None,
@@ -123,7 +125,8 @@ class TableSchema:
         for column in stored.names if columns is None else [c for c in columns if c in stored.names]:
             kind, arrow = self.kind(column), stored.field(column).type
             if kind is not None and not _arrow_fits(arrow, kind):
-                raise HeatlabError(f"Table '{path}' has column {column} of type {arrow} where {_describe(kind)} are "
+                found = next((_NAMES[k] for k in ("bool", "int", "float", "str") if _arrow_fits(arrow, k)), str(arrow))
+                raise HeatlabError(f"Table '{path}' holds {found} in column {column} where {_describe(kind)} are "
                                    f"expected; {fix}.")
         return list(stored.names)
 

@@ -1,0 +1,108 @@
+"""The table schemas (heatlab.tables): every table the pipeline writes fits its schema as written, and a
+table with a missing column or a column of another kind is one sentence naming the file, the column and the fix."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from heatlab.errors import HeatlabError
+from heatlab.tables import TABLES, schema
+
+
+@pytest.fixture(scope="module")
+def piped(tiny_run, tmp_path_factory):
+    """The tiny run put through every stage that writes a table (small sizes)."""
+    from heatlab.improve.mixer import MixerConfig
+    from heatlab.run.ax import ax_run
+    from heatlab.run.evaluate import evaluate_run
+    from heatlab.run.gax import gax_run
+    from heatlab.run.lrp_filters import lrp_filters_run
+    from heatlab.run.lrp_study import lrp_study
+    from heatlab.run.mixer import mixer_run
+
+    run = tmp_path_factory.mktemp("piped") / "run"
+    shutil.copytree(tiny_run, run)
+    evaluate_run(run, methods="Saliency", metric_set="sparseness,complexity")
+    ax_run(run, methods="Saliency", batch_size=10)
+    gax_run(run, first_n_correct=2, max_steps=2, batch_size=2)
+    lrp_filters_run(run, filters="c0.2")
+    lrp_study("digits", run / "lrp-study", epochs=1, batch_size=128, every=5, eval_samples=8, heatmap_samples=1,
+              filters="c0.2", seed=1)
+    mixer_run(run, seeds=1, n_steps=2, train_samples=12, config=MixerConfig(epochs=1, patience=1, batch_size=8))
+    return run
+
+
+def _schema_of(path) -> str:
+    """The schema a stored table's file name stands for (per-model step tables are the training table's parts)."""
+    return {"results": "gax_results", "steps": "training"}.get(path.stem, path.stem)
+
+
+def test_every_table_the_pipeline_writes_fits_its_schema_as_written(piped):
+    found = sorted(p for p in piped.rglob("*.parquet") if "parts" not in p.parts)
+    names = {_schema_of(p) for p in found}
+    assert names == set(TABLES) - {"no_truth_curves"}, names ^ set(TABLES)  # every schema is exercised, no table lacks one
+    for path in found:
+        table = schema(_schema_of(path))
+        frame = table.read(path)
+        assert set(table.required) <= set(frame.columns), path
+        table.check(frame, path)
+        written = table.conform(frame)  # the writer already stored it in the schema's order and kinds
+        assert list(written.columns) == list(frame.columns) and (written.dtypes == frame.dtypes).all(), path
+
+
+def _five_band(tmp_path, **change) -> object:
+    run = tmp_path / "run"
+    frame = pd.DataFrame({"branch": ["branch-00"] * 2, "method": ["Saliency"] * 2, "variant": ["standard"] * 2,
+                          "shard": [0, 0], "index": [0, 1], "label": [1, 2], "prediction": [1, 0],
+                          "correct": [True, False], **{c: [0.5, 0.25] for c in TABLES["five_band"].names[8:]}})
+    frame = frame.assign(**{k: v for k, v in change.items() if v is not None})
+    frame = frame.drop(columns=[k for k, v in change.items() if v is None])
+    (run / "tables").mkdir(parents=True)
+    frame.to_parquet(run / "tables" / "five_band.parquet", index=False)
+    return run / "tables" / "five_band.parquet"
+
+
+def test_a_column_of_another_kind_is_one_sentence_naming_the_file_the_column_and_the_fix(tmp_path):
+    path = _five_band(tmp_path, recall_best=["high", "low"])
+    with pytest.raises(HeatlabError) as err:
+        TABLES["five_band"].read(path)
+    assert str(err.value) == (f"Table '{path}' holds text in column recall_best where numbers are expected; "
+                              f"run `heatlab evaluate {tmp_path / 'run'}` again.")
+
+
+def test_a_missing_column_and_an_unreadable_file_are_one_sentence_each(tmp_path):
+    path = _five_band(tmp_path, label=None)
+    with pytest.raises(HeatlabError, match=r"^Table '.*five_band.parquet' lacks column label; run `heatlab "
+                                           r"evaluate .*` again\.$"):
+        TABLES["five_band"].read(path)
+    path.write_bytes(b"PAR1 not a table")
+    with pytest.raises(HeatlabError, match=r"^Table '.*five_band.parquet' is unreadable \(not a Parquet table\); "):
+        TABLES["five_band"].read(path)
+
+
+def test_read_checks_only_the_columns_asked_for_and_older_optional_columns_may_be_missing(tmp_path):
+    path = _five_band(tmp_path, recall_best=["high", "low"])
+    assert list(TABLES["five_band"].read(path, columns=["method", "label"]).columns) == ["method", "label"]
+    co = pd.DataFrame({c: pd.Series([1], dtype="int64") if k == "int" else pd.Series([1.0]) if k == "float" else
+                       pd.Series([True]) if k == "bool" else pd.Series(["x"]) for c, k in TABLES["co"].columns.items()
+                       if not c.endswith("?")})
+    co["branch"] = [0]  # a table written before branches had names: an index
+    co.to_parquet(tmp_path / "co.parquet", index=False)
+    assert "space" not in TABLES["co"].read(tmp_path / "co.parquet").columns  # an AX table from before spaces
+
+
+def test_conform_orders_the_named_columns_first_and_casts_them_to_their_kinds():
+    table = TABLES["no_truth"]
+    frame = pd.DataFrame({"extra": ["e"], "value": [1], "sample": [3.0], "metric": ["m"], "method": ["a"],
+                          "branch": ["branch-00"]})
+    out = table.conform(frame)
+    assert list(out.columns) == [*table.names, "extra"]
+    assert str(out["value"].dtype) == "int64" and str(out["sample"].dtype) == "int64"  # a whole number is a number
+    table.check(out, "x.parquet")
+    with pytest.raises(ValueError, match="lacks column"):
+        table.conform(frame.drop(columns="metric"))
+    curves = TABLES["no_truth_curves"]
+    assert curves.names == ["branch", "method", "metric", "sample", "step", "fraction", "value"]
