@@ -1,8 +1,11 @@
-"""The table schemas (heatlab.tables): every table the pipeline writes fits its schema as written, and a
-table with a missing column or a column of another kind is one sentence naming the file, the column and the fix."""
+"""What the stages store: every table the pipeline writes fits its schema (heatlab.tables) as written, a
+table with a missing column or a column of another kind is one sentence naming the file, the column and the
+fix, and each stage's result (heatlab.run.results) is its stored JSON summary plus what the caller needs."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 
 import pandas as pd
@@ -14,7 +17,7 @@ from heatlab.tables import TABLES, schema
 
 @pytest.fixture(scope="module")
 def piped(tiny_run, tmp_path_factory):
-    """The tiny run put through every stage that writes a table (small sizes)."""
+    """The tiny run put through every stage that writes a table (small sizes), and the stages' results."""
     from heatlab.improve.mixer import MixerConfig
     from heatlab.run.ax import ax_run
     from heatlab.run.evaluate import evaluate_run
@@ -25,14 +28,18 @@ def piped(tiny_run, tmp_path_factory):
 
     run = tmp_path_factory.mktemp("piped") / "run"
     shutil.copytree(tiny_run, run)
-    evaluate_run(run, methods="Saliency", metric_set="sparseness,complexity")
-    ax_run(run, methods="Saliency", batch_size=10)
-    gax_run(run, first_n_correct=2, max_steps=2, batch_size=2)
-    lrp_filters_run(run, filters="c0.2")
-    lrp_study("digits", run / "lrp-study", epochs=1, batch_size=128, every=5, eval_samples=8, heatmap_samples=1,
-              filters="c0.2", seed=1)
-    mixer_run(run, seeds=1, n_steps=2, train_samples=12, config=MixerConfig(epochs=1, patience=1, batch_size=8))
-    return run
+    results = {
+        "evaluate.json": evaluate_run(run, methods="Saliency", metric_set="sparseness,complexity"),
+        "ax.json": ax_run(run, methods="Saliency", batch_size=10),
+        "gax/gax.json": gax_run(run, first_n_correct=2, max_steps=2, batch_size=2),
+        "lrp-filters.json": lrp_filters_run(run, filters="c0.2"),
+        "lrp-study/lrp-study.json": lrp_study("digits", run / "lrp-study", epochs=1, batch_size=128, every=5,
+                                              eval_samples=8, heatmap_samples=1, filters="c0.2", seed=1),
+        "mixer.json": mixer_run(run, seeds=1, n_steps=2, train_samples=12,
+                                config=MixerConfig(epochs=1, patience=1, batch_size=8)),
+    }
+    results["no_truth.json"] = results["evaluate.json"].no_truth
+    return run, results
 
 
 def _schema_of(path) -> str:
@@ -41,6 +48,7 @@ def _schema_of(path) -> str:
 
 
 def test_every_table_the_pipeline_writes_fits_its_schema_as_written(piped):
+    piped, _ = piped
     found = sorted(p for p in piped.rglob("*.parquet") if "parts" not in p.parts)
     names = {_schema_of(p) for p in found}
     assert names == set(TABLES) - {"no_truth_curves"}, names ^ set(TABLES)  # every schema is exercised, no table lacks one
@@ -51,6 +59,27 @@ def test_every_table_the_pipeline_writes_fits_its_schema_as_written(piped):
         table.check(frame, path)
         written = table.conform(frame)  # the writer already stored it in the schema's order and kinds
         assert list(written.columns) == list(frame.columns) and (written.dtypes == frame.dtypes).all(), path
+
+
+def test_each_result_is_its_stored_summary_plus_what_the_caller_needs(piped):
+    run, results = piped
+    for name, result in results.items():
+        stored = json.loads((run / name).read_text())
+        assert dataclasses.is_dataclass(result) and result.to_record() == stored, name
+        assert type(result).from_record(stored, **{k: getattr(result, k) for k in result.extra}) == result, name
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            result.complete = False
+    assert results["evaluate.json"].paths["five_band"] == str(run / "tables" / "five_band.parquet")
+    assert results["mixer.json"].table == str(run / "tables" / "mixer.parquet")
+
+
+def test_a_summary_written_by_an_older_heatlab_opens_with_defaults():
+    from heatlab.run.results import AxResult
+
+    old = {"split": "test", "methods": ["Saliency"], "branches": [0], "samples": 3, "complete": True, "retired": 1}
+    result = AxResult.from_record(old)
+    assert (result.space, result.groupings, result.largest_gap, result.paths) == (None, {}, None, {})
+    assert "retired" not in result.to_record() and result.to_record()["branches"] == [0]
 
 
 def _five_band(tmp_path, **change) -> object:

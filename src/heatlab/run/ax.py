@@ -191,7 +191,8 @@ def ax_run(run_dir, *, methods="all", split: str = "test", holdout_split: str | 
     ``holdout_split`` ``None`` (or equal to ``split``) chooses the flag threshold in-sample.
     ``space``: ``"input"`` (default) or ``"pixel"`` (see :func:`resolve_space`); ``preset``: the
     attribution settings (default ``"paper000"``); ``layer``: the CAM methods' layer (default the
-    preset's: the first convolution for the paper presets, else the last). Returns a summary with the table paths and the
+    preset's: the first convolution for the paper presets, else the last). Returns an
+    :class:`~heatlab.run.results.AxResult`: the summary (ax.json) with the table paths and the
     method with the largest gap (mean AUROC over branches of the raw ``x + h`` score). The tables
     keep the methods of an earlier AX run with the same splits, space and preset (so
     ``methods="Saliency"`` adds Saliency); ``replace=True`` writes them with ``methods`` alone.

@@ -17,6 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
 
+def _when_set() -> Any:
+    """A field the stage's summary holds only when it has a value (e.g. the CAM layer, when a CAM method ran)."""
+    return field(default=None, metadata={"when_set": True})
+
+
 @dataclass(frozen=True)
 class StageResult:
     """Base: the fields are the stored summary's keys except those named in ``extra``."""
@@ -25,9 +30,9 @@ class StageResult:
     extra: ClassVar[tuple[str, ...]] = ()
 
     def to_record(self) -> dict[str, Any]:
-        """The JSON object the stage stores; an optional field (default None) that is None is left out."""
+        """The JSON object the stage stores (a field the stage writes only when it has a value is left out when None)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name not in self.extra and not (getattr(self, f.name) is None and f.default is None)}
+                if f.name not in self.extra and not (getattr(self, f.name) is None and f.metadata.get("when_set"))}
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], **extra: Any) -> "StageResult":
@@ -90,8 +95,8 @@ class EvaluateResult(StageResult):
     truth_kind: str | None = None
     feature_names: list[str] | None = None
     attribution: dict[str, Any] | None = None
-    cam_layer: str | None = None
-    cam_layer_rule: str | None = None
+    cam_layer: str | None = _when_set()
+    cam_layer_rule: str | None = _when_set()
     metrics: dict[str, dict] = field(default_factory=dict)
     complete: bool = False
     paths: dict[str, str] = field(default_factory=dict)
@@ -110,12 +115,12 @@ class AxResult(StageResult):
     samples: int
     holdout_split: str | None = None
     largest_gap: dict[str, Any] | None = None
-    space: str = "input"
+    space: str | None = None
     normalized: bool = False
-    space_note: str = ""
+    space_note: str | None = None
     compare_method: str | None = None
-    cam_layer: str | None = None
-    cam_layer_rule: str | None = None
+    cam_layer: str | None = _when_set()
+    cam_layer_rule: str | None = _when_set()
     attribution: dict[str, Any] | None = None
     groupings: dict[str, dict] = field(default_factory=dict)
     complete: bool = False
@@ -232,8 +237,8 @@ class ExplainResult(StageResult):
     target: str | int = "predicted"
     model_name: str | None = None
     random_weights: bool = False
-    cam_layer: str | None = None
-    cam_layer_rule: str | None = None
+    cam_layer: str | None = _when_set()
+    cam_layer_rule: str | None = _when_set()
     path: str = ""
     targets: list[int] = field(default_factory=list)
     predictions: list[int] = field(default_factory=list)
