@@ -71,6 +71,13 @@ def test_each_result_is_its_stored_summary_plus_what_the_caller_needs(piped):
             result.complete = False
     assert results["evaluate.json"].paths["five_band"] == str(run / "tables" / "five_band.parquet")
     assert results["mixer.json"].table == str(run / "tables" / "mixer.parquet")
+    from heatlab.run.agreement import write_metric_agreement
+
+    agreement = write_metric_agreement(run)  # what evaluate wrote, written again (seeded: the same table)
+    assert agreement.table == str(run / "tables" / "metric_agreement.parquet")
+    stored = TABLES["metric_agreement"].read(agreement.table)
+    assert agreement.metrics == list(dict.fromkeys(stored["metric"])) and set(agreement.metrics) == {"sparseness", "complexity"}
+    assert set(agreement.references) == {"recall_best", "precision_best", "auc/feature"}
 
 
 def test_a_summary_written_by_an_older_heatlab_opens_with_defaults():

@@ -16,10 +16,10 @@ split, since evaluate scores every sample of it).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pandas as pd
 
+from heatlab.run.results import AgreementResult
 from heatlab.run.rundir import RunDir
 from heatlab.score.agreement import metric_agreement
 from heatlab.tables import TABLES
@@ -58,9 +58,10 @@ def truth_long(run: RunDir, *, by_position: bool = True) -> pd.DataFrame:
     return out
 
 
-def write_metric_agreement(run_dir: str | os.PathLike, *, resamples: int | None = None) -> Path | None:
+def write_metric_agreement(run_dir: str | os.PathLike, *, resamples: int | None = None) -> AgreementResult | None:
     """Write ``tables/metric_agreement.parquet`` when the run has both the no-truth table and a
-    ground-truth reference; otherwise remove a stale one and return None. Seeded by the run's seed."""
+    ground-truth reference (returns what it compared); otherwise remove a stale one and return None.
+    Seeded by the run's seed."""
     run = RunDir(run_dir)
     target = run.agreement_table
     scores_path = run.no_truth_table
@@ -80,4 +81,4 @@ def write_metric_agreement(run_dir: str | os.PathLike, *, resamples: int | None 
     kw = {} if resamples is None else {"resamples": resamples}
     table = metric_agreement(scores, truth, seed=run.seed(), **kw)
     TABLES["metric_agreement"].write(target, table)
-    return target
+    return AgreementResult(str(target), list(dict.fromkeys(table["metric"])), list(dict.fromkeys(table["reference"])))

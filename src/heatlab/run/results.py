@@ -79,6 +79,16 @@ class NoTruthResult(StageResult):
 
 
 @dataclass(frozen=True)
+class AgreementResult(StageResult):
+    """:func:`heatlab.run.agreement.write_metric_agreement`: ``table`` (``tables/metric_agreement.parquet``),
+    its no-truth ``metrics`` and the ground-truth ``references`` they are compared with (nothing stored as JSON)."""
+
+    table: str
+    metrics: list[str]
+    references: list[str]
+
+
+@dataclass(frozen=True)
 class EvaluateResult(StageResult):
     """:func:`heatlab.run.evaluate.evaluate_run` (``evaluate.json``) plus ``paths`` (table name -> file)
     and ``no_truth``, the no-truth stage's result (None when no no-truth metric ran)."""
