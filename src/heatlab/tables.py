@@ -161,6 +161,9 @@ _ARROW = {
 _ID = {"shard": "int", "index": "int", "label": "int", "prediction": "int", "correct": "bool"}
 _BRANCH = "str|int"  # older tables hold branch indices
 _FIVE_BAND = {f"{m}_{s}": "float" for m in ("accuracy", "precision", "recall", "fpr") for s in ("avg", "best")}
+_CO = {c: k for a in ("sum", "mult") for c, k in ((f"co_raw_{a}", "float"), (f"co_softmax_{a}", "float"),
+                                                  (f"pred_after_{a}", "int"), (f"correct_after_{a}", "bool"))}
+_AGREEMENT = {f"{c}{s}": "float" for c in ("tau", "rho") for s in ("", "_low", "_high")}
 _EVALUATE = "run `heatlab evaluate {run}` again"
 _NO_TRUTH = "run `heatlab evaluate {run} --metrics ...` again"
 _AX = "run `heatlab ax {run}` again"
@@ -186,14 +189,10 @@ _SCHEMAS = [
     TableSchema("no_truth_curves", {"branch": "str", "method": "str", "metric": "str", "sample": "int", "step": "int",
                                     "fraction": "float", "value": "float"},
                 ("branch", "method", "metric", "sample", "step"), _NO_TRUTH),
-    TableSchema("metric_agreement", {"metric": "str", "reference": "str", **{f"{c}{s}": "float" for c in ("tau", "rho")
-                                                                             for s in ("", "_low", "_high")},
-                                     "random_last": "bool", "n_methods": "int", "branches": "int", "samples": "int",
+    TableSchema("metric_agreement", {"metric": "str", "reference": "str", **_AGREEMENT, "random_last": "bool", "n_methods": "int", "branches": "int", "samples": "int",
                                      "interval": "float"}, ("metric", "reference"), _NO_TRUTH),
     TableSchema("co", {"branch": _BRANCH, "method": "str", "split": "str", "space?": "str", "shard": "int", "index": "int",
-                       "label": "int", "prediction": "int", "correct_before": "bool",
-                       **{c: k for a in ("sum", "mult") for c, k in ((f"co_raw_{a}", "float"), (f"co_softmax_{a}", "float"),
-                                                                     (f"pred_after_{a}", "int"), (f"correct_after_{a}", "bool"))}},
+                       "label": "int", "prediction": "int", "correct_before": "bool", **_CO},
                 ("branch", "method", "split", "space", "shard", "index"), _AX),
     TableSchema("co_gap", {"branch": _BRANCH, "method": "str", "variant": "str", "grouping?": "str", "output?": "str",
                            "ax?": "str", "split?": "str", "threshold_split": "str", "auroc": "float",

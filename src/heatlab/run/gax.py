@@ -318,7 +318,7 @@ def _join(run: RunDir, tables: list[pd.DataFrame], parts_t: list[dict], settings
 class GaxRunResult:
     """The stored GAX result of a run (see the module docstring for the meaning of each field)."""
 
-    summary: dict
+    summary: GaxStageResult
     table: pd.DataFrame
     co: torch.Tensor
     snapshots: torch.Tensor
@@ -343,8 +343,8 @@ def load_gax_result(run_dir) -> GaxRunResult:
     fix = f"run `heatlab gax {run_dir}` first"
     if not run.gax(GAX_SUMMARY).is_file():
         raise HeatlabError(f"'{run_dir}' has no GAX result; {fix}.")
-    summary = read_gax_summary(run_dir)
-    if not summary.get("complete"):
+    summary = GaxStageResult.from_record(read_gax_summary(run_dir))
+    if not summary.complete:
         raise HeatlabError(f"The GAX result of '{run_dir}' is incomplete; {fix}.")
     try:
         table = TABLES["gax_results"].read(run.gax(RESULTS), fix=f"{fix} again")
