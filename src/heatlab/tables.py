@@ -28,8 +28,12 @@ from pandas.api import types
 from heatlab.errors import HeatlabError
 from heatlab.files import write_parquet
 
+def _text_or_missing(value: object) -> bool:
+    return isinstance(value, str) or value is None or value != value  # NaN: a missing value
+
+
 _FITS = {
-    "str": lambda s: types.is_string_dtype(s.dtype) or (s.dtype == object and s.map(lambda v: isinstance(v, str)).all()),
+    "str": lambda s: types.is_string_dtype(s.dtype) or (s.dtype == object and s.map(_text_or_missing).all()),
     "int": lambda s: types.is_integer_dtype(s.dtype),
     "float": lambda s: (types.is_float_dtype(s.dtype) or types.is_integer_dtype(s.dtype)) and not types.is_bool_dtype(s.dtype),
     "bool": lambda s: types.is_bool_dtype(s.dtype),
@@ -190,7 +194,8 @@ _SCHEMAS = [
                                     "fraction": "float", "value": "float"},
                 ("branch", "method", "metric", "sample", "step"), _NO_TRUTH),
     TableSchema("metric_agreement", {"metric": "str", "reference": "str", **_AGREEMENT, "random_last": "bool", "n_methods": "int", "branches": "int", "samples": "int",
-                                     "interval": "float"}, ("metric", "reference"), _NO_TRUTH),
+                                     "interval": "str|float"},  # what the interval resamples; NaN without one
+                ("metric", "reference"), _NO_TRUTH),
     TableSchema("co", {"branch": _BRANCH, "method": "str", "split": "str", "space?": "str", "shard": "int", "index": "int",
                        "label": "int", "prediction": "int", "correct_before": "bool", **_CO},
                 ("branch", "method", "split", "space", "shard", "index"), _AX),
