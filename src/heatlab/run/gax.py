@@ -346,11 +346,11 @@ def load_gax_result(run_dir) -> GaxRunResult:
     summary = GaxStageResult.from_record(read_gax_summary(run_dir))
     if not summary.complete:
         raise HeatlabError(f"The GAX result of '{run_dir}' is incomplete; {fix}.")
+    table = TABLES["gax_results"].read(run.gax(RESULTS))  # a bad column is named
     try:
-        table = TABLES["gax_results"].read(run.gax(RESULTS), fix=f"{fix} again")
         co = load_file(run.gax(TRAJECTORIES))["co"]
         snaps = load_file(run.gax(SNAPSHOTS))
-    except Exception:  # pyarrow and safetensors raise several types for a broken file
+    except Exception:  # safetensors raises several types for a broken file
         raise HeatlabError(f"The GAX files in '{out}' are missing or unreadable; {fix} again.") from None
     n = len(table)
     if co.shape[1] != n or snaps["offsets"].shape[0] != n + 1 or snaps["images"].shape[0] != n:
