@@ -5,7 +5,6 @@ Needs ``<run>/lrp-study/lrp-study.json`` (``heatlab lrp-study --out RUN/lrp-stud
 
 from __future__ import annotations
 
-import pandas as pd
 
 from heatlab.report.lrp_figures import heatmap_grid_figure, mp_figure
 from heatlab.report.page import ReportContext, Section
