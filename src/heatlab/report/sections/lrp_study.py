@@ -5,7 +5,6 @@ Needs ``<run>/lrp-study/lrp-study.json`` (``heatlab lrp-study --out RUN/lrp-stud
 
 from __future__ import annotations
 
-
 from heatlab.report.lrp_figures import heatmap_grid_figure, mp_figure
 from heatlab.report.page import ReportContext, Section
 from heatlab.report.templates import number, render
