@@ -430,7 +430,7 @@ def test_damaged_lrp_study_resume_state_restarts_the_study(whole_study, tmp_path
         f"--{k.replace('_', '-')}={v}" for k, v in STUDY.items()]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "lrp-study.json").read_text()) == whole_study[1]
+    assert json.loads((out / "lrp-study.json").read_text()) == whole_study[1].to_record()
     for rel in ("tables/lrp_study.parquet", "model/weights.safetensors", "lrp_study/heatmaps.safetensors"):
         assert (out / rel).read_bytes() == (whole_study[0] / rel).read_bytes(), rel
     assert not (out / "lrp_study" / name).exists()
