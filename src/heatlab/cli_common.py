@@ -13,7 +13,7 @@ import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -23,6 +23,9 @@ from typer._click import exceptions as _parse  # Typer vendors click: its parse 
 from typer.core import TyperGroup
 
 from heatlab.errors import HeatlabError
+
+if TYPE_CHECKING:
+    from heatlab.run.results import AxResult, EvaluateResult, ExplainResult
 
 console = Console(stderr=True)
 out = Console()
@@ -34,11 +37,11 @@ METHODS_HELP = ("'all' (the papers' eleven methods) or comma-separated method na
                 "(or e.g. SmoothGrad-IntegratedGradients).")
 
 
-def say_cam_layer(summary: dict) -> None:
+def say_cam_layer(summary: EvaluateResult | AxResult | ExplainResult) -> None:
     """One line naming the layer the CAM methods used and how it was chosen, when the stage ran one."""
-    if summary.get("cam_layer"):
-        rule = summary.get("cam_layer_rule") or "the model's first nn.Conv2d"
-        say(f"CAM layer: {summary['cam_layer']} ({rule.replace('chosen by name', 'chosen with --layer')}; "
+    if summary.cam_layer:
+        rule = summary.cam_layer_rule or "the model's first nn.Conv2d"
+        say(f"CAM layer: {summary.cam_layer} ({rule.replace('chosen by name', 'chosen with --layer')}; "
             "LayerGradCam and GuidedGradCam use it)")
 
 
@@ -158,10 +161,10 @@ def warn(message: str) -> None:
     console.print(Text.assemble(("warning:", "bold yellow"), " ", visible(str(message))), highlight=False, soft_wrap=True)
 
 
-def warn_random_weights(summary: dict, name: str) -> None:
+def warn_random_weights(random_weights: bool, name: str) -> None:
     """The one random-weights warning line when the stage explained or scored model ``name`` with random
-    weights (``summary["random_weights"]``; :func:`heatlab.run.rundir.random_weights_warning`)."""
-    if summary.get("random_weights"):
+    weights (its result's ``random_weights``; :func:`heatlab.run.rundir.random_weights_warning`)."""
+    if random_weights:
         from heatlab.run.rundir import random_weights_warning
 
         warn(random_weights_warning(name))

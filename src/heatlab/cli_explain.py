@@ -55,8 +55,8 @@ def register(app: typer.Typer) -> None:
                             split=split, batch_size=batch_size, device=device, progress=progress,
                             trust_model_code=trust_model_code, layer=layer, backend=runner)
             page = explanation_pages(out, progress=progress)
-        warn_random_weights(s, s["model_name"])
-        say(f"explained {len(s['ids'])} images with {', '.join(s['methods'])}; attributions: {s['path']}")
+        warn_random_weights(s.random_weights, s.model_name)
+        say(f"explained {len(s.ids)} images with {', '.join(s.methods)}; attributions: {s.path}")
         say_cam_layer(s)
         say(f"index: {page}")
         if (line := backend_line(runner)) is not None:

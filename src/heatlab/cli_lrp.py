@@ -48,12 +48,12 @@ def register(app: typer.Typer) -> None:
             s = lrp_filters_run(run_dir, filters=filters, split=split, composite=composite, start=start,
                                 maxpool=maxpool, batch_size=batch_size, device=device, progress=progress, backend=runner,
                                 trust_model_code=trust_model_code)
-        say(f"LRP ({composite}, max-pooling: {s['maxpool']}) with {len(s['filters'])} filter settings at {', '.join(s['layers'])} on "
-            f"{s['samples']} {split} samples x {len(s['branches'])} branches in {time.perf_counter() - t0:.0f} s")
+        say(f"LRP ({composite}, max-pooling: {s.maxpool}) with {len(s.filters)} filter settings at {', '.join(s.layers)} on "
+            f"{s.samples} {split} samples x {len(s.branches)} branches in {time.perf_counter() - t0:.0f} s")
         say(design_line(s))
         for line in verdict_lines(s):
             say(line)
-        say(f"tables: {', '.join(s['tables'].values())}")
+        say(f"tables: {', '.join(s.paths.values())}")
         if (line := backend_line(runner)) is not None:
             say(line)
         say_figures(run_dir, "lrp-filters")
@@ -92,11 +92,11 @@ def register(app: typer.Typer) -> None:
                           eval_samples=eval_samples, heatmap_samples=heatmap_samples, composite=composite,
                           start=start, filters=filters, seed=seed, device=device, size=size, maxpool=maxpool,
                           filter_layers=filter_layers, progress=progress, backend=runner)
-        warn_random_weights(s, f"{model} trained for 0 epochs")
-        say(f"{model} (LRP max-pooling: {s['maxpool']}): {s['iterations']} iterations, accuracy {s['final_accuracy']:.3f} on {eval_samples} test "
+        warn_random_weights(s.random_weights, f"{model} trained for 0 epochs")
+        say(f"{model} (LRP max-pooling: {s.maxpool}): {s.iterations} iterations, accuracy {s.final_accuracy:.3f} on {eval_samples} test "
             f"samples ({time.perf_counter() - t0:.0f} s)")
-        for layer, t in s["mp_trend"].items():
-            at = s["mp_points"][layer]
+        for layer, t in s.mp_trend.items():
+            at = s.mp_points[layer]
             where = "the input heatmap" if at == "input" else f"entering block {layer.rpartition('_')[2]}, at {at}'s output"
             say(f"  Mean Power at {layer} ({where}): {t['start']:.3g} -> {t['end']:.3g}")
         if (line := backend_line(runner)) is not None:

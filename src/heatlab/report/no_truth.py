@@ -27,15 +27,15 @@ from heatlab.report.context import branch_label
 from heatlab.report.figures import method_styles, new_figure, save_figure, literal
 from heatlab.report.templates import render
 from heatlab.run.rundir import RunDir
-from heatlab.score.agreement import COLUMNS as AGREEMENT_COLUMNS, CONTROL, SCORE_COLUMNS, metric_entry
+from heatlab.score.agreement import CONTROL, SCORE_COLUMNS, metric_entry
 from heatlab.score.intervals import CurveBand, Interval, curve_band, mean_interval
+from heatlab.tables import TABLES
 
 #: The no-truth families in report order.
 FAMILIES = ("faithfulness", "randomisation", "robustness", "complexity", "axiomatic")
 #: A metric's direction (its entry's ``higher_is_better``) as the report says it.
 DIRECTIONS = {True: "higher is better", False: "lower is better", None: "no direction"}
 #: Columns of ``tables/no_truth_curves.parquet``.
-CURVE_COLUMNS = ("branch", "method", "metric", "sample", "step", "fraction", "value")
 #: The curve metrics, in panel order.
 CURVE_METRICS = ("deletion", "insertion")
 
@@ -53,23 +53,12 @@ def definitions(metrics: Sequence[str]) -> Markup:
                                         for m, e in entries.items()])
 
 
-def _read(path: Path, columns: Sequence[str], fix: str) -> pd.DataFrame:
-    try:
-        df = pd.read_parquet(path)
-    except Exception:  # pyarrow raises several types for a broken file
-        raise HeatlabError(f"Table '{path}' is unreadable; {fix}.") from None
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise HeatlabError(f"Table '{path}' lacks column(s) {', '.join(missing)}; {fix}.")
-    return df
-
-
 def load_no_truth(run_dir: str | os.PathLike) -> pd.DataFrame:
     """``tables/no_truth.parquet`` with the metric's family as a column (empty when the run has none)."""
     run = RunDir(run_dir)
     if not run.no_truth_table.is_file():
         return pd.DataFrame(columns=[*SCORE_COLUMNS, "family"])
-    df = _read(run.no_truth_table, SCORE_COLUMNS, f"run `heatlab evaluate {run.path} --metrics ...` again")
+    df = TABLES["no_truth"].read(run.no_truth_table)
     df["branch"] = [branch_label(b) for b in df["branch"]]
     df["method"] = df["method"].astype(str)
     families = {m: metric_entry(m).get("family", "") for m in df["metric"].unique()}
@@ -80,8 +69,8 @@ def load_no_truth_curves(run_dir: str | os.PathLike) -> pd.DataFrame:
     """``tables/no_truth_curves.parquet`` (empty when the run has none)."""
     run = RunDir(run_dir)
     if not run.no_truth_curves.is_file():
-        return pd.DataFrame(columns=CURVE_COLUMNS)
-    df = _read(run.no_truth_curves, CURVE_COLUMNS, f"run `heatlab evaluate {run.path} --metrics deletion,insertion` again")
+        return pd.DataFrame(columns=TABLES["no_truth_curves"].names)
+    df = TABLES["no_truth_curves"].read(run.no_truth_curves)
     df["branch"] = [branch_label(b) for b in df["branch"]]
     df["method"] = df["method"].astype(str)
     return df
@@ -91,8 +80,8 @@ def load_agreement(run_dir: str | os.PathLike) -> pd.DataFrame:
     """``tables/metric_agreement.parquet`` (empty when the run has none)."""
     run = RunDir(run_dir)
     if not run.agreement_table.is_file():
-        return pd.DataFrame(columns=AGREEMENT_COLUMNS)
-    return _read(run.agreement_table, AGREEMENT_COLUMNS, f"run `heatlab evaluate {run.path} --metrics ...` again")
+        return pd.DataFrame(columns=TABLES["metric_agreement"].names)
+    return TABLES["metric_agreement"].read(run.agreement_table)
 
 
 def method_intervals(table: pd.DataFrame, metric: str, methods: Sequence[str]) -> dict[str, Interval]:

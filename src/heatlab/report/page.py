@@ -32,12 +32,12 @@ def note(message: object) -> Markup:
     return render('{% from "macros.html" import note %}{{ note(message) }}', message=message)
 
 
-def random_weights_note(summary: dict, name: str) -> Markup:
-    """The stage's random-weights warning (:func:`heatlab.run.rundir.random_weights_warning`) as a warning
-    note when ``summary["random_weights"]``, else nothing."""
+def random_weights_note(random_weights: bool, name: str) -> Markup:
+    """The stage's random-weights warning (:func:`heatlab.run.rundir.random_weights_warning`) about model
+    ``name`` as a warning note when ``random_weights`` (the stage's summary says so), else nothing."""
     from heatlab.run.rundir import random_weights_warning
 
-    if not summary.get("random_weights"):
+    if not random_weights:
         return Markup("")
     return render('{% from "macros.html" import note %}{{ note(message, "note warn") }}',
                   message=f"Warning: {random_weights_warning(name)}.")

@@ -44,6 +44,7 @@ from heatlab.models.state import eval_mode, model_device
 from heatlab.models.training import resolve_device
 from heatlab.progress import Progress, report
 
+from heatlab.run.results import ExplainResult
 from heatlab.run.rundir import ExplainDir, RunDir, branch_info, branch_name, load_branch
 from heatlab.run.runner import TENSORS, Stage, Unit, Work, run_stage
 
@@ -323,7 +324,7 @@ def explain_run(
     trust_model_code: bool = False,
     layer: str | None = None,
     backend: Any = None,
-) -> dict:
+) -> ExplainResult:
     """Attribute the images of ``sources`` with every method and write ``out/attributions.safetensors``.
 
     ``trust_model_code``: rebuild a model whose stored spec (the run's model.json, the weights'
@@ -337,8 +338,9 @@ def explain_run(
     method and shard of :data:`SHARD` images, :class:`ExplainStage`); the driver alone writes, and a
     killed run started again with the same request redoes only the unfinished units.
 
-    Returns ``{"path", "ids", "sources", "methods", "signs", "class_names", "targets", "predictions",
-    "random_weights", "model_name"}`` and, with a CAM method, ``"cam_layer"`` and ``"cam_layer_rule"``.
+    Returns an :class:`~heatlab.run.results.ExplainResult` (``path``, ``ids``, ``sources``, ``methods``,
+    ``signs``, ``class_names``, ``targets``, ``predictions``, ``random_weights``, ``model_name`` and, with a
+    CAM method, ``cam_layer`` and ``cam_layer_rule``).
     """
     names = parse_methods(methods)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -401,7 +403,7 @@ def explain_run(
                              batch_size=batch_size, identity={**_model_identity(run, branch, weights, spec), "layer": chosen},
                              progress=progress)
         path = _explain_into(stage, x, targets, tensors, record, backend)
-    return {**record, "path": str(path), "targets": targets.tolist(), "predictions": predictions.tolist()}
+    return ExplainResult.from_record(record, path=str(path), targets=targets.tolist(), predictions=predictions.tolist())
 
 
 def _explain_into(stage: ExplainStage, x: torch.Tensor, targets: torch.Tensor, tensors: dict[str, torch.Tensor],

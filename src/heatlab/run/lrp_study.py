@@ -56,9 +56,11 @@ from heatlab.models.training import (
     TrainConfig, check_takes, create_model, normalize_spec, num_batches, predict, train_continuous,
 )
 from heatlab.progress import Progress, report
+from heatlab.run.results import LrpStudyResult
 from heatlab.run.rundir import StudyDir, read_summary
 from heatlab.run.runner import PARQUET, TENSORS, Stage, Unit, Work, run_stage
 from heatlab.score.mean_power import mean_power
+from heatlab.tables import TABLES
 
 INPUT = "input"
 
@@ -233,11 +235,11 @@ class StudyStage(Stage):
                     "labels": y_map.long(), "predictions": p_map.long()}
         return {"heatmaps": heatmaps, "weights": zoo.state_tensors(net), "spec": dict(net.heatlab_spec)}
 
-    def join(self, units: Sequence[StudyUnit], parts: dict[str, list[Any]]) -> dict:
+    def join(self, units: Sequence[StudyUnit], parts: dict[str, list[Any]]) -> LrpStudyResult:
         """Write the table and the summary (last), then remove the resume state; returns the summary."""
         out, points = self.out, self.points
         table = pd.DataFrame(pd.read_parquet(out.rows).to_dict("records"))
-        write_parquet(out.table, table)
+        TABLES["lrp_study"].write(out.table, table)
         last = table[table["iteration"] == table["iteration"].max()]
         first = table[table["iteration"] == 0]
         trend = {layer: {"start": float(first.loc[first["layer"] == layer, "mp_mean"].iloc[0]),
@@ -251,7 +253,7 @@ class StudyStage(Stage):
         write_json(out.summary, summary)
         for path in (out.checkpoint, out.rows):
             path.unlink(missing_ok=True)
-        return summary
+        return LrpStudyResult.from_record(summary)
 
 
 ROW_COLUMNS = ["iteration", "epoch", "loss", "accuracy", "layer", "recorded_at", "mp_mean", "mp_std", "n"]
@@ -261,7 +263,7 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
               every: int = 20, eval_samples: int = 240, heatmap_samples: int = 4, composite: str = "epsilon_plus",
               start: str = "target", filters: Sequence[str] | str | None = None, seed: int = 0, device: str = "cpu", size: int | None = None,
               maxpool: str | None = None, filter_layers: Sequence[str] | str | None = None,
-              progress: Progress | None = None, backend: Any = None) -> dict:
+              progress: Progress | None = None, backend: Any = None) -> LrpStudyResult:
     """Run the study (see the module docstring); returns the summary written to ``lrp-study.json``.
 
     ``size``: the side the digit datasets are served at (default 28, and 140 for the paper's
@@ -309,7 +311,7 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
     with out.host.writing("lrp-study"):
         if (done := _read_summary(out)) is not None:
             if done["settings"] == json.loads(json.dumps(settings)) and done.get("complete"):
-                return done
+                return LrpStudyResult.from_record(done)
         stage = StudyStage(out, data=settings["data"], options=options, config=config,
                            settings=json.loads(json.dumps(settings)), points=points, f_layers=f_layers, progress=progress)
         units = None if progress is None else (lambda task, done, total: progress("lrp-study/units", done, total))

@@ -5,7 +5,8 @@ Layout (DESIGN §3)::
     <run>/config.json                         resolved config: training settings, data spec, seed, versions
     <run>/model/base/ and model/branch-00/    weights.safetensors + model.json (written last)
     <run>/tables/<name>.parquet               joined tables of every stage (e.g. lrp_filters_effects: the
-                                              filter study's paired effects, :meth:`RunDir.table`)
+                                              filter study's paired effects, :meth:`RunDir.table`); each
+                                              has one schema in :data:`heatlab.tables.TABLES`
     <run>/tables/no_truth.parquet             no-truth scores (branch, method, metric, sample, value)
     <run>/tables/no_truth_curves.parquet      deletion/insertion curves (... sample, step, fraction, value)
     <run>/tables/parts/<stage>-<split>/...    per-unit pieces that make the stages resumable

@@ -48,7 +48,7 @@ def gax_section(ctx: ReportContext) -> str:
     table = res.table
     reached = table["reached"].to_numpy(bool)
     steps = table.loc[reached, "steps_to_target"]
-    return render(TEMPLATE, s=res.summary, warning=random_weights_note(res.summary, f"{res.summary['branch']} of this run"),
+    return render(TEMPLATE, s=res.summary, warning=random_weights_note(res.summary.random_weights, f"{res.summary.branch} of this run"),
                   n=len(table), what="images" if res.images.dim() == 4 else "samples",
                   reached=int(reached.sum()), share=float(reached.mean()),
                   median=f"{float(np.median(steps)):g}" if len(steps) else "–",

@@ -110,7 +110,7 @@ def mixer_section(ctx: ReportContext) -> str:
                      number(r["mask_mean"])])
     bars = mixer_bars_figure(ctx.run_dir, ctx.figure_path("mixer_accuracy.png"))
     gallery = mixer_gallery_figure(ctx.run_dir, ctx.figure_path("mixer_gallery.png"))
-    return render(TEMPLATE, s=s, warning=random_weights_note(s, f"{s.get('branch')} of this run"), holdout=round(100 * s.get("config", {}).get("holdout", 0.3)),
+    return render(TEMPLATE, s=s, warning=random_weights_note(s.get("random_weights", False), f"{s.get('branch')} of this run"), holdout=round(100 * s.get("config", {}).get("holdout", 0.3)),
                   interval=s.get("interval", "t-interval over the seeds"),
                   sentences=(label_share(settings), leak_sentence(settings)), rows=rows,
                   bars=ctx.src(bars), gallery=ctx.src(gallery))
