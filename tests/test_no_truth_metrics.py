@@ -152,6 +152,25 @@ def test_random_logit_equals_quantus():
     np.testing.assert_allclose(h, q, rtol=1e-4, atol=1e-5)
 
 
+def test_mprt_and_smprt_explain_only_the_models_their_score_reads():
+    m, (x, y) = _model(), _batch()
+    a, calls = saliency(m, x, y), []
+    counted = lambda mm, xx, yy: calls.append(1) or saliency(mm, xx, yy)  # noqa: E731
+    layers = rz.mprt_layers(m, x, y, a, explain_func=saliency)
+    layers.pop("original")
+    all_layers = torch.stack(list(layers.values()), 1)
+    torch.testing.assert_close(rz.mprt(m, x, y, a, explain_func=counted), all_layers[:, -1])
+    assert len(calls) == 1  # the fully randomised model only
+    torch.testing.assert_close(rz.mprt(m, x, y, a, explain_func=counted, return_average_correlation=True),
+                               all_layers.mean(1))
+    assert len(calls) == 1 + 3
+    calls.clear()
+    last = rz.smprt(m, x, y, a, explain_func=counted, nr_samples=2)
+    assert len(calls) == 2 * 2  # the original and the last model, two draws each
+    every = rz.smprt(m, x, y, a, explain_func=saliency, nr_samples=2, return_average_correlation=True)
+    assert last.shape == every.shape == (6,) and not torch.equal(last, every)
+
+
 def test_a_model_independent_explanation_fails_the_randomisation_tests_and_random_passes_mprt():
     m = _model()
     x, y = _batch()
