@@ -179,18 +179,17 @@ def trapezoid(curve: Tensor, dx: float = 1.0) -> Tensor:
     return torch.trapezoid(curve, dx=dx, dim=1)
 
 
-def _neighbour_sum(v: Tensor) -> Tensor:
-    """M×H×W weighted sum of each value's 8 neighbours (1/6 sideways, 1/12 diagonally; zero outside):
-    the separable [1, 2, 1]² / 12 stencil minus its centre, by shifted slices (a float64 conv2d with
-    one channel is ~10× slower on CPU)."""
+def _box121(v: Tensor) -> Tensor:
+    """M×H×W sums of each value's 3×3 neighbourhood weighted by the separable [1, 2, 1]² (zero
+    outside), by shifted slices (a float64 conv2d with one channel is ~10× slower on CPU). The 8
+    neighbours' weighted mean of ROAD (1/6 sideways, 1/12 diagonally) is ``_box121(v) / 12 - v / 3``."""
     p = F.pad(v, (1, 1, 1, 1))
-    r = p[:, :, :-2] + p[:, :, 2:]
-    r += p[:, :, 1:-1]
-    r += p[:, :, 1:-1]
-    s = r[:, :-2] + r[:, 2:]
-    s += r[:, 1:-1]
-    s += r[:, 1:-1]
-    return s.mul_(1 / 12).sub_(v, alpha=1 / 3)
+    r = (p[:, :, :-2] + p[:, :, 2:]).add_(p[:, :, 1:-1], alpha=2)
+    return (r[:, :-2] + r[:, 2:]).add_(r[:, 1:-1], alpha=2)
+
+
+def _neighbour_sum(v: Tensor) -> Tensor:
+    return _box121(v).mul_(1 / 12).sub_(v, alpha=1 / 3)
 
 
 def noisy_linear_imputation(x: Tensor, removed: Tensor, *, noise: float = 0.01, generator: torch.Generator | None = None,
@@ -209,8 +208,10 @@ def noisy_linear_imputation(x: Tensor, removed: Tensor, *, noise: float = 0.01, 
     diag = _neighbour_sum(torch.ones(1, h, w, dtype=torch.float64, device=x.device))
     b = _neighbour_sum(xd * keep).masked_fill_(keep, 0)
 
-    def op(v: Tensor) -> Tensor:
-        return torch.addcmul(_neighbour_sum(v).neg_(), diag, v).masked_fill_(keep, 0)
+    centre = diag + 1 / 3
+
+    def op(v: Tensor) -> Tensor:  # diag·v − neighbour sum, on the unknowns
+        return torch.addcmul(_box121(v).mul_(-1 / 12), centre, v).masked_fill_(keep, 0)
 
     dims = (1, 2)
     stop = (tol * b.square().sum(dims, keepdim=True).sqrt()).square()
