@@ -3,7 +3,8 @@
 One table of rows ``(name, heatlab callable, reference callable or None, floor callable or None,
 note)``: the floor is the batched passes the metric needs (``k`` forwards of the N images, batch N, or
 ``k`` Saliency explanations for the metrics that re-explain, plus a forward per draw where the metric
-checks the prediction; None: pure array work), timed on the same model. Data: a small CNN (two conv layers, 10 classes) at 3×64×64, N=64 smooth random images
+checks the prediction; None: pure array work), timed on the same model. Data: a small CNN (two conv
+layers, 10 classes) at 3×64×64, N=64 smooth random images
 (``--quick``: N=16); the faithfulness rows score random N×1×64×64 attributions, the rows that
 re-explain (randomisation, robustness, axiomatic, complexity) score Saliency, which Quantus recomputes
 with ``heatlab.explain.explain_func``; robustness uses 10 noise draws. Prints seconds, the ratio to the

@@ -205,7 +205,8 @@ def _imputation_by_dense_solve(img, removed):
     h, w = removed.shape
     unknown = [(i, j) for i in range(h) for j in range(w) if removed[i, j]]
     at = {p: k for k, p in enumerate(unknown)}
-    m, rhs = torch.zeros(len(unknown), len(unknown), dtype=torch.float64), torch.zeros(len(unknown), img.shape[0], dtype=torch.float64)
+    m = torch.zeros(len(unknown), len(unknown), dtype=torch.float64)
+    rhs = torch.zeros(len(unknown), img.shape[0], dtype=torch.float64)
     for k, (i, j) in enumerate(unknown):
         for di in (-1, 0, 1):
             for dj in (-1, 0, 1):
