@@ -152,6 +152,20 @@ def test_random_logit_equals_quantus():
     np.testing.assert_allclose(h, q, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_average_ranks_equal_scipy_with_ties_signed_zeros_and_negatives(dtype):
+    stats = pytest.importorskip("scipy.stats")
+    from heatlab.score._no_truth import average_ranks
+
+    g = torch.Generator().manual_seed(2)
+    v = (torch.randint(-4, 5, (5, 40), generator=g) * 0.25).to(dtype)
+    v[0, :6] = -0.0  # equal to 0.0: one tie group
+    v[1] = torch.randn(40, generator=g).to(dtype)
+    ref = stats.rankdata(v.numpy(), axis=1)
+    np.testing.assert_array_equal(average_ranks(v).numpy(), ref)  # the CPU (NumPy) path
+    np.testing.assert_array_equal(average_ranks(v.clone().requires_grad_()).numpy(), ref)  # the torch path
+
+
 def test_mprt_and_smprt_explain_only_the_models_their_score_reads():
     m, (x, y) = _model(), _batch()
     a, calls = saliency(m, x, y), []
