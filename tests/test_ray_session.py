@@ -4,7 +4,6 @@ address starts Ray once (its own module: no cluster of another test may be runni
 from __future__ import annotations
 
 import shutil
-import sys
 
 import pytest
 

@@ -369,7 +369,6 @@ def explain_run(
     if data is not None and x.shape[1] != channels:
         raise HeatlabError(f"The images have {x.shape[1]} channels but the model takes {channels}; pass other data.")
     name = spec.get("name") or (f"{branch} of {shown(run)}" if run is not None else type(net).__name__)
-    dev = model_device(net)
     with torch.no_grad(), eval_mode(net):
         logits = torch.cat([_logits(net, name, x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
     if logits.dim() != 2:
