@@ -199,6 +199,44 @@ def test_road_imputation_restores_a_linear_ramp():
     torch.testing.assert_close(out, x)
 
 
+def _imputation_by_dense_solve(img, removed):
+    """Per image and channel: the ROAD system (Quantus's construction, neighbour weights summed
+    inside the image only) as a dense matrix, solved directly."""
+    h, w = removed.shape
+    unknown = [(i, j) for i in range(h) for j in range(w) if removed[i, j]]
+    at = {p: k for k, p in enumerate(unknown)}
+    m = torch.zeros(len(unknown), len(unknown), dtype=torch.float64)
+    rhs = torch.zeros(len(unknown), img.shape[0], dtype=torch.float64)
+    for k, (i, j) in enumerate(unknown):
+        for di in (-1, 0, 1):
+            for dj in (-1, 0, 1):
+                ii, jj, wt = i + di, j + dj, 1 / 6 if di == 0 or dj == 0 else 1 / 12
+                if (di, dj) == (0, 0) or not (0 <= ii < h and 0 <= jj < w):
+                    continue
+                m[k, k] += wt
+                if removed[ii, jj]:
+                    m[k, at[(ii, jj)]] -= wt
+                else:
+                    rhs[k] += wt * img[:, ii, jj].double()
+    out = img.double().clone()
+    sol = torch.linalg.solve(m, rhs)
+    for k, (i, j) in enumerate(unknown):
+        out[:, i, j] = sol[k]
+    return out
+
+
+def test_batched_road_imputation_equals_a_direct_solve_per_image():
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(3, 2, 9, 11, generator=g, dtype=torch.float64)
+    removed = torch.rand(3, 9, 11, generator=g) < torch.tensor([0.2, 0.6, 0.95]).view(3, 1, 1)  # borders too
+    removed[1, :5, :6] = True  # a large hole: many iterations
+    out = P.noisy_linear_imputation(x, removed, noise=0.0)
+    ref = torch.stack([_imputation_by_dense_solve(x[i], removed[i]) for i in range(3)])
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-9)
+    everything = P.noisy_linear_imputation(x[:1], torch.ones(1, 9, 11, dtype=torch.bool), noise=0.0)
+    assert bool((everything == 0).all())  # no kept pixel: a singular system, imputed as 0
+
+
 # Batched == one by one, for every metric.
 @pytest.mark.parametrize("name,kw", [
     ("pixel_flipping", dict(features_in_step=48)),

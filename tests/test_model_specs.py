@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-import textwrap
 
 import pytest
 import torch

@@ -152,6 +152,39 @@ def test_random_logit_equals_quantus():
     np.testing.assert_allclose(h, q, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_average_ranks_equal_scipy_with_ties_signed_zeros_and_negatives(dtype):
+    stats = pytest.importorskip("scipy.stats")
+    from heatlab.score._no_truth import average_ranks
+
+    g = torch.Generator().manual_seed(2)
+    v = (torch.randint(-4, 5, (5, 40), generator=g) * 0.25).to(dtype)
+    v[0, :6] = -0.0  # equal to 0.0: one tie group
+    v[1] = torch.randn(40, generator=g).to(dtype)
+    ref = stats.rankdata(v.numpy(), axis=1)
+    np.testing.assert_array_equal(average_ranks(v).numpy(), ref)  # the CPU (NumPy) path
+    np.testing.assert_array_equal(average_ranks(v.clone().requires_grad_()).numpy(), ref)  # the torch path
+
+
+def test_mprt_and_smprt_explain_only_the_models_their_score_reads():
+    m, (x, y) = _model(), _batch()
+    a, calls = saliency(m, x, y), []
+    counted = lambda mm, xx, yy: calls.append(1) or saliency(mm, xx, yy)  # noqa: E731
+    layers = rz.mprt_layers(m, x, y, a, explain_func=saliency)
+    layers.pop("original")
+    all_layers = torch.stack(list(layers.values()), 1)
+    torch.testing.assert_close(rz.mprt(m, x, y, a, explain_func=counted), all_layers[:, -1])
+    assert len(calls) == 1  # the fully randomised model only
+    torch.testing.assert_close(rz.mprt(m, x, y, a, explain_func=counted, return_average_correlation=True),
+                               all_layers.mean(1))
+    assert len(calls) == 1 + 3
+    calls.clear()
+    last = rz.smprt(m, x, y, a, explain_func=counted, nr_samples=2)
+    assert len(calls) == 2 * 2  # the original and the last model, two draws each
+    every = rz.smprt(m, x, y, a, explain_func=saliency, nr_samples=2, return_average_correlation=True)
+    assert last.shape == every.shape == (6,) and not torch.equal(last, every)
+
+
 def test_a_model_independent_explanation_fails_the_randomisation_tests_and_random_passes_mprt():
     m = _model()
     x, y = _batch()

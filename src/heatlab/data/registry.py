@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path

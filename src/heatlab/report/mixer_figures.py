@@ -5,7 +5,6 @@ shows its leak test), and a gallery of x, A, M and x ⊙ M. Drawn from ``mixer.j
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 

@@ -106,7 +106,9 @@ def predict(model: nn.Module, x: Tensor) -> Tensor:
 def average_ranks(v: Tensor) -> Tensor:
     """Ranks (1-based, float64) within each row of ``v`` (N×D), ties given their average rank as
     ``scipy.stats.rankdata``: one sort, then each tie group's first and last position by running
-    maxima and minima."""
+    maxima and minima (on the CPU: :func:`_average_ranks_numpy`, ~4× faster)."""
+    if v.device.type == "cpu" and not v.requires_grad:
+        return torch.from_numpy(_average_ranks_numpy(v.numpy()))
     s, order = v.sort(1)
     n, d = s.shape
     pos = torch.arange(d, device=v.device).expand(n, d)
@@ -118,6 +120,28 @@ def average_ranks(v: Tensor) -> Tensor:
     last = torch.where(ends, pos, d).flip(1).cummin(1).values.flip(1)
     ranks = (first + last).double() / 2 + 1
     return torch.empty_like(ranks).scatter_(1, order, ranks)
+
+
+def _average_ranks_numpy(v: np.ndarray) -> np.ndarray:
+    """:func:`average_ranks` in NumPy. float32 rows sort as int64 keys (the value's order-preserving
+    bits above the column index, so one plain sort gives the order too); the tie groups are found
+    on all rows at once (a group start at every row start)."""
+    n, d = v.shape
+    b = max(1, (d - 1).bit_length())
+    if v.dtype == np.float32 and b <= 31 and np.isfinite(v).all():
+        bits = (v + np.float32(0)).view(np.int32)  # + 0: -0.0 becomes 0.0, which it equals
+        key = np.sort(((bits ^ ((bits >> 31) & 0x7FFFFFFF)).astype(np.int64) << b) | np.arange(d), axis=1)
+        order, s = key & ((1 << b) - 1), key >> b
+    else:
+        order = np.argsort(v, axis=1)
+        s = np.take_along_axis(v, order, 1)
+    starts = np.ones((n, d), dtype=bool)
+    starts[:, 1:] = s[:, 1:] != s[:, :-1]
+    first = np.flatnonzero(starts)
+    mean_rank = first % d + (np.diff(first, append=n * d) - 1) / 2 + 1
+    ranks = np.empty(n * d)
+    ranks[(order + np.arange(0, n * d, d)[:, None]).ravel()] = mean_rank[np.cumsum(starts.ravel()) - 1]
+    return ranks.reshape(n, d)
 
 
 def pearson(a: Tensor, b: Tensor) -> Tensor:
@@ -143,7 +167,8 @@ def ssim(a: Tensor, b: Tensor, win_size: int = 7) -> Tensor:
     span = (both.amax(1) - both.amin(1)).abs().double().to(dtype).unsqueeze(1)
     c1, c2 = (0.01 * span) ** 2, (0.03 * span) ** 2
     # the window never reaches the padding in the part skimage averages, so a valid-mode mean is exact
-    mean = lambda t: torch.nn.functional.avg_pool1d(t.unsqueeze(1), win_size, stride=1).squeeze(1)  # noqa: E731
+    # (sums of unfolded windows: avg_pool1d is ~50x slower on CPU)
+    mean = lambda t: t.unfold(1, win_size, 1).sum(-1) / win_size  # noqa: E731
     ux, uy = mean(a), mean(b)
     cov = win_size / (win_size - 1)
     vx, vy, vxy = cov * (mean(a * a) - ux * ux), cov * (mean(b * b) - uy * uy), cov * (mean(a * b) - ux * uy)

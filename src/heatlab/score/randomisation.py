@@ -60,10 +60,11 @@ def _similarity(similarity_func: Similarity | None) -> Similarity:
 def mprt_layers(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, explain_func=None,
                 similarity_func: Similarity | None = None, layer_order: str = "top_down", abs: bool = True,
                 normalise: bool = True, skip_layers: bool = False, seed: int = 0,
-                explain: Callable | None = None) -> dict[str, Tensor]:
+                explain: Callable | None = None, original: bool = True) -> dict[str, Tensor]:
     """Similarity of ``a`` to the explanation of the model with its layers randomised, per layer:
     ``{"original": ..., layer name: ...}`` (float64 N each), as Quantus's ``MPRT`` reports it.
-    ``skip_layers``: only the last (fully randomised, for cascading orders) model."""
+    ``skip_layers``: only the last (fully randomised, for cascading orders) model; ``original=False``
+    leaves out the unrandomised model (one explanation fewer)."""
     x, y, a = check_inputs(model, x, y, a)
     explain = explain or explainer(explain_func, "mprt")
     post = lambda t: rows(prepare(t, abs=abs, normalise=normalise))  # noqa: E731
@@ -73,7 +74,7 @@ def mprt_layers(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, explain_fu
         sim = lambda _a, b: pearson(ref, average_ranks(b))  # noqa: E731
     else:
         sim = similarity_func
-    out = {"original": sim(a, post(explain(model, x, y))).double()}
+    out = {"original": sim(a, post(explain(model, x, y))).double()} if original else {}
     layers = randomised_layers(model, layer_order, seed)
     n = sum(1 for _, m in model.named_modules() if hasattr(m, "reset_parameters"))
     for i, (name, random_model) in enumerate(layers):
@@ -92,8 +93,8 @@ def mprt(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, explain_func=None
     the mean over layers with ``return_average_correlation``. Lower is better: an explanation that
     does not change with the weights (e.g. the input itself) scores 1 and fails the sanity check."""
     layers = mprt_layers(model, x, y, a, explain_func=explain_func, similarity_func=similarity_func,
-                         layer_order=layer_order, abs=abs, normalise=normalise, seed=seed)
-    layers.pop("original")
+                         layer_order=layer_order, abs=abs, normalise=normalise, seed=seed, original=False,
+                         skip_layers=not return_average_correlation)  # explain only the models the score reads
     scores = torch.stack(list(layers.values()), 1)
     return scores.mean(1) if return_average_correlation else scores[:, -1]
 
@@ -166,9 +167,11 @@ def smprt(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, explain_func=Non
     sim = _similarity(similarity_func)
     post = lambda t: rows(prepare(t, abs=abs, normalise=normalise, how="second_moment"))  # noqa: E731
     ref = post(explain(model, x, y))
+    n = sum(1 for _, m in model.named_modules() if hasattr(m, "reset_parameters"))
     scores = torch.stack([sim(ref, post(explain(m, x, y))).double()
-                          for _, m in randomised_layers(model, layer_order, seed)], 1)
-    return scores.mean(1) if return_average_correlation else scores[:, -1]
+                          for i, (_, m) in enumerate(randomised_layers(model, layer_order, seed))
+                          if return_average_correlation or i + 1 == n], 1)  # the last layer alone by default
+    return scores.mean(1)
 
 
 def off_classes(x: Tensor, y: Tensor, num_classes: int, seed: int) -> Tensor:

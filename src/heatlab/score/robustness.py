@@ -51,24 +51,28 @@ def _draws(x: Tensor, noise: Tensor | None, default: Iterator[Tensor], nr_sample
 
 
 def _runs(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, explain_func, name: str, draws, *, abs: bool,
-          normalise: bool, how: str = "max", nan_when_changed: bool):
-    """Per draw: ``(x_k, a_k, changed, logits_k)``; ``changed`` marks samples whose predicted class moved
-    (with ``nan_when_changed``, else None, as ``logits_k``)."""
+          normalise: bool, how: str = "max", nan_when_changed: bool, forward=None):
+    """Per draw: ``(x_k, a_k, changed, outputs_k)``; ``changed`` marks samples whose predicted class moved
+    (with ``nan_when_changed``, else None); ``outputs_k`` is ``forward(x_k)`` = ``(logits, extra)`` (default
+    ``(logits, None)``; None when neither ``nan_when_changed`` nor ``forward`` asks for the pass)."""
     explain = explainer(explain_func, name)
     label = predict(model, x).argmax(1) if nan_when_changed else None
+    needed = nan_when_changed or forward is not None
+    forward = forward or (lambda t: (predict(model, t), None))
     for noise in draws:
         xk = x + noise
         ak = prepare(explain(model, xk, y), abs=abs, normalise=normalise, how=how)
-        logits = predict(model, xk) if nan_when_changed else None
-        yield xk, ak, (logits.argmax(1) != label if nan_when_changed else None), logits
+        outs = forward(xk) if needed else None
+        yield xk, ak, (outs[0].argmax(1) != label if nan_when_changed else None), outs
 
 
-def _ratios(model, x, y, a, explain_func, name, draws, objective, *, abs, normalise, how="max", nan_when_changed):
+def _ratios(model, x, y, a, explain_func, name, draws, objective, *, abs, normalise, how="max", nan_when_changed,
+            forward=None):
     a = prepare(a, abs=abs, normalise=normalise, how=how)
     out = []
-    for xk, ak, changed, logits in _runs(model, x, y, a, explain_func, name, draws, abs=abs, normalise=normalise, how=how,
-                                 nan_when_changed=nan_when_changed):
-        r = objective(a, ak, xk, logits)
+    for xk, ak, changed, outs in _runs(model, x, y, a, explain_func, name, draws, abs=abs, normalise=normalise, how=how,
+                                       nan_when_changed=nan_when_changed, forward=forward):
+        r = objective(a, ak, xk, outs)
         out.append(torch.where(changed, torch.nan, r) if changed is not None else r)
     return torch.stack(out, 1)  # N×K
 
@@ -131,25 +135,25 @@ def _relative_change(t: Tensor, eps: float):
     """``t_k -> ‖(t − t_k) / t‖`` per row, ``eps`` standing in for a zero ``t`` (Agarwal et al. 2022);
     computed in ``t``'s dtype (as Quantus), summed in float64."""
     safe = t + (t == 0) * eps
-    return lambda tk: rows((t - tk) / safe).norm(dim=1, dtype=torch.float64)
+    return lambda tk: rows(torch.sub(t, tk).div_(safe)).norm(dim=1, dtype=torch.float64)
 
 
 def _stability(model, x, y, a, explain_func, name, denominator, *, nr_samples, abs, normalise, eps_min,
-               perturb_kwargs, return_nan_when_prediction_changes, noise, seed):
+               perturb_kwargs, return_nan_when_prediction_changes, noise, seed, forward=None):
     kw = {"lower_bound": 0.02, "upper_bound": 0.2, **(perturb_kwargs or {})}
     draws = _draws(x, noise, uniform_noise(x.shape[1:], nr_samples, seed, kw["lower_bound"], kw["upper_bound"]),
                    nr_samples)
 
     change = None
 
-    def objective(a, ak, xk, logits):
+    def objective(a, ak, xk, outs):
         nonlocal change
         change = change or _relative_change(a, eps_min)
-        d = denominator(xk, logits)
+        d = denominator(xk, outs)
         return change(ak) / (d + (d == 0) * eps_min)
 
     s = _ratios(model, x, y, a, explain_func, name, draws, objective, abs=abs, normalise=normalise,
-                how="second_moment", nan_when_changed=return_nan_when_prediction_changes)
+                how="second_moment", nan_when_changed=return_nan_when_prediction_changes, forward=forward)
     return s.amax(1)  # a NaN draw makes the sample NaN, as in Quantus
 
 
@@ -177,7 +181,7 @@ def relative_output_stability(model: nn.Module, x: Tensor, y: Tensor, a: Tensor,
     x, y, a = check_inputs(model, x, y, a)
     h = predict(model, x).double()
     return _stability(model, x, y, a, explain_func, "relative_output_stability",
-                      lambda xk, logits: _fro(h - (predict(model, xk) if logits is None else logits).double()), nr_samples=nr_samples, abs=abs,
+                      lambda xk, outs: _fro(h - (predict(model, xk) if outs is None else outs[0]).double()), nr_samples=nr_samples, abs=abs,
                       normalise=normalise, eps_min=eps_min, perturb_kwargs=perturb_func_kwargs, noise=noise,
                       seed=seed, return_nan_when_prediction_changes=return_nan_when_prediction_changes)
 
@@ -186,6 +190,11 @@ def hidden_representations(model: nn.Module, x: Tensor, layer_names: Sequence[st
                            layer_indices: Sequence[int] | None = None) -> Tensor:
     """The outputs of the model's layers (all modules but the model and ``nn.Sequential`` containers,
     or those named/indexed as Quantus selects them), flattened and concatenated: ``N×D``."""
+    return torch.cat(_layer_outputs(model, x, layer_names, layer_indices)[1], 1)
+
+
+def _layer_outputs(model: nn.Module, x: Tensor, layer_names, layer_indices) -> tuple[Tensor, list[Tensor]]:
+    """One forward pass: the logits and the chosen layers' outputs (N×D_l each, in call order)."""
     everything = list(model.named_modules())
     layers = [(n, m) for n, m in everything if not isinstance(m, (type(model), nn.Sequential))]
     wanted = {i if i >= 0 else len(everything) + i for i in (layer_indices or [])}
@@ -196,11 +205,11 @@ def hidden_representations(model: nn.Module, x: Tensor, layer_names: Sequence[st
     outputs: list[Tensor] = []
     hooks = [m.register_forward_hook(lambda _m, _i, o: outputs.append(rows(o.detach()))) for m in chosen]
     try:
-        predict(model, x)
+        logits = predict(model, x)
     finally:
         for h in hooks:
             h.remove()
-    return torch.cat(outputs, 1)
+    return logits, outputs
 
 
 def relative_representation_stability(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, explain_func=None,
@@ -215,10 +224,12 @@ def relative_representation_stability(model: nn.Module, x: Tensor, y: Tensor, a:
     x, y, a = check_inputs(model, x, y, a)
     if layer_names is not None and layer_indices is not None:
         raise HeatlabError("Pass layer_names or layer_indices, not both.")
-    rep = lambda t: hidden_representations(model, t, layer_names, layer_indices)  # noqa: E731
-    change = _relative_change(rep(x), eps_min)
+    forward = lambda t: _layer_outputs(model, t, layer_names, layer_indices)  # noqa: E731
+    # per layer, never concatenated: the layers' outputs are far larger than the input
+    changes = [_relative_change(t, eps_min) for t in forward(x)[1]]
+    change = lambda tks: sum(c(tk).square() for c, tk in zip(changes, tks)).sqrt()  # noqa: E731
     return _stability(model, x, y, a, explain_func, "relative_representation_stability",
-                      lambda xk, _: change(rep(xk)), nr_samples=nr_samples, abs=abs,
+                      lambda xk, outs: change(outs[1]), nr_samples=nr_samples, abs=abs, forward=forward,
                       normalise=normalise, eps_min=eps_min, perturb_kwargs=perturb_func_kwargs, noise=noise,
                       seed=seed, return_nan_when_prediction_changes=return_nan_when_prediction_changes)
 
