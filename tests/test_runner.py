@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 
@@ -13,8 +12,7 @@ import torch
 
 from heatlab.errors import HeatlabError
 from heatlab.run.rundir import RunDir, branch_name
-from heatlab.run.runner import (PARQUET, TENSORS, LocalBackend, ShardUnit, Stage, Unit, is_done, marker_path,
-                                 run_stage)
+from heatlab.run.runner import PARQUET, TENSORS, ShardUnit, Stage, Unit, is_done, marker_path, run_stage
 
 
 class Boom(Exception):
@@ -173,81 +171,3 @@ def test_a_typed_unit_runs_in_waves_and_its_marker_holds_its_own_fields(tiny_run
     # no model behind the unit: no weights in its settings
     assert json.loads(marker_path(stage, StepUnit(1)).read_text()) == {"step": 1, "settings": {}}
     assert all(is_done(stage, u) for u in stage.units())
-
-
-@dataclass(frozen=True)
-class WaveUnit(Unit):
-    """Unit ``k`` of wave ``step``."""
-
-    step: int
-    k: int
-
-    def stem(self, parts):
-        return parts / f"step-{self.step}-{self.k}"
-
-    @property
-    def wave(self):
-        return self.step
-
-
-class PidStage(Stage):
-    """Four one-thread units of one wave, then one of the next that needs them all written: each
-    says which process ran it, on how many threads."""
-
-    name = "pids"
-    kinds = {"value": TENSORS}
-    threads = 1
-
-    def parts_dir(self, unit):
-        return self.run.parts(self.name, "test")
-
-    def units(self):
-        return [WaveUnit(0, k) for k in range(4)] + [WaveUnit(1, 0)]
-
-    fail = None
-
-    def run_unit(self, work, unit):
-        if unit.k == self.fail:
-            raise HeatlabError(f"unit {unit.k} failed; fix it.")
-        if unit.step == 1:
-            assert all(self.is_done(WaveUnit(0, k)) for k in range(4))
-        return {"value": {"pid": torch.tensor([os.getpid()]), "threads": torch.tensor([torch.get_num_threads()])}}
-
-    def join(self, units, parts):
-        return [(int(p["pid"]), int(p["threads"])) for p in parts["value"]]
-
-
-def test_the_local_backend_runs_a_wave_of_one_thread_units_on_a_process_pool(tiny_run, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
-    ran = run_stage(PidStage(RunDir(run)), backend=LocalBackend(workers=2))
-    pids = {pid for pid, _ in ran[:4]}
-    assert len(pids) == 2 and os.getpid() not in pids and all(t == 1 for _, t in ran)
-    assert ran[4][0] == os.getpid()  # a wave of one unit runs in the driver
-    assert LocalBackend().pool_size(Chain(RunDir(run))) == 1  # a stage without threads: in this process
-    with pytest.raises(HeatlabError, match="workers must be a whole number of at least 1"):
-        LocalBackend(workers=0)
-    bad = PidStage(RunDir(run))
-    bad.name = "pids-bad"
-    bad.fail = 2
-    with pytest.raises(HeatlabError, match="unit 2 failed; fix it"):  # a unit's own sentence, not a broken pool
-        run_stage(bad, backend=LocalBackend(workers=2))
-
-
-def test_training_branches_on_the_pool_write_the_bytes_of_training_one_after_another(tmp_path):
-    """Each branch unit runs on one thread wherever it runs: the pool changes no byte."""
-    import hashlib
-
-    from heatlab.data.shards import write_cells
-    from heatlab.models.training import TrainConfig
-    from heatlab.run.training import train_run
-
-    write_cells(tmp_path / "data", size=64, seed=3, shards={"train": 2, "val": 1, "test": 1}, shard_size=8)
-    config = TrainConfig(epochs=1, branches=2, branch_epochs=3, batch_size=8, eval_every=2, n_l=1, seed=3)
-    files = {}
-    for workers in (1, 2):
-        out = tmp_path / f"run-{workers}"
-        train_run(tmp_path / "data", out, config, backend=LocalBackend(workers=workers))
-        paths = [*sorted((out / "model").rglob("*.*")), out / "tables" / "training.parquet"]
-        files[workers] = {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
-    assert len(files[1]) == 3 * 3 + 2 + 1 and files[1] == files[2]  # + 2 validations, the table

@@ -96,7 +96,6 @@ class AX(Stage):
 
     name = "ax"
     kinds = {KIND: PARQUET}
-    threads = 1  # the same bytes on every backend, and the local one runs units side by side (Stage.threads)
 
     def __init__(self, run: RunDir, *, methods="all", split: str = "test", holdout_split: str | None = "val",
                  batch_size: int = 25, device: str = "cpu", space: str | None = None,

@@ -161,7 +161,6 @@ class Evaluate(Stage):
     """The evaluate stage: units (branch, method, shard) of one split."""
 
     name = "evaluate"
-    threads = 1  # the same bytes on every backend, and the local one runs units side by side (Stage.threads)
 
     def __init__(self, run: RunDir, *, methods="all", split: str = "test", batch_size: int = 25, device: str = "cpu",
                  preset: str | Preset | None = None, replace: bool = False, metrics: Registry[Metric] | None = None,

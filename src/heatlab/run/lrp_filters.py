@@ -60,7 +60,6 @@ class LRPFilters(Stage):
     """Units (split, branch, filter, shard); the filter name rides in the unit's method slot."""
 
     name = "lrp-filters"
-    threads = 1  # the same bytes on every backend, and the local one runs units side by side (Stage.threads)
 
     def __init__(self, run: RunDir, *, filters: Sequence[str] | str | None = None, split: str = "test",
                  composite: str = "epsilon_plus", start: str = "target", maxpool: str | None = None,

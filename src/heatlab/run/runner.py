@@ -24,14 +24,10 @@ builds it from there), so another backend can schedule units elsewhere.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import importlib
 import json
-import multiprocessing
-import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -162,8 +158,7 @@ class Stage:
     kinds: Mapping[str, str] = {}
     #: CPU threads a unit runs on, whatever the backend (None: torch's setting as it is). A float sum
     #: split over threads may round otherwise, so a stage whose units must give the same bytes on
-    #: every backend (training, the Mixer, evaluate, AX) sets 1: what a one-CPU Ray worker has
-    #: (OMP_NUM_THREADS=1); the local backend then runs a wave's units side by side (:class:`LocalBackend`).
+    #: every backend (training, the Mixer) sets 1: what a one-CPU Ray worker has (OMP_NUM_THREADS=1).
     threads: int | None = None
 
     def __init__(self, run: RunDir, *, device: str = "cpu", batch_size: int = 25):
@@ -321,85 +316,18 @@ Deliver = Callable[[Unit, Mapping[str, Any]], None]
 
 
 class LocalBackend:
-    """Runs units on this machine in :func:`execution_order`, a wave after the other (the default).
-
-    A stage whose units run on one thread (:attr:`Stage.threads`, e.g. training and the Mixer) gets
-    the machine's other cores too: the units of a wave with several of them run on a pool of
-    ``workers`` processes (default: one per CPU this process may use), each unit on one thread as
-    on a Ray worker, so the files are the same bytes as one after another. Otherwise (one CPU, one
-    unit in the wave, another stage) they run in this process, one after another.
-    """
+    """Runs units in this process, one after another, in :func:`execution_order` (the default; waves
+    follow from that order)."""
 
     name = "local"
 
-    def __init__(self, workers: int | None = None):
-        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-            raise HeatlabError(f"workers must be a whole number of at least 1, got {workers!r}; pass e.g. workers=2.")
-        self.workers = workers
-
-    def pool_size(self, stage: Stage) -> int:
-        """How many processes run a wave of ``stage``'s units (1: this process alone): only a stage on
-        one thread (:attr:`Stage.threads`), on a system that forks (Linux), and not on a GPU."""
-        if stage.threads != 1 or not sys.platform.startswith("linux") or torch.device(stage.device).type != "cpu":
-            return 1
-        return self.workers or _cpus()
-
     def run(self, stage: Stage, units: Sequence[Unit], deliver: Deliver) -> None:
         work = Work(stage.run, device=stage.device, batch_size=stage.batch_size)
-        ordered = execution_order(units)
-        size = self.pool_size(stage)
-        pool = None
-        try:
-            for wave in dict.fromkeys(u.wave for u in ordered):
-                todo = [u for u in ordered if u.wave == wave]
-                if size < 2 or len(todo) < 2:
-                    for unit in todo:
-                        deliver(unit, call_unit(stage, work, unit))
-                    continue
-                pool = pool or _pool(stage, min(size, max(_wave_sizes(ordered))))
-                futures = {pool.submit(_pool_unit, unit): unit for unit in todo}
-                for future in concurrent.futures.as_completed(futures):
-                    deliver(futures[future], future.result())
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
+        for unit in execution_order(units):
+            deliver(unit, call_unit(stage, work, unit))
 
     def summary(self) -> dict:
         return {"backend": self.name}
-
-
-def _cpus() -> int:
-    """The CPUs this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def _wave_sizes(units: Sequence[Unit]) -> list[int]:
-    counts: dict[int, int] = {}
-    for u in units:
-        counts[u.wave] = counts.get(u.wave, 0) + 1
-    return list(counts.values())
-
-
-def _pool(stage: Stage, size: int) -> concurrent.futures.ProcessPoolExecutor:
-    """``size`` processes forked from this one, each holding ``stage`` and one :class:`Work` (kept
-    across units). Forked, not spawned: nothing is imported or pickled again, and a script without
-    ``if __name__ == "__main__"`` is not run again; a unit runs on one torch thread there, so the
-    forked OpenMP state is never used (see :meth:`LocalBackend.pool_size`)."""
-    context = multiprocessing.get_context("fork")
-    return concurrent.futures.ProcessPoolExecutor(size, mp_context=context, initializer=_pool_start, initargs=(stage,))
-
-
-_POOL_WORKER: dict[str, Any] = {}
-
-
-def _pool_start(stage: Stage) -> None:
-    stage.__dict__.update(stage.__getstate__())  # the driver alone draws progress bars
-    _POOL_WORKER["stage"] = stage
-    _POOL_WORKER["work"] = Work(stage.run, device=stage.device, batch_size=stage.batch_size)
-
-
-def _pool_unit(unit: Unit) -> dict[str, Any]:
-    return call_unit(_POOL_WORKER["stage"], _POOL_WORKER["work"], unit)
 
 
 #: Backend names -> "module:class" (imported on first use, so Ray loads only when asked for).

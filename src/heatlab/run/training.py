@@ -328,7 +328,7 @@ def train_run(
     ``warning`` sentence when every model is near it, and the stages skipped because they were
     already complete. ``backend`` (:func:`heatlab.run.runner.make_backend`, default local) runs the
     units: the base model, then the branches, which are independent (each starts from the base
-    weights on disk), so both backends train them in parallel; every unit runs on one CPU thread
+    weights on disk), so Ray trains them in parallel; every unit runs on one CPU thread
     (:attr:`TrainStage.threads`), so both backends write byte-identical weights for the same seed.
     """
     if not isinstance(config, (TrainConfig, Mapping)):
