@@ -25,7 +25,8 @@ settings in its metadata) are written, the checkpoint last. A killed study start
 same settings goes on from the last whole epoch and ends with the same table, heatmaps and weights
 as one that never stopped; other settings start afresh. A finished study with the same settings is
 not run again; the checkpoint is removed once the summary is written. The epochs are units of the
-Stage runner (:class:`StudyStage`), so any backend runs them, one after the other, on one CPU thread.
+Stage runner (:class:`StudyStage`), so any backend runs them, one after the other, on
+:data:`~heatlab.run.runner.FIXED_THREADS` CPU threads.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from heatlab.models.training import (
 from heatlab.progress import Progress, report
 from heatlab.run.results import LrpStudyResult
 from heatlab.run.rundir import StudyDir, read_summary
-from heatlab.run.runner import PARQUET, TENSORS, Stage, Unit, Work, run_stage
+from heatlab.run.runner import FIXED_THREADS, PARQUET, TENSORS, Stage, Unit, Work, run_stage
 from heatlab.score.mean_power import mean_power
 from heatlab.tables import TABLES
 
@@ -115,7 +116,7 @@ class StudyStage(Stage):
 
     name = "lrp-study"
     kinds = {"rows": PARQUET, "checkpoint": TENSORS}
-    threads = 1  # training on one CPU thread: byte-identical weights on every backend (see Stage.threads)
+    threads = FIXED_THREADS  # the same bytes on every backend (Stage.threads)
 
     def __init__(self, out: StudyDir, *, data: str, options: dict, config: TrainConfig, settings: dict,
                  points: dict[str, str], f_layers: list[str], progress: Progress | None):
@@ -272,7 +273,7 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
     :func:`heatlab.explain.methods.lrp.lrp_maxpool`). ``filter_layers``: where the filters act
     (names or ``"block6,block5"``; default the model's ``heatlab_filter_layers``). ``backend``
     (:func:`heatlab.run.runner.make_backend`, default local) runs the units (:class:`StudyStage`: one per
-    epoch, each after the one before, then the heatmaps) on one CPU thread each, so every backend writes
+    epoch, each after the one before, then the heatmaps) on :data:`~heatlab.run.runner.FIXED_THREADS` CPU threads each, so every backend writes
     byte-identical weights, heatmaps and the same table. ``progress`` gets ``("lrp-study", iteration,
     iterations)`` from units run in this process and ``("lrp-study/units", done, units)``.
     """

@@ -49,7 +49,7 @@ from heatlab.models.training import predict, resolve_device
 from heatlab.progress import Progress
 from heatlab.run.results import MixerResult
 from heatlab.run.rundir import BASE, RunDir, branch_name, stage_info
-from heatlab.run.runner import PARQUET, TENSORS, ShardUnit, Stage, Unit, Work, backend_session, read_piece, run_stage
+from heatlab.run.runner import FIXED_THREADS, PARQUET, TENSORS, ShardUnit, Stage, Unit, Work, backend_session, read_piece, run_stage
 from heatlab.score.intervals import BOOTSTRAP_RESAMPLES, bootstrap_over_seeds_and_samples
 from heatlab.tables import TABLES
 
@@ -77,7 +77,7 @@ class MixerIG(Stage):
 
     name = IG_STAGE
     kinds = {"ig": TENSORS}
-    threads = 1  # the same bytes on every backend (Stage.threads): the Mixer trains on them
+    threads = FIXED_THREADS  # the same bytes on every backend (Stage.threads)
 
     def __init__(self, run: RunDir, branch: str, settings: Sequence[str], *, splits: dict[str, int],
                  n_steps: int, batch_size: int, device: str):
@@ -117,7 +117,7 @@ class MixerWrongIG(Stage):
 
     name = WRONG_STAGE
     kinds = {"ig": TENSORS}
-    threads = 1
+    threads = FIXED_THREADS  # the same bytes on every backend (Stage.threads)
 
     def __init__(self, run: RunDir, branch: str, *, shards: int, n_classes: int, seed: int, n_steps: int,
                  batch_size: int, device: str):
@@ -197,7 +197,7 @@ class MixerStage(Stage):
 
     name = STAGE
     kinds = {"rows": PARQUET, "history": PARQUET, "masks": TENSORS, "weights": TENSORS, "predictions": TENSORS}
-    threads = 1  # the same rows on every backend (Stage.threads)
+    threads = FIXED_THREADS  # the same bytes on every backend (Stage.threads)
 
     def __init__(self, run: RunDir, branch: str, settings: Sequence[str], seeds: int, config: MixerConfig, *,
                  limits: dict[str, int | None], counts: dict[str, int], ig: MixerIG | None, wrong: MixerWrongIG | None,

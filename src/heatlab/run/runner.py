@@ -44,6 +44,10 @@ from heatlab.progress import Progress, report
 from heatlab.run.rundir import RunDir
 
 PARQUET, TENSORS = "parquet", "safetensors"
+#: The torch CPU threads of a unit whose bytes must not depend on the backend (training, the Mixer, the
+#: LRP study): fixed, so a local run and a Ray worker split every float sum the same way; two because
+#: the machine heatlab is sized for has two cores (one thread left one of them idle during training).
+FIXED_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,8 @@ class Stage:
     kinds: Mapping[str, str] = {}
     #: CPU threads a unit runs on, whatever the backend (None: torch's setting as it is). A float sum
     #: split over threads may round otherwise, so a stage whose units must give the same bytes on
-    #: every backend (training, the Mixer) sets 1: what a one-CPU Ray worker has (OMP_NUM_THREADS=1).
+    #: every backend (training, the Mixer, the LRP study) sets :data:`FIXED_THREADS`, also on a
+    #: one-CPU Ray worker (whose OMP_NUM_THREADS=1 would otherwise give other bytes).
     threads: int | None = None
 
     def __init__(self, run: RunDir, *, device: str = "cpu", batch_size: int = 25):

@@ -49,7 +49,7 @@ from heatlab.models.training import (
     train_continuous,
 )
 from heatlab.progress import Progress, report
-from heatlab.run.runner import PARQUET, TENSORS, Stage, Unit, Work, run_stage
+from heatlab.run.runner import FIXED_THREADS, PARQUET, TENSORS, Stage, Unit, Work, run_stage
 from heatlab.score.intervals import near_chance
 from heatlab.tables import TABLES
 from heatlab.run.results import TrainResult
@@ -175,7 +175,7 @@ class TrainStage(Stage):
 
     name = "train"
     kinds = {"weights": TENSORS, "steps": PARQUET, "validation": PARQUET}
-    threads = 1  # the same bytes on every backend (see Stage.threads)
+    threads = FIXED_THREADS  # the same bytes on every backend (Stage.threads)
 
     def __init__(self, run: RunDir, config: TrainConfig, *, num_classes: int, input_shape: tuple[int, ...],
                  normalize: Any, weights: Path | None, progress: Progress | None = None):
@@ -328,8 +328,9 @@ def train_run(
     ``warning`` sentence when every model is near it, and the stages skipped because they were
     already complete. ``backend`` (:func:`heatlab.run.runner.make_backend`, default local) runs the
     units: the base model, then the branches, which are independent (each starts from the base
-    weights on disk), so Ray trains them in parallel; every unit runs on one CPU thread
-    (:attr:`TrainStage.threads`), so both backends write byte-identical weights for the same seed.
+    weights on disk), so Ray trains them in parallel; every unit runs on
+    :data:`~heatlab.run.runner.FIXED_THREADS` CPU threads (:attr:`TrainStage.threads`) on either backend,
+    so both write byte-identical weights for the same seed.
     """
     if not isinstance(config, (TrainConfig, Mapping)):
         raise HeatlabError(f"config must be a TrainConfig, got {type(config).__name__}; build one with TrainConfig(...).")
