@@ -58,14 +58,14 @@ def test_default_on_data_with_truth_is_scored_by_evaluate_without_explaining_aga
     # the slow reference: the no-truth stage alone, which explains every unit itself
     no_truth_run(alone, methods="Saliency,InputXGradient", metrics="default")
     pd.testing.assert_frame_equal(table, pd.read_parquet(RunDir(alone).no_truth_table), rtol=1e-6)
-    pd.testing.assert_frame_equal(pd.read_parquet(RunDir(cells).no_truth_curves_table),
-                                  pd.read_parquet(RunDir(alone).no_truth_curves_table), rtol=1e-6)
+    pd.testing.assert_frame_equal(pd.read_parquet(RunDir(cells).no_truth_curves),
+                                  pd.read_parquet(RunDir(alone).no_truth_curves), rtol=1e-6)
 
 
 def test_curves_table_holds_the_curves_the_areas_come_from(cells):
     evaluate_run(cells, methods="Saliency", metric_set="deletion,insertion,sparseness")
     run = RunDir(cells)
-    curves, table = pd.read_parquet(run.no_truth_curves_table), pd.read_parquet(run.no_truth_table)
+    curves, table = pd.read_parquet(run.no_truth_curves), pd.read_parquet(run.no_truth_table)
     assert list(curves.columns) == CURVE_COLUMNS
     assert set(curves["metric"]) == {"deletion", "insertion"}  # sparseness has no curve
     assert curves["step"].dtype == np.int64 and curves["sample"].dtype == np.int64

@@ -14,7 +14,7 @@ metric, sample) with the columns ``branch, method, metric, sample, value`` (``sa
 in the split; float64 ``value``, the metric's direction in ``no_truth.json``), and
 ``<run>/no_truth.json``: methods, metrics with their entries (direction, family, citation) and
 options, skipped metrics, and per metric the best method by mean with Random's mean.
-``tables/no_truth_curves.parquet`` (:meth:`RunDir.no_truth_curves_table`) holds the curves of the
+``tables/no_truth_curves.parquet`` (:meth:`RunDir.no_truth_curves`) holds the curves of the
 curve metrics that ran (deletion, insertion: :data:`heatlab.score.no_truth.CURVES`), one row per
 (branch, method, metric, sample, step) with the columns ``branch, method, metric, sample, step,
 fraction, value`` (``fraction`` of the pixels or features removed or inserted, ``value`` the target
@@ -150,7 +150,7 @@ class NoTruth(Stage):
         table = self._joined(units, parts["no_truth"], starts, COLUMNS, ["sample"])
         curves = self._joined(units, parts["no_truth_curves"], starts, CURVE_COLUMNS, ["sample", "step"])
         path = self.run.no_truth_table
-        write_parquet(self.run.no_truth_curves_table, curves)
+        write_parquet(self.run.no_truth_curves, curves)
         write_parquet(path, table)
         write_metric_agreement(self.run)  # these metrics against the run's ground truth (when it has one)
         summary = {

@@ -7,7 +7,7 @@ Layout (DESIGN §3)::
     <run>/tables/<name>.parquet               joined tables of every stage (e.g. lrp_filters_effects: the
                                               filter study's paired effects, :meth:`RunDir.table`)
     <run>/tables/no_truth.parquet             no-truth scores (branch, method, metric, sample, value)
-    <run>/tables/no_truth_curves.parquet      deletion/insertion curves (branch, method, metric, sample, step, fraction, value)
+    <run>/tables/no_truth_curves.parquet      deletion/insertion curves (... sample, step, fraction, value)
     <run>/tables/parts/<stage>-<split>/...    per-unit pieces that make the stages resumable
     <run>/heatmaps/<split>/<branch>/<method>.safetensors   float16 heatmaps stored by evaluate
     <run>/data/                               the cells `heatlab demo` generates
@@ -179,9 +179,9 @@ class RunDir:
         return self.table("no_truth")
 
     @property
-    def no_truth_curves_table(self) -> Path:
-        """``<run>/tables/no_truth_curves.parquet``: per-sample curves of the curve metrics (long: branch,
-        method, metric, sample, step, fraction, value)."""
+    def no_truth_curves(self) -> Path:
+        """``<run>/tables/no_truth_curves.parquet``: deletion/insertion curves (long: branch, method, metric, sample,
+        step, fraction, value)."""
         return self.table("no_truth_curves")
 
     @property
