@@ -50,3 +50,33 @@ def write_no_truth(run_dir, methods, metrics=NO_TRUTH) -> pd.DataFrame:
     table = pd.concat(frames, ignore_index=True)
     table.to_parquet(run.no_truth_table, index=False)
     return table
+
+
+def write_no_truth_curves(run_dir, methods, n_steps: int = 4) -> pd.DataFrame:
+    """tables/no_truth_curves.parquet by hand (until the stage that writes it is in every branch): the deletion and
+    insertion curves of every test sample, branch and method, as :func:`write_no_truth` scores them, in the stage's
+    long format (branch, method, metric, sample, step, fraction, value); returns the table."""
+    run = RunDir(run_dir)
+    data = run.open_data("test")
+    curves = {"deletion": faithfulness.deletion_curve, "insertion": faithfulness.insertion_curve}
+    frames = []
+    for branch in run.branches():
+        model = run.load_model(branch).eval()
+        offset = 0
+        for k in range(data.num_shards):
+            x = data.load_shard(k)["images"]
+            with torch.no_grad():
+                y = model(x).argmax(1)
+            for method in methods:
+                a = attribute(model, x, method, target=y, seed=run.seed()).detach()
+                for name, curve in curves.items():
+                    c = curve(model, x, y, a, n_steps=n_steps).double().numpy()  # N × (n_steps + 1)
+                    n, s = c.shape
+                    frames.append(pd.DataFrame({
+                        "branch": branch, "method": method, "metric": name,
+                        "sample": np.repeat(offset + np.arange(n), s), "step": np.tile(np.arange(s), n),
+                        "fraction": np.tile(np.arange(s) / n_steps, n), "value": c.ravel()}))
+            offset += len(x)
+    table = pd.concat(frames, ignore_index=True)
+    table.to_parquet(run.no_truth_curves, index=False)
+    return table

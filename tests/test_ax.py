@@ -49,7 +49,7 @@ def test_tables_have_the_expected_rows_and_columns(axed):
     t = _tables(run)
     n_test, n_val = len(_split(run, "test")), len(_split(run, "val"))
     assert list(t["co"].columns) == ID_COLUMNS + RECORD_COLUMNS
-    assert summary["space"] == "input" and summary["normalized"]  # the tiny run's model carries the data's mean/std
+    assert summary.space == "input" and summary.normalized  # the tiny run's model carries the data's mean/std
     main = t["co"][t["co"]["space"] == "input"]
     assert len(main) == 1 * 2 * (n_test + n_val)  # branch × method × samples of test and val
     assert main.groupby("split").size().to_dict() == {"test": 2 * n_test, "val": 2 * n_val}
@@ -59,7 +59,7 @@ def test_tables_have_the_expected_rows_and_columns(axed):
     assert len(other) == n_test and set(other["method"]) == {"Saliency"} and set(other["split"]) == {"test"}
     assert len(t["co_gap"]) == 1 * 2 * len(VARIANTS) * len(GROUPINGS)
     assert set(t["co_gap"]["threshold_split"]) == {"val"} and set(t["co_gap"]["split"]) == {"test"}
-    assert summary["largest_gap"]["method"] in ("Saliency", "InputXGradient")
+    assert summary.largest_gap["method"] in ("Saliency", "InputXGradient")
     assert read_json(run / "ax.json")["complete"] is True
 
 
@@ -163,14 +163,14 @@ def test_a_subset_of_methods_adds_to_the_tables_and_replace_starts_over(axed, tm
     before = _tables(run)
     seen = []
     summary = ax_run(run, methods="InputXGradient", batch_size=7, progress=lambda task, done, total: seen.append(done))
-    assert seen == [6] and summary["methods"] == ["Saliency", "InputXGradient"]  # nothing redone, nothing lost
+    assert seen == [6] and summary.methods == ["Saliency", "InputXGradient"]  # nothing redone, nothing lost
     for k, table in _tables(run).items():
         pd.testing.assert_frame_equal(table, before[k], check_exact=True)
     # Another space is another table: the earlier methods are not mixed in.
-    assert ax_run(run, methods="InputXGradient", batch_size=7, space="pixel")["methods"] == ["InputXGradient"]
+    assert ax_run(run, methods="InputXGradient", batch_size=7, space="pixel").methods == ["InputXGradient"]
     ax_run(run, methods="Saliency", batch_size=7, space="pixel")
     assert set(_tables(run)["co"]["method"]) == {"Saliency", "InputXGradient"}
-    assert ax_run(run, methods="Saliency", batch_size=7, space="pixel", replace=True)["methods"] == ["Saliency"]
+    assert ax_run(run, methods="Saliency", batch_size=7, space="pixel", replace=True).methods == ["Saliency"]
     assert set(_tables(run)["co_gap"]["method"]) == {"Saliency"}
 
 
@@ -208,7 +208,7 @@ def test_input_space_asked_for_a_model_without_normalize_says_how_to_add_it(tiny
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     summary = ax_run(run, methods="Saliency", batch_size=10)  # the default falls back to the pixel space, and says so
-    assert summary["space"] == "pixel" and not summary["normalized"] and "pixel space" in summary["space_note"]
+    assert summary.space == "pixel" and not summary.normalized and "pixel space" in summary.space_note
     assert set(_tables(run)["co"]["space"]) == {"pixel"}
 
 
@@ -217,7 +217,7 @@ def test_without_holdout_the_threshold_is_chosen_in_sample(tiny_run, tmp_path):
     shutil.copytree(tiny_run, run)
     summary = ax_run(run, methods="Saliency", holdout_split="none", batch_size=10)
     t = _tables(run)
-    assert summary["holdout_split"] is None and set(t["co"]["split"]) == {"test"}
+    assert summary.holdout_split is None and set(t["co"]["split"]) == {"test"}
     assert set(t["co_gap"]["threshold_split"]) == {"test"} and set(t["co_gap"]["threshold_source"]) == {"in-sample"}
 
 

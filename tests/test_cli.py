@@ -215,9 +215,9 @@ def test_demo_runs_the_whole_pipeline_through_run_demo(tmp_path, monkeypatch):
     assert set(no_truth["method"]) == {"Saliency", "Random"}
     assert set(no_truth["metric"]) == {"deletion", "insertion", "sparseness", "complexity", "emprt"}
     summary = demo_mod.run_demo(run)  # resumes: everything is already there
-    assert set(summary["seconds"]) == {"data", "training", "evaluation", "no_truth", "ax", "gax", "lrp", "mixer",
+    assert set(summary.seconds) == {"data", "training", "evaluation", "no_truth", "ax", "gax", "lrp", "mixer",
                                           "report", "total"}
-    assert summary["report"] is None and summary["training"]["branches"]
+    assert summary.report is None and summary.training.branches
 
 
 # --------------------------------------------------------------- fast allocator (DESIGN §5)

@@ -375,3 +375,31 @@ def test_a_layer_the_model_lacks_lists_its_convolutions_and_writes_nothing(image
     _assert_refused(code, text, out, "Layer 'nope' is not a module of the model (its convolutional layers are "
                     f"{', '.join(convs)}); pass --layer NAME with one of them.")
     assert " ".join(text.split()).count("error:") == 1
+
+
+def test_a_killed_explain_resumes_its_unfinished_units_to_the_same_file(tiny_run, tmp_path, monkeypatch):
+    """One unit per (method, shard of images): stopped after 3 of 6 units, the same request again runs
+    only the other 3 and writes the bytes of a run that never stopped; then the parts are gone."""
+    from heatlab.run import explain
+
+    monkeypatch.setattr(explain, "SHARD", 4)  # 10 images: shards of 4, 4, 2 per method
+    data = json.loads((tiny_run / "config.json").read_text())["data_root"]
+    args = dict(methods="Saliency,IntegratedGradients", run=tiny_run, branch="0", limit=10, batch_size=2)
+    explain.explain_run(data, tmp_path / "whole", **args)
+
+    class Kill(Exception):
+        pass
+
+    def kill_after_three(task, done, total):
+        if task == "explain" and done == 3:
+            raise Kill
+
+    cut = tmp_path / "cut"
+    with pytest.raises(Kill):
+        explain.explain_run(data, cut, progress=kill_after_three, **args)
+    assert not (cut / "attributions.safetensors").exists() and len(list((cut / "parts").rglob("*.done.json"))) == 3
+    seen = []
+    explain.explain_run(data, cut, progress=lambda task, done, total: task == "explain" and seen.append((done, total)), **args)
+    assert seen == [(3, 6), (4, 6), (5, 6), (6, 6)]
+    assert (cut / "attributions.safetensors").read_bytes() == (tmp_path / "whole" / "attributions.safetensors").read_bytes()
+    assert not (cut / "parts").exists()

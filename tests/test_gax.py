@@ -202,11 +202,11 @@ def test_gax_run_stores_consistent_results_and_resumes(gax_run_dir):
     calls = []
     summary = gax_run(gax_run_dir, first_n_correct=3, target_co=1e9, max_steps=4, batch_size=2, snapshot_every=3,
                       progress=lambda task, done, total: calls.append(task))
-    assert summary["complete"] and summary["samples"] >= 1 and summary["reached"] == 0
+    assert summary.complete and summary.samples >= 1 and summary.reached == 0
     assert "gax batches" in calls and "gax" in calls
     res = load_gax_result(gax_run_dir)
     n = len(res.table)
-    assert n == summary["samples"] <= 3
+    assert n == summary.samples <= 3
     assert list(res.table[["shard", "index"]].itertuples(index=False)) == sorted(res.table[["shard", "index"]].itertuples(index=False))
     assert res.co.shape == (5, n) and res.images.dtype == torch.uint8 and res.snapshots.dtype == torch.float16
     assert (res.table["final_step"] == 4).all() and (res.table["steps_to_target"] == -1).all()
@@ -231,7 +231,7 @@ def test_gax_run_stores_consistent_results_and_resumes(gax_run_dir):
     assert again == summary and starts == []
     # Other settings start again and replace the summary.
     other = gax_run(gax_run_dir, first_n_correct=1, target_co=1e9, max_steps=2, batch_size=2, snapshot_every=1)
-    assert other["samples"] == 1 and load_gax_result(gax_run_dir).co.shape == (3, 1)
+    assert other.samples == 1 and load_gax_result(gax_run_dir).co.shape == (3, 1)
 
 
 def test_gax_run_killed_after_a_batch_resumes_to_the_same_files(tiny_run, tmp_path):

@@ -95,3 +95,25 @@ def test_verdict_reads_the_interval_in_the_metrics_direction():
     assert difference_verdict(iv(-0.2, -0.1), higher_is_better=False) == "better"  # lower FPR or MAE
     assert difference_verdict(iv(-0.1, 0.2)) == "tied" and difference_verdict(iv(0.0, 0.2)) == "tied"
     assert difference_verdict(iv(math.nan, math.nan)) == "tied"
+
+
+def test_curve_band_is_the_per_step_interval_from_one_set_of_draws():
+    """Each step's band equals the scalar interval of that step's values (the same seeded draws): mean_interval's
+    bootstrap within branches for 1-2 branches, the crossed bootstrap over branches and samples for 3 or more."""
+    from heatlab.score.intervals import BRANCHES_AND_SAMPLES, curve_band, mean_interval, paired_difference
+
+    rng = np.random.default_rng(4)
+    for branches in (1, 2, 3):
+        v = rng.normal(size=(branches, 15, 4))
+        v[0, 2, 1], v[-1, 5, 3] = np.inf, np.nan  # two samples with an undefined step: dropped from every step
+        band = curve_band(v, resamples=500)
+        keep = np.delete(v, [2, 5], axis=1)
+        assert band.samples == 13 and band.dropped == 2 and band.branches == branches
+        for step in range(4):
+            if branches < 3:
+                iv = mean_interval(list(keep[:, :, step]), resamples=500)
+            else:
+                iv = paired_difference(keep[:, :, step], np.zeros_like(keep[:, :, step]), resamples=500)
+                assert band.kind == BRANCHES_AND_SAMPLES
+            np.testing.assert_allclose([band.estimate[step], band.low[step], band.high[step]],
+                                       [iv.estimate, iv.low, iv.high], rtol=1e-12, atol=1e-12)

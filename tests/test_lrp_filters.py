@@ -25,16 +25,16 @@ def studied(tiny_run, tmp_path_factory):
 
 def test_rows_are_the_scores_of_lrp_with_the_filter_at_the_default_layers(studied):
     run, summary = studied
-    assert summary["filters"] == ["none", "c0.2", "p0.5"]
-    assert summary["layers"] == ["features.4", "features.3", "features.2", "features.1"]
-    assert summary["maxpool"] == "winner"  # CellCNN is not one of paper 004's nets: Zennit's default
+    assert summary.filters == ["none", "c0.2", "p0.5"]
+    assert summary.layers == ["features.4", "features.3", "features.2", "features.1"]
+    assert summary.maxpool == "winner"  # CellCNN is not one of paper 004's nets: Zennit's default
     rd = RunDir(run)
     model = rd.load_model("branch-00")
     shard = rd.open_data("test").load_shard(1)
     preds = predict(model, (shard["images"], shard["labels"]), 8)[0]
     table = pd.read_parquet(run / "tables" / "lrp_filters.parquet")
     for filt in ("none", "c0.2"):
-        filters = None if filt == "none" else {layer: filt for layer in summary["layers"]}
+        filters = None if filt == "none" else {layer: filt for layer in summary.layers}
         attr = attribute(model, shard["images"], "LRP", target=preds, filters=filters)
         five, _, _ = score_attributions(attr, shard["labels"], shard["truth"], "levels", predictions=preds, shard=1)
         want = five[five["variant"] == "standard"].sort_values("index")
@@ -47,7 +47,7 @@ def test_rows_are_the_scores_of_lrp_with_the_filter_at_the_default_layers(studie
         h = h / h.abs().amax((1, 2), keepdim=True).clamp_min(1e-30)
         np.testing.assert_allclose(mae, (h - shard["truth"].float()).abs().mean((1, 2)).numpy(), atol=1e-5)
     loc = pd.read_parquet(run / "tables" / "lrp_filters_localisation.parquet")
-    assert summary["means"]["branch-00/none"]["mae (lower is better)"] == pytest.approx(
+    assert summary.means["branch-00/none"]["mae (lower is better)"] == pytest.approx(
         loc[loc["filter"] == "none"]["mae"].mean(), abs=1e-5)
 
 
@@ -70,13 +70,13 @@ def test_effects_are_the_paired_differences_of_the_stored_rows(studied):
         up = r.low > 0 if r.higher_is_better else r.high < 0
         down = r.high < 0 if r.higher_is_better else r.low > 0
         assert r.verdict == ("better" if up else "worse" if down else "tied")
-        stored = summary["effects"][r.filter][r.metric]
+        stored = summary.effects[r.filter][r.metric]
         assert (stored["difference"], stored["verdict"]) == (round(r.difference, 5), r.verdict)
-        assert r.metric in summary["verdicts"][r.filter][r.verdict]
+        assert r.metric in summary.verdicts[r.filter][r.verdict]
     assert dict(effects.groupby("metric")["higher_is_better"].first()) == {
         **{m: True for m in ("precision_best", "recall_best", "auc/feature")}, "fpr_avg": False, "mae": False,
         **({"auc/cell": True} if "auc/cell" in set(effects["metric"]) else {})}
-    assert summary["design"] == {"cells": 20, "branches": 1, "n": 20, "interval": "bootstrap over cells", "level": 0.95}
+    assert summary.design == {"cells": 20, "branches": 1, "n": 20, "interval": "bootstrap over cells", "level": 0.95}
 
 
 def test_effects_pair_rows_by_branch_and_cell_and_read_each_metrics_direction():

@@ -333,6 +333,14 @@ def _field(*keys: str, value):
     return damage
 
 
+def _table(change):
+    def damage(path: Path) -> None:
+        import pandas as pd
+
+        change(pd.read_parquet(path)).to_parquet(path, index=False)
+    return damage
+
+
 def _huge(path: Path) -> None:
     with path.open("w") as f:  # valid JSON of 65 MiB
         f.write('{"pad": "' + "x" * (65 << 20) + '"}')
@@ -361,6 +369,17 @@ DAMAGED = [
     ("gax-json-max-steps-markup", "gax/gax.json", _field("max_steps", value=MARKUP), "report {run}"),
     ("gax-results-garbage", "gax/results.parquet", _text(b"not parquet"), "report {run}"),
     ("lrp-study-table-garbage", "lrp-study/tables/lrp_study.parquet", _text(b"PAR1 garbage"), "report {run}"),
+    ("five-band-recall-text", "tables/five_band.parquet", _table(lambda df: df.assign(recall_best="high")),
+     "report {run}"),
+    ("localisation-metric-text", "tables/localisation.parquet", _table(lambda df: df.assign(**{"auc/cell": MARKUP})),
+     "report {run}"),
+    ("roc-without-precision", "tables/roc.parquet", _table(lambda df: df.drop(columns="precision")), "report {run}"),
+    ("mixer-table-accuracy-text", "tables/mixer.parquet", _table(lambda df: df.assign(accuracy_masked=MARKUP)),
+     "report {run}"),
+    ("gax-results-reached-text", "gax/results.parquet", _table(lambda df: df.assign(reached="yes")), "report {run}"),
+    ("lrp-study-table-without-layer", "lrp-study/tables/lrp_study.parquet",
+     _table(lambda df: df.drop(columns="layer")), "report {run}"),
+    ("training-table-loss-text", "tables/training.parquet", _table(lambda df: df.assign(loss="low")), "report {run}"),
 ]
 
 
@@ -411,7 +430,7 @@ def test_damaged_lrp_study_resume_state_restarts_the_study(whole_study, tmp_path
         f"--{k.replace('_', '-')}={v}" for k, v in STUDY.items()]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "lrp-study.json").read_text()) == whole_study[1]
+    assert json.loads((out / "lrp-study.json").read_text()) == whole_study[1].to_record()
     for rel in ("tables/lrp_study.parquet", "model/weights.safetensors", "lrp_study/heatmaps.safetensors"):
         assert (out / rel).read_bytes() == (whole_study[0] / rel).read_bytes(), rel
     assert not (out / "lrp_study" / name).exists()

@@ -370,7 +370,7 @@ def test_cam_layer_names_the_default_and_the_stages_print_it(tiny_run, tmp_path)
     # ax under its paper preset keeps the first convolution; --layer chooses there too
     from heatlab.run.ax import ax_run
 
-    assert ax_run(run, methods="LayerGradCam", split="test", holdout_split="none")["cam_layer"] == convs[0]
+    assert ax_run(run, methods="LayerGradCam", split="test", holdout_split="none").cam_layer == convs[0]
     result = CliRunner().invoke(app, ["ax", str(run), "--methods", "LayerGradCam", "--layer", convs[-1],
                                       "--holdout-split", "none", "--replace"])
     assert result.exit_code == 0, result.output

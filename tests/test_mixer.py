@@ -257,7 +257,7 @@ def test_mixer_stage_writes_one_row_per_setting_and_seed(mixer_runs):
     assert sorted(zip(rows["setting"], rows["seed"])) == sorted((s, k) for s in ("true-class", "predicted", "expected",
                                                                                    "none") for k in range(2))
     assert rows["accuracy_plain"].nunique() == 1 and rows["test_samples"].iloc[0] == 20
-    for setting, r in summary["settings"].items():
+    for setting, r in summary.settings.items():
         assert r["ci_low"] <= r["accuracy_masked"] <= r["ci_high"]
         assert r["accuracy_masked"] == pytest.approx(rows.loc[rows["setting"] == setting, "accuracy_masked"].mean())
     assert (run / "mixer" / "weights" / "expected-seed-1.safetensors").is_file()
@@ -284,26 +284,26 @@ def test_a_stopped_mixer_run_redoes_only_the_missing_unit(mixer_runs):
 
 def test_mixer_json_holds_the_leak_test_as_recomputed_from_the_per_sample_table(mixer_runs):
     run, summary = mixer_runs[0]
-    assert json.loads((run / "mixer.json").read_text())["settings"] == summary["settings"]
+    assert json.loads((run / "mixer.json").read_text())["settings"] == summary.settings
     samples = pd.read_parquet(run / "tables" / "mixer_predictions.parquet")
     rows = pd.read_parquet(run / "tables" / "mixer.parquet")
     t = samples[samples["setting"] == "true-class"]
-    assert len(t) == 2 * 20 and bool((t["wrong"] != t["label"]).all()) and bool(t["wrong"].between(0, summary["n_classes"] - 1).all())
-    leak = summary["settings"]["true-class"]["leak"]
+    assert len(t) == 2 * 20 and bool((t["wrong"] != t["label"]).all()) and bool(t["wrong"].between(0, summary.n_classes - 1).all())
+    leak = summary.settings["true-class"]["leak"]
     assert leak["wrong_share"] == pytest.approx((t["leak"] == t["wrong"]).mean())
     assert leak["accuracy"] == pytest.approx((t["leak"] == t["label"]).mean())
     assert leak["plain_wrong_share"] == pytest.approx((t["plain"] == t["wrong"]).mean())
-    assert leak["samples"] == 20 and leak["chance"] == pytest.approx(1 / (summary["n_classes"] - 1))
+    assert leak["samples"] == 20 and leak["chance"] == pytest.approx(1 / (summary.n_classes - 1))
     for p in leak["per_seed"]:
         s = t[t["seed"] == p["seed"]]
         assert p["wrong_share"] == pytest.approx((s["leak"] == s["wrong"]).mean())
         r = rows[(rows["setting"] == "true-class") & (rows["seed"] == p["seed"])].iloc[0]
         assert (r["leak_accuracy"], r["leak_wrong_share"]) == pytest.approx((p["accuracy"], p["wrong_share"]))
-    assert summary["label_informed"] == ["true-class"]
-    assert [k for k, v in summary["settings"].items() if v["label_informed"]] == ["true-class"]
-    assert all("leak" not in v for k, v in summary["settings"].items() if k != "true-class")
+    assert summary.label_informed == ["true-class"]
+    assert [k for k, v in summary.settings.items() if v["label_informed"]] == ["true-class"]
+    assert all("leak" not in v for k, v in summary.settings.items() if k != "true-class")
     assert bool((samples.loc[samples["setting"] != "true-class", "leak"] == -1).all())
-    for r in summary["settings"].values():  # the bootstrap interval holds the gain's estimate too
+    for r in summary.settings.values():  # the bootstrap interval holds the gain's estimate too
         assert r["gain_low"] <= r["gain"] <= r["gain_high"]
 
 
@@ -314,7 +314,7 @@ def test_report_says_how_much_of_the_gain_needs_the_label_and_shows_the_leak_tes
     html = build_report(run).read_text()
     assert "Explanation-guided masking (paper 003)" in html and "mixer_accuracy.png" in html
     assert "test-time label" in html or "no label-driven gain" in html
-    share = 100 * summary["settings"]["true-class"]["leak"]["wrong_share"]
+    share = 100 * summary.settings["true-class"]["leak"]["wrong_share"]
     assert (f"Fed the attribution of a random wrong label, the true-class (label-informed) Mixer predicts that label "
             f"<b>{share:.1f}%</b>") in html
     assert "<td>true-class (label-informed)</td>" in html and "bootstrap over seeds" in html

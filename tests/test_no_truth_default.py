@@ -49,7 +49,7 @@ def test_default_on_data_with_truth_is_scored_by_evaluate_without_explaining_aga
     shutil.copytree(cells, alone)
     calls = _counting(monkeypatch)
     summary = evaluate_run(cells, methods="Saliency,InputXGradient")
-    assert summary["no_truth"] is not None  # the cells have truth, and still get the fast set
+    assert summary.no_truth is not None  # the cells have truth, and still get the fast set
     table = pd.read_parquet(RunDir(cells).no_truth_table)
     assert list(table["metric"].unique()) == list(FAST)
     assert list(table["method"].unique()) == ["Saliency", "InputXGradient", "Random"]

@@ -6,6 +6,7 @@ One local cluster (2 CPUs) serves the module. Stages defined here travel to the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -314,7 +315,7 @@ def test_train_on_ray_writes_byte_identical_weights_to_local_training(cluster, t
     backend = make_backend("ray", workers=2)
     summary = train_run(data, tmp_path / "run", TrainConfig(**TRAIN_ARGS), backend=backend)
     assert backend.summary()["units"] == 3 and backend.summary()["workers"] == 2  # the base, then 2 branches
-    assert [b["branch"] for b in summary["branches"]] == [0, 1] and summary["skipped"] == []
+    assert [b["branch"] for b in summary.branches] == [0, 1] and summary.skipped == []
     mine = _model_files(tmp_path / "run")
     assert len(mine) == 3 * 3 + 2 + 2 and mine == _model_files(local)  # weights, model.json, steps (+2 validations)
 
@@ -345,7 +346,7 @@ def test_a_train_driver_killed_on_ray_resumes_to_identical_weights(cluster, trai
     assert base.is_file() and list_branches(run) == []  # killed with the branches on the workers
     stamp = base.stat().st_mtime_ns
     summary = train_run(data, run, TrainConfig(**TRAIN_ARGS), backend=make_backend("ray", workers=2))
-    assert summary["skipped"] == ["base"] and base.stat().st_mtime_ns == stamp
+    assert summary.skipped == ["base"] and base.stat().st_mtime_ns == stamp
     assert _model_files(run) == _model_files(local)
 
 
@@ -374,4 +375,47 @@ def test_mixer_on_ray_writes_the_tables_the_local_backend_writes(cluster, tiny_r
                                       pd.read_parquet(runs["ray"] / "tables" / f"{table}.parquet"), check_exact=True)
     for path in sorted((runs["local"] / "mixer").rglob("*.safetensors")):
         assert path.read_bytes() == (runs["ray"] / path.relative_to(runs["local"])).read_bytes(), path
-    assert json.loads((runs["ray"] / "mixer.json").read_text())["settings"] == summary["settings"]
+    assert json.loads((runs["ray"] / "mixer.json").read_text())["settings"] == summary.settings
+
+
+# ------------------------------------------------------------------------------- lrp-study and explain
+STUDY_ARGS = {"epochs": 2, "batch_size": 256, "every": 4, "eval_samples": 8, "heatmap_samples": 2, "filters": "c0.2",
+              "seed": 2}
+
+
+def test_lrp_study_on_ray_writes_byte_identical_files_to_the_local_backend(cluster, tmp_path):
+    """One unit per epoch (each from the checkpoint the one before wrote), then the heatmaps; the local
+    driver on 2 torch threads (a unit runs on 1), so the weights must not depend on the driver's setting."""
+    import torch
+
+    from heatlab.run.lrp_study import lrp_study
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        local = lrp_study("digits", tmp_path / "local", **STUDY_ARGS)
+    finally:
+        torch.set_num_threads(before)
+    backend = make_backend("ray", workers=2)
+    remote = lrp_study("digits", tmp_path / "ray", backend=backend, **STUDY_ARGS)
+    assert backend.summary()["units"] == 3 and remote == local  # epoch 0, epoch 1, the heatmaps
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "local" / "tables" / "lrp_study.parquet"),
+                                  pd.read_parquet(tmp_path / "ray" / "tables" / "lrp_study.parquet"), check_exact=True)
+    for name in ("model/weights.safetensors", "lrp_study/heatmaps.safetensors"):
+        assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
+    assert not (tmp_path / "ray" / "lrp_study" / "checkpoint.safetensors").exists()
+
+
+def test_explain_on_ray_writes_the_attributions_the_local_backend_writes(cluster, tiny_run, tmp_path, monkeypatch):
+    from heatlab.run import explain
+
+    monkeypatch.setattr(explain, "SHARD", 4)  # 10 images: shards of 4, 4, 2 per method
+    args = dict(methods="Saliency,IntegratedGradients", run=tiny_run, branch="0", limit=10, batch_size=2)
+    data = json.loads((tiny_run / "config.json").read_text())["data_root"]
+    local = explain.explain_run(data, tmp_path / "local", **args)
+    backend = make_backend("ray", workers=2)
+    remote = explain.explain_run(data, tmp_path / "ray", backend=backend, **args)
+    assert backend.summary()["units"] == 6 and dataclasses.replace(remote, path="") == dataclasses.replace(local, path="")
+    assert (tmp_path / "local" / "attributions.safetensors").read_bytes() == \
+        (tmp_path / "ray" / "attributions.safetensors").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == ["attributions.safetensors"]  # parts removed

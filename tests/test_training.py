@@ -268,7 +268,7 @@ def test_interrupted_run_resumes_without_retraining_and_matches(data_dir, full_r
     run_a, summary_a = full_run
     run_b = tmp_path / "b"
     first = train_run(data_dir, run_b, dataclasses.replace(RUN_CFG, branches=1))  # fewer branches: extendable
-    assert first["skipped"] == []
+    assert first.skipped == []
     stamps = {s: (stage_dir(run_b, s) / "model.json").stat().st_mtime_ns for s in ("base", 0)}
 
     class Killed(Exception):
@@ -282,11 +282,11 @@ def test_interrupted_run_resumes_without_retraining_and_matches(data_dir, full_r
         train_run(data_dir, run_b, RUN_CFG, progress=kill)
     assert list_branches(run_b) == [0]  # branch 1 left partial
     summary_b = train_run(data_dir, run_b, RUN_CFG)
-    assert summary_b["skipped"] == ["base", "branch-00"]
+    assert summary_b.skipped == ["base", "branch-00"]
     assert {s: (stage_dir(run_b, s) / "model.json").stat().st_mtime_ns for s in ("base", 0)} == stamps
     for stage in ("base", 0, 1):
         assert _same_weights(_weights(run_a, stage), _weights(run_b, stage))
-    assert summary_b["branches"] == summary_a["branches"]
+    assert summary_b.branches == summary_a.branches
     for table in ("training", "validation"):
         pd.testing.assert_frame_equal(pd.read_parquet(run_a / "tables" / f"{table}.parquet"),
                                       pd.read_parquet(run_b / "tables" / f"{table}.parquet"))
@@ -298,8 +298,8 @@ def test_summary_tables_and_models_agree(data_dir, full_run):
     steps = pd.read_parquet(run / "tables" / "training.parquet")
     vals = pd.read_parquet(run / "tables" / "validation.parquet")
     test = open_split(data_dir, "test")
-    assert summary["base"]["iterations"] == (steps["phase"] == "base").sum() == 5  # ceil(20 / 4)
-    for row in summary["branches"]:
+    assert summary.base["iterations"] == (steps["phase"] == "base").sum() == 5  # ceil(20 / 4)
+    for row in summary.branches:
         b = row["branch"]
         info = branch_info(run, b)
         assert info["spec"]["name"] == "cellcnn" and info["spec"]["num_classes"] == 10
@@ -309,7 +309,7 @@ def test_summary_tables_and_models_agree(data_dir, full_run):
         assert row["test_acc"] == evaluate_accuracy(load_branch(run, b), test)
     losses = [steps.loc[steps["phase"] == f"branch-{b:02d}", "loss"].tolist() for b in (0, 1)]
     assert losses[0] != losses[1]  # each branch draws its own data order
-    assert summary["test_acc_mean"] == pytest.approx(sum(r["test_acc"] for r in summary["branches"]) / 2)
+    assert summary.test_acc_mean == pytest.approx(sum(r["test_acc"] for r in summary.branches) / 2)
     assert not load_branch(run, 0).training
 
 
@@ -412,12 +412,12 @@ def test_tables_get_the_table_defaults_and_a_model_near_chance_is_flagged(tmp_pa
         summary = train_run(data, tmp_path / data, {"branches": 1})
         training = json.loads((tmp_path / data / "config.json").read_text())["training"]
         assert {k: training[k] for k in TABLE_DEFAULTS} == TABLE_DEFAULTS
-        assert summary["test_acc_mean"] >= 0.95 and summary["warning"] is None, (data, summary)
+        assert summary.test_acc_mean >= 0.95 and summary.warning is None, (data, summary)
     # Untrained (a learning rate of 1e-12): every model guesses, and the summary says so.
     summary = train_run("wine", tmp_path / "still", {"branches": 1, "lr": 1e-12, "branch_lr": 1e-12, "epochs": 1})
-    assert summary["chance_acc"] == pytest.approx(23 / 58)  # wine's largest test class
-    assert summary["test_acc_mean"] < summary["chance_acc"] + 0.1
-    assert summary["warning"].startswith("Every model is near chance") and "--epochs" in summary["warning"]
+    assert summary.chance_acc == pytest.approx(23 / 58)  # wine's largest test class
+    assert summary.test_acc_mean < summary.chance_acc + 0.1
+    assert summary.warning.startswith("Every model is near chance") and "--epochs" in summary.warning
     # Settings given win over the table defaults, and a TrainConfig is taken as it is.
     train_run("wine", tmp_path / "given", {"branches": 0, "epochs": 2, "model": "drybeanfpa"})
     training = json.loads((tmp_path / "given" / "config.json").read_text())["training"]
@@ -442,7 +442,7 @@ def test_data_options_are_recorded_and_every_stage_opens_the_data_with_them(tmp_
                   data_options={"size": 16})
 
 
-@pytest.mark.parametrize("command", ["train", "mixer"])
+@pytest.mark.parametrize("command", ["train", "mixer", "lrp-study", "explain"])
 def test_backend_flags_that_do_not_fit_are_one_sentence_and_write_nothing(data_dir, full_run, tmp_path, command):
     from typer.testing import CliRunner
 
@@ -452,7 +452,9 @@ def test_backend_flags_that_do_not_fit_are_one_sentence_and_write_nothing(data_d
     if command == "mixer":
         shutil.copytree(full_run[0], run)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    args = ["train", "--data", str(data_dir), "--out", str(run)] if command == "train" else ["mixer", str(run)]
+    args = {"train": ["train", "--data", str(data_dir), "--out", str(run)], "mixer": ["mixer", str(run)],
+            "lrp-study": ["lrp-study", "--out", str(run)],
+            "explain": ["explain", str(data_dir), "--model", "cellcnn", "--num-classes", "3", "--out", str(run)]}[command]
     for flags, sentence in ((["--workers", "2"], "--workers is a Ray option; pass --backend ray or drop it."),
                             (["--backend", "ray", "--workers", "0"],
                              "--workers must be a whole number of at least 1, got 0; pass e.g. --workers 2."),

@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
@@ -16,6 +16,9 @@ from heatlab.cli_common import (
     layer_option, say, say_cam_layer, trust_model_code_option, warn,
 )
 from heatlab.models.config import TABLE_DEFAULTS as TABLE, TrainConfig
+
+if TYPE_CHECKING:
+    from heatlab.run.results import NoTruthResult, TrainResult
 
 __all__ = ["app", "main", "console", "out", "guarded", "progress_bars", "say"]
 
@@ -151,18 +154,18 @@ def train(
     say(f"trained in {time.perf_counter() - t0:.0f} s; loss curves: {', '.join(map(str, figures)) or 'none'}")
     if (line := backend_line(runner)) is not None:
         say(line)
-    if summary["warning"]:
-        warn(summary["warning"])
+    if summary.warning:
+        warn(summary.warning)
 
 
-def _print_training(summary: dict) -> None:
+def _print_training(summary: TrainResult) -> None:
     from rich.table import Table
     from rich.text import Text
 
     table = Table(title="branch models")
     for col in ("branch", "stop reason", "iterations", "val acc", "test acc"):
         table.add_column(col)
-    for b in summary["branches"]:
+    for b in summary.branches:
         table.add_row(Text(str(b["branch"])), Text(str(b["stop_reason"])), str(b["iterations"]), f"{b['val_acc']:.3f}", f"{b['test_acc']:.3f}")
     out.print(table)
 
@@ -204,12 +207,12 @@ def evaluate(
                                replace=replace, device=device, progress=progress, backend=runner,
                                trust_model_code=trust_model_code, layer=layer, metric_set=metrics,
                                patch_size=patch_size, perturb_baseline=perturb_baseline)
-    no_truth = summary.get("no_truth") or {}
-    for sentence in [*summary["skipped"], *no_truth.get("skipped", [])]:
+    no_truth = summary.no_truth
+    for sentence in [*summary.skipped, *(no_truth.skipped if no_truth else [])]:
         say(f"skipped: {sentence}")
     say_cam_layer(summary)
-    tables = ", ".join([*summary["tables"], *(["no_truth"] if no_truth else [])]) or "none (heatmaps only)"
-    say(f"evaluated {summary['samples']} samples x {len(summary['methods'])} methods x {len(summary['branches'])} branches "
+    tables = ", ".join([*summary.tables, *(["no_truth"] if no_truth else [])]) or "none (heatmaps only)"
+    say(f"evaluated {summary.samples} samples x {len(summary.methods)} methods x {len(summary.branches)} branches "
         f"in {time.perf_counter() - t0:.0f} s; tables: {tables}; heatmaps in {RunDir(run_dir).heatmaps_dir}")
     if no_truth:
         _print_no_truth(no_truth)
@@ -217,14 +220,14 @@ def evaluate(
         say(line)
 
 
-def _print_no_truth(summary: dict) -> None:
+def _print_no_truth(summary: NoTruthResult) -> None:
     """Per no-truth metric: the best method by mean and Random's mean (the floor a real method must beat)."""
     fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
-    say(f"no-truth scores in {summary['table']} ({summary['control']}, seeded noise, is the floor a method must beat):")
-    for name, row in summary["best"].items():
+    say(f"no-truth scores in {summary.table} ({summary.control}, seeded noise, is the floor a method must beat):")
+    for name, row in summary.best.items():
         direction = {True: "higher is better", False: "lower is better"}.get(row["higher_is_better"], "no direction")
         say(f"  {name} ({direction}): best {row['best'] or '-'} {fmt(row['best_mean'])}, "
-            f"{summary['control']} {fmt(row['random_mean'])}")
+            f"{summary.control} {fmt(row['random_mean'])}")
 
 
 # ------------------------------------------------------------------------------------- report
@@ -258,34 +261,34 @@ def demo(
     with progress_bars() as progress:
         summary = run_demo(run_dir, full=full, seed=seed, progress=progress,
                            stage_figures=stage_figures, report=build_report)
-    _print_training(summary["training"])
-    say_cam_layer(summary["evaluate"])
-    sec = summary["seconds"]
-    _print_no_truth(summary["no_truth"])
+    _print_training(summary.training)
+    say_cam_layer(summary.evaluate)
+    sec = summary.seconds
+    _print_no_truth(summary.no_truth)
     say(f"data {sec['data']:.0f} s, training {sec['training']:.0f} s, evaluation {sec['evaluation']:.0f} s, "
         f"no-truth scores {sec['no_truth']:.0f} s, "
         f"AX {sec['ax']:.0f} s, GAX {sec['gax']:.0f} s, LRP {sec['lrp']:.0f} s, Mixer {sec['mixer']:.0f} s, "
         f"report {sec['report']:.0f} s; "
         f"total {sec['total']:.0f} s")
-    ax, gax = summary["ax"], summary["gax"]
-    if ax.get("largest_gap"):
-        gap = ax["largest_gap"]
+    ax, gax = summary.ax, summary.gax
+    if ax.largest_gap:
+        gap = ax.largest_gap
         say(f"largest correct/wrong CO gap: {gap['method']} (AUROC {gap['auroc']:.3f}, {gap['variant']}, "
-            f"{ax['space']} space, grouped by {gap['grouping'].replace('_', ' ')})")
-    say(f"GAX: {gax['reached']} of {gax['samples']} correctly predicted images reached the target CO "
-        f"(median {gax['median_steps_to_target']} steps); viewer: {RunDir(run_dir).gax_page}")
-    verdicts = summary["lrp_filters"]["verdicts"]
+            f"{ax.space} space, grouped by {gap['grouping'].replace('_', ' ')})")
+    say(f"GAX: {gax.reached} of {gax.samples} correctly predicted images reached the target CO "
+        f"(median {gax.median_steps_to_target} steps); viewer: {RunDir(run_dir).gax_page}")
+    verdicts = summary.lrp_filters.verdicts
     say("LRP filters against none on the cells' truth (paired 95% intervals): "
         + "; ".join(f"{f}: better on {', '.join(v['better']) or 'nothing'}, worse on {', '.join(v['worse']) or 'nothing'}"
                     for f, v in verdicts.items()))
-    say(f"LRP study (paper 004, digits): accuracy {summary['lrp_study']['final_accuracy']:.3f}; Mean Power "
-        + ", ".join(f"{k} {v['start']:.3g}->{v['end']:.3g}" for k, v in summary["lrp_study"]["mp_trend"].items()))
+    say(f"LRP study (paper 004, digits): accuracy {summary.lrp_study.final_accuracy:.3f}; Mean Power "
+        + ", ".join(f"{k} {v['start']:.3g}->{v['end']:.3g}" for k, v in summary.lrp_study.mp_trend.items()))
     from heatlab.improve.mixer import setting_label
 
     say("Mixer (paper 003), C(x) -> C(x*M): " + ", ".join(
         f"{setting_label(k)} {v['accuracy_plain']:.3f} -> {v['accuracy_masked']:.3f}"
-        for k, v in summary["mixer"]["settings"].items()))
-    say(f"report: {summary['report']}")
+        for k, v in summary.mixer.settings.items()))
+    say(f"report: {summary.report}")
 
 
 def _register_commands() -> None:

@@ -48,16 +48,16 @@ def register(app: typer.Typer) -> None:
             summary = ax_run(run_dir, methods=methods, split=split, holdout_split=holdout_split,
                              batch_size=batch_size, space=space, preset=preset, replace=replace, device=device,
                              progress=progress, backend=runner, trust_model_code=trust_model_code, layer=layer)
-        best = summary["largest_gap"]
-        say(f"AX on {summary['samples']} {split} samples x {len(summary['methods'])} methods x "
-            f"{len(summary['branches'])} branches in {time.perf_counter() - t0:.0f} s")
-        say(f"{summary['space']} space: {summary['space_note']}; attribution preset {summary['attribution']['preset']}")
+        best = summary.largest_gap
+        say(f"AX on {summary.samples} {split} samples x {len(summary.methods)} methods x "
+            f"{len(summary.branches)} branches in {time.perf_counter() - t0:.0f} s")
+        say(f"{summary.space} space: {summary.space_note}; attribution preset {summary.attribution['preset']}")
         say_cam_layer(summary)
         if best:
             say(f"largest gap: {best['method']} (AUROC {best['auroc']:.3f}, raw logits, x + h)")
         else:
             say("largest gap: none (no split has both correct and wrong predictions)")
-        say(f"tables: {summary['tables']['co']}, {summary['tables']['co_gap']}")
+        say(f"tables: {summary.paths['co']}, {summary.paths['co_gap']}")
         if (line := backend_line(runner)) is not None:
             say(line)
         say_figures(run_dir, "ax")

@@ -13,7 +13,7 @@ import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -23,6 +23,9 @@ from typer._click import exceptions as _parse  # Typer vendors click: its parse 
 from typer.core import TyperGroup
 
 from heatlab.errors import HeatlabError
+
+if TYPE_CHECKING:
+    from heatlab.run.results import AxResult, EvaluateResult, ExplainResult
 
 console = Console(stderr=True)
 out = Console()
@@ -34,11 +37,11 @@ METHODS_HELP = ("'all' (the papers' eleven methods) or comma-separated method na
                 "(or e.g. SmoothGrad-IntegratedGradients).")
 
 
-def say_cam_layer(summary: dict) -> None:
+def say_cam_layer(summary: EvaluateResult | AxResult | ExplainResult) -> None:
     """One line naming the layer the CAM methods used and how it was chosen, when the stage ran one."""
-    if summary.get("cam_layer"):
-        rule = summary.get("cam_layer_rule") or "the model's first nn.Conv2d"
-        say(f"CAM layer: {summary['cam_layer']} ({rule.replace('chosen by name', 'chosen with --layer')}; "
+    if summary.cam_layer:
+        rule = summary.cam_layer_rule or "the model's first nn.Conv2d"
+        say(f"CAM layer: {summary.cam_layer} ({rule.replace('chosen by name', 'chosen with --layer')}; "
             "LayerGradCam and GuidedGradCam use it)")
 
 
@@ -120,8 +123,9 @@ BACKEND_FLAGS = (
 
 def backend_flags(fn: Callable) -> Callable:
     """Give command ``fn`` the flags of :data:`BACKEND_FLAGS` and call it with ``runner=`` the backend they
-    ask for. ``fn`` declares a parameter ``runner`` where the flags would go; put this under ``@guarded``,
-    so a bad ``workers=0`` of the library reads ``--workers 0``."""
+    ask for, inside its session (a local Ray instance starts at most once per command). ``fn`` declares
+    a parameter ``runner`` where the flags would go; put this under ``@guarded``, so a bad ``workers=0``
+    of the library reads ``--workers 0``."""
     signature = inspect.signature(fn)
     kept = [p for name, p in signature.parameters.items() if name != "runner"]
     flags = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
@@ -129,7 +133,11 @@ def backend_flags(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def command(*args, backend="local", address=None, workers=None, gpus_per_worker=None, **kwargs):
-        return fn(*args, runner=backend_options(backend, address, workers, gpus_per_worker), **kwargs)
+        from heatlab.run.runner import backend_session
+
+        runner = backend_options(backend, address, workers, gpus_per_worker)
+        with backend_session(runner):  # one local Ray, if any, for all the stages of the command
+            return fn(*args, runner=runner, **kwargs)
 
     command.__signature__ = signature.replace(parameters=[*kept, *flags])
     command.__annotations__ = {**{k: v for k, v in fn.__annotations__.items() if k != "runner"},
@@ -151,6 +159,15 @@ def backend_line(backend) -> str | None:
 def warn(message: str) -> None:
     """Print ``warning: <message>`` on stderr (literally): the work is done but its result needs a look."""
     console.print(Text.assemble(("warning:", "bold yellow"), " ", visible(str(message))), highlight=False, soft_wrap=True)
+
+
+def warn_random_weights(random_weights: bool, name: str) -> None:
+    """The one random-weights warning line when the stage explained or scored model ``name`` with random
+    weights (its result's ``random_weights``; :func:`heatlab.run.rundir.random_weights_warning`)."""
+    if random_weights:
+        from heatlab.run.rundir import random_weights_warning
+
+        warn(random_weights_warning(name))
 
 
 def _fail(message: str, code: int = 2) -> None:

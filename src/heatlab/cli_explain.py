@@ -10,13 +10,17 @@ from typing import List, Optional
 
 import typer
 
-from heatlab.cli_common import guarded, layer_option, progress_bars, say, say_cam_layer, trust_model_code_option, warn
+from heatlab.cli_common import (
+    backend_flags, backend_line, guarded, layer_option, progress_bars, say, say_cam_layer, trust_model_code_option,
+    warn_random_weights,
+)
 
 
 def register(app: typer.Typer) -> None:
     """Add ``heatlab explain`` to ``app``."""
     @app.command("explain")
     @guarded
+    @backend_flags
     def explain_cmd(
         sources: List[str] = typer.Argument(..., help="Image files, folders of images (searched recursively), or one "
                                             "dataset spec / cell folder as --data takes."),
@@ -38,6 +42,7 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option("test", help="Split of a dataset spec."),
         batch_size: int = typer.Option(8, help="Images per attribution call."),
         device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
+        runner=None,  # --backend and the Ray flags (cli_common.backend_flags): a unit per method and image shard
         trust_model_code: bool = trust_model_code_option(),
     ) -> None:
         """Explain images with a model and one or more methods: float16 attributions, overlay PNGs, index.html."""
@@ -48,11 +53,11 @@ def register(app: typer.Typer) -> None:
             s = explain_run(sources, out, methods=methods, run=run, branch=branch, model=model, weights=weights,
                             num_classes=num_classes, in_channels=in_channels, target=target, limit=limit, size=size,
                             split=split, batch_size=batch_size, device=device, progress=progress,
-                            trust_model_code=trust_model_code, layer=layer)
+                            trust_model_code=trust_model_code, layer=layer, backend=runner)
             page = explanation_pages(out, progress=progress)
-        if s["random_weights"]:
-            warn(f"{s['model_name']} has random weights (no --weights given); its explanations say nothing about a "
-                 "trained model")
-        say(f"explained {len(s['ids'])} images with {', '.join(s['methods'])}; attributions: {s['path']}")
+        warn_random_weights(s.random_weights, s.model_name)
+        say(f"explained {len(s.ids)} images with {', '.join(s.methods)}; attributions: {s.path}")
         say_cam_layer(s)
         say(f"index: {page}")
+        if (line := backend_line(runner)) is not None:
+            say(line)

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from heatlab.cli_common import (
-    backend_line, backend_flags, guarded, progress_bars, say, say_figures, trust_model_code_option,
+    backend_line, backend_flags, guarded, progress_bars, say, say_figures, trust_model_code_option, warn_random_weights,
 )
 
 
@@ -44,8 +44,9 @@ def register(app: typer.Typer) -> None:
                               branch=branch, max_steps=max_steps,
                               batch_size=batch_size, snapshot_every=snapshot_every, device=device,
                               progress=progress, backend=runner, trust_model_code=trust_model_code)
-        n, k = summary["samples"], summary["reached"]
-        median = summary["median_steps_to_target"]
+        warn_random_weights(summary.random_weights, f"{summary.branch} of {run_dir}")
+        n, k = summary.samples, summary.reached
+        median = summary.median_steps_to_target
         say(f"GAX: {k} of {n} samples ({k / n:.0%}) reached CO >= {target_co:g} within {max_steps} steps"
             + (f", median {median:g} steps" if median is not None else "")
             + f" (pixel space, {time.perf_counter() - t0:.0f} s)")

@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from heatlab.cli_common import (
-    backend_line, backend_flags, guarded, progress_bars, say, say_figures, trust_model_code_option,
+    backend_line, backend_flags, guarded, progress_bars, say, say_figures, trust_model_code_option, warn_random_weights,
 )
 
 
@@ -48,18 +48,19 @@ def register(app: typer.Typer) -> None:
             s = lrp_filters_run(run_dir, filters=filters, split=split, composite=composite, start=start,
                                 maxpool=maxpool, batch_size=batch_size, device=device, progress=progress, backend=runner,
                                 trust_model_code=trust_model_code)
-        say(f"LRP ({composite}, max-pooling: {s['maxpool']}) with {len(s['filters'])} filter settings at {', '.join(s['layers'])} on "
-            f"{s['samples']} {split} samples x {len(s['branches'])} branches in {time.perf_counter() - t0:.0f} s")
+        say(f"LRP ({composite}, max-pooling: {s.maxpool}) with {len(s.filters)} filter settings at {', '.join(s.layers)} on "
+            f"{s.samples} {split} samples x {len(s.branches)} branches in {time.perf_counter() - t0:.0f} s")
         say(design_line(s))
         for line in verdict_lines(s):
             say(line)
-        say(f"tables: {', '.join(s['tables'].values())}")
+        say(f"tables: {', '.join(s.paths.values())}")
         if (line := backend_line(runner)) is not None:
             say(line)
         say_figures(run_dir, "lrp-filters")
 
     @app.command("lrp-study")
     @guarded
+    @backend_flags
     def lrp_study_cmd(
         data: str = typer.Option("digits", "--data", help="Image data: digits (offline 8x8 digits at 28 px), "
                                  "mnist:DIR, fashion_mnist:DIR or a cell folder."),
@@ -80,6 +81,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Seed of initialisation and shuffling."),
         device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
         size: Optional[int] = typer.Option(None, help="Side the digits are served at (default 28; 140 for the *140 models)."),
+        runner=None,  # --backend and the Ray flags (cli_common.backend_flags): one unit per epoch, in turn
     ) -> None:
         """Paper 004: Mean Power per layer during training (Fig. 2) and filtered LRP heatmaps (Fig. 3)."""
         from heatlab.run.lrp_study import lrp_study
@@ -89,11 +91,14 @@ def register(app: typer.Typer) -> None:
             s = lrp_study(data, out, model=model, epochs=epochs, batch_size=batch_size, lr=lr, every=every,
                           eval_samples=eval_samples, heatmap_samples=heatmap_samples, composite=composite,
                           start=start, filters=filters, seed=seed, device=device, size=size, maxpool=maxpool,
-                          filter_layers=filter_layers, progress=progress)
-        say(f"{model} (LRP max-pooling: {s['maxpool']}): {s['iterations']} iterations, accuracy {s['final_accuracy']:.3f} on {eval_samples} test "
+                          filter_layers=filter_layers, progress=progress, backend=runner)
+        warn_random_weights(s.random_weights, f"{model} trained for 0 epochs")
+        say(f"{model} (LRP max-pooling: {s.maxpool}): {s.iterations} iterations, accuracy {s.final_accuracy:.3f} on {eval_samples} test "
             f"samples ({time.perf_counter() - t0:.0f} s)")
-        for layer, t in s["mp_trend"].items():
-            at = s["mp_points"][layer]
+        for layer, t in s.mp_trend.items():
+            at = s.mp_points[layer]
             where = "the input heatmap" if at == "input" else f"entering block {layer.rpartition('_')[2]}, at {at}'s output"
             say(f"  Mean Power at {layer} ({where}): {t['start']:.3g} -> {t['end']:.3g}")
+        if (line := backend_line(runner)) is not None:
+            say(line)
         say_figures(out, "lrp-study")

@@ -11,7 +11,9 @@ from typing import Optional
 
 import typer
 
-from heatlab.cli_common import backend_flags, backend_line, guarded, progress_bars, say, say_figures, trust_model_code_option
+from heatlab.cli_common import (
+    backend_flags, backend_line, guarded, progress_bars, say, say_figures, trust_model_code_option, warn_random_weights,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -61,9 +63,10 @@ def register(app: typer.Typer) -> None:
             s = mixer_run(run_dir, settings=settings, seeds=seeds, branch=branch, config=config, n_steps=n_steps,
                           train_samples=train_samples, test_samples=test_samples, ig_batch_size=ig_batch_size,
                           device=device, progress=progress, trust_model_code=trust_model_code, backend=runner)
-        say(f"Mixer ({s['architecture']}) for {s['branch']}: {s['train_samples']} training and {s['test_samples']} "
+        warn_random_weights(s.random_weights, f"{s.branch} of {run_dir}")
+        say(f"Mixer ({s.architecture}) for {s.branch}: {s.train_samples} training and {s.test_samples} "
             f"test samples, {seeds} seed(s), {time.perf_counter() - t0:.0f} s")
-        for setting, r in s["settings"].items():
+        for setting, r in s.settings.items():
             say(f"  {setting_label(setting):>28}: C(x) {r['accuracy_plain']:.3f} -> C(x*M) {r['accuracy_masked']:.3f} "
                 f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] (gain {r['gain']:+.3f} [{r['gain_low']:+.3f}, {r['gain_high']:+.3f}])")
             if "leak" in r:
@@ -72,8 +75,8 @@ def register(app: typer.Typer) -> None:
                     f"{k['wrong_share']:.3f} [{k['wrong_share_low']:.3f}, {k['wrong_share_high']:.3f}] of the time "
                     f"(C(x) alone {k['plain_wrong_share']:.3f}, chance 1/(K-1) = {k['chance']:.3f}) and the true "
                     f"label {k['accuracy']:.3f} ({k['samples']} test samples)")
-        say("  intervals: 95%, " + s["interval"])
-        say(f"table: {s['table']}")
+        say("  intervals: 95%, " + s.interval)
+        say(f"table: {s.table}")
         say_figures(run_dir, "mixer")
         if (line := backend_line(runner)) is not None:
             say(line)

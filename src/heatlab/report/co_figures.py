@@ -34,6 +34,7 @@ from heatlab.errors import HeatlabError
 from heatlab.report.figures import new_figure, save_figure
 from heatlab.run.ax import ERROR_GROUPING, GROUPINGS, grouping_column
 from heatlab.run.rundir import RunDir
+from heatlab.tables import TABLES
 
 CORRECT_COLOR, WRONG_COLOR = "#0072B2", "#D55E00"
 AX_LABELS = {"sum": "x + h", "mult": "x · h"}
@@ -73,18 +74,13 @@ def load_ax_tables(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFra
     """
     run = RunDir(run_dir).path
     tables = {}
-    for name, required in (("co", CO_COLUMNS), ("co_gap", GAP_COLUMNS)):
+    for name in ("co", "co_gap"):
         path = RunDir(run).table(name)
         if not path.is_file():
             raise HeatlabError(f"Run '{run}' has no {name}.parquet; run `heatlab ax {run}` first.")
-        try:
-            df = pd.read_parquet(path)
-        except Exception:  # pyarrow raises several types for a broken file
-            raise HeatlabError(f"Table '{path}' is unreadable; run `heatlab ax {run}` again.") from None
-        missing = [c for c in required if c not in df.columns]
-        if missing or df.empty:
-            what = f"lacks column(s) {', '.join(missing)}" if missing else "has no rows"
-            raise HeatlabError(f"Table '{path}' {what}; run `heatlab ax {run}` again.")
+        df = TABLES[name].read(path)
+        if df.empty:
+            raise HeatlabError(f"Table '{path}' has no rows; run `heatlab ax {run}` again.")
         tables[name] = df.assign(branch=df["branch"].astype(str), method=df["method"].astype(str))
     info = RunDir(run).stage_summary("ax") or {}
     split = str(info.get("split", tables["co"]["split"].iloc[0]))

@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 from safetensors import safe_open
 
 from heatlab.errors import HeatlabError
@@ -25,15 +24,11 @@ from heatlab.report.page import ReportContext
 from heatlab.run import gax as gax_stage
 from heatlab.run.lrp_study import read_study_summary
 from heatlab.run.rundir import GAX_FILES, GAX_SUMMARY, RunDir, StudyDir, branch_name
+from heatlab.tables import schema
 
 #: The score tables of ``heatlab evaluate`` (each only when the data's truth allows it).
 TABLES = ("five_band", "roc", "localisation")
 ID_COLUMNS = ("branch", "method", "shard", "index", "label", "prediction", "correct")
-REQUIRED_COLUMNS = {
-    "five_band": (*ID_COLUMNS, "variant", "precision_avg", "precision_best", "recall_avg", "recall_best"),
-    "roc": ("branch", "method", "variant", "threshold", "fpr", "recall"),
-    "localisation": ID_COLUMNS,
-}
 #: The tables of ``heatlab ax``.
 AX_TABLES = ("co", "co_gap")
 
@@ -45,13 +40,7 @@ def branch_label(value: object) -> str:
 
 
 def _read_table(path, name: str, run: RunDir) -> pd.DataFrame:
-    try:
-        df = pd.read_parquet(path)
-    except Exception:  # pyarrow raises several types for a broken file
-        raise HeatlabError(f"Table '{path}' is unreadable; run `heatlab evaluate {run.path}` again.") from None
-    missing = [c for c in REQUIRED_COLUMNS[name] if c not in df.columns]
-    if missing:
-        raise HeatlabError(f"Table '{path}' lacks column(s) {', '.join(missing)}; run `heatlab evaluate {run.path}` again.")
+    df = schema(name).read(path)
     if df.empty:
         raise HeatlabError(f"Table '{path}' has no rows; run `heatlab evaluate {run.path}` again.")
     df["branch"] = [branch_label(b) for b in df["branch"]]  # older tables hold branch indices
@@ -60,16 +49,17 @@ def _read_table(path, name: str, run: RunDir) -> pd.DataFrame:
 
 
 def _check_readable(path: Path, fix: str) -> None:
-    """HeatlabError unless ``path`` (when present) has a readable Parquet footer or safetensors header."""
+    """HeatlabError unless ``path`` (when present) is a table fitting its schema (columns and kinds, read
+    from the footer) or has a readable safetensors header."""
     if not path.is_file():
         return
+    if path.suffix == ".parquet":  # a table's schema is named by its file (GAX's results.parquet: gax_results)
+        schema("gax_results" if path.stem == "results" else path.stem).check_file(path, fix=fix)
+        return
     try:
-        if path.suffix == ".parquet":
-            pq.read_metadata(path)
-        else:
-            with safe_open(str(path), framework="pt") as f:
-                f.keys()
-    except Exception:  # pyarrow and safetensors raise several types for a broken file
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except Exception:  # safetensors raises several types for a broken file
         raise HeatlabError(f"'{path}' is unreadable; {fix}.") from None
 
 

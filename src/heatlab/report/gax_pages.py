@@ -60,16 +60,16 @@ def gax_figure(run_dir: str | os.PathLike, out_png: str | os.PathLike) -> Path:
         f = _final_step(res, i)
         ax.plot(np.arange(f + 1), res.co[: f + 1, i].numpy(), lw=1.0, alpha=alpha, marker="o" if f == 0 else None,
                 color=REACHED_COLOR if reached[i] else MISSED_COLOR)
-    ax.axhline(s["target_co"], color="black", ls="--", lw=1.0)
+    ax.axhline(s.target_co, color="black", ls="--", lw=1.0)
     ax.set_xlabel("optimisation step")
     ax.set_ylabel("CO score (raw logits, x + h)")
-    ax.set_title(f"GAX, {s['branch']}, {len(reached)} correctly predicted {s['split']} images: "
+    ax.set_title(f"GAX, {s.branch}, {len(reached)} correctly predicted {s.split} images: "
                  f"{int(reached.sum())} reached the target", fontsize=10)
     ax.grid(alpha=0.3)
     hold_flat_axes(ax, integer="x")
     ax.legend(handles=[Line2D([], [], color=REACHED_COLOR, label="reached the target"),
-                       Line2D([], [], color=MISSED_COLOR, label=f"not within {s['max_steps']} steps"),
-                       Line2D([], [], color="black", ls="--", label=f"target CO = {s['target_co']:g}")],
+                       Line2D([], [], color=MISSED_COLOR, label=f"not within {s.max_steps} steps"),
+                       Line2D([], [], color="black", ls="--", label=f"target CO = {s.target_co:g}")],
               loc="lower right", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, out_png)
@@ -116,7 +116,7 @@ def _item(res: GaxRunResult, i: int, class_names: list[str], max_frames: int) ->
         "frames": _pack(delta), "dmax": d_max, "image": _pack(image),
         "steps": steps, "co": [round(float(res.co[s, i]), 4) for s in steps],
         "traj": [round(float(v), 4) for v in res.co[: f + 1, i]],
-        "target": float(res.summary["target_co"]), "sh": s_h, "sd": s_d,
+        "target": float(res.summary.target_co), "sh": s_h, "sd": s_d,
     }
     facts = {
         "shard": int(row["shard"]), "index": int(row["index"]), "label": int(row["label"]),
@@ -160,7 +160,7 @@ def build_gax_viewer(run_dir: str | os.PathLike, *, max_frames: int = MAX_FRAMES
     run = Path(run_dir)
     res = load_gax_result(run)
     s = res.summary
-    names = _class_names(run, s["branch"])
+    names = _class_names(run, s.branch)
     if res.images.dim() != 4:
         return _table_page(run, res, names)
     payloads, items = [], []

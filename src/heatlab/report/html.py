@@ -21,10 +21,10 @@ from heatlab.files import write_text
 from heatlab.progress import Progress, report
 from heatlab.errors import HeatlabError
 from heatlab.report.context import load_context, study_context
-from heatlab.report.page import CSS, ReportContext, Section, note, render_page
+from heatlab.report.page import CSS, ReportContext, Section, build_sections, note, render_page
 from heatlab.report.sections import (
-    agreement, ax, data, features, gallery, gax, headline, localisation, lrp_filters, lrp_study, mixer, no_truth, overview,
-    recall_precision, roc, sanity, summary, training,
+    ax, data, features, gallery, gax, headline, localisation, lrp_filters, lrp_study, mixer, no_truth, overview,
+    recall_precision, roc, summary, training,
 )
 from heatlab.report.sections.gallery import gallery_section
 from heatlab.report.sections.summary import rank_methods
@@ -41,9 +41,7 @@ DEFAULT_SECTIONS: tuple[Section, ...] = (
     roc.SECTION,
     gallery.SECTION,
     localisation.SECTION,
-    *no_truth.SECTIONS,
-    sanity.SECTION,
-    agreement.SECTION,
+    no_truth.SECTION,
     lrp_filters.SECTION,
     lrp_study.SECTION,
     mixer.SECTION,
@@ -82,13 +80,7 @@ def build_report(
     """
     with RunDir(run_dir).writing("report"):  # reads the tables no stage is halfway through writing
         ctx = load_context(run_dir, gallery_branch=gallery_branch, progress=progress)
-        fragments = []
-        for i, section in enumerate(sections):
-            if section.applies(ctx):
-                fragment = section.build(ctx)
-                if fragment:
-                    fragments.append((section, fragment))
-            report(progress, "report", i + 1, len(sections))
+        fragments = build_sections(ctx, sections, lambda done, total: report(progress, "report", done, total))
         page = RunDir(run_dir).report_page
         write_text(page, render_page(ctx, fragments))
     return page

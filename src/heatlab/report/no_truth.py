@@ -1,7 +1,9 @@
 """The no-truth tables for the report: reading them, each metric's entry, per-method intervals, figures.
 
-``tables/no_truth.parquet`` (long: branch, method, metric, sample, value) and
-``tables/metric_agreement.parquet`` (:mod:`heatlab.run.agreement`). A metric's direction, family and
+``tables/no_truth.parquet`` (long: branch, method, metric, sample, value),
+``tables/no_truth_curves.parquet`` (long: branch, method, metric, sample, step, fraction, value; the
+deletion and insertion curves) and ``tables/metric_agreement.parquet`` (:mod:`heatlab.run.agreement`).
+Every table is read here (the ``load_*`` functions), nowhere else in the report. A metric's direction, family and
 citation come from :func:`heatlab.score.agreement.metric_entry` (the registry, else the family
 module's ``MetricInfo``). Per-method means and intervals are :func:`heatlab.score.intervals.mean_interval`
 over the branches (t over branches with 2 or more, else t over samples), the same numbers in the
@@ -18,26 +20,37 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from markupsafe import Markup
+
 from heatlab.errors import HeatlabError
 from heatlab.report.context import branch_label
 from heatlab.report.figures import method_styles, new_figure, save_figure, literal
+from heatlab.report.templates import render
 from heatlab.run.rundir import RunDir
-from heatlab.score.agreement import COLUMNS as AGREEMENT_COLUMNS, SCORE_COLUMNS, metric_entry
-from heatlab.score.intervals import Interval, mean_interval
+from heatlab.score.agreement import CONTROL, SCORE_COLUMNS, metric_entry
+from heatlab.score.intervals import CurveBand, Interval, curve_band, mean_interval
+from heatlab.tables import TABLES
 
 #: The no-truth families in report order.
 FAMILIES = ("faithfulness", "randomisation", "robustness", "complexity", "axiomatic")
+#: A metric's direction (its entry's ``higher_is_better``) as the report says it.
+DIRECTIONS = {True: "higher is better", False: "lower is better", None: "no direction"}
+#: Columns of ``tables/no_truth_curves.parquet``.
+#: The curve metrics, in panel order.
+CURVE_METRICS = ("deletion", "insertion")
 
 
-def _read(path: Path, columns: Sequence[str], fix: str) -> pd.DataFrame:
-    try:
-        df = pd.read_parquet(path)
-    except Exception:  # pyarrow raises several types for a broken file
-        raise HeatlabError(f"Table '{path}' is unreadable; {fix}.") from None
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise HeatlabError(f"Table '{path}' lacks column(s) {', '.join(missing)}; {fix}.")
-    return df
+#: Each metric's direction and citation, as every no-truth table and figure on the page states them.
+DEFINITIONS = """\
+{% for name, direction, source in sources %}{{ name }} ({{ direction }}{% if source %}; {{ source }}{% endif %})\
+{% if not loop.last %}; {% endif %}{% endfor %}"""
+
+
+def definitions(metrics: Sequence[str]) -> Markup:
+    """"name (direction; citation); ..." of ``metrics`` from their entries (:func:`metric_entry`), escaped."""
+    entries = {m: metric_entry(m) for m in metrics}
+    return render(DEFINITIONS, sources=[(m, DIRECTIONS[e.get("higher_is_better")], e.get("source", ""))
+                                        for m, e in entries.items()])
 
 
 def load_no_truth(run_dir: str | os.PathLike) -> pd.DataFrame:
@@ -45,25 +58,36 @@ def load_no_truth(run_dir: str | os.PathLike) -> pd.DataFrame:
     run = RunDir(run_dir)
     if not run.no_truth_table.is_file():
         return pd.DataFrame(columns=[*SCORE_COLUMNS, "family"])
-    df = _read(run.no_truth_table, SCORE_COLUMNS, f"run `heatlab evaluate {run.path} --metrics ...` again")
+    df = TABLES["no_truth"].read(run.no_truth_table)
     df["branch"] = [branch_label(b) for b in df["branch"]]
     df["method"] = df["method"].astype(str)
     families = {m: metric_entry(m).get("family", "") for m in df["metric"].unique()}
     return df.assign(family=df["metric"].map(families))
 
 
+def load_no_truth_curves(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """``tables/no_truth_curves.parquet`` (empty when the run has none)."""
+    run = RunDir(run_dir)
+    if not run.no_truth_curves.is_file():
+        return pd.DataFrame(columns=TABLES["no_truth_curves"].names)
+    df = TABLES["no_truth_curves"].read(run.no_truth_curves)
+    df["branch"] = [branch_label(b) for b in df["branch"]]
+    df["method"] = df["method"].astype(str)
+    return df
+
+
 def load_agreement(run_dir: str | os.PathLike) -> pd.DataFrame:
     """``tables/metric_agreement.parquet`` (empty when the run has none)."""
     run = RunDir(run_dir)
     if not run.agreement_table.is_file():
-        return pd.DataFrame(columns=AGREEMENT_COLUMNS)
-    return _read(run.agreement_table, AGREEMENT_COLUMNS, f"run `heatlab evaluate {run.path} --metrics ...` again")
+        return pd.DataFrame(columns=TABLES["metric_agreement"].names)
+    return TABLES["metric_agreement"].read(run.agreement_table)
 
 
 def method_intervals(table: pd.DataFrame, metric: str, methods: Sequence[str]) -> dict[str, Interval]:
     """Per method (in ``methods`` order, then any other), the mean of ``metric`` and its interval over
     branches and samples (:func:`mean_interval`); infinite values (a ratio over a zero heatmap) count
-    as undefined, like NaN (:func:`non_finite` counts them); methods without a value are left out."""
+    as undefined, like NaN (:func:`undefined` counts both); methods without a value are left out."""
     rows = table[table["metric"] == metric]
     order = [m for m in methods if m in set(rows["method"])] + [m for m in dict.fromkeys(rows["method"]) if m not in methods]
     out = {}
@@ -77,11 +101,15 @@ def method_intervals(table: pd.DataFrame, metric: str, methods: Sequence[str]) -
     return out
 
 
-def non_finite(table: pd.DataFrame, metrics: Sequence[str]) -> dict[str, int]:
-    """Per metric of ``metrics`` with any, how many of its values are infinite (left out of the means)."""
+def undefined(table: pd.DataFrame, metrics: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per metric of ``metrics`` with any undefined value (left out of every mean and figure): how many values it
+    has ("values"), how many are NaN ("nan") and how many infinite ("inf")."""
     rows = table[table["metric"].isin(list(metrics))]
-    counts = rows.assign(inf=np.isinf(rows["value"].to_numpy(np.float64))).groupby("metric", sort=False)["inf"].sum()
-    return {m: int(counts[m]) for m in metrics if m in counts and counts[m] > 0}
+    v = rows["value"].to_numpy(np.float64)
+    counts = rows.assign(nan=np.isnan(v), inf=np.isinf(v)).groupby("metric", sort=False)[["nan", "inf"]].sum()
+    sizes = rows.groupby("metric", sort=False).size()
+    return {m: {"values": int(sizes[m]), "nan": int(counts.at[m, "nan"]), "inf": int(counts.at[m, "inf"])}
+            for m in metrics if m in counts.index and counts.loc[m].sum() > 0}
 
 
 def family_metrics(table: pd.DataFrame, family: str) -> list[str]:
@@ -110,11 +138,55 @@ def intervals_figure(stats: dict[str, dict[str, Interval]], out_png: str | os.Pa
         hi = [ivs[m].high if ivs[m].defined else ivs[m].estimate for m in ms]
         ax.hlines(y, lo, hi, color="black", linewidth=1.2)
         ax.set_yticks(y, [literal(m) for m in ms], fontsize=8)
-        up = directions.get(metric)
-        arrow = "higher is better" if up else "lower is better" if up is False else "no direction"
-        ax.set_title(f"{literal(metric)} ({arrow})", fontsize=9)
+        ax.set_title(f"{literal(metric)} ({DIRECTIONS[directions.get(metric)]})", fontsize=9)
         ax.tick_params(axis="x", labelsize=8)
+        ax.locator_params(axis="x", nbins=4)  # long tick labels (5.81e-05) would run into each other
         ax.axvline(0, color="#999999", linewidth=0.6)
+    fig.tight_layout()
+    return save_figure(fig, out_png)
+
+
+def curve_bands(table: pd.DataFrame, metric: str, methods: Sequence[str]) -> dict[str, tuple[np.ndarray, CurveBand]]:
+    """Per method (``methods`` order, then any other) of ``metric``'s curves: the fractions (S) and the mean curve
+    with its band (:func:`curve_band` over branches × samples × steps; a sample a branch lacks counts as undefined)."""
+    rows = table[table["metric"] == metric]
+    order = [m for m in methods if m in set(rows["method"])] + [m for m in dict.fromkeys(rows["method"]) if m not in methods]
+    out = {}
+    for m in order:
+        r = rows[rows["method"] == m]
+        grid = r.set_index(["branch", "sample", "step"])["value"].unstack("step").sort_index(axis=1)
+        branches, samples = list(dict.fromkeys(r["branch"])), sorted(set(r["sample"]))
+        grid = grid.reindex(pd.MultiIndex.from_product([branches, samples], names=["branch", "sample"]))
+        values = grid.to_numpy(np.float64).reshape(len(branches), len(samples), grid.shape[1])
+        fraction = r.groupby("step")["fraction"].first().reindex(grid.columns).to_numpy(np.float64)
+        out[m] = (fraction, curve_band(values))
+    return out
+
+
+def curves_figure(bands: dict[str, dict[str, tuple[np.ndarray, CurveBand]]], out_png: str | os.PathLike, *,
+                  methods: Sequence[str], directions: dict[str, bool | None]) -> Path:
+    """One panel per metric (``bands``: metric -> method -> (fractions, band)): each method's mean curve over the
+    fraction of pixels or features removed/inserted with its band; the control (:data:`CONTROL`, Random) dashed,
+    as the floor."""
+    names = list(bands)
+    fig = new_figure(5.2 * len(names) + 1.8, 3.4)
+    styles = method_styles(list(methods))
+    for k, metric in enumerate(names):
+        ax = fig.add_subplot(1, len(names), k + 1)
+        for m, (x, band) in bands[metric].items():
+            color = "#555555" if m == CONTROL else styles.get(m, {}).get("color", "#7F7F7F")
+            ax.plot(x, band.estimate, color=color, linestyle="--" if m == CONTROL else "-", linewidth=1.4,
+                    label=literal(m))
+            if np.isfinite(band.low).all():
+                ax.fill_between(x, band.low, band.high, color=color, alpha=0.18, linewidth=0)
+        ax.set_title(f"{literal(metric)} ({DIRECTIONS[directions.get(metric)]})", fontsize=9)
+        ax.set_xlabel(f"fraction {'removed' if metric == 'deletion' else 'inserted' if metric == 'insertion' else ''}"
+                      .strip(), fontsize=8)
+        ax.set_ylabel("target score (mean)", fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.tick_params(labelsize=8)
+    if names:
+        fig.axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     return save_figure(fig, out_png)
 

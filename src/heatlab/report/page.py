@@ -32,6 +32,17 @@ def note(message: object) -> Markup:
     return render('{% from "macros.html" import note %}{{ note(message) }}', message=message)
 
 
+def random_weights_note(random_weights: bool, name: str) -> Markup:
+    """The stage's random-weights warning (:func:`heatlab.run.rundir.random_weights_warning`) about model
+    ``name`` as a warning note when ``random_weights`` (the stage's summary says so), else nothing."""
+    from heatlab.run.rundir import random_weights_warning
+
+    if not random_weights:
+        return Markup("")
+    return render('{% from "macros.html" import note %}{{ note(message, "note warn") }}',
+                  message=f"Warning: {random_weights_warning(name)}.")
+
+
 def class_name_of(class_names: Sequence[str], label: int) -> str:
     """The name of class ``label``, or the number itself when the names do not cover it (unescaped)."""
     return str(class_names[label]) if 0 <= label < len(class_names) else str(label)
@@ -47,7 +58,8 @@ class ReportContext:
     names of every input the run has (see :meth:`has`); ``study_dir`` is the LRP study folder the
     lrp-study section shows. ``shown`` collects the figures the sections put on the page, in order
     (every figure reaches the page through :meth:`src`), so :func:`heatlab.report.html.stage_figures`
-    can name a stage's figures without a second list of them.
+    can name a stage's figures without a second list of them. ``pages`` maps a section's id to the page of
+    its own it wrote next to the index (title, address; :meth:`page`), which the table of contents links.
     """
 
     run_dir: Path
@@ -69,6 +81,7 @@ class ReportContext:
     available: frozenset[str] = frozenset()
     study_dir: Path | None = None
     shown: list[Path] = field(default_factory=list)
+    pages: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def input_kind(self) -> str | None:
@@ -94,6 +107,14 @@ class ReportContext:
         return path.relative_to(self.out_dir).as_posix()
 
 
+    def page(self, section_id: str, name: str, title: str) -> Path:
+        """Where section ``section_id`` writes its own page ``name`` (next to the index); the table of contents
+        links it as ``title``."""
+        path = self.out_dir / name
+        self.pages[section_id] = (title, self.src(path))
+        return path
+
+
 @dataclass(frozen=True)
 class Section:
     """One part of the page: an anchor id, a title, and a builder returning an HTML fragment (built
@@ -112,10 +133,27 @@ class Section:
         return all(ctx.has(need) for need in self.needs)
 
 
-def render_page(ctx: ReportContext, fragments: Sequence[tuple[Section, str]]) -> str:
-    """The whole HTML document from (section, fragment) pairs; a fragment is the HTML its builder made."""
-    return str(render("page.html", run_name=ctx.run_dir.name, run_path=ctx.run_dir.resolve(),
-                      fragments=[(s, Markup(fragment)) for s, fragment in fragments]))
+def build_sections(ctx: ReportContext, sections: Sequence[Section],
+                   done: Callable[[int, int], None] | None = None) -> list[tuple[Section, str]]:
+    """(section, fragment) of every section of ``sections`` that applies and draws something, in order;
+    ``done(i, n)`` after each of the n sections."""
+    fragments = []
+    for i, section in enumerate(sections):
+        if section.applies(ctx):
+            fragment = section.build(ctx)
+            if fragment:
+                fragments.append((section, fragment))
+        if done is not None:
+            done(i + 1, len(sections))
+    return fragments
+
+
+def render_page(ctx: ReportContext, fragments: Sequence[tuple[Section, str]], *, title: str = "heatlab report",
+                back: str | None = None) -> str:
+    """The whole HTML document from (section, fragment) pairs; a fragment is the HTML its builder made.
+    ``title``: the page's heading; ``back``: the address of the page it belongs to (a page of its own)."""
+    return str(render("page.html", run_name=ctx.run_dir.name, run_path=ctx.run_dir.resolve(), title=title, back=back,
+                      pages=ctx.pages, fragments=[(s, Markup(fragment)) for s, fragment in fragments]))
 
 
 ATTRIBUTION = """\

@@ -16,6 +16,7 @@ from heatlab.files import atomic_path, ensure_dir
 from heatlab.report.figures import hold_flat_axes
 from heatlab.run.rundir import RunDir
 from heatlab.run.training import BASE, branch_info, list_branches, stage_info, stage_name
+from heatlab.tables import TABLES
 
 BASE_COLOR = "#444444"
 
@@ -28,13 +29,9 @@ def _smooth(values: np.ndarray) -> np.ndarray:
 
 def _read_tables(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     steps, vals = RunDir(run_dir).table("training"), RunDir(run_dir).table("validation")
-    tables = steps.parent
     if not steps.is_file() or not vals.is_file():
         raise HeatlabError(f"'{run_dir}' has no training tables; train a model there first (heatlab train --out {run_dir}).")
-    try:
-        return pd.read_parquet(steps), pd.read_parquet(vals)
-    except Exception:  # pyarrow raises several types for a broken file
-        raise HeatlabError(f"The training tables in '{tables}' are unreadable; train the run again into a new folder.") from None
+    return TABLES["training"].read(steps), TABLES["validation"].read(vals)
 
 
 def training_figure(run_dir: str | os.PathLike, out_png: str | os.PathLike) -> Path:

@@ -16,14 +16,13 @@ split, since evaluate scores every sample of it).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pandas as pd
 
-from heatlab.errors import HeatlabError
-from heatlab.files import write_parquet
+from heatlab.run.results import AgreementResult
 from heatlab.run.rundir import RunDir
-from heatlab.score.agreement import SCORE_COLUMNS, metric_agreement
+from heatlab.score.agreement import metric_agreement
+from heatlab.tables import TABLES
 
 #: (table, column, filter) of the ground-truth references, each higher-is-better.
 REFERENCES = (
@@ -42,7 +41,7 @@ def truth_long(run: RunDir, *, by_position: bool = True) -> pd.DataFrame:
         path = run.table(table)
         if not path.is_file():
             continue
-        df = pd.read_parquet(path)
+        df = TABLES[table].read(path)
         if column not in df.columns:
             continue
         if where is not None:
@@ -59,20 +58,17 @@ def truth_long(run: RunDir, *, by_position: bool = True) -> pd.DataFrame:
     return out
 
 
-def write_metric_agreement(run_dir: str | os.PathLike, *, resamples: int | None = None) -> Path | None:
+def write_metric_agreement(run_dir: str | os.PathLike, *, resamples: int | None = None) -> AgreementResult | None:
     """Write ``tables/metric_agreement.parquet`` when the run has both the no-truth table and a
-    ground-truth reference; otherwise remove a stale one and return None. Seeded by the run's seed."""
+    ground-truth reference (returns what it compared); otherwise remove a stale one and return None.
+    Seeded by the run's seed."""
     run = RunDir(run_dir)
     target = run.agreement_table
     scores_path = run.no_truth_table
     if not scores_path.is_file():
         target.unlink(missing_ok=True)
         return None
-    scores = pd.read_parquet(scores_path)
-    missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
-    if missing:
-        raise HeatlabError(f"Table '{scores_path}' lacks column(s) {', '.join(missing)}; run `heatlab evaluate "
-                           f"{run.path} --metrics ...` again.")
+    scores = TABLES["no_truth"].read(scores_path)
     by_key = all(c in scores.columns for c in KEY)
     truth = truth_long(run, by_position=not by_key)
     if truth.empty:
@@ -84,5 +80,5 @@ def write_metric_agreement(run_dir: str | os.PathLike, *, resamples: int | None 
         truth = truth.assign(sample=[ids[k] for k in map(tuple, truth[list(KEY)].to_numpy())])
     kw = {} if resamples is None else {"resamples": resamples}
     table = metric_agreement(scores, truth, seed=run.seed(), **kw)
-    write_parquet(target, table)
-    return target
+    TABLES["metric_agreement"].write(target, table)
+    return AgreementResult(str(target), list(dict.fromkeys(table["metric"])), list(dict.fromkeys(table["reference"])))

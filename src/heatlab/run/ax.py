@@ -46,16 +46,18 @@ from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import attribute
 from heatlab.explain.methods.selection import keep_methods, needs_image, parse_methods
 from heatlab.explain.presets import Preset, get_preset
-from heatlab.files import write_json, write_parquet
+from heatlab.files import write_json
 from heatlab.models.input_space import SPACES, check_space, input_space, model_normalize
 from heatlab.models.state import model_device
 from heatlab.models.training import takes_normalize
 from heatlab.progress import Progress
 from heatlab.run.evaluate import cam_layer_of, cam_record
+from heatlab.run.results import AxResult
 from heatlab.run.rundir import RunDir
 from heatlab.run.runner import PARQUET, ShardUnit, Stage, Work, earlier_methods, run_stage
 from heatlab.score.co import AX_VARIANTS, OUTPUTS, co_records, prepare_heatmaps
 from heatlab.score.gap import gap_analysis
+from heatlab.tables import TABLES
 
 KIND = "co"
 #: CO variants as ``<output>_<ax>``, in table order.
@@ -164,12 +166,12 @@ class AX(Stage):
             frames.append(df.assign(space=space))
         return {KIND: pd.concat(frames, ignore_index=True)}
 
-    def join(self, units: Sequence[ShardUnit], parts: dict[str, list[pd.DataFrame]]) -> dict:
+    def join(self, units: Sequence[ShardUnit], parts: dict[str, list[pd.DataFrame]]) -> AxResult:
         co = _join(units, parts[KIND], main_space=self.space["space"])
         gap = gap_table(co[co["space"] == self.space["space"]], split=self.split, holdout_split=self.holdout)
         paths = {"co": self.run.table("co"), "co_gap": self.run.table("co_gap")}
-        write_parquet(paths["co"], co)
-        write_parquet(paths["co_gap"], gap)
+        TABLES["co"].write(paths["co"], co)
+        TABLES["co_gap"].write(paths["co_gap"], gap)
         summary = {"split": self.split, "holdout_split": self.holdout, "methods": self.methods,
                    "branches": self.branches, "samples": len(self.data[self.split]),
                    "largest_gap": largest_gap(gap), **self.space, "compare_method": self.compare,
@@ -177,19 +179,20 @@ class AX(Stage):
                    "attribution": self.preset.record(self.methods, self.cam_layer), "groupings": GROUPINGS, "complete": True}
         self.run.record_attribution(self.name, {**summary["attribution"], "space": self.space["space"]})
         write_json(self.run.summary_path(self.name), summary)
-        return {**summary, "tables": {k: str(v) for k, v in paths.items()}}
+        return AxResult.from_record(summary, paths={k: str(v) for k, v in paths.items()})
 
 
 def ax_run(run_dir, *, methods="all", split: str = "test", holdout_split: str | None = "val", batch_size: int = 25,
            device: str = "cpu", space: str | None = None, preset: str | Preset | None = None,
            replace: bool = False, progress: Progress | None = None, backend=None, trust_model_code: bool = False,
-           layer: str | None = None) -> dict:
+           layer: str | None = None) -> AxResult:
     """Run AX on every (branch, method, shard) of ``split`` and ``holdout_split``; write both tables.
 
     ``holdout_split`` ``None`` (or equal to ``split``) chooses the flag threshold in-sample.
     ``space``: ``"input"`` (default) or ``"pixel"`` (see :func:`resolve_space`); ``preset``: the
     attribution settings (default ``"paper000"``); ``layer``: the CAM methods' layer (default the
-    preset's: the first convolution for the paper presets, else the last). Returns a summary with the table paths and the
+    preset's: the first convolution for the paper presets, else the last). Returns an
+    :class:`~heatlab.run.results.AxResult`: the summary (ax.json) with the table paths and the
     method with the largest gap (mean AUROC over branches of the raw ``x + h`` score). The tables
     keep the methods of an earlier AX run with the same splits, space and preset (so
     ``methods="Saliency"`` adds Saliency); ``replace=True`` writes them with ``methods`` alone.

@@ -11,6 +11,8 @@ from typing import Callable
 
 from heatlab.models.training import TrainConfig
 from heatlab.progress import Progress
+from heatlab.run.results import (AxResult, EvaluateResult, GaxStageResult, LrpFiltersResult, LrpStudyResult,
+                                 MixerResult, NoTruthResult, TrainResult)
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,28 @@ class DemoPlan:
     extras: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class DemoResult:
+    """What :func:`run_demo` did: each stage's result, the figures and report it drew, and ``seconds``,
+    the wall time of each step (``data``, ``training`` (with its figure), ``evaluation``, ``no_truth``,
+    ``ax``, ``gax``, ``lrp``, ``mixer``, ``report``) and the ``total``."""
+
+    run_dir: Path
+    data_dir: Path
+    plan: DemoPlan
+    training: TrainResult
+    evaluate: EvaluateResult
+    no_truth: NoTruthResult
+    ax: AxResult
+    gax: GaxStageResult
+    lrp_filters: LrpFiltersResult
+    lrp_study: LrpStudyResult
+    mixer: MixerResult
+    training_figures: list[Path]
+    report: Path | None
+    seconds: dict[str, float]
+
+
 def demo_plan(*, full: bool = False, seed: int = 0) -> DemoPlan:
     """The quick plan (a few minutes on 2 cores) or, with ``full``, the paper's split sizes and 5 branches."""
     if full:
@@ -62,7 +86,7 @@ def run_demo(
     progress: Progress | None = None,
     stage_figures: Callable[[Path, str], list[Path]] | None = None,
     report: Callable[..., Path] | None = None,
-) -> dict:
+) -> DemoResult:
     """Run the whole demo into ``run_dir``: data -> train -> training figure -> evaluate -> no-truth scores (the fast
     set on two methods and Random) -> AX -> GAX -> LRP filter
     study on the cells and a short LRP study on the digits (paper 004) -> the Mixer (paper 003) -> report.
@@ -73,11 +97,7 @@ def run_demo(
     figures) and ``heatlab.report.build_report`` (called as ``report(run_dir, progress=progress)``), as
     ``heatlab demo`` does; ``None`` skips that step.
 
-    Returns ``{"run_dir", "data_dir", "plan", "training", "evaluate", "no_truth", "ax", "gax", "lrp_filters",
-    "lrp_study", "mixer", "training_figures", "report", "seconds"}`` where ``seconds`` holds the wall time of each
-    stage (``data``, ``training`` (with its figure), ``evaluation``, ``no_truth``, ``ax``, ``gax``, ``lrp``, ``mixer``,
-    ``report``) and
-    the ``total``.
+    Returns a :class:`DemoResult`.
     """
     from heatlab.data.shards import write_cells
     from heatlab.run.ax import ax_run
@@ -129,6 +149,6 @@ def run_demo(
     page = report(run_dir, progress=progress) if report else None
     lap("report")
     seconds["total"] = time.perf_counter() - t0
-    return {"run_dir": run_dir, "data_dir": data_dir, "plan": plan, "training": training, "evaluate": evaluation,
-            "no_truth": no_truth, "ax": ax, "gax": gax, "lrp_filters": filters, "lrp_study": study, "mixer": mixer,
-            "training_figures": figures, "report": page, "seconds": seconds}
+    return DemoResult(run_dir=run_dir, data_dir=data_dir, plan=plan, training=training, evaluate=evaluation,
+                      no_truth=no_truth, ax=ax, gax=gax, lrp_filters=filters, lrp_study=study, mixer=mixer,
+                      training_figures=figures, report=page, seconds=seconds)

@@ -29,6 +29,7 @@ Outputs (schemas in the README): ``tables/five_band.parquet``, ``tables/roc.parq
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from functools import partial
 from typing import Any, Sequence
@@ -43,15 +44,17 @@ from heatlab.explain.attribution import METHODS, attribute, cam_layer, cam_layer
 from heatlab.explain.methods.selection import keep_methods, needs_image, parse_methods
 from heatlab.explain.postprocess import channel_adjust, normalize_max_abs
 from heatlab.explain.presets import Preset, get_preset
-from heatlab.files import atomic_path, write_json, write_parquet
+from heatlab.files import atomic_path, write_json
 from heatlab.progress import Progress
 from heatlab.run.agreement import write_metric_agreement
 from heatlab.run.no_truth import CONTROL, NoTruth, check_finite
+from heatlab.run.results import EvaluateResult
 from heatlab.run.rundir import RunDir
 from heatlab.run.runner import PARQUET, TENSORS, ShardUnit, Stage, Work, earlier_methods, run_stage
 from heatlab.score.five_band import METRICS, five_band
 from heatlab.registry import Registry
 from heatlab.score.metrics import SCORES_TABLE, Metric, applies, metric_registry, per_sample_scores
+from heatlab.tables import TABLES
 
 #: Five-band variants: (clip bounds, clamp order, threshold schedule). ``clamp`` clips after
 #: normalising (paper 002's text), ``clamp_original`` clips the raw attribution (its code).
@@ -258,7 +261,7 @@ class Evaluate(Stage):
             self.feed.write(unit, fed)
         super().write(unit, pieces)
 
-    def join(self, units: Sequence[ShardUnit], parts: dict[str, list[Any]]) -> dict:
+    def join(self, units: Sequence[ShardUnit], parts: dict[str, list[Any]]) -> EvaluateResult:
         tables = {}
         tagged = {k: [df.assign(branch=u.branch, method=u.method) for u, df in zip(units, parts[k])]
                   for k in KINDS if k in parts}
@@ -272,7 +275,7 @@ class Evaluate(Stage):
         paths = {}
         for name, df in tables.items():
             paths[name] = self.run.table(name)
-            write_parquet(paths[name], df)
+            TABLES[name].write(paths[name], df)
         self._write_heatmaps(units, parts["heatmaps"])
         write_metric_agreement(self.run)  # the no-truth metrics against this truth (when both tables exist)
         summary = {
@@ -286,7 +289,7 @@ class Evaluate(Stage):
         }
         self.run.record_attribution(self.name, summary["attribution"])
         write_json(self.run.summary_path(self.name), summary)
-        return {**summary, "tables": {k: str(v) for k, v in paths.items()}}
+        return EvaluateResult.from_record(summary, paths={k: str(v) for k, v in paths.items()})
 
     def _write_heatmaps(self, units: Sequence[ShardUnit], pieces: list[dict]) -> None:
         from safetensors.torch import save_file
@@ -335,7 +338,7 @@ def evaluate_run(run_dir, *, methods="all", split: str = "test", batch_size: int
                  preset: str | Preset | None = None, replace: bool = False, progress: Progress | None = None,
                  backend: Any = None, trust_model_code: bool = False, metrics: Registry[Metric] | None = None,
                  layer: str | None = None, metric_set: str | Sequence[str] = "default", patch_size: int | None = None,
-                 perturb_baseline: str | None = None) -> dict:
+                 perturb_baseline: str | None = None) -> EvaluateResult:
     """Evaluate every (branch, method, shard) of ``split``; write the tables, heatmaps and evaluate.json,
     then the no-truth scores of the methods plus ``Random`` (:mod:`heatlab.run.no_truth`).
 
@@ -352,7 +355,7 @@ def evaluate_run(run_dir, *, methods="all", split: str = "test", batch_size: int
     ``metric_set``: the no-truth metrics (:func:`heatlab.score.no_truth.select_metrics`: names, families,
     ``"all"``, ``"default"`` (the fast set, on every dataset) or ``"none"``); ``patch_size`` and ``perturb_baseline``
     override the metrics' own (checked against the data before anything runs). The summary holds the
-    no-truth stage's under ``"no_truth"`` (None when no no-truth metric ran).
+    no-truth stage's result as ``no_truth`` (None when no no-truth metric ran).
     """
     run = RunDir(run_dir, trust_model_code=trust_model_code)
     stage = Evaluate(run, methods=methods, split=split, batch_size=batch_size, device=device, preset=preset,
@@ -363,10 +366,9 @@ def evaluate_run(run_dir, *, methods="all", split: str = "test", batch_size: int
                        registry=metrics, layer=stage.cam_layer)
     if no_truth.selection.metrics and not no_truth.reexplains():
         stage.feed = no_truth
-    summary = run_stage(stage, progress=progress, backend=backend)
-    summary["no_truth"] = None
+    result = run_stage(stage, progress=progress, backend=backend)
     if no_truth.selection.metrics:
-        no_truth.methods = [*(m for m in summary["methods"] if m != CONTROL), CONTROL]
+        no_truth.methods = [*(m for m in result.methods if m != CONTROL), CONTROL]
         no_truth.layer = stage.cam_layer
-        summary["no_truth"] = run_stage(no_truth, progress=progress, backend=backend)
-    return summary
+        result = dataclasses.replace(result, no_truth=run_stage(no_truth, progress=progress, backend=backend))
+    return result

@@ -9,8 +9,11 @@ Writes ``<out>/attributions.safetensors``: one float16 tensor N×C×H×W per met
 ``heatlab.explain.attribute`` returns them), ``inputs`` (float16, the images as the model saw
 them), ``targets``, ``predictions`` and, for datasets, ``labels`` (int64); its metadata key
 "heatlab" holds JSON with ``ids``, ``sources`` (file paths or ``split/shard/index``), ``methods``,
-``signs`` (how to draw each), ``class_names`` and ``model`` (the spec). Everything is computed
-before anything is written, so bad input leaves ``out`` as it was.
+``signs`` (how to draw each), ``class_names`` and ``model`` (the spec). Inputs, model and targets
+are checked before anything is written, and bad input found later (a HeatlabError of a unit) removes
+what the run added, so bad input leaves ``out`` as it was. The attributions are computed on the Stage
+runner (:class:`ExplainStage`, any backend): ``out/parts/`` holds the images the units read and each
+unit's piece until they are joined; a killed run started again redoes only the unfinished units.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -32,16 +37,20 @@ from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import attribute, cam_layer, cam_layer_rule
 from heatlab.explain.methods.selection import needs_image
 from heatlab.explain.methods.selection import parse_methods as stage_methods
-from heatlab.files import atomic_path, ensure_dir, remove_stale_tmp, undo_on_error
+from heatlab.files import atomic_path, ensure_dir, remove_stale_tmp, sha256_file, undo_on_error
 from heatlab.models import stored_spec, zoo
 from heatlab.models.external import spec_name
 from heatlab.models.state import eval_mode, model_device
 from heatlab.models.training import resolve_device
 from heatlab.progress import Progress, report
 
-from heatlab.run.rundir import RunDir, branch_info, branch_name, load_branch
+from heatlab.run.results import ExplainResult
+from heatlab.run.rundir import ExplainDir, RunDir, branch_info, branch_name, load_branch
+from heatlab.run.runner import TENSORS, Stage, Unit, Work, run_stage
 
 ATTRIBUTIONS = "attributions.safetensors"
+#: Images per unit (rounded down to whole batches, at least one batch).
+SHARD = 64
 DEFAULT_METHODS = ("Saliency", "IntegratedGradients")
 #: Methods whose heatmap is |.| by heatlab's default (drawn with a sequential colormap).
 
@@ -202,6 +211,97 @@ def _target_of(target: str | int | None, class_names: list[str] | None, k: int) 
     return t
 
 
+# -------------------------------------------------------------------------------------- units
+@dataclass(frozen=True)
+class ExplainUnit(Unit):
+    """``method`` on images ``shard * per_shard`` up to the next shard of the stored inputs."""
+
+    method: str
+    shard: int
+
+    def stem(self, parts: Path) -> Path:
+        return parts / self.method / f"shard-{self.shard:05d}"
+
+    def describe(self) -> str:
+        return f"{self.method} on image shard {self.shard}"
+
+    def order(self) -> tuple:
+        return (self.shard,)
+
+
+class ExplainStage(Stage):
+    """Explain on the Stage runner: one :class:`ExplainUnit` per (method, shard of ``per_shard`` images).
+
+    A unit rebuilds the model from ``model_args`` (the arguments of :func:`build_model`, paths made
+    absolute) and reads the images and targets the driver stored in ``parts/inputs.safetensors``, so any
+    backend can run it; it attributes them in batches of ``batch_size`` (the batches a single pass
+    makes) and returns float16 attributions. ``identity`` (the model's spec and weights, the layer, the
+    inputs' sha256) goes in each unit's marker, so a killed explain resumes only for the same request.
+    """
+
+    name = "explain"
+    kinds = {"attributions": TENSORS}
+
+    def __init__(self, out: ExplainDir, *, model_args: dict, methods: Sequence[str], layer: str | None, count: int,
+                 batch_size: int, identity: dict, progress: Progress | None):
+        super().__init__(RunDir(out.path), device=model_args["device"], batch_size=batch_size)
+        self.out, self.model_args, self.methods, self.layer, self.count = out, model_args, list(methods), layer, count
+        self.per_shard = batch_size * max(1, SHARD // batch_size)
+        self.identity, self.progress = identity, progress
+
+    def shared_file(self) -> Path:
+        return self.out.inputs
+
+    def parts_dir(self, unit: ExplainUnit) -> Path:
+        return self.out.parts
+
+    def settings(self, unit: ExplainUnit) -> dict:
+        return {**self.identity, "per_shard": self.per_shard, "batch_size": self.batch_size}
+
+    def units(self) -> list[ExplainUnit]:
+        shards = -(-self.count // self.per_shard)
+        return [ExplainUnit(m, k) for m in self.methods for k in range(shards)]
+
+    def run_unit(self, work: Work, unit: ExplainUnit) -> dict[str, Any]:
+        net = work.memo("explain-model", repr(self.model_args), lambda: build_model(**self.model_args)[0])
+        inputs = work.memo("explain-inputs", str(self.out.inputs), lambda: safetensors.torch.load_file(str(self.out.inputs)))
+        lo, hi = unit.shard * self.per_shard, min((unit.shard + 1) * self.per_shard, self.count)
+        x, targets, dev = inputs["x"][lo:hi], inputs["targets"][lo:hi], model_device(net)
+        parts = []
+        for i in range(0, len(x), self.batch_size):
+            report(self.progress, f"explain/{unit.method}", lo + i, self.count)
+            parts.append(attribute(net, x[i:i + self.batch_size], unit.method,
+                                   target=targets[i:i + self.batch_size].to(dev), layer=self.layer).cpu())
+        report(self.progress, f"explain/{unit.method}", hi, self.count)
+        return {"attributions": {"a": torch.cat(parts).to(torch.float16).contiguous()}}
+
+    def join(self, units: Sequence[ExplainUnit], parts: dict[str, list[Any]]) -> dict[str, torch.Tensor]:
+        """Each method's attributions N×... float16, shards in order."""
+        return {m: torch.cat([p["a"] for u, p in zip(units, parts["attributions"]) if u.method == m]).contiguous()
+                for m in self.methods}
+
+
+def _model_identity(run: Any, branch: str, weights: Any, spec: dict) -> dict:
+    """What the model's attributions depend on: its spec and the sha256 of its weights (none: seeded init)."""
+    if run is not None:
+        sha = RunDir(run).weights_sha256(branch)
+    else:
+        sha = sha256_file(weights) if weights is not None else None
+    return {"model": json.loads(json.dumps(spec, default=str)), "weights_sha256": sha}
+
+
+def _absolute(path: Any) -> str | None:
+    return None if path is None else str(Path(path).expanduser().resolve())
+
+
+def _code_absolute(model: str | None) -> str | None:
+    """``model`` with the file of a ``path/file.py:fn`` made absolute (a worker may start elsewhere)."""
+    if model is None or ".py:" not in model:
+        return model
+    file, _, fn = model.rpartition(":")
+    return f"{_absolute(file)}:{fn}"
+
+
 # -------------------------------------------------------------------------------------- stage
 def explain_run(
     sources: Sequence[str | os.PathLike] | str,
@@ -223,17 +323,24 @@ def explain_run(
     progress: Progress | None = None,
     trust_model_code: bool = False,
     layer: str | None = None,
-) -> dict:
+    backend: Any = None,
+) -> ExplainResult:
     """Attribute the images of ``sources`` with every method and write ``out/attributions.safetensors``.
 
     ``trust_model_code``: rebuild a model whose stored spec (the run's model.json, the weights'
     metadata) names code from outside heatlab; passing that code again as ``model`` does the same.
     ``layer``: the layer of LayerGradCam and GuidedGradCam (a module name; default the model's last
-    ``nn.Conv2d``). A ``model`` built without ``weights`` has random weights: the record says so
+    ``nn.Conv2d``). A ``model`` built without ``weights``, or a run's model that never trained (the base
+    of ``train --epochs 0``), has random weights: the record says so
     (``random_weights``) and the CLI and the index page warn.
 
-    Returns ``{"path", "ids", "sources", "methods", "signs", "class_names", "targets", "predictions",
-    "random_weights", "model_name"}`` and, with a CAM method, ``"cam_layer"`` and ``"cam_layer_rule"``.
+    ``backend`` (:func:`heatlab.run.runner.make_backend`, default local) runs the units (one per
+    method and shard of :data:`SHARD` images, :class:`ExplainStage`); the driver alone writes, and a
+    killed run started again with the same request redoes only the unfinished units.
+
+    Returns an :class:`~heatlab.run.results.ExplainResult` (``path``, ``ids``, ``sources``, ``methods``,
+    ``signs``, ``class_names``, ``targets``, ``predictions``, ``random_weights``, ``model_name`` and, with a
+    CAM method, ``cam_layer`` and ``cam_layer_rule``).
     """
     names = parse_methods(methods)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -274,37 +381,49 @@ def explain_run(
     predictions = logits.argmax(1)
     fixed = _target_of(target, class_names, k)
     targets = predictions.clone() if fixed is None else torch.full_like(predictions, fixed)
-    tensors: dict[str, torch.Tensor] = {}
-    for m, method in enumerate(names):
-        parts = []
-        for i in range(0, len(x), batch_size):
-            report(progress, f"explain/{method}", i, len(x))
-            parts.append(attribute(net, x[i:i + batch_size], method, target=targets[i:i + batch_size].to(dev),
-                                   layer=chosen).cpu())
-        report(progress, f"explain/{method}", len(x), len(x))
-        tensors[method] = torch.cat(parts).to(torch.float16).contiguous()
-    tensors.update(inputs=x.to(torch.float16).contiguous(), targets=targets.contiguous(),
-                   predictions=predictions.contiguous())
+    tensors = {"inputs": x.to(torch.float16).contiguous(), "targets": targets.contiguous(),
+               "predictions": predictions.contiguous()}
     if data is not None:
         tensors["labels"] = labels
         class_names = class_names or list(getattr(data, "class_names", []) or []) or None
-    ids = _ids(found)
-    # A map without negative values (Saliency's |gradient|, SmoothGrad over it, VarGrad) is drawn on a
-    # sequential scale; any other on a diverging one centred at 0.
-    signs = {m: "absolute" if bool((tensors[m] >= 0).all()) else "all" for m in names}
-    record = {"ids": ids, "sources": found, "methods": names, "signs": signs, "class_names": class_names,
+    record = {"ids": _ids(found), "sources": found, "methods": names, "signs": {}, "class_names": class_names,
               "model": spec, "run": shown(Path(run).resolve()) if run is not None else None,
               "branch": branch if run is not None else None, "target": "predicted" if fixed is None else fixed,
               "model_name": model if model is not None else name,
-              "random_weights": run is None and weights is None}
+              "random_weights": weights is None if run is None else RunDir(run).random_weights(branch)}
     if cams:
         record.update(cam_layer=chosen, cam_layer_rule=cam_layer_rule(layer))
+    model_args = {"run": _absolute(run), "branch": branch, "model": _code_absolute(model), "weights": _absolute(weights),
+                  "num_classes": num_classes, "in_channels": in_channels, "device": device,
+                  "trust_model_code": trust_model_code}
     with undo_on_error(out):
         ensure_dir(out)
-        path = out / ATTRIBUTIONS
-        with atomic_path(path) as tmp:
-            safetensors.torch.save_file(tensors, str(tmp), metadata={"heatlab": json.dumps(record, sort_keys=True)})
-    return {**record, "path": str(path), "targets": targets.tolist(), "predictions": predictions.tolist()}
+        where = ExplainDir(out.resolve())
+        stage = ExplainStage(where, model_args=model_args, methods=names, layer=chosen, count=len(x),
+                             batch_size=batch_size, identity={**_model_identity(run, branch, weights, spec), "layer": chosen},
+                             progress=progress)
+        path = _explain_into(stage, x, targets, tensors, record, backend)
+    return ExplainResult.from_record(record, path=str(path), targets=targets.tolist(), predictions=predictions.tolist())
+
+
+def _explain_into(stage: ExplainStage, x: torch.Tensor, targets: torch.Tensor, tensors: dict[str, torch.Tensor],
+                  record: dict, backend: Any) -> Path:
+    """Store the inputs the units read, run the units, write ``attributions.safetensors`` (with each
+    method's sign in ``record``) and remove the parts; returns the file's path."""
+    where = stage.out
+    with stage.run.writing("explain"):
+        ensure_dir(where.parts)
+        with atomic_path(where.inputs) as tmp:  # what every unit explains, written first
+            safetensors.torch.save_file({"x": x.contiguous(), "targets": targets.contiguous()}, str(tmp))
+        stage.identity["inputs_sha256"] = sha256_file(where.inputs)
+        maps = run_stage(stage, progress=stage.progress, backend=backend)
+        # A map without negative values (Saliency's |gradient|, SmoothGrad over it, VarGrad) is drawn on a
+        # sequential scale; any other on a diverging one centred at 0.
+        record["signs"] = {m: "absolute" if bool((a >= 0).all()) else "all" for m, a in maps.items()}
+        with atomic_path(where.attributions) as tmp:
+            safetensors.torch.save_file({**maps, **tensors}, str(tmp), metadata={"heatlab": json.dumps(record, sort_keys=True)})
+        shutil.rmtree(where.parts, ignore_errors=True)  # joined: every piece is in the file
+    return where.attributions
 
 
 def _check_size(size: object, first: str | None = None) -> int:

@@ -41,8 +41,10 @@ from heatlab.files import atomic_path, ensure_dir, read_json, write_json, write_
 from heatlab.improve.gax import BIAS, EPS, LR, SIMILARITY_FACTOR, GaxResult, check_options, gax
 from heatlab.progress import Progress
 from heatlab.models.training import model_device, predict
+from heatlab.run.results import GaxStageResult
 from heatlab.run.rundir import GAX_FILES, GAX_SUMMARY, RunDir, branch_name, read_summary
 from heatlab.run.runner import PARQUET, TENSORS, ShardUnit, Stage, Work, run_stage
+from heatlab.tables import TABLES
 
 RESULTS, TRAJECTORIES, SNAPSHOTS = GAX_FILES
 
@@ -254,7 +256,7 @@ def gax_run(
     progress: Progress | None = None,
     backend=None,
     trust_model_code: bool = False,
-) -> dict:
+) -> GaxStageResult:
     """Run GAX for the first ``first_n_correct`` correct samples of ``split``; returns the summary.
 
     ``backend``: where the batches run (:func:`heatlab.run.runner.make_backend`; default this process).
@@ -268,9 +270,9 @@ def gax_run(
                     progress=progress)
         done = stage.complete()
         if done is not None:
-            return done
+            return GaxStageResult.from_record(done)
         stage.selection = stage.select(Work(stage.run, device=device, batch_size=batch_size))
-        return run_stage(stage, progress=_batches(progress), backend=backend)
+        return GaxStageResult.from_record(run_stage(stage, progress=_batches(progress), backend=backend))
 
 
 def _batches(progress: Progress | None) -> Progress | None:
@@ -296,7 +298,7 @@ def _join(run: RunDir, tables: list[pd.DataFrame], parts_t: list[dict], settings
         "offsets": torch.cat(offsets),
         "images": torch.cat([p["images"] for p in parts_t]).contiguous(),
     }
-    write_parquet(run.gax(RESULTS), table)
+    TABLES["gax_results"].write(run.gax(RESULTS), table)
     with atomic_path(run.gax(TRAJECTORIES)) as tmp:
         save_file({"co": co}, str(tmp))
     with atomic_path(run.gax(SNAPSHOTS)) as tmp:
@@ -305,7 +307,7 @@ def _join(run: RunDir, tables: list[pd.DataFrame], parts_t: list[dict], settings
     summary = {
         **settings, "samples": len(table), "reached": int(reached.sum()),
         "median_steps_to_target": float(np.median(table.loc[reached, "steps_to_target"])) if reached.any() else None,
-        "complete": True,
+        "random_weights": run.random_weights(settings["branch"]), "complete": True,
     }
     write_json(run.gax(GAX_SUMMARY), summary)
     shutil.rmtree(run.gax_parts)  # everything is in the joined files now
@@ -316,7 +318,7 @@ def _join(run: RunDir, tables: list[pd.DataFrame], parts_t: list[dict], settings
 class GaxRunResult:
     """The stored GAX result of a run (see the module docstring for the meaning of each field)."""
 
-    summary: dict
+    summary: GaxStageResult
     table: pd.DataFrame
     co: torch.Tensor
     snapshots: torch.Tensor
@@ -341,14 +343,14 @@ def load_gax_result(run_dir) -> GaxRunResult:
     fix = f"run `heatlab gax {run_dir}` first"
     if not run.gax(GAX_SUMMARY).is_file():
         raise HeatlabError(f"'{run_dir}' has no GAX result; {fix}.")
-    summary = read_gax_summary(run_dir)
-    if not summary.get("complete"):
+    summary = GaxStageResult.from_record(read_gax_summary(run_dir))
+    if not summary.complete:
         raise HeatlabError(f"The GAX result of '{run_dir}' is incomplete; {fix}.")
+    table = TABLES["gax_results"].read(run.gax(RESULTS))  # a bad column is named
     try:
-        table = pd.read_parquet(run.gax(RESULTS))
         co = load_file(run.gax(TRAJECTORIES))["co"]
         snaps = load_file(run.gax(SNAPSHOTS))
-    except Exception:  # pyarrow and safetensors raise several types for a broken file
+    except Exception:  # safetensors raises several types for a broken file
         raise HeatlabError(f"The GAX files in '{out}' are missing or unreadable; {fix} again.") from None
     n = len(table)
     if co.shape[1] != n or snaps["offsets"].shape[0] != n + 1 or snaps["images"].shape[0] != n:

@@ -31,13 +31,15 @@ from heatlab.explain.attribution import attribute
 from heatlab.explain.filters import parse_filters
 from heatlab.explain.methods.lrp import check_composite, check_maxpool, check_start, filter_layers, lrp_maxpool
 from heatlab.explain.postprocess import channel_adjust
-from heatlab.files import write_json, write_parquet
+from heatlab.files import write_json
 from heatlab.progress import Progress
 from heatlab.run.evaluate import score_attributions
+from heatlab.run.results import LrpFiltersResult
 from heatlab.run.rundir import RunDir
 from heatlab.run.runner import PARQUET, ShardUnit, Stage, Work, run_stage
 from heatlab.score.intervals import LEVEL, difference_verdict, paired_difference
 from heatlab.score.metrics import METRICS as REGISTERED
+from heatlab.tables import TABLES
 
 NONE = "none"
 SCORES = ("precision_best", "recall_best", "fpr_avg", "accuracy_best")
@@ -95,7 +97,7 @@ class LRPFilters(Stage):
         loc["mae"] = REGISTERED["mae"].fn(channel_adjust(attr), shard["truth"].float()).numpy()
         return {"localisation": loc, **({"five_band": five} if five is not None else {})}
 
-    def join(self, units: Sequence[ShardUnit], parts: dict[str, list[Any]]) -> dict:
+    def join(self, units: Sequence[ShardUnit], parts: dict[str, list[Any]]) -> LrpFiltersResult:
         tables, paths = {}, {}
         for kind, name in (("five_band", "lrp_filters"), ("localisation", "lrp_filters_localisation")):
             if kind in parts:
@@ -104,15 +106,15 @@ class LRPFilters(Stage):
                 first = ["branch", "filter"] + (["variant"] if "variant" in df else [])
                 tables[kind] = df[first + [c for c in df.columns if c not in first]]
                 paths[name] = self.run.table(name)
-                write_parquet(paths[name], tables[kind])
+                TABLES[name].write(paths[name], tables[kind])
         table = effects(tables, self.filters, self.branches, seed=self.run.seed())
         paths["lrp_filters_effects"] = self.run.table("lrp_filters_effects")
-        write_parquet(paths["lrp_filters_effects"], table)
+        TABLES["lrp_filters_effects"].write(paths["lrp_filters_effects"], table)
         summary = {"split": self.split, "composite": self.composite, "start": self.start, "maxpool": self.maxpool,
                    "layers": self.layers, "filters": self.filters, "branches": self.branches, "samples": len(self.data),
                    **verdict(tables), **effects_summary(table), "complete": True}
         write_json(self.run.summary_path(self.name), summary)
-        return {**summary, "tables": {k: str(v) for k, v in paths.items()}}
+        return LrpFiltersResult.from_record(summary, paths={k: str(v) for k, v in paths.items()})
 
 
 def verdict(tables: dict[str, pd.DataFrame]) -> dict:
@@ -190,20 +192,20 @@ def effects_summary(table: pd.DataFrame) -> dict:
     return {"effects": out, "verdicts": verdicts, "design": design}
 
 
-def verdict_lines(summary: dict) -> list[str]:
+def verdict_lines(summary: LrpFiltersResult) -> list[str]:
     """One line per filter for the CLI: the metrics it improves, worsens and ties, from the intervals."""
     lines = []
-    for f, v in summary.get("verdicts", {}).items():
-        e = summary["effects"][f]
+    for f, v in summary.verdicts.items():
+        e = summary.effects[f]
         said = {kind: ", ".join(f"{m} {e[m]['difference']:+.3f} [{e[m]['low']:+.3f}, {e[m]['high']:+.3f}]"
                                 for m in v[kind]) or "-" for kind in ("better", "worse")}
         lines.append(f"{f} vs none: better {said['better']}; worse {said['worse']}; tied {', '.join(v['tied']) or '-'}")
     return lines
 
 
-def design_line(summary: dict) -> str:
+def design_line(summary: LrpFiltersResult) -> str:
     """How many paired differences each effect rests on, and what the interval resamples."""
-    d = summary.get("design") or {}
+    d = summary.design
     if not d:
         return "no effects (no filter besides none)"
     return (f"effects: paired differences filter - none over {d['cells']} samples x {d['branches']} branches "
@@ -212,7 +214,7 @@ def design_line(summary: dict) -> str:
 
 def lrp_filters_run(run_dir, *, filters=None, split: str = "test", composite: str = "epsilon_plus",
                     start: str = "target", maxpool: str | None = None, batch_size: int = 25, device: str = "cpu",
-                    progress: Progress | None = None, backend=None, trust_model_code: bool = False) -> dict:
+                    progress: Progress | None = None, backend=None, trust_model_code: bool = False) -> LrpFiltersResult:
     """Score LRP heatmaps per filter setting against the ground truth of ``split``; returns the summary.
 
     ``maxpool``: LRP's max-pooling rule ("average" or "winner"; default the model's), recorded in the summary.

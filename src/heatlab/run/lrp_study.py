@@ -24,14 +24,16 @@ Resumable: after every epoch the rows so far (``lrp_study/rows.parquet``) and a 
 settings in its metadata) are written, the checkpoint last. A killed study started again with the
 same settings goes on from the last whole epoch and ends with the same table, heatmaps and weights
 as one that never stopped; other settings start afresh. A finished study with the same settings is
-not run again; the checkpoint is removed once the summary is written.
+not run again; the checkpoint is removed once the summary is written. The epochs are units of the
+Stage runner (:class:`StudyStage`), so any backend runs them, one after the other, on one CPU thread.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -54,10 +56,11 @@ from heatlab.models.training import (
     TrainConfig, check_takes, create_model, normalize_spec, num_batches, predict, train_continuous,
 )
 from heatlab.progress import Progress, report
+from heatlab.run.results import LrpStudyResult
 from heatlab.run.rundir import StudyDir, read_summary
+from heatlab.run.runner import PARQUET, TENSORS, Stage, Unit, Work, run_stage
 from heatlab.score.mean_power import mean_power
-
-
+from heatlab.tables import TABLES
 
 INPUT = "input"
 
@@ -79,18 +82,199 @@ def mp_points(model: torch.nn.Module, n: int = 4) -> dict[str, str]:
     return points
 
 
+@dataclass(frozen=True)
+class StudyUnit(Unit):
+    """Epoch ``epoch`` of the study's training (wave ``epoch``: it starts from the checkpoint the
+    epoch before left on disk), or with ``heatmaps`` the filtered heatmaps of the trained model
+    (the last wave)."""
+
+    epoch: int
+    heatmaps: bool = False
+
+    def stem(self, parts: Path) -> Path:
+        return parts / ("heatmaps" if self.heatmaps else f"epoch-{self.epoch:05d}")
+
+    def describe(self) -> str:
+        return "the heatmaps" if self.heatmaps else f"epoch {self.epoch}"
+
+    @property
+    def wave(self) -> int:
+        return self.epoch
+
+
+class StudyStage(Stage):
+    """The study on the Stage runner: units :class:`StudyUnit`, one per epoch (each depends on the one
+    before: a chain of waves), then the heatmaps.
+
+    An epoch unit reads the last checkpoint from the study folder, trains one epoch recording the Mean
+    Power rows, and returns the rows and the new checkpoint; the driver writes them in the layout the
+    study has always had (``lrp_study/rows.parquet``, then ``checkpoint.safetensors`` last, which marks
+    the epochs done), so a study killed under the old code resumes too. The heatmaps unit returns the
+    heatmaps and the weights of the last checkpoint; :meth:`join` writes the table and the summary.
+    """
+
+    name = "lrp-study"
+    kinds = {"rows": PARQUET, "checkpoint": TENSORS}
+    threads = 1  # training on one CPU thread: byte-identical weights on every backend (see Stage.threads)
+
+    def __init__(self, out: StudyDir, *, data: str, options: dict, config: TrainConfig, settings: dict,
+                 points: dict[str, str], f_layers: list[str], progress: Progress | None):
+        super().__init__(out.host, device=config.device, batch_size=64)
+        self.out, self.data, self.options, self.config = out, data, options, config
+        self.settings_, self.points, self.f_layers, self.progress = settings, points, f_layers, progress
+        self.lrp = {"composite": settings["composite"], "start": settings["start"], "maxpool": settings["maxpool"]}
+
+    def shared_file(self) -> Path:
+        return self.out.path
+
+    def units(self) -> list[StudyUnit]:
+        epochs = self.config.epochs
+        return [*(StudyUnit(k) for k in range(max(epochs, 1))), StudyUnit(max(epochs, 1), heatmaps=True)]
+
+    # --- the study's own layout -----------------------------------------------------------
+    def is_done(self, unit: StudyUnit) -> bool:
+        if unit.heatmaps:
+            return False  # a few samples: redone with the summary
+        found = _read_checkpoint(self.out, self.settings_)
+        return found is not None and found[0].epochs_done >= min(unit.epoch + 1, self.config.epochs)
+
+    def write(self, unit: StudyUnit, pieces: Mapping[str, Any]) -> None:
+        if unit.heatmaps:
+            with atomic_path(self.out.heatmaps) as tmp:
+                save_file(pieces["heatmaps"], str(tmp), metadata={"filters": json.dumps(self.settings_["filters"])})
+            ensure_dir(self.out.weights.parent)
+            zoo.save_state(pieces["weights"], self.out.weights, pieces["spec"])
+            return
+        earlier = _read_checkpoint(self.out, self.settings_) if unit.epoch else None
+        rows = [r for r in earlier[1] if r["epoch"] < unit.epoch] if earlier is not None else []
+        write_parquet(self.out.rows, pd.DataFrame(rows + pieces["rows"].to_dict("records")))
+        with atomic_path(self.out.checkpoint) as tmp:  # last: the epoch counts as done
+            save_file(pieces["checkpoint"], str(tmp), metadata={"settings": json.dumps(self.settings_, sort_keys=True)})
+
+    def read(self, unit: StudyUnit, kind: str) -> Any:  # pragma: no cover - join reads the files itself
+        raise NotImplementedError
+
+    def joined(self) -> list[str]:
+        return []
+
+    # --- what a unit runs (on any backend) --------------------------------------------------
+    def _split(self, work: Work, split: str):
+        return work.memo(f"study-{split}", self.data, lambda: registry.open_data(self.data, split, **self.options))
+
+    def _net(self, work: Work, state: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
+        train = self._split(work, "train")
+        net = create_model(self.config, num_classes=len(train.class_names), input_shape=registry.input_shape(train),
+                           normalize=normalize_spec(self.config, train))
+        if state is not None:
+            net.load_state_dict(state)
+        return net
+
+    def run_unit(self, work: Work, unit: StudyUnit) -> dict[str, Any]:
+        return self._heatmaps(work) if unit.heatmaps else self._epoch(work, unit.epoch)
+
+    def _epoch(self, work: Work, epoch: int) -> dict[str, Any]:
+        """Train epoch ``epoch`` from the checkpoint on disk (epoch 0: from the seeded initialisation,
+        recording iteration 0 first); the Mean Power rows of its evaluations and the checkpoint after it."""
+        train = self._split(work, "train")
+        net = self._net(work)
+        x_eval, y_eval = _first(self._split(work, "test"), self.settings_["eval_samples"])
+        layers = [layer for layer in self.points.values() if layer != INPUT]
+        total, every = self.config.epochs * num_batches(train, self.config.batch_size), self.settings_["every"]
+        rows: list[dict] = []
+
+        def evaluate(it: int, epoch: int, loss: float) -> None:
+            pred = predict(net, (x_eval, y_eval), 64)[0]
+            rec = RelevanceRecorder(layers)
+            heat = attribute(net, x_eval, "LRP", target=pred, record=rec, batch_size=64, **self.lrp)
+            recorded = {INPUT: heat, **rec.relevance}
+            for label, at in self.points.items():
+                mp = mean_power(recorded[at]).mp.double()
+                rows.append({"iteration": it, "epoch": epoch, "loss": loss, "accuracy": float((pred == y_eval).double().mean()),
+                             "layer": label, "recorded_at": at, "mp_mean": float(mp.mean()),
+                             "mp_std": float(mp.std(unbiased=False)), "n": len(mp)})
+
+        def on_step(it: int, epoch: int, loss: float) -> None:
+            report(self.progress, "lrp-study", it, total)
+            if it % every == 0 or it == total:
+                evaluate(it, epoch, loss)
+
+        resume = None
+        if epoch == 0:
+            evaluate(0, 0, float("nan"))
+        else:
+            found = _read_checkpoint(self.out, self.settings_)
+            if found is None or found[0].epochs_done != epoch:
+                raise HeatlabError(f"The checkpoint of epoch {epoch} in '{self.out.path}' is missing or from other "
+                                   "settings; run the same command again to redo the study from its last whole epoch.")
+            resume = found[0]
+        after: list[Checkpoint] = []
+        epochs = min(epoch + 1, self.config.epochs)
+        train_continuous(net, train, replace(self.config, epochs=epochs), on_step=on_step, resume=resume,
+                         on_epoch=after.append)
+        if not after:  # a study of 0 epochs: the initial model is the trained one
+            after.append(Checkpoint(0, 0, net.state_dict(), {}, torch.Generator().get_state(), torch.get_rng_state()))
+        return {"rows": pd.DataFrame(rows, columns=ROW_COLUMNS), "checkpoint": after[-1].to_tensors()}
+
+    def _heatmaps(self, work: Work) -> dict[str, Any]:
+        """LRP heatmaps of the first test samples with no filter and each filter, by the model of the last
+        checkpoint, and that model's weights."""
+        found = _read_checkpoint(self.out, self.settings_)
+        if found is None or found[0].epochs_done != self.config.epochs:
+            raise HeatlabError(f"The study in '{self.out.path}' has no checkpoint of its last epoch; run the same "
+                               "command again to finish it.")
+        net = self._net(work, found[0].model)
+        x_map, y_map = _first(self._split(work, "test"), self.settings_["heatmap_samples"])
+        p_map = predict(net, (x_map, y_map), 64)[0]
+        maps = [attribute(net, x_map, "LRP", target=p_map,
+                          filters=None if f == "none" else {layer: f for layer in self.f_layers}, **self.lrp).cpu()
+                for f in self.settings_["filters"]]
+        stacked = torch.stack(maps).float()  # F×S×...; relevance of a weak model underflows float16
+        scale = stacked.flatten(2).abs().amax(2)  # F×S
+        heatmaps = {"heatmaps": normalize_max_abs(stacked.flatten(0, 1)).view_as(stacked).half().contiguous(),
+                    "scale": scale.contiguous(), "inputs": x_map.half().contiguous(),
+                    "labels": y_map.long(), "predictions": p_map.long()}
+        return {"heatmaps": heatmaps, "weights": zoo.state_tensors(net), "spec": dict(net.heatlab_spec)}
+
+    def join(self, units: Sequence[StudyUnit], parts: dict[str, list[Any]]) -> LrpStudyResult:
+        """Write the table and the summary (last), then remove the resume state; returns the summary."""
+        out, points = self.out, self.points
+        table = pd.DataFrame(pd.read_parquet(out.rows).to_dict("records"))
+        TABLES["lrp_study"].write(out.table, table)
+        last = table[table["iteration"] == table["iteration"].max()]
+        first = table[table["iteration"] == 0]
+        trend = {layer: {"start": float(first.loc[first["layer"] == layer, "mp_mean"].iloc[0]),
+                         "end": float(last.loc[last["layer"] == layer, "mp_mean"].iloc[0])} for layer in points}
+        train = registry.open_data(self.data, "train", **self.options)
+        summary = {"settings": self.settings_, "mp_layers": list(points), "mp_points": points,
+                   "filter_layers": self.f_layers, "maxpool": self.settings_["maxpool"],
+                   "iterations": self.config.epochs * num_batches(train, self.config.batch_size),
+                   "final_accuracy": float(last["accuracy"].iloc[0]), "mp_trend": trend,
+                   "random_weights": self.config.epochs == 0, "complete": True}
+        write_json(out.summary, summary)
+        for path in (out.checkpoint, out.rows):
+            path.unlink(missing_ok=True)
+        return LrpStudyResult.from_record(summary)
+
+
+ROW_COLUMNS = ["iteration", "epoch", "loss", "accuracy", "layer", "recorded_at", "mp_mean", "mp_std", "n"]
+
+
 def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch_size: int = 32, lr: float = 1e-3,
               every: int = 20, eval_samples: int = 240, heatmap_samples: int = 4, composite: str = "epsilon_plus",
               start: str = "target", filters: Sequence[str] | str | None = None, seed: int = 0, device: str = "cpu", size: int | None = None,
               maxpool: str | None = None, filter_layers: Sequence[str] | str | None = None,
-              progress: Progress | None = None) -> dict:
+              progress: Progress | None = None, backend: Any = None) -> LrpStudyResult:
     """Run the study (see the module docstring); returns the summary written to ``lrp-study.json``.
 
     ``size``: the side the digit datasets are served at (default 28, and 140 for the paper's
     ``smallnet140``/``alexnetlike140``, which take the 28-px digits enlarged inside the data pipeline).
     ``maxpool``: LRP's max-pooling rule ("average" or "winner"; default the model's, see
     :func:`heatlab.explain.methods.lrp.lrp_maxpool`). ``filter_layers``: where the filters act
-    (names or ``"block6,block5"``; default the model's ``heatlab_filter_layers``).
+    (names or ``"block6,block5"``; default the model's ``heatlab_filter_layers``). ``backend``
+    (:func:`heatlab.run.runner.make_backend`, default local) runs the units (:class:`StudyStage`: one per
+    epoch, each after the one before, then the heatmaps) on one CPU thread each, so every backend writes
+    byte-identical weights, heatmaps and the same table. ``progress`` gets ``("lrp-study", iteration,
+    iterations)`` from units run in this process and ``("lrp-study/units", done, units)``.
     """
     check_composite(composite)
     check_start(start)
@@ -121,75 +305,17 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
                 "lr": lr, "every": every, "eval_samples": eval_samples, "heatmap_samples": heatmap_samples,
                 "composite": composite, "start": start, "maxpool": lrp_maxpool(net, maxpool),
                 "filters": ["none", *names], "filter_layers": f_layers, "seed": seed, "size": size}
-    out = StudyDir(out)
+    out = StudyDir(Path(out).resolve())  # absolute: a worker may run elsewhere
     ensure_dir(out.path)
     # One writer: the run's lock when the study is written inside a run folder, else the study's own.
     with out.host.writing("lrp-study"):
         if (done := _read_summary(out)) is not None:
             if done["settings"] == json.loads(json.dumps(settings)) and done.get("complete"):
-                return done
-        layers = [layer for layer in points.values() if layer != INPUT]
-        lrp = {"composite": composite, "start": start, "maxpool": settings["maxpool"]}
-        x_eval, y_eval = _first(test, eval_samples)
-        rows: list[dict] = []
-        total = epochs * num_batches(train, batch_size)
-
-        def evaluate(it: int, epoch: int, loss: float) -> None:
-            pred = predict(net, (x_eval, y_eval), 64)[0]
-            rec = RelevanceRecorder(layers)
-            heat = attribute(net, x_eval, "LRP", target=pred, record=rec, batch_size=64, **lrp)
-            recorded = {INPUT: heat, **rec.relevance}
-            for label, at in points.items():
-                mp = mean_power(recorded[at]).mp.double()
-                rows.append({"iteration": it, "epoch": epoch, "loss": loss, "accuracy": float((pred == y_eval).double().mean()),
-                             "layer": label, "recorded_at": at, "mp_mean": float(mp.mean()),
-                             "mp_std": float(mp.std(unbiased=False)), "n": len(mp)})
-
-        def on_step(it: int, epoch: int, loss: float) -> None:
-            report(progress, "lrp-study", it, total)
-            if it % every == 0 or it == total:
-                evaluate(it, epoch, loss)
-
-        def on_epoch(checkpoint: Checkpoint) -> None:
-            write_parquet(out.rows, pd.DataFrame(rows))
-            with atomic_path(out.checkpoint) as tmp:
-                save_file(checkpoint.to_tensors(), str(tmp), metadata={"settings": json.dumps(settings, sort_keys=True)})
-
-        resume = _read_checkpoint(out, settings)
-        if resume is None:
-            evaluate(0, 0, float("nan"))
-        else:
-            resume, earlier = resume
-            rows += earlier
-        train_continuous(net, train, config, on_step=on_step, resume=resume, on_epoch=on_epoch)
-        x_map, y_map = _first(test, heatmap_samples)
-        p_map = predict(net, (x_map, y_map), 64)[0]
-        maps = [attribute(net, x_map, "LRP", target=p_map, filters=None if f == "none" else {layer: f for layer in f_layers},
-                          **lrp).cpu()
-                for f in settings["filters"]]
-        table = pd.DataFrame(rows)
-        write_parquet(out.table, table)
-        with atomic_path(out.heatmaps) as tmp:
-            stacked = torch.stack(maps).float()  # F×S×...; relevance of a weak model underflows float16
-            scale = stacked.flatten(2).abs().amax(2)  # F×S
-            save_file({"heatmaps": normalize_max_abs(stacked.flatten(0, 1)).view_as(stacked).half().contiguous(),
-                       "scale": scale.contiguous(), "inputs": x_map.half().contiguous(),
-                       "labels": y_map.long(), "predictions": p_map.long()}, str(tmp),
-                      metadata={"filters": json.dumps(settings["filters"])})
-        ensure_dir(out.weights.parent)
-        zoo.save_weights(net, out.weights)
-        last = table[table["iteration"] == table["iteration"].max()]
-        first = table[table["iteration"] == 0]
-        trend = {layer: {"start": float(first.loc[first["layer"] == layer, "mp_mean"].iloc[0]),
-                         "end": float(last.loc[last["layer"] == layer, "mp_mean"].iloc[0])} for layer in points}
-        summary = {"settings": settings, "mp_layers": list(points), "mp_points": points, "filter_layers": f_layers,
-                   "maxpool": settings["maxpool"], "iterations": total,
-                   "final_accuracy": float(last["accuracy"].iloc[0]), "mp_trend": trend,
-                   "complete": True}
-        write_json(out.summary, summary)
-        for path in (out.checkpoint, out.rows):
-            path.unlink(missing_ok=True)
-        return summary
+                return LrpStudyResult.from_record(done)
+        stage = StudyStage(out, data=settings["data"], options=options, config=config,
+                           settings=json.loads(json.dumps(settings)), points=points, f_layers=f_layers, progress=progress)
+        units = None if progress is None else (lambda task, done, total: progress("lrp-study/units", done, total))
+        return run_stage(stage, progress=units, backend=backend)
 
 
 def read_study_summary(path: str | Path) -> dict:

@@ -40,16 +40,18 @@ from safetensors.torch import save_file
 
 from heatlab.data.split import Split, iter_shards
 from heatlab.errors import HeatlabError
-from heatlab.files import atomic_path, write_json, write_parquet
+from heatlab.files import atomic_path, write_json
 from heatlab.improve.mixer import (
     LABEL_INFORMED, SETTINGS, MaskedClassifier, MixerConfig, all_mixer_attributions, leak_scores, masked_predictions, masks,
     mixer_attributions, parse_settings, predict_probabilities, random_wrong_labels, resolve_architecture, train_mixer,
 )
 from heatlab.models.training import predict, resolve_device
 from heatlab.progress import Progress
+from heatlab.run.results import MixerResult
 from heatlab.run.rundir import BASE, RunDir, branch_name, stage_info
-from heatlab.run.runner import PARQUET, TENSORS, ShardUnit, Stage, Unit, Work, read_piece, run_stage
+from heatlab.run.runner import PARQUET, TENSORS, ShardUnit, Stage, Unit, Work, backend_session, read_piece, run_stage
 from heatlab.score.intervals import BOOTSTRAP_RESAMPLES, bootstrap_over_seeds_and_samples
+from heatlab.tables import TABLES
 
 IG_STAGE, WRONG_STAGE, STAGE = "mixer-ig", "mixer-ig-wrong", "mixer"
 GALLERY = 6
@@ -281,9 +283,9 @@ class MixerStage(Stage):
                           "wrong": wrong.numpy() if "leak" in p else -1,
                           "leak": p["leak"].numpy() if "leak" in p else -1})
             for u, p in zip(units, parts["predictions"])], ignore_index=True)
-        write_parquet(self.run.table("mixer"), rows)
-        write_parquet(self.run.table("mixer_predictions"), samples)
-        write_parquet(self.run.table("mixer_history"), pd.concat(parts["history"], ignore_index=True))
+        TABLES["mixer"].write(self.run.table("mixer"), rows)
+        TABLES["mixer_predictions"].write(self.run.table("mixer_predictions"), samples)
+        TABLES["mixer_history"].write(self.run.table("mixer_history"), pd.concat(parts["history"], ignore_index=True))
         for u, w in zip(units, parts["weights"]):
             with atomic_path(self.run.mixer_weights(u.setting, self.config.seed + u.index)) as tmp:
                 save_file(w, str(tmp), metadata={"config": repr(self.config.to_dict())})
@@ -367,18 +369,20 @@ def mixer_run(
     config: MixerConfig | None = None, n_steps: int = 32, train_samples: int | None = None,
     test_samples: int | None = None, ig_batch_size: int = 25, device: str = "cpu", progress: Progress | None = None,
     trust_model_code: bool = False, backend: Any = None,
-) -> dict:
+) -> MixerResult:
     """Train and score the Mixer of ``branch`` (default: the first) for each setting and seed; returns
-    ``{"branch", "settings": {setting: summary}, "table", "config", ...}`` (also written to ``mixer.json``).
+    a :class:`~heatlab.run.results.MixerResult` (``branch``, ``settings`` {setting: summary}, ``table``,
+    ``config``, ...; also written to ``mixer.json``).
 
     ``train_samples`` / ``test_samples`` cap how many samples of each split are used (the first
     ones in stored order; default all). ``ig_batch_size``: samples per Integrated-Gradients (and
     prediction) call; the Mixer's own training batch is ``config.batch_size``. The leak test of a
     label-informed setting uses every test sample used (its IG costs one more IG pass over them).
     Everything before a finished unit is reused on a rerun. ``backend``
-    (:func:`heatlab.run.runner.make_backend`, default local) runs the IG cache units, then one unit
-    per setting and seed, each reading its data and attributions from the run folder; every unit
-    runs on one CPU thread, so each backend writes the same tables.
+    (:func:`heatlab.run.runner.make_backend`, default local; a Ray backend without an address starts
+    one local instance for all three stages) runs the IG cache units, then one unit per setting and
+    seed, each reading its data and attributions from the run folder; every unit runs on one CPU
+    thread, so each backend writes the same tables.
     ``trust_model_code``: rebuild branch models whose model.json names code from outside heatlab
     (``file.py:fn``, ``module:fn``); without it such a run is refused in one sentence.
     """
@@ -392,7 +396,7 @@ def mixer_run(
     for name, value in (("train_samples", train_samples), ("test_samples", test_samples)):
         if value is not None:
             _check_count(name, value, 4 if name == "train_samples" else 1)
-    with run.writing(STAGE):
+    with run.writing(STAGE), backend_session(backend):  # one local Ray, if any, for the three stages
         name = _branch(run, branch)
         limits = {"train": train_samples, "test": test_samples}
         data = {split: _load(run.open_data(split), limit) for split, limit in limits.items()}
@@ -426,6 +430,6 @@ def mixer_run(
                    "leak_test": None if wrong is None else {
                        "samples": counts["test"], "seed": config.seed,
                        "what": "the label-informed Mixer fed the IG attribution of a seeded random wrong label"},
-                   "complete": True}
+                   "random_weights": run.random_weights(name), "complete": True}
         write_json(run.summary_path(STAGE), summary)
-        return {**summary, "table": str(run.table("mixer"))}
+        return MixerResult.from_record(summary, table=str(run.table("mixer")))

@@ -36,13 +36,15 @@ from heatlab.explain.attribution import attribute
 from heatlab.explain.methods import CONTROL_METHODS
 from heatlab.explain.methods.selection import needs_image, parse_methods
 from heatlab.explain.presets import Preset, get_preset
-from heatlab.files import write_json, write_parquet
+from heatlab.files import write_json
 from heatlab.registry import Registry
+from heatlab.run.results import NoTruthResult
 from heatlab.run.rundir import RunDir
 from heatlab.run.agreement import write_metric_agreement
 from heatlab.run.runner import PARQUET, ShardUnit, Stage, Work
 from heatlab.score.metrics import Metric, metric_registry
 from heatlab.score.no_truth import Selection, no_truth_scores, select_metrics
+from heatlab.tables import TABLES
 
 CONTROL = CONTROL_METHODS[0]  # "Random"
 COLUMNS = ["branch", "method", "metric", "sample", "value"]
@@ -142,7 +144,7 @@ class NoTruth(Stage):
                                            {"metric": str, "sample": "int64", "step": "int64", "fraction": "float64",
                                             "value": "float64"})}
 
-    def join(self, units: Sequence[ShardUnit], parts: dict[str, list[Any]]) -> dict:
+    def join(self, units: Sequence[ShardUnit], parts: dict[str, list[Any]]) -> NoTruthResult:
         sizes: dict[int, int] = {}
         for u, df in zip(units, parts["no_truth"]):
             sizes[u.shard] = max(sizes.get(u.shard, 0), int(df["sample"].max()) + 1 if len(df) else 0)
@@ -150,8 +152,8 @@ class NoTruth(Stage):
         table = self._joined(units, parts["no_truth"], starts, COLUMNS, ["sample"])
         curves = self._joined(units, parts["no_truth_curves"], starts, CURVE_COLUMNS, ["sample", "step"])
         path = self.run.no_truth_table
-        write_parquet(self.run.no_truth_curves, curves)
-        write_parquet(path, table)
+        TABLES["no_truth_curves"].write(self.run.no_truth_curves, curves)
+        TABLES["no_truth"].write(path, table)
         write_metric_agreement(self.run)  # these metrics against the run's ground truth (when it has one)
         summary = {
             "split": self.split, "methods": self.methods, "control": CONTROL, "branches": self.branches,
@@ -160,7 +162,7 @@ class NoTruth(Stage):
             "best": best_methods(table, self.selection.metrics), "complete": True,
         }
         write_json(self.run.summary_path(self.name), summary)
-        return {**summary, "table": str(path)}
+        return NoTruthResult.from_record(summary, table=str(path))
 
 
     def _joined(self, units, frames, starts, columns, order) -> pd.DataFrame:
@@ -210,7 +212,7 @@ def no_truth_run(run_dir, *, methods="all", metrics: str | Sequence[str] = "defa
                  batch_size: int = 25, device: str = "cpu", preset: str | Preset | None = None,
                  patch_size: int | None = None, perturb_baseline: str | None = None, progress=None, backend: Any = None,
                  trust_model_code: bool = False, registry: Registry[Metric] | None = None,
-                 branches: Sequence[str] | None = None, shards: int | None = None, samples: int | None = None) -> dict:
+                 branches: Sequence[str] | None = None, shards: int | None = None, samples: int | None = None) -> NoTruthResult:
     """Score ``methods`` plus Random with the no-truth ``metrics`` on every (branch, shard) of ``split``;
     write ``tables/no_truth.parquet`` and ``no_truth.json`` (see the module docstring). ``branches``,
     ``shards`` (the first n) and ``samples`` (the first n of each shard) make a smaller table (the demo's)."""

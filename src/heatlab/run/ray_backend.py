@@ -105,8 +105,7 @@ class _Worker:
         self.work = Work(stage.run, device=stage.device, batch_size=stage.batch_size)
 
     def ready(self) -> tuple[str, bool]:
-        config = self.stage.run.config_path
-        return socket.gethostname(), os.access(config, os.R_OK)
+        return socket.gethostname(), os.access(self.stage.shared_file(), os.R_OK)
 
     def run(self, unit: Unit) -> tuple[dict, float]:
         t0 = time.perf_counter()
@@ -119,7 +118,8 @@ class RayBackend:
 
     ``address``: a running cluster (``host:port``, ``ray://host:port`` or ``"auto"``), checked within
     5 s; ``None`` joins the cluster this process already started, or starts a local one for each
-    :meth:`run` (see :mod:`heatlab.run.ray_local`; ``note`` is told where its files are).
+    :meth:`run` (see :mod:`heatlab.run.ray_local`; ``note`` is told where its files are), or once for
+    all the runs inside :meth:`session` (a command of several stages, e.g. the Mixer's three).
     ``gpus_per_worker`` reserves GPUs per actor (the stage's ``device`` decides where models run);
     a request the cluster's nodes cannot meet is refused before any actor starts. After :meth:`run`,
     :meth:`summary` tells units done, tries repeated, workers replaced, time per unit (on the worker)
@@ -141,7 +141,7 @@ class RayBackend:
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise HeatlabError(f"max_retries must be a whole number >= 0, got {max_retries!r}; pass e.g. max_retries=2.")
         self.address, self.workers, self.gpus, self.max_retries = address, workers, float(gpus), retries
-        self.note, self._local = note, None
+        self.note, self._local, self._held = note, None, 0
         self.stats: dict[str, Any] = {"backend": self.name, "units": 0, "retried": 0, "workers_replaced": 0,
                                       "seconds_per_unit": None, "workers": 0,
                                       "startup_seconds": None}
@@ -163,6 +163,10 @@ class RayBackend:
                 if self.address is None:
                     self._local = LocalRay(ray)
                     self._local.start(**options, **({} if num_cpus is None else {"num_cpus": num_cpus}))
+                    self.stats["local_starts"] = self.stats.get("local_starts", 0) + 1
+                    if self.note is not None:
+                        self.note(f"ray: started a local Ray instance for this command; its session files are in "
+                                  f"{self._local.session} until it stops")
                 else:
                     ray.init(address=self.address, **options)
         except ConnectionError:
@@ -206,28 +210,25 @@ class RayBackend:
                                "installed on every node.") from None
         for host, readable in answers:
             if not readable:
-                raise HeatlabError(f"Ray workers on {host} cannot read the run folder '{run_path}'; put the run "
-                                   "on storage every node can read (e.g. NFS) and pass that path.")
+                raise HeatlabError(f"Ray workers on {host} cannot read the folder '{run_path}'; put it on storage "
+                                   "every node can read (e.g. NFS) and pass that path.")
         return actors
 
     def run(self, stage: Stage, units: Sequence[Unit], deliver: Deliver) -> None:
         ray = _import_ray()
         self._pool: list = []
         try:
-            self._connect(ray, None if self.workers is None else min(self.workers, len(units)))
+            # held for later stages: as many CPUs as workers asked for, not as this stage's units need
+            self._connect(ray, None if self.workers is None else self.workers if self._held else min(self.workers, len(units)))
             n = self._fit(ray, stage, len(units))
-            if self._local is not None and self.note is not None:
-                self.note(f"ray: started a local Ray instance for this command; its session files are in "
-                          f"{self._local.session} until it stops")
             blob = ray.put(stage)  # Stage.__getstate__ leaves the progress callable here
             cls = ray.remote(num_cpus=1, num_gpus=self.gpus)(_Worker)
             self._schedule(ray, stage, units, deliver, cls, blob, n, str(stage.run.path))
         finally:
             for actor in self._pool:
                 ray.kill(actor, no_restart=True)
-            if self._local is not None:  # the instance this run started ends with it
-                self._local.stop()
-                self._local = None
+            if not self._held:  # the instance this run started ends with it
+                self._stop_local()
 
     def _schedule(self, ray, stage: Stage, units: Sequence[Unit], deliver: Deliver, cls, blob, n: int, path: str) -> None:
         t0 = time.perf_counter()
@@ -267,6 +268,23 @@ class RayBackend:
             deliver(unit, pieces)
             self.stats["units"] += 1
         self.stats["seconds_per_unit"] = sum(times) / len(times) if times else None
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator["RayBackend"]:
+        """Keep the local instance the first :meth:`run` inside the block starts for every later run in
+        it, and stop it when the block ends: one local Ray per command, whatever its number of stages."""
+        self._held += 1
+        try:
+            yield self
+        finally:
+            self._held -= 1
+            if not self._held:
+                self._stop_local()
+
+    def _stop_local(self) -> None:
+        if self._local is not None:
+            self._local.stop()
+            self._local = None
 
     def summary(self) -> dict:
         return dict(self.stats)

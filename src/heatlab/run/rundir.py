@@ -5,7 +5,8 @@ Layout (DESIGN §3)::
     <run>/config.json                         resolved config: training settings, data spec, seed, versions
     <run>/model/base/ and model/branch-00/    weights.safetensors + model.json (written last)
     <run>/tables/<name>.parquet               joined tables of every stage (e.g. lrp_filters_effects: the
-                                              filter study's paired effects, :meth:`RunDir.table`)
+                                              filter study's paired effects, :meth:`RunDir.table`); each
+                                              has one schema in :data:`heatlab.tables.TABLES`
     <run>/tables/no_truth.parquet             no-truth scores (branch, method, metric, sample, value)
     <run>/tables/no_truth_curves.parquet      deletion/insertion curves (... sample, step, fraction, value)
     <run>/tables/parts/<stage>-<split>/...    per-unit pieces that make the stages resumable
@@ -14,7 +15,7 @@ Layout (DESIGN §3)::
     <run>/gax/ and gax/parts/                 GAX results (gax.json, results, trajectories, snapshots)
     <run>/mixer/weights/ + gallery.safetensors  the Mixer's trained masks and its gallery
     <run>/lrp-study/                          an LRP study shown by the report (:class:`StudyDir`)
-    <run>/report/index.html + gax.html + figures/   the report
+    <run>/report/index.html + gallery.html + no_truth.html + gax.html + figures/   the report
     <run>/.heatlab.lock                       present while a stage writes (heatlab.run.lock)
 
 Branches have one name everywhere: ``"base"`` or ``"branch-00"`` (:func:`branch_name`). Stages and
@@ -131,6 +132,18 @@ def load_branch(run_dir: str | os.PathLike, branch: int | str = 0, *, device: st
                               weights=weights)
     zoo.load_weights(net, weights)
     return net.to(resolve_device(str(device))).eval()
+
+
+def untrained(info: dict) -> bool:
+    """True for the model.json of a model that never trained: 0 iterations from its random initial
+    weights (the base model of ``heatlab train --epochs 0`` without ``--weights``)."""
+    return info.get("iterations") == 0 and not info.get("initial_weights")
+
+
+def random_weights_warning(name: str) -> str:
+    """The one warning line (without ``warning:``) for a model ``name`` that has random weights; every
+    stage that explains or scores such a model prints it, and its page shows it."""
+    return f"{name} has random weights (no --weights given); its explanations say nothing about a trained model"
 
 
 def identity(record: dict) -> dict:
@@ -370,6 +383,10 @@ class RunDir:
     def model_info(self, branch: int | str) -> dict:
         return branch_info(self.path, branch)
 
+    def random_weights(self, branch: int | str) -> bool:
+        """True when ``branch``'s model never trained (:func:`untrained`)."""
+        return untrained(self.model_info(branch))
+
     def load_model(self, branch: int | str, *, device: str | torch.device = "cpu") -> nn.Module:
         return load_branch(self.path, branch, device=device, trust_model_code=self.trust_model_code)
 
@@ -462,3 +479,25 @@ class StudyDir:
         """The run whose report shows this study (the study is that run's ``lrp-study``), else None."""
         parent = RunDir(self.path.parent)
         return parent if parent.has_config() and parent.study.path == self.path else None
+
+
+class ExplainDir:
+    """The output folder of ``heatlab explain --out``.
+
+    Layout::
+
+        <out>/attributions.safetensors           every method's attributions, the inputs and the record
+        <out>/parts/inputs.safetensors           the images and targets the units explain (while it runs)
+        <out>/parts/<method>/shard-NNNNN.*       one unit's attributions + marker, removed when joined
+        <out>/overlays/ and index.html           the pages (heatlab.report.explain_pages)
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"ExplainDir('{self.path}')"
+
+    attributions = property(lambda self: self.path / "attributions.safetensors")
+    parts = property(lambda self: self.path / "parts")
+    inputs = property(lambda self: self.parts / "inputs.safetensors")

@@ -171,6 +171,11 @@ class Stage:
         # are drawn by the driver, which reports each unit as it is delivered.
         return {**self.__dict__, "progress": None} if "progress" in self.__dict__ else dict(self.__dict__)
 
+    def shared_file(self) -> Path:
+        """A path every worker must be able to read, checked before any unit runs elsewhere: the run's
+        config (a stage whose folder is no run folder names its own)."""
+        return self.run.config_path
+
     def parts_dir(self, unit: Unit) -> Path:
         """The folder of ``unit``'s pieces: per split (a stage whose units have no ``split`` overrides this)."""
         return self.run.parts(self.name, unit.split)
@@ -341,6 +346,13 @@ def make_backend(name: str = "local", **options: Any) -> Any:
         what = f"{given[0]} is a Ray option" if len(given) == 1 else f"{', '.join(given)} are Ray options"
         raise HeatlabError(f"{what}; pass backend='ray' or drop {'it' if len(given) == 1 else 'them'}.")
     return getattr(importlib.import_module(module), cls)(**({} if name == "local" else options))
+
+
+def backend_session(backend: Any) -> contextlib.AbstractContextManager:
+    """``backend.session()`` where the backend has one (Ray: one local instance for all the stages run
+    inside the block), else a block that does nothing; a command that runs several stages wraps them."""
+    session = getattr(backend, "session", None)
+    return session() if session is not None else contextlib.nullcontext()
 
 
 def run_stage(stage: Stage, *, progress: Progress | None = None, backend: Any = None) -> Any:

@@ -55,17 +55,17 @@ SUMMARIES: dict[str, dict[str, Any]] = {
         "train_samples": int, "test_samples": int, "confidence?": float, "input_shape?": list[int],
         "config?": {"holdout?": float}, "settings": dict[str, {
             "accuracy_plain": float, "accuracy_masked": float, "ci_low": float, "ci_high": float,
-            "gain": float, "mask_mean": float, "seeds?": int}],
+            "gain": float, "mask_mean": float, "seeds?": int}], "random_weights?": bool,
     },
     "gax": {
         "complete?": bool, "split": str, "branch": str, "samples?": int, "first_n_correct?": int,
         "max_steps": int, "snapshot_every": int, "target_co": float, "lr": float, "batch_size?": int,
         "reached?": int, "median_steps_to_target?": float, "space?": str, "ax?": str,
-        "similarity_factor?": float, "eps?": float, "bias?": float, "weights_sha256?": str,
+        "similarity_factor?": float, "eps?": float, "bias?": float, "weights_sha256?": str, "random_weights?": bool,
     },
     "lrp-study": {
         "complete?": bool, "iterations": int, "final_accuracy": float, "mp_layers?": list[str],
-        "filter_layers": list[str], "mp_trend": dict[str, {"start": float, "end": float}],
+        "filter_layers": list[str], "mp_trend": dict[str, {"start": float, "end": float}], "random_weights?": bool,
         "settings": {
             "data": str, "model": str, "epochs?": int, "batch_size?": int, "lr?": float, "every": int,
             "eval_samples": int, "heatmap_samples?": int, "composite": str, "start?": str,

@@ -32,7 +32,7 @@ import heatlab
 from heatlab.data import registry
 from heatlab.data.split import Split
 from heatlab.errors import HeatlabError
-from heatlab.files import ensure_dir, read_json, remove_stale_tmp, sha256_file, undo_on_error, write_json, write_parquet
+from heatlab.files import ensure_dir, read_json, remove_stale_tmp, sha256_file, undo_on_error, write_json
 from heatlab.models import zoo
 from heatlab.models.training import (
     TrainConfig,
@@ -51,6 +51,8 @@ from heatlab.models.training import (
 from heatlab.progress import Progress, report
 from heatlab.run.runner import PARQUET, TENSORS, Stage, Unit, Work, run_stage
 from heatlab.score.intervals import near_chance
+from heatlab.tables import TABLES
+from heatlab.run.results import TrainResult
 from heatlab.run.rundir import (  # noqa: F401  (re-exported: the names training has always offered)
     BASE,
     CONFIG,
@@ -131,10 +133,10 @@ def _frame(rows: list[dict], columns: dict[str, str]) -> pd.DataFrame:
 def _collect_tables(run_dir: Path) -> None:
     """Rebuild tables/training.parquet and tables/validation.parquet from the completed stages."""
     stages = ([BASE] if stage_info(run_dir, BASE) else []) + list_branches(run_dir)
-    for name, columns in ((STEPS, STEP_COLUMNS), (VALIDATION, VALIDATION_COLUMNS)):
-        parts = [pd.read_parquet(p) for s in stages if (p := stage_dir(run_dir, s) / name).is_file()]
+    for name, columns, table in ((STEPS, STEP_COLUMNS, TABLES["training"]), (VALIDATION, VALIDATION_COLUMNS, TABLES["validation"])):
+        parts = [table.read(p) for s in stages if (p := stage_dir(run_dir, s) / name).is_file()]
         frame = pd.concat(parts, ignore_index=True).astype(columns) if parts else _frame([], columns)
-        write_parquet(RunDir(run_dir).table("training" if name == STEPS else Path(name).stem), frame)
+        table.write(RunDir(run_dir).table(table.name), frame)
 
 
 # ------------------------------------------------------------------------------------ training
@@ -211,9 +213,9 @@ def _save_stage(run_dir: Path, name: str, pieces: Mapping[str, Any]) -> dict:
     """Write a stage's weights and tables, then its model.json last (marks the stage complete)."""
     d = ensure_dir(stage_dir(run_dir, name))
     zoo.save_state(pieces["weights"], d / WEIGHTS, pieces["spec"])
-    write_parquet(d / STEPS, _frame(pieces["steps"], STEP_COLUMNS))
+    TABLES["training"].write(d / STEPS, _frame(pieces["steps"], STEP_COLUMNS))
     if pieces.get("validation") is not None:
-        write_parquet(d / VALIDATION, _frame(pieces["validation"], VALIDATION_COLUMNS))
+        TABLES["validation"].write(d / VALIDATION, _frame(pieces["validation"], VALIDATION_COLUMNS))
     info = {**pieces["record"], "spec": pieces["spec"], "weights": WEIGHTS, "weights_sha256": sha256_file(d / WEIGHTS)}
     write_json(d / MODEL_JSON, info)
     return info
@@ -312,7 +314,7 @@ def train_run(
     data_options: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
     backend: Any = None,
-) -> dict:
+) -> TrainResult:
     """Train the base model and ``config.branches`` branches into ``run_dir``, resuming if possible.
 
     ``config``: a TrainConfig, or a mapping of the settings to change, the rest taking the
@@ -383,4 +385,4 @@ def train_run(
             if chance is None:  # a base model trained before model.json recorded it
                 test = splits["test"]
                 chance = chance_accuracy(torch.cat([test.load_shard(k)["labels"] for k in range(test.num_shards)]))
-            return _summary(run_dir, base, branches, skipped, chance, len(names))
+            return TrainResult(**_summary(run_dir, base, branches, skipped, chance, len(names)))

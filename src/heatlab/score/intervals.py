@@ -211,18 +211,65 @@ def count_weights(n_rows: int, n_cols: int, *, resample_rows: bool, resamples: i
 
 
 def _crossed_bootstrap(v: np.ndarray, *, resample_rows: bool, level: float, resamples: int,
-                       seed: int) -> tuple[float, float]:
+                       seed: int) -> tuple:
     """Percentile interval of the mean of ``v`` (rows × shared columns: branches or seeds × the
-    samples they all scored), resampled by :func:`count_weights`, so no Python loop runs per resample."""
-    n_r, n_c = v.shape
+    samples they all scored), resampled by :func:`count_weights`, so no Python loop runs per resample.
+    Trailing axes (e.g. a curve's steps: ``v`` rows × columns × S) get one interval each from the
+    same draws: ``(low, high)`` are then arrays of shape ``v.shape[2:]``, else floats."""
+    n_r, n_c = v.shape[:2]
     out = []
     for rows, cols in count_weights(n_r, n_c, resample_rows=resample_rows, resamples=resamples, seed=seed):
         if rows is not None:
-            out.append(((rows @ v) * cols).sum(axis=1) / (n_r * n_c))
+            w = (rows @ v.reshape(n_r, -1)).reshape(len(rows), *v.shape[1:])
+            out.append((w * cols.reshape(cols.shape + (1,) * (v.ndim - 2))).sum(axis=1) / (n_r * n_c))
         else:
-            out.append(cols @ v.mean(axis=0) / n_c)
-    lo, hi = np.quantile(np.concatenate(out), [0.5 - level / 2, 0.5 + level / 2])
-    return float(lo), float(hi)
+            out.append(np.tensordot(cols, v.mean(axis=0), axes=1) / n_c)
+    lo, hi = np.quantile(np.concatenate(out), [0.5 - level / 2, 0.5 + level / 2], axis=0)
+    return (float(lo), float(hi)) if v.ndim == 2 else (lo, hi)
+
+
+@dataclass(frozen=True)
+class CurveBand:
+    """A mean curve over S steps with its pointwise interval (float64 arrays of length S).
+
+    kind: :data:`WITHIN_BRANCHES` or :data:`BRANCHES_AND_SAMPLES`; branches, samples: how many went
+    in (samples: those with a finite value at every step in every branch); dropped: the samples left
+    out for a non-finite value. ``low``/``high`` are NaN with fewer than 2 samples.
+    """
+
+    estimate: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    kind: str
+    branches: int
+    samples: int
+    dropped: int
+
+
+#: :func:`curve_band`'s kind with :data:`MIN_T_BRANCHES` or more branches.
+BRANCHES_AND_SAMPLES = "bootstrap over branches and samples"
+
+
+def curve_band(values, *, level: float = LEVEL, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> CurveBand:
+    """The mean curve of ``values`` (B×N×S: branches × the samples they all scored × steps) and its
+    pointwise percentile bootstrap band (:func:`_crossed_bootstrap`): each resample draws the samples
+    once for every branch and step, with B >= :data:`MIN_T_BRANCHES` the branches too. With fewer
+    branches the band at a step is :func:`mean_interval`'s bootstrap of that step (same draws for a
+    ``seed``). Samples with a non-finite value anywhere (any branch or step) are dropped and counted."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 3 or 0 in v.shape:
+        raise HeatlabError(f"curve_band needs a branches × samples × steps array, got shape {v.shape}; "
+                           "pass one samples × steps array per branch.")
+    keep = np.isfinite(v).all(axis=(0, 2))
+    v = v[:, keep]
+    n_b, n_s, n_t = v.shape
+    crossed = n_b >= MIN_T_BRANCHES
+    estimate = v.mean(axis=(0, 1)) if n_s else np.full(n_t, math.nan)
+    lo = hi = np.full(n_t, math.nan)
+    if n_s >= 2:
+        lo, hi = _crossed_bootstrap(v, resample_rows=crossed, level=level, resamples=resamples, seed=seed)
+    return CurveBand(estimate, lo, hi, BRANCHES_AND_SAMPLES if crossed else WITHIN_BRANCHES, n_b, n_s,
+                     int((~keep).sum()))
 
 
 def _bootstrap_auroc(p: np.ndarray, q: np.ndarray, resamples: int, seed: int) -> np.ndarray:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from heatlab.report.no_truth import agreement_figure, load_agreement
+from heatlab.report.no_truth import agreement_figure, definitions, load_agreement
 from heatlab.report.page import ReportContext, Section
 from heatlab.report.templates import number, render
 from heatlab.score.agreement import metric_entry
@@ -29,15 +29,18 @@ reference when τ's {{ level }}% interval lies above 0, <b>disagrees</b> when it
 otherwise. “Random last”: the Random control (seeded random heatmaps) has the metric's worst mean, the least a \
 useful metric must show.</p>
 {{ table(header, rows) }}
+{% if undefined %}<p class="note caveat">τ is undefined (NaN, a metric whose means tie for every method) for \
+{{ undefined }} of the {{ rows|length }} rows: they read “unclear” and the figure leaves them out.</p>{% endif %}
 <p class="muted">Intervals: {{ kinds|join("; ") }}, seeded, percentile: each resample draws the samples with \
 replacement, the same samples for every method, metric and reference (every method scored the same samples), and \
 recomputes every mean and both rankings; with 3 or more branches it draws the branches too. With few methods τ \
-takes few values, so intervals are coarse. References: {% for k, v in refs %}{{ k }}: {{ v }}{% if not loop.last %}; \
+takes few values, so intervals are coarse. Metrics: {{ definitions }}. References: {% for k, v in refs %}{{ k }}: {{ v }}{% if not loop.last %}; \
 {% endif %}{% endfor %}.</p>
 <details><summary>The same as a figure</summary>
 {% call figure(src, "Kendall's tau per metric and reference") %}Kendall's τ between each no-truth metric's ranking \
 of the methods and the ground truth's (one marker per reference), with its {{ level }}% bootstrap interval; 0 \
-(solid) means unrelated, ±1 (dotted) the same or the reverse order.{% endcall %}
+(solid) means unrelated, ±1 (dotted) the same or the reverse order. Each metric ranks in its own direction: \
+{{ definitions }}.{% endcall %}
 </details>
 """
 
@@ -70,8 +73,22 @@ def agreement_section(ctx: ReportContext) -> str:
     path = agreement_figure(table, ctx.figure_path("metric_agreement.png"))
     n = sorted(set(table["n_methods"]))
     return render(TEMPLATE, header=header, rows=rows, level=f"{100 * LEVEL:.0f}", kinds=kinds, src=ctx.src(path),
+                  definitions=definitions(list(dict.fromkeys(table["metric"]))), undefined=int(table["tau"].isna().sum()),
                   n_methods="–".join(str(x) for x in (n[0], n[-1])) if len(n) > 1 else str(n[0]),
                   refs=[(k, REFERENCES.get(k, k)) for k in dict.fromkeys(table["reference"])])
+
+
+def agreement_summary(ctx: ReportContext) -> dict[str, list[str]] | None:
+    """The metrics by their verdicts over every reference: "agrees" (τ's interval above 0 for every reference),
+    "disagrees" (below 0 for some reference) and "unclear" (the rest); None when the run has no agreement table."""
+    table = load_agreement(ctx.run_dir)
+    if table.empty:
+        return None
+    out: dict[str, list[str]] = {"agrees": [], "disagrees": [], "unclear": []}
+    for metric, rows in table.groupby("metric", sort=False):
+        verdicts = {agreement_verdict(lo, hi) for lo, hi in zip(rows["tau_low"], rows["tau_high"])}
+        out["disagrees" if "disagrees" in verdicts else "agrees" if verdicts == {"agrees"} else "unclear"].append(metric)
+    return out
 
 
 SECTION = Section("metric-agreement", "Which metrics agree with the ground truth?", agreement_section,

@@ -13,12 +13,13 @@ import numpy as np
 
 from heatlab.errors import HeatlabError
 from heatlab.report.gax_pages import build_gax_viewer, gax_figure
-from heatlab.report.page import ReportContext, Section, note
+from heatlab.report.page import ReportContext, Section, note, random_weights_note
 from heatlab.report.templates import render
 from heatlab.run.gax import load_gax_result
 
 TEMPLATE = """\
 {% from "macros.html" import figure %}
+{{ warning }}
 <p>Generative AX (papers 000/001): for the first {{ n }} correctly predicted {{ what }} of the
 <b>{{ s["split"] }}</b> split ({{ s["branch"] }}), heatmaps h = tanh(w⊙x + b) were optimised with Adam
 until the CO score of x + h reached {{ s["target_co"]|g }} or {{ s["max_steps"] }} steps passed.
@@ -47,7 +48,8 @@ def gax_section(ctx: ReportContext) -> str:
     table = res.table
     reached = table["reached"].to_numpy(bool)
     steps = table.loc[reached, "steps_to_target"]
-    return render(TEMPLATE, s=res.summary, n=len(table), what="images" if res.images.dim() == 4 else "samples",
+    return render(TEMPLATE, s=res.summary, warning=random_weights_note(res.summary.random_weights, f"{res.summary.branch} of this run"),
+                  n=len(table), what="images" if res.images.dim() == 4 else "samples",
                   reached=int(reached.sum()), share=float(reached.mean()),
                   median=f"{float(np.median(steps)):g}" if len(steps) else "–",
                   final_co=float(table["final_co"].median()), fig=ctx.src(fig), images=res.images.dim() == 4,

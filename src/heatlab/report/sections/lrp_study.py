@@ -5,16 +5,16 @@ Needs ``<run>/lrp-study/lrp-study.json`` (``heatlab lrp-study --out RUN/lrp-stud
 
 from __future__ import annotations
 
-import pandas as pd
-
 from heatlab.report.lrp_figures import heatmap_grid_figure, mp_figure
-from heatlab.report.page import ReportContext, Section
+from heatlab.report.page import ReportContext, Section, random_weights_note
 from heatlab.report.templates import number, render
 from heatlab.run.lrp_study import read_study_summary
 from heatlab.run.rundir import StudyDir
+from heatlab.tables import TABLES
 
 TEMPLATE = """\
 {% from "macros.html" import figure %}
+{{ warning }}
 <p>{{ settings["model"] }} trained on <b>{{ settings["data"] }}</b> for {{ s["iterations"] }} iterations (accuracy \
 {{ s["final_accuracy"]|num }} on {{ settings["eval_samples"] }} test samples). Every {{ settings["every"] }} iterations \
 one LRP pass ({{ settings["composite"] }}) recorded {{ where }} (start: {{ settings.get("start", "target") }}).\
@@ -38,7 +38,7 @@ def lrp_study_section(ctx: ReportContext) -> str:
     study = StudyDir(ctx.study_dir)
     s = read_study_summary(study.summary)
     settings = s["settings"]
-    mp = mp_figure(pd.read_parquet(study.table), ctx.figure_path("lrp_mp.png"),
+    mp = mp_figure(TABLES["lrp_study"].read(study.table), ctx.figure_path("lrp_mp.png"),
                    model=settings["model"])
     grid = heatmap_grid_figure(study.heatmaps, ctx.figure_path("lrp_heatmaps.png"))
     trend = "; ".join(f"{layer} {number(t['start'])} → {number(t['end'])}" for layer, t in s["mp_trend"].items())
@@ -47,6 +47,7 @@ def lrp_study_section(ctx: ReportContext) -> str:
              + ", ".join(f"{k} = {'the input heatmap' if v == 'input' else f'{v} output'}" for k, v in points.items())
              + ")") if points else "the relevance at the first four convolutions"
     return render(TEMPLATE, s=s, settings=settings, where=where, trend=trend,
+                  warning=random_weights_note(s.get("random_weights", False), f"{settings['model']} trained for 0 epochs"),
                   maxpool=s.get("maxpool", settings.get("maxpool")), mp=ctx.src(mp), grid=ctx.src(grid))
 
 

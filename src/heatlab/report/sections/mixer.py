@@ -12,7 +12,7 @@ from markupsafe import Markup
 
 from heatlab.improve.mixer import setting_label
 from heatlab.report.mixer_figures import mixer_bars_figure, mixer_gallery_figure, ordered_settings
-from heatlab.report.page import ReportContext, Section
+from heatlab.report.page import ReportContext, Section, random_weights_note
 from heatlab.report.templates import number, render
 from heatlab.run.rundir import RunDir
 
@@ -44,6 +44,7 @@ the test label passing through the attribution.\
 {% else %}Its interval reaches down to what C(x) alone does, so no leak of the label is measured here.{% endif %}"""
 TEMPLATE = """\
 {% from "macros.html" import figure, table %}
+{{ warning }}
 <p>Paper 003 feeds a frozen classifier C with x⊙M, where a Mixer ({{ s.get("architecture") }}) builds the mask M from x \
 and its Integrated-Gradients attribution A(x, C) ({{ s.get("n_steps") }} steps, zero baseline). C is \
 {{ s.get("branch") }}; the Mixer trained on {{ s.get("train_samples") }} training samples ({{ holdout }}% held out for \
@@ -109,7 +110,7 @@ def mixer_section(ctx: ReportContext) -> str:
                      number(r["mask_mean"])])
     bars = mixer_bars_figure(ctx.run_dir, ctx.figure_path("mixer_accuracy.png"))
     gallery = mixer_gallery_figure(ctx.run_dir, ctx.figure_path("mixer_gallery.png"))
-    return render(TEMPLATE, s=s, holdout=round(100 * s.get("config", {}).get("holdout", 0.3)),
+    return render(TEMPLATE, s=s, warning=random_weights_note(s.get("random_weights", False), f"{s.get('branch')} of this run"), holdout=round(100 * s.get("config", {}).get("holdout", 0.3)),
                   interval=s.get("interval", "t-interval over the seeds"),
                   sentences=(label_share(settings), leak_sentence(settings)), rows=rows,
                   bars=ctx.src(bars), gallery=ctx.src(gallery))
