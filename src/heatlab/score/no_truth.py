@@ -23,7 +23,7 @@ eMPRT (one re-explanation of the randomised model) took 71 s where evaluate's ex
 62 s. The metrics of :data:`FAST` need only the model's forward passes on the attributions
 evaluate already has (evaluate scores them in its own units, :mod:`heatlab.run.evaluate`), so
 they cost a fixed number of forwards per method whatever the method (on the cells, 128 px: 0.8× the
-CPU time of evaluate's units; the whole evaluate of 200 cells took 257 s of CPU against 170 s with
+CPU time of evaluate's units; the whole evaluate of 200 cells took 320 s against 144 s with
 ``none``). eMPRT, MPRT and the other
 re-explaining metrics stay one name away (``--metrics default,emprt``, ``randomisation``, ``all``).
 """
