@@ -82,7 +82,7 @@ def test_wine_gets_no_truth_scores_equal_to_direct_calls(wine):
 def test_default_set_and_family_selection(wine):
     _ok("evaluate", wine, "--methods", "Saliency", "--replace")
     summary = json.loads((wine / "no_truth.json").read_text())
-    assert set(summary["metrics"]) == {"deletion", "insertion", "sparseness", "complexity", "emprt"}
+    assert set(summary["metrics"]) == {"deletion", "insertion", "sparseness", "complexity"}  # none re-explains
     assert summary["metrics"]["deletion"]["options"] == {"n_steps": 10}
     _ok("evaluate", wine, "--methods", "Saliency", "--replace", "--metrics", "randomisation,sparseness")
     table = pd.read_parquet(RunDir(wine).no_truth_table)

@@ -50,7 +50,7 @@ def make_run(tmp: Path, tiny_run: Path, *, methods=METHODS, evaluate: bool = Tru
     run = tmp / name
     shutil.copytree(tiny_run, run)
     if evaluate:
-        evaluate_run(run, methods=",".join(methods), split="test")
+        evaluate_run(run, methods=",".join(methods), split="test", metric_set="none")  # no_truth= decides
         if no_truth:
             write_no_truth(run, methods[:2])
             write_metric_agreement(run, resamples=200)
@@ -414,11 +414,11 @@ def test_a_run_evaluated_without_ax_has_no_ax_sections(tmp_path, tiny_run):
 
 def test_a_table_run_gets_feature_charts_instead_of_scores(wine_report):
     run, page, html = wine_report
-    # a table has no ground truth, so evaluate scored the fast no-truth set (deletion, insertion: faithfulness;
-    # sparseness, complexity: complexity; eMPRT: randomisation) and the report shows those families
+    # evaluate scored the default no-truth set (deletion, insertion: faithfulness, with their curves;
+    # sparseness, complexity: complexity) and the report shows those families
     assert _sections(html) == ["headline", "overview", "training", "features", "no-truth", "ax", "gax"]
     page_html = (run / "report" / "no_truth.html").read_text(encoding="utf-8")
-    assert _sections(page_html) == ["no-truth-faithfulness", "no-truth-randomisation", "no-truth-complexity"]
+    assert _sections(page_html) == ["no-truth-faithfulness", "no-truth-curves", "no-truth-complexity"]
     ev = RunDir(run).stage_summary("evaluate")
     for sentence in ev["skipped"]:  # what evaluate skipped, and why
         assert sentence.replace("'", "&#39;") in html

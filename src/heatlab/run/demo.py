@@ -31,7 +31,7 @@ class DemoPlan:
     gax_images: int = 8
     #: The no-truth scores (issue 22): the fast set on two methods (Random, the floor, is added).
     no_truth_methods: str = "Saliency,LRP"
-    no_truth_metrics: str = "fast"
+    no_truth_metrics: str = "fast,emprt"  # the fast set and a randomisation check (eMPRT re-explains: not in fast)
     #: (branches, shards, samples per shard) it scores; None: all. The quick plan: one branch, 50 cells.
     no_truth_size: tuple = (1, 1, 50)
     #: Filters of the LRP filter study on the cells (None: the paper's eight).

@@ -10,6 +10,8 @@ depends on the data's ground truth (``Split.truth_kind``):
 
 Wherever there is truth or not, :func:`evaluate_run` then runs the no-truth metrics (the fast set by
 default, ``metric_set=``) on the methods plus the control ``Random``: :mod:`heatlab.run.no_truth`.
+When none of them re-explains (the fast set), evaluate's units score them on the attributions they
+computed and write the no-truth stage's unit too (``feed``), so the methods are not explained twice.
 
 Besides, every metric of the registry (``metrics=``, default
 :func:`heatlab.score.metrics.metric_registry`: the built-ins and the ``heatlab.metrics`` entry points)
@@ -190,6 +192,8 @@ class Evaluate(Stage):
         if self.scored:
             kinds["localisation"] = PARQUET
         self.kinds = kinds
+        #: The no-truth stage whose units this stage's units score and write (None: none).
+        self.feed: NoTruth | None = None
 
     def _skipped(self, asked) -> list[str]:
         out = []
@@ -214,6 +218,8 @@ class Evaluate(Stage):
                 self.methods = merged
                 self.cam_layer = cam_layer_of(self.run, self.branches[0], merged, layer=self.layer,
                                               first=self.preset.first_conv)
+        if self.feed is not None:
+            self.feed.layer = self.cam_layer  # what the fed units were explained with
 
     def units(self) -> list[ShardUnit]:
         return [ShardUnit(self.split, b, m, k) for b in self.branches for m in self.methods for k in range(self.data.num_shards)]
@@ -239,7 +245,21 @@ class Evaluate(Stage):
                                                 predictions=preds, shard=unit.shard, metrics=self.metrics, model=model,
                                                 inputs=shard["images"], explain=explain, seed=self.seed)
             pieces.update({k: v for k, v in (("five_band", five), ("roc", roc), ("localisation", loc)) if v is not None})
+        if self._feeds(unit):
+            pieces["no_truth_feed"] = self.feed.score(model, shard["images"], preds, attr, unit)
         return pieces
+
+    def _feeds(self, unit: ShardUnit) -> bool:
+        f = self.feed
+        return f is not None and f.samples is None and unit.branch in f.branches and not f.is_done(unit)
+
+    def write(self, unit: ShardUnit, pieces: dict[str, Any]) -> None:
+        """The unit's pieces; first the no-truth unit it scored (so a kill between leaves both to redo)."""
+        pieces = dict(pieces)
+        fed = pieces.pop("no_truth_feed", None)
+        if fed is not None:
+            self.feed.write(unit, fed)
+        super().write(unit, pieces)
 
     def join(self, units: Sequence[ShardUnit], parts: dict[str, list[Any]]) -> EvaluateResult:
         tables = {}
@@ -333,7 +353,7 @@ def evaluate_run(run_dir, *, methods="all", split: str = "test", batch_size: int
     ``metrics``: the metric registry to score with (default the built-ins and the ``heatlab.metrics``
     entry points); ``METRICS.register(Metric(...))`` adds one for this call only.
     ``metric_set``: the no-truth metrics (:func:`heatlab.score.no_truth.select_metrics`: names, families,
-    ``"all"``, ``"default"`` (the fast set) or ``"none"``); ``patch_size`` and ``perturb_baseline``
+    ``"all"``, ``"default"`` (the fast set, on every dataset) or ``"none"``); ``patch_size`` and ``perturb_baseline``
     override the metrics' own (checked against the data before anything runs). The summary holds the
     no-truth stage's result as ``no_truth`` (None when no no-truth metric ran).
     """
@@ -343,9 +363,12 @@ def evaluate_run(run_dir, *, methods="all", split: str = "test", batch_size: int
     # built (and its selection checked) before anything is written
     no_truth = NoTruth(run, methods=stage.methods, metrics=metric_set, split=split, batch_size=batch_size,
                        device=device, preset=preset, patch_size=patch_size, perturb_baseline=perturb_baseline,
-                       registry=metrics)
+                       registry=metrics, layer=stage.cam_layer)
+    if no_truth.selection.metrics and not no_truth.reexplains():
+        stage.feed = no_truth
     result = run_stage(stage, progress=progress, backend=backend)
     if no_truth.selection.metrics:
         no_truth.methods = [*(m for m in result.methods if m != CONTROL), CONTROL]
+        no_truth.layer = stage.cam_layer
         result = dataclasses.replace(result, no_truth=run_stage(no_truth, progress=progress, backend=backend))
     return result

@@ -59,12 +59,22 @@ def completeness(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, explain_f
     return (total.double() - diff.double()).abs()
 
 
-def _first_layer(model: nn.Module) -> nn.Module:
+def shift_lack(model: nn.Module) -> str | None:
+    """None when the model's first module can absorb an input shift (a Conv2d or Linear with bias),
+    else what that module is, in words (e.g. ``"a Linear without bias"``)."""
     layer = next((m for _, m in list(model.named_modules())[1:]), None)
-    if not isinstance(layer, (nn.Conv2d, nn.Linear)) or layer.bias is None:
-        raise HeatlabError(f"Input invariance shifts the bias of the model's first layer, but that is "
-                           f"{type(layer).__name__}; pass a model whose first module is a Conv2d or Linear with bias.")
-    return layer
+    if isinstance(layer, (nn.Conv2d, nn.Linear)) and layer.bias is not None:
+        return None
+    return f"a {type(layer).__name__}" + (" without bias" if isinstance(layer, (nn.Conv2d, nn.Linear)) else "")
+
+
+def first_layer(model: nn.Module) -> nn.Module:
+    """The model's first module, whose bias absorbs the input shift; HeatlabError when it cannot."""
+    lack = shift_lack(model)
+    if lack is not None:
+        raise HeatlabError(f"Input invariance shifts the bias of the model's first layer, but that is {lack}; "
+                           "pass a model whose first module is a Conv2d or Linear with bias.")
+    return next(m for _, m in list(model.named_modules())[1:])
 
 
 def shifted_model(model: nn.Module, x: Tensor, input_shift: float) -> nn.Module:
@@ -72,7 +82,7 @@ def shifted_model(model: nn.Module, x: Tensor, input_shift: float) -> nn.Module:
     (Kindermans et al. 2017): ``f'(x + shift) = f(x)``. As Quantus, the per-channel correction is the
     smallest response of the layer to a constant ``shift`` image (at zero-padded borders it differs)."""
     new = copy.deepcopy(model)
-    layer = _first_layer(new)
+    layer = first_layer(new)
     with torch.no_grad():
         out = layer(torch.full_like(x[:1], float(input_shift)))[0]  # C'×h×w or C'
         response = out.reshape(out.shape[0], -1).amin(1) if out.ndim > 1 else out
@@ -96,4 +106,4 @@ AXIOMATIC = (
     MetricInfo("input_invariance", input_invariance, False, "axiomatic", ("model", "explain"), "Kindermans et al. 2017"),
 )
 
-__all__ = ["AXIOMATIC", "BASELINES", "baseline", "completeness", "input_invariance", "shifted_model"]
+__all__ = ["AXIOMATIC", "BASELINES", "baseline", "completeness", "first_layer", "input_invariance", "shift_lack", "shifted_model"]

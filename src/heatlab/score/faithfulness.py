@@ -109,20 +109,38 @@ def _rise_curve(model, x, y, a, *, n_steps, perturb_baseline, softmax, batch_siz
     fill = P.baseline(x, perturb_baseline, generator=generator(seed))
     if not isinstance(n_steps, int) or n_steps < 1:
         raise HeatlabError(f"n_steps={n_steps!r} must be a positive integer.")
-    steps = [round(d * k / n_steps) for k in range(n_steps + 1)]
+    steps = _rise_steps(d, n_steps)
     return P.removal_curve(model, x, y, rank, steps, fill, softmax=softmax, batch_size=batch_size, insert=insert)
+
+
+def _rise_steps(d: int, n_steps: int) -> list[int]:
+    return [round(d * k / n_steps) for k in range(n_steps + 1)]
+
+
+def rise_fractions(x: Tensor, n_steps: int = 100) -> Tensor:
+    """float64 (n_steps+1): the fraction of pixels (features for tables) removed at each step of
+    :func:`deletion_curve` (inserted, :func:`insertion_curve`) for inputs ``x``; from 0 to 1."""
+    d = x[0, 0].numel() if x.ndim == 4 else x.shape[1]
+    return torch.tensor(_rise_steps(d, n_steps), dtype=torch.float64) / d
+
+
+def rise_auc(curve: Tensor) -> Tensor:
+    """float64 N: the deletion/insertion AUC of N×(n_steps+1) curves over the nominal fractions k/n_steps."""
+    return P.trapezoid(curve, dx=1 / (curve.shape[1] - 1))
 
 
 def deletion_curve(model, x, y, a, *, n_steps: int = 100, perturb_baseline="black", softmax: bool = True,
                    batch_size: int = 64, seed: int = 0) -> Tensor:
-    """N×(n_steps+1) target scores from the input (0 pixels removed) to all pixels removed."""
+    """N×(n_steps+1) target scores from the input (0 pixels removed) to all pixels removed; the
+    fraction removed at each step is :func:`rise_fractions`."""
     return _rise_curve(model, x, y, a, n_steps=n_steps, perturb_baseline=perturb_baseline, softmax=softmax,
                        batch_size=batch_size, seed=seed, insert=False)
 
 
 def insertion_curve(model, x, y, a, *, n_steps: int = 100, perturb_baseline=None, softmax: bool = True,
                     batch_size: int = 64, seed: int = 0) -> Tensor:
-    """N×(n_steps+1) target scores from the baseline (default: blurred image; tables: the mean) to the input."""
+    """N×(n_steps+1) target scores from the baseline (default: blurred image; tables: the mean) to the
+    input; the fraction inserted at each step is :func:`rise_fractions`."""
     return _rise_curve(model, x, y, a, n_steps=n_steps, perturb_baseline=perturb_baseline, softmax=softmax,
                        batch_size=batch_size, seed=seed, insert=True)
 
@@ -131,15 +149,13 @@ def deletion(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, **kw) -> Tensor:
     """Deletion AUC (Petsiuk et al. 2018, RISE): pixels (channel-summed relevance; features for tables)
     removed most relevant first in ``n_steps`` equal steps; area under the target probability over the
     removed fraction 0..1. Lower is better."""
-    c = deletion_curve(model, x, y, a, **kw)
-    return P.trapezoid(c, dx=1 / (c.shape[1] - 1))
+    return rise_auc(deletion_curve(model, x, y, a, **kw))
 
 
 def insertion(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, **kw) -> Tensor:
     """Insertion AUC (Petsiuk et al. 2018, RISE): pixels put back into the baseline most relevant first;
     area under the target probability over the inserted fraction 0..1. Higher is better."""
-    c = insertion_curve(model, x, y, a, **kw)
-    return P.trapezoid(c, dx=1 / (c.shape[1] - 1))
+    return rise_auc(insertion_curve(model, x, y, a, **kw))
 
 
 def road_curve(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, percentages=None, noise: float = 0.01,

@@ -13,8 +13,19 @@ Selection: comma-separated metric names or families (``faithfulness``, ``randomi
 ``robustness``, ``complexity``, ``axiomatic``; the ground-truth families ``localisation`` and
 ``five-band`` and their metrics only check that the data has truth: evaluate computes them
 wherever it does; a name that is both a metric and a family, ``complexity``, is the metric), ``all`` (every no-truth metric that applies), ``fast``
-(:data:`FAST`), ``default`` (:data:`FAST` on data without ground truth; nothing on data with truth,
-whose truth scores the heatmaps and where the fast set would cost about as much as evaluate) or ``none``.
+(:data:`FAST`), ``default`` (:data:`FAST`, on every dataset: evaluate adds it to the truth scores
+where the data has truth) or ``none``.
+
+Why :data:`FAST` holds no metric that re-explains: measured on the cells (128 px, 50 cells, 11
+methods, one branch), re-explaining costs what explaining costs, and the methods evaluate runs
+are the expensive part of evaluate (Integrated Gradients and DeepLiftShap alone are 80 % of it):
+eMPRT (one re-explanation of the randomised model) took 71 s where evaluate's explanations took
+62 s. The metrics of :data:`FAST` need only the model's forward passes on the attributions
+evaluate already has (evaluate scores them in its own units, :mod:`heatlab.run.evaluate`), so
+they cost a fixed number of forwards per method whatever the method (on the cells, 128 px: 0.8× the
+CPU time of evaluate's units; the whole evaluate of 200 cells took 320 s against 144 s with
+``none``). eMPRT, MPRT and the other
+re-explaining metrics stay one name away (``--metrics default,emprt``, ``randomisation``, ``all``).
 """
 
 from __future__ import annotations
@@ -23,17 +34,20 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from heatlab.errors import HeatlabError
 from heatlab.registry import Registry
-from heatlab.score import axiomatic, perturb
+from heatlab.score import axiomatic, faithfulness, perturb
 from heatlab.score._no_truth import check_heatmaps
 from heatlab.score.metrics import NO_TRUTH_TABLE, SCORES_TABLE, FromAttributions, Metric, applies
 
-#: The fast set (``fast``; ``default`` on data without ground truth): deletion and insertion AUC (10 steps), sparseness,
-#: complexity and one randomisation check (eMPRT: one re-explanation of the fully randomised model).
-FAST = ("deletion", "insertion", "sparseness", "complexity", "emprt")
+#: The fast set (``fast``, ``default``): deletion and insertion AUC (10 steps), sparseness and complexity;
+#: none of them re-explains (see the module docstring for why eMPRT is not among them).
+FAST = ("deletion", "insertion", "sparseness", "complexity")
+#: Metrics whose per-sample curves the no-truth stage stores: name -> (the AUC function, its curve).
+CURVES = {"deletion": (faithfulness.deletion, faithfulness.deletion_curve),
+          "insertion": (faithfulness.insertion, faithfulness.insertion_curve)}
 #: Options of the default (fast) set that differ from the metrics' own defaults.
 #: Deletion and insertion are forward-bound (n_steps + 1 passes each): 10 steps keep them a few passes.
 FAST_OPTIONS = {"deletion": {"n_steps": 10}, "insertion": {"n_steps": 10}}
@@ -72,11 +86,14 @@ def no_truth_entries(metrics: Mapping[str, Metric]) -> list[Metric]:
 
 def select_metrics(text: str | Sequence[str], metrics: Registry[Metric], *, input_kind: str, truth_kind: str | None,
                    input_shape: Sequence[int], patch_size: int | None = None,
-                   perturb_baseline: str | None = None) -> Selection:
+                   perturb_baseline: str | None = None, model=None) -> Selection:
     """The no-truth metrics ``text`` names (see the module docstring), options fitted to samples of
     ``input_shape`` (C×H×W or F). HeatlabError, in one sentence, for an unknown name or family (the
     known ones listed), a named metric the data cannot feed (ground truth, images), a patch size that
-    does not fit the images, a baseline that is not one of :data:`heatlab.score.perturb.BASELINES`."""
+    does not fit the images, a baseline that is not one of :data:`heatlab.score.perturb.BASELINES`, and
+    ``input_invariance`` named for a ``model`` (a module, or a callable that loads it when needed)
+    whose first layer cannot absorb the input shift (chosen through a family or ``all``, it is left out
+    with a sentence in ``skipped``)."""
     names = [t.strip() for t in text.split(",")] if isinstance(text, str) else [str(t).strip() for t in text]
     names = [n for n in names if n]
     image = input_kind == "image"
@@ -100,10 +117,8 @@ def select_metrics(text: str | Sequence[str], metrics: Registry[Metric], *, inpu
             continue
         if n == "all":
             picked = pool
-        elif n == "fast" or (n == "default" and truth_kind is None):
+        elif n in ("fast", "default"):
             picked = [metrics[f] for f in FAST if f in metrics]
-        elif n == "default":  # data with ground truth: its truth scores, no-truth metrics only on request
-            continue
         elif n in metrics and metrics[n].table == NO_TRUTH_TABLE:
             picked = [metrics[n]]
             explicit.add(n)
@@ -120,7 +135,15 @@ def select_metrics(text: str | Sequence[str], metrics: Registry[Metric], *, inpu
         skipped.append(f"{', '.join(left)} need image inputs; they were left out for this table data.")
         chosen = [m for m in chosen if m.name not in IMAGE_ONLY]
     chosen = [m for m in chosen if applies(m, truth_kind, model=True)]
-    fast = "fast" in names or ("default" in names and truth_kind is None)
+    if model is not None and any(m.name == "input_invariance" for m in chosen):
+        lack = axiomatic.shift_lack(model() if callable(model) and not isinstance(model, nn.Module) else model)
+        why = f"the model's first module is {lack}, not a Conv2d or Linear with bias that can absorb its input shift"
+        if lack and "input_invariance" in explicit:
+            raise HeatlabError(f"input_invariance cannot run on this model: {why}; leave it out of the metrics.")
+        if lack:
+            skipped.append(f"input_invariance was left out: {why}.")
+            chosen = [m for m in chosen if m.name != "input_invariance"]
+    fast = "fast" in names or "default" in names
     fitted = tuple(_bind(m, fit_options(m, input_shape, patch_size=patch_size, perturb_baseline=perturb_baseline,
                                         fast=fast and m.name in FAST)) for m in chosen)
     return Selection(fitted, tuple(skipped))
@@ -178,19 +201,35 @@ def check_patch_size(patch_size: int, input_shape: Sequence[int]) -> None:
                            f"pass an integer from 1 to {side}.")
 
 
+def _curve_of(metric: Metric):
+    """(curve function, options) of a built-in curve metric entry, else None."""
+    fn = metric.fn
+    if isinstance(fn, FromAttributions) and CURVES.get(metric.name, (None,))[0] is fn.fn:
+        return CURVES[metric.name][1], dict(fn.options)
+    return None
+
+
 def _bind(metric: Metric, options: Mapping[str, Any]) -> Metric:
     inner = metric.fn.fn if isinstance(metric.fn, FromAttributions) else metric.fn
     return dataclasses.replace(metric, fn=FromAttributions(inner, dict(options)))
 
 
 def no_truth_scores(model, x: Tensor, y: Tensor, a: Tensor, metrics: Sequence[Metric], *, explain=None,
-                    seed: int = 0) -> dict[str, Tensor]:
+                    seed: int = 0, curves: dict | None = None) -> dict[str, Tensor]:
     """name -> float64 ``N`` (CPU) of each entry of ``metrics`` on one batch: ``x`` N×C×H×W or N×F inputs,
     ``y`` the explained classes, ``a`` their attributions (``x``'s shape), ``explain(model, x, y)``
-    re-explains (the randomisation and robustness metrics). HeatlabError for NaN or infinite ``a``."""
+    re-explains (the randomisation and robustness metrics). ``curves``, a dict, receives for each
+    built-in curve metric (:data:`CURVES`) ``name -> (float64 N×K model outputs, float64 K fractions)``,
+    the curve its value is the area under. HeatlabError for NaN or infinite ``a``."""
     check_heatmaps(a, x)
     out = {}
     for m in metrics:
+        if curves is not None and _curve_of(m) is not None:
+            curve_fn, options = _curve_of(m)
+            c = curve_fn(model, x, y, a, **{"seed": seed, **options}).detach().double().cpu()
+            curves[m.name] = (c, faithfulness.rise_fractions(x, c.shape[1] - 1))
+            out[m.name] = faithfulness.rise_auc(c)
+            continue
         values = m.fn(a, None, model=model, x=x, y=y, a=a, explain=explain, seed=seed)
         if not isinstance(values, Tensor) or values.shape != (len(x),):
             raise HeatlabError(f"Metric {m.name!r} returned other than one value per sample; make it return a tensor "
@@ -199,5 +238,5 @@ def no_truth_scores(model, x: Tensor, y: Tensor, a: Tensor, metrics: Sequence[Me
     return out
 
 
-__all__ = ["FAST", "IMAGE_ONLY", "KEYWORDS", "NO_TRUTH_TABLE", "Selection", "check_baseline", "check_patch_size", "fit_options",
+__all__ = ["CURVES", "FAST", "IMAGE_ONLY", "KEYWORDS", "NO_TRUTH_TABLE", "Selection", "check_baseline", "check_patch_size", "fit_options",
            "no_truth_entries", "no_truth_scores", "select_metrics"]

@@ -60,7 +60,9 @@ def baseline(x: Tensor, kind="black", *, generator: torch.Generator | None = Non
     if kind == "blur":
         check_images(x, 'perturb_baseline="blur"')
         k = int(blur_kernel_size)
-        return F.avg_pool2d(x, k, stride=1, padding=k // 2, count_include_pad=False)[..., : x.shape[2], : x.shape[3]]
+        # k×k box mean over the pixels inside the image, as two 1-D passes (the window is a rectangle)
+        rows_ = F.avg_pool2d(x, (k, 1), stride=1, padding=(k // 2, 0), count_include_pad=False)
+        return F.avg_pool2d(rows_, (1, k), stride=1, padding=(0, k // 2), count_include_pad=False)[..., : x.shape[2], : x.shape[3]]
     raise HeatlabError(f"Unknown perturb_baseline={kind!r}; pass one of {', '.join(BASELINES)}, a number or a tensor.")
 
 

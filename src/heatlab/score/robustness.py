@@ -84,7 +84,9 @@ def _fro(t: Tensor) -> Tensor:
 def _sensitivity(model, x, y, a, explain_func, name, *, nr_samples, lower_bound, upper_bound, abs, normalise,
                  return_nan_when_prediction_changes, noise, seed):
     draws = _draws(x, noise, uniform_noise(x.shape[1:], nr_samples, seed, lower_bound, upper_bound), nr_samples)
-    return _ratios(model, x, y, a, explain_func, name, draws, lambda a, ak, xk, _: _fro(a - ak) / _fro(a),
+    # an all-zero heatmap has no relative change: NaN (undefined), where Quantus divides by 0 (inf)
+    return _ratios(model, x, y, a, explain_func, name, draws,
+                   lambda a, ak, xk, _: _fro(a - ak) / _fro(a).masked_fill(_fro(a) == 0, torch.nan),
                    abs=abs, normalise=normalise, nan_when_changed=return_nan_when_prediction_changes)
 
 
@@ -108,7 +110,8 @@ def avg_sensitivity(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, explai
                     lower_bound: float = 0.2, upper_bound: float | None = None, abs: bool = False,
                     normalise: bool = False, return_nan_when_prediction_changes: bool = False,
                     noise: Tensor | None = None, seed: int = 0) -> Tensor:
-    """Mean over uniform input noise of ``‖a − a(x + δ)‖ / ‖a‖`` (Yeh et al. 2019). Lower is better."""
+    """Mean over uniform input noise of ``‖a − a(x + δ)‖ / ‖a‖`` (Yeh et al. 2019). Lower is better;
+    NaN (undefined) for an all-zero heatmap ``a``, as for :func:`max_sensitivity`."""
     x, y, a = check_inputs(model, x, y, a)
     s = _sensitivity(model, x, y, a, explain_func, "avg_sensitivity", nr_samples=nr_samples, lower_bound=lower_bound,
                      upper_bound=upper_bound, abs=abs, normalise=normalise, noise=noise, seed=seed,
