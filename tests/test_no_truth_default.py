@@ -20,7 +20,7 @@ from heatlab.run.no_truth import no_truth_run
 from heatlab.run.rundir import RunDir
 from heatlab.score import faithfulness as fa, robustness as rb
 from heatlab.score.metrics import metric_registry
-from heatlab.score.no_truth import FAST, select_metrics
+from heatlab.score.no_truth import FAST, WITH_TRUTH, select_metrics
 
 CURVE_COLUMNS = ["branch", "method", "metric", "sample", "step", "fraction", "value"]
 
@@ -48,15 +48,15 @@ def test_default_on_data_with_truth_is_scored_by_evaluate_without_explaining_aga
     alone = tmp_path / "alone"
     shutil.copytree(cells, alone)
     calls = _counting(monkeypatch)
-    summary = evaluate_run(cells, methods="Saliency,InputXGradient")
-    assert summary.no_truth is not None  # the cells have truth, and still get the fast set
+    summary = evaluate_run(cells, methods="Saliency,InputXGradient", metric_set="fast")
+    assert summary.no_truth is not None
     table = pd.read_parquet(RunDir(cells).no_truth_table)
     assert list(table["metric"].unique()) == list(FAST)
     assert list(table["method"].unique()) == ["Saliency", "InputXGradient", "Random"]
     branches, shards = RunDir(cells).require_branches(), RunDir(cells).open_data("test").num_shards
     assert calls == ["Random"] * len(branches) * shards  # the real methods' attributions came from evaluate
     # the slow reference: the no-truth stage alone, which explains every unit itself
-    no_truth_run(alone, methods="Saliency,InputXGradient", metrics="default")
+    no_truth_run(alone, methods="Saliency,InputXGradient", metrics="fast")
     pd.testing.assert_frame_equal(table, pd.read_parquet(RunDir(alone).no_truth_table), rtol=1e-6)
     pd.testing.assert_frame_equal(pd.read_parquet(RunDir(cells).no_truth_curves),
                                   pd.read_parquet(RunDir(alone).no_truth_curves), rtol=1e-6)
@@ -140,3 +140,16 @@ def test_demo_plan_asks_for_the_randomisation_check_by_name():
     metrics = [m.strip() for m in demo_plan().no_truth_metrics.split(",")]
     names = select_metrics(metrics, metric_registry(), input_kind="image", truth_kind=None, input_shape=(3, 8, 8)).names
     assert "emprt" in names and set(FAST) <= set(names)
+
+
+def test_default_scores_the_forward_free_metrics_beside_the_truth_and_the_fast_set_without_it(cells):
+    """On data with truth ``default`` adds sparseness and complexity (no forward pass) to the truth scores;
+    on data without truth it is the whole fast set (deletion and insertion included)."""
+    summary = evaluate_run(cells, methods="Saliency")
+    assert summary.no_truth is not None
+    assert list(pd.read_parquet(RunDir(cells).no_truth_table)["metric"].unique()) == list(WITH_TRUTH)
+    assert pd.read_parquet(RunDir(cells).no_truth_curves).empty  # no curve metric ran
+    registry = metric_registry()
+    for truth, expected in (("levels", WITH_TRUTH), (None, FAST)):
+        chosen = select_metrics("default", registry, input_kind="image", truth_kind=truth, input_shape=(3, 64, 64))
+        assert tuple(chosen.names) == expected

@@ -188,7 +188,8 @@ def evaluate(
     metrics: str = typer.Option("default", help="No-truth metrics, names or families (faithfulness, randomisation, "
                                 "robustness, complexity, axiomatic), e.g. faithfulness,sparseness; 'all'; 'none'; "
                                 "'fast' (deletion, insertion, sparseness, complexity: none re-explains); default: "
-                                "'fast' on every dataset, next to the truth scores where there is truth; add "
+                                "'fast' on data without ground truth, sparseness and complexity next to the truth "
+                                "scores where there is truth; add "
                                 "re-explaining checks by name, e.g. default,emprt."),
     patch_size: Optional[int] = typer.Option(None, help="Patch side of the patch metrics (default: the image side / 16)."),
     perturb_baseline: Optional[str] = typer.Option(None, help="What removed features become: black, white, mean, "

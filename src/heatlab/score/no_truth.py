@@ -13,8 +13,8 @@ Selection: comma-separated metric names or families (``faithfulness``, ``randomi
 ``robustness``, ``complexity``, ``axiomatic``; the ground-truth families ``localisation`` and
 ``five-band`` and their metrics only check that the data has truth: evaluate computes them
 wherever it does; a name that is both a metric and a family, ``complexity``, is the metric), ``all`` (every no-truth metric that applies), ``fast``
-(:data:`FAST`), ``default`` (:data:`FAST`, on every dataset: evaluate adds it to the truth scores
-where the data has truth) or ``none``.
+(:data:`FAST`), ``default`` (on every dataset: :data:`FAST` on data without ground truth,
+:data:`WITH_TRUTH` beside the truth scores on data with it; see below) or ``none``.
 
 Why :data:`FAST` holds no metric that re-explains: measured on the cells (128 px, 50 cells, 11
 methods, one branch), re-explaining costs what explaining costs, and the methods evaluate runs
@@ -24,8 +24,11 @@ eMPRT (one re-explanation of the randomised model) took 71 s where evaluate's ex
 evaluate already has (evaluate scores them in its own units, :mod:`heatlab.run.evaluate`), so
 they cost a fixed number of forwards per method whatever the method (on the cells, 128 px: 0.8× the
 CPU time of evaluate's units; the whole evaluate of 200 cells took 320 s against 144 s with
-``none``). eMPRT, MPRT and the other
-re-explaining metrics stay one name away (``--metrics default,emprt``, ``randomisation``, ``all``).
+``none``). That is cheap beside a table model or an image folder without truth, where they are the
+only scores, but it would double evaluate where the ground truth already scores the heatmaps, so
+there ``default`` adds :data:`WITH_TRUTH` (sparseness and complexity: array work on the heatmaps, no
+forward pass) and deletion/insertion are one word away (``--metrics fast``). eMPRT, MPRT and the
+other re-explaining metrics stay one name away too (``--metrics default,emprt``, ``randomisation``, ``all``).
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ from heatlab.score.metrics import NO_TRUTH_TABLE, SCORES_TABLE, FromAttributions
 #: The fast set (``fast``, ``default``): deletion and insertion AUC (10 steps), sparseness and complexity;
 #: none of them re-explains (see the module docstring for why eMPRT is not among them).
 FAST = ("deletion", "insertion", "sparseness", "complexity")
+#: ``default`` on data with ground truth: the metrics of :data:`FAST` that need no forward pass.
+WITH_TRUTH = ("sparseness", "complexity")
 #: Metrics whose per-sample curves the no-truth stage stores: name -> (the AUC function, its curve).
 CURVES = {"deletion": (faithfulness.deletion, faithfulness.deletion_curve),
           "insertion": (faithfulness.insertion, faithfulness.insertion_curve)}
@@ -118,7 +123,7 @@ def select_metrics(text: str | Sequence[str], metrics: Registry[Metric], *, inpu
         if n == "all":
             picked = pool
         elif n in ("fast", "default"):
-            picked = [metrics[f] for f in FAST if f in metrics]
+            picked = [metrics[f] for f in (WITH_TRUTH if n == "default" and truth_kind is not None else FAST) if f in metrics]
         elif n in metrics and metrics[n].table == NO_TRUTH_TABLE:
             picked = [metrics[n]]
             explicit.add(n)
