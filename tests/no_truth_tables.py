@@ -1,6 +1,7 @@
 """A no-truth table for a test run: ``tables/no_truth.parquet`` computed by calling the metric
-functions directly (the pipeline's no-truth stage may not be in every branch), in the stage's long
-format (branch, method, metric, sample, value; ``sample`` the position in the split)."""
+functions directly with tiny options the CLI does not expose (two sensitivity samples, four regions),
+in the stage's long format (branch, method, metric, sample, value; ``sample`` the position in the
+split). ``test_no_truth_default`` checks that the stage writes the same long formats."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def write_no_truth(run_dir, methods, metrics=NO_TRUTH) -> pd.DataFrame:
 
 
 def write_no_truth_curves(run_dir, methods, n_steps: int = 4) -> pd.DataFrame:
-    """tables/no_truth_curves.parquet by hand (until the stage that writes it is in every branch): the deletion and
+    """tables/no_truth_curves.parquet by hand, 4 steps to match :func:`write_no_truth`'s tiny table: the deletion and
     insertion curves of every test sample, branch and method, as :func:`write_no_truth` scores them, in the stage's
     long format (branch, method, metric, sample, step, fraction, value); returns the table."""
     run = RunDir(run_dir)
