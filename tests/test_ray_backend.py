@@ -144,10 +144,10 @@ def test_a_driver_stopped_part_way_resumes_to_identical_tables(cluster, local, t
 
     with pytest.raises(KeyboardInterrupt):
         evaluate_run(run, methods=METHODS, batch_size=7, backend=make_backend("ray", workers=2), progress=stop_after_two)
-    assert len(list((run / "tables" / "parts").rglob("*.done.json"))) == 2
+    assert len(list((run / "tables" / "parts" / "evaluate-test").rglob("*.done.json"))) == 2
     seen = []
     evaluate_run(run, methods=METHODS, batch_size=7, backend=make_backend("ray", workers=2),
-                 progress=lambda t, d, n: seen.append(d))
+                 progress=lambda t, d, n: t == "evaluate" and seen.append(d))
     assert seen == [2, 3, 4]  # only the two unfinished units ran again
     _same_files(local, run)
 

@@ -135,7 +135,7 @@ def test_table_report_and_its_gax_page_load_cleanly_in_chromium(tmp_path, tiny_w
         page.wait_for_load_state("load")
         page.click("#no-truth a[href='no_truth.html']")
         page.wait_for_load_state("load")
-        # a table gets the fast no-truth set by default: deletion and insertion, eMPRT, sparseness and complexity
-        assert _no_truth_page_is_clean(page) == ["no-truth-faithfulness", "no-truth-randomisation", "no-truth-complexity"]
+        # a table gets the fast no-truth set by default: deletion and insertion (with their curves), sparseness and complexity
+        assert _no_truth_page_is_clean(page) == ["no-truth-faithfulness", "no-truth-curves", "no-truth-complexity"]
     assert problems.none(), problems
     assert len(shot) > 10_000
