@@ -76,7 +76,7 @@ def test_each_result_is_its_stored_summary_plus_what_the_caller_needs(piped):
     agreement = write_metric_agreement(run)  # what evaluate wrote, written again (seeded: the same table)
     assert agreement.table == str(run / "tables" / "metric_agreement.parquet")
     stored = TABLES["metric_agreement"].read(agreement.table)
-    assert agreement.metrics == list(dict.fromkeys(stored["metric"])) and set(agreement.metrics) == {"sparseness", "complexity"}
+    assert agreement.metrics == list(dict.fromkeys(stored["metric"])) and set(agreement.metrics) == {"sparseness", "complexity", "deletion"}
     assert set(agreement.references) == {"recall_best", "precision_best", "auc/feature"}
 
 
