@@ -25,12 +25,10 @@ NO_TRUTH = {
 }
 
 
-def write_no_truth(run_dir, methods, metrics=NO_TRUTH) -> pd.DataFrame:
-    """tables/no_truth.parquet of ``metrics`` for every test sample, branch and method, with evaluate's
-    targets (the predictions) and attribution seed; returns the table."""
-    run = RunDir(run_dir)
+def _explained(run: RunDir, methods):
+    """(branch, model, x, y, method, explain, a, first sample's position) for every test shard, branch and
+    method, with evaluate's targets (the predictions) and attribution seed."""
     data = run.open_data("test")
-    frames = []
     for branch in run.branches():
         model = run.load_model(branch).eval()
         offset = 0
@@ -42,12 +40,19 @@ def write_no_truth(run_dir, methods, metrics=NO_TRUTH) -> pd.DataFrame:
                 def explain(m, xx, yy, method=method):
                     return attribute(m, xx, method, target=yy, seed=run.seed()).detach()
 
-                a = explain(model, x, y)
-                for name, fn in metrics.items():
-                    v = fn(model, x, y, a, explain).double().numpy()
-                    frames.append(pd.DataFrame({"branch": branch, "method": method, "metric": name,
-                                                "sample": offset + np.arange(len(x)), "value": v}))
+                yield branch, model, x, y, method, explain, explain(model, x, y), offset
             offset += len(x)
+
+
+def write_no_truth(run_dir, methods, metrics=NO_TRUTH) -> pd.DataFrame:
+    """tables/no_truth.parquet of ``metrics`` for every test sample, branch and method; returns the table."""
+    run = RunDir(run_dir)
+    frames = []
+    for branch, model, x, y, method, explain, a, offset in _explained(run, methods):
+        for name, fn in metrics.items():
+            v = fn(model, x, y, a, explain).double().numpy()
+            frames.append(pd.DataFrame({"branch": branch, "method": method, "metric": name,
+                                        "sample": offset + np.arange(len(x)), "value": v}))
     table = pd.concat(frames, ignore_index=True)
     table.to_parquet(run.no_truth_table, index=False)
     return table
@@ -58,26 +63,16 @@ def write_no_truth_curves(run_dir, methods, n_steps: int = 4) -> pd.DataFrame:
     insertion curves of every test sample, branch and method, as :func:`write_no_truth` scores them, in the stage's
     long format (branch, method, metric, sample, step, fraction, value); returns the table."""
     run = RunDir(run_dir)
-    data = run.open_data("test")
     curves = {"deletion": faithfulness.deletion_curve, "insertion": faithfulness.insertion_curve}
     frames = []
-    for branch in run.branches():
-        model = run.load_model(branch).eval()
-        offset = 0
-        for k in range(data.num_shards):
-            x = data.load_shard(k)["images"]
-            with torch.no_grad():
-                y = model(x).argmax(1)
-            for method in methods:
-                a = attribute(model, x, method, target=y, seed=run.seed()).detach()
-                for name, curve in curves.items():
-                    c = curve(model, x, y, a, n_steps=n_steps).double().numpy()  # N × (n_steps + 1)
-                    n, s = c.shape
-                    frames.append(pd.DataFrame({
-                        "branch": branch, "method": method, "metric": name,
-                        "sample": np.repeat(offset + np.arange(n), s), "step": np.tile(np.arange(s), n),
-                        "fraction": np.tile(np.arange(s) / n_steps, n), "value": c.ravel()}))
-            offset += len(x)
+    for branch, model, x, y, method, _, a, offset in _explained(run, methods):
+        for name, curve in curves.items():
+            c = curve(model, x, y, a, n_steps=n_steps).double().numpy()  # N × (n_steps + 1)
+            n, s = c.shape
+            frames.append(pd.DataFrame({
+                "branch": branch, "method": method, "metric": name,
+                "sample": np.repeat(offset + np.arange(n), s), "step": np.tile(np.arange(s), n),
+                "fraction": np.tile(np.arange(s) / n_steps, n), "value": c.ravel()}))
     table = pd.concat(frames, ignore_index=True)
     table.to_parquet(run.no_truth_curves, index=False)
     return table
