@@ -19,7 +19,6 @@ branch does not depend on which other branches ran in the same process.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import inspect
 import math
 import warnings

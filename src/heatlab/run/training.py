@@ -69,7 +69,6 @@ from heatlab.run.rundir import (  # noqa: F401  (re-exported: the names training
 
 STEPS = "steps.parquet"
 VALIDATION = "validation.parquet"
-BASE = "base"
 STEP_COLUMNS = {"phase": "string", "iteration": "int64", "epoch": "int64", "loss": "float64"}
 VALIDATION_COLUMNS = {
     "branch": "int64", "iteration": "int64", "epoch": "int64", "shard": "int64",
