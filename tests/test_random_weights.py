@@ -55,6 +55,8 @@ def test_every_stage_warns_once_about_an_untrained_model_and_its_page_shows_it(u
     for name in ("base of this run", "smallnet trained for 0 epochs"):
         assert f"Warning: {name} {SENTENCE}." in page, name
     assert page.count(SENTENCE) == 3  # the Mixer, GAX and the LRP study
+    viewer = " ".join((run / "report" / "gax.html").read_text(encoding="utf-8").split())
+    assert viewer.count(f"Warning: base of this run {SENTENCE}.") == 1  # the GAX viewer repeats its section's note
     # a trained branch: no warning anywhere
     result = CliRunner().invoke(app, ["explain", data, "--run", str(run), "--branch", "0", "--limit", "2",
                                       "--methods", "Saliency", "--out", str(tmp_path / "trained")])

@@ -407,12 +407,20 @@ def test_lrp_study_on_ray_writes_byte_identical_files_to_the_local_backend(clust
 
 
 def test_explain_on_ray_writes_the_attributions_the_local_backend_writes(cluster, tiny_run, tmp_path, monkeypatch):
+    """The local driver on 3 torch threads, a Ray worker on 1: the units must not depend on either (Stage.threads)."""
+    import torch
+
     from heatlab.run import explain
 
     monkeypatch.setattr(explain, "SHARD", 4)  # 10 images: shards of 4, 4, 2 per method
     args = dict(methods="Saliency,IntegratedGradients", run=tiny_run, branch="0", limit=10, batch_size=2)
     data = json.loads((tiny_run / "config.json").read_text())["data_root"]
-    local = explain.explain_run(data, tmp_path / "local", **args)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # a gradient summed over 3 threads differs in a few values from one over 1
+    try:
+        local = explain.explain_run(data, tmp_path / "local", **args)
+    finally:
+        torch.set_num_threads(before)
     backend = make_backend("ray", workers=2)
     remote = explain.explain_run(data, tmp_path / "ray", backend=backend, **args)
     assert backend.summary()["units"] == 6 and dataclasses.replace(remote, path="") == dataclasses.replace(local, path="")

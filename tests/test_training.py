@@ -31,6 +31,7 @@ from heatlab.models.training import (
 )
 from heatlab.report.training_figures import training_figure
 from heatlab.run.training import branch_info, list_branches, load_branch, stage_dir, train_run
+from heatlab.tables import TABLES
 
 
 # ------------------------------------------------------------------------------- pure pieces
@@ -311,6 +312,21 @@ def test_summary_tables_and_models_agree(data_dir, full_run):
     assert losses[0] != losses[1]  # each branch draws its own data order
     assert summary.test_acc_mean == pytest.approx(sum(r["test_acc"] for r in summary.branches) / 2)
     assert not load_branch(run, 0).training
+
+
+def test_training_tables_are_what_their_schema_writes(full_run, tmp_path):
+    """The schema is the tables' one source: each stored table (per stage and the run's) equals what its
+    TableSchema writes from the same rows: its columns in order, each of the schema's kind."""
+    run, _ = full_run
+    for name, file in (("training", "steps.parquet"), ("validation", "validation.parquet")):
+        schema = TABLES[name]
+        paths = [run / "tables" / f"{name}.parquet", *sorted((run / "model").glob(f"*/{file}"))]
+        assert len(paths) == (4 if name == "training" else 3), paths  # the run's, the base's (steps), 2 branches'
+        for path in paths:
+            stored = pd.read_parquet(path)
+            assert list(stored.columns) == schema.names and len(stored), path
+            schema.write(tmp_path / "again.parquet", pd.DataFrame(stored.to_dict("records")))
+            pd.testing.assert_frame_equal(stored, pd.read_parquet(tmp_path / "again.parquet"))
 
 
 def test_changed_settings_are_refused(data_dir, full_run):

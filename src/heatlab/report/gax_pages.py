@@ -27,12 +27,13 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from markupsafe import Markup
 from matplotlib.lines import Line2D
 
 from heatlab.errors import HeatlabError
 from heatlab.files import write_text
 from heatlab.report.figures import hold_flat_axes, literal, new_figure, save_figure
-from heatlab.report.page import class_name_of
+from heatlab.report.page import class_name_of, random_weights_note
 from heatlab.report.templates import number, render
 from heatlab.run.gax import GaxRunResult, load_gax_result
 from heatlab.run.rundir import RunDir
@@ -149,6 +150,11 @@ def _feature_names(run: Path, width: int) -> list[str]:
     return [str(n) for n in names] if len(names) == width else [f"f{j}" for j in range(width)]
 
 
+def gax_warning(res: GaxRunResult) -> Markup:
+    """The report section's random-weights note, repeated on the page of its own (nothing for a trained model)."""
+    return random_weights_note(res.summary.random_weights, f"{res.summary.branch} of this run")
+
+
 def build_gax_viewer(run_dir: str | os.PathLike, *, max_frames: int = MAX_FRAMES) -> Path:
     """Write ``<run>/report/gax.html`` (slider viewer of every optimised image); returns its path.
 
@@ -169,6 +175,7 @@ def build_gax_viewer(run_dir: str | os.PathLike, *, max_frames: int = MAX_FRAMES
         payloads.append(payload)
         items.append(facts)
     page = render("gax_viewer.html", run_name=run.name, run_path=run.resolve(), s=s, n=len(res.table),
+                  warning=gax_warning(res),
                   reached=int(res.table["reached"].sum()), items=items, data={"lut": _lut(), "items": payloads})
     out = RunDir(run).gax_page
     write_text(out, str(page))
@@ -210,6 +217,7 @@ def _table_page(run: Path, res: GaxRunResult, names: list[str]) -> Path:
     figure = gax_feature_figure(np.stack(finals) if finals else np.zeros((0, 0)), features,
                                 RunDir(run).figure("gax_features.png"))
     page = render("gax_table.html", run_name=run.name, run_path=run.resolve(), s=res.summary, n=len(res.table),
+                  warning=gax_warning(res),
                   src=figure.relative_to(out.parent).as_posix(), rows=rows,
                   header=["sample", "class", "reached", "steps", "final CO", *features])
     write_text(out, str(page))

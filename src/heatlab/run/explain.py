@@ -46,7 +46,7 @@ from heatlab.progress import Progress, report
 
 from heatlab.run.results import ExplainResult
 from heatlab.run.rundir import ExplainDir, RunDir, branch_info, branch_name, load_branch
-from heatlab.run.runner import TENSORS, Stage, Unit, Work, run_stage
+from heatlab.run.runner import FIXED_THREADS, TENSORS, Stage, Unit, Work, run_stage
 
 ATTRIBUTIONS = "attributions.safetensors"
 #: Images per unit (rounded down to whole batches, at least one batch).
@@ -237,10 +237,13 @@ class ExplainStage(Stage):
     backend can run it; it attributes them in batches of ``batch_size`` (the batches a single pass
     makes) and returns float16 attributions. ``identity`` (the model's spec and weights, the layer, the
     inputs' sha256) goes in each unit's marker, so a killed explain resumes only for the same request.
+    Units run on :data:`~heatlab.run.runner.FIXED_THREADS` CPU threads: a gradient summed over another
+    thread count differs in a few float16 values, so the bytes would depend on OMP_NUM_THREADS and the backend.
     """
 
     name = "explain"
     kinds = {"attributions": TENSORS}
+    threads = FIXED_THREADS  # the same bytes on every backend (Stage.threads)
 
     def __init__(self, out: ExplainDir, *, model_args: dict, methods: Sequence[str], layer: str | None, count: int,
                  batch_size: int, identity: dict, progress: Progress | None):
@@ -335,8 +338,9 @@ def explain_run(
     (``random_weights``) and the CLI and the index page warn.
 
     ``backend`` (:func:`heatlab.run.runner.make_backend`, default local) runs the units (one per
-    method and shard of :data:`SHARD` images, :class:`ExplainStage`); the driver alone writes, and a
-    killed run started again with the same request redoes only the unfinished units.
+    method and shard of :data:`SHARD` images, :class:`ExplainStage`, each on
+    :data:`~heatlab.run.runner.FIXED_THREADS` CPU threads, so every backend writes the same bytes); the
+    driver alone writes, and a killed run started again with the same request redoes only the unfinished units.
 
     Returns an :class:`~heatlab.run.results.ExplainResult` (``path``, ``ids``, ``sources``, ``methods``,
     ``signs``, ``class_names``, ``targets``, ``predictions``, ``random_weights``, ``model_name`` and, with a

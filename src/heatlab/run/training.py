@@ -69,11 +69,6 @@ from heatlab.run.rundir import (  # noqa: F401  (re-exported: the names training
 
 STEPS = "steps.parquet"
 VALIDATION = "validation.parquet"
-STEP_COLUMNS = {"phase": "string", "iteration": "int64", "epoch": "int64", "loss": "float64"}
-VALIDATION_COLUMNS = {
-    "branch": "int64", "iteration": "int64", "epoch": "int64", "shard": "int64",
-    "accuracy": "float64", "decision": "string", "saved": "bool",
-}  # fmt: skip
 # -------------------------------------------------------------------------------------- checks
 def _versions() -> dict[str, str | None]:
     def version(pkg: str) -> str | None:
@@ -125,16 +120,17 @@ def _load_initial_weights(model: nn.Module, path: Path) -> None:
 
 
 # -------------------------------------------------------------------------------------- tables
-def _frame(rows: list[dict], columns: dict[str, str]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=list(columns)).astype(columns)
+def _frame(rows: list[dict], table: str) -> pd.DataFrame:
+    """``rows`` as a frame of TABLES[table]'s columns (its writer casts them to their kinds)."""
+    return pd.DataFrame(rows, columns=TABLES[table].names)
 
 
 def _collect_tables(run_dir: Path) -> None:
     """Rebuild tables/training.parquet and tables/validation.parquet from the completed stages."""
     stages = ([BASE] if stage_info(run_dir, BASE) else []) + list_branches(run_dir)
-    for name, columns, table in ((STEPS, STEP_COLUMNS, TABLES["training"]), (VALIDATION, VALIDATION_COLUMNS, TABLES["validation"])):
+    for name, table in ((STEPS, TABLES["training"]), (VALIDATION, TABLES["validation"])):
         parts = [table.read(p) for s in stages if (p := stage_dir(run_dir, s) / name).is_file()]
-        frame = pd.concat(parts, ignore_index=True).astype(columns) if parts else _frame([], columns)
+        frame = pd.concat(parts, ignore_index=True) if parts else _frame([], table.name)
         table.write(RunDir(run_dir).table(table.name), frame)
 
 
@@ -212,9 +208,9 @@ def _save_stage(run_dir: Path, name: str, pieces: Mapping[str, Any]) -> dict:
     """Write a stage's weights and tables, then its model.json last (marks the stage complete)."""
     d = ensure_dir(stage_dir(run_dir, name))
     zoo.save_state(pieces["weights"], d / WEIGHTS, pieces["spec"])
-    TABLES["training"].write(d / STEPS, _frame(pieces["steps"], STEP_COLUMNS))
+    TABLES["training"].write(d / STEPS, _frame(pieces["steps"], "training"))
     if pieces.get("validation") is not None:
-        TABLES["validation"].write(d / VALIDATION, _frame(pieces["validation"], VALIDATION_COLUMNS))
+        TABLES["validation"].write(d / VALIDATION, _frame(pieces["validation"], "validation"))
     info = {**pieces["record"], "spec": pieces["spec"], "weights": WEIGHTS, "weights_sha256": sha256_file(d / WEIGHTS)}
     write_json(d / MODEL_JSON, info)
     return info
@@ -265,7 +261,7 @@ def _train_one_branch(stage: TrainStage, splits: dict[str, Split], b: int) -> di
     steps: list[dict] = []
     result = train_branch(model, train, val, config, branch=b, on_step=_step_recorder(phase, steps, progress, total))
     report(progress, f"train/{phase}", total, total)
-    vals = [{"branch": b, **{k: getattr(v, k) for k in VALIDATION_COLUMNS if k != "branch"}} for v in result.validations]
+    vals = [{"branch": b, **{k: getattr(v, k) for k in TABLES["validation"].names if k != "branch"}} for v in result.validations]
     info = {
         "stage": phase, "branch": b, "seed": config.seed, "stop_reason": result.stop_reason,
         "iterations": result.iterations, "best_iteration": result.best_iteration,

@@ -55,7 +55,7 @@ def gallery_section(ctx: ReportContext) -> str:
                 [("correct" if s.correct else "wrong", name(s.label), name(s.prediction)) for s in samples])
                for label, path, samples in written]
     body = render(TEMPLATE, branch=ctx.gallery_branch, split=ctx.split, truth=truth, bands=bands, classes=classes)
-    page = ctx.out_dir / GALLERY_PAGE
+    page = ctx.page("gallery", GALLERY_PAGE, "Gallery (own page)")
     write_text(page, str(render("gallery.html", run_name=ctx.run_dir.name, run_path=ctx.run_dir.resolve(),
                                 classes=classes, body=body)))
     return render(INDEX, page=ctx.src(page), branch=ctx.gallery_branch, split=ctx.split, classes=classes,

@@ -12,8 +12,8 @@ import os
 import numpy as np
 
 from heatlab.errors import HeatlabError
-from heatlab.report.gax_pages import build_gax_viewer, gax_figure
-from heatlab.report.page import ReportContext, Section, note, random_weights_note
+from heatlab.report.gax_pages import build_gax_viewer, gax_figure, gax_warning
+from heatlab.report.page import ReportContext, Section, note
 from heatlab.report.templates import render
 from heatlab.run.gax import load_gax_result
 
@@ -48,7 +48,7 @@ def gax_section(ctx: ReportContext) -> str:
     table = res.table
     reached = table["reached"].to_numpy(bool)
     steps = table.loc[reached, "steps_to_target"]
-    return render(TEMPLATE, s=res.summary, warning=random_weights_note(res.summary.random_weights, f"{res.summary.branch} of this run"),
+    return render(TEMPLATE, s=res.summary, warning=gax_warning(res),
                   n=len(table), what="images" if res.images.dim() == 4 else "samples",
                   reached=int(reached.sum()), share=float(reached.mean()),
                   median=f"{float(np.median(steps)):g}" if len(steps) else "–",
