@@ -120,10 +120,10 @@ def scipy_imputation(x: Tensor, removed: Tensor) -> Tensor:
 
 # --- data ------------------------------------------------------------------------------------------
 def data(n: int, size: int, smooth: bool, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """N×3×S×S smooth images and an N×S×S ranking (0 = removed first) of the pixels by a heatmap."""
+    """N×3×S×S smooth float64 images and an N×S×S ranking (0 = removed first) of the pixels by a heatmap."""
     g = torch.Generator().manual_seed(seed)
     x = F.interpolate(torch.rand(n, 3, 8, 8, generator=g), size=(size, size), mode="bilinear", align_corners=False)
-    x = x + 0.05 * torch.randn(x.shape, generator=g)
+    x = (x + 0.05 * torch.randn(x.shape, generator=g)).double()  # float64: differences show the solvers
     a = torch.rand(n, 1, 8, 8, generator=g) if smooth else torch.rand(n, 1, size, size, generator=g)
     a = F.interpolate(a, size=(size, size), mode="bilinear", align_corners=False).flatten(1)
     rank = a.argsort(1, descending=True).argsort(1).view(n, size, size)

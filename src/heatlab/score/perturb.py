@@ -350,6 +350,15 @@ def _preconditioned_cg(op, prec, b: Tensor, stop: Tensor, max_iter: int) -> tupl
 
 _ROUND_REDUCTION = 1e-10  # of the squared residual per float32 round (1e-5 in norm: float32 reaches ~1e-6)
 _PLAIN_CG_ITER = 30  # plain CG rounds longer than this switch to multigrid (large removed regions)
+_PLAIN_CG_REACH = 4  # multigrid from the start where a removed pixel is farther from every kept one
+
+
+def _far_from_kept(free: Tensor, reach: int) -> bool:
+    """Whether some unknown of ``free`` (N×1×H×W, 1 on the unknowns) is more than ``reach`` pixels
+    (in both directions) from every known pixel."""
+    k = 2 * reach + 1
+    near = F.max_pool2d(F.max_pool2d(1 - free, (1, k), 1, (0, reach)), (k, 1), 1, (reach, 0))
+    return bool((near < 0.5).any())
 
 
 def _identity(r: Tensor) -> Tensor:
@@ -365,8 +374,9 @@ def noisy_linear_imputation(x: Tensor, removed: Tensor, *, noise: float = 0.01, 
     residual is at most ``tol`` times the right-hand side's: starting from the input itself (exact
     where the image is locally linear), by mixed-precision iterative refinement: each round solves
     for the correction in float32 by conjugate gradients, cutting the residual 1e5-fold; plain ones
-    while they converge within ``_PLAIN_CG_ITER`` iterations (scattered removed pixels), else
-    preconditioned by a multigrid V-cycle (:class:`_Multigrid`), whose iteration count hardly grows
+    where every removed pixel is within ``_PLAIN_CG_REACH`` pixels of a kept one and while a round
+    takes at most ``_PLAIN_CG_ITER`` iterations (scattered removed pixels), else preconditioned by
+    a multigrid V-cycle (:class:`_Multigrid`), whose iteration count hardly grows
     with the size of the removed regions (MoRF on smooth heatmaps: 10-20 iterations where plain CG
     needs hundreds). The system is symmetric positive definite where the image keeps a pixel; an
     image with no kept pixel becomes 0 (noise aside)."""
@@ -382,7 +392,8 @@ def noisy_linear_imputation(x: Tensor, removed: Tensor, *, noise: float = 0.01, 
     def op(v: Tensor) -> Tensor:  # diag·v − neighbour sum, on the unknowns
         return torch.addcmul(_box121(v).mul_(-1 / 12), centre[v.dtype], v).mul_(free[v.dtype])
 
-    prec, plain = None, True  # plain CG first: cheaper where every removed pixel is near a kept one
+    plain = not _far_from_kept(free[torch.float32], _PLAIN_CG_REACH)  # cheaper where all are near a kept one
+    prec = None
     dims = (2, 3)
     stop = (tol * b.square().sum(dims, keepdim=True).sqrt()).square()
     u = xd.masked_fill(keep1, 0).mul_(stop > 0)  # b = 0: the solution 0 (no kept pixel: 0 too)
