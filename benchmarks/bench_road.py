@@ -1,9 +1,9 @@
 """Benchmark of ROAD's noisy linear imputation (``heatlab.score.perturb.noisy_linear_imputation``).
 
 Solvers of the same sparse system (each removed pixel = the weighted mean of its 8 neighbours, 1/6
-sideways, 1/12 diagonally), without noise: heatlab's (conjugate gradients preconditioned by a multigrid
-V-cycle, in float32 with float64 iterative refinement), the previous heatlab solver (plain conjugate
-gradients, copied below as the baseline) and scipy's ``spsolve`` per image and channel, as Quantus and
+sideways, 1/12 diagonally), without noise: heatlab's (float32 conjugate gradients in float64 iterative
+refinement, preconditioned by a multigrid V-cycle where removed regions are large), the previous
+heatlab solver (plain conjugate gradients only, rounds of 100-fold, copied below as the baseline) and scipy's ``spsolve`` per image and channel, as Quantus and
 the ROAD authors do it. Images N×3×S×S (smooth random images), MoRF removal of 10, 30, …, 90% of the
 pixels by (a) random heatmaps, (b) smooth heatmaps (bilinear-upsampled 8×8 noise: contiguous removed
 regions, the hard case), at S = 64 (N=64) and S = 224 (N=8). Prints seconds over the 5 percentages,
