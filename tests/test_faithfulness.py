@@ -278,7 +278,7 @@ def test_multigrid_transfers_are_transposes_and_coarse_operator_is_galerkin(h, w
     a = torch.randn(h * w, h * w, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     band = [(abs(p // w - q // w) <= 1) & (abs(p % w - q % w) <= 1) for p in range(h * w) for q in range(h * w)]
     a = a * torch.tensor(band, dtype=torch.float64).view(h * w, h * w)  # any operator with a 3×3 stencil
-    apply = lambda v: (a @ v.flatten(-2).unsqueeze(-1)).view(v.shape)  # noqa: E731
+    apply = lambda v: (a @ v.flatten(-2).unsqueeze(-1)).view(v.shape)
     coef = P._galerkin(apply, 1, h, w, torch.zeros((), dtype=torch.float64))
     v = torch.randn(1, 1, hc, wc, dtype=torch.float64)
     torch.testing.assert_close(P._stencil_apply(coef, v).flatten(), prolong.T @ a @ prolong @ v.flatten())
