@@ -270,8 +270,8 @@ def _galerkin(apply, n: int, h: int, w: int, like: Tensor) -> list[Tensor]:
 
 
 def _dense_pinv(coef: list[Tensor]) -> Tensor:
-    """N×1×K×K pseudo-inverse of the symmetric operator with (float64) stencils ``coef`` on h×w
-    (K = h·w). A Galerkin operator PᵀAP is singular where P has more coarse points than the removed
+    """N×1×K×K pseudo-inverse (computed in float64) of the symmetric operator with stencils ``coef``
+    on h×w (K = h·w). A Galerkin operator PᵀAP is singular where P has more coarse points than the removed
     pixels it reaches; the restricted residual lies in its range, so the pseudo-inverse solves exactly."""
     n, _, h, w = coef[4].shape
     k = h * w
@@ -301,7 +301,7 @@ class _Multigrid:
         n, _, h, w = free.shape
         self.ops, self.shapes = [op], [(h, w)]
         self.dinv = [diag.reciprocal().mul_(omega[0]).mul(free)]  # damped Jacobi: ω / diagonal
-        apply = lambda v: op(v * free)
+        apply = lambda v: op(v * free)  # P maps into the unknowns only
         while len(self.ops) == 1 or min(h, w) > coarsest:
             coef = _galerkin(apply, n, h, w, diag)
             h, w = coef[4].shape[-2:]
