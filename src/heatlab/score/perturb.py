@@ -330,8 +330,8 @@ def _preconditioned_cg(op, prec, b: Tensor, stop: Tensor, max_iter: int) -> tupl
     u, r = torch.zeros_like(b), b.clone()
     z = prec(r)
     p = z.clone()
-    rz = (r * z).sum(dims, keepdim=True)
     rs = r.square().sum(dims, keepdim=True)
+    rz = rs if z is r else (r * z).sum(dims, keepdim=True)  # unpreconditioned: r·z is r·r
     for it in range(max_iter):
         done = rs <= stop
         if bool(done.all()):
@@ -342,7 +342,7 @@ def _preconditioned_cg(op, prec, b: Tensor, stop: Tensor, max_iter: int) -> tupl
         r.addcmul_(alpha, ap, value=-1)
         rs = r.square().sum(dims, keepdim=True)
         z = prec(r)
-        rz_new = (r * z).sum(dims, keepdim=True)
+        rz_new = rs if z is r else (r * z).sum(dims, keepdim=True)
         p = torch.addcmul(z, rz_new / rz.clamp(min=tiny), p)
         rz = rz_new
     return u, max_iter
