@@ -237,6 +237,53 @@ def test_batched_road_imputation_equals_a_direct_solve_per_image():
     assert bool((everything == 0).all())  # no kept pixel: a singular system, imputed as 0
 
 
+_MULTIGRID = P._Multigrid
+
+
+def test_road_imputation_of_large_removed_regions_equals_a_direct_solve(monkeypatch):
+    """MoRF on smooth heatmaps removes large contiguous regions (up to the border): a badly conditioned
+    system, where the multigrid-preconditioned path must run and still reach the direct solution."""
+    built = []
+    monkeypatch.setattr(P, "_Multigrid", lambda *a, **kw: built.append(1) or _MULTIGRID(*a, **kw))
+    g = torch.Generator().manual_seed(6)
+    x = torch.rand(2, 3, 33, 40, generator=g, dtype=torch.float64)
+    i, j = torch.meshgrid(torch.arange(33.0), torch.arange(40.0), indexing="ij")
+    heat = torch.stack([-((i - 16) ** 2 + (j - 20) ** 2), -((i - 30) ** 2 + (j - 2) ** 2)])  # Gaussian blobs' order
+    removed = heat.flatten(1).argsort(1, descending=True).argsort(1).view(2, 33, 40) < 0.9 * 33 * 40
+    out = P.noisy_linear_imputation(x, removed, noise=0.0)
+    ref = torch.stack([_imputation_by_dense_solve(x[k], removed[k]) for k in range(2)])
+    assert built  # plain CG alone was too slow here
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("h,w", [(1, 5), (2, 2), (3, 3), (4, 7), (9, 8), (17, 18)])
+def test_multigrid_imputation_equals_a_direct_solve_on_any_shape(monkeypatch, h, w):
+    monkeypatch.setattr(P, "_PLAIN_CG_ITER", 0)  # multigrid from the first round
+    g = torch.Generator().manual_seed(h * w)
+    x = torch.rand(3, 2, h, w, generator=g, dtype=torch.float64)
+    removed = torch.rand(3, h, w, generator=g) < torch.tensor([0.3, 0.7, 1.0]).view(3, 1, 1)
+    removed[2].view(-1)[(h * w) // 2] = False  # one kept pixel: the worst-conditioned system
+    out = P.noisy_linear_imputation(x, removed, noise=0.0)
+    ref = torch.stack([_imputation_by_dense_solve(x[k], removed[k]) for k in range(3)])
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("h,w", [(5, 8), (8, 5), (1, 2)])
+def test_multigrid_transfers_are_transposes_and_coarse_operator_is_galerkin(h, w):
+    hc, wc = (h + 1) // 2, (w + 1) // 2
+    prolong = torch.stack([P._prolong(e.view(hc, wc), h, w).flatten() for e in torch.eye(hc * wc, dtype=torch.float64)], 1)
+    restrict = torch.stack([P._restrict(e.view(h, w)).flatten() for e in torch.eye(h * w, dtype=torch.float64)], 1)
+    torch.testing.assert_close(restrict, prolong.T)
+    torch.testing.assert_close(prolong.sum(1), torch.ones(h * w, dtype=torch.float64))  # constants reproduced
+    a = torch.randn(h * w, h * w, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    band = [(abs(p // w - q // w) <= 1) & (abs(p % w - q % w) <= 1) for p in range(h * w) for q in range(h * w)]
+    a = a * torch.tensor(band, dtype=torch.float64).view(h * w, h * w)  # any operator with a 3×3 stencil
+    apply = lambda v: (a @ v.flatten(-2).unsqueeze(-1)).view(v.shape)
+    coef = P._galerkin(apply, 1, h, w, torch.zeros((), dtype=torch.float64))
+    v = torch.randn(1, 1, hc, wc, dtype=torch.float64)
+    torch.testing.assert_close(P._stencil_apply(coef, v).flatten(), prolong.T @ a @ prolong @ v.flatten())
+
+
 # Batched == one by one, for every metric.
 @pytest.mark.parametrize("name,kw", [
     ("pixel_flipping", dict(features_in_step=48)),
