@@ -193,7 +193,8 @@ def evaluate(
                                 "re-explaining checks by name, e.g. default,emprt."),
     patch_size: Optional[int] = typer.Option(None, help="Patch side of the patch metrics (default: the image side / 16)."),
     perturb_baseline: Optional[str] = typer.Option(None, help="What removed features become: black, white, mean, "
-                                                   "uniform or blur (default: each metric's own)."),
+                                                   "uniform or blur (default: each metric's own; completeness takes only "
+                                                   "black, white or mean)."),
     runner=None,  # --backend and the Ray flags (cli_common.backend_flags)
     trust_model_code: bool = trust_model_code_option(),
 ) -> None:

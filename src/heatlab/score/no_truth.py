@@ -98,7 +98,9 @@ def select_metrics(text: str | Sequence[str], metrics: Registry[Metric], *, inpu
     does not fit the images, a baseline that is not one of :data:`heatlab.score.perturb.BASELINES`, and
     ``input_invariance`` named for a ``model`` (a module, or a callable that loads it when needed)
     whose first layer cannot absorb the input shift (chosen through a family or ``all``, it is left out
-    with a sentence in ``skipped``)."""
+    with a sentence in ``skipped``). A metric chosen through a family or keyword that does not take
+    ``perturb_baseline`` (completeness: black, white, mean) keeps its own, with a sentence in ``skipped``;
+    named, it is refused."""
     names = [t.strip() for t in text.split(",")] if isinstance(text, str) else [str(t).strip() for t in text]
     names = [n for n in names if n]
     image = input_kind == "image"
@@ -149,9 +151,21 @@ def select_metrics(text: str | Sequence[str], metrics: Registry[Metric], *, inpu
             skipped.append(f"input_invariance was left out: {why}.")
             chosen = [m for m in chosen if m.name != "input_invariance"]
     fast = "fast" in names or "default" in names
-    fitted = tuple(_bind(m, fit_options(m, input_shape, patch_size=patch_size, perturb_baseline=perturb_baseline,
-                                        fast=fast and m.name in FAST)) for m in chosen)
+    own = [m.name for m in chosen if m.name not in explicit and not takes_baseline(m.name, perturb_baseline)]
+    if own:
+        skipped.append(f"{', '.join(own)} kept {'its' if len(own) == 1 else 'their'} own baseline, since "
+                       f"{'it does' if len(own) == 1 else 'they do'} not take the baseline {perturb_baseline!r}.")
+    fitted = tuple(_bind(m, fit_options(m, input_shape, patch_size=patch_size, fast=fast and m.name in FAST,
+                                        perturb_baseline=None if m.name in own else perturb_baseline))
+                   for m in chosen)
     return Selection(fitted, tuple(skipped))
+
+
+def takes_baseline(name: str, perturb_baseline: str | None) -> bool:
+    """Whether metric ``name`` can replace removed features by ``perturb_baseline`` (True for None and for the
+    metrics that take no baseline: nothing to refuse). Completeness has its own stated baselines."""
+    stated = axiomatic.BASELINES if name == "completeness" else perturb.BASELINES
+    return perturb_baseline is None or name not in BASELINE_METRICS or perturb_baseline in stated
 
 
 def _check_truth(name: str, metrics: Mapping[str, Metric], truth_kind: str | None) -> None:
@@ -178,8 +192,8 @@ def fit_options(metric: Metric, input_shape: Sequence[int], *, patch_size: int |
             d *= int(s)
         options["subset_size"] = max(1, min(224, d // 4))
     if perturb_baseline is not None and metric.name in BASELINE_METRICS:
-        stated = axiomatic.BASELINES if metric.name == "completeness" else perturb.BASELINES
-        if perturb_baseline not in stated:
+        if not takes_baseline(metric.name, perturb_baseline):
+            stated = axiomatic.BASELINES if metric.name == "completeness" else perturb.BASELINES
             raise HeatlabError(f"Unknown perturb_baseline={perturb_baseline!r} for {metric.name}; pass one of "
                                f"{', '.join(stated)}.")
         if perturb_baseline == "blur" and len(input_shape) != 3:
@@ -244,4 +258,4 @@ def no_truth_scores(model, x: Tensor, y: Tensor, a: Tensor, metrics: Sequence[Me
 
 
 __all__ = ["CURVES", "FAST", "IMAGE_ONLY", "KEYWORDS", "NO_TRUTH_TABLE", "Selection", "check_baseline", "check_patch_size", "fit_options",
-           "no_truth_entries", "no_truth_scores", "select_metrics"]
+           "no_truth_entries", "no_truth_scores", "select_metrics", "takes_baseline"]

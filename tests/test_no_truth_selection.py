@@ -1,0 +1,37 @@
+"""What a user meets choosing no-truth metrics on their own data (a table, a folder of images): a
+family or ``all`` with a stated baseline, and the words ``--metrics`` and ``--help`` use."""
+
+from __future__ import annotations
+
+import pytest
+
+from heatlab.errors import HeatlabError
+from heatlab.score import perturb
+from heatlab.score.metrics import metric_registry
+from heatlab.score.no_truth import BASELINE_METRICS, select_metrics
+
+
+@pytest.mark.parametrize("baseline", [b for b in perturb.BASELINES if b != "blur"])
+def test_every_stated_baseline_runs_with_all_metrics_on_a_table(baseline):
+    selection = select_metrics("all", metric_registry(), input_kind="table", truth_kind=None, input_shape=(13,),
+                               perturb_baseline=baseline)
+    options = selection.options()
+    takers = [n for n in options if n in BASELINE_METRICS]
+    assert "completeness" in options and len(takers) > 3
+    kept = [n for n in takers if options[n].get("perturb_baseline") != baseline]
+    # completeness takes black, white and mean only: with another it keeps its own and says so
+    assert kept == ([] if baseline in ("black", "white", "mean") else ["completeness"])
+    assert any("completeness kept its own baseline" in s for s in selection.skipped) == bool(kept)
+
+
+def test_blur_runs_with_the_axiomatic_family_on_images():
+    selection = select_metrics("axiomatic", metric_registry(), input_kind="image", truth_kind=None,
+                               input_shape=(3, 32, 32), perturb_baseline="blur")
+    assert selection.options()["non_sensitivity"]["perturb_baseline"] == "blur"
+    assert "perturb_baseline" not in selection.options()["completeness"]
+
+
+def test_a_named_metric_that_does_not_take_the_baseline_is_refused():
+    with pytest.raises(HeatlabError, match="for completeness; pass one of black, white, mean"):
+        select_metrics("completeness,deletion", metric_registry(), input_kind="table", truth_kind=None,
+                       input_shape=(13,), perturb_baseline="uniform")
