@@ -35,3 +35,19 @@ def test_a_named_metric_that_does_not_take_the_baseline_is_refused():
     with pytest.raises(HeatlabError, match="for completeness; pass one of black, white, mean"):
         select_metrics("completeness,deletion", metric_registry(), input_kind="table", truth_kind=None,
                        input_shape=(13,), perturb_baseline="uniform")
+
+
+@pytest.mark.parametrize("text", ["", " , ", []])
+def test_an_empty_selection_says_it_names_no_metric(text):
+    with pytest.raises(HeatlabError, match=r"names no metric; choose from the families") as info:
+        select_metrics(text, metric_registry(), input_kind="table", truth_kind=None, input_shape=(13,))
+    assert "(none)" not in str(info.value)
+
+
+def test_the_families_listed_are_the_ones_a_name_selects():
+    with pytest.raises(HeatlabError) as info:
+        select_metrics("nosuch", metric_registry(), input_kind="table", truth_kind=None, input_shape=(13,))
+    families = str(info.value).split("the families ")[1].split(", the metrics")[0].split(", ")
+    assert "faithfulness" in families and "complexity" not in families  # 'complexity' selects the metric alone
+    selection = select_metrics("complexity", metric_registry(), input_kind="table", truth_kind=None, input_shape=(13,))
+    assert selection.names == ["complexity"]

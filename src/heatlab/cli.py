@@ -186,7 +186,8 @@ def evaluate(
     layer: Optional[str] = layer_option(),
     device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
     metrics: str = typer.Option("default", help="No-truth metrics, names or families (faithfulness, randomisation, "
-                                "robustness, complexity, axiomatic), e.g. faithfulness,sparseness; 'all'; 'none'; "
+                                "robustness, axiomatic; 'complexity' is the metric, not its family), e.g. "
+                                "faithfulness,sparseness; 'all'; 'none'; "
                                 "'fast' (deletion, insertion, sparseness, complexity: none re-explains); default: "
                                 "'fast' on data without ground truth, sparseness and complexity next to the truth "
                                 "scores where there is truth; add "

@@ -113,9 +113,13 @@ def select_metrics(text: str | Sequence[str], metrics: Registry[Metric], *, inpu
     known = {m.name for m in pool} | set(truth_names) | families | set(KEYWORDS)
     unknown = [n for n in names if n not in known]
     if unknown or not names:
-        raise HeatlabError(f"Unknown metric or family {', '.join(map(repr, unknown)) or '(none)'}; choose from the "
-                           f"families {', '.join(sorted(families))}, the metrics {', '.join(m.name for m in pool)} "
-                           f"or {', '.join(KEYWORDS)}.")
+        # a family that is also a metric's name (complexity) selects the metric: list it once, as a metric
+        choices = (f"the families {', '.join(sorted(families - {m.name for m in pool}))}, the metrics "
+                   f"{', '.join(m.name for m in pool)} or {', '.join(KEYWORDS)}")
+        if not names:
+            raise HeatlabError(f"metrics={text if isinstance(text, str) else ','.join(map(str, text))!r} names no "
+                               f"metric; choose from {choices} ('none' for no no-truth scores).")
+        raise HeatlabError(f"Unknown metric or family {', '.join(map(repr, unknown))}; choose from {choices}.")
     chosen: list[Metric] = []
     skipped: list[str] = []
     explicit = set()
