@@ -51,3 +51,31 @@ def test_the_families_listed_are_the_ones_a_name_selects():
     assert "faithfulness" in families and "complexity" not in families  # 'complexity' selects the metric alone
     selection = select_metrics("complexity", metric_registry(), input_kind="table", truth_kind=None, input_shape=(13,))
     assert selection.names == ["complexity"]
+
+
+def test_step_metrics_on_images_take_a_bounded_number_of_forward_passes():
+    """Quantus's features_in_step=1 is one pass per value (3,072 on a 32×32 RGB image, and 100 times that for
+    monotonicity correlation); fitted to images they take IMAGE_STEPS steps, on tables one feature a step."""
+    import torch
+    from torch import nn
+
+    from heatlab.score.no_truth import IMAGE_STEPS, STEP_METRICS, no_truth_scores
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.Linear(2 * 30 * 30, 2)).eval()
+    rows = []
+    model.register_forward_hook(lambda m, i, o: rows.append(len(i[0])))
+    x = torch.rand(2, 3, 32, 32)
+    y = torch.tensor([0, 1])
+    a = torch.rand_like(x)
+    selection = select_metrics(",".join(STEP_METRICS), metric_registry(), input_kind="image", truth_kind=None,
+                               input_shape=(3, 32, 32), perturb_baseline="black")
+    for m in selection.metrics:
+        assert m.fn.options["features_in_step"] == 3 * 32 * 32 // IMAGE_STEPS, m.name
+        rows.clear()
+        values = no_truth_scores(model, x, y, a, [m])[m.name]
+        assert values.shape == (2,) and torch.isfinite(values).all()
+        assert sum(rows) <= len(x) * (IMAGE_STEPS + 2), (m.name, sum(rows))  # the steps and the unperturbed input
+    table = select_metrics(",".join(STEP_METRICS), metric_registry(), input_kind="table", truth_kind=None,
+                           input_shape=(13,))
+    assert all("features_in_step" not in m.fn.options for m in table.metrics)

@@ -34,6 +34,7 @@ other re-explaining metrics stay one name away too (``--metrics default,emprt``,
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -56,6 +57,12 @@ CURVES = {"deletion": (faithfulness.deletion, faithfulness.deletion_curve),
 #: Options of the default (fast) set that differ from the metrics' own defaults.
 #: Deletion and insertion are forward-bound (n_steps + 1 passes each): 10 steps keep them a few passes.
 FAST_OPTIONS = {"deletion": {"n_steps": 10}, "insertion": {"n_steps": 10}}
+#: Metrics that remove ``features_in_step`` values of ``x`` per step, one forward pass per step: Quantus's
+#: default, 1, is a pass per value (a 32×32 RGB image: 3,072 passes; monotonicity correlation 100 times that).
+STEP_METRICS = ("pixel_flipping", "monotonicity_correlation", "non_sensitivity")
+#: Steps of :data:`STEP_METRICS` on images (``features_in_step`` = the image's values / this, rounded up),
+#: as a patch is the image side / 16; tables keep one feature per step.
+IMAGE_STEPS = 64
 #: Metrics that perturb pixels, patches or superpixels: images only.
 IMAGE_ONLY = ("region_perturbation_morf", "region_perturbation_lerf", "selectivity", "road_morf", "road_lerf", "irof")
 KEYWORDS = ("all", "default", "fast", "none")
@@ -185,15 +192,16 @@ def _check_truth(name: str, metrics: Mapping[str, Metric], truth_kind: str | Non
 def fit_options(metric: Metric, input_shape: Sequence[int], *, patch_size: int | None = None,
                 perturb_baseline: str | None = None, fast: bool = False) -> dict[str, Any]:
     """The options ``metric`` runs with on samples of ``input_shape``: its fast options (``fast``), a patch
-    size that fits the images (``min(H, W) // 16``, at least 1, unless given), a faithfulness-correlation
-    subset that the features allow, and ``perturb_baseline`` where the metric takes one."""
+    size that fits the images (``min(H, W) // 16``, at least 1, unless given), :data:`IMAGE_STEPS` steps of
+    the step metrics on images, a faithfulness-correlation subset that the features allow, and
+    ``perturb_baseline`` where the metric takes one."""
     options = dict(FAST_OPTIONS.get(metric.name, {})) if fast else {}
+    d = math.prod(int(s) for s in input_shape)
     if metric.name in PATCH_METRICS:
         options["patch_size"] = max(1, min(input_shape[-2:]) // 16) if patch_size is None else patch_size
+    if metric.name in STEP_METRICS and len(input_shape) == 3:
+        options["features_in_step"] = max(1, math.ceil(d / IMAGE_STEPS))
     if metric.name == "faithfulness_correlation":
-        d = 1
-        for s in input_shape:
-            d *= int(s)
         options["subset_size"] = max(1, min(224, d // 4))
     if perturb_baseline is not None and metric.name in BASELINE_METRICS:
         if not takes_baseline(metric.name, perturb_baseline):
@@ -261,5 +269,5 @@ def no_truth_scores(model, x: Tensor, y: Tensor, a: Tensor, metrics: Sequence[Me
     return out
 
 
-__all__ = ["CURVES", "FAST", "IMAGE_ONLY", "KEYWORDS", "NO_TRUTH_TABLE", "Selection", "check_baseline", "check_patch_size", "fit_options",
+__all__ = ["CURVES", "FAST", "IMAGE_ONLY", "KEYWORDS", "NO_TRUTH_TABLE", "IMAGE_STEPS", "STEP_METRICS", "Selection", "check_baseline", "check_patch_size", "fit_options",
            "no_truth_entries", "no_truth_scores", "select_metrics", "takes_baseline"]
