@@ -6,7 +6,8 @@ The metrics themselves live in the family modules (:mod:`~heatlab.score.faithful
 (:data:`heatlab.score.metrics.METRICS`) have the table :data:`NO_TRUTH_TABLE`, so nothing runs
 them unless it is asked to. This module turns a selection text into the entries to run
 (:func:`select_metrics`), gives each the options that fit the data (:func:`fit_options`: a patch
-size for images, a subset size that the features allow, the stated baseline) and scores one
+size and the steps of the step metrics for images, a subset size that the features allow, the stated
+baseline) and scores one
 batch of attributions (:func:`no_truth_scores`).
 
 Selection: comma-separated metric names or families (``faithfulness``, ``randomisation``,
