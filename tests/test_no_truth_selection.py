@@ -79,3 +79,14 @@ def test_step_metrics_on_images_take_a_bounded_number_of_forward_passes():
     table = select_metrics(",".join(STEP_METRICS), metric_registry(), input_kind="table", truth_kind=None,
                            input_shape=(13,))
     assert all("features_in_step" not in m.fn.options for m in table.metrics)
+
+
+def test_a_patch_size_or_baseline_that_no_chosen_metric_takes_is_said_to_be_unused():
+    selection = select_metrics("sparseness", metric_registry(), input_kind="image", truth_kind=None,
+                               input_shape=(3, 32, 32), patch_size=4, perturb_baseline="mean")
+    assert selection.names == ["sparseness"]
+    assert any(s.startswith("The patch size 4 was not used") for s in selection.skipped), selection.skipped
+    assert any(s.startswith("The baseline 'mean' was not used") for s in selection.skipped), selection.skipped
+    used = select_metrics("fast,selectivity", metric_registry(), input_kind="image", truth_kind=None,
+                          input_shape=(3, 32, 32), patch_size=4, perturb_baseline="mean")
+    assert not any("was not used" in s for s in used.skipped)

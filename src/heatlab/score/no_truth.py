@@ -167,10 +167,24 @@ def select_metrics(text: str | Sequence[str], metrics: Registry[Metric], *, inpu
     if own:
         skipped.append(f"{', '.join(own)} kept {'its' if len(own) == 1 else 'their'} own baseline, since "
                        f"{'it does' if len(own) == 1 else 'they do'} not take the baseline {perturb_baseline!r}.")
+    skipped += _unused(chosen, patch_size=patch_size, perturb_baseline=perturb_baseline)
     fitted = tuple(_bind(m, fit_options(m, input_shape, patch_size=patch_size, fast=fast and m.name in FAST,
                                         perturb_baseline=None if m.name in own else perturb_baseline))
                    for m in chosen)
     return Selection(fitted, tuple(skipped))
+
+
+def _unused(chosen: Sequence[Metric], *, patch_size: int | None, perturb_baseline: str | None) -> list[str]:
+    """One sentence for each of ``patch_size`` and ``perturb_baseline`` that was given but that no chosen metric takes."""
+    names = {m.name for m in chosen}
+    out = []
+    if patch_size is not None and not names & set(PATCH_METRICS):
+        out.append(f"The patch size {patch_size} was not used: no chosen metric takes one (those that do: "
+                   f"{', '.join(PATCH_METRICS)}).")
+    if perturb_baseline is not None and not names & set(BASELINE_METRICS):
+        out.append(f"The baseline {perturb_baseline!r} was not used: no chosen metric removes features (those that do: "
+                   f"{', '.join(BASELINE_METRICS)}).")
+    return out
 
 
 def takes_baseline(name: str, perturb_baseline: str | None) -> bool:
