@@ -90,3 +90,29 @@ def test_a_patch_size_or_baseline_that_no_chosen_metric_takes_is_said_to_be_unus
     used = select_metrics("fast,selectivity", metric_registry(), input_kind="image", truth_kind=None,
                           input_shape=(3, 32, 32), patch_size=4, perturb_baseline="mean")
     assert not any("was not used" in s for s in used.skipped)
+
+
+def test_each_robustness_metric_re_explains_robustness_samples_times_not_quantus_200():
+    import torch
+    from torch import nn
+
+    from heatlab.score.no_truth import ROBUSTNESS_SAMPLES, no_truth_scores
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    x, y = torch.rand(4, 5), torch.tensor([0, 1, 2, 0])
+    calls = []
+
+    def explain(m, xx, yy):  # gradient × input, counted
+        calls.append(len(xx))
+        xx = xx.detach().requires_grad_(True)
+        return (torch.autograd.grad(m(xx).gather(1, yy[:, None]).sum(), xx)[0] * xx).detach()
+
+    a = explain(model, x, y)
+    selection = select_metrics("robustness", metric_registry(), input_kind="table", truth_kind=None, input_shape=(5,))
+    assert len(selection.metrics) == 6
+    for m in selection.metrics:
+        calls.clear()
+        values = no_truth_scores(model, x, y, a, [m], explain=explain)[m.name]
+        assert values.shape == (4,)
+        assert sum(calls) == ROBUSTNESS_SAMPLES * len(x), (m.name, sum(calls))  # one explanation per perturbed input

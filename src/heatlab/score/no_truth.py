@@ -6,9 +6,8 @@ The metrics themselves live in the family modules (:mod:`~heatlab.score.faithful
 (:data:`heatlab.score.metrics.METRICS`) have the table :data:`NO_TRUTH_TABLE`, so nothing runs
 them unless it is asked to. This module turns a selection text into the entries to run
 (:func:`select_metrics`), gives each the options that fit the data (:func:`fit_options`: a patch
-size and the steps of the step metrics for images, a subset size that the features allow, the stated
-baseline) and scores one
-batch of attributions (:func:`no_truth_scores`).
+size and the steps of the step metrics for images, :data:`ROBUSTNESS_SAMPLES` perturbations of the
+robustness metrics, a subset size that the features allow, the stated baseline) and scores one batch of attributions (:func:`no_truth_scores`).
 
 Selection: comma-separated metric names or families (``faithfulness``, ``randomisation``,
 ``robustness``, ``complexity``, ``axiomatic``; the ground-truth families ``localisation`` and
@@ -64,6 +63,9 @@ STEP_METRICS = ("pixel_flipping", "monotonicity_correlation", "non_sensitivity")
 #: Steps of :data:`STEP_METRICS` on images (``features_in_step`` = the image's values / this, rounded up),
 #: as a patch is the image side / 16; tables keep one feature per step.
 IMAGE_STEPS = 64
+#: Perturbed inputs each robustness metric re-explains in evaluate (Quantus's default, 200, is 200 explanations
+#: per metric: every one of the six costs 200 evaluates); 10 as Captum's ``sensitivity_max`` and issue 22's benchmark.
+ROBUSTNESS_SAMPLES = 10
 #: Metrics that perturb pixels, patches or superpixels: images only.
 IMAGE_ONLY = ("region_perturbation_morf", "region_perturbation_lerf", "selectivity", "road_morf", "road_lerf", "irof")
 KEYWORDS = ("all", "default", "fast", "none")
@@ -208,7 +210,8 @@ def fit_options(metric: Metric, input_shape: Sequence[int], *, patch_size: int |
                 perturb_baseline: str | None = None, fast: bool = False) -> dict[str, Any]:
     """The options ``metric`` runs with on samples of ``input_shape``: its fast options (``fast``), a patch
     size that fits the images (``min(H, W) // 16``, at least 1, unless given), :data:`IMAGE_STEPS` steps of
-    the step metrics on images, a faithfulness-correlation subset that the features allow, and
+    the step metrics on images, :data:`ROBUSTNESS_SAMPLES` perturbed inputs of the robustness metrics, a
+    faithfulness-correlation subset that the features allow, and
     ``perturb_baseline`` where the metric takes one."""
     options = dict(FAST_OPTIONS.get(metric.name, {})) if fast else {}
     d = math.prod(int(s) for s in input_shape)
@@ -216,6 +219,8 @@ def fit_options(metric: Metric, input_shape: Sequence[int], *, patch_size: int |
         options["patch_size"] = max(1, min(input_shape[-2:]) // 16) if patch_size is None else patch_size
     if metric.name in STEP_METRICS and len(input_shape) == 3:
         options["features_in_step"] = max(1, math.ceil(d / IMAGE_STEPS))
+    if metric.family == "robustness" and metric.table == NO_TRUTH_TABLE:
+        options["nr_samples"] = ROBUSTNESS_SAMPLES
     if metric.name == "faithfulness_correlation":
         options["subset_size"] = max(1, min(224, d // 4))
     if perturb_baseline is not None and metric.name in BASELINE_METRICS:
@@ -284,5 +289,5 @@ def no_truth_scores(model, x: Tensor, y: Tensor, a: Tensor, metrics: Sequence[Me
     return out
 
 
-__all__ = ["CURVES", "FAST", "IMAGE_ONLY", "KEYWORDS", "NO_TRUTH_TABLE", "IMAGE_STEPS", "STEP_METRICS", "Selection", "check_baseline", "check_patch_size", "fit_options",
+__all__ = ["CURVES", "FAST", "IMAGE_ONLY", "KEYWORDS", "NO_TRUTH_TABLE", "IMAGE_STEPS", "ROBUSTNESS_SAMPLES", "STEP_METRICS", "Selection", "check_baseline", "check_patch_size", "fit_options",
            "no_truth_entries", "no_truth_scores", "select_metrics", "takes_baseline"]
