@@ -116,3 +116,15 @@ def test_each_robustness_metric_re_explains_robustness_samples_times_not_quantus
         values = no_truth_scores(model, x, y, a, [m], explain=explain)[m.name]
         assert values.shape == (4,)
         assert sum(calls) == ROBUSTNESS_SAMPLES * len(x), (m.name, sum(calls))  # one explanation per perturbed input
+
+
+def test_the_report_says_why_a_relative_stability_score_is_undefined():
+    """relative_*_stability are NaN where the prediction changed under a perturbation (Quantus's
+    return_nan_when_prediction_changes), not only for a zero or constant heatmap."""
+    from heatlab.report.templates import render
+
+    said = str(render("no_truth_undefined.html", undefined={"relative_input_stability": {"values": 12, "nan": 6, "inf": 0}}))
+    assert "6 of the 12 values of relative_input_stability" in said and "predicted class changed" in said
+    other = str(render("no_truth_undefined.html", undefined={"monotonicity_correlation": {"values": 9, "nan": 1, "inf": 0}}))
+    assert "predicted class" not in other and "model outputs that do not move" in other
+    assert str(render("no_truth_undefined.html", undefined={})).strip() == ""
