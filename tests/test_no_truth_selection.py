@@ -128,3 +128,28 @@ def test_the_report_says_why_a_relative_stability_score_is_undefined():
     other = str(render("no_truth_undefined.html", undefined={"monotonicity_correlation": {"values": 9, "nan": 1, "inf": 0}}))
     assert "predicted class" not in other and "model outputs that do not move" in other
     assert str(render("no_truth_undefined.html", undefined={})).strip() == ""
+
+
+def test_input_invariance_runs_on_heatlabs_own_models_behind_flatten_or_normalize():
+    """heatlab's mlp starts with Flatten, its image models with Normalize: the first layer with a bias is behind
+    them, so input_invariance was left out on every model heatlab trains. The shifted model must give the
+    shifted input the original outputs (exact for a Linear first layer)."""
+    import torch
+    from torch import nn
+
+    from heatlab.models.mlp import build_mlp
+    from heatlab.models.normalize import Normalize
+    from heatlab.score.axiomatic import shift_lack, shifted_model
+
+    torch.manual_seed(0)
+    mlp = build_mlp(num_classes=3, in_channels=1, input_shape=[13]).double().eval()
+    x = torch.rand(5, 13, dtype=torch.float64)
+    normed = nn.Sequential(Normalize((0.5, 0.4, 0.3), (0.2, 0.3, 0.25)), nn.Flatten(), nn.Linear(3 * 4 * 4, 2)).double()
+    xi = torch.rand(5, 3, 4, 4, dtype=torch.float64)
+    for model, inputs in ((mlp, x), (normed, xi)):
+        assert shift_lack(model) is None
+        shifted = shifted_model(model, inputs, -1.0)
+        torch.testing.assert_close(shifted(inputs - 1.0), model(inputs), rtol=1e-10, atol=1e-10)
+    selection = select_metrics("axiomatic", metric_registry(), input_kind="table", truth_kind=None,
+                               input_shape=(13,), model=mlp)
+    assert "input_invariance" in selection.names and not selection.skipped

@@ -158,7 +158,8 @@ def select_metrics(text: str | Sequence[str], metrics: Registry[Metric], *, inpu
     chosen = [m for m in chosen if applies(m, truth_kind, model=True)]
     if model is not None and any(m.name == "input_invariance" for m in chosen):
         lack = axiomatic.shift_lack(model() if callable(model) and not isinstance(model, nn.Module) else model)
-        why = f"the model's first module is {lack}, not a Conv2d or Linear with bias that can absorb its input shift"
+        why = (f"the model's first layer (after any Flatten or Normalize) is {lack}, not a Conv2d or Linear with bias "
+               "that can absorb its input shift")
         if lack and "input_invariance" in explicit:
             raise HeatlabError(f"input_invariance cannot run on this model: {why}; leave it out of the metrics.")
         if lack:
