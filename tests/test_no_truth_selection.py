@@ -153,3 +153,19 @@ def test_input_invariance_runs_on_heatlabs_own_models_behind_flatten_or_normaliz
     selection = select_metrics("axiomatic", metric_registry(), input_kind="table", truth_kind=None,
                                input_shape=(13,), model=mlp)
     assert "input_invariance" in selection.names and not selection.skipped
+
+
+def test_evaluate_says_when_no_method_beats_the_random_control(capsys):
+    from heatlab.cli import _print_no_truth
+    from heatlab.run.results import NoTruthResult
+
+    row = lambda hib, best, floor: {"best": "Saliency", "best_mean": best, "higher_is_better": hib,  # noqa: E731
+                                    "random_mean": floor}
+    summary = NoTruthResult(split="test", methods=["Saliency", "Random"], control="Random", branches=["b"], samples=4,
+                            best={"max_sensitivity": row(False, 1.27, 0.72), "sparseness": row(True, 0.59, 0.33),
+                                  "emprt": row(True, 0.01, 0.02), "deletion": row(False, 0.4, 0.6)},
+                            table="t.parquet")
+    _print_no_truth(summary)
+    lines = {ln.split(" (")[0].strip(): ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  ")}
+    assert "no method beats Random" in lines["max_sensitivity"] and "no method beats Random" in lines["emprt"]
+    assert "beats" not in lines["sparseness"] and "beats" not in lines["deletion"]

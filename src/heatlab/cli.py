@@ -229,8 +229,11 @@ def _print_no_truth(summary: NoTruthResult) -> None:
     say(f"no-truth scores in {summary.table} ({summary.control}, seeded noise, is the floor a method must beat):")
     for name, row in summary.best.items():
         direction = {True: "higher is better", False: "lower is better"}.get(row["higher_is_better"], "no direction")
-        say(f"  {name} ({direction}): best {row['best'] or '-'} {fmt(row['best_mean'])}, "
-            f"{summary.control} {fmt(row['random_mean'])}")
+        best, floor = row["best_mean"], row["random_mean"]
+        beaten = (None not in (best, floor, row["higher_is_better"])
+                  and (floor > best if row["higher_is_better"] else floor < best))
+        say(f"  {name} ({direction}): best {row['best'] or '-'} {fmt(best)}, {summary.control} {fmt(floor)}"
+            + (f" (no method beats {summary.control})" if beaten else ""))
 
 
 # ------------------------------------------------------------------------------------- report
