@@ -290,5 +290,6 @@ def no_truth_scores(model, x: Tensor, y: Tensor, a: Tensor, metrics: Sequence[Me
     return out
 
 
-__all__ = ["CURVES", "FAST", "IMAGE_ONLY", "KEYWORDS", "NO_TRUTH_TABLE", "IMAGE_STEPS", "ROBUSTNESS_SAMPLES", "STEP_METRICS", "Selection", "check_baseline", "check_patch_size", "fit_options",
-           "no_truth_entries", "no_truth_scores", "select_metrics", "takes_baseline"]
+__all__ = ["CURVES", "FAST", "IMAGE_ONLY", "IMAGE_STEPS", "KEYWORDS", "NO_TRUTH_TABLE", "ROBUSTNESS_SAMPLES",
+           "STEP_METRICS", "Selection", "check_baseline", "check_patch_size", "fit_options", "no_truth_entries",
+           "no_truth_scores", "select_metrics", "takes_baseline"]
