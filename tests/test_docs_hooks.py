@@ -52,3 +52,11 @@ def test_cli_reference_replaces_only_its_marker():
     assert hook.on_page_markdown("# A page\n", None, None, None) == "# A page\n"
     page = hook.on_page_markdown(f"# CLI\n\n{hook.MARKER}\n", None, None, None)
     assert hook.MARKER not in page and "## `heatlab evaluate`" in page
+
+
+def test_square_brackets_in_help_survive_rich_and_the_reference():
+    from typer.testing import CliRunner
+
+    out = CliRunner().invoke(app, ["evaluate", "--help"], env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"}).output
+    assert "pip install 'heatlab[ray]'" in out  # Rich read an unescaped [ray] as a style tag and dropped it
+    assert "pip install 'heatlab[ray]'" in _hook().cli_reference()

@@ -13,7 +13,7 @@ WIDTH = 100
 
 def _plain_help(command, ctx) -> str:
     command.rich_markup_mode = None  # Typer's plain click formatter: no boxes, no colour codes
-    return command.get_help(ctx).rstrip()
+    return command.get_help(ctx).rstrip().replace("\\[", "[")  # Rich's escape of a literal [ (e.g. heatlab[ray])
 
 
 def _sections(command, ctx, path: list[str]) -> list[str]:

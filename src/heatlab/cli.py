@@ -186,14 +186,16 @@ def evaluate(
     layer: Optional[str] = layer_option(),
     device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
     metrics: str = typer.Option("default", help="No-truth metrics, names or families (faithfulness, randomisation, "
-                                "robustness, complexity, axiomatic), e.g. faithfulness,sparseness; 'all'; 'none'; "
+                                "robustness, axiomatic; 'complexity' is the metric, not its family), e.g. "
+                                "faithfulness,sparseness; 'all'; 'none'; "
                                 "'fast' (deletion, insertion, sparseness, complexity: none re-explains); default: "
                                 "'fast' on data without ground truth, sparseness and complexity next to the truth "
                                 "scores where there is truth; add "
                                 "re-explaining checks by name, e.g. default,emprt."),
     patch_size: Optional[int] = typer.Option(None, help="Patch side of the patch metrics (default: the image side / 16)."),
     perturb_baseline: Optional[str] = typer.Option(None, help="What removed features become: black, white, mean, "
-                                                   "uniform or blur (default: each metric's own)."),
+                                                   "uniform or blur (default: each metric's own; completeness takes only "
+                                                   "black, white or mean)."),
     runner=None,  # --backend and the Ray flags (cli_common.backend_flags)
     trust_model_code: bool = trust_model_code_option(),
 ) -> None:
@@ -227,8 +229,11 @@ def _print_no_truth(summary: NoTruthResult) -> None:
     say(f"no-truth scores in {summary.table} ({summary.control}, seeded noise, is the floor a method must beat):")
     for name, row in summary.best.items():
         direction = {True: "higher is better", False: "lower is better"}.get(row["higher_is_better"], "no direction")
-        say(f"  {name} ({direction}): best {row['best'] or '-'} {fmt(row['best_mean'])}, "
-            f"{summary.control} {fmt(row['random_mean'])}")
+        best, floor = row["best_mean"], row["random_mean"]
+        beaten = (None not in (best, floor, row["higher_is_better"])
+                  and (floor > best if row["higher_is_better"] else floor < best))
+        say(f"  {name} ({direction}): best {row['best'] or '-'} {fmt(best)}, {summary.control} {fmt(floor)}"
+            + (f" (no method beats {summary.control})" if beaten else ""))
 
 
 # ------------------------------------------------------------------------------------- report

@@ -97,7 +97,8 @@ def trust_model_code_option():
 
 # ------------------------------------------------------------------ where a stage's units run
 BACKEND_HELP = {
-    "backend": "Where the work units run: local (this process) or ray (a Ray cluster; pip install 'heatlab[ray]').",
+    # the backslash keeps Rich (which renders the help) from taking [ray] for a style tag and dropping it
+    "backend": "Where the work units run: local (this process) or ray (a Ray cluster; pip install 'heatlab\\[ray]').",
     "address": "Ray only: the cluster to join (host:port or auto); default a local Ray instance.",
     "workers": "Ray only: worker actors (default one per CPU the cluster offers).",
     "gpus_per_worker": "Ray only: GPUs reserved per worker (use with --device cuda).",

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from heatlab.errors import HeatlabError
+from heatlab.models.normalize import Normalize
 from heatlab.score._no_truth import check_inputs, explainer, predict, prepare, rows
 from heatlab.score.metric_info import MetricInfo
 
@@ -59,34 +60,53 @@ def completeness(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, explain_f
     return (total.double() - diff.double()).abs()
 
 
+def _entry(model: nn.Module) -> tuple[list[nn.Module], nn.Module | None]:
+    """``(prefix, layer)``: the model's leading parameter-free shape or standardisation modules (Flatten,
+    Identity, heatlab's Normalize: each maps ``x + s`` to its image of ``x`` plus a constant) and the first
+    module after them, in registration order, which Quantus (module 1) takes for the order of the forward."""
+    prefix = []
+    for _, m in list(model.named_modules())[1:]:
+        if next(m.children(), None) is not None:
+            continue  # a container: its leaves follow
+        if isinstance(m, (nn.Flatten, nn.Identity, Normalize)):
+            prefix.append(m)
+            continue
+        return prefix, m
+    return prefix, None
+
+
 def shift_lack(model: nn.Module) -> str | None:
-    """None when the model's first module can absorb an input shift (a Conv2d or Linear with bias),
-    else what that module is, in words (e.g. ``"a Linear without bias"``)."""
-    layer = next((m for _, m in list(model.named_modules())[1:]), None)
+    """None when the model's first layer (after Flatten or a standardisation) can absorb an input shift (a
+    Conv2d or Linear with bias), else what that module is, in words (e.g. ``"a Linear without bias"``)."""
+    layer = _entry(model)[1]
     if isinstance(layer, (nn.Conv2d, nn.Linear)) and layer.bias is not None:
         return None
     return f"a {type(layer).__name__}" + (" without bias" if isinstance(layer, (nn.Conv2d, nn.Linear)) else "")
 
 
 def first_layer(model: nn.Module) -> nn.Module:
-    """The model's first module, whose bias absorbs the input shift; HeatlabError when it cannot."""
+    """The model's first layer, whose bias absorbs the input shift; HeatlabError when it cannot."""
     lack = shift_lack(model)
     if lack is not None:
         raise HeatlabError(f"Input invariance shifts the bias of the model's first layer, but that is {lack}; "
-                           "pass a model whose first module is a Conv2d or Linear with bias.")
-    return next(m for _, m in list(model.named_modules())[1:])
+                           "pass a model whose first layer is a Conv2d or Linear with bias.")
+    return _entry(model)[1]
 
 
 def shifted_model(model: nn.Module, x: Tensor, input_shift: float) -> nn.Module:
     """A copy of ``model`` whose first layer's bias absorbs ``input_shift`` added to every input value
     (Kindermans et al. 2017): ``f'(x + shift) = f(x)``. As Quantus, the per-channel correction is the
-    smallest response of the layer to a constant ``shift`` image (at zero-padded borders it differs)."""
+    smallest response of the layer to a constant ``shift`` image (at zero-padded borders it differs); after
+    a standardisation the layer sees the shift as ``shift / std`` per channel, the change its prefix makes."""
     new = copy.deepcopy(model)
     layer = first_layer(new)
+    prefix = nn.Sequential(*_entry(new)[0])
     with torch.no_grad():
-        out = layer(torch.full_like(x[:1], float(input_shift)))[0]  # C'×h×w or C'
+        zero = torch.zeros_like(x[:1])
+        delta = prefix(torch.full_like(x[:1], float(input_shift))) - prefix(zero)
+        out = (layer(delta) - layer(torch.zeros_like(delta)))[0]  # C'×h×w or C': the layer's change
         response = out.reshape(out.shape[0], -1).amin(1) if out.ndim > 1 else out
-        layer.bias.copy_(2 * layer.bias - response)
+        layer.bias.copy_(layer.bias - response)
     return new
 
 

@@ -6,8 +6,8 @@ The metrics themselves live in the family modules (:mod:`~heatlab.score.faithful
 (:data:`heatlab.score.metrics.METRICS`) have the table :data:`NO_TRUTH_TABLE`, so nothing runs
 them unless it is asked to. This module turns a selection text into the entries to run
 (:func:`select_metrics`), gives each the options that fit the data (:func:`fit_options`: a patch
-size for images, a subset size that the features allow, the stated baseline) and scores one
-batch of attributions (:func:`no_truth_scores`).
+size and the steps of the step metrics for images, :data:`ROBUSTNESS_SAMPLES` perturbations of the
+robustness metrics, a subset size that the features allow, the stated baseline) and scores one batch of attributions (:func:`no_truth_scores`).
 
 Selection: comma-separated metric names or families (``faithfulness``, ``randomisation``,
 ``robustness``, ``complexity``, ``axiomatic``; the ground-truth families ``localisation`` and
@@ -34,6 +34,7 @@ other re-explaining metrics stay one name away too (``--metrics default,emprt``,
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -56,6 +57,15 @@ CURVES = {"deletion": (faithfulness.deletion, faithfulness.deletion_curve),
 #: Options of the default (fast) set that differ from the metrics' own defaults.
 #: Deletion and insertion are forward-bound (n_steps + 1 passes each): 10 steps keep them a few passes.
 FAST_OPTIONS = {"deletion": {"n_steps": 10}, "insertion": {"n_steps": 10}}
+#: Metrics that remove ``features_in_step`` values of ``x`` per step, one forward pass per step: Quantus's
+#: default, 1, is a pass per value (a 32×32 RGB image: 3,072 passes; monotonicity correlation 100 times that).
+STEP_METRICS = ("pixel_flipping", "monotonicity_correlation", "non_sensitivity")
+#: Steps of :data:`STEP_METRICS` on images (``features_in_step`` = the image's values / this, rounded up),
+#: as a patch is the image side / 16; tables keep one feature per step.
+IMAGE_STEPS = 64
+#: Perturbed inputs each robustness metric re-explains in evaluate (Quantus's default, 200, is 200 explanations
+#: per metric: every one of the six costs 200 evaluates); 10 as Captum's ``sensitivity_max`` and issue 22's benchmark.
+ROBUSTNESS_SAMPLES = 10
 #: Metrics that perturb pixels, patches or superpixels: images only.
 IMAGE_ONLY = ("region_perturbation_morf", "region_perturbation_lerf", "selectivity", "road_morf", "road_lerf", "irof")
 KEYWORDS = ("all", "default", "fast", "none")
@@ -98,7 +108,9 @@ def select_metrics(text: str | Sequence[str], metrics: Registry[Metric], *, inpu
     does not fit the images, a baseline that is not one of :data:`heatlab.score.perturb.BASELINES`, and
     ``input_invariance`` named for a ``model`` (a module, or a callable that loads it when needed)
     whose first layer cannot absorb the input shift (chosen through a family or ``all``, it is left out
-    with a sentence in ``skipped``)."""
+    with a sentence in ``skipped``). A metric chosen through a family or keyword that does not take
+    ``perturb_baseline`` (completeness: black, white, mean) keeps its own, with a sentence in ``skipped``;
+    named, it is refused."""
     names = [t.strip() for t in text.split(",")] if isinstance(text, str) else [str(t).strip() for t in text]
     names = [n for n in names if n]
     image = input_kind == "image"
@@ -111,9 +123,13 @@ def select_metrics(text: str | Sequence[str], metrics: Registry[Metric], *, inpu
     known = {m.name for m in pool} | set(truth_names) | families | set(KEYWORDS)
     unknown = [n for n in names if n not in known]
     if unknown or not names:
-        raise HeatlabError(f"Unknown metric or family {', '.join(map(repr, unknown)) or '(none)'}; choose from the "
-                           f"families {', '.join(sorted(families))}, the metrics {', '.join(m.name for m in pool)} "
-                           f"or {', '.join(KEYWORDS)}.")
+        # a family that is also a metric's name (complexity) selects the metric: list it once, as a metric
+        choices = (f"the families {', '.join(sorted(families - {m.name for m in pool}))}, the metrics "
+                   f"{', '.join(m.name for m in pool)} or {', '.join(KEYWORDS)}")
+        if not names:
+            raise HeatlabError(f"metrics={text if isinstance(text, str) else ','.join(map(str, text))!r} names no "
+                               f"metric; choose from {choices} ('none' for no no-truth scores).")
+        raise HeatlabError(f"Unknown metric or family {', '.join(map(repr, unknown))}; choose from {choices}.")
     chosen: list[Metric] = []
     skipped: list[str] = []
     explicit = set()
@@ -142,16 +158,43 @@ def select_metrics(text: str | Sequence[str], metrics: Registry[Metric], *, inpu
     chosen = [m for m in chosen if applies(m, truth_kind, model=True)]
     if model is not None and any(m.name == "input_invariance" for m in chosen):
         lack = axiomatic.shift_lack(model() if callable(model) and not isinstance(model, nn.Module) else model)
-        why = f"the model's first module is {lack}, not a Conv2d or Linear with bias that can absorb its input shift"
+        why = (f"the model's first layer (after any Flatten or Normalize) is {lack}, not a Conv2d or Linear with bias "
+               "that can absorb its input shift")
         if lack and "input_invariance" in explicit:
             raise HeatlabError(f"input_invariance cannot run on this model: {why}; leave it out of the metrics.")
         if lack:
             skipped.append(f"input_invariance was left out: {why}.")
             chosen = [m for m in chosen if m.name != "input_invariance"]
     fast = "fast" in names or "default" in names
-    fitted = tuple(_bind(m, fit_options(m, input_shape, patch_size=patch_size, perturb_baseline=perturb_baseline,
-                                        fast=fast and m.name in FAST)) for m in chosen)
+    own = [m.name for m in chosen if m.name not in explicit and not takes_baseline(m.name, perturb_baseline)]
+    if own:
+        skipped.append(f"{', '.join(own)} kept {'its' if len(own) == 1 else 'their'} own baseline, since "
+                       f"{'it does' if len(own) == 1 else 'they do'} not take the baseline {perturb_baseline!r}.")
+    skipped += _unused(chosen, patch_size=patch_size, perturb_baseline=perturb_baseline)
+    fitted = tuple(_bind(m, fit_options(m, input_shape, patch_size=patch_size, fast=fast and m.name in FAST,
+                                        perturb_baseline=None if m.name in own else perturb_baseline))
+                   for m in chosen)
     return Selection(fitted, tuple(skipped))
+
+
+def _unused(chosen: Sequence[Metric], *, patch_size: int | None, perturb_baseline: str | None) -> list[str]:
+    """One sentence for each of ``patch_size`` and ``perturb_baseline`` that was given but that no chosen metric takes."""
+    names = {m.name for m in chosen}
+    out = []
+    if patch_size is not None and not names & set(PATCH_METRICS):
+        out.append(f"The patch size {patch_size} was not used: no chosen metric takes one (those that do: "
+                   f"{', '.join(PATCH_METRICS)}).")
+    if perturb_baseline is not None and not names & set(BASELINE_METRICS):
+        out.append(f"The baseline {perturb_baseline!r} was not used: no chosen metric removes features (those that do: "
+                   f"{', '.join(BASELINE_METRICS)}).")
+    return out
+
+
+def takes_baseline(name: str, perturb_baseline: str | None) -> bool:
+    """Whether metric ``name`` can replace removed features by ``perturb_baseline`` (True for None and for the
+    metrics that take no baseline: nothing to refuse). Completeness has its own stated baselines."""
+    stated = axiomatic.BASELINES if name == "completeness" else perturb.BASELINES
+    return perturb_baseline is None or name not in BASELINE_METRICS or perturb_baseline in stated
 
 
 def _check_truth(name: str, metrics: Mapping[str, Metric], truth_kind: str | None) -> None:
@@ -167,19 +210,23 @@ def _check_truth(name: str, metrics: Mapping[str, Metric], truth_kind: str | Non
 def fit_options(metric: Metric, input_shape: Sequence[int], *, patch_size: int | None = None,
                 perturb_baseline: str | None = None, fast: bool = False) -> dict[str, Any]:
     """The options ``metric`` runs with on samples of ``input_shape``: its fast options (``fast``), a patch
-    size that fits the images (``min(H, W) // 16``, at least 1, unless given), a faithfulness-correlation
-    subset that the features allow, and ``perturb_baseline`` where the metric takes one."""
+    size that fits the images (``min(H, W) // 16``, at least 1, unless given), :data:`IMAGE_STEPS` steps of
+    the step metrics on images, :data:`ROBUSTNESS_SAMPLES` perturbed inputs of the robustness metrics, a
+    faithfulness-correlation subset that the features allow, and
+    ``perturb_baseline`` where the metric takes one."""
     options = dict(FAST_OPTIONS.get(metric.name, {})) if fast else {}
+    d = math.prod(int(s) for s in input_shape)
     if metric.name in PATCH_METRICS:
         options["patch_size"] = max(1, min(input_shape[-2:]) // 16) if patch_size is None else patch_size
+    if metric.name in STEP_METRICS and len(input_shape) == 3:
+        options["features_in_step"] = max(1, math.ceil(d / IMAGE_STEPS))
+    if metric.family == "robustness" and metric.table == NO_TRUTH_TABLE:
+        options["nr_samples"] = ROBUSTNESS_SAMPLES
     if metric.name == "faithfulness_correlation":
-        d = 1
-        for s in input_shape:
-            d *= int(s)
         options["subset_size"] = max(1, min(224, d // 4))
     if perturb_baseline is not None and metric.name in BASELINE_METRICS:
-        stated = axiomatic.BASELINES if metric.name == "completeness" else perturb.BASELINES
-        if perturb_baseline not in stated:
+        if not takes_baseline(metric.name, perturb_baseline):
+            stated = axiomatic.BASELINES if metric.name == "completeness" else perturb.BASELINES
             raise HeatlabError(f"Unknown perturb_baseline={perturb_baseline!r} for {metric.name}; pass one of "
                                f"{', '.join(stated)}.")
         if perturb_baseline == "blur" and len(input_shape) != 3:
@@ -243,5 +290,6 @@ def no_truth_scores(model, x: Tensor, y: Tensor, a: Tensor, metrics: Sequence[Me
     return out
 
 
-__all__ = ["CURVES", "FAST", "IMAGE_ONLY", "KEYWORDS", "NO_TRUTH_TABLE", "Selection", "check_baseline", "check_patch_size", "fit_options",
-           "no_truth_entries", "no_truth_scores", "select_metrics"]
+__all__ = ["CURVES", "FAST", "IMAGE_ONLY", "IMAGE_STEPS", "KEYWORDS", "NO_TRUTH_TABLE", "ROBUSTNESS_SAMPLES",
+           "STEP_METRICS", "Selection", "check_baseline", "check_patch_size", "fit_options", "no_truth_entries",
+           "no_truth_scores", "select_metrics", "takes_baseline"]
