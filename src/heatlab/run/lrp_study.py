@@ -46,9 +46,8 @@ from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import attribute
 from heatlab.explain.filters import parse_filters
 from heatlab.explain.methods.lrp import (
-    RelevanceRecorder, check_composite, check_layers, check_maxpool, check_start, lrp_maxpool,
+    RelevanceRecorder, check_composite, check_maxpool, check_start, chosen_filter_layers, lrp_maxpool,
 )
-from heatlab.explain.methods.lrp import filter_layers as default_filter_layers  # the argument takes the name
 from heatlab.explain.postprocess import normalize_max_abs
 from heatlab.files import atomic_path, ensure_dir, write_json
 from heatlab.models import zoo
@@ -298,9 +297,7 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
     net = create_model(config, num_classes=len(train.class_names), input_shape=registry.input_shape(train),
                        normalize=normalize_spec(config, train))
     check_takes(net, model, test.load_shard(0)["images"][:1])
-    if isinstance(filter_layers, str):
-        filter_layers = [name.strip() for name in filter_layers.split(",") if name.strip()]
-    f_layers = check_layers(net, filter_layers, "filter_layers") if filter_layers else default_filter_layers(net)
+    f_layers = chosen_filter_layers(net, filter_layers)
     points = mp_points(net)
     settings = {"data": registry.describe_data(data), "model": model, "epochs": epochs, "batch_size": batch_size,
                 "lr": lr, "every": every, "eval_samples": eval_samples, "heatmap_samples": heatmap_samples,
