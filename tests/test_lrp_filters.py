@@ -10,10 +10,12 @@ import pytest
 
 from heatlab.errors import HeatlabError
 from heatlab.explain import attribute
+from heatlab.explain.postprocess import channel_adjust
 from heatlab.models.training import predict
 from heatlab.run.evaluate import score_attributions
 from heatlab.run.lrp_filters import lrp_filters_run
 from heatlab.run.rundir import RunDir
+from heatlab.score.metrics import METRICS
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +153,48 @@ def test_bad_input(tiny_run, tiny_wine_run):
     with pytest.raises(HeatlabError, match="ground truth"):
         lrp_filters_run(tiny_wine_run)
     assert not (tiny_run / "tables" / "lrp_filters.parquet").exists()
+
+
+def test_filter_layers_choose_where_the_filters_act(tiny_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from heatlab.cli import app
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    result = CliRunner().invoke(app, ["lrp-filters", str(run), "--filters", "c0.2", "--filter-layers", "features.3",
+                                      "--batch-size", "8"])
+    assert result.exit_code == 0, result.output
+    assert RunDir(run).stage_summary("lrp-filters")["layers"] == ["features.3"]
+    rd = RunDir(run)
+    model = rd.load_model("branch-00")
+    shard = rd.open_data("test").load_shard(1)
+    preds = predict(model, (shard["images"], shard["labels"]), 8)[0]
+    loc = pd.read_parquet(run / "tables" / "lrp_filters_localisation.parquet")
+    got = loc.query("filter == 'c0.2' and shard == 1 and branch == 'branch-00'").sort_values("index")["mae"].to_numpy()
+
+    def mae(filters):  # per sample of the shard, in index order
+        attr = attribute(model, shard["images"], "LRP", target=preds, filters=filters)
+        return METRICS["mae"].fn(channel_adjust(attr), shard["truth"].float()).numpy()
+
+    np.testing.assert_allclose(got, mae({"features.3": "c0.2"}), atol=1e-6)  # the filter acts at the layer chosen
+    default = mae({layer: "c0.2" for layer in ("features.4", "features.3", "features.2", "features.1")})
+    assert not np.allclose(got, default, atol=1e-4)  # ... not at the model's four
+
+
+def test_a_bad_filter_layer_is_one_sentence_naming_the_flag(tiny_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from heatlab.cli import app
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = sorted(p for p in run.rglob("*"))
+    result = CliRunner().invoke(app, ["lrp-filters", str(run), "--filter-layers", "features.3,nosuch"])
+    assert result.exit_code != 0
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --filter-layers nosuch is not a layer of CellCNN"), lines
+    assert sorted(p for p in run.rglob("*")) == before
+    with pytest.raises(HeatlabError, match="^filter_layers='nosuch' is not a layer of CellCNN"):
+        lrp_filters_run(tiny_run, filter_layers=["nosuch"])

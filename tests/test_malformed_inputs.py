@@ -436,6 +436,63 @@ def test_damaged_lrp_study_resume_state_restarts_the_study(whole_study, tmp_path
     assert not (out / "lrp_study" / name).exists()
 
 
+class Kill(Exception):
+    pass
+
+
+def _kill_at(task_name: str | None, at):
+    """A progress callback that stops the stage when ``task_name`` (any task for None) reaches ``at(total)``."""
+    def progress(task, done, total):
+        if task_name in (None, task) and done == at(total):
+            raise Kill
+    return progress
+
+
+def _refused_unchanged(root: Path, args: list[str], damaged: Path, column: str) -> None:
+    """``heatlab args`` fails in one sentence naming ``damaged``, its ``column`` and the command; ``root`` unchanged."""
+    before = _snapshot(root)
+    result = runner.invoke(app, args)
+    assert result.exit_code != 0, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and lines[0].endswith("."), result.stderr
+    assert str(damaged) in lines[0] and column in lines[0] and f"heatlab {args[0]}" in lines[0], lines[0]
+    assert _snapshot(root) == before, "the command changed the folder"
+
+
+def _retype(path: Path, column: str) -> None:
+    """Overwrite ``column`` of the Parquet table at ``path`` with text: readable, but not the table it was."""
+    import pandas as pd
+
+    pd.read_parquet(path).assign(**{column: MARKUP}).to_parquet(path, index=False)
+
+
+def test_a_lrp_study_resume_table_of_another_kind_is_one_sentence_and_changes_nothing(tmp_path):
+    from heatlab.run.lrp_study import lrp_study
+
+    out = tmp_path / "study"
+    with pytest.raises(Kill):
+        lrp_study("digits", out, progress=_kill_at(None, lambda total: total // 2 + 1), **STUDY)
+    rows = out / "lrp_study" / "rows.parquet"
+    _retype(rows, "mp_mean")
+    _refused_unchanged(out, ["lrp-study", "--data", "digits", "--out", str(out)]
+                       + [f"--{k.replace('_', '-')}={v}" for k, v in STUDY.items()], rows, "mp_mean")
+
+
+def test_a_gax_selection_of_another_kind_is_one_sentence_and_changes_nothing(tiny_run, tmp_path):
+    from heatlab.run.gax import gax_run
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    options = dict(split="test", first_n_correct=2, max_steps=3, batch_size=1)
+    with pytest.raises(Kill):
+        gax_run(run, progress=_kill_at("gax batches", lambda total: 1), **options)
+    selection = run / "gax" / "parts" / "selection.parquet"
+    _retype(selection, "index")
+    _refused_unchanged(run, ["gax", str(run), "--first-n-correct", "2", "--max-steps", "3", "--batch-size", "1"],
+                       selection, "index")
+
+
 def test_json_limits_are_checked_before_parsing(tmp_path):
     from heatlab.errors import HeatlabError
     from heatlab.files import MAX_JSON_DEPTH, json_depth, read_json

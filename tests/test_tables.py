@@ -51,7 +51,9 @@ def test_every_table_the_pipeline_writes_fits_its_schema_as_written(piped):
     piped, _ = piped
     found = sorted(p for p in piped.rglob("*.parquet") if "parts" not in p.parts)
     names = {_schema_of(p) for p in found}
-    assert names == set(TABLES), names ^ set(TABLES)  # every schema is exercised, no table lacks one
+    # every schema is exercised, no table lacks one; GAX's selection is resume state, gone once GAX completes
+    # (test_malformed_inputs.py reads one mid-run)
+    assert names == set(TABLES) - {"gax_selection"}, names ^ (set(TABLES) - {"gax_selection"})
     for path in found:
         table = schema(_schema_of(path))
         frame = table.read(path)

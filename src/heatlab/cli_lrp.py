@@ -18,6 +18,8 @@ from heatlab.cli_common import (
 
 MAXPOOL_HELP = ("LRP through max-pooling: average (each window's relevance split in proportion to its inputs, "
                 "paper 004's code) or winner (all to the maximum); default: average for paper 004's nets, else winner.")
+FILTER_LAYERS_HELP = ("Comma-separated layers the filters act at (default: the model's; SmallNet block6..block2, "
+                      "AlexNet-like block5..block2).")
 
 
 def register(app: typer.Typer) -> None:
@@ -35,6 +37,7 @@ def register(app: typer.Typer) -> None:
         start: str = typer.Option("target", help="Relevance starts at the predicted logit (target) or at all logits "
                                   "(all, as paper 004's code; fraction-pass filters at the logits need it)."),
         maxpool: Optional[str] = typer.Option(None, help=MAXPOOL_HELP),
+        filter_layers: Optional[str] = typer.Option(None, help=FILTER_LAYERS_HELP),
         batch_size: int = typer.Option(25, help="Samples per LRP call."),
         device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
         runner=None,  # --backend and the Ray flags (cli_common.backend_flags)
@@ -46,8 +49,8 @@ def register(app: typer.Typer) -> None:
         t0 = time.perf_counter()
         with progress_bars() as progress:
             s = lrp_filters_run(run_dir, filters=filters, split=split, composite=composite, start=start,
-                                maxpool=maxpool, batch_size=batch_size, device=device, progress=progress, backend=runner,
-                                trust_model_code=trust_model_code)
+                                maxpool=maxpool, filter_layers=filter_layers, batch_size=batch_size, device=device,
+                                progress=progress, backend=runner, trust_model_code=trust_model_code)
         say(f"LRP ({composite}, max-pooling: {s.maxpool}) with {len(s.filters)} filter settings at {', '.join(s.layers)} on "
             f"{s.samples} {split} samples x {len(s.branches)} branches in {time.perf_counter() - t0:.0f} s")
         say(design_line(s))
@@ -75,8 +78,7 @@ def register(app: typer.Typer) -> None:
         composite: str = typer.Option("epsilon_plus", help="LRP composite."),
         start: str = typer.Option("target", help="Relevance starts at the predicted logit (target) or all logits (all)."),
         filters: Optional[str] = typer.Option(None, help="Comma-separated filters (default: the paper's eight)."),
-        filter_layers: Optional[str] = typer.Option(None, help="Comma-separated layers the filters act at (default: "
-                                                    "the model's; SmallNet block6..block2, AlexNet-like block5..block2)."),
+        filter_layers: Optional[str] = typer.Option(None, help=FILTER_LAYERS_HELP),
         maxpool: Optional[str] = typer.Option(None, help=MAXPOOL_HELP),
         seed: int = typer.Option(0, help="Seed of initialisation and shuffling."),
         device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),

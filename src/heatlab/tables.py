@@ -227,13 +227,17 @@ _SCHEMAS = [
     TableSchema("gax_results", {"branch": _BRANCH, "shard": "int", "index": "int", "label": "int",
                                 "steps_to_target": "int", "reached": "bool", "initial_co": "float", "final_co": "float",
                                 "final_step": "int"}, ("branch", "shard", "index"), "run `heatlab gax {run}` again"),
+    # GAX's resume state: the samples it optimises (readers pass the fix naming the run's parts folder)
+    TableSchema("gax_selection", {"shard": "int", "index": "int", "label": "int"}, ("shard", "index"),
+                "delete the run's gax/parts folder and run `heatlab gax` on the run again"),
     TableSchema("lrp_study", {"iteration": "int", "epoch": "int", "loss": "float", "accuracy": "float", "layer": "str",
                               "recorded_at?": "str", "mp_mean": "float", "mp_std": "float", "n": "int"},
                 ("iteration", "layer"), "run `heatlab lrp-study --out {run}` again"),
 ]
 
 #: Every table of a run folder by name: ``<run>/tables/<name>.parquet`` (:meth:`heatlab.run.rundir.RunDir.table`),
-#: except ``gax_results`` (``<run>/gax/results.parquet``) and ``lrp_study`` (``<study>/tables/lrp_study.parquet``).
+#: except ``gax_results`` (``<run>/gax/results.parquet``), ``gax_selection`` (``<run>/gax/parts/selection.parquet``)
+#: and ``lrp_study`` (``<study>/tables/lrp_study.parquet``, and its resume state ``<study>/lrp_study/rows.parquet``).
 TABLES: dict[str, TableSchema] = {s.name: s for s in _SCHEMAS}
 
 

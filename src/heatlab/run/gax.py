@@ -37,7 +37,7 @@ from torch import nn
 from safetensors.torch import load_file, save_file
 
 from heatlab.errors import HeatlabError
-from heatlab.files import atomic_path, ensure_dir, read_json, write_json, write_parquet
+from heatlab.files import atomic_path, ensure_dir, read_json, write_json
 from heatlab.improve.gax import BIAS, EPS, LR, SIMILARITY_FACTOR, GaxResult, check_options, gax
 from heatlab.progress import Progress
 from heatlab.models.training import model_device, predict
@@ -152,12 +152,14 @@ class GAX(Stage):
             if selection.empty:
                 raise HeatlabError(f"Branch {self.branch} predicts none of the {len(data)} samples of split '{self.split}' "
                                    "correctly; GAX needs correct predictions, so train the model further first.")
-            write_parquet(self.run.gax_selection, selection)
+            TABLES["gax_selection"].write(self.run.gax_selection, selection)
             write_json(self.run.gax_settings, self.options)
-        return pd.read_parquet(self.run.gax_selection)
+        fix = f"delete the folder '{parts}' and run `heatlab gax {self.run.path}` again to select afresh"
+        return TABLES["gax_selection"].read(self.run.gax_selection, fix=fix)
 
     def _parts_fit(self) -> bool:
-        """Whether the parts folder was started with these settings (and its selection, if any, is readable)."""
+        """Whether the parts folder was started with these settings (and its selection, if any, is readable;
+        one that is readable but not a selection is refused by :meth:`select`)."""
         try:
             if read_json(self.run.gax_settings) != self.options:
                 return False

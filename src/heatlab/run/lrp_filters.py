@@ -2,8 +2,8 @@
 
 Paper 004 proposes filters between layers during LRP but has no ground truth to tell whether they
 help. For data with ground truth this stage computes LRP heatmaps of every sample of a split for
-each filter setting (``none`` plus the paper's eight by default), applied at the model's default
-filter layers (:func:`heatlab.explain.methods.lrp.filter_layers`), and scores them exactly as
+each filter setting (``none`` plus the paper's eight by default), applied at ``filter_layers`` (default
+the model's, :func:`heatlab.explain.methods.lrp.filter_layers`; stored as ``layers``), and scores them exactly as
 ``heatlab evaluate`` does: the five-band scores (levels truth) and the localisation metrics.
 
 A stage on :mod:`heatlab.run.runner`; one unit per (branch, filter, shard), resumable. Outputs:
@@ -29,7 +29,7 @@ import pandas as pd
 from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import attribute
 from heatlab.explain.filters import parse_filters
-from heatlab.explain.methods.lrp import check_composite, check_maxpool, check_start, filter_layers, lrp_maxpool
+from heatlab.explain.methods.lrp import check_composite, check_maxpool, check_start, chosen_filter_layers, lrp_maxpool
 from heatlab.explain.postprocess import channel_adjust
 from heatlab.files import write_json
 from heatlab.progress import Progress
@@ -63,7 +63,7 @@ class LRPFilters(Stage):
 
     def __init__(self, run: RunDir, *, filters: Sequence[str] | str | None = None, split: str = "test",
                  composite: str = "epsilon_plus", start: str = "target", maxpool: str | None = None,
-                 batch_size: int = 25, device: str = "cpu"):
+                 filter_layers: Sequence[str] | str | None = None, batch_size: int = 25, device: str = "cpu"):
         super().__init__(run, device=device, batch_size=batch_size)
         check_maxpool(maxpool)
         self.filters = [NONE, *parse_filters(filters)]
@@ -75,7 +75,7 @@ class LRPFilters(Stage):
             raise HeatlabError("The filter study scores heatmaps against ground truth, which this run's data does not "
                                "have; use image data with masks (cells, digits, folder:DIR with masks).")
         model = run.load_model(self.branches[0])
-        self.layers, self.maxpool = filter_layers(model), lrp_maxpool(model, maxpool)
+        self.layers, self.maxpool = chosen_filter_layers(model, filter_layers), lrp_maxpool(model, maxpool)
         self.kinds = {"localisation": PARQUET, **({"five_band": PARQUET} if self.truth_kind == "levels" else {})}
 
     def units(self) -> list[ShardUnit]:
@@ -213,15 +213,19 @@ def design_line(summary: LrpFiltersResult) -> str:
 
 
 def lrp_filters_run(run_dir, *, filters=None, split: str = "test", composite: str = "epsilon_plus",
-                    start: str = "target", maxpool: str | None = None, batch_size: int = 25, device: str = "cpu",
-                    progress: Progress | None = None, backend=None, trust_model_code: bool = False) -> LrpFiltersResult:
+                    start: str = "target", maxpool: str | None = None, filter_layers: Sequence[str] | str | None = None,
+                    batch_size: int = 25, device: str = "cpu", progress: Progress | None = None, backend=None,
+                    trust_model_code: bool = False) -> LrpFiltersResult:
     """Score LRP heatmaps per filter setting against the ground truth of ``split``; returns the summary.
 
     ``maxpool``: LRP's max-pooling rule ("average" or "winner"; default the model's), recorded in the summary.
+    ``filter_layers``: where the filters act (names or ``"block6,block5"``; default the model's
+    ``heatlab_filter_layers``, paper 004's), recorded in the summary as ``layers``.
     ``backend``: where the units run (:func:`heatlab.run.runner.make_backend`; default this process).
     ``trust_model_code``: rebuild branch models whose model.json names code from outside heatlab
     (``file.py:fn``, ``module:fn``); without it such a run is refused in one sentence.
     """
     return run_stage(LRPFilters(RunDir(run_dir, trust_model_code=trust_model_code), filters=filters, split=split,
-                                composite=composite, start=start, maxpool=maxpool, batch_size=batch_size, device=device),
+                                composite=composite, start=start, maxpool=maxpool, filter_layers=filter_layers,
+                                batch_size=batch_size, device=device),
                      progress=progress, backend=backend)

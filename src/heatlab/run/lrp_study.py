@@ -46,11 +46,10 @@ from heatlab.errors import HeatlabError
 from heatlab.explain.attribution import attribute
 from heatlab.explain.filters import parse_filters
 from heatlab.explain.methods.lrp import (
-    RelevanceRecorder, check_composite, check_layers, check_maxpool, check_start, lrp_maxpool,
+    RelevanceRecorder, check_composite, check_maxpool, check_start, chosen_filter_layers, lrp_maxpool,
 )
-from heatlab.explain.methods.lrp import filter_layers as default_filter_layers  # the argument takes the name
 from heatlab.explain.postprocess import normalize_max_abs
-from heatlab.files import atomic_path, ensure_dir, write_json, write_parquet
+from heatlab.files import atomic_path, ensure_dir, write_json
 from heatlab.models import zoo
 from heatlab.models.checkpoint import Checkpoint
 from heatlab.models.training import (
@@ -148,7 +147,7 @@ class StudyStage(Stage):
             return
         earlier = _read_checkpoint(self.out, self.settings_) if unit.epoch else None
         rows = [r for r in earlier[1] if r["epoch"] < unit.epoch] if earlier is not None else []
-        write_parquet(self.out.rows, pd.DataFrame(rows + pieces["rows"].to_dict("records")))
+        TABLES["lrp_study"].write(self.out.rows, pd.DataFrame(rows + pieces["rows"].to_dict("records")))
         with atomic_path(self.out.checkpoint) as tmp:  # last: the epoch counts as done
             save_file(pieces["checkpoint"], str(tmp), metadata={"settings": json.dumps(self.settings_, sort_keys=True)})
 
@@ -239,7 +238,7 @@ class StudyStage(Stage):
     def join(self, units: Sequence[StudyUnit], parts: dict[str, list[Any]]) -> LrpStudyResult:
         """Write the table and the summary (last), then remove the resume state; returns the summary."""
         out, points = self.out, self.points
-        table = pd.DataFrame(pd.read_parquet(out.rows).to_dict("records"))
+        table = pd.DataFrame(TABLES["lrp_study"].read(out.rows, fix=_restart(out)).to_dict("records"))
         TABLES["lrp_study"].write(out.table, table)
         last = table[table["iteration"] == table["iteration"].max()]
         first = table[table["iteration"] == 0]
@@ -298,9 +297,7 @@ def lrp_study(data: str, out, *, model: str = "smallnet", epochs: int = 2, batch
     net = create_model(config, num_classes=len(train.class_names), input_shape=registry.input_shape(train),
                        normalize=normalize_spec(config, train))
     check_takes(net, model, test.load_shard(0)["images"][:1])
-    if isinstance(filter_layers, str):
-        filter_layers = [name.strip() for name in filter_layers.split(",") if name.strip()]
-    f_layers = check_layers(net, filter_layers, "filter_layers") if filter_layers else default_filter_layers(net)
+    f_layers = chosen_filter_layers(net, filter_layers)
     points = mp_points(net)
     settings = {"data": registry.describe_data(data), "model": model, "epochs": epochs, "batch_size": batch_size,
                 "lr": lr, "every": every, "eval_samples": eval_samples, "heatmap_samples": heatmap_samples,
@@ -336,7 +333,8 @@ def _read_checkpoint(out: StudyDir, settings: dict) -> tuple[Checkpoint, list[di
     """The study's last epoch checkpoint and the rows up to it, when both were written with ``settings``.
 
     A checkpoint or rows file that cannot be read (truncated, overwritten) is resume state only: the
-    study starts afresh and overwrites both.
+    study starts afresh and overwrites both. A readable rows file that is not the study's table (a
+    column missing or of another kind) is one HeatlabError naming it and the fix.
     """
     path = out.checkpoint
     if not (path.is_file() and out.rows.is_file()):
@@ -347,10 +345,15 @@ def _read_checkpoint(out: StudyDir, settings: dict) -> tuple[Checkpoint, list[di
                 return None
             checkpoint = Checkpoint.from_tensors({k: f.get_tensor(k) for k in f.keys()})
         table = pd.read_parquet(out.rows)
-        rows = table[table["iteration"] <= checkpoint.iteration].to_dict("records")
-    except Exception:  # safetensors, pyarrow and a missing key or column raise several types
+    except Exception:  # safetensors, pyarrow and a missing key raise several types
         return None
-    return checkpoint, rows
+    TABLES["lrp_study"].check(table, out.rows, fix=_restart(out))
+    return checkpoint, table[table["iteration"] <= checkpoint.iteration].to_dict("records")
+
+
+def _restart(out: StudyDir) -> str:
+    """The fix for damaged resume state: start the study afresh."""
+    return f"delete '{out.rows}' and run `heatlab lrp-study --out {out.path}` again to start afresh"
 
 
 def _first(split, n: int) -> tuple[torch.Tensor, torch.Tensor]:

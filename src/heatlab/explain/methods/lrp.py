@@ -163,6 +163,15 @@ def filter_layers(model: nn.Module) -> list[str]:
     return list(layers)
 
 
+def chosen_filter_layers(model: nn.Module, layers: Sequence[str] | str | None, argument: str = "filter_layers") -> list[str]:
+    """Where the filters act: ``layers`` (names, or one comma-separated string) when each is a module of
+    ``model`` (:func:`check_layers`, naming ``argument``), else the model's defaults (:func:`filter_layers`)
+    when ``layers`` is None or empty."""
+    if isinstance(layers, str):
+        layers = [name.strip() for name in layers.split(",") if name.strip()]
+    return check_layers(model, layers, argument) if layers else filter_layers(model)
+
+
 def _composite(options: LRPOptions, maxpool: str, low: Tensor, high: Tensor):
     canonizers = [SequentialMergeBatchNorm(), _SafeResidualCanonizer()]
     eps = options.epsilon
