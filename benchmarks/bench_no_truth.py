@@ -20,8 +20,9 @@ N=16); the faithfulness rows score random N×1×64×64 attributions, the rows th
 (randomisation, robustness, axiomatic, complexity) score Saliency, which Quantus recomputes with
 ``heatlab.explain.explain_func``; robustness uses 10 noise draws. Timing: per row the metric and
 both floors alternate ``--repeats`` times (default 5) and the minimum of each is kept (the least
-disturbed run on a shared machine); the load average is printed in the header, per row and at the
-end. Prints seconds, the ratio to each floor (goal <= 1.2 against replay), the seconds above the
+disturbed run on a shared machine), in this process's CPU seconds (``--clock wall``: wall-clock),
+which time-slicing with other processes does not inflate (at one thread on an idle machine the two
+agree); the load average is printed in the header, per row and at the end. Prints seconds, the ratio to each floor (goal <= 1.2 against replay), the seconds above the
 replay floor (non-pass work), the speed-up over the reference and the max |difference| of their
 per-sample scores where both exist. To add a metric, append a row. Run:
 ``OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/bench_no_truth.py [--quick] [--only mprt,road_morf]``.
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import time
 import warnings
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -139,18 +141,18 @@ def replay_floor(model, explain, log, needs: Needs, n: int) -> tuple[Callable, s
     """``(floor, passes, flags)``: the floor replays the recorded passes, at most ``needs``' worth;
     ``passes`` says what was recorded (F forwards, E explanations, in passes of the N images) and
     ``flags`` what differs from ``needs``."""
-    fw = sum(b.shape[0] for b in log.forwards) / n
-    ex = sum(e[1].shape[0] for e in log.explanations) / n
+    fw, ex = sum(b.shape[0] for b in log.forwards), sum(e[1].shape[0] for e in log.explanations)  # in samples
+    need_fw, need_ex = round(needs.forwards * n), needs.explanations * n
     flags = []
-    for what, got, need in (("F", fw, needs.forwards), ("E", ex, needs.explanations)):
+    for what, got, need in (("F", fw, need_fw), ("E", ex, need_ex)):
         if got > need:
-            flags.append(f"WASTE +{got - need:.3g}{what}")
+            flags.append(f"WASTE +{(got - need) / n:.3g}{what}")
         elif got < need:
-            flags.append(f"fewer {what} than stated ({got:.3g}<{need:.3g})")
+            flags.append(f"fewer {what} than stated ({got / n:.3g}<{need / n:.3g})")
     if log.grad_forwards:
         flags.append(f"{log.grad_forwards} forwards with autograd on")
-    batches = _first(log.forwards, round(needs.forwards * n), lambda b: b.shape[0])
-    explanations = _first(log.explanations, needs.explanations * n, lambda e: e[1].shape[0])
+    batches = _first(log.forwards, need_fw, lambda b: b.shape[0])
+    explanations = _first(log.explanations, need_ex, lambda e: e[1].shape[0])
 
     def run():
         with torch.no_grad():
@@ -159,7 +161,7 @@ def replay_floor(model, explain, log, needs: Needs, n: int) -> tuple[Callable, s
         for m, xx, yy in explanations:
             explain(m, xx, yy)
 
-    passes = " ".join(f"{v:.3g}{w}" for v, w in ((ex, "E"), (fw, "F")) if v) or "-"
+    passes = " ".join(f"{v / n:.3g}{w}" for v, w in ((ex, "E"), (fw, "F")) if v) or "-"
     return run, passes, ", ".join(flags)
 
 
@@ -295,7 +297,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5,
                         help="alternating timed runs of each metric and its floors (the minimum is kept)")
     parser.add_argument("--only", default="", help="comma-separated metric names (default: all rows)")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                        help="cpu: this process's CPU time (default; other processes' load barely changes it, and "
+                             "at 1 thread on an idle machine it is the wall time); wall: wall-clock time")
     args = parser.parse_args()
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     np.trapz = getattr(np, "trapz", np.trapezoid)  # Quantus 0.6 needs np.trapz (gone in NumPy 2.4)
     np.seterr(all="ignore")
     n = 16 if args.quick else 64
@@ -307,7 +313,7 @@ def main() -> None:
         y = model(x).argmax(1)
     print(f"small CNN, {n} images 3x64x64, torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
           f"load average {load()}")
-    print(f"seconds: min of {args.repeats} alternating runs of metric, replay floor and nominal floor; "
+    print(f"{args.clock} seconds: min of {args.repeats} alternating runs of metric, replay floor and nominal floor; "
           f"ratio = heatlab / floor (goal <= {GOAL} against replay); over = heatlab - replay (non-pass work); "
           "passes: recorded E explanations and F forwards of the N images")
     print(f"{'metric':34s} {'heatlab':>8s} {'replay':>7s} {'ratio':>6s} {'over':>6s} {'nominal':>7s} {'ratio':>6s} "
@@ -324,8 +330,8 @@ def main() -> None:
         nominal = nominal_floor(model, saliency, x, y, row.needs)
         del recorder
         # alternate the three, min of each: a load that changes during the row hits all alike
-        times = np.array([(timed(lambda: result.__setitem__("h", row.metric(model, saliency))), timed(replay),
-                           timed(nominal)) for _ in range(args.repeats)])
+        times = np.array([(timed(lambda: result.__setitem__("h", row.metric(model, saliency)), clock),
+                            timed(replay, clock), timed(nominal, clock)) for _ in range(args.repeats)])
         ours_s, replay_s, nominal_s = times.min(0)
         has_floor = any(row.needs)
         ratio = ours_s / replay_s if has_floor else float("nan")
@@ -337,7 +343,7 @@ def main() -> None:
                 above.append(f"{row.name} {ratio:.2f}x, {over:.2f} s of non-pass work")
         ref_s, speed, diff = float("nan"), float("nan"), float("nan")
         if row.ref is not None:
-            ref_s = timed(lambda: result.__setitem__("r", row.ref()))
+            ref_s = timed(lambda: result.__setitem__("r", row.ref()), clock)
             speed = ref_s / ours_s
             r, h = result["r"], result["h"].numpy()
             r = np.asarray(r, dtype=np.float64) if isinstance(r, (list, np.ndarray)) else None
