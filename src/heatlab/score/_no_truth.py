@@ -122,16 +122,27 @@ def average_ranks(v: Tensor) -> Tensor:
     return torch.empty_like(ranks).scatter_(1, order, ranks)
 
 
-def _average_ranks_numpy(v: np.ndarray) -> np.ndarray:
-    """:func:`average_ranks` in NumPy. float32 rows sort as int64 keys (the value's order-preserving
-    bits above the column index, so one plain sort gives the order too); the tie groups are found
-    on all rows at once (a group start at every row start)."""
-    n, d = v.shape
+def stable_sort_float32(v: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Stable ascending sort of each row of float32 ``v`` (N×D, no NaN) as one plain sort of int64
+    keys (the value's order-preserving bits above the column index): the order (N×D int64, ties by
+    the lower index, -0.0 equal to 0.0 as ``torch.sort(stable=True)``) and the sorted values' order-
+    preserving bits (equal exactly where the values are). None where D is too large for the keys."""
+    d = v.shape[1]
     b = max(1, (d - 1).bit_length())
-    if v.dtype == np.float32 and b <= 31 and np.isfinite(v).all():
-        bits = (v + np.float32(0)).view(np.int32)  # + 0: -0.0 becomes 0.0, which it equals
-        key = np.sort(((bits ^ ((bits >> 31) & 0x7FFFFFFF)).astype(np.int64) << b) | np.arange(d), axis=1)
-        order, s = key & ((1 << b) - 1), key >> b
+    if b > 31:
+        return None
+    bits = (v + np.float32(0)).view(np.int32)  # + 0: -0.0 becomes 0.0, which it equals
+    key = np.sort(((bits ^ ((bits >> 31) & 0x7FFFFFFF)).astype(np.int64) << b) | np.arange(d), axis=1)
+    return key & ((1 << b) - 1), key >> b
+
+
+def _average_ranks_numpy(v: np.ndarray) -> np.ndarray:
+    """:func:`average_ranks` in NumPy. float32 rows sort by :func:`stable_sort_float32`; the tie
+    groups are found on all rows at once (a group start at every row start)."""
+    n, d = v.shape
+    keyed = stable_sort_float32(v) if v.dtype == np.float32 and np.isfinite(v).all() else None
+    if keyed is not None:
+        order, s = keyed
     else:
         order = np.argsort(v, axis=1)
         s = np.take_along_axis(v, order, 1)
