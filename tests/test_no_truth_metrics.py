@@ -359,3 +359,13 @@ def test_quantus_classes_take_quantus_arguments_and_refuse_unknown_ones():
         assert {p for p in params if p not in ("self", "args", "kwargs")} <= accepted, name
         with pytest.raises(HeatlabError, match=rf"{name} got unknown argument\(s\) \['colour'\]"):
             getattr(hq, name)(colour="red")
+
+
+def test_row_norms64_by_blocks_equal_the_float64_norm():
+    from heatlab.score._no_truth import row_norms64
+
+    t = torch.randn(5, 3, 37, 41, generator=torch.Generator().manual_seed(0))
+    ref = t.double().flatten(1).norm(dim=1)
+    for block in (7, 1000, 1 << 20):  # one column per block, blocks not dividing the row, one block
+        torch.testing.assert_close(row_norms64(t, block=block), ref, rtol=1e-14, atol=0)
+    assert row_norms64(t.double(), block=7).dtype == torch.float64

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from heatlab.errors import HeatlabError
-from heatlab.score._no_truth import check_inputs, explainer, generator, predict, prepare, rows
+from heatlab.score._no_truth import check_inputs, explainer, generator, predict, prepare, row_norms64, rows
 from heatlab.score.metric_info import MetricInfo
 
 
@@ -78,7 +78,7 @@ def _ratios(model, x, y, a, explain_func, name, draws, objective, *, abs, normal
 
 
 def _fro(t: Tensor) -> Tensor:
-    return rows(t.double()).norm(dim=1)
+    return row_norms64(t)
 
 
 def _sensitivity(model, x, y, a, explain_func, name, *, nr_samples, lower_bound, upper_bound, abs, normalise,
@@ -137,8 +137,11 @@ def local_lipschitz_estimate(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, 
 def _relative_change(t: Tensor, eps: float):
     """``t_k -> ‖(t − t_k) / t‖`` per row, ``eps`` standing in for a zero ``t`` (Agarwal et al. 2022);
     computed in ``t``'s dtype (as Quantus), summed in float64."""
-    safe = t + (t == 0) * eps
-    return lambda tk: rows(torch.sub(t, tk).div_(safe)).norm(dim=1, dtype=torch.float64)
+    if t.dtype in (torch.float32, torch.float64):  # eps rounded as ``(t == 0) * eps`` rounds it (default dtype)
+        safe = t.masked_fill(t == 0, float(torch.tensor(eps, dtype=torch.get_default_dtype())))
+    else:
+        safe = t + (t == 0) * eps
+    return lambda tk: row_norms64(torch.sub(t, tk).div_(safe))
 
 
 def _stability(model, x, y, a, explain_func, name, denominator, *, nr_samples, abs, normalise, eps_min,
