@@ -1,5 +1,6 @@
 """Faithfulness metrics and non-sensitivity: equal to Quantus 0.6 / Captum, analytic cases, batching, bad input."""
 
+import math
 import warnings
 
 import numpy as np
@@ -369,3 +370,16 @@ def test_order_groups_equals_a_stable_torch_sort_with_ties_signed_zeros_infiniti
         for order in ("morf", "lerf"):
             ref = torch.sort(-scores if order == "morf" else scores, dim=1, stable=True).indices
             assert torch.equal(P.order_groups(scores, order), ref), (scores.dtype, order)
+
+
+@pytest.mark.parametrize("d,k", [(32, 2), (6, 2)])  # Floyd's algorithm (k <= d/16), the k smallest of d draws
+def test_random_subsets_are_uniform_over_the_k_subsets(d, k):
+    rows = 500 * math.comb(d, k)
+    s = fa.random_subsets(rows, d, k, torch.Generator().manual_seed(0))
+    assert s.shape == (rows, k) and int(s.min()) >= 0 and int(s.max()) < d
+    s = s.sort(1).values
+    assert bool((s[:, 1:] != s[:, :-1]).all())  # k distinct values per row
+    counts = torch.unique(s[:, 0] * d + s[:, 1], return_counts=True)[1].double()
+    assert counts.numel() == math.comb(d, k)
+    chi2, dof = float(((counts - 500) ** 2 / 500).sum()), math.comb(d, k) - 1
+    assert chi2 < dof + 5 * math.sqrt(2 * dof)  # a biased draw (e.g. j never chosen) exceeds it by far
