@@ -364,8 +364,12 @@ def test_quantus_classes_take_quantus_arguments_and_refuse_unknown_ones():
 def test_row_norms64_by_blocks_equal_the_float64_norm():
     from heatlab.score._no_truth import row_norms64
 
-    t = torch.randn(5, 3, 37, 41, generator=torch.Generator().manual_seed(0))
-    ref = t.double().flatten(1).norm(dim=1)
-    for block in (7, 1000, 1 << 20):  # one column per block, blocks not dividing the row, one block
-        torch.testing.assert_close(row_norms64(t, block=block), ref, rtol=1e-14, atol=0)
-    assert row_norms64(t.double(), block=7).dtype == torch.float64
+    g = torch.Generator().manual_seed(0)
+    t, u = torch.randn(2, 5, 3, 37, 41, generator=g)
+    safe = t + (t == 0) * 1e-6
+    cases = [((t,), t.double()), ((t, u), (t - u).double()), ((t, u, safe), torch.sub(t, u).div_(safe).double()),
+             ((t, u[:, :1]), (t - u[:, :1]).double()),  # a broadcast difference
+             ((t, u.double()), t - u.double())]  # a wider difference
+    for args, ref in cases:
+        for block in (7, 1000, 1 << 20):  # one column per block, blocks not dividing the row, one block
+            torch.testing.assert_close(row_norms64(*args, block=block), ref.flatten(1).norm(dim=1), rtol=1e-14, atol=0)

@@ -77,20 +77,28 @@ def rows(t: Tensor) -> Tensor:
     return t.reshape(t.shape[0], -1)
 
 
-def row_norms64(t: Tensor, block: int = 1 << 18) -> Tensor:
-    """Euclidean norm of each row of ``t`` (N×...) summed in float64: float64 N. A float32 ``t`` is
-    widened ``block`` values at a time into one reused buffer (widening it whole costs a fresh
-    float64 copy, whose page faults take ~20× the arithmetic on the CPU)."""
-    t = rows(t)
-    if t.dtype == torch.float64 or t.shape[1] * t.shape[0] <= block:
-        return t.double().norm(dim=1)
-    n, d = t.shape
-    c = max(1, block // n)
-    buf = torch.empty(n, min(c, d), dtype=torch.float64, device=t.device)
+def row_norms64(t: Tensor, minus: Tensor | None = None, over: Tensor | None = None, block: int = 1 << 18) -> Tensor:
+    """Euclidean norm of each row of ``(t − minus) / over`` (N×..., both optional, same shape as
+    ``t``), the arithmetic in ``t``'s dtype, the sum of squares in float64: float64 N. By blocks of
+    ``block`` values through reused buffers: a whole float64 copy (or difference) of a large
+    float32 ``t`` costs more in the fresh memory's page faults than the arithmetic (~20× on the CPU)."""
+    if minus is not None and minus.shape != t.shape:  # broadcasting: the difference whole
+        t, minus = t - minus, None
+    dtype = t.dtype if minus is None else torch.result_type(t, minus)
+    t, n = rows(t), t.shape[0]
+    minus, over = (None if m is None else rows(m) for m in (minus, over))
+    d = t.shape[1]
+    c = max(1, block // n) if d * n > block else d
+    tmp = torch.empty(n, min(c, d), dtype=dtype, device=t.device) if minus is not None else None
+    wide = torch.empty(n, min(c, d), dtype=torch.float64, device=t.device)
     total = torch.zeros(n, dtype=torch.float64, device=t.device)
     for s in range(0, d, c):
-        part = buf[:, : min(c, d - s)].copy_(t[:, s : s + c])
-        total += part.mul_(part).sum(1)
+        w = min(c, d - s)
+        part = t[:, s : s + w] if minus is None else torch.sub(t[:, s : s + w], minus[:, s : s + w], out=tmp[:, :w])
+        if over is not None:
+            part = part.div_(over[:, s : s + w]) if minus is not None else part / over[:, s : s + w]
+        sq = wide[:, :w].copy_(part)
+        total += sq.mul_(sq).sum(1)
     return total.sqrt_()
 
 

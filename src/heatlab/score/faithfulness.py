@@ -314,7 +314,7 @@ def infidelity(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, n_perturb_s
         raise HeatlabError(f"noise must be n_perturb_samples×{tuple(x.shape)}, got {tuple(noise.shape)}.")
     y0 = P.predict(model, x, y, softmax=softmax, batch_size=batch_size)
     yk = P.predict(model, (x.unsqueeze(0) - noise).flatten(0, 1), y, softmax=softmax, batch_size=batch_size)
-    dot = (noise.double() * a.unsqueeze(0)).flatten(2).sum(2)
+    dot = torch.stack([(nk * a).flatten(1).sum(1) for nk in noise])  # per draw: no K×N×... float64 copy
     return (dot - (y0.unsqueeze(0) - yk.view(-1, x.shape[0]))).square().mean(0)
 
 
