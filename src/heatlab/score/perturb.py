@@ -178,21 +178,20 @@ def removal_curve(model: nn.Module, x: Tensor, y: Tensor, rank: Tensor, threshol
     per = max(1, batch_size // n)
     out = []
     for s in range(0, len(thresholds), per):
-        chunk = []
-        for k in range(s, min(s + per, len(thresholds))):
+        chunk = buf.new_empty(min(per, len(thresholds) - s), buf.numel())
+        for j, k in enumerate(range(s, s + chunk.shape[0])):
             if window:
                 idx = order[bounds[k - 1] if k else 0 : bounds[k]]
                 buf[idx] = put[idx]
-                chunk.append(buf.clone())
+                chunk[j] = buf
                 buf[idx] = start[idx]
                 continue
             lo, hi = sorted((done, bounds[k]))
             idx = order[lo:hi]
             buf[idx] = (put if bounds[k] > done else start)[idx]
             done = bounds[k]
-            chunk.append(buf.clone())
-        xs = torch.stack(chunk).view(-1, *x.shape[1:])
-        out.append(predict(model, xs, y, softmax=softmax, batch_size=batch_size).view(-1, n))
+            chunk[j] = buf
+        out.append(predict(model, chunk.view(-1, *x.shape[1:]), y, softmax=softmax, batch_size=batch_size).view(-1, n))
     return torch.cat(out).T
 
 
