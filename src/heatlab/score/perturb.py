@@ -80,7 +80,7 @@ def order_groups(scores: Tensor, order: str = "morf") -> Tensor:
     (:func:`heatlab.score._no_truth.stable_sort_float32`, ~3× faster than a stable float sort)."""
     check_order(order)
     key = -scores if order == "morf" else scores
-    if key.device.type == "cpu" and key.ndim == 2 and key.is_floating_point() and not key.requires_grad:
+    if key.device.type == "cpu" and key.ndim == 2 and key.dtype in (torch.float32, torch.float64) and not key.requires_grad:
         v = key.numpy()
         v32 = v.astype(np.float32)
         keyed = stable_sort_float32(v32) if bool((v32 == v).all()) else None  # NaN != NaN: the torch sort
