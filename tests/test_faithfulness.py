@@ -388,7 +388,7 @@ def test_random_subsets_are_uniform_over_the_k_subsets(d, k):
 def test_rank_order_prefixes_are_the_elements_below_each_threshold_on_both_paths():
     g = torch.Generator().manual_seed(0)
     rank = torch.randint(0, 50, (4, 30), generator=g)
-    thresholds = [0, 10, 10, 49, 50, 80]
+    thresholds = [0, 10, 10, 49, 50, 80, 2.5, -3]
     for scale in (1, 2000):  # NumPy's uint16 radix sort, torch's sort (ranks >= 2**16)
         order, bounds = P.rank_order(rank * scale, [t * scale for t in thresholds])
         assert sorted(order.tolist()) == list(range(120))

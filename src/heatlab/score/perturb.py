@@ -19,6 +19,8 @@ the model's device.
 from __future__ import annotations
 
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -201,11 +203,12 @@ def rank_order(rank: Tensor, thresholds: list[int]) -> tuple[Tensor, list[int]]:
     CPU with ranks below 2¹⁶, NumPy's radix sort of uint16 (~10× faster than torch's sort)."""
     flat = rank.reshape(-1)
     if flat.device.type == "cpu" and flat.numel() and 0 <= int(flat.min()) and int(flat.max()) < 1 << 16:
-        order = torch.from_numpy(np.argsort(flat.numpy().astype(np.uint16), kind="stable"))
-        sorted_rank = flat[order]
-    else:
-        sorted_rank, order = torch.sort(flat)
-    t = torch.tensor(thresholds, dtype=sorted_rank.dtype, device=flat.device)
+        r16 = flat.numpy().astype(np.uint16)
+        below = np.concatenate([[0], np.cumsum(np.bincount(r16))])  # below[t]: how many ranks < t
+        return (torch.from_numpy(np.argsort(r16, kind="stable")),
+                [int(below[min(max(math.ceil(t), 0), len(below) - 1)]) for t in thresholds])
+    sorted_rank, order = torch.sort(flat)
+    t = torch.tensor([math.ceil(t) for t in thresholds], dtype=sorted_rank.dtype, device=flat.device)
     return order, torch.searchsorted(sorted_rank, t).tolist()
 
 
