@@ -365,8 +365,10 @@ def test_order_groups_equals_a_stable_torch_sort_with_ties_signed_zeros_infiniti
     g = torch.Generator().manual_seed(3)
     v = torch.randint(-3, 4, (5, 40), generator=g).float() / 2  # many ties
     v[0, :6] = torch.tensor([0.0, -0.0, 0.0, -0.0, float("inf"), -float("inf")])
-    v[1, 3] = float("nan")  # the torch path
-    for scores in (v, v.double(), v.double() + 1e-12 * torch.rand(5, 40, dtype=torch.float64, generator=g)):
+    nan = v.clone()
+    nan[1, 3] = float("nan")
+    # the key sort (float32, float64 that float32 holds), the torch sort (NaN, float64 that float32 does not hold)
+    for scores in (v, v.double(), nan, v.double() + 1e-12 * torch.rand(5, 40, dtype=torch.float64, generator=g)):
         for order in ("morf", "lerf"):
             ref = torch.sort(-scores if order == "morf" else scores, dim=1, stable=True).indices
             assert torch.equal(P.order_groups(scores, order), ref), (scores.dtype, order)
