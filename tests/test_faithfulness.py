@@ -1,5 +1,6 @@
 """Faithfulness metrics and non-sensitivity: equal to Quantus 0.6 / Captum, analytic cases, batching, bad input."""
 
+import math
 import warnings
 
 import numpy as np
@@ -370,3 +371,75 @@ def test_bad_input():
         fa.selectivity(*_linear()[:3], torch.zeros(5, 12))
     with pytest.raises(HeatlabError, match="a_batch holds NaN"):
         hq.PixelFlipping()(model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=np.full((2, 1, 8, 8), np.nan))
+
+
+def _removal_curve_by_where(model, x, y, rank, thresholds, fill, *, softmax, batch_size, insert=False, window=False):
+    """The removal curve as a full-size mask per step (the reference for the incremental buffer)."""
+    n, rank = x.shape[0], rank.view_as(x)
+    per, out = max(1, batch_size // n), []
+    for s in range(0, len(thresholds), per):
+        ts = torch.tensor(thresholds[s : s + per]).view(-1, *[1] * x.ndim)
+        gone = rank.unsqueeze(0) < ts
+        if window:
+            gone &= rank.unsqueeze(0) >= torch.tensor(([0] + thresholds)[s : s + ts.shape[0]]).view_as(ts)
+        xs = torch.where(~gone if insert else gone, fill.unsqueeze(0), x.unsqueeze(0)).flatten(0, 1)
+        out.append(P.predict(model, xs, y, softmax=softmax, batch_size=batch_size).view(-1, n))
+    return torch.cat(out).T
+
+
+@pytest.mark.parametrize("insert,window", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("thresholds", [[0, 3, 7, 7, 20, 36, 50], [5, 2, 9, 0, 36]])  # the second not monotone
+def test_removal_curve_feeds_the_model_what_the_full_mask_does(insert, window, thresholds):
+    """3 samples, batch_size 8: two steps per forward, the last forward one step; pixel groups (ties
+    across channels) so several elements share a rank."""
+    model = _cnn(3)
+    x, y, a = _data(3, n=3, size=6)
+    groups, d = fa._pixel_groups(x)
+    rank = P.ranks_of(groups, P.group_sums(a.expand_as(x).flatten(1).double(), groups, d))
+    fill = P.baseline(x, "uniform", generator=torch.Generator().manual_seed(0))
+    seen = {"new": [], "ref": []}
+    for key, fn in (("new", P.removal_curve), ("ref", _removal_curve_by_where)):
+        hook = model.register_forward_hook(lambda _m, i, _o, key=key: seen[key].append(i[0].clone()))
+        curve = fn(model, x, y, rank, thresholds, fill, softmax=True, batch_size=8, insert=insert, window=window)
+        hook.remove()
+        seen[key + "_curve"] = curve
+    assert [t.shape[0] for t in seen["new"]] == [t.shape[0] for t in seen["ref"]]
+    assert all(torch.equal(p, q) for p, q in zip(seen["new"], seen["ref"]))
+    assert torch.equal(seen["new_curve"], seen["ref_curve"])
+
+
+def test_order_groups_equals_a_stable_torch_sort_with_ties_signed_zeros_infinities_and_nan():
+    g = torch.Generator().manual_seed(3)
+    v = torch.randint(-3, 4, (5, 40), generator=g).float() / 2  # many ties
+    v[0, :6] = torch.tensor([0.0, -0.0, 0.0, -0.0, float("inf"), -float("inf")])
+    nan = v.clone()
+    nan[1, 3] = float("nan")
+    # the key sort (float32, float64 that float32 holds), the torch sort (NaN, float64 that float32 does not hold)
+    for scores in (v, v.double(), nan, v.double() + 1e-12 * torch.rand(5, 40, dtype=torch.float64, generator=g)):
+        for order in ("morf", "lerf"):
+            ref = torch.sort(-scores if order == "morf" else scores, dim=1, stable=True).indices
+            assert torch.equal(P.order_groups(scores, order), ref), (scores.dtype, order)
+
+
+@pytest.mark.parametrize("d,k", [(32, 2), (6, 2)])  # Floyd's algorithm (k <= d/16), the k smallest of d draws
+def test_random_subsets_are_uniform_over_the_k_subsets(d, k):
+    rows = 500 * math.comb(d, k)
+    s = fa.random_subsets(rows, d, k, torch.Generator().manual_seed(0))
+    assert s.shape == (rows, k) and int(s.min()) >= 0 and int(s.max()) < d
+    s = s.sort(1).values
+    assert bool((s[:, 1:] != s[:, :-1]).all())  # k distinct values per row
+    counts = torch.unique(s[:, 0] * d + s[:, 1], return_counts=True)[1].double()
+    assert counts.numel() == math.comb(d, k)
+    chi2, dof = float(((counts - 500) ** 2 / 500).sum()), math.comb(d, k) - 1
+    assert chi2 < dof + 5 * math.sqrt(2 * dof)  # a biased draw (e.g. j never chosen) exceeds it by far
+
+
+def test_rank_order_prefixes_are_the_elements_below_each_threshold_on_both_paths():
+    g = torch.Generator().manual_seed(0)
+    rank = torch.randint(0, 50, (4, 30), generator=g)
+    thresholds = [0, 10, 10, 49, 50, 80, 2.5, -3]
+    for scale in (1, 2000):  # NumPy's uint16 radix sort, torch's sort (ranks >= 2**16)
+        order, bounds = P.rank_order(rank * scale, [t * scale for t in thresholds])
+        assert sorted(order.tolist()) == list(range(120))
+        for t, b in zip(thresholds, bounds):
+            assert set(order[:b].tolist()) == set(torch.nonzero(rank.flatten() < t).flatten().tolist())

@@ -359,3 +359,17 @@ def test_quantus_classes_take_quantus_arguments_and_refuse_unknown_ones():
         assert {p for p in params if p not in ("self", "args", "kwargs")} <= accepted, name
         with pytest.raises(HeatlabError, match=rf"{name} got unknown argument\(s\) \['colour'\]"):
             getattr(hq, name)(colour="red")
+
+
+def test_row_norms64_by_blocks_equal_the_float64_norm():
+    from heatlab.score._no_truth import row_norms64
+
+    g = torch.Generator().manual_seed(0)
+    t, u = torch.randn(2, 5, 3, 37, 41, generator=g)
+    safe = t + (t == 0) * 1e-6
+    cases = [((t,), t.double()), ((t, u), (t - u).double()), ((t, u, safe), torch.sub(t, u).div_(safe).double()),
+             ((t, u[:, :1]), (t - u[:, :1]).double()),  # a broadcast difference
+             ((t, u.double()), t - u.double())]  # a wider difference
+    for args, ref in cases:
+        for block in (7, 1000, 1 << 20):  # one column per block, blocks not dividing the row, one block
+            torch.testing.assert_close(row_norms64(*args, block=block), ref.flatten(1).norm(dim=1), rtol=1e-14, atol=0)

@@ -194,16 +194,15 @@ def faithfulness_correlation(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, 
     """Faithfulness correlation (Bhatt et al. 2020): Pearson correlation, over ``nr_runs`` random
     subsets of ``subset_size`` values of ``x``, between the subset's summed relevance and the drop of
     the target score when the subset is set to the baseline. Higher is better (1 is ideal).
-    ``indices`` (nr_runs×N×subset_size) fixes the subsets; otherwise they are drawn from ``seed``."""
+    ``indices`` (nr_runs×N×subset_size) fixes the subsets; otherwise they are drawn from ``seed``
+    (:func:`random_subsets`)."""
     x, y, a = _prep(model, x, y, a, abs)
     n, d = x.shape[0], x[0].numel()
     if not isinstance(subset_size, int) or not 1 <= subset_size < d:
         raise HeatlabError(f"subset_size={subset_size!r} must be an integer from 1 to {d - 1} (the features per sample minus one).")
     gen = generator(seed)
     if indices is None:
-        # the subset_size smallest of d uniform draws (a random subset, as argsort()[:subset_size] but O(d))
-        indices = torch.stack([torch.rand(n, d, generator=gen).topk(subset_size, largest=False, sorted=False).indices
-                               for _ in range(nr_runs)])
+        indices = random_subsets(nr_runs * n, d, subset_size, gen).view(nr_runs, n, subset_size)
     indices = indices.to(x.device, torch.int64)
     fill = P.baseline(x, perturb_baseline, generator=gen).flatten(1)
     y0 = P.predict(model, x, y, softmax=softmax, batch_size=batch_size)
@@ -217,6 +216,23 @@ def faithfulness_correlation(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, 
         drops.append(y0 - P.predict(model, xs, y, softmax=softmax, batch_size=batch_size).view(-1, n))
         sums.append(af.unsqueeze(0).expand(idx.shape[0], n, d).gather(2, idx).sum(-1))
     return pearson(torch.cat(sums).T, torch.cat(drops).T)
+
+
+def random_subsets(rows: int, d: int, k: int, gen: torch.Generator) -> Tensor:
+    """``rows``×``k`` int64: per row a uniformly random k-subset of range(d), in no particular order.
+    Small k (<= d/16): Floyd's algorithm, k draws per row (each j = d-k..d-1 adds a uniform t <= j,
+    or j itself if t is taken); otherwise the k smallest of d uniform draws."""
+    if k * 16 > d:
+        return torch.rand(rows, d, generator=gen).topk(k, largest=False, sorted=False).indices
+    taken = torch.zeros(rows, d, dtype=torch.bool)
+    out = torch.empty(rows, k, dtype=torch.int64)
+    r = torch.arange(rows)
+    for i, j in enumerate(range(d - k, d)):
+        t = torch.randint(0, j + 1, (rows,), generator=gen)
+        pick = torch.where(taken[r, t], j, t)
+        taken[r, pick] = True
+        out[:, i] = pick
+    return out
 
 
 def monotonicity_correlation(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, eps: float = 1e-5,
@@ -298,7 +314,7 @@ def infidelity(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, n_perturb_s
         raise HeatlabError(f"noise must be n_perturb_samples×{tuple(x.shape)}, got {tuple(noise.shape)}.")
     y0 = P.predict(model, x, y, softmax=softmax, batch_size=batch_size)
     yk = P.predict(model, (x.unsqueeze(0) - noise).flatten(0, 1), y, softmax=softmax, batch_size=batch_size)
-    dot = (noise.double() * a.unsqueeze(0)).flatten(2).sum(2)
+    dot = torch.stack([(nk * a).flatten(1).sum(1) for nk in noise])  # per draw: no K×N×... float64 copy
     return (dot - (y0.unsqueeze(0) - yk.view(-1, x.shape[0]))).square().mean(0)
 
 

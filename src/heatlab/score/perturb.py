@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import functools
 
+import math
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from heatlab.errors import HeatlabError
+from heatlab.score._no_truth import stable_sort_float32
 
 BASELINES = ("black", "white", "mean", "uniform", "blur")
 ORDERS = ("morf", "lerf")
@@ -74,9 +78,18 @@ def check_order(order: str) -> str:
 
 
 def order_groups(scores: Tensor, order: str = "morf") -> Tensor:
-    """N×K group indices, first removed first; ties broken by the lower group index (stable sort)."""
+    """N×K group indices, first removed first; ties broken by the lower group index (stable sort).
+    On the CPU, scores that float32 holds exactly (e.g. float32 heatmaps widened) sort as int64 keys
+    (:func:`heatlab.score._no_truth.stable_sort_float32`, ~3× faster than a stable float sort)."""
     check_order(order)
-    return torch.sort(-scores if order == "morf" else scores, dim=1, stable=True).indices
+    key = -scores if order == "morf" else scores
+    if key.device.type == "cpu" and key.ndim == 2 and key.dtype in (torch.float32, torch.float64) and not key.requires_grad:
+        v = key.numpy()
+        v32 = v.astype(np.float32)
+        keyed = stable_sort_float32(v32) if bool((v32 == v).all()) else None  # NaN != NaN: the torch sort
+        if keyed is not None:
+            return torch.from_numpy(keyed[0])
+    return torch.sort(key, dim=1, stable=True).indices
 
 
 def ranks_of(groups: Tensor, scores: Tensor, order: str = "morf") -> Tensor:
@@ -157,22 +170,47 @@ def removal_curve(model: nn.Module, x: Tensor, y: Tensor, rank: Tensor, threshol
     """N×K target scores as features are removed in rank order: step k replaces every element with
     rank < ``thresholds[k]`` by ``fill`` (``insert``: starts from ``fill`` and puts ``x`` back;
     ``window``: only ranks from ``thresholds[k-1]`` (0 for k=0), each step from the original ``x``).
-    Several steps share one forward pass, up to ``batch_size`` inputs."""
+    Several steps share one forward pass, up to ``batch_size`` inputs. Each step edits one buffer at
+    the elements whose state changes (:func:`rank_order`), O(changed) instead of O(N·D) per step."""
     n = x.shape[0]
-    rank = rank.view_as(x)
+    order, bounds = rank_order(rank.reshape(n, -1), thresholds)
+    start, put = (fill, x) if insert else (x, fill)
+    start, put = start.expand_as(x).reshape(-1), put.expand_as(x).reshape(-1)
+    buf = start.clone()
+    done = 0  # the elements order[:done] hold ``put`` (cumulative steps)
     per = max(1, batch_size // n)
     out = []
     for s in range(0, len(thresholds), per):
-        ts = torch.tensor(thresholds[s : s + per], device=x.device).view(-1, *[1] * x.ndim)
-        gone = rank.unsqueeze(0) < ts
-        if window:
-            lo = torch.tensor(([0] + thresholds)[s : s + ts.shape[0]], device=x.device).view_as(ts)
-            gone &= rank.unsqueeze(0) >= lo
-        if insert:
-            gone = ~gone
-        xs = torch.where(gone, fill.unsqueeze(0), x.unsqueeze(0)).flatten(0, 1)
-        out.append(predict(model, xs, y, softmax=softmax, batch_size=batch_size).view(-1, n))
+        chunk = buf.new_empty(min(per, len(thresholds) - s), buf.numel())
+        for j, k in enumerate(range(s, s + chunk.shape[0])):
+            if window:
+                idx = order[bounds[k - 1] if k else 0 : bounds[k]]
+                buf[idx] = put[idx]
+                chunk[j] = buf
+                buf[idx] = start[idx]
+                continue
+            lo, hi = sorted((done, bounds[k]))
+            idx = order[lo:hi]
+            buf[idx] = (put if bounds[k] > done else start)[idx]
+            done = bounds[k]
+            chunk[j] = buf
+        out.append(predict(model, chunk.view(-1, *x.shape[1:]), y, softmax=softmax, batch_size=batch_size).view(-1, n))
     return torch.cat(out).T
+
+
+def rank_order(rank: Tensor, thresholds: list[int]) -> tuple[Tensor, list[int]]:
+    """Flat indices into ``rank`` (N×D integers) sorted by rank, and per threshold t how many
+    elements have rank < t: the elements below ``thresholds[k]`` are ``order[:bounds[k]]``. On the
+    CPU with ranks below 2¹⁶, NumPy's radix sort of uint16 (~10× faster than torch's sort)."""
+    flat = rank.reshape(-1)
+    if flat.device.type == "cpu" and flat.numel() and 0 <= int(flat.min()) and int(flat.max()) < 1 << 16:
+        r16 = flat.numpy().astype(np.uint16)
+        below = np.concatenate([[0], np.cumsum(np.bincount(r16))])  # below[t]: how many ranks < t
+        return (torch.from_numpy(np.argsort(r16, kind="stable")),
+                [int(below[min(max(math.ceil(t), 0), len(below) - 1)]) for t in thresholds])
+    sorted_rank, order = torch.sort(flat)
+    t = torch.tensor([math.ceil(t) for t in thresholds], dtype=sorted_rank.dtype, device=flat.device)
+    return order, torch.searchsorted(sorted_rank, t).tolist()
 
 
 def trapezoid(curve: Tensor, dx: float = 1.0) -> Tensor:

@@ -37,7 +37,7 @@ def randomised_layers(model: nn.Module, layer_order: str = "top_down", seed: int
     if layer_order not in LAYER_ORDERS:
         raise HeatlabError(f"Unknown layer_order={layer_order!r}; pass one of {', '.join(LAYER_ORDERS)}.")
     work = copy.deepcopy(model)
-    original = copy.deepcopy(model.state_dict())
+    original = copy.deepcopy(model.state_dict()) if layer_order == "independent" else None
     layers = [(n, m) for n, m in work.named_modules() if hasattr(m, "reset_parameters")]
     if not layers:
         raise HeatlabError("The model has no layer with reset_parameters() to randomise; pass a model of torch layers.")

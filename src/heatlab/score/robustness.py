@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from heatlab.errors import HeatlabError
-from heatlab.score._no_truth import check_inputs, explainer, generator, predict, prepare, rows
+from heatlab.score._no_truth import check_inputs, explainer, generator, predict, prepare, row_norms64, rows
 from heatlab.score.metric_info import MetricInfo
 
 
@@ -77,8 +77,8 @@ def _ratios(model, x, y, a, explain_func, name, draws, objective, *, abs, normal
     return torch.stack(out, 1)  # N×K
 
 
-def _fro(t: Tensor) -> Tensor:
-    return rows(t.double()).norm(dim=1)
+def _fro(t: Tensor, minus: Tensor | None = None) -> Tensor:
+    return row_norms64(t, minus)
 
 
 def _sensitivity(model, x, y, a, explain_func, name, *, nr_samples, lower_bound, upper_bound, abs, normalise,
@@ -86,7 +86,7 @@ def _sensitivity(model, x, y, a, explain_func, name, *, nr_samples, lower_bound,
     draws = _draws(x, noise, uniform_noise(x.shape[1:], nr_samples, seed, lower_bound, upper_bound), nr_samples)
     # an all-zero heatmap has no relative change: NaN (undefined), where Quantus divides by 0 (inf)
     return _ratios(model, x, y, a, explain_func, name, draws,
-                   lambda a, ak, xk, _: _fro(a - ak) / _fro(a).masked_fill(_fro(a) == 0, torch.nan),
+                   lambda a, ak, xk, _: _fro(a, ak) / _fro(a).masked_fill(_fro(a) == 0, torch.nan),
                    abs=abs, normalise=normalise, nan_when_changed=return_nan_when_prediction_changes)
 
 
@@ -129,7 +129,7 @@ def local_lipschitz_estimate(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, 
     x, y, a = check_inputs(model, x, y, a)
     draws = _draws(x, noise, gaussian_noise(x.shape[1:], nr_samples, seed, perturb_mean, perturb_std), nr_samples)
     s = _ratios(model, x, y, a, explain_func, "local_lipschitz_estimate", draws,
-                lambda a, ak, xk, _: _fro(a - ak) / (_fro(x - xk) + 1e-10), abs=abs, normalise=normalise,
+                lambda a, ak, xk, _: _fro(a, ak) / (_fro(x, xk) + 1e-10), abs=abs, normalise=normalise,
                 nan_when_changed=return_nan_when_prediction_changes)
     return s.amax(1) if return_nan_when_prediction_changes else _nanmax(s)
 
@@ -137,8 +137,11 @@ def local_lipschitz_estimate(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, 
 def _relative_change(t: Tensor, eps: float):
     """``t_k -> ‖(t − t_k) / t‖`` per row, ``eps`` standing in for a zero ``t`` (Agarwal et al. 2022);
     computed in ``t``'s dtype (as Quantus), summed in float64."""
-    safe = t + (t == 0) * eps
-    return lambda tk: rows(torch.sub(t, tk).div_(safe)).norm(dim=1, dtype=torch.float64)
+    if t.dtype in (torch.float32, torch.float64):  # eps rounded as ``(t == 0) * eps`` rounds it (default dtype)
+        safe = t.masked_fill(t == 0, float(torch.tensor(eps, dtype=torch.get_default_dtype())))
+    else:
+        safe = t + (t == 0) * eps
+    return lambda tk: row_norms64(t, minus=tk, over=safe)
 
 
 def _stability(model, x, y, a, explain_func, name, denominator, *, nr_samples, abs, normalise, eps_min,
