@@ -291,7 +291,7 @@ def test_batched_equals_one_by_one(fn, kw):
 
 
 @pytest.mark.parametrize("nan_when_changed", [True, False])
-@pytest.mark.parametrize("fn", [rb.relative_output_stability],
+@pytest.mark.parametrize("fn", [rb.relative_output_stability, rb.relative_representation_stability],
                          ids=lambda f: f.__name__)
 def test_relative_stability_forwards_x_once_and_each_draw_once(fn, nan_when_changed):
     """ROS's h(x), RRS's layer outputs of x and the label of x come from one forward of x; then one per

@@ -235,12 +235,14 @@ def relative_representation_stability(model: nn.Module, x: Tensor, y: Tensor, a:
         raise HeatlabError("Pass layer_names or layer_indices, not both.")
     forward = lambda t: _layer_outputs(model, t, layer_names, layer_indices)  # noqa: E731
     # per layer, never concatenated: the layers' outputs are far larger than the input
-    changes = [_relative_change(t, eps_min) for t in forward(x)[1]]
+    logits, outputs = forward(x)  # the layer outputs and the label of x: one forward
+    changes = [_relative_change(t, eps_min) for t in outputs]
     change = lambda tks: sum(c(tk).square() for c, tk in zip(changes, tks)).sqrt()  # noqa: E731
     return _stability(model, x, y, a, explain_func, "relative_representation_stability",
                       lambda xk, outs: change(outs[1]), nr_samples=nr_samples, abs=abs, forward=forward,
                       normalise=normalise, eps_min=eps_min, perturb_kwargs=perturb_func_kwargs, noise=noise,
-                      seed=seed, return_nan_when_prediction_changes=return_nan_when_prediction_changes)
+                      seed=seed, return_nan_when_prediction_changes=return_nan_when_prediction_changes,
+                      logits=logits)
 
 
 def _nanmax(s: Tensor) -> Tensor:
