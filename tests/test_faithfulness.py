@@ -76,6 +76,29 @@ def test_irof_equals_quantus_on_slic_and_on_given_segments(quantus, monkeypatch)
     np.testing.assert_allclose(h, q, rtol=1e-5, atol=1e-5)
 
 
+def _forwarded(model: nn.Module) -> list[int]:
+    """A list that grows by the batch size of every forward pass of ``model``."""
+    seen: list[int] = []
+    model.register_forward_pre_hook(lambda _m, i: seen.append(i[0].shape[0]))
+    return seen
+
+
+def test_irof_forwards_each_image_only_until_its_last_superpixel():
+    """Images with 4, 16, 9 and 36 superpixels: one forward of x plus one per superpixel of each
+    image (none past an image's last one), in batches of at most batch_size; equal to IROF per image."""
+    model = _cnn(1)
+    x, y, a = _data(1, n=4)
+    cell = torch.tensor([6, 3, 4, 2])
+    r = torch.arange(12)
+    seg = torch.stack([(r[:, None] // s) * (12 // s) + r[None, :] // s for s in cell.tolist()])
+    seen = _forwarded(model)
+    h = fa.irof(model, x, y, a, segments=seg, batch_size=10)
+    assert sum(seen) == 4 + int((12 // cell).square().sum()) and max(seen) <= 10
+    alone = torch.cat([fa.irof(model, x[i : i + 1], y[i : i + 1], a[i : i + 1], segments=seg[i : i + 1])
+                       for i in range(4)])
+    torch.testing.assert_close(h, alone, rtol=1e-6, atol=1e-6)
+
+
 def test_non_sensitivity_equals_quantus(quantus):
     q, h = _both(quantus, "NonSensitivity", dict(eps=0.05), c=1)
     np.testing.assert_array_equal(h, q)

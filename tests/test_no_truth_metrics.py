@@ -290,6 +290,21 @@ def test_batched_equals_one_by_one(fn, kw):
     torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-6, equal_nan=True)
 
 
+@pytest.mark.parametrize("nan_when_changed", [True, False])
+@pytest.mark.parametrize("fn", [rb.relative_output_stability, rb.relative_representation_stability],
+                         ids=lambda f: f.__name__)
+def test_relative_stability_forwards_x_once_and_each_draw_once(fn, nan_when_changed):
+    """ROS's h(x), RRS's layer outputs of x and the label of x come from one forward of x; then one per
+    draw (the explainer here never calls the model)."""
+    m = _model()
+    x, y = _batch(4)
+    seen = []
+    m.register_forward_pre_hook(lambda _m, i: seen.append(i[0].shape[0]))
+    s = fn(m, x, y, torch.rand(x.shape, generator=torch.Generator().manual_seed(2)), nr_samples=3,
+           explain_func=lambda _m, xx, _y: xx.square(), return_nan_when_prediction_changes=nan_when_changed)
+    assert s.shape == (4,) and sum(seen) == 4 * (1 + 3)
+
+
 def test_random_method_is_seeded_uniform_noise_per_sample_and_model():
     m = _model()
     x, y = _batch()

@@ -285,7 +285,8 @@ def irof_curve(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, *, segmentatio
     rank = P.ranks_of(groups, means, "morf")
     fill = P.baseline(x, perturb_baseline, generator=generator(seed))
     y0 = P.predict(model, x, y, softmax=softmax, batch_size=batch_size)
-    c = P.removal_curve(model, x, y, rank, list(range(1, k + 1)), fill, softmax=softmax, batch_size=batch_size)
+    c = P.removal_curve(model, x, y, rank, list(range(1, k + 1)), fill, softmax=softmax, batch_size=batch_size,
+                        lengths=counts)  # the curve ends at each image's own superpixel count
     valid = torch.arange(k, device=x.device)[None, :] < counts[:, None]
     return torch.where(valid, c / y0[:, None], torch.zeros_like(c)), counts
 

@@ -166,36 +166,58 @@ def predict(model: nn.Module, x: Tensor, y: Tensor, *, softmax: bool, batch_size
 
 
 def removal_curve(model: nn.Module, x: Tensor, y: Tensor, rank: Tensor, thresholds: list[int], fill: Tensor, *,
-                  softmax: bool, batch_size: int, insert: bool = False, window: bool = False) -> Tensor:
+                  softmax: bool, batch_size: int, insert: bool = False, window: bool = False,
+                  lengths: Tensor | None = None) -> Tensor:
     """N×K target scores as features are removed in rank order: step k replaces every element with
     rank < ``thresholds[k]`` by ``fill`` (``insert``: starts from ``fill`` and puts ``x`` back;
     ``window``: only ranks from ``thresholds[k-1]`` (0 for k=0), each step from the original ``x``).
-    Several steps share one forward pass, up to ``batch_size`` inputs. Each step edits one buffer at
-    the elements whose state changes (:func:`rank_order`), O(changed) instead of O(N·D) per step."""
-    n = x.shape[0]
+    ``lengths`` (N): sample i is forwarded at its first ``lengths[i]`` steps only, its later entries
+    are 0. Whole steps share one forward pass, up to ``batch_size`` inputs. Each step edits one
+    buffer at the elements whose state changes (:func:`rank_order`), O(changed) instead of O(N·D)."""
+    n, steps = x.shape[0], len(thresholds)
     order, bounds = rank_order(rank.reshape(n, -1), thresholds)
     start, put = (fill, x) if insert else (x, fill)
     start, put = start.expand_as(x).reshape(-1), put.expand_as(x).reshape(-1)
     buf = start.clone()
-    done = 0  # the elements order[:done] hold ``put`` (cumulative steps)
-    per = max(1, batch_size // n)
-    out = []
-    for s in range(0, len(thresholds), per):
-        chunk = buf.new_empty(min(per, len(thresholds) - s), buf.numel())
-        for j, k in enumerate(range(s, s + chunk.shape[0])):
-            if window:
-                idx = order[bounds[k - 1] if k else 0 : bounds[k]]
-                buf[idx] = put[idx]
-                chunk[j] = buf
-                buf[idx] = start[idx]
-                continue
+    rows = buf.view(n, -1)
+    active = [None] * steps if lengths is None else [(lengths.to(x.device) > k).nonzero()[:, 0] for k in range(steps)]
+    out = torch.zeros(steps * n, dtype=torch.float64, device=x.device)
+    chunk = buf.new_empty(max(batch_size, n), rows.shape[1])
+    everyone = torch.arange(n, device=x.device)
+    keys: list[Tensor] = []  # per chunk row: its flat index k·n + i into ``out``
+    done = used = 0  # the elements order[:done] hold ``put`` (cumulative steps); chunk rows filled
+
+    def flush():
+        key = torch.cat(keys)
+        out[key] = predict(model, chunk[:used].view(-1, *x.shape[1:]), y[key % n], softmax=softmax,
+                           batch_size=batch_size)
+        keys.clear()
+
+    for k in range(steps):
+        act = active[k]
+        m = n if act is None else len(act)
+        if used and used + m > batch_size:
+            flush()
+            used = 0
+        if window:
+            idx = order[bounds[k - 1] if k else 0 : bounds[k]]
+            buf[idx] = put[idx]
+        else:
             lo, hi = sorted((done, bounds[k]))
             idx = order[lo:hi]
             buf[idx] = (put if bounds[k] > done else start)[idx]
             done = bounds[k]
-            chunk[j] = buf
-        out.append(predict(model, chunk.view(-1, *x.shape[1:]), y, softmax=softmax, batch_size=batch_size).view(-1, n))
-    return torch.cat(out).T
+        if act is None:
+            chunk[used : used + m] = rows
+        else:
+            torch.index_select(rows, 0, act, out=chunk[used : used + m])
+        keys.append(k * n + (everyone if act is None else act))
+        used += m
+        if window:
+            buf[idx] = start[idx]
+    if keys:
+        flush()
+    return out.view(steps, n).T
 
 
 def rank_order(rank: Tensor, thresholds: list[int]) -> tuple[Tensor, list[int]]:

@@ -51,12 +51,13 @@ def _draws(x: Tensor, noise: Tensor | None, default: Iterator[Tensor], nr_sample
 
 
 def _runs(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, explain_func, name: str, draws, *, abs: bool,
-          normalise: bool, how: str = "max", nan_when_changed: bool, forward=None):
+          normalise: bool, how: str = "max", nan_when_changed: bool, forward=None, logits: Tensor | None = None):
     """Per draw: ``(x_k, a_k, changed, outputs_k)``; ``changed`` marks samples whose predicted class moved
     (with ``nan_when_changed``, else None); ``outputs_k`` is ``forward(x_k)`` = ``(logits, extra)`` (default
-    ``(logits, None)``; None when neither ``nan_when_changed`` nor ``forward`` asks for the pass)."""
+    ``(logits, None)``; None when neither ``nan_when_changed`` nor ``forward`` asks for the pass).
+    ``logits``: the model's output for ``x`` where the caller has it (saves a forward of ``x``)."""
     explain = explainer(explain_func, name)
-    label = predict(model, x).argmax(1) if nan_when_changed else None
+    label = (predict(model, x) if logits is None else logits).argmax(1) if nan_when_changed else None
     needed = nan_when_changed or forward is not None
     forward = forward or (lambda t: (predict(model, t), None))
     for noise in draws:
@@ -67,11 +68,11 @@ def _runs(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, explain_func, name:
 
 
 def _ratios(model, x, y, a, explain_func, name, draws, objective, *, abs, normalise, how="max", nan_when_changed,
-            forward=None):
+            forward=None, logits=None):
     a = prepare(a, abs=abs, normalise=normalise, how=how)
     out = []
     for xk, ak, changed, outs in _runs(model, x, y, a, explain_func, name, draws, abs=abs, normalise=normalise, how=how,
-                                       nan_when_changed=nan_when_changed, forward=forward):
+                                       nan_when_changed=nan_when_changed, forward=forward, logits=logits):
         r = objective(a, ak, xk, outs)
         out.append(torch.where(changed, torch.nan, r) if changed is not None else r)
     return torch.stack(out, 1)  # N×K
@@ -145,7 +146,7 @@ def _relative_change(t: Tensor, eps: float):
 
 
 def _stability(model, x, y, a, explain_func, name, denominator, *, nr_samples, abs, normalise, eps_min,
-               perturb_kwargs, return_nan_when_prediction_changes, noise, seed, forward=None):
+               perturb_kwargs, return_nan_when_prediction_changes, noise, seed, forward=None, logits=None):
     kw = {"lower_bound": 0.02, "upper_bound": 0.2, **(perturb_kwargs or {})}
     draws = _draws(x, noise, uniform_noise(x.shape[1:], nr_samples, seed, kw["lower_bound"], kw["upper_bound"]),
                    nr_samples)
@@ -159,7 +160,8 @@ def _stability(model, x, y, a, explain_func, name, denominator, *, nr_samples, a
         return change(ak) / (d + (d == 0) * eps_min)
 
     s = _ratios(model, x, y, a, explain_func, name, draws, objective, abs=abs, normalise=normalise,
-                how="second_moment", nan_when_changed=return_nan_when_prediction_changes, forward=forward)
+                how="second_moment", nan_when_changed=return_nan_when_prediction_changes, forward=forward,
+                logits=logits)
     return s.amax(1)  # a NaN draw makes the sample NaN, as in Quantus
 
 
@@ -185,11 +187,12 @@ def relative_output_stability(model: nn.Module, x: Tensor, y: Tensor, a: Tensor,
                               seed: int = 0) -> Tensor:
     """ROS (Agarwal et al. 2022): ``‖(a − a')/a‖ / ‖h(x) − h(x')‖``, h the logits; max over draws. Lower is better."""
     x, y, a = check_inputs(model, x, y, a)
-    h = predict(model, x).double()
+    logits = predict(model, x)  # h(x) and the label of x: one forward
+    h = logits.double()
     return _stability(model, x, y, a, explain_func, "relative_output_stability",
                       lambda xk, outs: _fro(h - (predict(model, xk) if outs is None else outs[0]).double()), nr_samples=nr_samples, abs=abs,
                       normalise=normalise, eps_min=eps_min, perturb_kwargs=perturb_func_kwargs, noise=noise,
-                      seed=seed, return_nan_when_prediction_changes=return_nan_when_prediction_changes)
+                      seed=seed, return_nan_when_prediction_changes=return_nan_when_prediction_changes, logits=logits)
 
 
 def hidden_representations(model: nn.Module, x: Tensor, layer_names: Sequence[str] | None = None,
@@ -232,12 +235,14 @@ def relative_representation_stability(model: nn.Module, x: Tensor, y: Tensor, a:
         raise HeatlabError("Pass layer_names or layer_indices, not both.")
     forward = lambda t: _layer_outputs(model, t, layer_names, layer_indices)  # noqa: E731
     # per layer, never concatenated: the layers' outputs are far larger than the input
-    changes = [_relative_change(t, eps_min) for t in forward(x)[1]]
+    logits, outputs = forward(x)  # the layer outputs and the label of x: one forward
+    changes = [_relative_change(t, eps_min) for t in outputs]
     change = lambda tks: sum(c(tk).square() for c, tk in zip(changes, tks)).sqrt()  # noqa: E731
     return _stability(model, x, y, a, explain_func, "relative_representation_stability",
                       lambda xk, outs: change(outs[1]), nr_samples=nr_samples, abs=abs, forward=forward,
                       normalise=normalise, eps_min=eps_min, perturb_kwargs=perturb_func_kwargs, noise=noise,
-                      seed=seed, return_nan_when_prediction_changes=return_nan_when_prediction_changes)
+                      seed=seed, return_nan_when_prediction_changes=return_nan_when_prediction_changes,
+                      logits=logits)
 
 
 def _nanmax(s: Tensor) -> Tensor:
