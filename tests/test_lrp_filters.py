@@ -68,7 +68,7 @@ def test_effects_are_the_paired_differences_of_the_stored_rows(studied):
         d = (pair[r.metric] - pair[f"{r.metric}_none"]).dropna()
         assert r.difference == pytest.approx(d.mean(), abs=1e-12)
         assert (r.cells, r.branches, r.n) == (len(d), 1, len(d))  # one branch: n is the distinct cells
-        assert r.low <= r.difference <= r.high and r.interval == "bootstrap over cells"
+        assert r.low <= r.difference <= r.high and r.interval == "bootstrap over samples"
         up = r.low > 0 if r.higher_is_better else r.high < 0
         down = r.high < 0 if r.higher_is_better else r.low > 0
         assert r.verdict == ("better" if up else "worse" if down else "tied")
@@ -78,7 +78,7 @@ def test_effects_are_the_paired_differences_of_the_stored_rows(studied):
     assert dict(effects.groupby("metric")["higher_is_better"].first()) == {
         **{m: True for m in ("precision_best", "recall_best", "auc/feature")}, "fpr_avg": False, "mae": False,
         **({"auc/cell": True} if "auc/cell" in set(effects["metric"]) else {})}
-    assert summary.design == {"cells": 20, "branches": 1, "n": 20, "interval": "bootstrap over cells", "level": 0.95}
+    assert summary.design == {"cells": 20, "branches": 1, "n": 20, "interval": "bootstrap over samples", "level": 0.95}
 
 
 def test_effects_pair_rows_by_branch_and_cell_and_read_each_metrics_direction():
@@ -117,7 +117,7 @@ def test_cli_states_n_and_the_verdicts_from_the_intervals(studied, tmp_path):
     result = CliRunner().invoke(app, ["lrp-filters", str(run), "--filters", "c0.2,p0.5", "--batch-size", "8"])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
-    assert "over 20 samples x 1 branches (n = 20, 20 distinct samples)" in text and "bootstrap over cells" in text
+    assert "over 20 samples x 1 branches (n = 20, 20 distinct samples)" in text and "bootstrap over samples" in text
     effects = pd.read_parquet(RunDir(run).table("lrp_filters_effects"))
     for f, g in effects.groupby("filter"):
         better = ", ".join(f"{r.metric} {r.difference:+.3f} [{r.low:+.3f}, {r.high:+.3f}]"

@@ -287,7 +287,7 @@ def _bootstrap_auroc(p: np.ndarray, q: np.ndarray, resamples: int, seed: int) ->
 
 
 #: :func:`paired_difference`'s kinds, by whether branches are resampled too.
-CELLS_ONLY, BRANCHES_AND_CELLS = "bootstrap over cells", "bootstrap over branches and cells"
+CELLS_ONLY, BRANCHES_AND_CELLS = "bootstrap over samples", "bootstrap over branches and samples"
 #: Fewest branches whose spread the paired bootstrap resamples (fewer say little about a branch's spread).
 MIN_RESAMPLED_BRANCHES = 3
 
