@@ -387,10 +387,12 @@ def test_average_ranks_equal_scipy_row_by_row_on_ties_signed_zeros_and_extreme_m
                   (rng.standard_normal(d) * 1e30).astype(np.float32),
                   np.full(d, -0.0, np.float32)])
     v[0, : min(d, 3)] = [0.0, -0.0, 0.0][: min(d, 3)]
-    got = _average_ranks_numpy(v)
-    assert got.dtype == np.float64
-    for row, ranks in zip(v, got):
-        np.testing.assert_array_equal(ranks, stats.rankdata(row))
+    v[2, : d // 2 : 7] = v[2, -1]  # a few ties among distinct values
+    for block in (v, v[1:3]):  # mostly tied (mean rank of every group), few ties (tied slots only)
+        got = _average_ranks_numpy(block)
+        assert got.dtype == np.float64
+        for row, ranks in zip(block, got):
+            np.testing.assert_array_equal(ranks, stats.rankdata(row))
 
 
 def test_stable_sort_float32_is_torchs_stable_sort():

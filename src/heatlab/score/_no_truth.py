@@ -177,8 +177,8 @@ def stable_sort_float32(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _average_ranks_numpy(v: np.ndarray) -> np.ndarray:
     """:func:`average_ranks` in NumPy. float32 rows sort by :func:`stable_sort_float32`; the tie
-    groups are found on all rows at once (a group start at every row start). A group of ``len``
-    starting at row position ``p`` has mean rank ``p + len / 2 + 1 / 2``."""
+    groups are found on all rows at once (a group start at every row start); a group of ``len``
+    starting at row position ``p`` (0-based) has mean rank ``p + 1 + (len - 1) / 2``."""
     n, d = v.shape
     if v.dtype == np.float32 and np.isfinite(v).all():
         order, s = stable_sort_float32(v)
@@ -188,13 +188,15 @@ def _average_ranks_numpy(v: np.ndarray) -> np.ndarray:
     starts = np.ones((n, d), dtype=bool)
     starts[:, 1:] = s[:, 1:] != s[:, :-1]
     first = np.flatnonzero(starts)
-    pos = np.tile(np.arange(d) + 0.5, n)  # row position + 1/2 of each flat sorted slot
-    if first.size == n * d:  # no ties: rank = position + 1
-        mean_rank = pos + 0.5
-    else:
-        group_rank = np.diff(first, append=n * d) * 0.5
-        group_rank += pos[first]
-        mean_rank = group_rank[np.cumsum(starts.ravel()) - 1]
+    mean_rank = np.tile(np.arange(1.0, d + 1), n)  # untied: row position + 1
+    length = np.diff(first, append=n * d)
+    tied = length > 1
+    if length[tied].sum() * 4 > n * d:  # many ties: every group's mean rank, repeated
+        mean_rank = np.repeat(mean_rank[first] + (length - 1) * 0.5, length)
+    elif tied.any():  # few: overwrite only the tied slots
+        start, length = first[tied], length[tied]
+        slot = np.repeat(start - (np.cumsum(length) - length), length) + np.arange(length.sum())
+        mean_rank[slot] = np.repeat(mean_rank[start] + (length - 1) * 0.5, length)
     ranks = np.empty(n * d)
     ranks[(order + np.arange(0, n * d, d)[:, None]).ravel()] = mean_rank
     return ranks.reshape(n, d)
