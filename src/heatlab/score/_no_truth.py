@@ -152,7 +152,7 @@ def radix_argsort(digits: list[np.ndarray]) -> np.ndarray:
     significant first): one LSD pass per digit, each NumPy's radix sort of uint16 (``np.argsort``
     ``kind="stable"``), the next digit gathered in the order so far. int64 indices, ties by the lower index."""
     order = np.argsort(digits[0], axis=-1, kind="stable")
-    if len(digits) == 1:
+    if len(digits) == 1 or order.size == 0:
         return order
     d = order.shape[-1]
     flat_order = order.reshape(-1, d)
@@ -180,6 +180,8 @@ def _average_ranks_numpy(v: np.ndarray) -> np.ndarray:
     groups are found on all rows at once (a group start at every row start); a group of ``len``
     starting at row position ``p`` (0-based) has mean rank ``p + 1 + (len - 1) / 2``."""
     n, d = v.shape
+    if v.size == 0:
+        return np.empty((n, d))
     if v.dtype == np.float32 and np.isfinite(v).all():
         order, s = stable_sort_float32(v)
     else:
