@@ -388,3 +388,34 @@ def test_row_norms64_by_blocks_equal_the_float64_norm():
     for args, ref in cases:
         for block in (7, 1000, 1 << 20):  # one column per block, blocks not dividing the row, one block
             torch.testing.assert_close(row_norms64(*args, block=block), ref.flatten(1).norm(dim=1), rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("d", [1, 2, 300])
+def test_average_ranks_equal_scipy_row_by_row_on_ties_signed_zeros_and_extreme_magnitudes(d):
+    stats = pytest.importorskip("scipy.stats")
+    from heatlab.score._no_truth import _average_ranks_numpy
+
+    rng = np.random.default_rng(7)
+    pool = np.array([0.0, -0.0, 1.0, -1.0, 3e38, -3e38, 1e-45, -1e-45, 1.2e-38, -1.2e-38, 0.5, 65536.0], np.float32)
+    v = np.stack([pool[rng.integers(0, pool.size, d)],  # many ties, across every 16-bit digit
+                  rng.standard_normal(d).astype(np.float32) * np.float32(1e-40),  # subnormals
+                  (rng.standard_normal(d) * 1e30).astype(np.float32),
+                  np.full(d, -0.0, np.float32)])
+    v[0, : min(d, 3)] = [0.0, -0.0, 0.0][: min(d, 3)]
+    v[2, : d // 2 : 7] = v[2, -1]  # a few ties among distinct values
+    for block in (v, v[1:3]):  # mostly tied (mean rank of every group), few ties (tied slots only)
+        got = _average_ranks_numpy(block)
+        assert got.dtype == np.float64
+        for row, ranks in zip(block, got):
+            np.testing.assert_array_equal(ranks, stats.rankdata(row))
+
+
+def test_stable_sort_float32_is_torchs_stable_sort():
+    from heatlab.score._no_truth import stable_sort_float32
+
+    g = torch.Generator().manual_seed(3)
+    v = (torch.randint(-300, 300, (4, 5000), generator=g).float() * 1e-3).exp() * torch.randint(-1, 2, (4, 5000), generator=g)
+    order, keys = stable_sort_float32(v.numpy())  # ties among -0.0 and 0.0 and across the low 16 bits
+    ref = torch.sort(v, dim=1, stable=True)
+    np.testing.assert_array_equal(order, ref.indices.numpy())
+    assert ((keys[:, 1:] == keys[:, :-1]) == (ref.values[:, 1:] == ref.values[:, :-1]).numpy()).all()

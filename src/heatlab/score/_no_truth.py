@@ -131,7 +131,7 @@ def predict(model: nn.Module, x: Tensor) -> Tensor:
 def average_ranks(v: Tensor) -> Tensor:
     """Ranks (1-based, float64) within each row of ``v`` (N×D), ties given their average rank as
     ``scipy.stats.rankdata``: one sort, then each tie group's first and last position by running
-    maxima and minima (on the CPU: :func:`_average_ranks_numpy`, ~4× faster)."""
+    maxima and minima (on the CPU: :func:`_average_ranks_numpy`, faster)."""
     if v.device.type == "cpu" and not v.requires_grad:
         return torch.from_numpy(_average_ranks_numpy(v.numpy()))
     s, order = v.sort(1)
@@ -147,36 +147,60 @@ def average_ranks(v: Tensor) -> Tensor:
     return torch.empty_like(ranks).scatter_(1, order, ranks)
 
 
-def stable_sort_float32(v: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Stable ascending sort of each row of float32 ``v`` (N×D, no NaN) as one plain sort of int64
-    keys (the value's order-preserving bits above the column index): the order (N×D int64, ties by
-    the lower index, -0.0 equal to 0.0 as ``torch.sort(stable=True)``) and the sorted values' order-
-    preserving bits (equal exactly where the values are). None where D is too large for the keys."""
-    d = v.shape[1]
-    b = max(1, (d - 1).bit_length())
-    if b > 31:
-        return None
+def radix_argsort(digits: list[np.ndarray]) -> np.ndarray:
+    """Stable argsort along the last axis of keys given as uint16 ``digits`` (same shape, least
+    significant first): one LSD pass per digit, each NumPy's radix sort of uint16 (``np.argsort``
+    ``kind="stable"``), the next digit gathered in the order so far. int64 indices, ties by the lower index."""
+    order = np.argsort(digits[0], axis=-1, kind="stable")
+    if len(digits) == 1 or order.size == 0:
+        return order
+    d = order.shape[-1]
+    flat_order = order.reshape(-1, d)
+    off = np.arange(0, flat_order.size, d)[:, None]
+    for digit in digits[1:]:
+        step = np.argsort(np.take(digit.reshape(-1), flat_order + off), axis=1, kind="stable")
+        flat_order = np.take(flat_order.reshape(-1), step + off)
+    return flat_order.reshape(order.shape)
+
+
+def stable_sort_float32(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stable ascending sort of each row of float32 ``v`` (N×D, no NaN) by :func:`radix_argsort` of the
+    values' order-preserving 32-bit keys (two 16-bit passes, ~2× faster than ``np.sort`` of int64
+    keys): the order (N×D int64, ties by the lower index, -0.0 equal to 0.0 as
+    ``torch.sort(stable=True)``) and the sorted keys (uint32, equal exactly where the values are)."""
     bits = (v + np.float32(0)).view(np.int32)  # + 0: -0.0 becomes 0.0, which it equals
-    key = np.sort(((bits ^ ((bits >> 31) & 0x7FFFFFFF)).astype(np.int64) << b) | np.arange(d), axis=1)
-    return key & ((1 << b) - 1), key >> b
+    key = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).view(np.uint32) ^ np.uint32(1 << 31)
+    order = radix_argsort([(key & 0xFFFF).astype(np.uint16), (key >> 16).astype(np.uint16)])
+    n, d = v.shape
+    return order, np.take(key.reshape(-1), order + np.arange(0, n * d, d)[:, None])
 
 
 def _average_ranks_numpy(v: np.ndarray) -> np.ndarray:
     """:func:`average_ranks` in NumPy. float32 rows sort by :func:`stable_sort_float32`; the tie
-    groups are found on all rows at once (a group start at every row start)."""
+    groups are found on all rows at once (a group start at every row start); a group of ``len``
+    starting at row position ``p`` (0-based) has mean rank ``p + 1 + (len - 1) / 2``."""
     n, d = v.shape
-    keyed = stable_sort_float32(v) if v.dtype == np.float32 and np.isfinite(v).all() else None
-    if keyed is not None:
-        order, s = keyed
+    if v.size == 0:
+        return np.empty((n, d))
+    if v.dtype == np.float32 and np.isfinite(v).all():
+        order, s = stable_sort_float32(v)
     else:
         order = np.argsort(v, axis=1)
         s = np.take_along_axis(v, order, 1)
     starts = np.ones((n, d), dtype=bool)
     starts[:, 1:] = s[:, 1:] != s[:, :-1]
     first = np.flatnonzero(starts)
-    mean_rank = first % d + (np.diff(first, append=n * d) - 1) / 2 + 1
+    mean_rank = np.tile(np.arange(1.0, d + 1), n)  # untied: row position + 1
+    length = np.diff(first, append=n * d)
+    tied = length > 1
+    if length[tied].sum() * 4 > n * d:  # many ties: every group's mean rank, repeated
+        mean_rank = np.repeat(mean_rank[first] + (length - 1) * 0.5, length)
+    elif tied.any():  # few: overwrite only the tied slots
+        start, length = first[tied], length[tied]
+        slot = np.repeat(start - (np.cumsum(length) - length), length) + np.arange(length.sum())
+        mean_rank[slot] = np.repeat(mean_rank[start] + (length - 1) * 0.5, length)
     ranks = np.empty(n * d)
-    ranks[(order + np.arange(0, n * d, d)[:, None]).ravel()] = mean_rank[np.cumsum(starts.ravel()) - 1]
+    ranks[(order + np.arange(0, n * d, d)[:, None]).ravel()] = mean_rank
     return ranks.reshape(n, d)
 
 
