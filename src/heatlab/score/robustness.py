@@ -85,9 +85,16 @@ def _fro(t: Tensor, minus: Tensor | None = None) -> Tensor:
 def _sensitivity(model, x, y, a, explain_func, name, *, nr_samples, lower_bound, upper_bound, abs, normalise,
                  return_nan_when_prediction_changes, noise, seed):
     draws = _draws(x, noise, uniform_noise(x.shape[1:], nr_samples, seed, lower_bound, upper_bound), nr_samples)
-    # an all-zero heatmap has no relative change: NaN (undefined), where Quantus divides by 0 (inf)
-    return _ratios(model, x, y, a, explain_func, name, draws,
-                   lambda a, ak, xk, _: _fro(a, ak) / _fro(a).masked_fill(_fro(a) == 0, torch.nan),
+    norm = None
+
+    def objective(a, ak, xk, _):
+        nonlocal norm  # ‖a‖ is the same for every draw: once
+        if norm is None:  # an all-zero heatmap has no relative change: NaN (undefined), where Quantus divides by 0 (inf)
+            norm = _fro(a)
+            norm = norm.masked_fill(norm == 0, torch.nan)
+        return _fro(a, ak) / norm
+
+    return _ratios(model, x, y, a, explain_func, name, draws, objective,
                    abs=abs, normalise=normalise, nan_when_changed=return_nan_when_prediction_changes)
 
 
