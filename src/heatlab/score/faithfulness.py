@@ -221,7 +221,11 @@ def faithfulness_correlation(model: nn.Module, x: Tensor, y: Tensor, a: Tensor, 
 def random_subsets(rows: int, d: int, k: int, gen: torch.Generator) -> Tensor:
     """``rows``×``k`` int64: per row a uniformly random k-subset of range(d), in no particular order.
     Small k (<= d/16): Floyd's algorithm, k draws per row (each j = d-k..d-1 adds a uniform t <= j,
-    or j itself if t is taken); otherwise the k smallest of d uniform draws."""
+    or j itself if t is taken); otherwise the k smallest of d uniform draws. By blocks of rows, so
+    that the rows×d mask (or draws) stays near 4 M values whatever ``rows`` (nr_runs × N)."""
+    block = max(1, (1 << 22) // d)
+    if rows > block:
+        return torch.cat([random_subsets(min(block, rows - s), d, k, gen) for s in range(0, rows, block)])
     if k * 16 > d:
         return torch.rand(rows, d, generator=gen).topk(k, largest=False, sorted=False).indices
     taken = torch.zeros(rows, d, dtype=torch.bool)
