@@ -19,7 +19,6 @@ the model's device.
 from __future__ import annotations
 
 import functools
-
 import math
 
 import numpy as np
